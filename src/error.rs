@@ -1,0 +1,219 @@
+//! The one public error type, and private conversions from redb, I/O and codec errors.
+
+use std::path::PathBuf;
+
+use crate::task::TaskId;
+
+/// Everything that can go wrong when using a [`Spool`](crate::Spool).
+///
+/// Match on the variant, or on [`Error::kind`] when only the broad category matters
+/// (for example to decide whether retrying the call can help).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process, or another `Spool` in this process, has the queue file open.
+    ///
+    /// One process owns a queue file at a time (redb locks it). Close the other handle, or
+    /// point this one at another file.
+    #[error(
+        "queue file {path} is already open by another process or Spool handle; close it first or use another file"
+    )]
+    AlreadyOpen {
+        /// The file that is locked.
+        path: PathBuf,
+    },
+
+    /// The file is damaged: redb could not read it. It was not modified.
+    #[error(
+        "queue file {path} is corrupt ({detail}); it was left untouched — restore a backup or move it aside"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What redb or the decoder reported.
+        detail: String,
+    },
+
+    /// The file is a valid redb database, or some other file, but not a taskspool queue.
+    #[error(
+        "{path} is not a taskspool queue file ({detail}); it was left untouched — pass a new or taskspool-created path"
+    )]
+    NotAQueue {
+        /// The file.
+        path: PathBuf,
+        /// Why it was rejected.
+        detail: String,
+    },
+
+    /// The file was written by a newer taskspool whose format this version cannot read.
+    #[error(
+        "queue file {path} has format version {found}, this taskspool reads up to {supported}; upgrade taskspool — the file was left untouched"
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format version stored in the file.
+        found: u64,
+        /// The newest format this build understands.
+        supported: u64,
+    },
+
+    /// The disk is full. The operation was not applied; nothing acknowledged before was lost.
+    #[error(
+        "the disk holding the queue file is full; the operation was not applied — free space and retry"
+    )]
+    DiskFull,
+
+    /// Any other storage failure (I/O error, redb error). The operation was not applied.
+    #[error("storage error: {0}")]
+    Storage(String),
+
+    /// An option passed to `enqueue_with`, a builder or a declaration is invalid.
+    /// Nothing was written.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// No task with this id exists: it was never enqueued here, or its result was pruned
+    /// after the results TTL.
+    #[error("task {0} not found (never enqueued in this file, or pruned after its results TTL)")]
+    NotFound(TaskId),
+
+    /// `wait` gave up before the task reached a final state. The task is unaffected.
+    #[error("task {0} did not finish within the wait timeout")]
+    Timeout(TaskId),
+
+    /// The task ended `Failed`; the value holds its error history.
+    #[error("task {} failed after {} attempt(s): {}", .0.id, .0.attempts, .0.message)]
+    TaskFailed(Box<Failure>),
+
+    /// The task ended `Expired`: it was not started before its expiry time.
+    #[error("task {0} expired before it started")]
+    TaskExpired(TaskId),
+
+    /// The task ended `Revoked`.
+    #[error("task {0} was revoked")]
+    TaskRevoked(TaskId),
+
+    /// Arguments or a result could not be converted to or from JSON.
+    #[error("JSON conversion failed: {0}")]
+    Json(String),
+
+    /// The spool or worker was shut down, so the request could not be served.
+    #[error("the spool's writer has stopped; the request was not applied")]
+    Closed,
+
+    /// A graceful shutdown reached its deadline with tasks still running.
+    #[error("shutdown deadline passed with {running} task(s) still running")]
+    ShutdownTimeout {
+        /// How many attempts were still running.
+        running: usize,
+    },
+}
+
+/// The broad category of an [`Error`], for callers that branch on what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file is locked by another owner.
+    AlreadyOpen,
+    /// The file cannot be used as a queue: corrupt, foreign, or of a newer format.
+    BadFile,
+    /// The disk or the storage engine failed; retrying later may succeed.
+    Storage,
+    /// The caller passed something invalid; fix the call.
+    InvalidInput,
+    /// The task does not exist.
+    NotFound,
+    /// A wait or shutdown deadline passed.
+    Timeout,
+    /// The task reached a final state other than success.
+    TaskUnsuccessful,
+    /// The spool or worker is shut down.
+    Closed,
+}
+
+impl Error {
+    /// The broad category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::AlreadyOpen { .. } => ErrorKind::AlreadyOpen,
+            Error::Corrupt { .. } | Error::NotAQueue { .. } | Error::NewerFormat { .. } => {
+                ErrorKind::BadFile
+            }
+            Error::DiskFull | Error::Storage(_) => ErrorKind::Storage,
+            Error::InvalidOption(_) | Error::Json(_) => ErrorKind::InvalidInput,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,
+            Error::TaskFailed(_) | Error::TaskExpired(_) | Error::TaskRevoked(_) => {
+                ErrorKind::TaskUnsuccessful
+            }
+            Error::Closed => ErrorKind::Closed,
+        }
+    }
+
+    /// Cloning for fan-out of one failed group commit to every caller in the group.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::DiskFull => Error::DiskFull,
+            Error::Closed => Error::Closed,
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
+/// The final failure of a task: its last message and the error of every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The task.
+    pub id: TaskId,
+    /// The task's registered name.
+    pub name: String,
+    /// How many attempts ran (including attempts lost to a crash).
+    pub attempts: u32,
+    /// The last attempt's error message.
+    pub message: String,
+    /// One entry per failed attempt, oldest first.
+    pub errors: Vec<crate::state::AttemptError>,
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        Error::DiskFull
+    } else {
+        Error::Storage(format!("I/O error: {e}"))
+    }
+}
+
+impl From<redb::StorageError> for Error {
+    fn from(e: redb::StorageError) -> Self {
+        match e {
+            redb::StorageError::Io(io) => io_error(io),
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(io) => io_error(io),
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
+macro_rules! via_redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                redb::Error::from(e).into()
+            }
+        }
+    )*};
+}
+via_redb_error!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);

@@ -1,0 +1,204 @@
+//! Read-only views: a task's status and the queue statistics. Reads use redb read
+//! transactions (MVCC snapshots) and never wait for the writer.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+
+use crate::clock::to_system_time;
+use crate::codec;
+use crate::error::{Error, Failure};
+use crate::state::{AttemptError, TaskState};
+use crate::store::record::{Slot, TaskRecord};
+use crate::store::schema::*;
+use crate::task::TaskId;
+
+/// A task's state, times and error history, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskStatus {
+    /// The task's id.
+    pub id: TaskId,
+    /// The registered task name.
+    pub name: String,
+    /// The queue it is on.
+    pub queue: String,
+    /// Its priority (0–9, higher first).
+    pub priority: u8,
+    /// Where it is in its life.
+    pub state: TaskState,
+    /// Attempts started so far, including attempts lost to a crash.
+    pub attempts: u32,
+    /// Retries allowed after the first attempt.
+    pub max_retries: u32,
+    /// When it was enqueued.
+    pub enqueued_at: SystemTime,
+    /// When it is (or was last) due to run.
+    pub due_at: SystemTime,
+    /// When its latest attempt started.
+    pub started_at: Option<SystemTime>,
+    /// When it reached its final state.
+    pub finished_at: Option<SystemTime>,
+    /// When it expires if not started.
+    pub expires_at: Option<SystemTime>,
+    /// Due, but waiting because no live worker has registered its name.
+    pub unregistered: bool,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+}
+
+/// Task counts of one queue, by state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue's name.
+    pub name: String,
+    counts: [u64; TaskState::ALL.len()],
+}
+
+impl QueueStats {
+    /// How many tasks of this queue are in `state`.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.counts[usize::from(state.code())]
+    }
+
+    /// How many tasks the queue holds in all (finished ones until they are pruned).
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// A snapshot of the whole queue file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// One entry per queue that has ever held a task, by name.
+    pub queues: Vec<QueueStats>,
+    /// Task names that are due but that no live worker has registered, with how many wait.
+    pub unregistered: Vec<(String, u64)>,
+}
+
+impl Stats {
+    /// How many tasks in all queues are in `state`.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.queues.iter().map(|q| q.count(state)).sum()
+    }
+
+    /// The stats of one queue, if it exists.
+    pub fn queue(&self, name: &str) -> Option<&QueueStats> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+}
+
+fn queue_names(read: &ReadTransaction) -> Result<HashMap<u32, String>, Error> {
+    let table = match read.open_table(QUEUES) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = HashMap::new();
+    for entry in table.iter()? {
+        let (name, id) = entry?;
+        names.insert(id.value(), name.value().to_string());
+    }
+    Ok(names)
+}
+
+fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
+    let tasks = read.open_table(TASKS)?;
+    let bytes = tasks.get(id.0)?.ok_or(Error::NotFound(id))?;
+    codec::decode(bytes.value())
+}
+
+/// The status of one task.
+pub(crate) fn status(db: &Database, id: TaskId) -> Result<TaskStatus, Error> {
+    let read = db.begin_read()?;
+    let rec = record(&read, id)?;
+    let queue = queue_names(&read)?
+        .remove(&rec.queue)
+        .unwrap_or_else(|| format!("#{}", rec.queue));
+    Ok(TaskStatus {
+        id,
+        queue,
+        priority: rec.priority,
+        state: rec.state,
+        attempts: rec.attempts,
+        max_retries: rec.max_retries,
+        enqueued_at: to_system_time(rec.enqueued_at_ms),
+        due_at: to_system_time(rec.due_at_ms),
+        started_at: rec.started_at_ms.map(to_system_time),
+        finished_at: rec.finished_at_ms.map(to_system_time),
+        expires_at: rec.expires_at_ms.map(to_system_time),
+        unregistered: matches!(rec.slot, Slot::Parked { .. }),
+        errors: rec.errors,
+        name: rec.name,
+    })
+}
+
+/// The JSON output of a finished task; `None` while unfinished; the matching error for the
+/// other final states.
+pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
+    let read = db.begin_read()?;
+    let rec = record(&read, id)?;
+    match rec.state {
+        TaskState::Succeeded => {
+            let results = read.open_table(RESULTS)?;
+            let bytes = results.get(id.0)?.ok_or(Error::NotFound(id))?;
+            Ok(Some(bytes.value().to_vec()))
+        }
+        TaskState::Failed => Err(Error::TaskFailed(Box::new(Failure {
+            id,
+            attempts: rec.attempts,
+            message: rec
+                .errors
+                .last()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            errors: rec.errors,
+            name: rec.name,
+        }))),
+        TaskState::Expired => Err(Error::TaskExpired(id)),
+        TaskState::Revoked => Err(Error::TaskRevoked(id)),
+        _ => Ok(None),
+    }
+}
+
+/// Counts per queue and state, plus the names waiting for a worker.
+pub(crate) fn stats(db: &Database) -> Result<Stats, Error> {
+    let read = db.begin_read()?;
+    let names = queue_names(&read)?;
+    let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = names
+        .keys()
+        .map(|&id| (id, [0; TaskState::ALL.len()]))
+        .collect();
+    let counts = read.open_table(COUNTS)?;
+    for entry in counts.iter()? {
+        let (key, n) = entry?;
+        let (queue, code) = key.value();
+        if let Some(state) = TaskState::from_code(code) {
+            per_queue.entry(queue).or_insert([0; TaskState::ALL.len()])
+                [usize::from(state.code())] = n.value();
+        }
+    }
+    let mut queues: Vec<QueueStats> = per_queue
+        .into_iter()
+        .map(|(id, counts)| QueueStats {
+            name: names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+            counts,
+        })
+        .collect();
+    queues.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut unregistered: Vec<(String, u64)> = Vec::new();
+    let parked = read.open_table(PARKED)?;
+    for entry in parked.iter()? {
+        let (key, _) = entry?;
+        let name = key.value().0;
+        match unregistered.last_mut() {
+            Some((last, n)) if last == name => *n += 1,
+            _ => unregistered.push((name.to_string(), 1)),
+        }
+    }
+    Ok(Stats {
+        queues,
+        unregistered,
+    })
+}

@@ -1,0 +1,95 @@
+//! Celery-grade background jobs with no broker.
+//!
+//! taskspool keeps tasks, their state and their results in one embedded [redb] file and runs
+//! them on an in-process thread pool. When [`Spool::enqueue`] returns, the task is on disk: it
+//! survives `kill -9` and a power cut, and runs at least once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use taskspool::{Context, Spool, Task, TaskError};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Add { a: i64, b: i64 }
+//!
+//! impl Task for Add {
+//!     const NAME: &'static str = "add";
+//!     type Output = i64;
+//!     fn run(self, _ctx: &Context) -> Result<i64, TaskError> {
+//!         Ok(self.a + self.b)
+//!     }
+//! }
+//!
+//! let spool = Spool::temporary()?;            // or Spool::open("jobs.redb")
+//! let worker = spool.worker().concurrency(2).register::<Add>().start()?;
+//! let handle = spool.enqueue(Add { a: 2, b: 3 })?;   // durable when it returns
+//! assert_eq!(handle.wait(Duration::from_secs(5))?, 5);
+//! worker.shutdown(Duration::from_secs(5))?;
+//! # Ok::<(), taskspool::Error>(())
+//! ```
+//!
+//! # A tour
+//!
+//! - **Defining tasks.** A task is a serializable struct implementing [`Task`]: a stable
+//!   `NAME`, an `Output`, and `run`. Arguments and results are stored as JSON, so the CLI can
+//!   read them and added fields survive deploys. A handler returns [`TaskError::retry`] (or
+//!   any error via `?`) to retry with backoff, [`TaskError::retry_after`] for an explicit
+//!   delay, or [`TaskError::fail`] to stop. Panics are caught and retried like errors.
+//! - **Enqueueing.** [`Spool::enqueue`], [`Spool::enqueue_with`] with [`Options`] (queue,
+//!   priority 0–9, retries, [`RetryPolicy`], countdown/ETA, expiry), and
+//!   [`Spool::enqueue_many`] for a batch in one transaction.
+//! - **Running.** [`Spool::worker`] configures a pool ([`WorkerBuilder`]): concurrency, queues,
+//!   task types. [`Worker::shutdown`] is graceful; dropping the worker does the same.
+//!   [`WorkerBuilder::drain`] runs everything due on the calling thread, for tests.
+//! - **Results.** [`TaskHandle::wait`] returns the output or the final failure with every
+//!   attempt's error. [`Spool::status`] shows state, times and history; an unknown id is
+//!   [`Error::NotFound`]. Finished tasks are pruned after a TTL (one day by default).
+//! - **Time.** Every time read goes through a clock; tests use a [`ManualClock`].
+//!
+//! # Guarantees
+//!
+//! - *Durable acknowledgement*: `enqueue` returns after the commit's fsync.
+//! - *At-least-once*: an attempt running when the process died runs again at the next open,
+//!   at once (the file lock makes this process the only owner, so no timeout is guessed).
+//!   Lost attempts count toward `max_retries`, so a task that kills the process ends
+//!   `Failed` instead of looping.
+//! - *Fenced attempts*: a report from an attempt that is no longer current is discarded.
+//! - *Nothing silently dropped*: undecodable arguments end `Failed` with the decode error;
+//!   unknown task names wait, visible in [`Spool::stats`], until a worker registers them.
+//!
+//! # Data flow
+//!
+//! Callers send commands to ONE writer thread, which folds everything pending (enqueues,
+//! completions, promotions of due tasks, claims for free worker slots, pruning) into one
+//! transaction and one fsync, then replies. Worker threads run attempts and send outcomes
+//! back. Reads (`status`, `stats`, `wait`) use snapshots and never wait for the writer.
+//! See `docs/design.md` in the repository for the tables and state machine.
+//!
+//! [redb]: https://docs.rs/redb
+
+#![deny(missing_docs)]
+
+mod clock;
+mod codec;
+mod dispatch;
+mod error;
+mod inspect;
+mod options;
+mod pool;
+mod result;
+mod retry;
+mod spool;
+mod state;
+mod store;
+mod task;
+
+pub use clock::ManualClock;
+pub use error::{Error, ErrorKind, Failure};
+pub use inspect::{QueueStats, Stats, TaskStatus};
+pub use options::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Expiry, MAX_PRIORITY, Options};
+pub use pool::{DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder};
+pub use result::TaskHandle;
+pub use retry::RetryPolicy;
+pub use spool::{DEFAULT_RESULT_TTL, Spool, SpoolBuilder};
+pub use state::{AttemptError, AttemptErrorKind, TaskState};
+pub use task::{Context, Task, TaskError, TaskId};

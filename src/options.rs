@@ -1,0 +1,252 @@
+//! Per-enqueue options: queue, priority, retries, delays and expiry.
+
+use std::time::{Duration, SystemTime};
+
+use crate::clock::{duration_ms, from_system_time};
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+
+/// The queue tasks go to when no queue is named.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// The highest priority. Priorities run from 0 to 9; higher runs first.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// Retries after the first attempt when nothing else is set (Celery's default).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+/// Longest accepted queue name, in bytes.
+const MAX_QUEUE_NAME: usize = 200;
+
+/// When a task expires: a delay from enqueue, or an absolute time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Expires this long after it was enqueued.
+    After(Duration),
+    /// Expires at this time.
+    At(SystemTime),
+}
+
+impl From<Duration> for Expiry {
+    fn from(d: Duration) -> Self {
+        Expiry::After(d)
+    }
+}
+
+impl From<SystemTime> for Expiry {
+    fn from(t: SystemTime) -> Self {
+        Expiry::At(t)
+    }
+}
+
+/// Options for one enqueue. Unset fields fall back to the task type's
+/// [`Task::defaults`](crate::Task::defaults), then to the library defaults
+/// (queue `"default"`, priority 0, 3 retries, exponential backoff with jitter).
+///
+/// ```
+/// use std::time::Duration;
+/// use taskspool::{Options, RetryPolicy};
+///
+/// let opts = Options::new()
+///     .queue("mail")
+///     .priority(7)
+///     .max_retries(5)
+///     .retry_policy(RetryPolicy::fixed(Duration::from_secs(10)))
+///     .countdown(Duration::from_secs(60));
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    queue: Option<String>,
+    priority: Option<u8>,
+    max_retries: Option<u32>,
+    retry: Option<RetryPolicy>,
+    countdown: Option<Duration>,
+    eta: Option<SystemTime>,
+    expires: Option<Expiry>,
+}
+
+/// Options resolved against defaults and the clock, validated, ready to store.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub queue: String,
+    pub priority: u8,
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    pub due_ms: u64,
+    pub expires_ms: Option<u64>,
+}
+
+impl Options {
+    /// No options set: everything comes from the task type's defaults.
+    pub fn new() -> Self {
+        Options::default()
+    }
+
+    /// The named queue to put the task on. Only workers serving it run it.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.queue = Some(name.into());
+        self
+    }
+
+    /// Priority from 0 to 9; higher runs first. Within a priority, tasks run in enqueue order.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// How many times a failed attempt is retried (0 = run once).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
+        self
+    }
+
+    /// The backoff between retries.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Runs the task no earlier than this long after enqueue. Overrides an `eta`.
+    pub fn countdown(mut self, delay: Duration) -> Self {
+        self.countdown = Some(delay);
+        self.eta = None;
+        self
+    }
+
+    /// Runs the task no earlier than this time (a time in the past means "now").
+    /// Overrides a `countdown`.
+    pub fn eta(mut self, at: SystemTime) -> Self {
+        self.eta = Some(at);
+        self.countdown = None;
+        self
+    }
+
+    /// Ends the task as `Expired`, without running it, if it has not started by then.
+    /// Accepts a `Duration` (from enqueue) or a `SystemTime`.
+    pub fn expires(mut self, expiry: impl Into<Expiry>) -> Self {
+        self.expires = Some(expiry.into());
+        self
+    }
+
+    /// Layers `self` over `base`: fields set here win.
+    pub(crate) fn over(self, base: Options) -> Options {
+        let (countdown, eta) = if self.countdown.is_some() || self.eta.is_some() {
+            (self.countdown, self.eta)
+        } else {
+            (base.countdown, base.eta)
+        };
+        Options {
+            queue: self.queue.or(base.queue),
+            priority: self.priority.or(base.priority),
+            max_retries: self.max_retries.or(base.max_retries),
+            retry: self.retry.or(base.retry),
+            countdown,
+            eta,
+            expires: self.expires.or(base.expires),
+        }
+    }
+
+    /// Validates and resolves against the current time.
+    pub(crate) fn resolve(&self, now_ms: u64) -> Result<Resolved, Error> {
+        let queue = self
+            .queue
+            .clone()
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+        if queue.is_empty() {
+            return Err(Error::InvalidOption("queue name must not be empty".into()));
+        }
+        if queue.len() > MAX_QUEUE_NAME {
+            return Err(Error::InvalidOption(format!(
+                "queue name is {} bytes long; the limit is {MAX_QUEUE_NAME}",
+                queue.len()
+            )));
+        }
+        let priority = self.priority.unwrap_or(0);
+        if priority > MAX_PRIORITY {
+            return Err(Error::InvalidOption(format!(
+                "priority {priority} is out of range 0..={MAX_PRIORITY}"
+            )));
+        }
+        let due_ms = match (self.countdown, self.eta) {
+            (Some(d), _) => now_ms.saturating_add(duration_ms(d)),
+            (None, Some(at)) => from_system_time(at).max(now_ms),
+            (None, None) => now_ms,
+        };
+        let expires_ms = match self.expires {
+            None => None,
+            Some(Expiry::After(d)) => Some(now_ms.saturating_add(duration_ms(d))),
+            Some(Expiry::At(t)) => Some(from_system_time(t)),
+        };
+        if let Some(exp) = expires_ms {
+            if exp <= now_ms {
+                return Err(Error::InvalidOption(
+                    "the expiry time has already passed; the task would never run".into(),
+                ));
+            }
+            if exp <= due_ms {
+                return Err(Error::InvalidOption(
+                    "the task would expire before it is due; it would never run".into(),
+                ));
+            }
+        }
+        Ok(Resolved {
+            queue,
+            priority,
+            max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            retry: self.retry.unwrap_or_default(),
+            due_ms,
+            expires_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_options_override_type_defaults_field_by_field() {
+        let base = Options::new().queue("mail").priority(3).max_retries(9);
+        let merged = Options::new().priority(8).over(base);
+        let r = merged.resolve(1_000).unwrap();
+        assert_eq!(
+            (r.queue.as_str(), r.priority, r.max_retries),
+            ("mail", 8, 9)
+        );
+        assert_eq!(r.due_ms, 1_000);
+    }
+
+    #[test]
+    fn invalid_options_are_rejected() {
+        assert!(Options::new().priority(10).resolve(0).is_err());
+        assert!(Options::new().queue("").resolve(0).is_err());
+        assert!(Options::new().queue("q".repeat(300)).resolve(0).is_err());
+        let past = std::time::UNIX_EPOCH + Duration::from_millis(500);
+        assert!(Options::new().expires(past).resolve(1_000).is_err());
+        assert!(
+            Options::new()
+                .countdown(Duration::from_secs(10))
+                .expires(Duration::from_secs(5))
+                .resolve(0)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn eta_in_the_past_is_due_now() {
+        let past = std::time::UNIX_EPOCH + Duration::from_millis(10);
+        assert_eq!(
+            Options::new().eta(past).resolve(5_000).unwrap().due_ms,
+            5_000
+        );
+        assert_eq!(
+            Options::new()
+                .countdown(Duration::from_secs(2))
+                .resolve(5_000)
+                .unwrap()
+                .due_ms,
+            7_000
+        );
+    }
+}

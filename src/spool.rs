@@ -1,0 +1,304 @@
+//! The [`Spool`] handle: opening a queue file, enqueueing, and reading state back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::Database;
+
+use crate::clock::{Clock, ManualClock, duration_ms};
+use crate::error::Error;
+use crate::inspect::{self, Stats, TaskStatus};
+use crate::options::Options;
+use crate::pool::WorkerBuilder;
+use crate::result::{TaskHandle, Waiters};
+use crate::store::transitions::NewTask;
+use crate::store::writer::{Command, Writer, WriterConfig, WriterHandle};
+use crate::task::{Task, TaskId};
+
+/// Results are kept this long after a task finishes, unless configured otherwise (Celery's
+/// `result_expires` default).
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A handle to one queue file. Cheap to clone; every clone talks to the same writer thread.
+///
+/// The file is closed when the last clone, worker and task handle is dropped: the writer
+/// commits what is pending and releases the file lock.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: WriterHandle,
+    db: Arc<Database>,
+    clock: Clock,
+    waiters: Arc<Waiters>,
+    path: PathBuf,
+    /// Keeps a temporary spool's directory alive; removed after the database is closed.
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.writer.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// Options for opening a spool.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskspool::Spool;
+///
+/// let spool = Spool::builder()
+///     .result_ttl(Duration::from_secs(3600))
+///     .temporary()?;
+/// # drop(spool);
+/// # Ok::<(), taskspool::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpoolBuilder {
+    result_ttl: Option<Duration>,
+    clock: Clock,
+}
+
+impl Default for SpoolBuilder {
+    fn default() -> Self {
+        SpoolBuilder {
+            result_ttl: Some(DEFAULT_RESULT_TTL),
+            clock: Clock::System,
+        }
+    }
+}
+
+impl SpoolBuilder {
+    /// How long finished tasks (results, failures, expiries) are kept before the library
+    /// deletes them. Default: one day.
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = Some(ttl);
+        self
+    }
+
+    /// Keeps finished tasks forever (no pruning).
+    pub fn keep_results_forever(mut self) -> Self {
+        self.result_ttl = None;
+        self
+    }
+
+    /// Reads time from a [`ManualClock`] instead of the system clock (for tests).
+    pub fn manual_clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Clock::Manual(clock);
+        self
+    }
+
+    /// Opens the queue file at `path`, creating it if it does not exist.
+    ///
+    /// Attempts that were running when the previous owner of the file died are requeued at
+    /// once (each counts as an attempt).
+    ///
+    /// # Errors
+    /// `AlreadyOpen` if another process or `Spool` holds the file; `Corrupt`, `NotAQueue` or
+    /// `NewerFormat` if the file cannot be used (it is left untouched); `Storage`/`DiskFull`
+    /// on I/O failure.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Spool, Error> {
+        self.open_inner(path.as_ref().to_path_buf(), None)
+    }
+
+    /// Opens a new queue in a temporary directory, deleted when the spool is closed.
+    ///
+    /// # Errors
+    /// `Storage` if the temporary directory or file cannot be created.
+    pub fn temporary(self) -> Result<Spool, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("taskspool-")
+            .tempdir()
+            .map_err(|e| Error::Storage(format!("cannot create a temporary directory: {e}")))?;
+        let path = dir.path().join("queue.redb");
+        self.open_inner(path, Some(dir))
+    }
+
+    fn open_inner(self, path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Spool, Error> {
+        let ttl_ms = self.result_ttl.map(duration_ms);
+        let opened = crate::store::open(&path, self.clock.now_ms(), ttl_ms)?;
+        let db = Arc::new(opened.db);
+        let waiters = Arc::new(Waiters::default());
+        let writer = Writer::spawn(
+            db.clone(),
+            WriterConfig {
+                clock: self.clock.clone(),
+                result_ttl_ms: ttl_ms,
+            },
+            opened.counters,
+            opened.queues,
+            waiters.clone(),
+        )?;
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                writer,
+                db,
+                clock: self.clock,
+                waiters,
+                path,
+                _temp_dir: temp,
+            }),
+        })
+    }
+}
+
+impl Spool {
+    /// Opens the queue file at `path` with default options. See [`SpoolBuilder::open`].
+    ///
+    /// # Errors
+    /// As [`SpoolBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Spool, Error> {
+        SpoolBuilder::default().open(path)
+    }
+
+    /// A queue in a temporary directory, removed when the spool is closed. See
+    /// [`SpoolBuilder::temporary`].
+    ///
+    /// # Errors
+    /// As [`SpoolBuilder::temporary`].
+    pub fn temporary() -> Result<Spool, Error> {
+        SpoolBuilder::default().temporary()
+    }
+
+    /// Options for opening a spool.
+    pub fn builder() -> SpoolBuilder {
+        SpoolBuilder::default()
+    }
+
+    /// The queue file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Starts configuring a worker pool for this spool.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.clone())
+    }
+
+    /// Enqueues a task with its type's default options. Durable when it returns.
+    ///
+    /// # Errors
+    /// `InvalidOption` if the type's defaults are invalid; `Json` if the task does not
+    /// serialize; `DiskFull`/`Storage` if the commit failed (then nothing was stored).
+    pub fn enqueue<T: Task>(&self, task: T) -> Result<TaskHandle<T::Output>, Error> {
+        self.enqueue_with(task, Options::new())
+    }
+
+    /// Enqueues a task with options layered over its type's defaults. Durable when it returns.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue); options are validated before anything is written.
+    pub fn enqueue_with<T: Task>(
+        &self,
+        task: T,
+        options: Options,
+    ) -> Result<TaskHandle<T::Output>, Error> {
+        let mut handles = self.enqueue_many_with(std::iter::once(task), options)?;
+        handles.pop().ok_or(Error::Closed)
+    }
+
+    /// Enqueues many tasks of one type in one transaction: all are stored, or none.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_many<T: Task>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
+        self.enqueue_many_with(tasks, Options::new())
+    }
+
+    /// Enqueues many tasks of one type, with the same options, in one transaction.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_many_with<T: Task>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+        options: Options,
+    ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
+        let now = self.inner.clock.now_ms();
+        let opts = Arc::new(options.over(T::defaults()).resolve(now)?);
+        let name: Arc<str> = Arc::from(T::NAME);
+        let new = tasks
+            .into_iter()
+            .map(|task| {
+                let payload = serde_json::to_vec(&task).map_err(|e| {
+                    Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME))
+                })?;
+                Ok(NewTask {
+                    name: name.clone(),
+                    payload,
+                    opts: opts.clone(),
+                    enqueued_at_ms: now,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self
+            .inner
+            .writer
+            .request(|reply| Command::Enqueue { tasks: new, reply })?;
+        Ok(ids
+            .into_iter()
+            .map(|id| TaskHandle::new(TaskId(id), self.clone()))
+            .collect())
+    }
+
+    /// A typed handle for a task enqueued earlier (for example by another run of the program).
+    pub fn handle<T: Task>(&self, id: TaskId) -> TaskHandle<T::Output> {
+        TaskHandle::new(id, self.clone())
+    }
+
+    /// A task's state, times, attempts and error history.
+    ///
+    /// # Errors
+    /// `NotFound` for an id never enqueued here or already pruned — never a made-up
+    /// "pending"; `Storage` on a read failure.
+    pub fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
+        inspect::status(&self.inner.db, id)
+    }
+
+    /// Task counts per queue and state, and the task names waiting for a worker.
+    ///
+    /// # Errors
+    /// `Storage` on a read failure.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        inspect::stats(&self.inner.db)
+    }
+
+    /// Waits until everything sent to the writer before this call is committed.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        self.inner.writer.request(|reply| Command::Sync { reply })
+    }
+
+    pub(crate) fn final_output(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
+        inspect::final_output(&self.inner.db, id)
+    }
+
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.inner.waiters
+    }
+
+    pub(crate) fn writer(&self) -> &WriterHandle {
+        &self.inner.writer
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+}

@@ -1,0 +1,56 @@
+//! The hot per-task record stored in the `tasks` table.
+
+use serde::{Deserialize, Serialize};
+
+use crate::retry::RetryPolicy;
+use crate::state::{AttemptError, TaskState};
+
+/// Which index currently holds the task (so a transition can remove the old entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Slot {
+    /// In no index: running or final.
+    None,
+    /// `ready[(queue, 9 - priority, seq)]`.
+    Ready { seq: u64 },
+    /// `scheduled[(at_ms, seq)]`.
+    Scheduled { at_ms: u64, seq: u64 },
+    /// `parked[(name, seq)]`: due, but no live worker knows its name.
+    Parked { seq: u64 },
+}
+
+/// Everything about a task but its arguments and result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRecord {
+    pub name: String,
+    pub queue: u32,
+    pub priority: u8,
+    pub state: TaskState,
+    /// Attempts started so far (including attempts lost to a crash).
+    pub attempts: u32,
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    pub enqueued_at_ms: u64,
+    /// When it is (or was) due to run.
+    pub due_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub expires_at_ms: Option<u64>,
+    pub slot: Slot,
+    pub errors: Vec<AttemptError>,
+}
+
+impl TaskRecord {
+    /// The ready-index key for this task at sequence `seq`.
+    pub fn ready_key(&self, seq: u64) -> (u32, u8, u64) {
+        (
+            self.queue,
+            crate::options::MAX_PRIORITY - self.priority,
+            seq,
+        )
+    }
+
+    /// Whether another attempt is allowed after `attempts` attempts.
+    pub fn retries_left(&self) -> bool {
+        self.attempts <= self.max_retries
+    }
+}

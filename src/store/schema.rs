@@ -1,0 +1,54 @@
+//! The on-disk format, in one screen: every redb table and the meta keys.
+//!
+//! Integers in tuple keys sort numerically, which is what the ordered indexes rely on.
+//! Values are postcard records in a version envelope (`codec`), or raw JSON for user data.
+
+use redb::TableDefinition;
+
+/// The file format version this build writes and reads. Bumped on any incompatible change;
+/// a file with a larger value is refused with `Error::NewerFormat`.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// `key → u64`: format version, id and sequence counters.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("taskspool.meta");
+/// Meta key: the format version.
+pub(crate) const META_FORMAT: &str = "format_version";
+/// Meta key: the next task id.
+pub(crate) const META_NEXT_ID: &str = "next_id";
+/// Meta key: the next index sequence number (FIFO order within a priority).
+pub(crate) const META_NEXT_SEQ: &str = "next_seq";
+
+/// `queue name → queue id`, assigned on first use.
+pub(crate) const QUEUES: TableDefinition<&str, u32> = TableDefinition::new("taskspool.queues");
+
+/// `task id → TaskRecord`: small and hot, rewritten on each state change.
+pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.tasks");
+
+/// `task id → JSON arguments`, written once at enqueue.
+pub(crate) const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.payloads");
+
+/// `(queue id, 9 - priority, seq) → task id`: due tasks in dispatch order.
+pub(crate) const READY: TableDefinition<(u32, u8, u64), u64> =
+    TableDefinition::new("taskspool.ready");
+
+/// `(due at ms, seq) → task id`: delayed and retrying tasks. The first key is the writer's
+/// next wake-up.
+pub(crate) const SCHEDULED: TableDefinition<(u64, u64), u64> =
+    TableDefinition::new("taskspool.scheduled");
+
+/// `task id → attempt`: attempts handed to a worker. Whatever is here at open is an orphan.
+pub(crate) const RUNNING: TableDefinition<u64, u32> = TableDefinition::new("taskspool.running");
+
+/// `(task name, seq) → task id`: due tasks whose name no live worker has registered.
+pub(crate) const PARKED: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("taskspool.parked");
+
+/// `task id → JSON output` of succeeded tasks.
+pub(crate) const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.results");
+
+/// `(prune at ms, task id) → ()`: when each finished task is removed.
+pub(crate) const RESULT_EXPIRY: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("taskspool.result_expiry");
+
+/// `(queue id, state code) → number of tasks`, maintained by every transition.
+pub(crate) const COUNTS: TableDefinition<(u32, u8), u64> = TableDefinition::new("taskspool.counts");

@@ -1,0 +1,515 @@
+//! Every state change of a task, applied inside one write transaction.
+//!
+//! The engine's verbs (insert, complete, release, promote, expire, prune, recover) live here;
+//! the writer decides when to call them and commits the group. Each verb keeps the indexes
+//! and the per-queue state counts consistent with the task record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::codec;
+use crate::error::Error;
+use crate::options::Resolved;
+use crate::state::{AttemptError, AttemptErrorKind, TaskState};
+use crate::store::record::{Slot, TaskRecord};
+use crate::store::schema::*;
+use crate::task::{Disposition, Outcome};
+
+/// A task as the caller built it, validated, waiting for the writer to give it an id.
+pub(crate) struct NewTask {
+    pub name: Arc<str>,
+    pub payload: Vec<u8>,
+    pub opts: Arc<Resolved>,
+    pub enqueued_at_ms: u64,
+}
+
+/// A finished attempt reported by a worker.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub id: u64,
+    pub attempt: u32,
+    pub started_at_ms: u64,
+    pub outcome: Outcome,
+}
+
+/// The id and sequence counters, loaded at open and written back by every transaction that
+/// changes them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counters {
+    pub next_id: u64,
+    pub next_seq: u64,
+}
+
+/// Queue names and ids, cached by the writer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueueMap {
+    by_name: HashMap<String, u32>,
+    names: HashMap<u32, String>,
+}
+
+impl QueueMap {
+    pub(crate) fn load(txn: &WriteTransaction) -> Result<QueueMap, Error> {
+        let table = txn.open_table(QUEUES)?;
+        let mut map = QueueMap::default();
+        for entry in table.iter()? {
+            let (name, id) = entry?;
+            map.insert(name.value().to_string(), id.value());
+        }
+        Ok(map)
+    }
+
+    fn insert(&mut self, name: String, id: u32) {
+        self.names.insert(id, name.clone());
+        self.by_name.insert(name, id);
+    }
+
+    pub(crate) fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub(crate) fn name(&self, id: u32) -> &str {
+        self.names.get(&id).map(String::as_str).unwrap_or("?")
+    }
+}
+
+/// One write transaction's open tables plus the bookkeeping that is flushed at its end.
+pub(crate) struct Tx<'t> {
+    pub now: u64,
+    pub result_ttl_ms: Option<u64>,
+    pub counters: Counters,
+    counters_dirty: bool,
+    meta: Table<'t, &'static str, u64>,
+    queues_table: Table<'t, &'static str, u32>,
+    pub(crate) tasks: Table<'t, u64, &'static [u8]>,
+    pub(crate) payloads: Table<'t, u64, &'static [u8]>,
+    pub(crate) ready: Table<'t, (u32, u8, u64), u64>,
+    scheduled: Table<'t, (u64, u64), u64>,
+    running: Table<'t, u64, u32>,
+    parked: Table<'t, (&'static str, u64), u64>,
+    results: Table<'t, u64, &'static [u8]>,
+    result_expiry: Table<'t, (u64, u64), ()>,
+    counts: Table<'t, (u32, u8), u64>,
+    count_delta: HashMap<(u32, u8), i64>,
+    /// Tasks that reached a final state in this transaction (their waiters are woken after commit).
+    pub finalized: Vec<u64>,
+    /// Whether anything was written (an unchanged transaction is aborted, not committed).
+    pub changed: bool,
+}
+
+impl<'t> Tx<'t> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        now: u64,
+        counters: Counters,
+        result_ttl_ms: Option<u64>,
+    ) -> Result<Tx<'t>, Error> {
+        Ok(Tx {
+            now,
+            result_ttl_ms,
+            counters,
+            counters_dirty: false,
+            meta: txn.open_table(META)?,
+            queues_table: txn.open_table(QUEUES)?,
+            tasks: txn.open_table(TASKS)?,
+            payloads: txn.open_table(PAYLOADS)?,
+            ready: txn.open_table(READY)?,
+            scheduled: txn.open_table(SCHEDULED)?,
+            running: txn.open_table(RUNNING)?,
+            parked: txn.open_table(PARKED)?,
+            results: txn.open_table(RESULTS)?,
+            result_expiry: txn.open_table(RESULT_EXPIRY)?,
+            counts: txn.open_table(COUNTS)?,
+            count_delta: HashMap::new(),
+            finalized: Vec::new(),
+            changed: false,
+        })
+    }
+
+    /// Writes the counters and state counts; call once, before commit.
+    pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        if self.counters_dirty {
+            self.meta.insert(META_NEXT_ID, self.counters.next_id)?;
+            self.meta.insert(META_NEXT_SEQ, self.counters.next_seq)?;
+            self.counters_dirty = false;
+        }
+        for ((queue, state), delta) in self.count_delta.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let old = self
+                .counts
+                .get((queue, state))?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            let new = old.saturating_add_signed(delta);
+            if new == 0 {
+                self.counts.remove((queue, state))?;
+            } else {
+                self.counts.insert((queue, state), new)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest time something becomes due: a scheduled task or a result to prune.
+    pub(crate) fn next_wake(&self) -> Result<Option<u64>, Error> {
+        let due = self.scheduled.first()?.map(|(k, _)| k.value().0);
+        let prune = self.result_expiry.first()?.map(|(k, _)| k.value().0);
+        Ok(match (due, prune) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.counters.next_seq;
+        self.counters.next_seq += 1;
+        self.counters_dirty = true;
+        seq
+    }
+
+    /// The id of a queue, creating it on first use.
+    pub(crate) fn queue_id(&mut self, name: &str, map: &mut QueueMap) -> Result<u32, Error> {
+        if let Some(id) = map.id(name) {
+            return Ok(id);
+        }
+        let id = map.names.keys().max().map_or(1, |m| m + 1);
+        self.queues_table.insert(name, id)?;
+        map.insert(name.to_string(), id);
+        self.changed = true;
+        Ok(id)
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Result<Option<TaskRecord>, Error> {
+        match self.tasks.get(id)? {
+            Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
+        let bytes = codec::encode(rec)?;
+        self.tasks.insert(id, bytes.as_slice())?;
+        self.changed = true;
+        Ok(())
+    }
+
+    fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
+        *self.count_delta.entry((queue, state.code())).or_insert(0) += delta;
+    }
+
+    fn set_state(&mut self, rec: &mut TaskRecord, state: TaskState) {
+        if rec.state != state {
+            self.count(rec.queue, rec.state, -1);
+            self.count(rec.queue, state, 1);
+            rec.state = state;
+        }
+    }
+
+    /// Removes the task from whichever index holds it.
+    fn unslot(&mut self, rec: &mut TaskRecord) -> Result<(), Error> {
+        match rec.slot {
+            Slot::None => {}
+            Slot::Ready { seq } => {
+                self.ready.remove(rec.ready_key(seq))?;
+            }
+            Slot::Scheduled { at_ms, seq } => {
+                self.scheduled.remove((at_ms, seq))?;
+            }
+            Slot::Parked { seq } => {
+                self.parked.remove((rec.name.as_str(), seq))?;
+            }
+        }
+        rec.slot = Slot::None;
+        Ok(())
+    }
+
+    /// Puts the task in the ready index at the back of its priority.
+    fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+        self.unslot(rec)?;
+        let seq = self.next_seq();
+        self.ready.insert(rec.ready_key(seq), id)?;
+        rec.slot = Slot::Ready { seq };
+        Ok(())
+    }
+
+    fn make_scheduled(&mut self, id: u64, rec: &mut TaskRecord, at_ms: u64) -> Result<(), Error> {
+        self.unslot(rec)?;
+        let seq = self.next_seq();
+        self.scheduled.insert((at_ms, seq), id)?;
+        rec.slot = Slot::Scheduled { at_ms, seq };
+        rec.due_at_ms = at_ms;
+        Ok(())
+    }
+
+    /// Stores a new task; returns its id.
+    pub(crate) fn insert(&mut self, new: NewTask, queue: u32) -> Result<u64, Error> {
+        let id = self.counters.next_id;
+        self.counters.next_id += 1;
+        self.counters_dirty = true;
+        let due = new.opts.due_ms;
+        let mut rec = TaskRecord {
+            name: new.name.to_string(),
+            queue,
+            priority: new.opts.priority,
+            state: TaskState::Ready,
+            attempts: 0,
+            max_retries: new.opts.max_retries,
+            retry: new.opts.retry,
+            enqueued_at_ms: new.enqueued_at_ms,
+            due_at_ms: due,
+            started_at_ms: None,
+            finished_at_ms: None,
+            expires_at_ms: new.opts.expires_ms,
+            slot: Slot::None,
+            errors: Vec::new(),
+        };
+        self.payloads.insert(id, new.payload.as_slice())?;
+        if due > self.now {
+            rec.state = TaskState::Scheduled;
+            self.make_scheduled(id, &mut rec, due)?;
+        } else {
+            self.make_ready(id, &mut rec)?;
+        }
+        self.count(queue, rec.state, 1);
+        self.put(id, &rec)?;
+        Ok(id)
+    }
+
+    /// Moves a ready task to `Running` for its next attempt; returns its payload.
+    pub(crate) fn start(&mut self, id: u64, rec: &mut TaskRecord) -> Result<Vec<u8>, Error> {
+        self.unslot(rec)?;
+        rec.attempts += 1;
+        rec.started_at_ms = Some(self.now);
+        self.set_state(rec, TaskState::Running);
+        self.running.insert(id, rec.attempts)?;
+        self.put(id, rec)?;
+        let payload = self
+            .payloads
+            .get(id)?
+            .map(|p| p.value().to_vec())
+            .unwrap_or_default();
+        Ok(payload)
+    }
+
+    /// Moves a due task whose name no live worker knows out of the ready index, until a worker
+    /// registers the name.
+    pub(crate) fn park(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+        self.unslot(rec)?;
+        let seq = self.next_seq();
+        self.parked.insert((rec.name.as_str(), seq), id)?;
+        rec.slot = Slot::Parked { seq };
+        self.put(id, rec)
+    }
+
+    /// Returns every parked task with this name to the ready index, in their original order.
+    pub(crate) fn unpark(&mut self, name: &str) -> Result<usize, Error> {
+        let ids: Vec<u64> = self
+            .parked
+            .range((name, 0)..=(name, u64::MAX))?
+            .map(|e| e.map(|(_, v)| v.value()))
+            .collect::<Result<_, _>>()?;
+        for &id in &ids {
+            if let Some(mut rec) = self.get(id)? {
+                self.make_ready(id, &mut rec)?;
+                self.put(id, &rec)?;
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Ends a task in a final state: records the time, schedules its pruning, frees the payload
+    /// of a success.
+    pub(crate) fn finalize(
+        &mut self,
+        id: u64,
+        rec: &mut TaskRecord,
+        state: TaskState,
+    ) -> Result<(), Error> {
+        self.unslot(rec)?;
+        self.set_state(rec, state);
+        rec.finished_at_ms = Some(self.now);
+        if state == TaskState::Succeeded {
+            self.payloads.remove(id)?;
+        }
+        if let Some(ttl) = self.result_ttl_ms {
+            self.result_expiry
+                .insert((self.now.saturating_add(ttl), id), ())?;
+        }
+        self.put(id, rec)?;
+        self.finalized.push(id);
+        Ok(())
+    }
+
+    /// Ends a task as `Expired` with the reason in its history.
+    pub(crate) fn expire(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+        let expired_at = rec.expires_at_ms.unwrap_or(self.now);
+        rec.errors.push(AttemptError {
+            attempt: rec.attempts,
+            at_ms: self.now,
+            kind: AttemptErrorKind::Expired,
+            message: format!("expired at {expired_at} ms before it started"),
+        });
+        self.finalize(id, rec, TaskState::Expired)
+    }
+
+    /// Applies a worker's report. Discarded (returns `false`) unless the task is still running
+    /// this very attempt: a late report can never overwrite a newer state.
+    pub(crate) fn complete(&mut self, c: &Completion) -> Result<bool, Error> {
+        let Some(mut rec) = self.get(c.id)? else {
+            return Ok(false);
+        };
+        if rec.state != TaskState::Running || rec.attempts != c.attempt {
+            tracing::debug!(
+                id = c.id,
+                attempt = c.attempt,
+                "discarding a stale completion"
+            );
+            return Ok(false);
+        }
+        self.running.remove(c.id)?;
+        rec.started_at_ms = Some(c.started_at_ms);
+        let (kind, message, disposition) = match &c.outcome {
+            Outcome::Succeeded(output) => {
+                self.results.insert(c.id, output.as_slice())?;
+                self.finalize(c.id, &mut rec, TaskState::Succeeded)?;
+                return Ok(true);
+            }
+            Outcome::Error(e) => {
+                let kind = match e.disposition {
+                    Disposition::Fail => AttemptErrorKind::Fatal,
+                    _ => AttemptErrorKind::Error,
+                };
+                (kind, e.message.clone(), e.disposition)
+            }
+            Outcome::Panicked(msg) => (AttemptErrorKind::Panic, msg.clone(), Disposition::Retry),
+            Outcome::Undecodable(msg) => (AttemptErrorKind::Decode, msg.clone(), Disposition::Fail),
+        };
+        rec.errors.push(AttemptError {
+            attempt: c.attempt,
+            at_ms: self.now,
+            kind,
+            message,
+        });
+        let delay = match disposition {
+            Disposition::Fail => None,
+            Disposition::Retry => Some(rec.retry.delay_ms(rec.attempts)),
+            Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(d)),
+        };
+        match delay {
+            Some(delay) if rec.retries_left() => {
+                self.set_state(&mut rec, TaskState::Retrying);
+                let at = self.now.saturating_add(delay);
+                self.make_scheduled(c.id, &mut rec, at)?;
+                self.put(c.id, &rec)?;
+            }
+            _ => self.finalize(c.id, &mut rec, TaskState::Failed)?,
+        }
+        Ok(true)
+    }
+
+    /// Returns a claimed attempt that never started (a prefetched task at shutdown) to the
+    /// ready index, giving the attempt back.
+    pub(crate) fn release(&mut self, id: u64, attempt: u32) -> Result<(), Error> {
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(());
+        };
+        if rec.state != TaskState::Running || rec.attempts != attempt {
+            return Ok(());
+        }
+        self.running.remove(id)?;
+        rec.attempts -= 1;
+        rec.started_at_ms = None;
+        self.set_state(&mut rec, TaskState::Ready);
+        self.make_ready(id, &mut rec)?;
+        self.put(id, &rec)
+    }
+
+    /// Moves up to `limit` scheduled tasks whose time has come to the ready index (or to
+    /// `Expired`). Returns whether more are due.
+    pub(crate) fn promote_due(&mut self, limit: usize) -> Result<bool, Error> {
+        let due: Vec<((u64, u64), u64)> = self
+            .scheduled
+            .range(..=(self.now, u64::MAX))?
+            .take(limit + 1)
+            .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+            .collect::<Result<_, _>>()?;
+        let more = due.len() > limit;
+        for &(_, id) in due.iter().take(limit) {
+            let Some(mut rec) = self.get(id)? else {
+                continue;
+            };
+            if rec.expires_at_ms.is_some_and(|e| e <= self.now) {
+                self.expire(id, &mut rec)?;
+                continue;
+            }
+            self.set_state(&mut rec, TaskState::Ready);
+            self.make_ready(id, &mut rec)?;
+            self.put(id, &rec)?;
+        }
+        Ok(more)
+    }
+
+    /// Deletes up to `limit` finished tasks whose results TTL has passed. Returns whether more
+    /// are due.
+    pub(crate) fn prune(&mut self, limit: usize) -> Result<bool, Error> {
+        let due: Vec<(u64, u64)> = self
+            .result_expiry
+            .range(..=(self.now, u64::MAX))?
+            .take(limit + 1)
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        let more = due.len() > limit;
+        for &key in due.iter().take(limit) {
+            let id = key.1;
+            self.result_expiry.remove(key)?;
+            if let Some(rec) = self.get(id)? {
+                self.count(rec.queue, rec.state, -1);
+            }
+            self.tasks.remove(id)?;
+            self.payloads.remove(id)?;
+            self.results.remove(id)?;
+            self.changed = true;
+        }
+        Ok(more)
+    }
+
+    /// At open: every attempt still marked running belonged to a dead process. Each counts as
+    /// an attempt ("worker lost"); the task runs again at once, or ends `Failed` when its
+    /// attempts are used up. Returns how many orphans were found.
+    pub(crate) fn recover_orphans(&mut self) -> Result<usize, Error> {
+        let orphans: Vec<(u64, u32)> = self
+            .running
+            .iter()?
+            .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+            .collect::<Result<_, _>>()?;
+        for &(id, attempt) in &orphans {
+            self.running.remove(id)?;
+            self.changed = true;
+            let Some(mut rec) = self.get(id)? else {
+                continue;
+            };
+            if rec.state != TaskState::Running || rec.attempts != attempt {
+                continue;
+            }
+            rec.errors.push(AttemptError {
+                attempt,
+                at_ms: self.now,
+                kind: AttemptErrorKind::WorkerLost,
+                message: format!(
+                    "worker lost: the process exited while attempt {attempt} was running"
+                ),
+            });
+            if rec.retries_left() {
+                self.set_state(&mut rec, TaskState::Ready);
+                self.make_ready(id, &mut rec)?;
+                self.put(id, &rec)?;
+            } else {
+                self.finalize(id, &mut rec, TaskState::Failed)?;
+            }
+        }
+        Ok(orphans.len())
+    }
+}

@@ -1,0 +1,486 @@
+//! The writer: ONE thread owns every redb write transaction.
+//!
+//! It blocks until a command arrives or the next due time passes, drains every pending
+//! command into one transaction (enqueues, completions, registrations), promotes due tasks,
+//! prunes expired results, claims ready tasks for free worker slots, commits once — one fsync
+//! for the whole group — and only then replies to callers and hands jobs to workers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redb::Database;
+
+use crate::clock::Clock;
+use crate::dispatch::{self, Job, Verdict, WorkerSlots};
+use crate::error::Error;
+use crate::result::Waiters;
+use crate::store::transitions::{Completion, Counters, NewTask, QueueMap, Tx};
+
+/// Most commands folded into one transaction.
+const MAX_GROUP: usize = 8_192;
+/// Most scheduled tasks promoted, or results pruned, per transaction.
+const MAINTENANCE_BATCH: usize = 5_000;
+
+/// A request to the writer.
+pub(crate) enum Command {
+    /// Store new tasks; reply with their ids once durable.
+    Enqueue {
+        tasks: Vec<NewTask>,
+        reply: Sender<Result<Vec<u64>, Error>>,
+    },
+    /// An attempt finished; `worker` frees one of its slots.
+    Complete {
+        worker: Option<u64>,
+        completion: Completion,
+    },
+    /// A claimed attempt that never started goes back to the ready index.
+    Release { worker: u64, id: u64, attempt: u32 },
+    /// A worker pool starts serving.
+    Register {
+        slots: WorkerSlots,
+        reply: Sender<Result<(), Error>>,
+    },
+    /// A worker pool stops: no more claims for it.
+    Unregister { worker: u64, reply: Sender<()> },
+    /// Claim due tasks once, for a synchronous drain on the caller's thread.
+    ClaimOnce {
+        queues: Vec<String>,
+        names: HashSet<String>,
+        max: usize,
+        reply: Sender<Result<Vec<Job>, Error>>,
+    },
+    /// Reply once everything sent before is committed.
+    Sync { reply: Sender<Result<(), Error>> },
+    /// The manual clock moved: re-check due times.
+    Tick,
+    /// Commit what is pending and exit.
+    Shutdown,
+}
+
+/// Settings the writer needs.
+pub(crate) struct WriterConfig {
+    pub clock: Clock,
+    pub result_ttl_ms: Option<u64>,
+}
+
+/// The running writer thread and the channel to it.
+pub(crate) struct WriterHandle {
+    pub tx: Sender<Command>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    /// Sends a command; `Error::Closed` if the writer has exited.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.tx.send(cmd).map_err(|_| Error::Closed)
+    }
+
+    /// Sends a command built around a fresh reply channel and waits for the reply.
+    pub(crate) fn request<T>(
+        &self,
+        build: impl FnOnce(Sender<Result<T, Error>>) -> Command,
+    ) -> Result<T, Error> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(build(tx))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Asks the writer to finish and waits for it.
+    pub(crate) fn shutdown(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(join) = self.join.take()
+            && join.join().is_err()
+        {
+            tracing::error!("the taskspool writer thread panicked");
+        }
+    }
+}
+
+/// Replies and hand-offs that wait for the group's commit.
+#[derive(Default)]
+struct Staged {
+    enqueued: Vec<(Sender<Result<Vec<u64>, Error>>, Vec<u64>)>,
+    acks: Vec<Sender<Result<(), Error>>>,
+    unregistered: Vec<Sender<()>>,
+    claim_once: Vec<(Sender<Result<Vec<Job>, Error>>, Vec<Job>)>,
+    claimed: Vec<(u64, Vec<Job>)>,
+    completions: Vec<Completion>,
+    finalized: Vec<u64>,
+    more: bool,
+    shutdown: bool,
+}
+
+pub(crate) struct Writer {
+    db: Arc<Database>,
+    rx: Receiver<Command>,
+    config: WriterConfig,
+    counters: Counters,
+    queues: QueueMap,
+    workers: Vec<WorkerSlots>,
+    waiters: Arc<Waiters>,
+    next_wake: Option<u64>,
+    /// Completions from a group whose commit failed, applied again with the next group.
+    retry: Vec<Completion>,
+    failures: u32,
+}
+
+impl Writer {
+    /// Starts the writer thread over an opened, recovered database.
+    pub(crate) fn spawn(
+        db: Arc<Database>,
+        config: WriterConfig,
+        counters: Counters,
+        queues: QueueMap,
+        waiters: Arc<Waiters>,
+    ) -> Result<WriterHandle, Error> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let tick = tx.clone();
+        config
+            .clock
+            .subscribe(move || tick.send(Command::Tick).is_ok());
+        let writer = Writer {
+            db,
+            rx,
+            config,
+            counters,
+            queues,
+            workers: Vec::new(),
+            waiters,
+            next_wake: None,
+            retry: Vec::new(),
+            failures: 0,
+        };
+        let join = std::thread::Builder::new()
+            .name("taskspool-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(WriterHandle {
+            tx,
+            join: Some(join),
+        })
+    }
+
+    fn run(mut self) {
+        // The first group runs at once: it promotes whatever became due while the file was closed.
+        let mut more = true;
+        loop {
+            let first = if more {
+                self.rx.try_recv().ok()
+            } else {
+                match self.wait_timeout() {
+                    Some(timeout) => match self.rx.recv_timeout(timeout) {
+                        Ok(cmd) => Some(cmd),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match self.rx.recv() {
+                        Ok(cmd) => Some(cmd),
+                        Err(_) => return,
+                    },
+                }
+            };
+            let mut cmds: Vec<Command> = first.into_iter().collect();
+            while cmds.len() < MAX_GROUP {
+                match self.rx.try_recv() {
+                    Ok(cmd) => cmds.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let (again, shutdown) = self.group(cmds);
+            more = again;
+            if shutdown {
+                return;
+            }
+        }
+    }
+
+    /// How long to sleep before the next due time; `None` = until a command arrives.
+    fn wait_timeout(&self) -> Option<Duration> {
+        let wake = self.next_wake?;
+        if wake <= self.config.clock.now_ms() {
+            return Some(Duration::ZERO);
+        }
+        self.config.clock.sleep_until(wake)
+    }
+
+    /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
+    fn group(&mut self, cmds: Vec<Command>) -> (bool, bool) {
+        let mut staged = Staged::default();
+        let result = self.stage_and_commit(cmds, &mut staged);
+        match result {
+            Ok(()) => {
+                self.failures = 0;
+                self.deliver(staged)
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::error!(error = %e, "taskspool group commit failed; nothing in it was applied");
+                let shutdown = staged.shutdown;
+                self.fail(staged, &e);
+                // Back off before applying the retried completions again.
+                let pause = 10u64 << self.failures.min(7);
+                std::thread::sleep(Duration::from_millis(pause));
+                (!self.retry.is_empty(), shutdown)
+            }
+        }
+    }
+
+    fn stage_and_commit(&mut self, cmds: Vec<Command>, staged: &mut Staged) -> Result<(), Error> {
+        let now = self.config.clock.now_ms();
+        let txn = self.db.begin_write()?;
+        let mut changed = false;
+        let mut claim_once = Vec::new();
+        {
+            let mut tx = Tx::open(&txn, now, self.counters, self.config.result_ttl_ms)?;
+            let retried = std::mem::take(&mut self.retry);
+            staged.completions.reserve(retried.len());
+            let mut error = None;
+            for c in retried {
+                if error.is_none()
+                    && let Err(e) = tx.complete(&c)
+                {
+                    error = Some(e);
+                }
+                staged.completions.push(c);
+            }
+            for cmd in cmds {
+                if let Some(Command::ClaimOnce {
+                    queues,
+                    names,
+                    max,
+                    reply,
+                }) = self.apply(&mut tx, cmd, staged, &mut error)
+                {
+                    claim_once.push((queues, names, max, reply));
+                }
+            }
+            if let Some(e) = error {
+                // Collect the remaining repliers so each caller hears of the failure.
+                for (_, _, _, reply) in claim_once {
+                    staged.claim_once.push((reply, Vec::new()));
+                }
+                return Err(e);
+            }
+            staged.more |= tx.promote_due(MAINTENANCE_BATCH)?;
+            staged.more |= tx.prune(MAINTENANCE_BATCH)?;
+            self.claim_for_workers(&mut tx, staged)?;
+            for (queues, names, max, reply) in claim_once {
+                let jobs = names
+                    .iter()
+                    .try_for_each(|name| tx.unpark(name).map(drop))
+                    .and_then(|()| {
+                        let workers = &self.workers;
+                        let judge = |name: &str| {
+                            dispatch::verdict(name, &names, workers.iter().map(|w| &w.names))
+                        };
+                        dispatch::claim(&mut tx, &self.queues, &queues, max, &judge)
+                    });
+                match jobs {
+                    Ok(jobs) => staged.claim_once.push((reply, jobs)),
+                    Err(e) => {
+                        staged.claim_once.push((reply, Vec::new()));
+                        return Err(e);
+                    }
+                }
+            }
+            tx.finish()?;
+            self.next_wake = tx.next_wake()?;
+            self.counters = tx.counters;
+            staged.finalized = std::mem::take(&mut tx.finalized);
+            changed |= tx.changed;
+        }
+        if changed {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one command inside the transaction. A `ClaimOnce` is handed back: it runs after
+    /// promotion so it sees everything due. After an error, commands are only collected.
+    fn apply(
+        &mut self,
+        tx: &mut Tx<'_>,
+        cmd: Command,
+        staged: &mut Staged,
+        error: &mut Option<Error>,
+    ) -> Option<Command> {
+        match cmd {
+            Command::Enqueue { tasks, reply } => {
+                if error.is_some() {
+                    staged.enqueued.push((reply, Vec::new()));
+                    return None;
+                }
+                let mut ids = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    let inserted = tx
+                        .queue_id(&task.opts.queue, &mut self.queues)
+                        .and_then(|q| tx.insert(task, q));
+                    match inserted {
+                        Ok(id) => ids.push(id),
+                        Err(e) => {
+                            *error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                staged.enqueued.push((reply, ids));
+            }
+            Command::Complete { worker, completion } => {
+                if let Some(w) = worker {
+                    self.free_slot(w);
+                }
+                if error.is_none()
+                    && let Err(e) = tx.complete(&completion)
+                {
+                    *error = Some(e);
+                }
+                staged.completions.push(completion);
+            }
+            Command::Release {
+                worker,
+                id,
+                attempt,
+            } => {
+                self.free_slot(worker);
+                if error.is_none()
+                    && let Err(e) = tx.release(id, attempt)
+                {
+                    *error = Some(e);
+                }
+            }
+            Command::Register { slots, reply } => {
+                if error.is_none() {
+                    for name in &slots.names {
+                        if let Err(e) = tx.unpark(name) {
+                            *error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                self.workers.push(slots);
+                staged.acks.push(reply);
+            }
+            Command::Unregister { worker, reply } => {
+                self.workers.retain(|w| w.id != worker);
+                staged.unregistered.push(reply);
+            }
+            claim @ Command::ClaimOnce { .. } => return Some(claim),
+            Command::Sync { reply } => staged.acks.push(reply),
+            Command::Tick => {}
+            Command::Shutdown => staged.shutdown = true,
+        }
+        None
+    }
+
+    fn free_slot(&mut self, worker: u64) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) {
+            w.outstanding = w.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// Fills every live worker's free slots from its queues.
+    fn claim_for_workers(&mut self, tx: &mut Tx<'_>, staged: &mut Staged) -> Result<(), Error> {
+        for i in 0..self.workers.len() {
+            let free = self.workers[i].free();
+            if free == 0 {
+                continue;
+            }
+            let jobs = {
+                let me = &self.workers[i];
+                let others = self.workers.iter().filter(|w| w.id != me.id);
+                let judge = |name: &str| -> Verdict {
+                    dispatch::verdict(name, &me.names, others.clone().map(|w| &w.names))
+                };
+                dispatch::claim(tx, &self.queues, &me.queues, free, &judge)?
+            };
+            if !jobs.is_empty() {
+                staged.claimed.push((self.workers[i].id, jobs));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a successful commit: replies, hand-offs, wake-ups.
+    fn deliver(&mut self, staged: Staged) -> (bool, bool) {
+        for (reply, ids) in staged.enqueued {
+            let _ = reply.send(Ok(ids));
+        }
+        for reply in staged.acks {
+            let _ = reply.send(Ok(()));
+        }
+        for reply in staged.unregistered {
+            let _ = reply.send(());
+        }
+        for (reply, jobs) in staged.claim_once {
+            let _ = reply.send(Ok(jobs));
+        }
+        let mut returned = Vec::new();
+        for (worker, jobs) in staged.claimed {
+            match self.workers.iter_mut().find(|w| w.id == worker) {
+                Some(w) => {
+                    for job in jobs {
+                        w.outstanding += 1;
+                        if let Err(send) = w.jobs.send(job) {
+                            w.outstanding -= 1;
+                            returned.push(send.into_inner());
+                        }
+                    }
+                }
+                None => returned.extend(jobs),
+            }
+        }
+        self.waiters.notify(&staged.finalized);
+        // Jobs whose worker vanished between claim and hand-off go back to the ready index.
+        let more = staged.more || !returned.is_empty();
+        for job in returned {
+            let _ = self.retry_release(job);
+        }
+        (more, staged.shutdown)
+    }
+
+    fn retry_release(&mut self, job: Job) -> Result<(), Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut tx = Tx::open(
+                &txn,
+                self.config.clock.now_ms(),
+                self.counters,
+                self.config.result_ttl_ms,
+            )?;
+            tx.release(job.id, job.attempt)?;
+            tx.finish()?;
+            self.counters = tx.counters;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// After a failed commit: every caller hears the error; completions are kept to retry.
+    fn fail(&mut self, staged: Staged, e: &Error) {
+        for (reply, _) in staged.enqueued {
+            let _ = reply.send(Err(e.duplicate()));
+        }
+        for reply in staged.acks {
+            let _ = reply.send(Err(e.duplicate()));
+        }
+        for reply in staged.unregistered {
+            let _ = reply.send(());
+        }
+        for (reply, _) in staged.claim_once {
+            let _ = reply.send(Err(e.duplicate()));
+        }
+        self.retry = staged.completions;
+        // Queue ids created in the failed transaction were rolled back with it.
+        if let Ok(txn) = self.db.begin_write()
+            && let Ok(map) = QueueMap::load(&txn)
+        {
+            self.queues = map;
+            let _ = txn.abort();
+        }
+    }
+}
