@@ -11,6 +11,7 @@ use crossbeam_channel::Sender;
 use redb::ReadableTable;
 
 use crate::error::Error;
+use crate::store::record::Origin;
 use crate::store::transitions::{QueueMap, Tx};
 
 /// One attempt handed to a worker thread.
@@ -23,6 +24,7 @@ pub(crate) struct Job {
     pub payload: Vec<u8>,
     pub max_retries: u32,
     pub enqueued_at_ms: u64,
+    pub origin: Option<Origin>,
 }
 
 /// What a claimer does with a ready task, given its name.
@@ -137,6 +139,7 @@ pub(crate) fn claim(
                     payload,
                     max_retries: rec.max_retries,
                     enqueued_at_ms: rec.enqueued_at_ms,
+                    origin: rec.origin,
                 });
             }
             Verdict::Park => {

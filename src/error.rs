@@ -73,6 +73,15 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A periodic schedule declaration is invalid (cron expression, time zone, interval).
+    /// Nothing was written.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(String),
+
+    /// No periodic schedule has this name.
+    #[error("no schedule named {0:?}")]
+    ScheduleNotFound(String),
+
     /// No task with this id exists: it was never enqueued here, or its result was pruned
     /// after the results TTL.
     #[error("task {0} not found (never enqueued in this file, or pruned after its results TTL)")]
@@ -141,8 +150,10 @@ impl Error {
                 ErrorKind::BadFile
             }
             Error::DiskFull | Error::Storage(_) => ErrorKind::Storage,
-            Error::InvalidOption(_) | Error::Json(_) => ErrorKind::InvalidInput,
-            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::InvalidOption(_) | Error::InvalidSchedule(_) | Error::Json(_) => {
+                ErrorKind::InvalidInput
+            }
+            Error::NotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,
             Error::TaskFailed(_) | Error::TaskExpired(_) | Error::TaskRevoked(_) => {
                 ErrorKind::TaskUnsuccessful

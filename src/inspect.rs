@@ -9,6 +9,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableErro
 use crate::clock::to_system_time;
 use crate::codec;
 use crate::error::{Error, Failure};
+use crate::schedule::{ScheduleInfo, ScheduleRecord};
 use crate::state::{AttemptError, TaskState};
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::schema::*;
@@ -46,6 +47,10 @@ pub struct TaskStatus {
     pub unregistered: bool,
     /// Every failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
+    /// The periodic schedule that fired it, if any.
+    pub schedule: Option<String>,
+    /// The fire time it was enqueued for, if a schedule fired it.
+    pub fire_time: Option<SystemTime>,
 }
 
 /// Task counts of one queue, by state.
@@ -131,7 +136,26 @@ pub(crate) fn status(db: &Database, id: TaskId) -> Result<TaskStatus, Error> {
         unregistered: matches!(rec.slot, Slot::Parked { .. }),
         errors: rec.errors,
         name: rec.name,
+        fire_time: rec.origin.as_ref().map(|o| to_system_time(o.fire_at_ms)),
+        schedule: rec.origin.map(|o| o.schedule),
     })
+}
+
+/// Every declared schedule, by name.
+pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
+    let read = db.begin_read()?;
+    let table = match read.open_table(SCHEDULES) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (name, bytes) = entry?;
+        let rec: ScheduleRecord = codec::decode(bytes.value())?;
+        out.push(ScheduleInfo::from_record(name.value(), &rec));
+    }
+    Ok(out)
 }
 
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the

@@ -78,6 +78,7 @@ mod options;
 mod pool;
 mod result;
 mod retry;
+mod schedule;
 mod spool;
 mod state;
 mod store;
@@ -90,6 +91,7 @@ pub use options::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Expiry, MAX_PRIORITY, Opti
 pub use pool::{DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder};
 pub use result::TaskHandle;
 pub use retry::RetryPolicy;
+pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
 pub use spool::{DEFAULT_RESULT_TTL, Spool, SpoolBuilder};
 pub use state::{AttemptError, AttemptErrorKind, TaskState};
 pub use task::{Context, Task, TaskError, TaskId};

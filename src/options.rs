@@ -66,6 +66,31 @@ pub struct Options {
     expires: Option<Expiry>,
 }
 
+/// Options stored with a periodic schedule and applied to every task it fires.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Template {
+    pub queue: String,
+    pub priority: u8,
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    /// Each fired task expires this long after its fire.
+    pub expires_after_ms: Option<u64>,
+}
+
+impl Template {
+    /// The options of the task fired at `now_ms`.
+    pub(crate) fn resolve_at(&self, now_ms: u64) -> Resolved {
+        Resolved {
+            queue: self.queue.clone(),
+            priority: self.priority,
+            max_retries: self.max_retries,
+            retry: self.retry,
+            due_ms: now_ms,
+            expires_ms: self.expires_after_ms.map(|e| now_ms.saturating_add(e)),
+        }
+    }
+}
+
 /// Options resolved against defaults and the clock, validated, ready to store.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
@@ -145,6 +170,43 @@ impl Options {
             eta,
             expires: self.expires.or(base.expires),
         }
+    }
+
+    /// Validates options for a periodic schedule: the schedule decides when tasks run, so a
+    /// countdown or ETA is refused, and an expiry must be relative to each fire.
+    pub(crate) fn template(&self) -> Result<Template, Error> {
+        if self.countdown.is_some() || self.eta.is_some() {
+            return Err(Error::InvalidOption(
+                "countdown and eta do not apply to periodic tasks: the schedule decides when they run"
+                    .into(),
+            ));
+        }
+        let expires_after_ms = match self.expires {
+            None => None,
+            Some(Expiry::After(d)) if d > Duration::ZERO => Some(duration_ms(d)),
+            Some(Expiry::After(_)) => {
+                return Err(Error::InvalidOption(
+                    "a zero expiry would expire every fire".into(),
+                ));
+            }
+            Some(Expiry::At(_)) => {
+                return Err(Error::InvalidOption(
+                    "a periodic task's expiry must be a Duration, applied to each fire".into(),
+                ));
+            }
+        };
+        let base = Options {
+            expires: None,
+            ..self.clone()
+        }
+        .resolve(0)?;
+        Ok(Template {
+            queue: base.queue,
+            priority: base.priority,
+            max_retries: base.max_retries,
+            retry: base.retry,
+            expires_after_ms,
+        })
     }
 
     /// Validates and resolves against the current time.

@@ -376,6 +376,7 @@ fn run_job(registry: &Registry, job: &Job) -> Outcome {
         attempt: job.attempt,
         max_retries: job.max_retries,
         enqueued_at_ms: job.enqueued_at_ms,
+        origin: job.origin.clone(),
     };
     let Some(handler) = registry.get(&job.name) else {
         return Outcome::Error(TaskError::retry(format!(

@@ -12,6 +12,8 @@ use crate::inspect::{self, Stats, TaskStatus};
 use crate::options::Options;
 use crate::pool::WorkerBuilder;
 use crate::result::{TaskHandle, Waiters};
+use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
+use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::NewTask;
 use crate::store::writer::{Command, Writer, WriterConfig, WriterHandle};
 use crate::task::{Task, TaskId};
@@ -243,6 +245,7 @@ impl Spool {
                     payload,
                     opts: opts.clone(),
                     enqueued_at_ms: now,
+                    origin: None,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -279,6 +282,92 @@ impl Spool {
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
         inspect::stats(&self.inner.db)
+    }
+
+    /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
+    /// every fire. Declaring is an upsert: the same declaration again changes nothing (the next
+    /// fire is kept across restarts); a changed expression or interval reschedules from now.
+    ///
+    /// Fires are enqueued by the spool's writer while the spool is open, whether or not a
+    /// worker is running; each (schedule, fire time) is enqueued at most once, in the same
+    /// transaction that advances the schedule.
+    ///
+    /// # Errors
+    /// `InvalidSchedule` for an unknown time zone, a zero interval or `CatchUp { max: 0 }`;
+    /// `InvalidOption`/`Json` for the task; nothing is written on error.
+    pub fn schedule<T: Task>(&self, name: &str, schedule: Schedule, task: T) -> Result<(), Error> {
+        self.schedule_with(name, schedule, task, Options::new())
+    }
+
+    /// Declares a periodic schedule with options for the tasks it enqueues (queue, priority,
+    /// retries, and an expiry as a `Duration` after each fire). See [`schedule`](Self::schedule).
+    ///
+    /// # Errors
+    /// As [`schedule`](Self::schedule); a countdown, ETA or absolute expiry is `InvalidOption`.
+    pub fn schedule_with<T: Task>(
+        &self,
+        name: &str,
+        schedule: Schedule,
+        task: T,
+        options: Options,
+    ) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::InvalidSchedule(
+                "the schedule name must not be empty".into(),
+            ));
+        }
+        schedule.validate()?;
+        let template = options.over(T::defaults()).template()?;
+        let payload = serde_json::to_vec(&task).map_err(|e| {
+            Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME))
+        })?;
+        let def = ScheduleDef::new(schedule, T::NAME, payload, template);
+        self.schedule_op(ScheduleOp::Declare {
+            name: name.to_string(),
+            def,
+        })
+        .map(drop)
+    }
+
+    /// Deletes a schedule. Returns whether it existed. Tasks it already enqueued are kept.
+    ///
+    /// # Errors
+    /// `Storage`/`Closed` from the writer.
+    pub fn unschedule(&self, name: &str) -> Result<bool, Error> {
+        self.schedule_op(ScheduleOp::Remove(name.to_string()))
+    }
+
+    /// Stops a schedule from firing until [`resume_schedule`](Self::resume_schedule).
+    ///
+    /// # Errors
+    /// `ScheduleNotFound` if no schedule has this name.
+    pub fn pause_schedule(&self, name: &str) -> Result<(), Error> {
+        self.schedule_op(ScheduleOp::Pause(name.to_string()))
+            .map(drop)
+    }
+
+    /// Resumes a paused schedule from its next fire after now; fires that fell in the pause
+    /// are not run.
+    ///
+    /// # Errors
+    /// `ScheduleNotFound` if no schedule has this name.
+    pub fn resume_schedule(&self, name: &str) -> Result<(), Error> {
+        self.schedule_op(ScheduleOp::Resume(name.to_string()))
+            .map(drop)
+    }
+
+    /// Every declared schedule with its next and last fire.
+    ///
+    /// # Errors
+    /// `Storage` on a read failure.
+    pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
+        inspect::schedules(&self.inner.db)
+    }
+
+    fn schedule_op(&self, op: ScheduleOp) -> Result<bool, Error> {
+        self.inner
+            .writer
+            .request(|reply| Command::Schedule { op, reply })
     }
 
     /// Waits until everything sent to the writer before this call is committed.

@@ -166,6 +166,7 @@ pub struct Context {
     pub(crate) attempt: u32,
     pub(crate) max_retries: u32,
     pub(crate) enqueued_at_ms: u64,
+    pub(crate) origin: Option<crate::store::record::Origin>,
 }
 
 impl Context {
@@ -203,6 +204,18 @@ impl Context {
     /// When the task was enqueued.
     pub fn enqueued_at(&self) -> SystemTime {
         to_system_time(self.enqueued_at_ms)
+    }
+
+    /// The periodic schedule that fired this task, if any.
+    pub fn schedule(&self) -> Option<&str> {
+        self.origin.as_ref().map(|o| o.schedule.as_str())
+    }
+
+    /// The fire time this task was enqueued for, if a periodic schedule fired it. Together
+    /// with [`schedule`](Self::schedule) it identifies the fire: each (schedule, fire time)
+    /// is enqueued at most once.
+    pub fn fire_time(&self) -> Option<SystemTime> {
+        self.origin.as_ref().map(|o| to_system_time(o.fire_at_ms))
     }
 }
 

@@ -3,6 +3,7 @@
 //! the attempts a dead process left running.
 
 pub(crate) mod record;
+pub(crate) mod schedules;
 pub(crate) mod schema;
 pub(crate) mod transitions;
 pub(crate) mod writer;

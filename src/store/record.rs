@@ -37,6 +37,15 @@ pub(crate) struct TaskRecord {
     pub expires_at_ms: Option<u64>,
     pub slot: Slot,
     pub errors: Vec<AttemptError>,
+    /// The periodic schedule and fire time that enqueued it.
+    pub origin: Option<Origin>,
+}
+
+/// The (schedule, fire time) a periodic task was enqueued for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Origin {
+    pub schedule: String,
+    pub fire_at_ms: u64,
 }
 
 impl TaskRecord {

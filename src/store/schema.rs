@@ -52,3 +52,16 @@ pub(crate) const RESULT_EXPIRY: TableDefinition<(u64, u64), ()> =
 
 /// `(queue id, state code) → number of tasks`, maintained by every transition.
 pub(crate) const COUNTS: TableDefinition<(u32, u8), u64> = TableDefinition::new("taskspool.counts");
+
+/// `schedule name → ScheduleRecord`: periodic schedules as declared, with their next fire.
+pub(crate) const SCHEDULES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("taskspool.schedules");
+
+/// `(next fire ms, schedule name) → ()`: active schedules in fire order.
+pub(crate) const SCHEDULE_DUE: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("taskspool.schedule_due");
+
+/// `(expires at ms, task id) → ()`: tasks with an expiry, checked when it passes (entries of
+/// tasks that started or finished meanwhile are dropped then).
+pub(crate) const TASK_EXPIRY: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("taskspool.task_expiry");

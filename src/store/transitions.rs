@@ -13,7 +13,7 @@ use crate::codec;
 use crate::error::Error;
 use crate::options::Resolved;
 use crate::state::{AttemptError, AttemptErrorKind, TaskState};
-use crate::store::record::{Slot, TaskRecord};
+use crate::store::record::{Origin, Slot, TaskRecord};
 use crate::store::schema::*;
 use crate::task::{Disposition, Outcome};
 
@@ -23,6 +23,7 @@ pub(crate) struct NewTask {
     pub payload: Vec<u8>,
     pub opts: Arc<Resolved>,
     pub enqueued_at_ms: u64,
+    pub origin: Option<Origin>,
 }
 
 /// A finished attempt reported by a worker.
@@ -80,17 +81,20 @@ pub(crate) struct Tx<'t> {
     pub result_ttl_ms: Option<u64>,
     pub counters: Counters,
     counters_dirty: bool,
-    meta: Table<'t, &'static str, u64>,
-    queues_table: Table<'t, &'static str, u32>,
+    pub(crate) meta: Table<'t, &'static str, u64>,
+    pub(crate) queues_table: Table<'t, &'static str, u32>,
     pub(crate) tasks: Table<'t, u64, &'static [u8]>,
     pub(crate) payloads: Table<'t, u64, &'static [u8]>,
     pub(crate) ready: Table<'t, (u32, u8, u64), u64>,
-    scheduled: Table<'t, (u64, u64), u64>,
-    running: Table<'t, u64, u32>,
-    parked: Table<'t, (&'static str, u64), u64>,
-    results: Table<'t, u64, &'static [u8]>,
-    result_expiry: Table<'t, (u64, u64), ()>,
-    counts: Table<'t, (u32, u8), u64>,
+    pub(crate) scheduled: Table<'t, (u64, u64), u64>,
+    pub(crate) running: Table<'t, u64, u32>,
+    pub(crate) parked: Table<'t, (&'static str, u64), u64>,
+    pub(crate) results: Table<'t, u64, &'static [u8]>,
+    pub(crate) result_expiry: Table<'t, (u64, u64), ()>,
+    pub(crate) counts: Table<'t, (u32, u8), u64>,
+    pub(crate) schedules: Table<'t, &'static str, &'static [u8]>,
+    pub(crate) schedule_due: Table<'t, (u64, &'static str), ()>,
+    pub(crate) task_expiry: Table<'t, (u64, u64), ()>,
     count_delta: HashMap<(u32, u8), i64>,
     /// Tasks that reached a final state in this transaction (their waiters are woken after commit).
     pub finalized: Vec<u64>,
@@ -121,6 +125,9 @@ impl<'t> Tx<'t> {
             results: txn.open_table(RESULTS)?,
             result_expiry: txn.open_table(RESULT_EXPIRY)?,
             counts: txn.open_table(COUNTS)?,
+            schedules: txn.open_table(SCHEDULES)?,
+            schedule_due: txn.open_table(SCHEDULE_DUE)?,
+            task_expiry: txn.open_table(TASK_EXPIRY)?,
             count_delta: HashMap::new(),
             finalized: Vec::new(),
             changed: false,
@@ -157,10 +164,9 @@ impl<'t> Tx<'t> {
     pub(crate) fn next_wake(&self) -> Result<Option<u64>, Error> {
         let due = self.scheduled.first()?.map(|(k, _)| k.value().0);
         let prune = self.result_expiry.first()?.map(|(k, _)| k.value().0);
-        Ok(match (due, prune) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let fire = self.schedule_due.first()?.map(|(k, _)| k.value().0);
+        let expiry = self.task_expiry.first()?.map(|(k, _)| k.value().0);
+        Ok([due, prune, fire, expiry].into_iter().flatten().min())
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -196,7 +202,7 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
+    pub(crate) fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
         *self.count_delta.entry((queue, state.code())).or_insert(0) += delta;
     }
 
@@ -265,8 +271,12 @@ impl<'t> Tx<'t> {
             expires_at_ms: new.opts.expires_ms,
             slot: Slot::None,
             errors: Vec::new(),
+            origin: new.origin,
         };
         self.payloads.insert(id, new.payload.as_slice())?;
+        if let Some(exp) = rec.expires_at_ms {
+            self.task_expiry.insert((exp, id), ())?;
+        }
         if due > self.now {
             rec.state = TaskState::Scheduled;
             self.make_scheduled(id, &mut rec, due)?;
@@ -448,6 +458,33 @@ impl<'t> Tx<'t> {
             self.set_state(&mut rec, TaskState::Ready);
             self.make_ready(id, &mut rec)?;
             self.put(id, &rec)?;
+        }
+        Ok(more)
+    }
+
+    /// Ends as `Expired` up to `limit` tasks whose expiry has passed before they started.
+    /// Returns whether more are due.
+    pub(crate) fn expire_due(&mut self, limit: usize) -> Result<bool, Error> {
+        let due: Vec<(u64, u64)> = self
+            .task_expiry
+            .range(..=(self.now, u64::MAX))?
+            .take(limit + 1)
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        let more = due.len() > limit;
+        for &key in due.iter().take(limit) {
+            self.task_expiry.remove(key)?;
+            self.changed = true;
+            let Some(mut rec) = self.get(key.1)? else {
+                continue;
+            };
+            // A started task is not interrupted; if it retries, the next claim expires it.
+            if matches!(
+                rec.state,
+                TaskState::Scheduled | TaskState::Ready | TaskState::Retrying
+            ) {
+                self.expire(key.1, &mut rec)?;
+            }
         }
         Ok(more)
     }

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::dispatch::{self, Job, Verdict, WorkerSlots};
 use crate::error::Error;
 use crate::result::Waiters;
+use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, Counters, NewTask, QueueMap, Tx};
 
 /// Most commands folded into one transaction.
@@ -51,6 +52,11 @@ pub(crate) enum Command {
         names: HashSet<String>,
         max: usize,
         reply: Sender<Result<Vec<Job>, Error>>,
+    },
+    /// Declare, remove, pause or resume a periodic schedule; replies whether it changed.
+    Schedule {
+        op: ScheduleOp,
+        reply: Sender<Result<bool, Error>>,
     },
     /// Reply once everything sent before is committed.
     Sync { reply: Sender<Result<(), Error>> },
@@ -103,6 +109,7 @@ impl WriterHandle {
 #[derive(Default)]
 struct Staged {
     enqueued: Vec<(Sender<Result<Vec<u64>, Error>>, Vec<u64>)>,
+    schedule_replies: Vec<(Sender<Result<bool, Error>>, Result<bool, Error>)>,
     acks: Vec<Sender<Result<(), Error>>>,
     unregistered: Vec<Sender<()>>,
     claim_once: Vec<(Sender<Result<Vec<Job>, Error>>, Vec<Job>)>,
@@ -264,7 +271,9 @@ impl Writer {
                 }
                 return Err(e);
             }
+            staged.more |= tx.fire_schedules(MAINTENANCE_BATCH, &mut self.queues)?;
             staged.more |= tx.promote_due(MAINTENANCE_BATCH)?;
+            staged.more |= tx.expire_due(MAINTENANCE_BATCH)?;
             staged.more |= tx.prune(MAINTENANCE_BATCH)?;
             self.claim_for_workers(&mut tx, staged)?;
             for (queues, names, max, reply) in claim_once {
@@ -370,6 +379,23 @@ impl Writer {
                 staged.unregistered.push(reply);
             }
             claim @ Command::ClaimOnce { .. } => return Some(claim),
+            Command::Schedule { op, reply } => {
+                if error.is_some() {
+                    staged.schedule_replies.push((reply, Ok(false)));
+                    return None;
+                }
+                match tx.schedule_op(op) {
+                    // A missing schedule is the caller's error, not the group's.
+                    Err(e @ Error::ScheduleNotFound(_)) => {
+                        staged.schedule_replies.push((reply, Err(e)));
+                    }
+                    Err(e) => {
+                        *error = Some(e);
+                        staged.schedule_replies.push((reply, Ok(false)));
+                    }
+                    Ok(changed) => staged.schedule_replies.push((reply, Ok(changed))),
+                }
+            }
             Command::Sync { reply } => staged.acks.push(reply),
             Command::Tick => {}
             Command::Shutdown => staged.shutdown = true,
@@ -412,6 +438,9 @@ impl Writer {
         }
         for reply in staged.acks {
             let _ = reply.send(Ok(()));
+        }
+        for (reply, result) in staged.schedule_replies {
+            let _ = reply.send(result);
         }
         for reply in staged.unregistered {
             let _ = reply.send(());
@@ -466,6 +495,9 @@ impl Writer {
             let _ = reply.send(Err(e.duplicate()));
         }
         for reply in staged.acks {
+            let _ = reply.send(Err(e.duplicate()));
+        }
+        for (reply, _) in staged.schedule_replies {
             let _ = reply.send(Err(e.duplicate()));
         }
         for reply in staged.unregistered {
