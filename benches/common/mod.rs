@@ -1,0 +1,155 @@
+//! Helpers shared by the bench binaries: task types, scaling, temp files, polling, output.
+//!
+//! Each bench binary includes this module with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+use taskspool::{Context, Spool, Task, TaskError, TaskState};
+
+/// A task that does nothing: the benches measure the queue, not the work.
+#[derive(Serialize, Deserialize)]
+pub struct Noop {
+    pub n: u64,
+}
+
+impl Task for Noop {
+    const NAME: &'static str = "bench.noop";
+    type Output = ();
+
+    fn run(self, _ctx: &Context) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Where `Probe` reports the instant its handler started.
+pub static PROBE_STARTS: Mutex<Option<Sender<(u64, Instant)>>> = Mutex::new(None);
+
+/// A task that reports `(sample index, Instant::now())` when its handler starts.
+#[derive(Serialize, Deserialize)]
+pub struct Probe {
+    pub sample: u64,
+}
+
+impl Task for Probe {
+    const NAME: &'static str = "bench.probe";
+    type Output = ();
+
+    fn run(self, _ctx: &Context) -> Result<(), TaskError> {
+        let now = Instant::now();
+        if let Some(tx) = PROBE_STARTS.lock().unwrap().as_ref() {
+            let _ = tx.send((self.sample, now));
+        }
+        Ok(())
+    }
+}
+
+/// `TASKSPOOL_BENCH_SCALE` (default 1.0): multiplies every task count, for quick runs.
+/// Reported figures must come from a run at scale 1.
+pub fn scale() -> f64 {
+    std::env::var("TASKSPOOL_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// `n` scaled, at least `min`.
+pub fn scaled(n: u64, min: u64) -> u64 {
+    ((n as f64 * scale()).round() as u64).max(min)
+}
+
+/// A temporary directory on a real file system. `TASKSPOOL_BENCH_DIR` picks the parent
+/// directory (default: the system temp dir).
+pub fn temp_dir() -> tempfile::TempDir {
+    let mut b = tempfile::Builder::new();
+    b.prefix("taskspool-bench-");
+    match std::env::var_os("TASKSPOOL_BENCH_DIR") {
+        Some(parent) => b.tempdir_in(parent),
+        None => b.tempdir(),
+    }
+    .expect("cannot create a temporary directory")
+}
+
+/// A fresh queue file in `dir`.
+pub fn queue_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.redb"))
+}
+
+/// Whether the figure `name` was selected by the command line (no selection = all).
+/// `cargo bench --bench throughput -- drain` runs the figures whose names contain "drain".
+pub fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// Prints one summary line in the format.
+pub fn report(name: &str, value: f64, unit: &str) {
+    let value = if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    };
+    println!("bench={name} value={value} unit={unit}");
+}
+
+/// The 1/5/15-minute load averages, for the notes.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Progress and context go to stderr; stdout carries only the summary lines.
+pub fn note(msg: impl AsRef<str>) {
+    eprintln!("# {} (load {})", msg.as_ref(), loadavg());
+}
+
+/// Blocks until at least `n` tasks are `Succeeded` in committed (hence durable) state,
+/// polling the stats snapshot every `poll`. Panics after `timeout`.
+pub fn wait_succeeded(spool: &Spool, n: u64, poll: Duration, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done = spool.stats().expect("stats").count(TaskState::Succeeded);
+        if done >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {done} of {n} tasks succeeded"
+        );
+        std::thread::sleep(poll);
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    proc_status_kib("VmHWM:") / 1024.0
+}
+
+/// Current resident set size of this process (VmRSS), in MiB.
+pub fn rss_mib() -> f64 {
+    proc_status_kib("VmRSS:") / 1024.0
+}
+
+fn proc_status_kib(key: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// A file's size in MiB.
+pub fn file_mib(path: &Path) -> f64 {
+    std::fs::metadata(path).map_or(f64::NAN, |m| m.len() as f64 / (1024.0 * 1024.0))
+}

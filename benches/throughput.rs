@@ -1,0 +1,273 @@
+//! Throughput and latency figures of issue #4, each on a fresh queue file in a temp dir:
+//! fsync_limit, enqueue_durable_1, enqueue_durable_8, enqueue_bulk, drain_noop(_prefetch64),
+//! e2e_noop(_prefetch64), latency_p50_us / latency_p99_us.
+//!
+//! Run: `cargo bench --bench throughput` (all), `cargo bench --bench throughput -- drain`
+//! (figures whose name contains "drain"). `TASKSPOOL_BENCH_SCALE=0.1` shrinks every size for
+//! a quick check; reported figures come from scale 1. See benches/README.md.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use common::*;
+use taskspool::Spool;
+
+/// Tasks in the bulk, drain and end-to-end figures (issue #4: 100k).
+const TASKS: u64 = 100_000;
+/// How long the durable-enqueue and fsync loops run, at scale 1.
+const TIMED_SECS: f64 = 5.0;
+/// Latency samples (issue #4: 1,000).
+const LATENCY_SAMPLES: u64 = 1_000;
+/// Prefetch used for the `_prefetch64` variants.
+const PREFETCH: usize = 64;
+/// Producers and their batch size in e2e_noop.
+const E2E_PRODUCERS: u64 = 4;
+const E2E_BATCH: u64 = 100;
+const WORKERS: usize = 2;
+const POLL: Duration = Duration::from_millis(1);
+const LONG: Duration = Duration::from_secs(600);
+
+fn timed() -> Duration {
+    Duration::from_secs_f64((TIMED_SECS * scale()).max(0.5))
+}
+
+fn main() {
+    let dir = temp_dir();
+    note(format!(
+        "throughput benches in {} at scale {}",
+        dir.path().display(),
+        scale()
+    ));
+    if selected("fsync_limit") {
+        fsync_limit(dir.path());
+    }
+    if selected("enqueue_durable_1") {
+        enqueue_durable(dir.path(), 1);
+    }
+    if selected("enqueue_durable_8") {
+        enqueue_durable(dir.path(), 8);
+    }
+    if selected("enqueue_bulk") {
+        enqueue_bulk(dir.path());
+    }
+    if selected("drain_noop") {
+        drain_noop(dir.path(), 0, "drain_noop");
+    }
+    if selected("drain_noop_prefetch64") {
+        drain_noop(dir.path(), PREFETCH, "drain_noop_prefetch64");
+    }
+    if selected("e2e_noop") {
+        e2e_noop(dir.path(), 0, "e2e_noop");
+    }
+    if selected("e2e_noop_prefetch64") {
+        e2e_noop(dir.path(), PREFETCH, "e2e_noop_prefetch64");
+    }
+    if selected("latency") {
+        latency(dir.path());
+    }
+    note("throughput benches done");
+}
+
+/// The physical reference: overwrite a 4 KiB block and `fdatasync`, in a loop, in the same
+/// directory as the queue files.
+fn fsync_limit(dir: &Path) {
+    let path = dir.join("fsync.bin");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open fsync file");
+    let block = [0xA5u8; 4096];
+    // Allocate the blocks first so the loop measures data syncs, not file growth.
+    for _ in 0..256 {
+        file.write_all(&block).unwrap();
+    }
+    file.sync_all().unwrap();
+    let limit = timed();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < limit {
+        file.seek(SeekFrom::Start((n % 256) * 4096)).unwrap();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    note(format!(
+        "fsync_limit: {n} syncs in {secs:.2} s ({:.0} us each)",
+        secs * 1e6 / n as f64
+    ));
+    report("fsync_limit", n as f64 / secs, "syncs/s");
+    let _ = std::fs::remove_file(path);
+}
+
+/// `threads` producers, each calling `enqueue` in a loop; every call is acknowledged durable.
+fn enqueue_durable(dir: &Path, threads: usize) {
+    let name = format!("enqueue_durable_{threads}");
+    let spool = Spool::open(queue_path(dir, &name)).expect("open");
+    let limit = timed();
+    let barrier = Barrier::new(threads + 1);
+    let (total, secs) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let spool = spool.clone();
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < limit {
+                        spool
+                            .enqueue(Noop {
+                                n: (t as u64) << 32 | n,
+                            })
+                            .expect("enqueue");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        (total, start.elapsed().as_secs_f64())
+    });
+    note(format!("{name}: {total} durable enqueues in {secs:.2} s"));
+    report(&name, total as f64 / secs, "tasks/s");
+}
+
+/// One `enqueue_many` call with 100k tasks.
+fn enqueue_bulk(dir: &Path) {
+    let spool = Spool::open(queue_path(dir, "enqueue_bulk")).expect("open");
+    let n = scaled(TASKS, 1_000);
+    let start = Instant::now();
+    let handles = spool
+        .enqueue_many((0..n).map(|n| Noop { n }))
+        .expect("bulk");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(handles.len() as u64, n);
+    note(format!("enqueue_bulk: {n} tasks in {secs:.3} s"));
+    report("enqueue_bulk", n as f64 / secs, "tasks/s");
+}
+
+/// 100k no-op tasks already queued; a 2-thread worker starts; timed until every result is
+/// committed (visible in a snapshot, so durable).
+fn drain_noop(dir: &Path, prefetch: usize, name: &str) {
+    let spool = Spool::open(queue_path(dir, name)).expect("open");
+    let n = scaled(TASKS, 1_000);
+    drop(
+        spool
+            .enqueue_many((0..n).map(|n| Noop { n }))
+            .expect("fill"),
+    );
+    let start = Instant::now();
+    let worker = spool
+        .worker()
+        .concurrency(WORKERS)
+        .prefetch(prefetch)
+        .register::<Noop>()
+        .start()
+        .expect("worker");
+    wait_succeeded(&spool, n, POLL, LONG);
+    let secs = start.elapsed().as_secs_f64();
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    note(format!("{name}: {n} tasks drained in {secs:.2} s"));
+    report(name, n as f64 / secs, "tasks/s");
+}
+
+/// Producers (4 threads, batches of 100 via `enqueue_many`, each batch durable) and a
+/// 2-thread worker at once; timed from the first enqueue until every result is committed.
+fn e2e_noop(dir: &Path, prefetch: usize, name: &str) {
+    let spool = Spool::open(queue_path(dir, name)).expect("open");
+    let n = scaled(TASKS, 1_000);
+    let batches = n.div_ceil(E2E_BATCH);
+    let worker = spool
+        .worker()
+        .concurrency(WORKERS)
+        .prefetch(prefetch)
+        .register::<Noop>()
+        .start()
+        .expect("worker");
+    let barrier = Barrier::new(E2E_PRODUCERS as usize + 1);
+    let start = std::thread::scope(|s| {
+        for p in 0..E2E_PRODUCERS {
+            let spool = spool.clone();
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                let mut b = p;
+                while b < batches {
+                    let lo = b * E2E_BATCH;
+                    let hi = (lo + E2E_BATCH).min(n);
+                    drop(
+                        spool
+                            .enqueue_many((lo..hi).map(|n| Noop { n }))
+                            .expect("enqueue"),
+                    );
+                    b += E2E_PRODUCERS;
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    });
+    let produced = start.elapsed().as_secs_f64();
+    wait_succeeded(&spool, n, POLL, LONG);
+    let secs = start.elapsed().as_secs_f64();
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    note(format!(
+        "{name}: {n} tasks enqueued in {produced:.2} s, all results durable after {secs:.2} s"
+    ));
+    report(name, n as f64 / secs, "tasks/s");
+}
+
+/// Enqueue → handler start on an idle 2-thread worker, one task at a time: the instant before
+/// `enqueue` is called vs. the instant the handler starts. Each sample waits for the previous
+/// task's result, so the worker and the writer are idle when the next enqueue begins.
+fn latency(dir: &Path) {
+    let spool = Spool::open(queue_path(dir, "latency")).expect("open");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    *PROBE_STARTS.lock().unwrap() = Some(tx);
+    let worker = spool
+        .worker()
+        .concurrency(WORKERS)
+        .register::<Probe>()
+        .start()
+        .expect("worker");
+    let samples = scaled(LATENCY_SAMPLES, 50);
+    // A few warm-up rounds, not recorded.
+    let mut lat_us: Vec<f64> = Vec::with_capacity(samples as usize);
+    for sample in 0..samples + 10 {
+        let before = Instant::now();
+        let handle = spool.enqueue(Probe { sample }).expect("enqueue");
+        let (got, started) = rx.recv_timeout(Duration::from_secs(10)).expect("start");
+        assert_eq!(got, sample);
+        handle.wait(Duration::from_secs(10)).expect("result");
+        if sample >= 10 {
+            lat_us.push(started.duration_since(before).as_secs_f64() * 1e6);
+        }
+    }
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    *PROBE_STARTS.lock().unwrap() = None;
+    lat_us.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat_us[((lat_us.len() - 1) as f64 * p).round() as usize];
+    note(format!(
+        "latency: {} samples, min {:.0} us, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+        lat_us.len(),
+        lat_us[0],
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        lat_us[lat_us.len() - 1]
+    ));
+    report("latency_p50_us", pct(0.5), "us");
+    report("latency_p99_us", pct(0.99), "us");
+}
