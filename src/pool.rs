@@ -58,6 +58,17 @@ pub struct WorkerBuilder {
     shutdown_timeout: Duration,
 }
 
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("concurrency", &self.concurrency)
+            .field("queues", &self.queues)
+            .field("tasks", &self.registry.names())
+            .field("prefetch", &self.prefetch)
+            .finish()
+    }
+}
+
 impl WorkerBuilder {
     pub(crate) fn new(spool: Spool) -> Self {
         WorkerBuilder {
@@ -252,6 +263,14 @@ struct Running {
     busy: Arc<AtomicUsize>,
     done: Receiver<()>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("busy", &self.busy())
+            .finish()
+    }
 }
 
 impl Worker {
