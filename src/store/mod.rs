@@ -29,6 +29,7 @@ pub(crate) struct Opened {
 ///
 /// On `AlreadyOpen`, `Corrupt`, `NotAQueue` and `NewerFormat` nothing is written to the file.
 pub(crate) fn open(path: &Path, now_ms: u64, result_ttl_ms: Option<u64>) -> Result<Opened, Error> {
+    precheck_read_only(path)?;
     let db = open_database(path)?;
     let fresh = check_format(&db, path)?;
     let txn = db.begin_write()?;
@@ -69,6 +70,25 @@ pub(crate) fn open(path: &Path, now_ms: u64, result_ttl_ms: Option<u64>) -> Resu
         counters,
         queues,
     })
+}
+
+/// Checks an existing file without writing to it: opening it for writing makes redb rewrite
+/// its header, so a foreign, newer or damaged file must be refused before that. A file that
+/// needs redb's crash recovery cannot be opened read-only; it is checked after the repair.
+fn precheck_read_only(path: &Path) -> Result<(), Error> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().open_read_only(path)));
+    match opened {
+        Ok(Ok(db)) => check_format(&db, path).map(drop),
+        Ok(Err(DatabaseError::RepairAborted)) => Ok(()),
+        Ok(Err(e)) => Err(database_error(path, e)),
+        Err(_) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: "redb panicked while reading the file's structure".into(),
+        }),
+    }
 }
 
 fn open_database(path: &Path) -> Result<Database, Error> {
@@ -112,13 +132,22 @@ fn database_error(path: &Path, e: DatabaseError) -> Error {
         DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
             Error::Corrupt { path, detail }
         }
+        // The file ends inside redb's header: cut short.
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Corrupt {
+                path,
+                detail: format!("the file is truncated: {io}"),
+            }
+        }
         DatabaseError::Storage(s) => s.into(),
         other => Error::Storage(other.to_string()),
     }
 }
 
 /// Whether the file is new (no tables). Errors if it is someone else's redb file or newer.
-fn check_format(db: &Database, path: &Path) -> Result<bool, Error> {
+fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> {
     let read = db.begin_read()?;
     let version = match read.open_table(META) {
         Ok(meta) => meta.get(META_FORMAT)?.map(|v| v.value()),

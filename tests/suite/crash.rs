@@ -1,0 +1,334 @@
+//! Crash safety with real processes: a child process is killed with SIGKILL (or aborts) while
+//! tasks run. Every enqueue it acknowledged must survive and complete after a reopen, attempts
+//! in flight run again (recorded as `WorkerLost`), and a task that kills the process on every
+//! attempt ends `Failed` after its retries instead of looping.
+//!
+//! The child is this same test binary, re-executed to run only [`child_process`], with the
+//! mode and queue path in an environment variable.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde::{Deserialize, Serialize};
+use taskspool::{
+    AttemptErrorKind, Context, Error, Options, Spool, Task, TaskError, TaskId, TaskState,
+};
+
+use super::common::*;
+
+/// `MODE:PATH` for the child.
+const CHILD_ENV: &str = "TASKSPOOL_TEST_CRASH_CHILD";
+
+/// Set only in a child process: tasks behave as in "production" (slow, or aborting).
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line to the real stdout (bypassing the test harness's capture) and flushes it,
+/// so the parent sees it before any kill.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Ordinary work: in the child it announces its start and takes 20 ms.
+#[derive(Serialize, Deserialize)]
+struct CrashWork {
+    n: u64,
+}
+
+impl Task for CrashWork {
+    const NAME: &'static str = "test.crash_work";
+    type Output = u64;
+    fn run(self, ctx: &Context) -> Result<u64, TaskError> {
+        if IN_CHILD.load(Ordering::SeqCst) {
+            say(&format!("START {} {}", ctx.id(), ctx.attempt()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(self.n)
+    }
+}
+
+/// Kills its process on every attempt (in the child). In the parent it must never run: it
+/// panics, which the test would see as a wrong error kind.
+#[derive(Serialize, Deserialize)]
+struct Bomb;
+
+static BOMB_RAN_IN_PARENT: AtomicBool = AtomicBool::new(false);
+
+impl Task for Bomb {
+    const NAME: &'static str = "test.bomb";
+    type Output = ();
+    fn run(self, ctx: &Context) -> Result<(), TaskError> {
+        if IN_CHILD.load(Ordering::SeqCst) {
+            say(&format!("BOMB {}", ctx.attempt()));
+            std::process::abort();
+        }
+        BOMB_RAN_IN_PARENT.store(true, Ordering::SeqCst);
+        panic!("the bomb ran in the parent process");
+    }
+}
+
+/// The child's entry point. Does nothing unless started by a crash test.
+#[test]
+#[ignore = "run only as a child process by the crash tests"]
+fn child_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (mode, path) = spec.split_once(':').expect("MODE:PATH");
+    IN_CHILD.store(true, Ordering::SeqCst);
+    // End the harness's "test ... " line so every line we print starts a line.
+    say("");
+    let spool = Spool::open(path).expect("child: open");
+    match mode {
+        "enqueue" => {
+            let _worker = spool
+                .worker()
+                .concurrency(2)
+                .register::<CrashWork>()
+                .start()
+                .unwrap();
+            for n in 0..5_000 {
+                let handle = spool.enqueue(CrashWork { n }).unwrap();
+                say(&format!("ACK {}", handle.id()));
+            }
+            // The parent kills us long before this.
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "abort" => {
+            let _worker = spool
+                .worker()
+                .concurrency(2)
+                .register::<CrashWork>()
+                .register::<Bomb>()
+                .start()
+                .unwrap();
+            say("READY");
+            // The bomb aborts the process long before this.
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+    say("CHILD SURVIVED");
+}
+
+/// Starts the child and a thread forwarding its stdout lines.
+fn spawn_child(mode: &str, path: &Path) -> (Child, Receiver<String>) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "suite::crash::child_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{mode}:{}", path.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Kills the child if a test fails before it could.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn queue_path() -> (tempfile::TempDir, PathBuf) {
+    temp_queue()
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_enqueue_and_reruns_lost_attempts() {
+    let (_dir, path) = queue_path();
+    let (child, lines) = spawn_child("enqueue", &path);
+    let mut child = KillOnDrop(child);
+    let mut acked: Vec<u64> = Vec::new();
+    let mut started = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let parse = |line: &str, acked: &mut Vec<u64>, started: &mut usize| {
+        if let Some(id) = line.strip_prefix("ACK ") {
+            acked.push(id.parse().unwrap());
+        } else if line.starts_with("START ") {
+            *started += 1;
+        }
+    };
+    while acked.len() < 50 || started < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => parse(&line, &mut acked, &mut started),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("child too slow: {} acks, {started} starts", acked.len())
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "child exited early ({:?}) after {} acks",
+                child.0.wait(),
+                acked.len()
+            ),
+        }
+    }
+    // SIGKILL on Unix: no destructor, no flush, no clean close of the file.
+    child.0.kill().unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(!status.success());
+    // Everything the child printed before it died was acknowledged too.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        parse(&line, &mut acked, &mut started);
+    }
+    assert!(acked.len() >= 50);
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "ids increase");
+
+    let spool = Spool::open(&path).unwrap();
+    for &id in &acked {
+        let id = TaskId::from_u64(id);
+        match spool.status(id) {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => panic!("acknowledged task {id} was lost"),
+            Err(e) => panic!("status of {id}: {e}"),
+        }
+    }
+    let worker = spool
+        .worker()
+        .concurrency(4)
+        .register::<CrashWork>()
+        .start()
+        .unwrap();
+    let mut rerun = 0;
+    for &id in &acked {
+        let id = TaskId::from_u64(id);
+        spool
+            .handle::<CrashWork>(id)
+            .wait(WAIT)
+            .unwrap_or_else(|e| panic!("task {id}: {e}"));
+        let status = spool.status(id).unwrap();
+        assert_eq!(status.state, TaskState::Succeeded);
+        if status
+            .errors
+            .iter()
+            .any(|e| e.kind == AttemptErrorKind::WorkerLost)
+        {
+            assert!(status.attempts >= 2, "{status:?}");
+            rerun += 1;
+        }
+    }
+    assert!(
+        rerun >= 1,
+        "no task was running at the kill (each claim is committed before it runs, and the \
+         backlog was never empty), so recovery lost an in-flight attempt"
+    );
+    // Tasks committed but not yet acknowledged at the kill also complete: nothing is left over.
+    eventually("every task in the file finished", || {
+        let stats = spool.stats().unwrap();
+        [TaskState::Ready, TaskState::Running, TaskState::Retrying]
+            .iter()
+            .all(|s| stats.count(*s) == 0)
+    });
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.count(TaskState::Failed), 0);
+    assert!(stats.count(TaskState::Succeeded) >= acked.len() as u64);
+    worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn a_task_that_aborts_the_process_ends_failed_after_its_retries() {
+    let (_dir, path) = queue_path();
+    let (bomb, work) = {
+        let spool = Spool::open(&path).unwrap();
+        let bomb = spool
+            .enqueue_with(Bomb, Options::new().max_retries(2).priority(9))
+            .unwrap()
+            .id();
+        let work: Vec<TaskId> = spool
+            .enqueue_many((0..20).map(|n| CrashWork { n }))
+            .unwrap()
+            .iter()
+            .map(|h| h.id())
+            .collect();
+        (bomb, work)
+    };
+    for crash in 1..=3u32 {
+        let (child, lines) = spawn_child("abort", &path);
+        let mut child = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "child {crash} did not abort");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let out: Vec<String> = lines.try_iter().collect();
+        assert!(
+            out.iter().any(|l| *l == format!("BOMB {crash}")),
+            "the bomb's attempt {crash} ran: {out:?}"
+        );
+        assert!(!out.iter().any(|l| l == "CHILD SURVIVED"));
+        assert!(!status.success());
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+        }
+        // Opening the file (here, in the parent, with no worker) recovers the lost attempt.
+        let spool = Spool::open(&path).unwrap();
+        let s = spool.status(bomb).unwrap();
+        assert_eq!(s.attempts, crash);
+        assert_eq!(s.errors.len(), crash as usize);
+        assert!(
+            s.errors
+                .iter()
+                .all(|e| e.kind == AttemptErrorKind::WorkerLost)
+        );
+        let expected = if crash < 3 {
+            TaskState::Ready
+        } else {
+            TaskState::Failed
+        };
+        assert_eq!(s.state, expected, "after crash {crash}");
+    }
+    // Final open: the bomb is Failed with three lost attempts; everything else completes.
+    let spool = Spool::open(&path).unwrap();
+    let Err(Error::TaskFailed(failure)) = spool.handle::<Bomb>(bomb).try_get() else {
+        panic!("the bomb should have failed");
+    };
+    assert_eq!(failure.attempts, 3);
+    assert_eq!(failure.errors.len(), 3);
+    for (i, e) in failure.errors.iter().enumerate() {
+        assert_eq!(e.kind, AttemptErrorKind::WorkerLost);
+        assert_eq!(e.attempt as usize, i + 1);
+    }
+    let worker = spool
+        .worker()
+        .concurrency(2)
+        .register::<CrashWork>()
+        .register::<Bomb>()
+        .start()
+        .unwrap();
+    for (n, id) in (0..20).zip(&work) {
+        assert_eq!(spool.handle::<CrashWork>(*id).wait(WAIT).unwrap(), n);
+    }
+    worker.shutdown(WAIT).unwrap();
+    assert!(!BOMB_RAN_IN_PARENT.load(Ordering::SeqCst));
+    assert_eq!(spool.status(bomb).unwrap().state, TaskState::Failed);
+}

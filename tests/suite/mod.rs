@@ -1,0 +1,21 @@
+//! Integration tests of the core lifecycle, against real redb files.
+//!
+//! Every module states the promise it checks. Shared task types and helpers live in `common`.
+
+mod common;
+
+mod crash;
+mod decode;
+mod files;
+mod lifecycle;
+mod options;
+mod panics;
+mod priorities;
+mod queues;
+mod retries;
+mod shutdown;
+mod ttl;
+mod unregistered;
+mod delays;
+mod schedules;
+mod schedule_crash;

@@ -1,0 +1,86 @@
+//! Invalid options are refused with `InvalidOption` before anything is written.
+
+use std::time::{Duration, SystemTime};
+
+use taskspool::{Error, ErrorKind, Options, Spool};
+
+use super::common::*;
+
+fn assert_invalid<T>(result: Result<T, Error>, what: &str) {
+    match result {
+        Err(e @ Error::InvalidOption(_)) => assert_eq!(e.kind(), ErrorKind::InvalidInput),
+        Err(other) => panic!("{what}: expected InvalidOption, got {other:?}"),
+        Ok(_) => panic!("{what}: expected InvalidOption, got Ok"),
+    }
+}
+
+#[test]
+fn invalid_enqueue_options_write_nothing() {
+    let spool = Spool::temporary().unwrap();
+    let first = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
+    let before = spool.stats().unwrap();
+
+    let bad = [
+        ("priority 10", Options::new().priority(10)),
+        ("priority 255", Options::new().priority(255)),
+        ("empty queue", Options::new().queue("")),
+        ("huge queue name", Options::new().queue("q".repeat(201))),
+        ("expiry of zero", Options::new().expires(Duration::ZERO)),
+        (
+            "expiry in the past",
+            Options::new().expires(SystemTime::now() - Duration::from_secs(60)),
+        ),
+        (
+            "expires before due",
+            Options::new()
+                .countdown(Duration::from_secs(60))
+                .expires(Duration::from_secs(30)),
+        ),
+    ];
+    for (what, opts) in bad {
+        assert_invalid(spool.enqueue_with(Add { a: 1, b: 1 }, opts.clone()), what);
+        assert_invalid(
+            spool.enqueue_many_with((0..3).map(|a| Add { a, b: 0 }), opts),
+            what,
+        );
+        assert_eq!(
+            spool.stats().unwrap(),
+            before,
+            "{what}: something was written"
+        );
+    }
+    // No id was used up: the next task gets the next id.
+    let next = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
+    assert_eq!(next.id().as_u64(), first.id().as_u64() + 1);
+    // The queue named in a refused enqueue was not created.
+    assert!(spool.stats().unwrap().queue("").is_none());
+}
+
+#[test]
+fn edge_values_are_accepted() {
+    let spool = Spool::temporary().unwrap();
+    let opts = Options::new()
+        .priority(taskspool::MAX_PRIORITY)
+        .queue("q".repeat(200))
+        .expires(Duration::from_secs(60));
+    let h = spool.enqueue_with(Add { a: 1, b: 1 }, opts).unwrap();
+    let status = h.status().unwrap();
+    assert_eq!(status.priority, 9);
+    assert_eq!(status.queue.len(), 200);
+    assert!(status.expires_at.is_some());
+}
+
+#[test]
+fn invalid_worker_settings_are_refused() {
+    let spool = Spool::temporary().unwrap();
+    assert_invalid(
+        spool.worker().concurrency(0).register::<Add>().start(),
+        "zero concurrency",
+    );
+    assert_invalid(spool.worker().start(), "no task types");
+    assert_invalid(
+        spool.worker().queue("").register::<Add>().start(),
+        "empty queue",
+    );
+    assert_invalid(spool.worker().drain(), "drain without task types");
+}

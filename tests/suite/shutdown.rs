@@ -1,0 +1,195 @@
+//! Shutdown: graceful shutdown waits for running tasks and their results are durable; a
+//! second shutdown is harmless; dropping the worker shuts it down too; tasks claimed but not
+//! started go back to the queue untouched (Ready, no attempt used).
+
+use std::time::Duration;
+
+use taskspool::{Error, ErrorKind, Spool, TaskState};
+
+use super::common::*;
+
+fn gated(key: &str, wait: bool, work_ms: u64, value: u64) -> Gated {
+    Gated {
+        gate: key.to_string(),
+        wait,
+        work_ms,
+        value,
+    }
+}
+
+#[test]
+fn shutdown_waits_for_the_running_task_and_its_result_is_durable() {
+    let (_dir, path) = temp_queue();
+    let key = unique("shutdown-waits");
+    let id = {
+        let spool = Spool::open(&path).unwrap();
+        let worker = spool
+            .worker()
+            .concurrency(1)
+            .register::<Gated>()
+            .start()
+            .unwrap();
+        let handle = spool.enqueue(gated(&key, false, 150, 77)).unwrap();
+        gate(&key).wait_started(1);
+        assert_eq!(gate(&key).finished(), 0);
+        worker.shutdown(WAIT).unwrap();
+        // Shutdown returned only after the task finished and its outcome was committed.
+        assert_eq!(gate(&key).finished(), 1);
+        assert_eq!(handle.status().unwrap().state, TaskState::Succeeded);
+        // A second shutdown does nothing and succeeds.
+        worker.shutdown(WAIT).unwrap();
+        assert_eq!(worker.busy(), 0);
+        handle.id()
+    };
+    let spool = Spool::open(&path).unwrap();
+    let status = spool.status(id).unwrap();
+    assert_eq!(status.state, TaskState::Succeeded);
+    assert_eq!(status.attempts, 1);
+    assert!(status.errors.is_empty(), "the attempt was not lost");
+    assert_eq!(spool.handle::<Gated>(id).try_get().unwrap(), Some(77));
+}
+
+#[test]
+fn dropping_the_worker_shuts_it_down_gracefully() {
+    let spool = Spool::temporary().unwrap();
+    let key = unique("shutdown-drop");
+    let worker = spool
+        .worker()
+        .concurrency(2)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    let handle = spool.enqueue(gated(&key, false, 150, 5)).unwrap();
+    gate(&key).wait_started(1);
+    drop(worker);
+    assert_eq!(gate(&key).finished(), 1);
+    assert_eq!(handle.status().unwrap().state, TaskState::Succeeded);
+    // No worker any more: new tasks wait.
+    let later = spool.enqueue(gated(&key, false, 0, 6)).unwrap();
+    assert!(matches!(
+        later.wait(Duration::from_millis(50)),
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(later.status().unwrap().state, TaskState::Ready);
+    assert_eq!(gate(&key).started(), 1);
+}
+
+#[test]
+fn after_shutdown_tasks_stay_ready_and_a_new_worker_runs_them() {
+    let spool = Spool::temporary().unwrap();
+    let key = unique("shutdown-then-enqueue");
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    worker.shutdown(WAIT).unwrap();
+    let h = spool.enqueue(gated(&key, false, 0, 1)).unwrap();
+    // The writer is idle and the stopped worker claims nothing: a drain that only serves
+    // another queue runs a writer group, after which the task is still ready.
+    spool
+        .worker()
+        .queue("elsewhere")
+        .register::<Gated>()
+        .drain()
+        .unwrap();
+    assert_eq!(h.status().unwrap().state, TaskState::Ready);
+    let again = spool.worker().register::<Gated>().start().unwrap();
+    assert_eq!(h.wait(WAIT).unwrap(), 1);
+    again.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn claimed_but_unstarted_tasks_return_to_ready_at_shutdown() {
+    let (_dir, path) = temp_queue();
+    let key = unique("shutdown-prefetch");
+    let blocker_key = unique("shutdown-blocker");
+    let (blocker, rest) = {
+        let spool = Spool::open(&path).unwrap();
+        // Enqueued before the worker starts, so its first claim takes all four: one to run,
+        // three prefetched.
+        let blocker = spool.enqueue(gated(&blocker_key, true, 0, 0)).unwrap();
+        let rest: Vec<_> = (1..=3)
+            .map(|v| spool.enqueue(gated(&key, false, 0, v)).unwrap())
+            .collect();
+        let worker = spool
+            .worker()
+            .concurrency(1)
+            .prefetch(3)
+            .register::<Gated>()
+            .start()
+            .unwrap();
+        gate(&blocker_key).wait_started(1);
+        for h in &rest {
+            assert_eq!(h.status().unwrap().state, TaskState::Running, "prefetched");
+        }
+        // A zero deadline: the worker stops claiming (and is unregistered) before this returns,
+        // but the blocked task is still running, so it reports a timeout.
+        let err = worker.shutdown(Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(err, Error::ShutdownTimeout { running: 1 }),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        // Let the blocked task finish: its outcome is still recorded, and the thread hands the
+        // prefetched tasks back instead of running them.
+        gate(&blocker_key).open();
+        assert_eq!(blocker.wait(WAIT).unwrap(), 0);
+        eventually("prefetched tasks released", || {
+            rest.iter()
+                .all(|h| h.status().unwrap().state == TaskState::Ready)
+        });
+        assert_eq!(gate(&key).started(), 0, "no prefetched task ran");
+        (
+            blocker.id(),
+            rest.iter().map(|h| h.id()).collect::<Vec<_>>(),
+        )
+    };
+    let spool = Spool::open(&path).unwrap();
+    assert_eq!(spool.status(blocker).unwrap().state, TaskState::Succeeded);
+    for id in &rest {
+        let status = spool.status(*id).unwrap();
+        assert_eq!(status.state, TaskState::Ready);
+        // Released, not recovered as an orphan: no attempt was used, no error recorded.
+        assert_eq!(status.attempts, 0);
+        assert!(status.errors.is_empty(), "{:?}", status.errors);
+        assert_eq!(status.started_at, None);
+    }
+    let worker = spool.worker().register::<Gated>().start().unwrap();
+    for (v, id) in (1..=3).zip(&rest) {
+        assert_eq!(spool.handle::<Gated>(*id).wait(WAIT).unwrap(), v);
+    }
+    worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn graceful_shutdown_releases_prefetched_tasks() {
+    // The graceful path: shutdown blocks until the running task ends; prefetched ones are
+    // handed back, so right after shutdown returns they are Ready with no attempt used.
+    let spool = Spool::temporary().unwrap();
+    let key = unique("shutdown-graceful-prefetch");
+    let first = unique("shutdown-graceful-first");
+    let running = spool.enqueue(gated(&first, false, 500, 10)).unwrap();
+    let rest: Vec<_> = (0..3)
+        .map(|v| spool.enqueue(gated(&key, false, 0, v)).unwrap())
+        .collect();
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .prefetch(3)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    gate(&first).wait_started(1);
+    worker.shutdown(WAIT).unwrap();
+    assert_eq!(running.status().unwrap().state, TaskState::Succeeded);
+    // The first task's 500 ms of work started before shutdown was called, so shutdown was
+    // requested while it ran: none of the prefetched tasks may start.
+    assert_eq!(gate(&key).started(), 0);
+    for h in &rest {
+        let status = h.status().unwrap();
+        assert_eq!(status.state, TaskState::Ready);
+        assert_eq!(status.attempts, 0);
+    }
+}

@@ -1,0 +1,96 @@
+//! Unknown task names: a task no worker can run is neither lost nor failed. Once a worker or
+//! a drain has looked at it, it is visibly parked (`unregistered`, listed in `stats`), and it
+//! runs as soon as a worker registering its name starts — also after a restart.
+
+use taskspool::{Spool, TaskState};
+
+use super::common::*;
+
+#[test]
+fn unknown_name_waits_visibly_until_a_worker_registers_it() {
+    let spool = Spool::temporary().unwrap();
+    let ghosts: Vec<_> = (0..3)
+        .map(|n| spool.enqueue(Ghost { n }).unwrap())
+        .collect();
+    let known = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
+    // Before anyone looked, it is just ready.
+    assert!(!ghosts[0].status().unwrap().unregistered);
+
+    let worker = spool
+        .worker()
+        .concurrency(2)
+        .register::<Add>()
+        .start()
+        .unwrap();
+    assert_eq!(known.wait(WAIT).unwrap(), 2);
+    // The ghosts were examined in the same claim that started `known` (they are older).
+    for g in &ghosts {
+        let status = g.status().unwrap();
+        assert_eq!(status.state, TaskState::Ready, "not failed, not running");
+        assert!(status.unregistered);
+        assert_eq!(status.attempts, 0);
+        assert!(status.errors.is_empty());
+    }
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.unregistered, vec![("test.ghost".to_string(), 3)]);
+    assert_eq!(stats.count(TaskState::Ready), 3);
+
+    // More work for the running worker does not disturb them.
+    spool
+        .enqueue(Add { a: 2, b: 2 })
+        .unwrap()
+        .wait(WAIT)
+        .unwrap();
+    assert_eq!(spool.stats().unwrap().unregistered.len(), 1);
+
+    // A worker that knows the name starts: they run.
+    let ghost_worker = spool.worker().register::<Ghost>().start().unwrap();
+    for (n, g) in (0..3).zip(&ghosts) {
+        assert_eq!(g.wait(WAIT).unwrap(), n * 2);
+        assert!(!g.status().unwrap().unregistered);
+    }
+    assert!(spool.stats().unwrap().unregistered.is_empty());
+    ghost_worker.shutdown(WAIT).unwrap();
+    worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn drain_parks_unknown_names_and_a_later_drain_that_knows_them_runs_them() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let ghost = spool.enqueue(Ghost { n: 21 }).unwrap();
+    let report = spool.worker().register::<Add>().drain().unwrap();
+    assert_eq!(report.attempts, 0);
+    let status = ghost.status().unwrap();
+    assert_eq!(status.state, TaskState::Ready);
+    assert!(status.unregistered);
+    assert_eq!(
+        spool.stats().unwrap().unregistered,
+        vec![("test.ghost".to_string(), 1)]
+    );
+    let report = spool.worker().register::<Ghost>().drain().unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(ghost.try_get().unwrap(), Some(42));
+}
+
+#[test]
+fn parked_tasks_survive_a_restart_and_run_when_registered() {
+    let (_dir, path) = temp_queue();
+    let id = {
+        let spool = Spool::open(&path).unwrap();
+        let ghost = spool.enqueue(Ghost { n: 4 }).unwrap();
+        let known = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
+        let worker = spool.worker().register::<Add>().start().unwrap();
+        known.wait(WAIT).unwrap();
+        worker.shutdown(WAIT).unwrap();
+        assert!(ghost.status().unwrap().unregistered);
+        ghost.id()
+    };
+    let spool = Spool::open(&path).unwrap();
+    let status = spool.status(id).unwrap();
+    assert_eq!(status.state, TaskState::Ready);
+    assert!(status.unregistered);
+    let worker = spool.worker().register::<Ghost>().start().unwrap();
+    assert_eq!(spool.handle::<Ghost>(id).wait(WAIT).unwrap(), 8);
+    worker.shutdown(WAIT).unwrap();
+}
