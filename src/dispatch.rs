@@ -43,16 +43,62 @@ pub(crate) struct WorkerSlots {
     pub id: u64,
     pub queues: Vec<String>,
     pub names: HashSet<String>,
-    /// Attempts the pool may hold at once (threads plus prefetch).
-    pub capacity: usize,
+    threads: usize,
+    max_prefetch: usize,
+    /// Moving average of how long one attempt runs, in microseconds; `None` until the first
+    /// completion (until then nothing is claimed ahead).
+    avg_run_us: Option<f64>,
     /// Attempts handed out and not yet completed or released.
     pub outstanding: usize,
     pub jobs: Sender<Job>,
 }
 
+/// Weight of the newest sample in the moving averages.
+const EWMA: f64 = 0.2;
+
+/// Folds a sample into a moving average.
+pub(crate) fn ewma(avg: Option<f64>, sample: f64) -> f64 {
+    avg.map_or(sample, |a| a + EWMA * (sample - a))
+}
+
 impl WorkerSlots {
-    pub(crate) fn free(&self) -> usize {
-        self.capacity.saturating_sub(self.outstanding)
+    pub(crate) fn new(
+        id: u64,
+        queues: Vec<String>,
+        names: HashSet<String>,
+        threads: usize,
+        max_prefetch: usize,
+        jobs: Sender<Job>,
+    ) -> Self {
+        WorkerSlots {
+            id,
+            queues,
+            names,
+            threads,
+            max_prefetch,
+            avg_run_us: None,
+            outstanding: 0,
+            jobs,
+        }
+    }
+
+    /// Records that an attempt finished after running `run_us` microseconds.
+    pub(crate) fn finished(&mut self, run_us: u64) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.avg_run_us = Some(ewma(self.avg_run_us, run_us as f64));
+    }
+
+    /// How many more attempts to hand out now: free threads, plus as many as the threads
+    /// finish during one commit cycle (`cycle_us`), up to the prefetch limit.
+    pub(crate) fn free(&self, cycle_us: f64) -> usize {
+        let ahead = match self.avg_run_us {
+            Some(run) => {
+                let per_cycle = self.threads as f64 * cycle_us / run.max(1.0);
+                (per_cycle.ceil() as usize).min(self.max_prefetch)
+            }
+            None => 0,
+        };
+        (self.threads + ahead).saturating_sub(self.outstanding)
     }
 }
 

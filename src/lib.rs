@@ -88,10 +88,12 @@ pub use clock::ManualClock;
 pub use error::{Error, ErrorKind, Failure};
 pub use inspect::{QueueStats, Stats, TaskStatus};
 pub use options::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Expiry, MAX_PRIORITY, Options};
-pub use pool::{DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder};
+pub use pool::{
+    DEFAULT_MAX_PREFETCH, DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder,
+};
 pub use result::TaskHandle;
 pub use retry::RetryPolicy;
 pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
-pub use spool::{DEFAULT_RESULT_TTL, Spool, SpoolBuilder};
+pub use spool::{DEFAULT_CACHE_BYTES, DEFAULT_RESULT_TTL, Spool, SpoolBuilder};
 pub use state::{AttemptError, AttemptErrorKind, TaskState};
 pub use task::{Context, Task, TaskError, TaskId};

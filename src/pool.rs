@@ -16,12 +16,16 @@ use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
 use crate::options::DEFAULT_QUEUE;
 use crate::spool::Spool;
+use crate::store::inflight::Inflight;
 use crate::store::transitions::Completion;
 use crate::store::writer::Command;
 use crate::task::{Context, Outcome, Registry, Task, TaskError, TaskId};
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most tasks a pool claims ahead of its free threads unless configured otherwise.
+pub const DEFAULT_MAX_PREFETCH: usize = 256;
 
 /// Tasks claimed per round by [`WorkerBuilder::drain`].
 const DRAIN_BATCH: usize = 32;
@@ -76,7 +80,7 @@ impl WorkerBuilder {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queues: Vec::new(),
             registry: Registry::default(),
-            prefetch: 0,
+            prefetch: DEFAULT_MAX_PREFETCH,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
@@ -100,8 +104,14 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks claimed ahead of free threads, so threads never wait for a commit between tasks.
-    /// Default 0: claims never exceed free threads.
+    /// The most tasks claimed ahead of free threads. Default [`DEFAULT_MAX_PREFETCH`].
+    ///
+    /// The pool claims ahead only as many tasks as its threads finish during one commit of
+    /// the writer (measured as it runs), so threads do not sit idle waiting for a commit when
+    /// tasks are short, while long tasks are claimed only as threads free up — a newly
+    /// enqueued high-priority task never waits behind a long local backlog. `0` disables
+    /// claiming ahead. A claimed task that had not started when the process died is requeued
+    /// without losing an attempt.
     pub fn prefetch(mut self, tasks: usize) -> Self {
         self.prefetch = tasks;
         self
@@ -164,6 +174,7 @@ impl WorkerBuilder {
                 clock: self.spool.clock().clone(),
                 stopping: stopping.clone(),
                 busy: busy.clone(),
+                inflight: self.spool.inflight().clone(),
                 _done: done_tx.clone(),
             };
             let handle = std::thread::Builder::new()
@@ -173,14 +184,14 @@ impl WorkerBuilder {
             threads.push(handle);
         }
         drop(done_tx);
-        let slots = WorkerSlots {
+        let slots = WorkerSlots::new(
             id,
-            names: registry.names().into_iter().collect(),
             queues,
-            capacity: self.concurrency + self.prefetch,
-            outstanding: 0,
-            jobs: jobs_tx,
-        };
+            registry.names().into_iter().collect(),
+            self.concurrency,
+            self.prefetch,
+            jobs_tx,
+        );
         self.spool
             .writer()
             .request(|reply| Command::Register { slots, reply })?;
@@ -207,18 +218,33 @@ impl WorkerBuilder {
         let queues = self.validated_queues()?;
         let names: HashSet<String> = self.registry.names().into_iter().collect();
         let mut report = DrainReport::default();
+        let slot = self.spool.inflight().acquire();
+        let result = self.drain_rounds(&queues, &names, slot, &mut report);
+        self.spool.inflight().release(slot);
+        result.map(|()| report)
+    }
+
+    fn drain_rounds(
+        &self,
+        queues: &[String],
+        names: &HashSet<String>,
+        slot: u64,
+        report: &mut DrainReport,
+    ) -> Result<(), Error> {
         loop {
             let jobs = self.spool.writer().request(|reply| Command::ClaimOnce {
-                queues: queues.clone(),
+                queues: queues.to_vec(),
                 names: names.clone(),
                 max: DRAIN_BATCH,
                 reply,
             })?;
             if jobs.is_empty() {
-                return Ok(report);
+                return Ok(());
             }
             for job in jobs {
+                self.spool.inflight().mark(slot, job.id, job.attempt);
                 let started_at_ms = self.spool.clock().now_ms();
+                let timer = Instant::now();
                 let outcome = run_job(&self.registry, &job);
                 report.attempts += 1;
                 if matches!(outcome, Outcome::Succeeded(_)) {
@@ -230,6 +256,7 @@ impl WorkerBuilder {
                         id: job.id,
                         attempt: job.attempt,
                         started_at_ms,
+                        run_us: elapsed_us(timer),
                         outcome,
                     },
                 })?;
@@ -350,12 +377,19 @@ struct WorkerThread {
     clock: Clock,
     stopping: Arc<AtomicBool>,
     busy: Arc<AtomicUsize>,
+    inflight: Arc<Inflight>,
     /// Dropped when the thread exits; shutdown waits for all of them.
     _done: Sender<()>,
 }
 
 impl WorkerThread {
     fn run(self) {
+        let slot = self.inflight.acquire();
+        self.serve(slot);
+        self.inflight.release(slot);
+    }
+
+    fn serve(&self, slot: u64) {
         for job in self.jobs.iter() {
             let cmd = if self.stopping.load(Ordering::SeqCst) {
                 Command::Release {
@@ -365,7 +399,9 @@ impl WorkerThread {
                 }
             } else {
                 self.busy.fetch_add(1, Ordering::SeqCst);
+                self.inflight.mark(slot, job.id, job.attempt);
                 let started_at_ms = self.clock.now_ms();
+                let timer = Instant::now();
                 let outcome = run_job(&self.registry, &job);
                 self.busy.fetch_sub(1, Ordering::SeqCst);
                 Command::Complete {
@@ -374,6 +410,7 @@ impl WorkerThread {
                         id: job.id,
                         attempt: job.attempt,
                         started_at_ms,
+                        run_us: elapsed_us(timer),
                         outcome,
                     },
                 }
@@ -384,6 +421,10 @@ impl WorkerThread {
             }
         }
     }
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Runs one attempt under `catch_unwind`. Never panics.

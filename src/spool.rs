@@ -13,6 +13,7 @@ use crate::options::Options;
 use crate::pool::WorkerBuilder;
 use crate::result::{TaskHandle, Waiters};
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
+use crate::store::inflight::Inflight;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::NewTask;
 use crate::store::writer::{Command, Writer, WriterConfig, WriterHandle};
@@ -36,6 +37,7 @@ struct Inner {
     db: Arc<Database>,
     clock: Clock,
     waiters: Arc<Waiters>,
+    inflight: Arc<Inflight>,
     path: PathBuf,
     /// Keeps a temporary spool's directory alive; removed after the database is closed.
     _temp_dir: Option<tempfile::TempDir>,
@@ -71,13 +73,19 @@ impl std::fmt::Debug for Spool {
 pub struct SpoolBuilder {
     result_ttl: Option<Duration>,
     clock: Clock,
+    cache_bytes: usize,
 }
+
+/// The page cache redb may use unless configured otherwise. Memory stays bounded by it
+/// whatever the backlog (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl Default for SpoolBuilder {
     fn default() -> Self {
         SpoolBuilder {
             result_ttl: Some(DEFAULT_RESULT_TTL),
             clock: Clock::System,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -93,6 +101,13 @@ impl SpoolBuilder {
     /// Keeps finished tasks forever (no pruning).
     pub fn keep_results_forever(mut self) -> Self {
         self.result_ttl = None;
+        self
+    }
+
+    /// The most memory redb's page cache may use. Default [`DEFAULT_CACHE_BYTES`]; a larger
+    /// cache speeds up very large backlogs at the cost of memory.
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -130,7 +145,7 @@ impl SpoolBuilder {
 
     fn open_inner(self, path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Spool, Error> {
         let ttl_ms = self.result_ttl.map(duration_ms);
-        let opened = crate::store::open(&path, self.clock.now_ms(), ttl_ms)?;
+        let opened = crate::store::open(&path, self.clock.now_ms(), ttl_ms, self.cache_bytes)?;
         let db = Arc::new(opened.db);
         let waiters = Arc::new(Waiters::default());
         let writer = Writer::spawn(
@@ -149,6 +164,7 @@ impl SpoolBuilder {
                 db,
                 clock: self.clock,
                 waiters,
+                inflight: Arc::new(opened.inflight),
                 path,
                 _temp_dir: temp,
             }),
@@ -389,5 +405,9 @@ impl Spool {
 
     pub(crate) fn clock(&self) -> &Clock {
         &self.inner.clock
+    }
+
+    pub(crate) fn inflight(&self) -> &Arc<Inflight> {
+        &self.inner.inflight
     }
 }

@@ -2,6 +2,7 @@
 //! and the writer thread that owns them. Opening a file validates its format and recovers
 //! the attempts a dead process left running.
 
+pub(crate) mod inflight;
 pub(crate) mod record;
 pub(crate) mod schedules;
 pub(crate) mod schema;
@@ -22,19 +23,27 @@ pub(crate) struct Opened {
     pub db: Database,
     pub counters: Counters,
     pub queues: QueueMap,
+    pub inflight: inflight::Inflight,
 }
 
 /// Opens (or creates) a queue file, checks it is ours and of a format we read, and recovers
 /// orphaned attempts.
 ///
 /// On `AlreadyOpen`, `Corrupt`, `NotAQueue` and `NewerFormat` nothing is written to the file.
-pub(crate) fn open(path: &Path, now_ms: u64, result_ttl_ms: Option<u64>) -> Result<Opened, Error> {
+pub(crate) fn open(
+    path: &Path,
+    now_ms: u64,
+    result_ttl_ms: Option<u64>,
+    cache_bytes: usize,
+) -> Result<Opened, Error> {
     precheck_read_only(path)?;
-    let db = open_database(path)?;
+    let db = open_database(path, cache_bytes)?;
     let fresh = check_format(&db, path)?;
+    // Only after the lock is ours and the file is known to be a queue.
+    let (inflight, started) = inflight::Inflight::open(path)?;
     let txn = db.begin_write()?;
     let counters;
-    let orphans;
+    let (lost, unstarted);
     {
         if fresh {
             let mut meta = txn.open_table(META)?;
@@ -53,22 +62,24 @@ pub(crate) fn open(path: &Path, now_ms: u64, result_ttl_ms: Option<u64>) -> Resu
             }
         };
         let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms)?;
-        orphans = tx.recover_orphans()?;
+        (lost, unstarted) = tx.recover_orphans(&started)?;
         tx.finish()?;
         counters = tx.counters;
     }
     let queues = QueueMap::load(&txn)?;
     txn.commit()?;
-    if orphans > 0 {
+    if lost + unstarted > 0 {
         tracing::warn!(
-            orphans,
-            "requeued attempts left running by a process that died"
+            started = lost,
+            prefetched = unstarted,
+            "requeued attempts left by a process that died"
         );
     }
     Ok(Opened {
         db,
         counters,
         queues,
+        inflight,
     })
 }
 
@@ -79,7 +90,9 @@ fn precheck_read_only(path: &Path) -> Result<(), Error> {
     if !std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
         return Ok(());
     }
-    let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().open_read_only(path)));
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Database::builder().open_read_only(path)
+    }));
     match opened {
         Ok(Ok(db)) => check_format(&db, path).map(drop),
         Ok(Err(DatabaseError::RepairAborted)) => Ok(()),
@@ -91,10 +104,12 @@ fn precheck_read_only(path: &Path) -> Result<(), Error> {
     }
 }
 
-fn open_database(path: &Path) -> Result<Database, Error> {
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, Error> {
     // redb checks some on-disk invariants with debug assertions; a damaged file must still
     // come back as an error, so a panic during open is reported as corruption.
-    let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().create(path)));
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Database::builder().set_cache_size(cache_bytes).create(path)
+    }));
     let result = match opened {
         Ok(result) => result,
         Err(_) => {
@@ -178,5 +193,101 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> 
                 Ok(true)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::options::Options;
+    use crate::state::{AttemptErrorKind, TaskState};
+    use crate::store::transitions::NewTask;
+
+    fn new_task(max_retries: u32) -> NewTask {
+        NewTask {
+            name: Arc::from("t"),
+            payload: b"null".to_vec(),
+            opts: Arc::new(
+                Options::new()
+                    .max_retries(max_retries)
+                    .resolve(1_000)
+                    .unwrap(),
+            ),
+            enqueued_at_ms: 1_000,
+            origin: None,
+        }
+    }
+
+    /// Three attempts were handed to workers when the process died; only the one recorded in
+    /// the start journal had started. It counts as a lost attempt; the two prefetched ones get
+    /// their attempt back — even with `max_retries(0)`, which must not fail a task that never ran.
+    #[test]
+    fn recovery_counts_only_started_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let opened = open(&path, 1_000, None, 1 << 20).unwrap();
+        let txn = opened.db.begin_write().unwrap();
+        let mut queues = opened.queues.clone();
+        {
+            let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
+            let q = tx.queue_id("default", &mut queues).unwrap();
+            for _ in 0..3 {
+                let id = tx.insert(new_task(0), q).unwrap();
+                let mut rec = tx.get(id).unwrap().unwrap();
+                tx.start(id, &mut rec).unwrap();
+            }
+            tx.finish().unwrap();
+        }
+        txn.commit().unwrap();
+        let slot = opened.inflight.acquire();
+        opened.inflight.mark(slot, 2, 1);
+        drop(opened);
+
+        let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
+        let txn = reopened.db.begin_write().unwrap();
+        let tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
+        let started = tx.get(2).unwrap().unwrap();
+        assert_eq!(
+            started.state,
+            TaskState::Failed,
+            "max_retries(0) and it did run"
+        );
+        assert_eq!(started.attempts, 1);
+        assert_eq!(started.errors[0].kind, AttemptErrorKind::WorkerLost);
+        for id in [1, 3] {
+            let rec = tx.get(id).unwrap().unwrap();
+            assert_eq!(rec.state, TaskState::Ready, "task {id}");
+            assert_eq!(rec.attempts, 0, "task {id} never started");
+            assert!(rec.errors.is_empty());
+        }
+    }
+
+    /// Without a journal (deleted, or lost with a power cut) every orphan counts.
+    #[test]
+    fn recovery_without_a_journal_counts_every_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let opened = open(&path, 1_000, None, 1 << 20).unwrap();
+        let txn = opened.db.begin_write().unwrap();
+        let mut queues = opened.queues.clone();
+        {
+            let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
+            let q = tx.queue_id("default", &mut queues).unwrap();
+            let id = tx.insert(new_task(3), q).unwrap();
+            let mut rec = tx.get(id).unwrap().unwrap();
+            tx.start(id, &mut rec).unwrap();
+            tx.finish().unwrap();
+        }
+        txn.commit().unwrap();
+        drop(opened);
+        std::fs::remove_file(inflight::path_for(&path)).unwrap();
+        let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
+        let txn = reopened.db.begin_write().unwrap();
+        let tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
+        let rec = tx.get(1).unwrap().unwrap();
+        assert_eq!((rec.state, rec.attempts), (TaskState::Ready, 1));
+        assert_eq!(rec.errors[0].kind, AttemptErrorKind::WorkerLost);
     }
 }

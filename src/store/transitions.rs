@@ -32,6 +32,8 @@ pub(crate) struct Completion {
     pub id: u64,
     pub attempt: u32,
     pub started_at_ms: u64,
+    /// How long the handler ran, in microseconds (drives adaptive prefetch).
+    pub run_us: u64,
     pub outcome: Outcome,
 }
 
@@ -430,7 +432,7 @@ impl<'t> Tx<'t> {
             return Ok(());
         }
         self.running.remove(id)?;
-        rec.attempts -= 1;
+        rec.attempts = rec.attempts.saturating_sub(1);
         rec.started_at_ms = None;
         self.set_state(&mut rec, TaskState::Ready);
         self.make_ready(id, &mut rec)?;
@@ -513,18 +515,28 @@ impl<'t> Tx<'t> {
         Ok(more)
     }
 
-    /// At open: every attempt still marked running belonged to a dead process. Each counts as
-    /// an attempt ("worker lost"); the task runs again at once, or ends `Failed` when its
-    /// attempts are used up. Returns how many orphans were found.
-    pub(crate) fn recover_orphans(&mut self) -> Result<usize, Error> {
+    /// At open: every attempt still marked running belonged to a dead process. One that had
+    /// started (per the start journal) counts as an attempt ("worker lost"): the task runs
+    /// again at once, or ends `Failed` when its attempts are used up. One that was only
+    /// prefetched gets its attempt back. Returns (started orphans, unstarted orphans).
+    pub(crate) fn recover_orphans(
+        &mut self,
+        started: &crate::store::inflight::Started,
+    ) -> Result<(usize, usize), Error> {
         let orphans: Vec<(u64, u32)> = self
             .running
             .iter()?
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
             .collect::<Result<_, _>>()?;
+        let mut lost = 0;
         for &(id, attempt) in &orphans {
             self.running.remove(id)?;
             self.changed = true;
+            if !started.contains(id, attempt) {
+                self.release(id, attempt)?;
+                continue;
+            }
+            lost += 1;
             let Some(mut rec) = self.get(id)? else {
                 continue;
             };
@@ -547,6 +559,6 @@ impl<'t> Tx<'t> {
                 self.finalize(id, &mut rec, TaskState::Failed)?;
             }
         }
-        Ok(orphans.len())
+        Ok((lost, orphans.len() - lost))
     }
 }

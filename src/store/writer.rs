@@ -132,6 +132,8 @@ pub(crate) struct Writer {
     /// Completions from a group whose commit failed, applied again with the next group.
     retry: Vec<Completion>,
     failures: u32,
+    /// Moving average of one group's transaction time (apply + commit), in microseconds.
+    avg_cycle_us: Option<f64>,
 }
 
 impl Writer {
@@ -159,6 +161,7 @@ impl Writer {
             next_wake: None,
             retry: Vec::new(),
             failures: 0,
+            avg_cycle_us: None,
         };
         let join = std::thread::Builder::new()
             .name("taskspool-writer".into())
@@ -216,7 +219,12 @@ impl Writer {
     /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
     fn group(&mut self, cmds: Vec<Command>) -> (bool, bool) {
         let mut staged = Staged::default();
+        let started = std::time::Instant::now();
         let result = self.stage_and_commit(cmds, &mut staged);
+        if !staged.claimed.is_empty() || !staged.completions.is_empty() {
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            self.avg_cycle_us = Some(dispatch::ewma(self.avg_cycle_us, us));
+        }
         match result {
             Ok(()) => {
                 self.failures = 0;
@@ -340,8 +348,10 @@ impl Writer {
                 staged.enqueued.push((reply, ids));
             }
             Command::Complete { worker, completion } => {
-                if let Some(w) = worker {
-                    self.free_slot(w);
+                if let Some(w) = worker
+                    && let Some(slots) = self.workers.iter_mut().find(|s| s.id == w)
+                {
+                    slots.finished(completion.run_us);
                 }
                 if error.is_none()
                     && let Err(e) = tx.complete(&completion)
@@ -412,7 +422,7 @@ impl Writer {
     /// Fills every live worker's free slots from its queues.
     fn claim_for_workers(&mut self, tx: &mut Tx<'_>, staged: &mut Staged) -> Result<(), Error> {
         for i in 0..self.workers.len() {
-            let free = self.workers[i].free();
+            let free = self.workers[i].free(self.avg_cycle_us.unwrap_or(0.0));
             if free == 0 {
                 continue;
             }

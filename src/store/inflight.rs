@@ -1,0 +1,198 @@
+//! The start journal: which attempt each worker thread last started.
+//!
+//! Workers claim a few tasks ahead of their free threads (prefetch), so an attempt marked
+//! `Running` in the queue file may never have started when the process dies. Recovery must
+//! tell the two apart: a started attempt counts toward `max_retries` (so a task that kills the
+//! process cannot loop forever); an attempt that never started must not (a task with
+//! `max_retries(0)` must not fail without having run).
+//!
+//! Before running an attempt, a thread writes `(task id, attempt)` into its own 16-byte slot of
+//! a small file next to the queue (`<queue file>.inflight`) with `pwrite`, without fsync. The
+//! write sits in the OS page cache, so it survives the process dying (`kill -9`, abort, OOM);
+//! that is all it is for. After a power cut the journal may be stale or missing: a missing
+//! journal makes recovery count every orphan (the conservative choice), a stale one only says
+//! that an attempt started, which it did.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use crate::error::Error;
+
+const MAGIC: &[u8; 8] = b"TSPINFL1";
+const HEADER: u64 = 16;
+const SLOT: u64 = 16;
+const CHECK: u32 = 0x5A5A_5A5A;
+
+/// The journal file and its free slots.
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    file: File,
+    free: Mutex<FreeSlots>,
+}
+
+#[derive(Debug, Default)]
+struct FreeSlots {
+    next: u64,
+    returned: Vec<u64>,
+}
+
+/// What the journal said at open.
+pub(crate) enum Started {
+    /// The journal was readable: exactly these attempts had started.
+    Known(HashSet<(u64, u32)>),
+    /// No usable journal: treat every orphan as started.
+    Unknown,
+}
+
+impl Started {
+    pub(crate) fn contains(&self, id: u64, attempt: u32) -> bool {
+        match self {
+            Started::Known(set) => set.contains(&(id, attempt)),
+            Started::Unknown => true,
+        }
+    }
+}
+
+/// The journal's path for a queue file.
+pub(crate) fn path_for(queue: &Path) -> PathBuf {
+    let mut name = queue.as_os_str().to_owned();
+    name.push(".inflight");
+    PathBuf::from(name)
+}
+
+fn check(id: u64, attempt: u32) -> u32 {
+    (id as u32) ^ ((id >> 32) as u32) ^ attempt.rotate_left(16) ^ CHECK
+}
+
+fn io(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        Error::DiskFull
+    } else {
+        Error::Storage(format!("start journal: {e}"))
+    }
+}
+
+impl Inflight {
+    /// Reads what the previous owner left, then starts an empty journal. Call only while
+    /// holding the queue file's lock.
+    pub(crate) fn open(queue: &Path) -> Result<(Inflight, Started), Error> {
+        let path = path_for(queue);
+        let started = match File::open(&path) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes).map_err(io)?;
+                parse(&bytes)
+            }
+            Err(_) => Started::Unknown,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut header = [0u8; HEADER as usize];
+        header[..8].copy_from_slice(MAGIC);
+        file.write_all_at(&header, 0).map_err(io)?;
+        Ok((
+            Inflight {
+                file,
+                free: Mutex::new(FreeSlots::default()),
+            },
+            started,
+        ))
+    }
+
+    /// A slot for one thread; give it back with [`release`](Self::release).
+    pub(crate) fn acquire(&self) -> u64 {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.returned.pop().unwrap_or_else(|| {
+            free.next += 1;
+            free.next - 1
+        })
+    }
+
+    pub(crate) fn release(&self, slot: u64) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .returned
+            .push(slot);
+    }
+
+    /// Records that `slot`'s thread is starting this attempt. Best effort: a failed write
+    /// only makes recovery less precise (logged once per failure).
+    pub(crate) fn mark(&self, slot: u64, id: u64, attempt: u32) {
+        let mut entry = [0u8; SLOT as usize];
+        entry[..8].copy_from_slice(&id.to_le_bytes());
+        entry[8..12].copy_from_slice(&attempt.to_le_bytes());
+        entry[12..].copy_from_slice(&check(id, attempt).to_le_bytes());
+        if let Err(e) = self.file.write_all_at(&entry, HEADER + slot * SLOT) {
+            tracing::warn!(error = %e, "could not record an attempt start in the start journal");
+        }
+    }
+}
+
+fn parse(bytes: &[u8]) -> Started {
+    if bytes.len() < HEADER as usize || &bytes[..8] != MAGIC {
+        return Started::Unknown;
+    }
+    let mut set = HashSet::new();
+    for entry in bytes[HEADER as usize..].chunks_exact(SLOT as usize) {
+        let id = u64::from_le_bytes(entry[..8].try_into().unwrap_or_default());
+        let attempt = u32::from_le_bytes(entry[8..12].try_into().unwrap_or_default());
+        let sum = u32::from_le_bytes(entry[12..].try_into().unwrap_or_default());
+        if attempt > 0 && sum == check(id, attempt) {
+            set.insert((id, attempt));
+        }
+    }
+    Started::Known(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_survive_reopen_and_torn_entries_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("q.redb");
+        let (journal, started) = Inflight::open(&queue).unwrap();
+        assert!(
+            matches!(started, Started::Unknown),
+            "no journal before the first open"
+        );
+        let a = journal.acquire();
+        let b = journal.acquire();
+        journal.mark(a, 7, 1);
+        journal.mark(b, 9, 3);
+        journal.mark(a, 8, 2); // slot reuse: task 7 finished, task 8 started
+        drop(journal);
+        // A torn write: a third slot with a bad check value.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path_for(&queue))
+            .unwrap();
+        f.write_all_at(
+            &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+            HEADER + 2 * SLOT,
+        )
+        .unwrap();
+        let (_journal, started) = Inflight::open(&queue).unwrap();
+        assert!(started.contains(8, 2));
+        assert!(started.contains(9, 3));
+        assert!(
+            !started.contains(7, 1),
+            "overwritten by the slot's next start"
+        );
+        assert!(!started.contains(1, 1), "torn entry ignored");
+        // The journal was reset for the new owner.
+        let (_journal, started) = Inflight::open(&queue).unwrap();
+        assert!(!started.contains(8, 2));
+    }
+}
