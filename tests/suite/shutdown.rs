@@ -17,6 +17,44 @@ fn gated(key: &str, wait: bool, work_ms: u64, value: u64) -> Gated {
     }
 }
 
+/// A one-thread worker allowed 3 tasks ahead, warmed up with quick tasks: prefetch is
+/// adaptive (it claims ahead only what the threads finish during one commit), so it claims
+/// ahead only once it has seen tasks run much faster than a commit.
+fn warmed_up_worker(spool: &Spool) -> taskspool::Worker {
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .prefetch(3)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    let warm = unique("shutdown-warm-up");
+    let handles = spool
+        .enqueue_many((0..20).map(|v| gated(&warm, false, 0, v)))
+        .unwrap();
+    for h in handles {
+        h.wait(WAIT).unwrap();
+    }
+    worker
+}
+
+/// Enqueues a blocker that waits on `blocker_key` and three quick tasks in one transaction,
+/// so one claim takes all four: one to run, three ahead.
+fn blocker_and_three(
+    spool: &Spool,
+    blocker_key: &str,
+    key: &str,
+) -> (taskspool::TaskHandle<u64>, Vec<taskspool::TaskHandle<u64>>) {
+    let mut all = spool
+        .enqueue_many(
+            std::iter::once(gated(blocker_key, true, 0, 0))
+                .chain((1..=3).map(|v| gated(key, false, 0, v))),
+        )
+        .unwrap();
+    let rest = all.split_off(1);
+    (all.remove(0), rest)
+}
+
 #[test]
 fn shutdown_waits_for_the_running_task_and_its_result_is_durable() {
     let (_dir, path) = temp_queue();
@@ -107,19 +145,8 @@ fn claimed_but_unstarted_tasks_return_to_ready_at_shutdown() {
     let blocker_key = unique("shutdown-blocker");
     let (blocker, rest) = {
         let spool = Spool::open(&path).unwrap();
-        // Enqueued before the worker starts, so its first claim takes all four: one to run,
-        // three prefetched.
-        let blocker = spool.enqueue(gated(&blocker_key, true, 0, 0)).unwrap();
-        let rest: Vec<_> = (1..=3)
-            .map(|v| spool.enqueue(gated(&key, false, 0, v)).unwrap())
-            .collect();
-        let worker = spool
-            .worker()
-            .concurrency(1)
-            .prefetch(3)
-            .register::<Gated>()
-            .start()
-            .unwrap();
+        let worker = warmed_up_worker(&spool);
+        let (blocker, rest) = blocker_and_three(&spool, &blocker_key, &key);
         gate(&blocker_key).wait_started(1);
         for h in &rest {
             assert_eq!(h.status().unwrap().state, TaskState::Running, "prefetched");
@@ -170,22 +197,24 @@ fn graceful_shutdown_releases_prefetched_tasks() {
     let spool = Spool::temporary().unwrap();
     let key = unique("shutdown-graceful-prefetch");
     let first = unique("shutdown-graceful-first");
-    let running = spool.enqueue(gated(&first, false, 500, 10)).unwrap();
-    let rest: Vec<_> = (0..3)
-        .map(|v| spool.enqueue(gated(&key, false, 0, v)).unwrap())
-        .collect();
-    let worker = spool
-        .worker()
-        .concurrency(1)
-        .prefetch(3)
-        .register::<Gated>()
-        .start()
-        .unwrap();
+    let worker = warmed_up_worker(&spool);
+    let (running, rest) = blocker_and_three(&spool, &first, &key);
     gate(&first).wait_started(1);
+    for h in &rest {
+        assert_eq!(h.status().unwrap().state, TaskState::Running, "prefetched");
+    }
+    // Let the blocker finish only after shutdown has been requested.
+    let opener = {
+        let first = first.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            gate(&first).open();
+        })
+    };
     worker.shutdown(WAIT).unwrap();
+    opener.join().unwrap();
     assert_eq!(running.status().unwrap().state, TaskState::Succeeded);
-    // The first task's 500 ms of work started before shutdown was called, so shutdown was
-    // requested while it ran: none of the prefetched tasks may start.
+    // Shutdown was requested while the blocker ran: none of the prefetched tasks may start.
     assert_eq!(gate(&key).started(), 0);
     for h in &rest {
         let status = h.status().unwrap();
