@@ -295,3 +295,45 @@ impl Task for Ghost {
         Ok(self.n * 2)
     }
 }
+
+/// Returns what its [`Context`] says, to check what a handler is told.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Introspect;
+
+/// The context as seen by [`Introspect`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub id: u64,
+    pub name: String,
+    pub queue: String,
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub last: bool,
+    pub enqueued_at_ms: u64,
+}
+
+impl Task for Introspect {
+    const NAME: &'static str = "test.introspect";
+    type Output = Seen;
+    fn run(self, ctx: &Context) -> Result<Seen, TaskError> {
+        let seen = Seen {
+            id: ctx.id().as_u64(),
+            name: ctx.name().to_string(),
+            queue: ctx.queue().to_string(),
+            attempt: ctx.attempt(),
+            max_retries: ctx.max_retries(),
+            last: ctx.is_last_attempt(),
+            enqueued_at_ms: u64::try_from(
+                ctx.enqueued_at()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+        };
+        if !seen.last {
+            return Err(TaskError::retry(format!("{seen:?}")));
+        }
+        Ok(seen)
+    }
+}

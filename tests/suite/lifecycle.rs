@@ -166,3 +166,85 @@ fn scheduled_task_waits_for_its_countdown() {
     );
     assert_eq!(handle.try_get().unwrap(), Some(7));
 }
+
+#[test]
+fn the_handler_is_told_its_id_name_queue_and_attempt() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let enqueued_at = clock.now_ms();
+    let handle = spool
+        .enqueue_with(
+            Introspect,
+            taskspool::Options::new()
+                .queue("inspect")
+                .max_retries(2)
+                .retry_policy(taskspool::RetryPolicy::immediate()),
+        )
+        .unwrap();
+    // Introspect retries until `is_last_attempt`, so it runs attempts 1, 2 and 3.
+    let report = spool
+        .worker()
+        .queue("inspect")
+        .register::<Introspect>()
+        .drain()
+        .unwrap();
+    assert_eq!((report.attempts, report.succeeded), (3, 1));
+    let seen = handle.try_get().unwrap().unwrap();
+    assert_eq!(
+        seen,
+        Seen {
+            id: handle.id().as_u64(),
+            name: "test.introspect".into(),
+            queue: "inspect".into(),
+            attempt: 3,
+            max_retries: 2,
+            last: true,
+            enqueued_at_ms: enqueued_at,
+        }
+    );
+    let status = handle.status().unwrap();
+    assert!(status.errors[0].message.contains("attempt: 1"));
+    assert!(status.errors[0].message.contains("last: false"));
+    assert!(status.errors[1].message.contains("attempt: 2"));
+}
+
+/// Its output cannot be written as JSON (a map with non-string keys).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BadOutput;
+
+impl taskspool::Task for BadOutput {
+    const NAME: &'static str = "test.bad_output";
+    type Output = std::collections::BTreeMap<(u8, u8), u8>;
+    fn run(self, _ctx: &taskspool::Context) -> Result<Self::Output, taskspool::TaskError> {
+        Ok([((1, 2), 3)].into_iter().collect())
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_stored_fails_the_task_without_retrying() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let handle = spool.enqueue(BadOutput).unwrap();
+    let report = spool.worker().register::<BadOutput>().drain().unwrap();
+    assert_eq!((report.attempts, report.succeeded), (1, 0));
+    let Err(Error::TaskFailed(f)) = handle.try_get() else {
+        panic!("expected TaskFailed");
+    };
+    assert_eq!(f.attempts, 1);
+    assert_eq!(f.errors[0].kind, taskspool::AttemptErrorKind::Fatal);
+    assert!(f.message.contains("test.bad_output"), "{}", f.message);
+}
+
+#[test]
+fn a_handle_of_the_wrong_output_type_reports_a_json_error() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let id = spool.enqueue(Add { a: -5, b: 0 }).unwrap().id();
+    spool.worker().register::<Add>().drain().unwrap();
+    // Ghost's output is u32; -5 does not fit.
+    let err = spool.handle::<Ghost>(id).try_get().unwrap_err();
+    assert!(matches!(err, Error::Json(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // The right type still reads it.
+    assert_eq!(spool.handle::<Add>(id).try_get().unwrap(), Some(-5));
+}

@@ -4,8 +4,10 @@
 
 mod common;
 
+mod concurrency;
 mod crash;
 mod decode;
+mod delays;
 mod files;
 mod lifecycle;
 mod options;
@@ -13,9 +15,8 @@ mod panics;
 mod priorities;
 mod queues;
 mod retries;
+mod schedule_crash;
+mod schedules;
 mod shutdown;
 mod ttl;
 mod unregistered;
-mod delays;
-mod schedules;
-mod schedule_crash;
