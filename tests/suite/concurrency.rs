@@ -25,6 +25,7 @@ fn concurrency_bounds_running_attempts_and_claims() {
     let worker = spool
         .worker()
         .concurrency(3)
+        .prefetch(0)
         .register::<Gated>()
         .start()
         .unwrap();
@@ -44,29 +45,85 @@ fn concurrency_bounds_running_attempts_and_claims() {
     worker.shutdown(WAIT).unwrap();
 }
 
-#[test]
-fn prefetch_claims_ahead_of_free_threads() {
-    let spool = Spool::temporary().unwrap();
-    let key = unique("prefetch");
-    let handles: Vec<_> = (0..6)
-        .map(|v| spool.enqueue(gated(&key, v)).unwrap())
-        .collect();
+/// A one-thread pool warmed up with quick tasks, so that adaptive prefetch (which claims
+/// ahead only what the threads finish during one commit) has seen fast tasks.
+fn warmed_up(spool: &Spool, prefetch: usize) -> taskspool::Worker {
     let worker = spool
         .worker()
         .concurrency(1)
-        .prefetch(2)
+        .prefetch(prefetch)
         .register::<Gated>()
         .start()
         .unwrap();
-    gate(&key).wait_started(1);
+    let warm = unique("warm-up");
+    for h in spool
+        .enqueue_many((0..20).map(|value| Gated {
+            gate: warm.clone(),
+            wait: false,
+            work_ms: 0,
+            value,
+        }))
+        .unwrap()
+    {
+        h.wait(WAIT).unwrap();
+    }
+    worker
+}
+
+#[test]
+fn prefetch_zero_never_claims_ahead() {
+    let spool = Spool::temporary().unwrap();
+    let key = unique("prefetch-zero");
+    let worker = warmed_up(&spool, 0);
+    let blocker = unique("blocker-zero");
+    let handles = spool
+        .enqueue_many(
+            std::iter::once(Gated {
+                gate: blocker.clone(),
+                wait: true,
+                work_ms: 0,
+                value: 0,
+            })
+            .chain((1..=5).map(|v| gated(&key, v))),
+        )
+        .unwrap();
+    gate(&blocker).wait_started(1);
     let stats = spool.stats().unwrap();
-    assert_eq!(
-        stats.count(TaskState::Running),
-        3,
-        "one running, two prefetched"
+    assert_eq!(stats.count(TaskState::Running), 1);
+    assert_eq!(stats.count(TaskState::Ready), 5);
+    gate(&blocker).open();
+    gate(&key).open();
+    for h in &handles {
+        h.wait(WAIT).unwrap();
+    }
+    worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn prefetch_claims_at_most_its_limit_ahead() {
+    let spool = Spool::temporary().unwrap();
+    let key = unique("prefetch-limit");
+    let worker = warmed_up(&spool, 2);
+    let blocker = unique("blocker-limit");
+    let handles = spool
+        .enqueue_many(
+            std::iter::once(Gated {
+                gate: blocker.clone(),
+                wait: true,
+                work_ms: 0,
+                value: 0,
+            })
+            .chain((1..=6).map(|v| gated(&key, v))),
+        )
+        .unwrap();
+    gate(&blocker).wait_started(1);
+    let running = spool.stats().unwrap().count(TaskState::Running);
+    assert!(
+        (1..=3).contains(&running),
+        "{running} claimed by one thread with prefetch 2"
     );
-    assert_eq!(stats.count(TaskState::Ready), 3);
-    assert_eq!(gate(&key).started(), 1);
+    assert_eq!(gate(&key).started(), 0);
+    gate(&blocker).open();
     gate(&key).open();
     for h in &handles {
         h.wait(WAIT).unwrap();

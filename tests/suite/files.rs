@@ -268,10 +268,6 @@ fn damaged_files_are_refused_with_a_bad_file_error() {
             Box::new(|b: &mut Vec<u8>| b.truncate(100)),
         ),
         (
-            "last page zeroed",
-            Box::new(move |b: &mut Vec<u8>| b[len - 4096..].fill(0)),
-        ),
-        (
             "every 997th byte after the header flipped",
             Box::new(|b: &mut Vec<u8>| {
                 for i in (4096..b.len()).step_by(997) {
