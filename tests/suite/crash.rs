@@ -38,15 +38,42 @@ fn say(line: &str) {
 #[derive(Serialize, Deserialize)]
 struct CrashWork {
     n: u64,
+    /// In the child: no announcement, no sleep.
+    #[serde(default)]
+    quick: bool,
+    /// In the child: report how many tasks are claimed, then abort the process.
+    #[serde(default)]
+    abort: bool,
 }
+
+impl CrashWork {
+    fn new(n: u64) -> Self {
+        CrashWork {
+            n,
+            quick: false,
+            abort: false,
+        }
+    }
+}
+
+/// The child's spool, for handlers that inspect it.
+static CHILD_SPOOL: std::sync::OnceLock<Spool> = std::sync::OnceLock::new();
 
 impl Task for CrashWork {
     const NAME: &'static str = "test.crash_work";
     type Output = u64;
     fn run(self, ctx: &Context) -> Result<u64, TaskError> {
         if IN_CHILD.load(Ordering::SeqCst) {
-            say(&format!("START {} {}", ctx.id(), ctx.attempt()));
-            std::thread::sleep(Duration::from_millis(20));
+            if self.abort {
+                let spool = CHILD_SPOOL.get().expect("child spool");
+                let running = spool.stats().unwrap().count(TaskState::Running);
+                say(&format!("RUNNING {} {running}", ctx.id()));
+                std::process::abort();
+            }
+            if !self.quick {
+                say(&format!("START {} {}", ctx.id(), ctx.attempt()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Ok(self.n)
     }
@@ -93,7 +120,7 @@ fn child_process() {
                 .start()
                 .unwrap();
             for n in 0..5_000 {
-                let handle = spool.enqueue(CrashWork { n }).unwrap();
+                let handle = spool.enqueue(CrashWork::new(n)).unwrap();
                 say(&format!("ACK {}", handle.id()));
             }
             // The parent kills us long before this.
@@ -109,6 +136,44 @@ fn child_process() {
                 .unwrap();
             say("READY");
             // The bomb aborts the process long before this.
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "prefetch" => {
+            CHILD_SPOOL.set(spool.clone()).unwrap();
+            let _worker = spool
+                .worker()
+                .concurrency(1)
+                .prefetch(4)
+                .register::<CrashWork>()
+                .start()
+                .unwrap();
+            // Warm up with quick tasks: prefetch is adaptive and claims ahead only once it
+            // has seen tasks finish faster than a commit.
+            let warm = spool
+                .enqueue_many((0..20).map(|n| CrashWork {
+                    n,
+                    quick: true,
+                    abort: false,
+                }))
+                .unwrap();
+            for h in warm {
+                h.wait(Duration::from_secs(5)).unwrap();
+            }
+            // One transaction: the aborting task first, then four quick ones, so one claim
+            // takes the first to run and the others ahead.
+            let batch = std::iter::once(CrashWork {
+                n: 100,
+                quick: false,
+                abort: true,
+            })
+            .chain((101..105).map(|n| CrashWork {
+                n,
+                quick: true,
+                abort: false,
+            }));
+            spool
+                .enqueue_many_with(batch, Options::new().max_retries(0))
+                .unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
         other => panic!("unknown child mode {other}"),
@@ -261,7 +326,7 @@ fn a_task_that_aborts_the_process_ends_failed_after_its_retries() {
             .unwrap()
             .id();
         let work: Vec<TaskId> = spool
-            .enqueue_many((0..20).map(|n| CrashWork { n }))
+            .enqueue_many((0..20).map(CrashWork::new))
             .unwrap()
             .iter()
             .map(|h| h.id())
@@ -331,4 +396,62 @@ fn a_task_that_aborts_the_process_ends_failed_after_its_retries() {
     worker.shutdown(WAIT).unwrap();
     assert!(!BOMB_RAN_IN_PARENT.load(Ordering::SeqCst));
     assert_eq!(spool.status(bomb).unwrap().state, TaskState::Failed);
+}
+
+#[test]
+fn prefetched_attempts_that_never_started_are_given_back_after_a_crash() {
+    // max_retries(0): a task claimed ahead but not started when the process died must not
+    // be failed for an attempt it never ran.
+    let (_dir, path) = queue_path();
+    let (child, lines) = spawn_child("prefetch", &path);
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the child did not abort");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    }
+    let out: Vec<String> = lines.iter().collect();
+    // "RUNNING <id of the aborting task> <tasks claimed>"; the batch's ids are consecutive.
+    let (first, running) = out
+        .iter()
+        .find_map(|l| l.strip_prefix("RUNNING "))
+        .and_then(|l| l.split_once(' '))
+        .expect("running line");
+    let first: u64 = first.parse().unwrap();
+    let running: u64 = running.parse().unwrap();
+    let batch: Vec<TaskId> = (first..first + 5).map(TaskId::from_u64).collect();
+    assert!(
+        running >= 2,
+        "a warmed-up worker with prefetch 4 claimed only {running} task(s) at once"
+    );
+
+    let spool = Spool::open(&path).unwrap();
+    let aborted = spool.status(batch[0]).unwrap();
+    assert_eq!(
+        aborted.state,
+        TaskState::Failed,
+        "it ran once and killed the process"
+    );
+    assert_eq!(aborted.attempts, 1);
+    assert_eq!(aborted.errors.len(), 1);
+    assert_eq!(aborted.errors[0].kind, AttemptErrorKind::WorkerLost);
+    for id in &batch[1..] {
+        let s = spool.status(*id).unwrap();
+        assert_eq!(s.state, TaskState::Ready, "{s:?}");
+        assert_eq!(s.attempts, 0, "{s:?}");
+        assert!(s.errors.is_empty(), "{s:?}");
+    }
+    let worker = spool.worker().register::<CrashWork>().start().unwrap();
+    for (n, id) in (101..).zip(&batch[1..]) {
+        assert_eq!(spool.handle::<CrashWork>(*id).wait(WAIT).unwrap(), n);
+        assert_eq!(spool.status(*id).unwrap().attempts, 1);
+    }
+    worker.shutdown(WAIT).unwrap();
 }
