@@ -303,3 +303,18 @@ fn damaged_files_are_refused_with_a_bad_file_error() {
         assert_untouched(&copy, &b, what);
     }
 }
+
+#[test]
+fn a_temporary_spool_removes_its_directory_when_closed() {
+    let spool = Spool::temporary().unwrap();
+    let path = spool.path().to_path_buf();
+    let dir = path.parent().unwrap().to_path_buf();
+    let h = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
+    assert!(path.exists());
+    // A handle keeps the spool open.
+    drop(spool);
+    assert!(path.exists());
+    assert_eq!(h.status().unwrap().state, TaskState::Ready);
+    drop(h);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}

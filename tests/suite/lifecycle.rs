@@ -248,3 +248,93 @@ fn a_handle_of_the_wrong_output_type_reports_a_json_error() {
     // The right type still reads it.
     assert_eq!(spool.handle::<Add>(id).try_get().unwrap(), Some(-5));
 }
+
+/// Spools that `Spawner` tasks enqueue into, by key (removed by the test when done).
+static SPOOLS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Spool>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Enqueues a follow-up `Add` from inside its handler and returns the follow-up's id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Spawner {
+    key: String,
+    a: i64,
+}
+
+impl taskspool::Task for Spawner {
+    const NAME: &'static str = "test.spawner";
+    type Output = u64;
+    fn run(self, _ctx: &taskspool::Context) -> Result<u64, taskspool::TaskError> {
+        let spool = SPOOLS.lock().unwrap().get(&self.key).cloned().unwrap();
+        let child = spool
+            .enqueue(Add { a: self.a, b: 1 })
+            .map_err(|e| taskspool::TaskError::fail(e.to_string()))?;
+        Ok(child.id().as_u64())
+    }
+}
+
+#[test]
+fn a_handler_can_enqueue_follow_up_tasks_with_a_worker_and_in_drain() {
+    let key = unique("spawner");
+    let spool = Spool::temporary().unwrap();
+    SPOOLS.lock().unwrap().insert(key.clone(), spool.clone());
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .register::<Spawner>()
+        .register::<Add>()
+        .start()
+        .unwrap();
+    let parent = spool
+        .enqueue(Spawner {
+            key: key.clone(),
+            a: 41,
+        })
+        .unwrap();
+    let child = parent.wait(WAIT).unwrap();
+    let child = spool.handle::<Add>(TaskId::from_u64(child));
+    assert_eq!(child.wait(WAIT).unwrap(), 42);
+    worker.shutdown(WAIT).unwrap();
+
+    // In a drain, the follow-up is due at once and runs in the same drain.
+    spool
+        .enqueue(Spawner {
+            key: key.clone(),
+            a: 9,
+        })
+        .unwrap();
+    let report = spool
+        .worker()
+        .register::<Spawner>()
+        .register::<Add>()
+        .drain()
+        .unwrap();
+    assert_eq!((report.attempts, report.succeeded), (2, 2));
+    SPOOLS.lock().unwrap().remove(&key);
+}
+
+/// Echoes its (large) argument back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Echo {
+    text: String,
+}
+
+impl taskspool::Task for Echo {
+    const NAME: &'static str = "test.echo";
+    type Output = String;
+    fn run(self, _ctx: &taskspool::Context) -> Result<String, taskspool::TaskError> {
+        Ok(self.text)
+    }
+}
+
+#[test]
+fn large_arguments_and_results_round_trip() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let text: String = (0..1_000_000u32)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap()))
+        .chain("ünïcødé ✓".chars())
+        .collect();
+    let handle = spool.enqueue(Echo { text: text.clone() }).unwrap();
+    spool.worker().register::<Echo>().drain().unwrap();
+    assert_eq!(handle.try_get().unwrap().as_deref(), Some(text.as_str()));
+}
