@@ -175,7 +175,6 @@ fn churn(dir: &Path) {
     let worker = spool
         .worker()
         .concurrency(WORKERS)
-        .prefetch(64)
         .register::<Noop>()
         .start()
         .expect("worker");

@@ -1,6 +1,7 @@
 //! Throughput and latency figures of issue #4, each on a fresh queue file in a temp dir:
-//! fsync_limit, enqueue_durable_1, enqueue_durable_8, enqueue_bulk, drain_noop(_prefetch64),
-//! e2e_noop(_prefetch64), latency_p50_us / latency_p99_us.
+//! fsync_limit, enqueue_durable_1, enqueue_durable_8, enqueue_bulk, drain_noop, e2e_noop,
+//! latency_p50_us / latency_p99_us; plus drain/e2e with an explicit prefetch of 0 (never
+//! claim ahead) and 64, next to the default (adaptive) prefetch.
 //!
 //! Run: `cargo bench --bench throughput` (all), `cargo bench --bench throughput -- drain`
 //! (figures whose name contains "drain"). `TASKSPOOL_BENCH_SCALE=0.1` shrinks every size for
@@ -23,8 +24,8 @@ const TASKS: u64 = 100_000;
 const TIMED_SECS: f64 = 5.0;
 /// Latency samples (issue #4: 1,000).
 const LATENCY_SAMPLES: u64 = 1_000;
-/// Prefetch used for the `_prefetch64` variants.
-const PREFETCH: usize = 64;
+/// Explicit prefetch limits measured next to the default (adaptive) one.
+const PREFETCH_VARIANTS: [usize; 2] = [0, 64];
 /// Producers and their batch size in e2e_noop.
 const E2E_PRODUCERS: u64 = 4;
 const E2E_BATCH: u64 = 100;
@@ -56,16 +57,22 @@ fn main() {
         enqueue_bulk(dir.path());
     }
     if selected("drain_noop") {
-        drain_noop(dir.path(), 0, "drain_noop");
+        drain_noop(dir.path(), None, "drain_noop");
     }
-    if selected("drain_noop_prefetch64") {
-        drain_noop(dir.path(), PREFETCH, "drain_noop_prefetch64");
+    for p in PREFETCH_VARIANTS {
+        let name = format!("drain_noop_prefetch{p}");
+        if selected(&name) {
+            drain_noop(dir.path(), Some(p), &name);
+        }
     }
     if selected("e2e_noop") {
-        e2e_noop(dir.path(), 0, "e2e_noop");
+        e2e_noop(dir.path(), None, "e2e_noop");
     }
-    if selected("e2e_noop_prefetch64") {
-        e2e_noop(dir.path(), PREFETCH, "e2e_noop_prefetch64");
+    for p in PREFETCH_VARIANTS {
+        let name = format!("e2e_noop_prefetch{p}");
+        if selected(&name) {
+            e2e_noop(dir.path(), Some(p), &name);
+        }
     }
     if selected("latency") {
         latency(dir.path());
@@ -160,7 +167,7 @@ fn enqueue_bulk(dir: &Path) {
 
 /// 100k no-op tasks already queued; a 2-thread worker starts; timed until every result is
 /// committed (visible in a snapshot, so durable).
-fn drain_noop(dir: &Path, prefetch: usize, name: &str) {
+fn drain_noop(dir: &Path, prefetch: Option<usize>, name: &str) {
     let spool = Spool::open(queue_path(dir, name)).expect("open");
     let n = scaled(TASKS, 1_000);
     drop(
@@ -169,13 +176,7 @@ fn drain_noop(dir: &Path, prefetch: usize, name: &str) {
             .expect("fill"),
     );
     let start = Instant::now();
-    let worker = spool
-        .worker()
-        .concurrency(WORKERS)
-        .prefetch(prefetch)
-        .register::<Noop>()
-        .start()
-        .expect("worker");
+    let worker = pool(&spool, prefetch);
     wait_succeeded(&spool, n, POLL, LONG);
     let secs = start.elapsed().as_secs_f64();
     worker.shutdown(Duration::from_secs(30)).expect("shutdown");
@@ -183,19 +184,24 @@ fn drain_noop(dir: &Path, prefetch: usize, name: &str) {
     report(name, n as f64 / secs, "tasks/s");
 }
 
+/// A 2-thread pool of `Noop`; `prefetch: None` keeps the library's default (adaptive).
+fn pool(spool: &Spool, prefetch: Option<usize>) -> taskspool::Worker {
+    let builder = spool.worker().concurrency(WORKERS).register::<Noop>();
+    match prefetch {
+        Some(p) => builder.prefetch(p),
+        None => builder,
+    }
+    .start()
+    .expect("worker")
+}
+
 /// Producers (4 threads, batches of 100 via `enqueue_many`, each batch durable) and a
 /// 2-thread worker at once; timed from the first enqueue until every result is committed.
-fn e2e_noop(dir: &Path, prefetch: usize, name: &str) {
+fn e2e_noop(dir: &Path, prefetch: Option<usize>, name: &str) {
     let spool = Spool::open(queue_path(dir, name)).expect("open");
     let n = scaled(TASKS, 1_000);
     let batches = n.div_ceil(E2E_BATCH);
-    let worker = spool
-        .worker()
-        .concurrency(WORKERS)
-        .prefetch(prefetch)
-        .register::<Noop>()
-        .start()
-        .expect("worker");
+    let worker = pool(&spool, prefetch);
     let barrier = Barrier::new(E2E_PRODUCERS as usize + 1);
     let start = std::thread::scope(|s| {
         for p in 0..E2E_PRODUCERS {
