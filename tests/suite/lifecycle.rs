@@ -338,3 +338,28 @@ fn large_arguments_and_results_round_trip() {
     spool.worker().register::<Echo>().drain().unwrap();
     assert_eq!(handle.try_get().unwrap().as_deref(), Some(text.as_str()));
 }
+
+#[test]
+fn many_concurrent_waiters_all_see_their_results() {
+    let spool = Spool::temporary().unwrap();
+    let worker = spool
+        .worker()
+        .concurrency(4)
+        .register::<Add>()
+        .start()
+        .unwrap();
+    let handles = spool
+        .enqueue_many((0..200).map(|a| Add { a, b: 0 }))
+        .unwrap();
+    let expected: Vec<(i64, _)> = (0..200).zip(handles).collect();
+    std::thread::scope(|s| {
+        for chunk in expected.chunks(50) {
+            s.spawn(move || {
+                for (value, h) in chunk {
+                    assert_eq!(h.wait(WAIT).unwrap(), *value);
+                }
+            });
+        }
+    });
+    worker.shutdown(WAIT).unwrap();
+}

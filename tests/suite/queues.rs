@@ -96,3 +96,20 @@ fn drain_serving_a_does_not_run_b_and_default_is_default() {
     assert_eq!(logged(&log), vec![a.id().as_u64(), dflt.id().as_u64()]);
     assert_eq!(state_of(&spool, b.id()), TaskState::Ready);
 }
+
+#[test]
+fn a_worker_serves_a_queue_that_did_not_exist_when_it_started() {
+    let spool = Spool::temporary().unwrap();
+    let log = unique("late-queue");
+    let worker = spool
+        .worker()
+        .queues(["late", "default"])
+        .register::<Record>()
+        .start()
+        .unwrap();
+    let h = spool
+        .enqueue_with(Record::to(&log), Options::new().queue("late"))
+        .unwrap();
+    assert_eq!(h.wait(WAIT).unwrap(), h.id().as_u64());
+    worker.shutdown(WAIT).unwrap();
+}

@@ -271,3 +271,33 @@ fn default_policy_retries_three_times_with_bounded_exponential_backoff() {
     assert_eq!(attempts, 4);
     assert!(matches!(handle.try_get(), Err(Error::TaskFailed(f)) if f.attempts == 4));
 }
+
+#[test]
+fn with_the_system_clock_the_writer_wakes_itself_for_a_retry() {
+    // No manual clock: the writer must sleep until the retry is due and wake on its own.
+    let spool = Spool::temporary().unwrap();
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .register::<Scripted>()
+        .start()
+        .unwrap();
+    let log = unique("retry-system-clock");
+    let handle = spool
+        .enqueue_with(
+            Scripted::new(&log, [Step::Retry, Step::Succeed]),
+            Options::new().retry_policy(RetryPolicy::fixed(Duration::from_millis(80))),
+        )
+        .unwrap();
+    assert_eq!(handle.wait(WAIT).unwrap(), 2);
+    let status = handle.status().unwrap();
+    let failed_at = std::time::UNIX_EPOCH + Duration::from_millis(status.errors[0].at_ms);
+    let restarted = status.started_at.unwrap();
+    // The backoff was honoured (millisecond timestamps: allow 1 ms of rounding).
+    assert!(
+        restarted + Duration::from_millis(1) >= failed_at + Duration::from_millis(80),
+        "retry started {:?} after the failure",
+        restarted.duration_since(failed_at)
+    );
+    worker.shutdown(WAIT).unwrap();
+}

@@ -123,3 +123,39 @@ fn default_ttl_is_one_day() {
     spool.worker().register::<Add>().drain().unwrap();
     assert!(is_not_found(&spool, handle.id()));
 }
+
+#[test]
+fn with_the_system_clock_the_writer_prunes_on_its_own() {
+    let spool = Spool::builder()
+        .result_ttl(Duration::from_millis(100))
+        .temporary()
+        .unwrap();
+    let worker = spool.worker().register::<Add>().start().unwrap();
+    let handle = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
+    assert_eq!(handle.wait(WAIT).unwrap(), 2);
+    worker.shutdown(WAIT).unwrap();
+    // Nothing else happens in this spool: only the writer's own timer can prune it.
+    eventually("pruned by the writer's timer", || {
+        is_not_found(&spool, handle.id())
+    });
+}
+
+#[test]
+fn results_that_expired_while_the_file_was_closed_are_pruned_at_open() {
+    let (_dir, path) = temp_queue();
+    let clock = manual_clock();
+    let builder = Spool::builder()
+        .manual_clock(clock.clone())
+        .result_ttl(Duration::from_secs(60));
+    let id = {
+        let spool = builder.clone().open(&path).unwrap();
+        let h = spool.enqueue(Add { a: 2, b: 2 }).unwrap();
+        spool.worker().register::<Add>().drain().unwrap();
+        assert_eq!(h.try_get().unwrap(), Some(4));
+        h.id()
+    };
+    clock.advance(Duration::from_secs(61));
+    let spool = builder.open(&path).unwrap();
+    // The writer's first group runs at open, without any command or clock movement.
+    eventually("pruned after reopen", || is_not_found(&spool, id));
+}
