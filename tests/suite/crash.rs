@@ -176,6 +176,11 @@ fn child_process() {
                 .unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
+        "hold" => {
+            let h = spool.enqueue(CrashWork::new(7)).unwrap();
+            say(&format!("OPEN {}", h.id()));
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown child mode {other}"),
     }
     say("CHILD SURVIVED");
@@ -454,4 +459,34 @@ fn prefetched_attempts_that_never_started_are_given_back_after_a_crash() {
         assert_eq!(spool.status(*id).unwrap().attempts, 1);
     }
     worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn another_process_holding_the_file_makes_open_fail_with_already_open() {
+    let (_dir, path) = queue_path();
+    let (child, lines) = spawn_child("hold", &path);
+    let mut child = KillOnDrop(child);
+    let id = loop {
+        match lines.recv_timeout(Duration::from_secs(8)) {
+            Ok(line) => {
+                if let Some(id) = line.strip_prefix("OPEN ") {
+                    break TaskId::from_u64(id.parse().unwrap());
+                }
+            }
+            Err(e) => panic!("the child did not open the file: {e}"),
+        }
+    };
+    let before = std::fs::read(&path).unwrap();
+    let err = Spool::open(&path).unwrap_err();
+    assert!(matches!(err, Error::AlreadyOpen { .. }), "{err:?}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "a refused open wrote to a file another process owns"
+    );
+    // The owner dies: the lock goes with it, and its acknowledged task is there.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let spool = Spool::open(&path).unwrap();
+    assert_eq!(spool.status(id).unwrap().state, TaskState::Ready);
 }
