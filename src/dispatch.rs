@@ -140,67 +140,96 @@ pub(crate) fn claim(
         .collect();
     let mut skipped = 0;
     while jobs.len() < max && skipped < SKIP_BUDGET {
-        let mut best: Option<(usize, (u8, u64), u64)> = None;
+        // The next `want` tasks in dispatch order are among the first `want` of each queue.
+        let want = max - jobs.len();
+        let mut candidates: Vec<((u8, u64), usize, u64)> = Vec::new();
         for (i, &(queue, after)) in cursors.iter().enumerate() {
-            let head = match after {
-                None => tx
-                    .ready
-                    .range((queue, 0, 0)..=(queue, u8::MAX, u64::MAX))?
-                    .next(),
-                Some((p, s)) => tx
-                    .ready
-                    .range((queue, p, s.saturating_add(1))..=(queue, u8::MAX, u64::MAX))?
-                    .next(),
+            let from = match after {
+                None => (queue, 0, 0),
+                Some((p, s)) => (queue, p, s.saturating_add(1)),
             };
-            if let Some(entry) = head {
+            for entry in tx
+                .ready
+                .range(from..=(queue, u8::MAX, u64::MAX))?
+                .take(want)
+            {
                 let (key, id) = entry?;
                 let (_, inv, seq) = key.value();
-                if best.is_none_or(|(_, b, _)| (inv, seq) < b) {
-                    best = Some((i, (inv, seq), id.value()));
-                }
+                candidates.push(((inv, seq), i, id.value()));
             }
         }
-        let Some((cursor, pos, id)) = best else {
+        if candidates.is_empty() {
             break;
-        };
-        let Some(mut rec) = tx.get(id)? else {
-            // An index entry without a record cannot be run; drop the entry.
-            let queue = cursors[cursor].0;
-            tx.ready.remove((queue, pos.0, pos.1))?;
-            tx.changed = true;
-            continue;
-        };
-        if rec.expires_at_ms.is_some_and(|e| e <= tx.now) {
-            tx.expire(id, &mut rec)?;
-            continue;
         }
-        match judge(&rec.name) {
-            Verdict::Run => {
-                let payload = tx.start(id, &mut rec)?;
-                jobs.push(Job {
-                    id,
-                    attempt: rec.attempts,
-                    queue: queue_map.name(rec.queue).to_string(),
-                    name: rec.name,
-                    payload,
-                    max_retries: rec.max_retries,
-                    enqueued_at_ms: rec.enqueued_at_ms,
-                    origin: rec.origin,
-                });
+        candidates.sort_unstable_by_key(|c| c.0);
+        candidates.truncate(want);
+        for (pos, cursor, id) in candidates {
+            if jobs.len() >= max || skipped >= SKIP_BUDGET {
+                break;
             }
-            Verdict::Park => {
-                tracing::warn!(
-                    id,
-                    name = %rec.name,
-                    "no worker has registered this task name; parking it until one does"
-                );
-                tx.park(id, &mut rec)?;
-            }
-            Verdict::Skip => {
-                skipped += 1;
-                cursors[cursor].1 = Some(pos);
+            cursors[cursor].1 = Some(pos);
+            let key = (cursors[cursor].0, pos.0, pos.1);
+            match examine(tx, queue_map, judge, key, id)? {
+                Examined::Claimed(job) => jobs.push(job),
+                Examined::Skipped => skipped += 1,
+                Examined::Removed => {}
             }
         }
     }
     Ok(jobs)
+}
+
+/// What happened to one ready task examined by a claim.
+enum Examined {
+    /// Handed to the claimer.
+    Claimed(Job),
+    /// Left for another worker.
+    Skipped,
+    /// Expired, parked, or a dangling index entry removed.
+    Removed,
+}
+
+/// Claims, expires, parks or skips the ready task at `key`.
+fn examine(
+    tx: &mut Tx<'_>,
+    queue_map: &QueueMap,
+    judge: &dyn Fn(&str) -> Verdict,
+    key: (u32, u8, u64),
+    id: u64,
+) -> Result<Examined, Error> {
+    let Some(mut rec) = tx.get(id)? else {
+        // An index entry without a record cannot be run; drop the entry.
+        tx.ready.remove(key)?;
+        tx.changed = true;
+        return Ok(Examined::Removed);
+    };
+    if rec.expires_at_ms.is_some_and(|e| e <= tx.now) {
+        tx.expire(id, &mut rec)?;
+        return Ok(Examined::Removed);
+    }
+    Ok(match judge(&rec.name) {
+        Verdict::Run => {
+            let payload = tx.start(id, &mut rec)?;
+            Examined::Claimed(Job {
+                id,
+                attempt: rec.attempts,
+                queue: queue_map.name(rec.queue).to_string(),
+                name: rec.name,
+                payload,
+                max_retries: rec.max_retries,
+                enqueued_at_ms: rec.enqueued_at_ms,
+                origin: rec.origin,
+            })
+        }
+        Verdict::Park => {
+            tracing::warn!(
+                id,
+                name = %rec.name,
+                "no worker has registered this task name; parking it until one does"
+            );
+            tx.park(id, &mut rec)?;
+            Examined::Removed
+        }
+        Verdict::Skip => Examined::Skipped,
+    })
 }

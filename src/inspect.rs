@@ -164,11 +164,7 @@ pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>,
     let read = db.begin_read()?;
     let rec = record(&read, id)?;
     match rec.state {
-        TaskState::Succeeded => {
-            let results = read.open_table(RESULTS)?;
-            let bytes = results.get(id.0)?.ok_or(Error::NotFound(id))?;
-            Ok(Some(bytes.value().to_vec()))
-        }
+        TaskState::Succeeded => Ok(Some(rec.output.unwrap_or_default())),
         TaskState::Failed => Err(Error::TaskFailed(Box::new(Failure {
             id,
             attempts: rec.attempts,

@@ -39,7 +39,7 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// The stable name stored with every enqueued task. Keep it unchanged across deploys.
     const NAME: &'static str;
 
-    /// What a successful attempt returns; stored as JSON in the results table.
+    /// What a successful attempt returns; stored as JSON with the task.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
     /// Runs one attempt.

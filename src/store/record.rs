@@ -39,6 +39,9 @@ pub(crate) struct TaskRecord {
     pub errors: Vec<AttemptError>,
     /// The periodic schedule and fire time that enqueued it.
     pub origin: Option<Origin>,
+    /// The JSON output of a succeeded task. Stored inline: the record is written once more
+    /// at completion anyway, and a separate results table would cost an insert per task.
+    pub output: Option<Vec<u8>>,
 }
 
 /// The (schedule, fire time) a periodic task was enqueued for.

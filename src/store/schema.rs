@@ -43,9 +43,6 @@ pub(crate) const RUNNING: TableDefinition<u64, u32> = TableDefinition::new("task
 pub(crate) const PARKED: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("taskspool.parked");
 
-/// `task id → JSON output` of succeeded tasks.
-pub(crate) const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.results");
-
 /// `(prune at ms, task id) → ()`: when each finished task is removed.
 pub(crate) const RESULT_EXPIRY: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("taskspool.result_expiry");

@@ -91,7 +91,6 @@ pub(crate) struct Tx<'t> {
     pub(crate) scheduled: Table<'t, (u64, u64), u64>,
     pub(crate) running: Table<'t, u64, u32>,
     pub(crate) parked: Table<'t, (&'static str, u64), u64>,
-    pub(crate) results: Table<'t, u64, &'static [u8]>,
     pub(crate) result_expiry: Table<'t, (u64, u64), ()>,
     pub(crate) counts: Table<'t, (u32, u8), u64>,
     pub(crate) schedules: Table<'t, &'static str, &'static [u8]>,
@@ -102,6 +101,10 @@ pub(crate) struct Tx<'t> {
     pub finalized: Vec<u64>,
     /// Whether anything was written (an unchanged transaction is aborted, not committed).
     pub changed: bool,
+    /// Records of running tasks, kept by the writer across transactions so a completion does
+    /// not read back what its claim wrote. Every write of a record goes through `put`, which
+    /// keeps this in step; the writer drops it when a commit fails.
+    pub running_cache: HashMap<u64, TaskRecord>,
 }
 
 impl<'t> Tx<'t> {
@@ -124,7 +127,6 @@ impl<'t> Tx<'t> {
             scheduled: txn.open_table(SCHEDULED)?,
             running: txn.open_table(RUNNING)?,
             parked: txn.open_table(PARKED)?,
-            results: txn.open_table(RESULTS)?,
             result_expiry: txn.open_table(RESULT_EXPIRY)?,
             counts: txn.open_table(COUNTS)?,
             schedules: txn.open_table(SCHEDULES)?,
@@ -133,6 +135,7 @@ impl<'t> Tx<'t> {
             count_delta: HashMap::new(),
             finalized: Vec::new(),
             changed: false,
+            running_cache: HashMap::new(),
         })
     }
 
@@ -191,6 +194,9 @@ impl<'t> Tx<'t> {
     }
 
     pub(crate) fn get(&self, id: u64) -> Result<Option<TaskRecord>, Error> {
+        if let Some(rec) = self.running_cache.get(&id) {
+            return Ok(Some(rec.clone()));
+        }
         match self.tasks.get(id)? {
             Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
             None => Ok(None),
@@ -201,6 +207,11 @@ impl<'t> Tx<'t> {
         let bytes = codec::encode(rec)?;
         self.tasks.insert(id, bytes.as_slice())?;
         self.changed = true;
+        if rec.state == TaskState::Running {
+            self.running_cache.insert(id, rec.clone());
+        } else {
+            self.running_cache.remove(&id);
+        }
         Ok(())
     }
 
@@ -274,6 +285,7 @@ impl<'t> Tx<'t> {
             slot: Slot::None,
             errors: Vec::new(),
             origin: new.origin,
+            output: None,
         };
         self.payloads.insert(id, new.payload.as_slice())?;
         if let Some(exp) = rec.expires_at_ms {
@@ -332,8 +344,8 @@ impl<'t> Tx<'t> {
         Ok(ids.len())
     }
 
-    /// Ends a task in a final state: records the time, schedules its pruning, frees the payload
-    /// of a success.
+    /// Ends a task in a final state: records the time and schedules its pruning (which also
+    /// deletes the payload, kept until then so a failed task's arguments stay inspectable).
     pub(crate) fn finalize(
         &mut self,
         id: u64,
@@ -343,9 +355,6 @@ impl<'t> Tx<'t> {
         self.unslot(rec)?;
         self.set_state(rec, state);
         rec.finished_at_ms = Some(self.now);
-        if state == TaskState::Succeeded {
-            self.payloads.remove(id)?;
-        }
         if let Some(ttl) = self.result_ttl_ms {
             self.result_expiry
                 .insert((self.now.saturating_add(ttl), id), ())?;
@@ -370,7 +379,8 @@ impl<'t> Tx<'t> {
     /// Applies a worker's report. Discarded (returns `false`) unless the task is still running
     /// this very attempt: a late report can never overwrite a newer state.
     pub(crate) fn complete(&mut self, c: &Completion) -> Result<bool, Error> {
-        let Some(mut rec) = self.get(c.id)? else {
+        let cached = self.running_cache.remove(&c.id);
+        let Some(mut rec) = cached.map_or_else(|| self.get(c.id), |r| Ok(Some(r)))? else {
             return Ok(false);
         };
         if rec.state != TaskState::Running || rec.attempts != c.attempt {
@@ -385,7 +395,7 @@ impl<'t> Tx<'t> {
         rec.started_at_ms = Some(c.started_at_ms);
         let (kind, message, disposition) = match &c.outcome {
             Outcome::Succeeded(output) => {
-                self.results.insert(c.id, output.as_slice())?;
+                rec.output = Some(output.clone());
                 self.finalize(c.id, &mut rec, TaskState::Succeeded)?;
                 return Ok(true);
             }
@@ -509,7 +519,6 @@ impl<'t> Tx<'t> {
             }
             self.tasks.remove(id)?;
             self.payloads.remove(id)?;
-            self.results.remove(id)?;
             self.changed = true;
         }
         Ok(more)

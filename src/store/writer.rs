@@ -134,6 +134,8 @@ pub(crate) struct Writer {
     failures: u32,
     /// Moving average of one group's transaction time (apply + commit), in microseconds.
     avg_cycle_us: Option<f64>,
+    /// Records of running tasks, lent to each transaction (see `Tx::running_cache`).
+    running_cache: std::collections::HashMap<u64, crate::store::record::TaskRecord>,
 }
 
 impl Writer {
@@ -162,6 +164,7 @@ impl Writer {
             retry: Vec::new(),
             failures: 0,
             avg_cycle_us: None,
+            running_cache: Default::default(),
         };
         let join = std::thread::Builder::new()
             .name("taskspool-writer".into())
@@ -250,6 +253,7 @@ impl Writer {
         let mut claim_once = Vec::new();
         {
             let mut tx = Tx::open(&txn, now, self.counters, self.config.result_ttl_ms)?;
+            tx.running_cache = std::mem::take(&mut self.running_cache);
             let retried = std::mem::take(&mut self.retry);
             staged.completions.reserve(retried.len());
             let mut error = None;
@@ -306,13 +310,20 @@ impl Writer {
             tx.finish()?;
             self.next_wake = tx.next_wake()?;
             self.counters = tx.counters;
+            // Lent back only on this path: after any error the cache may hold writes that
+            // are rolled back, so it starts empty again.
+            self.running_cache = std::mem::take(&mut tx.running_cache);
             staged.finalized = std::mem::take(&mut tx.finalized);
             changed |= tx.changed;
         }
-        if changed {
-            txn.commit()?;
+        let done = if changed {
+            txn.commit()
         } else {
-            txn.abort()?;
+            txn.abort().map_err(Into::into)
+        };
+        if let Err(e) = done {
+            self.running_cache.clear();
+            return Err(e.into());
         }
         Ok(())
     }
@@ -491,11 +502,16 @@ impl Writer {
                 self.counters,
                 self.config.result_ttl_ms,
             )?;
+            tx.running_cache = std::mem::take(&mut self.running_cache);
             tx.release(job.id, job.attempt)?;
             tx.finish()?;
             self.counters = tx.counters;
+            self.running_cache = std::mem::take(&mut tx.running_cache);
         }
-        txn.commit()?;
+        if let Err(e) = txn.commit() {
+            self.running_cache.clear();
+            return Err(e.into());
+        }
         Ok(())
     }
 
