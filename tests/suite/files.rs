@@ -318,3 +318,18 @@ fn a_temporary_spool_removes_its_directory_when_closed() {
     drop(h);
     assert!(!dir.exists(), "{} was left behind", dir.display());
 }
+
+#[test]
+fn unusable_paths_are_errors_not_panics() {
+    let (dir, _path) = temp_queue();
+    let missing_dir = dir.path().join("no/such/dir/queue.redb");
+    let err = Spool::open(&missing_dir).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err:?}");
+    assert!(!missing_dir.exists());
+
+    let err = Spool::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Storage | ErrorKind::BadFile),
+        "{err:?}"
+    );
+}

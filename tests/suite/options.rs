@@ -84,3 +84,99 @@ fn invalid_worker_settings_are_refused() {
     );
     assert_invalid(spool.worker().drain(), "drain without task types");
 }
+
+/// Arguments that cannot be written as JSON when `bad` (a map with non-string keys).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MaybeUnencodable {
+    bad: bool,
+    map: std::collections::BTreeMap<(u8, u8), u8>,
+}
+
+impl taskspool::Task for MaybeUnencodable {
+    const NAME: &'static str = "test.maybe_unencodable";
+    type Output = ();
+    fn run(self, _ctx: &taskspool::Context) -> Result<(), taskspool::TaskError> {
+        Ok(())
+    }
+}
+
+impl MaybeUnencodable {
+    fn new(bad: bool) -> Self {
+        let map = if bad {
+            [((1, 2), 3)].into_iter().collect()
+        } else {
+            Default::default()
+        };
+        MaybeUnencodable { bad, map }
+    }
+}
+
+#[test]
+fn a_batch_with_one_unencodable_task_stores_none_of_it() {
+    let spool = Spool::temporary().unwrap();
+    let before = spool.stats().unwrap();
+    let err = spool
+        .enqueue_many([false, false, true, false].map(MaybeUnencodable::new))
+        .unwrap_err();
+    assert!(matches!(err, Error::Json(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(spool.stats().unwrap(), before);
+    let ok = spool.enqueue(MaybeUnencodable::new(false)).unwrap();
+    assert_eq!(ok.id().as_u64(), 1, "no id was used by the refused batch");
+}
+
+/// A type whose own defaults put it on a queue, with a priority and no retries.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Mail;
+
+impl taskspool::Task for Mail {
+    const NAME: &'static str = "test.mail";
+    type Output = ();
+    fn run(self, _ctx: &taskspool::Context) -> Result<(), taskspool::TaskError> {
+        Ok(())
+    }
+    fn defaults() -> Options {
+        Options::new().queue("mail").priority(7).max_retries(0)
+    }
+}
+
+/// A type whose defaults are invalid.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BadDefaults;
+
+impl taskspool::Task for BadDefaults {
+    const NAME: &'static str = "test.bad_defaults";
+    type Output = ();
+    fn run(self, _ctx: &taskspool::Context) -> Result<(), taskspool::TaskError> {
+        Ok(())
+    }
+    fn defaults() -> Options {
+        Options::new().priority(12)
+    }
+}
+
+#[test]
+fn type_defaults_apply_and_call_options_override_them_field_by_field() {
+    let spool = Spool::temporary().unwrap();
+    let plain = spool.enqueue(Mail).unwrap().status().unwrap();
+    assert_eq!(
+        (plain.queue.as_str(), plain.priority, plain.max_retries),
+        ("mail", 7, 0)
+    );
+    let over = spool
+        .enqueue_with(Mail, Options::new().priority(2))
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!(
+        (over.queue.as_str(), over.priority, over.max_retries),
+        ("mail", 2, 0)
+    );
+    let before = spool.stats().unwrap();
+    assert_invalid(spool.enqueue(BadDefaults), "invalid type defaults");
+    // A valid call option fixes it.
+    assert_eq!(spool.stats().unwrap(), before);
+    spool
+        .enqueue_with(BadDefaults, Options::new().priority(1))
+        .unwrap();
+}
