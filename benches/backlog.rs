@@ -7,7 +7,8 @@
 //! own peak RSS (VmHWM), and keeps running tasks until the parent kills it with SIGKILL. The
 //! parent then times `Spool::open` of that file (recovery of the orphaned attempts included).
 //!
-//! Run: `cargo bench --bench backlog` (all), `cargo bench --bench backlog -- churn`.
+//! Run: `cargo bench --bench backlog` (all), or one figure:
+//! `cargo bench --bench backlog -- file_mb_after_churn`.
 //! `TASKSPOOL_BENCH_SCALE=0.1` shrinks every size. See benches/README.md.
 
 mod common;

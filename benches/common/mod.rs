@@ -80,14 +80,19 @@ pub fn queue_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.redb"))
 }
 
-/// Whether the figure `name` was selected by the command line (no selection = all).
-/// `cargo bench --bench throughput -- drain` runs the figures whose names contain "drain".
+/// Whether the figure `name` was selected by the command line (no selection = all). A filter
+/// selects the figure of that exact name, or, ending in `*`, every figure starting with it:
+/// `cargo bench --bench throughput -- drain_noop 'e2e*'`.
 pub fn selected(name: &str) -> bool {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+    filters.is_empty()
+        || filters.iter().any(|f| match f.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == f,
+        })
 }
 
 /// Prints one summary line in the format.
