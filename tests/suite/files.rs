@@ -33,6 +33,17 @@ fn assert_untouched(path: &Path, before: &[u8], what: &str) {
     }
 }
 
+/// Asserts that the queue file is the only file in its directory: a refused open leaves
+/// nothing behind (no lock, journal or side file).
+#[track_caller]
+fn assert_no_side_files(path: &Path) {
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![path.file_name().unwrap().to_owned()]);
+}
+
 /// A closed taskspool file with a few finished and a few waiting tasks.
 fn make_queue_file(path: &Path) {
     let spool = Spool::open(path).unwrap();
@@ -146,6 +157,7 @@ fn random_bytes_are_not_a_queue_and_stay_untouched() {
     assert!(matches!(err, Error::NotAQueue { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::BadFile);
     assert_untouched(&path, &garbage, "random bytes");
+    assert_no_side_files(&path);
 }
 
 #[test]
@@ -175,6 +187,7 @@ fn a_foreign_redb_file_is_not_a_queue() {
     assert!(matches!(err, Error::NotAQueue { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::BadFile);
     assert_untouched(&path, &before, "foreign redb file");
+    assert_no_side_files(&path);
     // Its data is intact.
     let db = redb::Database::create(&path).unwrap();
     let read = db.begin_read().unwrap();
