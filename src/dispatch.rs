@@ -6,6 +6,7 @@
 //! polls, and an enqueue to an idle worker costs one commit before the task starts.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use redb::ReadableTable;
@@ -20,7 +21,7 @@ pub(crate) struct Job {
     pub id: u64,
     pub attempt: u32,
     pub name: String,
-    pub queue: String,
+    pub queue: Arc<str>,
     pub payload: Vec<u8>,
     pub max_retries: u32,
     pub enqueued_at_ms: u64,
@@ -213,7 +214,7 @@ fn examine(
             Examined::Claimed(Job {
                 id,
                 attempt: rec.attempts,
-                queue: queue_map.name(rec.queue).to_string(),
+                queue: queue_map.name(rec.queue),
                 name: rec.name,
                 payload,
                 max_retries: rec.max_retries,

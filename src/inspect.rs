@@ -108,10 +108,17 @@ fn queue_names(read: &ReadTransaction) -> Result<HashMap<u32, String>, Error> {
     Ok(names)
 }
 
+/// A task's record as it stands, with the `running` entry applied if it is running.
 fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
     let tasks = read.open_table(TASKS)?;
     let bytes = tasks.get(id.0)?.ok_or(Error::NotFound(id))?;
-    codec::decode(bytes.value())
+    let mut rec: TaskRecord = codec::decode(bytes.value())?;
+    let running = read.open_table(RUNNING)?;
+    if let Some(entry) = running.get(id.0)? {
+        let (attempt, started_at_ms) = entry.value();
+        rec.overlay_running(attempt, started_at_ms);
+    }
+    Ok(rec)
 }
 
 /// The status of one task.

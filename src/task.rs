@@ -162,7 +162,7 @@ impl<E: std::error::Error> From<E> for TaskError {
 pub struct Context {
     pub(crate) id: crate::TaskId,
     pub(crate) name: String,
-    pub(crate) queue: String,
+    pub(crate) queue: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_retries: u32,
     pub(crate) enqueued_at_ms: u64,

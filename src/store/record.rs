@@ -61,6 +61,15 @@ impl TaskRecord {
         )
     }
 
+    /// The record of a running task: the stored record (written before it started) with the
+    /// `running` table's entry applied.
+    pub fn overlay_running(&mut self, attempt: u32, started_at_ms: u64) {
+        self.state = TaskState::Running;
+        self.attempts = attempt;
+        self.started_at_ms = Some(started_at_ms);
+        self.slot = Slot::None;
+    }
+
     /// Whether another attempt is allowed after `attempts` attempts.
     pub fn retries_left(&self) -> bool {
         self.attempts <= self.max_retries

@@ -36,8 +36,11 @@ pub(crate) const READY: TableDefinition<(u32, u8, u64), u64> =
 pub(crate) const SCHEDULED: TableDefinition<(u64, u64), u64> =
     TableDefinition::new("taskspool.scheduled");
 
-/// `task id → attempt`: attempts handed to a worker. Whatever is here at open is an orphan.
-pub(crate) const RUNNING: TableDefinition<u64, u32> = TableDefinition::new("taskspool.running");
+/// `task id → (attempt, started at ms)`: attempts handed to a worker. The task record is not
+/// rewritten when a task starts (that would cost a record write per task); this entry is the
+/// truth about a running task, and whatever is here at open is an orphan.
+pub(crate) const RUNNING: TableDefinition<u64, (u32, u64)> =
+    TableDefinition::new("taskspool.running");
 
 /// `(task name, seq) → task id`: due tasks whose name no live worker has registered.
 pub(crate) const PARKED: TableDefinition<(&str, u64), u64> =

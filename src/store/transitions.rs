@@ -45,11 +45,52 @@ pub(crate) struct Counters {
     pub next_seq: u64,
 }
 
+/// A map keyed by task id. Ids are sequential integers: a multiplicative hash spreads them
+/// well and costs a fraction of the default SipHash.
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher behind [`IdMap`].
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Loads the records of every running task (the writer's cache after a failed commit).
+pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, Error> {
+    let running = txn.open_table(RUNNING)?;
+    let tasks = txn.open_table(TASKS)?;
+    let mut map = IdMap::default();
+    for entry in running.iter()? {
+        let (id, value) = entry?;
+        let (id, (attempt, started)) = (id.value(), value.value());
+        if let Some(bytes) = tasks.get(id)? {
+            let mut rec: TaskRecord = codec::decode(bytes.value())?;
+            rec.overlay_running(attempt, started);
+            map.insert(id, rec);
+        }
+    }
+    Ok(map)
+}
+
 /// Queue names and ids, cached by the writer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QueueMap {
     by_name: HashMap<String, u32>,
-    names: HashMap<u32, String>,
+    names: HashMap<u32, Arc<str>>,
 }
 
 impl QueueMap {
@@ -64,7 +105,7 @@ impl QueueMap {
     }
 
     fn insert(&mut self, name: String, id: u32) {
-        self.names.insert(id, name.clone());
+        self.names.insert(id, Arc::from(name.as_str()));
         self.by_name.insert(name, id);
     }
 
@@ -72,8 +113,11 @@ impl QueueMap {
         self.by_name.get(name).copied()
     }
 
-    pub(crate) fn name(&self, id: u32) -> &str {
-        self.names.get(&id).map(String::as_str).unwrap_or("?")
+    pub(crate) fn name(&self, id: u32) -> Arc<str> {
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("?"))
     }
 }
 
@@ -89,22 +133,25 @@ pub(crate) struct Tx<'t> {
     pub(crate) payloads: Table<'t, u64, &'static [u8]>,
     pub(crate) ready: Table<'t, (u32, u8, u64), u64>,
     pub(crate) scheduled: Table<'t, (u64, u64), u64>,
-    pub(crate) running: Table<'t, u64, u32>,
+    pub(crate) running: Table<'t, u64, (u32, u64)>,
     pub(crate) parked: Table<'t, (&'static str, u64), u64>,
     pub(crate) result_expiry: Table<'t, (u64, u64), ()>,
     pub(crate) counts: Table<'t, (u32, u8), u64>,
     pub(crate) schedules: Table<'t, &'static str, &'static [u8]>,
     pub(crate) schedule_due: Table<'t, (u64, &'static str), ()>,
     pub(crate) task_expiry: Table<'t, (u64, u64), ()>,
-    count_delta: HashMap<(u32, u8), i64>,
+    /// Count changes per (queue, state) in this transaction: a handful of entries, so a
+    /// vector beats hashing on every transition.
+    count_delta: Vec<((u32, u8), i64)>,
     /// Tasks that reached a final state in this transaction (their waiters are woken after commit).
     pub finalized: Vec<u64>,
     /// Whether anything was written (an unchanged transaction is aborted, not committed).
     pub changed: bool,
-    /// Records of running tasks, kept by the writer across transactions so a completion does
-    /// not read back what its claim wrote. Every write of a record goes through `put`, which
-    /// keeps this in step; the writer drops it when a commit fails.
-    pub running_cache: HashMap<u64, TaskRecord>,
+    /// Records of running tasks, exactly those in the `running` table, kept by the writer
+    /// across transactions: a running task's stored record is not rewritten at claim, so this
+    /// is where its current state lives until it completes. Every change goes through `put`;
+    /// the writer reloads it from the file when a commit fails.
+    pub running_cache: IdMap<TaskRecord>,
 }
 
 impl<'t> Tx<'t> {
@@ -132,10 +179,10 @@ impl<'t> Tx<'t> {
             schedules: txn.open_table(SCHEDULES)?,
             schedule_due: txn.open_table(SCHEDULE_DUE)?,
             task_expiry: txn.open_table(TASK_EXPIRY)?,
-            count_delta: HashMap::new(),
+            count_delta: Vec::new(),
             finalized: Vec::new(),
             changed: false,
-            running_cache: HashMap::new(),
+            running_cache: IdMap::default(),
         })
     }
 
@@ -146,7 +193,7 @@ impl<'t> Tx<'t> {
             self.meta.insert(META_NEXT_SEQ, self.counters.next_seq)?;
             self.counters_dirty = false;
         }
-        for ((queue, state), delta) in self.count_delta.drain() {
+        for ((queue, state), delta) in std::mem::take(&mut self.count_delta) {
             if delta == 0 {
                 continue;
             }
@@ -203,20 +250,26 @@ impl<'t> Tx<'t> {
         }
     }
 
+    /// Stores a record. A running task's record stays in memory (its `running` entry is what
+    /// is durable); any other state is written to the file.
     fn put(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
-        let bytes = codec::encode(rec)?;
-        self.tasks.insert(id, bytes.as_slice())?;
         self.changed = true;
         if rec.state == TaskState::Running {
             self.running_cache.insert(id, rec.clone());
-        } else {
-            self.running_cache.remove(&id);
+            return Ok(());
         }
+        self.running_cache.remove(&id);
+        let bytes = codec::encode(rec)?;
+        self.tasks.insert(id, bytes.as_slice())?;
         Ok(())
     }
 
     pub(crate) fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
-        *self.count_delta.entry((queue, state.code())).or_insert(0) += delta;
+        let key = (queue, state.code());
+        match self.count_delta.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, d)) => *d += delta,
+            None => self.count_delta.push((key, delta)),
+        }
     }
 
     fn set_state(&mut self, rec: &mut TaskRecord, state: TaskState) {
@@ -308,7 +361,7 @@ impl<'t> Tx<'t> {
         rec.attempts += 1;
         rec.started_at_ms = Some(self.now);
         self.set_state(rec, TaskState::Running);
-        self.running.insert(id, rec.attempts)?;
+        self.running.insert(id, (rec.attempts, self.now))?;
         self.put(id, rec)?;
         let payload = self
             .payloads
@@ -379,11 +432,16 @@ impl<'t> Tx<'t> {
     /// Applies a worker's report. Discarded (returns `false`) unless the task is still running
     /// this very attempt: a late report can never overwrite a newer state.
     pub(crate) fn complete(&mut self, c: &Completion) -> Result<bool, Error> {
-        let cached = self.running_cache.remove(&c.id);
-        let Some(mut rec) = cached.map_or_else(|| self.get(c.id), |r| Ok(Some(r)))? else {
+        // Every running task's record is in the cache; one that is not is not running.
+        let Some(mut rec) = self.running_cache.remove(&c.id) else {
+            tracing::debug!(
+                id = c.id,
+                "discarding a completion of a task that is not running"
+            );
             return Ok(false);
         };
-        if rec.state != TaskState::Running || rec.attempts != c.attempt {
+        if rec.attempts != c.attempt {
+            self.running_cache.insert(c.id, rec);
             tracing::debug!(
                 id = c.id,
                 attempt = c.attempt,
@@ -435,13 +493,18 @@ impl<'t> Tx<'t> {
     /// Returns a claimed attempt that never started (a prefetched task at shutdown) to the
     /// ready index, giving the attempt back.
     pub(crate) fn release(&mut self, id: u64, attempt: u32) -> Result<(), Error> {
-        let Some(mut rec) = self.get(id)? else {
+        let Some(rec) = self.get(id)? else {
             return Ok(());
         };
         if rec.state != TaskState::Running || rec.attempts != attempt {
             return Ok(());
         }
         self.running.remove(id)?;
+        self.unstart(id, rec)
+    }
+
+    /// Back to the ready index with the attempt given back.
+    fn unstart(&mut self, id: u64, mut rec: TaskRecord) -> Result<(), Error> {
         rec.attempts = rec.attempts.saturating_sub(1);
         rec.started_at_ms = None;
         self.set_state(&mut rec, TaskState::Ready);
@@ -532,26 +595,24 @@ impl<'t> Tx<'t> {
         &mut self,
         started: &crate::store::inflight::Started,
     ) -> Result<(usize, usize), Error> {
-        let orphans: Vec<(u64, u32)> = self
+        let orphans: Vec<(u64, (u32, u64))> = self
             .running
             .iter()?
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
             .collect::<Result<_, _>>()?;
         let mut lost = 0;
-        for &(id, attempt) in &orphans {
+        for &(id, (attempt, started_at_ms)) in &orphans {
             self.running.remove(id)?;
             self.changed = true;
-            if !started.contains(id, attempt) {
-                self.release(id, attempt)?;
-                continue;
-            }
-            lost += 1;
             let Some(mut rec) = self.get(id)? else {
                 continue;
             };
-            if rec.state != TaskState::Running || rec.attempts != attempt {
+            rec.overlay_running(attempt, started_at_ms);
+            if !started.contains(id, attempt) {
+                self.unstart(id, rec)?;
                 continue;
             }
+            lost += 1;
             rec.errors.push(AttemptError {
                 attempt,
                 at_ms: self.now,

@@ -18,7 +18,7 @@ use crate::dispatch::{self, Job, Verdict, WorkerSlots};
 use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::schedules::ScheduleOp;
-use crate::store::transitions::{Completion, Counters, NewTask, QueueMap, Tx};
+use crate::store::transitions::{Completion, Counters, NewTask, QueueMap, Tx, load_running};
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;
@@ -135,7 +135,7 @@ pub(crate) struct Writer {
     /// Moving average of one group's transaction time (apply + commit), in microseconds.
     avg_cycle_us: Option<f64>,
     /// Records of running tasks, lent to each transaction (see `Tx::running_cache`).
-    running_cache: std::collections::HashMap<u64, crate::store::record::TaskRecord>,
+    running_cache: crate::store::transitions::IdMap<crate::store::record::TaskRecord>,
 }
 
 impl Writer {
@@ -509,7 +509,7 @@ impl Writer {
             self.running_cache = std::mem::take(&mut tx.running_cache);
         }
         if let Err(e) = txn.commit() {
-            self.running_cache.clear();
+            self.reload();
             return Err(e.into());
         }
         Ok(())
@@ -533,12 +533,24 @@ impl Writer {
             let _ = reply.send(Err(e.duplicate()));
         }
         self.retry = staged.completions;
-        // Queue ids created in the failed transaction were rolled back with it.
-        if let Ok(txn) = self.db.begin_write()
-            && let Ok(map) = QueueMap::load(&txn)
-        {
-            self.queues = map;
-            let _ = txn.abort();
+        self.reload();
+    }
+
+    /// After a failed transaction: the in-memory mirrors (queue ids, running records) may hold
+    /// what was rolled back, so they are read again from the file.
+    fn reload(&mut self) {
+        let loaded = self.db.begin_write().map_err(Error::from).and_then(|txn| {
+            let queues = QueueMap::load(&txn)?;
+            let running = load_running(&txn)?;
+            txn.abort()?;
+            Ok((queues, running))
+        });
+        match loaded {
+            Ok((queues, running)) => {
+                self.queues = queues;
+                self.running_cache = running;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reload the writer's state"),
         }
     }
 }
