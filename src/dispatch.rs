@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 use redb::ReadableTable;
 
 use crate::error::Error;
-use crate::store::record::Origin;
+use crate::store::record::{Origin, Slot};
 use crate::store::transitions::{QueueMap, Tx};
 
 /// One attempt handed to a worker thread.
@@ -164,15 +164,31 @@ pub(crate) fn claim(
         }
         candidates.sort_unstable_by_key(|c| c.0);
         candidates.truncate(want);
+        // Each queue's share of the candidates is a run of consecutive index entries: take
+        // them out in one sweep per queue instead of one tree descent per task.
+        for (i, cursor) in cursors.iter_mut().enumerate() {
+            let mut mine = candidates.iter().filter(|c| c.1 == i).map(|c| c.0);
+            let Some(first) = mine.next() else {
+                continue;
+            };
+            let last = mine.last().unwrap_or(first);
+            let queue = cursor.0;
+            tx.ready.retain_in(
+                (queue, first.0, first.1)..=(queue, last.0, last.1),
+                |_, _| false,
+            )?;
+            tx.changed = true;
+            cursor.1 = Some(last);
+        }
         for (pos, cursor, id) in candidates {
-            if jobs.len() >= max || skipped >= SKIP_BUDGET {
-                break;
-            }
-            cursors[cursor].1 = Some(pos);
             let key = (cursors[cursor].0, pos.0, pos.1);
             match examine(tx, queue_map, judge, key, id)? {
                 Examined::Claimed(job) => jobs.push(job),
-                Examined::Skipped => skipped += 1,
+                Examined::Skipped => {
+                    // Left for another worker: back into the index where it was.
+                    tx.ready.insert(key, id)?;
+                    skipped += 1;
+                }
                 Examined::Removed => {}
             }
         }
@@ -190,7 +206,8 @@ enum Examined {
     Removed,
 }
 
-/// Claims, expires, parks or skips the ready task at `key`.
+/// Claims, expires, parks or skips the ready task at `key`, whose index entry the caller has
+/// already removed.
 fn examine(
     tx: &mut Tx<'_>,
     queue_map: &QueueMap,
@@ -199,11 +216,11 @@ fn examine(
     id: u64,
 ) -> Result<Examined, Error> {
     let Some(mut rec) = tx.get(id)? else {
-        // An index entry without a record cannot be run; drop the entry.
-        tx.ready.remove(key)?;
-        tx.changed = true;
+        // An index entry without a record cannot be run; it is dropped.
         return Ok(Examined::Removed);
     };
+    debug_assert_eq!(rec.slot, Slot::Ready { seq: key.2 });
+    rec.slot = Slot::None;
     if rec.expires_at_ms.is_some_and(|e| e <= tx.now) {
         tx.expire(id, &mut rec)?;
         return Ok(Examined::Removed);

@@ -152,6 +152,9 @@ pub(crate) struct Tx<'t> {
     /// is where its current state lives until it completes. Every change goes through `put`;
     /// the writer reloads it from the file when a commit fails.
     pub running_cache: IdMap<TaskRecord>,
+    /// Attempts completed in this transaction whose `running` entries are removed in one sweep
+    /// by `finish` (one pass over a small table instead of one tree descent per task).
+    running_done: Vec<(u64, u32)>,
 }
 
 impl<'t> Tx<'t> {
@@ -183,11 +186,22 @@ impl<'t> Tx<'t> {
             finalized: Vec::new(),
             changed: false,
             running_cache: IdMap::default(),
+            running_done: Vec::new(),
         })
     }
 
     /// Writes the counters and state counts; call once, before commit.
     pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        if !self.running_done.is_empty() {
+            let mut done = std::mem::take(&mut self.running_done);
+            done.sort_unstable();
+            let (first, last) = (done[0].0, done[done.len() - 1].0);
+            // Only the entry of the completed attempt goes: a task retried and claimed again
+            // in this same transaction has a newer attempt in its entry and keeps it.
+            self.running.retain_in(first..=last, |id, (attempt, _)| {
+                done.binary_search(&(id, attempt)).is_err()
+            })?;
+        }
         if self.counters_dirty {
             self.meta.insert(META_NEXT_ID, self.counters.next_id)?;
             self.meta.insert(META_NEXT_SEQ, self.counters.next_seq)?;
@@ -449,7 +463,7 @@ impl<'t> Tx<'t> {
             );
             return Ok(false);
         }
-        self.running.remove(c.id)?;
+        self.running_done.push((c.id, c.attempt));
         rec.started_at_ms = Some(c.started_at_ms);
         let (kind, message, disposition) = match &c.outcome {
             Outcome::Succeeded(output) => {
