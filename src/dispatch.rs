@@ -171,7 +171,7 @@ pub(crate) fn claim(
             let Some(first) = mine.next() else {
                 continue;
             };
-            let last = mine.last().unwrap_or(first);
+            let last = mine.next_back().unwrap_or(first);
             let queue = cursor.0;
             tx.ready.retain_in(
                 (queue, first.0, first.1)..=(queue, last.0, last.1),

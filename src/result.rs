@@ -116,10 +116,13 @@ fn decode_output<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, Error> {
 /// Threads blocked in `wait`, keyed by task id; the writer wakes them after each commit.
 #[derive(Default)]
 pub(crate) struct Waiters {
-    map: Mutex<HashMap<u64, Vec<(u64, Sender<()>)>>>,
+    map: Mutex<HashMap<u64, Vec<Waker>>>,
     count: AtomicUsize,
     next_token: AtomicU64,
 }
+
+/// A registration token and the channel that wakes it.
+type Waker = (u64, Sender<()>);
 
 /// One registered waiter.
 pub(crate) struct Registration {

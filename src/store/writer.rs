@@ -25,12 +25,15 @@ const MAX_GROUP: usize = 8_192;
 /// Most scheduled tasks promoted, or results pruned, per transaction.
 const MAINTENANCE_BATCH: usize = 5_000;
 
+/// Where the writer sends the answer to one request.
+pub(crate) type Reply<T> = Sender<Result<T, Error>>;
+
 /// A request to the writer.
 pub(crate) enum Command {
     /// Store new tasks; reply with their ids once durable.
     Enqueue {
         tasks: Vec<NewTask>,
-        reply: Sender<Result<Vec<u64>, Error>>,
+        reply: Reply<Vec<u64>>,
     },
     /// An attempt finished; `worker` frees one of its slots.
     Complete {
@@ -42,7 +45,7 @@ pub(crate) enum Command {
     /// A worker pool starts serving.
     Register {
         slots: WorkerSlots,
-        reply: Sender<Result<(), Error>>,
+        reply: Reply<()>,
     },
     /// A worker pool stops: no more claims for it.
     Unregister { worker: u64, reply: Sender<()> },
@@ -51,15 +54,12 @@ pub(crate) enum Command {
         queues: Vec<String>,
         names: HashSet<String>,
         max: usize,
-        reply: Sender<Result<Vec<Job>, Error>>,
+        reply: Reply<Vec<Job>>,
     },
     /// Declare, remove, pause or resume a periodic schedule; replies whether it changed.
-    Schedule {
-        op: ScheduleOp,
-        reply: Sender<Result<bool, Error>>,
-    },
+    Schedule { op: ScheduleOp, reply: Reply<bool> },
     /// Reply once everything sent before is committed.
-    Sync { reply: Sender<Result<(), Error>> },
+    Sync { reply: Reply<()> },
     /// The manual clock moved: re-check due times.
     Tick,
     /// Commit what is pending and exit.
@@ -85,10 +85,7 @@ impl WriterHandle {
     }
 
     /// Sends a command built around a fresh reply channel and waits for the reply.
-    pub(crate) fn request<T>(
-        &self,
-        build: impl FnOnce(Sender<Result<T, Error>>) -> Command,
-    ) -> Result<T, Error> {
+    pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(build(tx))?;
         rx.recv().map_err(|_| Error::Closed)?
@@ -108,11 +105,11 @@ impl WriterHandle {
 /// Replies and hand-offs that wait for the group's commit.
 #[derive(Default)]
 struct Staged {
-    enqueued: Vec<(Sender<Result<Vec<u64>, Error>>, Vec<u64>)>,
-    schedule_replies: Vec<(Sender<Result<bool, Error>>, Result<bool, Error>)>,
-    acks: Vec<Sender<Result<(), Error>>>,
+    enqueued: Vec<(Reply<Vec<u64>>, Vec<u64>)>,
+    schedule_replies: Vec<(Reply<bool>, Result<bool, Error>)>,
+    acks: Vec<Reply<()>>,
     unregistered: Vec<Sender<()>>,
-    claim_once: Vec<(Sender<Result<Vec<Job>, Error>>, Vec<Job>)>,
+    claim_once: Vec<(Reply<Vec<Job>>, Vec<Job>)>,
     claimed: Vec<(u64, Vec<Job>)>,
     completions: Vec<Completion>,
     finalized: Vec<u64>,

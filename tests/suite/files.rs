@@ -252,6 +252,9 @@ fn open_damaged(path: &Path) -> Result<Spool, Error> {
     })
 }
 
+/// A way of damaging a file's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 /// Each damage below is one redb detects when the file is opened (header checks, layout
 /// checks, page-type checks, allocator-state checks). Damage confined to a page that is not
 /// in use (a free page) is not detected by redb and would not lose data, so it is not
@@ -263,7 +266,7 @@ fn damaged_files_are_refused_with_a_bad_file_error() {
     make_queue_file(&path);
     let original = bytes(&path);
     let len = original.len();
-    let damages: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let damages: Vec<(&str, Damage)> = vec![
         (
             "magic number overwritten",
             Box::new(|b: &mut Vec<u8>| b[..4].copy_from_slice(b"XXXX")),
