@@ -12,8 +12,9 @@ use crossbeam_channel::Sender;
 use redb::ReadableTable;
 
 use crate::error::Error;
+use crate::store::catalog::Catalog;
 use crate::store::record::{Origin, Slot};
-use crate::store::transitions::{QueueMap, Tx};
+use crate::store::transitions::Tx;
 
 /// One attempt handed to a worker thread.
 #[derive(Debug)]
@@ -26,17 +27,6 @@ pub(crate) struct Job {
     pub max_retries: u32,
     pub enqueued_at_ms: u64,
     pub origin: Option<Origin>,
-}
-
-/// What a claimer does with a ready task, given its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// This claimer runs it.
-    Run,
-    /// No live worker knows the name: park it until one registers it.
-    Park,
-    /// Another live worker knows the name: leave it for that worker.
-    Skip,
 }
 
 /// A live worker pool as the writer sees it.
@@ -103,59 +93,39 @@ impl WorkerSlots {
     }
 }
 
-/// The verdict for `name` when `claimer` asks, given every live worker's names.
-pub(crate) fn verdict<'a>(
-    name: &str,
-    claimer: &HashSet<String>,
-    others: impl IntoIterator<Item = &'a HashSet<String>>,
-) -> Verdict {
-    if claimer.contains(name) {
-        Verdict::Run
-    } else if others.into_iter().any(|n| n.contains(name)) {
-        Verdict::Skip
-    } else {
-        Verdict::Park
-    }
-}
-
-/// Skipped entries examined per claim before giving up (bounds the work a worker that shares
-/// a queue with pools of other task types can cause).
-const SKIP_BUDGET: usize = 1_000;
-
-/// Claims up to `max` ready tasks from `queues`, highest priority first and FIFO within a
-/// priority, across all the queues. Expired tasks found on the way end `Expired`; tasks nobody
-/// knows are parked.
+/// Claims up to `max` ready tasks that have one of `names` from `queues`: highest priority
+/// first, FIFO within a priority, across all of them. Expired tasks met on the way end
+/// `Expired`. Tasks of other names are never looked at: they sit under other keys.
 pub(crate) fn claim(
     tx: &mut Tx<'_>,
-    queue_map: &QueueMap,
+    catalog: &Catalog,
     queues: &[String],
+    names: &HashSet<String>,
     max: usize,
-    judge: &dyn Fn(&str) -> Verdict,
 ) -> Result<Vec<Job>, Error> {
-    let mut jobs = Vec::new();
-    // Per queue: (queue id, exclusive lower bound on (inverted priority, seq) after skips).
-    let mut cursors: Vec<(u32, Option<(u8, u64)>)> = queues
+    let pairs: Vec<(u32, u32)> = queues
         .iter()
-        .filter_map(|q| queue_map.id(q))
-        .map(|id| (id, None))
+        .filter_map(|q| catalog.queues.id(q))
+        .flat_map(|q| {
+            names
+                .iter()
+                .filter_map(|n| catalog.names.id(n))
+                .map(move |n| (q, n))
+        })
         .collect();
-    let mut skipped = 0;
-    while jobs.len() < max && skipped < SKIP_BUDGET {
-        // The next `want` tasks in dispatch order are among the first `want` of each queue.
+    let mut jobs = Vec::new();
+    while jobs.len() < max {
+        // The next `want` tasks in dispatch order are among the first `want` of each pair.
         let want = max - jobs.len();
         let mut candidates: Vec<((u8, u64), usize, u64)> = Vec::new();
-        for (i, &(queue, after)) in cursors.iter().enumerate() {
-            let from = match after {
-                None => (queue, 0, 0),
-                Some((p, s)) => (queue, p, s.saturating_add(1)),
-            };
+        for (i, &(q, n)) in pairs.iter().enumerate() {
             for entry in tx
                 .ready
-                .range(from..=(queue, u8::MAX, u64::MAX))?
+                .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
                 .take(want)
             {
                 let (key, id) = entry?;
-                let (_, inv, seq) = key.value();
+                let (_, _, inv, seq) = key.value();
                 candidates.push(((inv, seq), i, id.value()));
             }
         }
@@ -164,90 +134,51 @@ pub(crate) fn claim(
         }
         candidates.sort_unstable_by_key(|c| c.0);
         candidates.truncate(want);
-        // Each queue's share of the candidates is a run of consecutive index entries: take
-        // them out in one sweep per queue instead of one tree descent per task.
-        for (i, cursor) in cursors.iter_mut().enumerate() {
+        // Each pair's share of the candidates is a run of consecutive index entries: take
+        // them out in one sweep per pair instead of one tree descent per task.
+        for (i, &(q, n)) in pairs.iter().enumerate() {
             let mut mine = candidates.iter().filter(|c| c.1 == i).map(|c| c.0);
             let Some(first) = mine.next() else {
                 continue;
             };
             let last = mine.next_back().unwrap_or(first);
-            let queue = cursor.0;
-            tx.ready.retain_in(
-                (queue, first.0, first.1)..=(queue, last.0, last.1),
-                |_, _| false,
-            )?;
+            tx.ready
+                .retain_in((q, n, first.0, first.1)..=(q, n, last.0, last.1), |_, _| {
+                    false
+                })?;
             tx.changed = true;
-            cursor.1 = Some(last);
         }
-        for (pos, cursor, id) in candidates {
-            let key = (cursors[cursor].0, pos.0, pos.1);
-            match examine(tx, queue_map, judge, key, id)? {
-                Examined::Claimed(job) => jobs.push(job),
-                Examined::Skipped => {
-                    // Left for another worker: back into the index where it was.
-                    tx.ready.insert(key, id)?;
-                    skipped += 1;
-                }
-                Examined::Removed => {}
+        for (pos, _, id) in candidates {
+            if let Some(job) = examine(tx, catalog, pos.1, id)? {
+                jobs.push(job);
             }
         }
     }
     Ok(jobs)
 }
 
-/// What happened to one ready task examined by a claim.
-enum Examined {
-    /// Handed to the claimer.
-    Claimed(Job),
-    /// Left for another worker.
-    Skipped,
-    /// Expired, parked, or a dangling index entry removed.
-    Removed,
-}
-
-/// Claims, expires, parks or skips the ready task at `key`, whose index entry the caller has
-/// already removed.
-fn examine(
-    tx: &mut Tx<'_>,
-    queue_map: &QueueMap,
-    judge: &dyn Fn(&str) -> Verdict,
-    key: (u32, u8, u64),
-    id: u64,
-) -> Result<Examined, Error> {
+/// Starts the ready task `id` (index entry at `seq`, already removed by the caller), or ends
+/// it `Expired` if its expiry has passed.
+fn examine(tx: &mut Tx<'_>, catalog: &Catalog, seq: u64, id: u64) -> Result<Option<Job>, Error> {
     let Some(mut rec) = tx.get(id)? else {
         // An index entry without a record cannot be run; it is dropped.
-        return Ok(Examined::Removed);
+        return Ok(None);
     };
-    debug_assert_eq!(rec.slot, Slot::Ready { seq: key.2 });
+    debug_assert_eq!(rec.slot, Slot::Ready { seq });
     rec.slot = Slot::None;
     if rec.expires_at_ms.is_some_and(|e| e <= tx.now) {
         tx.expire(id, &mut rec)?;
-        return Ok(Examined::Removed);
+        return Ok(None);
     }
-    Ok(match judge(&rec.name) {
-        Verdict::Run => {
-            let payload = tx.start(id, &mut rec)?;
-            Examined::Claimed(Job {
-                id,
-                attempt: rec.attempts,
-                queue: queue_map.name(rec.queue),
-                name: rec.name,
-                payload,
-                max_retries: rec.max_retries,
-                enqueued_at_ms: rec.enqueued_at_ms,
-                origin: rec.origin,
-            })
-        }
-        Verdict::Park => {
-            tracing::warn!(
-                id,
-                name = %rec.name,
-                "no worker has registered this task name; parking it until one does"
-            );
-            tx.park(id, &mut rec)?;
-            Examined::Removed
-        }
-        Verdict::Skip => Examined::Skipped,
-    })
+    let payload = tx.start(id, &mut rec)?;
+    Ok(Some(Job {
+        id,
+        attempt: rec.attempts,
+        queue: catalog.queues.name(rec.queue),
+        name: rec.name,
+        payload,
+        max_retries: rec.max_retries,
+        enqueued_at_ms: rec.enqueued_at_ms,
+        origin: rec.origin,
+    }))
 }

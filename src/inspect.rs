@@ -9,9 +9,10 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableErro
 use crate::clock::to_system_time;
 use crate::codec;
 use crate::error::{Error, Failure};
+use crate::pool::LiveWorkers;
 use crate::schedule::{ScheduleInfo, ScheduleRecord};
 use crate::state::{AttemptError, TaskState};
-use crate::store::record::{Slot, TaskRecord};
+use crate::store::record::TaskRecord;
 use crate::store::schema::*;
 use crate::task::TaskId;
 
@@ -122,12 +123,13 @@ fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
 }
 
 /// The status of one task.
-pub(crate) fn status(db: &Database, id: TaskId) -> Result<TaskStatus, Error> {
+pub(crate) fn status(db: &Database, id: TaskId, live: &LiveWorkers) -> Result<TaskStatus, Error> {
     let read = db.begin_read()?;
     let rec = record(&read, id)?;
     let queue = queue_names(&read)?
         .remove(&rec.queue)
         .unwrap_or_else(|| format!("#{}", rec.queue));
+    let unregistered = rec.state == TaskState::Ready && live.is_unregistered(&queue, &rec.name);
     Ok(TaskStatus {
         id,
         queue,
@@ -140,7 +142,7 @@ pub(crate) fn status(db: &Database, id: TaskId) -> Result<TaskStatus, Error> {
         started_at: rec.started_at_ms.map(to_system_time),
         finished_at: rec.finished_at_ms.map(to_system_time),
         expires_at: rec.expires_at_ms.map(to_system_time),
-        unregistered: matches!(rec.slot, Slot::Parked { .. }),
+        unregistered,
         errors: rec.errors,
         name: rec.name,
         fire_time: rec.origin.as_ref().map(|o| to_system_time(o.fire_at_ms)),
@@ -190,7 +192,7 @@ pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>,
 }
 
 /// Counts per queue and state, plus the names waiting for a worker.
-pub(crate) fn stats(db: &Database) -> Result<Stats, Error> {
+pub(crate) fn stats(db: &Database, live: &LiveWorkers) -> Result<Stats, Error> {
     let read = db.begin_read()?;
     let names = queue_names(&read)?;
     let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = names
@@ -214,18 +216,47 @@ pub(crate) fn stats(db: &Database) -> Result<Stats, Error> {
         })
         .collect();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut unregistered: Vec<(String, u64)> = Vec::new();
-    let parked = read.open_table(PARKED)?;
-    for entry in parked.iter()? {
-        let (key, _) = entry?;
-        let name = key.value().0;
-        match unregistered.last_mut() {
-            Some((last, n)) if last == name => *n += 1,
-            _ => unregistered.push((name.to_string(), 1)),
-        }
-    }
+    let unregistered = unregistered(&read, &names, live)?;
     Ok(Stats {
         queues,
         unregistered,
     })
+}
+
+/// Due tasks, by name, that sit on a queue some pool serves but whose name none of those
+/// pools knows.
+fn unregistered(
+    read: &ReadTransaction,
+    queue_names: &HashMap<u32, String>,
+    live: &LiveWorkers,
+) -> Result<Vec<(String, u64)>, Error> {
+    let served = live.served_queues();
+    let task_names = match read.open_table(NAMES) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let ready = read.open_table(READY)?;
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for (&q, queue) in queue_names.iter().filter(|(_, q)| served.contains(*q)) {
+        for entry in task_names.iter()? {
+            let (name, n) = entry?;
+            let (name, n) = (name.value(), n.value());
+            if !live.is_unregistered(queue, name) {
+                continue;
+            }
+            let count = ready
+                .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
+                .count() as u64;
+            if count == 0 {
+                continue;
+            }
+            match out.iter_mut().find(|(existing, _)| existing == name) {
+                Some((_, total)) => *total += count,
+                None => out.push((name.to_string(), count)),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }

@@ -32,6 +32,51 @@ const DRAIN_BATCH: usize = 32;
 
 static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The running pools of a spool, as readers see them: which queues each serves and which task
+/// names it knows. A due task is *unregistered* when some pool serves its queue and none of
+/// those pools knows its name.
+#[derive(Default)]
+pub(crate) struct LiveWorkers {
+    pools: std::sync::RwLock<Vec<LivePool>>,
+}
+
+/// A running pool's id, queues and task names.
+type LivePool = (u64, Vec<String>, HashSet<String>);
+
+impl LiveWorkers {
+    fn add(&self, id: u64, queues: Vec<String>, names: HashSet<String>) {
+        self.pools
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, queues, names));
+    }
+
+    fn remove(&self, id: u64) {
+        self.pools
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|p| p.0 != id);
+    }
+
+    /// Whether a pool serves `queue` and none of the pools serving it knows `name`.
+    pub(crate) fn is_unregistered(&self, queue: &str, name: &str) -> bool {
+        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
+        let mut serving = pools.iter().filter(|p| p.1.iter().any(|q| q == queue));
+        let mut any = false;
+        let known = serving.any(|p| {
+            any = true;
+            p.2.contains(name)
+        });
+        any && !known
+    }
+
+    /// The queues at least one pool serves.
+    pub(crate) fn served_queues(&self) -> HashSet<String> {
+        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
+        pools.iter().flat_map(|p| p.1.iter().cloned()).collect()
+    }
+}
+
 /// Configures a worker pool: how many threads, which queues, which task types.
 ///
 /// ```
@@ -184,17 +229,17 @@ impl WorkerBuilder {
             threads.push(handle);
         }
         drop(done_tx);
-        let slots = WorkerSlots::new(
-            id,
-            queues,
-            registry.names().into_iter().collect(),
-            self.concurrency,
-            self.prefetch,
-            jobs_tx,
-        );
-        self.spool
+        let names: HashSet<String> = registry.names().into_iter().collect();
+        self.spool.live().add(id, queues.clone(), names.clone());
+        let slots = WorkerSlots::new(id, queues, names, self.concurrency, self.prefetch, jobs_tx);
+        if let Err(e) = self
+            .spool
             .writer()
-            .request(|reply| Command::Register { slots, reply })?;
+            .request(|reply| Command::Register { slots, reply })
+        {
+            self.spool.live().remove(id);
+            return Err(e);
+        }
         Ok(Worker {
             running: Mutex::new(Some(Running {
                 id,
@@ -319,6 +364,7 @@ impl Worker {
             return Ok(());
         };
         running.stopping.store(true, Ordering::SeqCst);
+        self.spool.live().remove(running.id);
         // The writer drops our job channel: threads finish what they hold and exit.
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self

@@ -10,7 +10,7 @@ use crate::clock::{Clock, ManualClock, duration_ms};
 use crate::error::Error;
 use crate::inspect::{self, Stats, TaskStatus};
 use crate::options::Options;
-use crate::pool::WorkerBuilder;
+use crate::pool::{LiveWorkers, WorkerBuilder};
 use crate::result::{TaskHandle, Waiters};
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
 use crate::store::inflight::Inflight;
@@ -38,6 +38,7 @@ struct Inner {
     clock: Clock,
     waiters: Arc<Waiters>,
     inflight: Arc<Inflight>,
+    live: LiveWorkers,
     path: PathBuf,
     /// Keeps a temporary spool's directory alive; removed after the database is closed.
     _temp_dir: Option<tempfile::TempDir>,
@@ -155,7 +156,7 @@ impl SpoolBuilder {
                 result_ttl_ms: ttl_ms,
             },
             opened.counters,
-            opened.queues,
+            opened.catalog,
             waiters.clone(),
         )?;
         Ok(Spool {
@@ -165,6 +166,7 @@ impl SpoolBuilder {
                 clock: self.clock,
                 waiters,
                 inflight: Arc::new(opened.inflight),
+                live: LiveWorkers::default(),
                 path,
                 _temp_dir: temp,
             }),
@@ -289,7 +291,7 @@ impl Spool {
     /// `NotFound` for an id never enqueued here or already pruned — never a made-up
     /// "pending"; `Storage` on a read failure.
     pub fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
-        inspect::status(&self.inner.db, id)
+        inspect::status(&self.inner.db, id, &self.inner.live)
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.
@@ -297,7 +299,7 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
-        inspect::stats(&self.inner.db)
+        inspect::stats(&self.inner.db, &self.inner.live)
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
@@ -409,5 +411,9 @@ impl Spool {
 
     pub(crate) fn inflight(&self) -> &Arc<Inflight> {
         &self.inner.inflight
+    }
+
+    pub(crate) fn live(&self) -> &LiveWorkers {
+        &self.inner.live
     }
 }

@@ -77,35 +77,36 @@ fn io(e: std::io::Error) -> Error {
 }
 
 impl Inflight {
-    /// Reads what the previous owner left, then starts an empty journal. Call only while
-    /// holding the queue file's lock.
-    pub(crate) fn open(queue: &Path) -> Result<(Inflight, Started), Error> {
-        let path = path_for(queue);
-        let started = match File::open(&path) {
+    /// Reads what the previous owner left. Call only while holding the queue file's lock,
+    /// and start the new journal with [`create`](Self::create) only after recovery has
+    /// committed: until then the old entries are the only record of which attempts started.
+    pub(crate) fn read_started(queue: &Path) -> Result<Started, Error> {
+        match File::open(path_for(queue)) {
             Ok(mut f) => {
                 let mut bytes = Vec::new();
                 f.read_to_end(&mut bytes).map_err(io)?;
-                parse(&bytes)
+                Ok(parse(&bytes))
             }
-            Err(_) => Started::Unknown,
-        };
+            Err(_) => Ok(Started::Unknown),
+        }
+    }
+
+    /// Starts an empty journal for this process.
+    pub(crate) fn create(queue: &Path) -> Result<Inflight, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
+            .open(path_for(queue))
             .map_err(io)?;
         let mut header = [0u8; HEADER as usize];
         header[..8].copy_from_slice(MAGIC);
         file.write_all_at(&header, 0).map_err(io)?;
-        Ok((
-            Inflight {
-                file,
-                free: Mutex::new(FreeSlots::default()),
-            },
-            started,
-        ))
+        Ok(Inflight {
+            file,
+            free: Mutex::new(FreeSlots::default()),
+        })
     }
 
     /// A slot for one thread; give it back with [`release`](Self::release).
@@ -162,11 +163,11 @@ mod tests {
     fn marks_survive_reopen_and_torn_entries_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let queue = dir.path().join("q.redb");
-        let (journal, started) = Inflight::open(&queue).unwrap();
         assert!(
-            matches!(started, Started::Unknown),
+            matches!(Inflight::read_started(&queue).unwrap(), Started::Unknown),
             "no journal before the first open"
         );
+        let journal = Inflight::create(&queue).unwrap();
         let a = journal.acquire();
         let b = journal.acquire();
         journal.mark(a, 7, 1);
@@ -183,7 +184,7 @@ mod tests {
             HEADER + 2 * SLOT,
         )
         .unwrap();
-        let (_journal, started) = Inflight::open(&queue).unwrap();
+        let started = Inflight::read_started(&queue).unwrap();
         assert!(started.contains(8, 2));
         assert!(started.contains(9, 3));
         assert!(
@@ -191,8 +192,9 @@ mod tests {
             "overwritten by the slot's next start"
         );
         assert!(!started.contains(1, 1), "torn entry ignored");
-        // The journal was reset for the new owner.
-        let (_journal, started) = Inflight::open(&queue).unwrap();
-        assert!(!started.contains(8, 2));
+        // Reading leaves it as it was; creating resets it for the new owner.
+        assert!(Inflight::read_started(&queue).unwrap().contains(8, 2));
+        let _journal = Inflight::create(&queue).unwrap();
+        assert!(!Inflight::read_started(&queue).unwrap().contains(8, 2));
     }
 }

@@ -2,6 +2,7 @@
 //! and the writer thread that owns them. Opening a file validates its format and recovers
 //! the attempts a dead process left running.
 
+pub(crate) mod catalog;
 pub(crate) mod inflight;
 pub(crate) mod record;
 pub(crate) mod schedules;
@@ -15,14 +16,15 @@ use std::path::Path;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableError};
 
 use crate::error::Error;
+use catalog::Catalog;
 use schema::*;
-use transitions::{Counters, QueueMap, Tx};
+use transitions::{Counters, Tx};
 
 /// A database ready for the writer: format checked, orphans requeued.
 pub(crate) struct Opened {
     pub db: Database,
     pub counters: Counters,
-    pub queues: QueueMap,
+    pub catalog: Catalog,
     pub inflight: inflight::Inflight,
 }
 
@@ -40,7 +42,7 @@ pub(crate) fn open(
     let db = open_database(path, cache_bytes)?;
     let fresh = check_format(&db, path)?;
     // Only after the lock is ours and the file is known to be a queue.
-    let (inflight, started) = inflight::Inflight::open(path)?;
+    let started = inflight::Inflight::read_started(path)?;
     let txn = db.begin_write()?;
     let counters;
     let (lost, unstarted);
@@ -66,8 +68,10 @@ pub(crate) fn open(
         tx.finish()?;
         counters = tx.counters;
     }
-    let queues = QueueMap::load(&txn)?;
+    let catalog = Catalog::load(&txn)?;
     txn.commit()?;
+    // The old journal is reset only now that recovery is durable.
+    let inflight = inflight::Inflight::create(path)?;
     if lost + unstarted > 0 {
         tracing::warn!(
             started = lost,
@@ -78,7 +82,7 @@ pub(crate) fn open(
     Ok(Opened {
         db,
         counters,
-        queues,
+        catalog,
         inflight,
     })
 }
@@ -229,12 +233,12 @@ mod tests {
         let path = dir.path().join("q.redb");
         let opened = open(&path, 1_000, None, 1 << 20).unwrap();
         let txn = opened.db.begin_write().unwrap();
-        let mut queues = opened.queues.clone();
+        let mut catalog = opened.catalog.clone();
         {
             let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
-            let q = tx.queue_id("default", &mut queues).unwrap();
+            let ids = tx.intern("default", "t", &mut catalog).unwrap();
             for _ in 0..3 {
-                let id = tx.insert(new_task(0), q).unwrap();
+                let id = tx.insert(new_task(0), ids).unwrap();
                 let mut rec = tx.get(id).unwrap().unwrap();
                 tx.start(id, &mut rec).unwrap();
             }
@@ -271,11 +275,11 @@ mod tests {
         let path = dir.path().join("q.redb");
         let opened = open(&path, 1_000, None, 1 << 20).unwrap();
         let txn = opened.db.begin_write().unwrap();
-        let mut queues = opened.queues.clone();
+        let mut catalog = opened.catalog.clone();
         {
             let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
-            let q = tx.queue_id("default", &mut queues).unwrap();
-            let id = tx.insert(new_task(3), q).unwrap();
+            let ids = tx.intern("default", "t", &mut catalog).unwrap();
+            let id = tx.insert(new_task(3), ids).unwrap();
             let mut rec = tx.get(id).unwrap().unwrap();
             tx.start(id, &mut rec).unwrap();
             tx.finish().unwrap();

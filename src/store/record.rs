@@ -10,18 +10,18 @@ use crate::state::{AttemptError, TaskState};
 pub(crate) enum Slot {
     /// In no index: running or final.
     None,
-    /// `ready[(queue, 9 - priority, seq)]`.
+    /// `ready[(queue, name, 9 - priority, seq)]`.
     Ready { seq: u64 },
     /// `scheduled[(at_ms, seq)]`.
     Scheduled { at_ms: u64, seq: u64 },
-    /// `parked[(name, seq)]`: due, but no live worker knows its name.
-    Parked { seq: u64 },
 }
 
 /// Everything about a task but its arguments and result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskRecord {
     pub name: String,
+    /// The interned id of `name` (the ready index is keyed by it).
+    pub name_id: u32,
     pub queue: u32,
     pub priority: u8,
     pub state: TaskState,
@@ -53,9 +53,10 @@ pub(crate) struct Origin {
 
 impl TaskRecord {
     /// The ready-index key for this task at sequence `seq`.
-    pub fn ready_key(&self, seq: u64) -> (u32, u8, u64) {
+    pub fn ready_key(&self, seq: u64) -> (u32, u32, u8, u64) {
         (
             self.queue,
+            self.name_id,
             crate::options::MAX_PRIORITY - self.priority,
             seq,
         )

@@ -8,8 +8,9 @@ use redb::ReadableTable;
 use crate::codec;
 use crate::error::Error;
 use crate::schedule::{ScheduleDef, ScheduleRecord, due_fires};
+use crate::store::catalog::Catalog;
 use crate::store::record::Origin;
-use crate::store::transitions::{NewTask, QueueMap, Tx};
+use crate::store::transitions::{NewTask, Tx};
 
 /// A change to the set of schedules.
 #[derive(Debug)]
@@ -123,7 +124,7 @@ impl Tx<'_> {
     pub(crate) fn fire_schedules(
         &mut self,
         limit: usize,
-        queues: &mut QueueMap,
+        catalog: &mut Catalog,
     ) -> Result<bool, Error> {
         let due: Vec<(u64, String)> = self
             .schedule_due
@@ -144,7 +145,7 @@ impl Tx<'_> {
                 continue;
             }
             let fires = due_fires(&old.def.kind, old.def.misfire, at, self.now);
-            let queue = self.queue_id(&old.def.template.queue, queues)?;
+            let ids = self.intern(&old.def.template.queue, &old.def.task_name, catalog)?;
             let opts = Arc::new(old.def.template.resolve_at(self.now));
             let task_name: Arc<str> = Arc::from(old.def.task_name.as_str());
             for &fire_at_ms in &fires.run {
@@ -159,7 +160,7 @@ impl Tx<'_> {
                             fire_at_ms,
                         }),
                     },
-                    queue,
+                    ids,
                 )?;
             }
             if fires.run.is_empty() {

@@ -27,8 +27,13 @@ pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("task
 /// `task id → JSON arguments`, written once at enqueue.
 pub(crate) const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.payloads");
 
-/// `(queue id, 9 - priority, seq) → task id`: due tasks in dispatch order.
-pub(crate) const READY: TableDefinition<(u32, u8, u64), u64> =
+/// `task name → name id`, assigned on first use.
+pub(crate) const NAMES: TableDefinition<&str, u32> = TableDefinition::new("taskspool.names");
+
+/// `(queue id, name id, 9 - priority, seq) → task id`: due tasks in dispatch order per queue
+/// and task name. A worker merges the heads of the (queue, name) pairs it serves, so it never
+/// wades through tasks it cannot run, and tasks no worker knows simply stay where they are.
+pub(crate) const READY: TableDefinition<(u32, u32, u8, u64), u64> =
     TableDefinition::new("taskspool.ready");
 
 /// `(due at ms, seq) → task id`: delayed and retrying tasks. The first key is the writer's
@@ -41,10 +46,6 @@ pub(crate) const SCHEDULED: TableDefinition<(u64, u64), u64> =
 /// truth about a running task, and whatever is here at open is an orphan.
 pub(crate) const RUNNING: TableDefinition<u64, (u32, u64)> =
     TableDefinition::new("taskspool.running");
-
-/// `(task name, seq) → task id`: due tasks whose name no live worker has registered.
-pub(crate) const PARKED: TableDefinition<(&str, u64), u64> =
-    TableDefinition::new("taskspool.parked");
 
 /// `(prune at ms, task id) → ()`: when each finished task is removed.
 pub(crate) const RESULT_EXPIRY: TableDefinition<(u64, u64), ()> =

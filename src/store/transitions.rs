@@ -13,6 +13,7 @@ use crate::codec;
 use crate::error::Error;
 use crate::options::Resolved;
 use crate::state::{AttemptError, AttemptErrorKind, TaskState};
+use crate::store::catalog::Catalog;
 use crate::store::record::{Origin, Slot, TaskRecord};
 use crate::store::schema::*;
 use crate::task::{Disposition, Outcome};
@@ -86,41 +87,6 @@ pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, 
     Ok(map)
 }
 
-/// Queue names and ids, cached by the writer.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct QueueMap {
-    by_name: HashMap<String, u32>,
-    names: HashMap<u32, Arc<str>>,
-}
-
-impl QueueMap {
-    pub(crate) fn load(txn: &WriteTransaction) -> Result<QueueMap, Error> {
-        let table = txn.open_table(QUEUES)?;
-        let mut map = QueueMap::default();
-        for entry in table.iter()? {
-            let (name, id) = entry?;
-            map.insert(name.value().to_string(), id.value());
-        }
-        Ok(map)
-    }
-
-    fn insert(&mut self, name: String, id: u32) {
-        self.names.insert(id, Arc::from(name.as_str()));
-        self.by_name.insert(name, id);
-    }
-
-    pub(crate) fn id(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied()
-    }
-
-    pub(crate) fn name(&self, id: u32) -> Arc<str> {
-        self.names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| Arc::from("?"))
-    }
-}
-
 /// One write transaction's open tables plus the bookkeeping that is flushed at its end.
 pub(crate) struct Tx<'t> {
     pub now: u64,
@@ -129,12 +95,12 @@ pub(crate) struct Tx<'t> {
     counters_dirty: bool,
     pub(crate) meta: Table<'t, &'static str, u64>,
     pub(crate) queues_table: Table<'t, &'static str, u32>,
+    pub(crate) names_table: Table<'t, &'static str, u32>,
     pub(crate) tasks: Table<'t, u64, &'static [u8]>,
     pub(crate) payloads: Table<'t, u64, &'static [u8]>,
-    pub(crate) ready: Table<'t, (u32, u8, u64), u64>,
+    pub(crate) ready: Table<'t, (u32, u32, u8, u64), u64>,
     pub(crate) scheduled: Table<'t, (u64, u64), u64>,
     pub(crate) running: Table<'t, u64, (u32, u64)>,
-    pub(crate) parked: Table<'t, (&'static str, u64), u64>,
     pub(crate) result_expiry: Table<'t, (u64, u64), ()>,
     pub(crate) counts: Table<'t, (u32, u8), u64>,
     pub(crate) schedules: Table<'t, &'static str, &'static [u8]>,
@@ -171,12 +137,12 @@ impl<'t> Tx<'t> {
             counters_dirty: false,
             meta: txn.open_table(META)?,
             queues_table: txn.open_table(QUEUES)?,
+            names_table: txn.open_table(NAMES)?,
             tasks: txn.open_table(TASKS)?,
             payloads: txn.open_table(PAYLOADS)?,
             ready: txn.open_table(READY)?,
             scheduled: txn.open_table(SCHEDULED)?,
             running: txn.open_table(RUNNING)?,
-            parked: txn.open_table(PARKED)?,
             result_expiry: txn.open_table(RESULT_EXPIRY)?,
             counts: txn.open_table(COUNTS)?,
             schedules: txn.open_table(SCHEDULES)?,
@@ -242,16 +208,20 @@ impl<'t> Tx<'t> {
         seq
     }
 
-    /// The id of a queue, creating it on first use.
-    pub(crate) fn queue_id(&mut self, name: &str, map: &mut QueueMap) -> Result<u32, Error> {
-        if let Some(id) = map.id(name) {
-            return Ok(id);
+    /// The ids of a queue and a task name, creating them on first use.
+    pub(crate) fn intern(
+        &mut self,
+        queue: &str,
+        name: &str,
+        catalog: &mut Catalog,
+    ) -> Result<(u32, u32), Error> {
+        let before = (catalog.queues.id(queue), catalog.names.id(name));
+        let q = catalog.queues.intern(queue, &mut self.queues_table)?;
+        let n = catalog.names.intern(name, &mut self.names_table)?;
+        if before != (Some(q), Some(n)) {
+            self.changed = true;
         }
-        let id = map.names.keys().max().map_or(1, |m| m + 1);
-        self.queues_table.insert(name, id)?;
-        map.insert(name.to_string(), id);
-        self.changed = true;
-        Ok(id)
+        Ok((q, n))
     }
 
     pub(crate) fn get(&self, id: u64) -> Result<Option<TaskRecord>, Error> {
@@ -304,9 +274,6 @@ impl<'t> Tx<'t> {
             Slot::Scheduled { at_ms, seq } => {
                 self.scheduled.remove((at_ms, seq))?;
             }
-            Slot::Parked { seq } => {
-                self.parked.remove((rec.name.as_str(), seq))?;
-            }
         }
         rec.slot = Slot::None;
         Ok(())
@@ -330,14 +297,16 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Stores a new task; returns its id.
-    pub(crate) fn insert(&mut self, new: NewTask, queue: u32) -> Result<u64, Error> {
+    /// Stores a new task on the interned queue and name `ids`; returns its id.
+    pub(crate) fn insert(&mut self, new: NewTask, ids: (u32, u32)) -> Result<u64, Error> {
+        let (queue, name_id) = ids;
         let id = self.counters.next_id;
         self.counters.next_id += 1;
         self.counters_dirty = true;
         let due = new.opts.due_ms;
         let mut rec = TaskRecord {
             name: new.name.to_string(),
+            name_id,
             queue,
             priority: new.opts.priority,
             state: TaskState::Ready,
@@ -383,32 +352,6 @@ impl<'t> Tx<'t> {
             .map(|p| p.value().to_vec())
             .unwrap_or_default();
         Ok(payload)
-    }
-
-    /// Moves a due task whose name no live worker knows out of the ready index, until a worker
-    /// registers the name.
-    pub(crate) fn park(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
-        self.unslot(rec)?;
-        let seq = self.next_seq();
-        self.parked.insert((rec.name.as_str(), seq), id)?;
-        rec.slot = Slot::Parked { seq };
-        self.put(id, rec)
-    }
-
-    /// Returns every parked task with this name to the ready index, in their original order.
-    pub(crate) fn unpark(&mut self, name: &str) -> Result<usize, Error> {
-        let ids: Vec<u64> = self
-            .parked
-            .range((name, 0)..=(name, u64::MAX))?
-            .map(|e| e.map(|(_, v)| v.value()))
-            .collect::<Result<_, _>>()?;
-        for &id in &ids {
-            if let Some(mut rec) = self.get(id)? {
-                self.make_ready(id, &mut rec)?;
-                self.put(id, &rec)?;
-            }
-        }
-        Ok(ids.len())
     }
 
     /// Ends a task in a final state: records the time and schedules its pruning (which also

@@ -14,11 +14,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::Database;
 
 use crate::clock::Clock;
-use crate::dispatch::{self, Job, Verdict, WorkerSlots};
+use crate::dispatch::{self, Job, WorkerSlots};
 use crate::error::Error;
 use crate::result::Waiters;
+use crate::store::catalog::Catalog;
 use crate::store::schedules::ScheduleOp;
-use crate::store::transitions::{Completion, Counters, NewTask, QueueMap, Tx, load_running};
+use crate::store::transitions::{Completion, Counters, NewTask, Tx, load_running};
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;
@@ -122,7 +123,7 @@ pub(crate) struct Writer {
     rx: Receiver<Command>,
     config: WriterConfig,
     counters: Counters,
-    queues: QueueMap,
+    catalog: Catalog,
     workers: Vec<WorkerSlots>,
     waiters: Arc<Waiters>,
     next_wake: Option<u64>,
@@ -141,7 +142,7 @@ impl Writer {
         db: Arc<Database>,
         config: WriterConfig,
         counters: Counters,
-        queues: QueueMap,
+        catalog: Catalog,
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -154,7 +155,7 @@ impl Writer {
             rx,
             config,
             counters,
-            queues,
+            catalog,
             workers: Vec::new(),
             waiters,
             next_wake: None,
@@ -280,22 +281,13 @@ impl Writer {
                 }
                 return Err(e);
             }
-            staged.more |= tx.fire_schedules(MAINTENANCE_BATCH, &mut self.queues)?;
+            staged.more |= tx.fire_schedules(MAINTENANCE_BATCH, &mut self.catalog)?;
             staged.more |= tx.promote_due(MAINTENANCE_BATCH)?;
             staged.more |= tx.expire_due(MAINTENANCE_BATCH)?;
             staged.more |= tx.prune(MAINTENANCE_BATCH)?;
             self.claim_for_workers(&mut tx, staged)?;
             for (queues, names, max, reply) in claim_once {
-                let jobs = names
-                    .iter()
-                    .try_for_each(|name| tx.unpark(name).map(drop))
-                    .and_then(|()| {
-                        let workers = &self.workers;
-                        let judge = |name: &str| {
-                            dispatch::verdict(name, &names, workers.iter().map(|w| &w.names))
-                        };
-                        dispatch::claim(&mut tx, &self.queues, &queues, max, &judge)
-                    });
+                let jobs = dispatch::claim(&mut tx, &self.catalog, &queues, &names, max);
                 match jobs {
                     Ok(jobs) => staged.claim_once.push((reply, jobs)),
                     Err(e) => {
@@ -343,8 +335,8 @@ impl Writer {
                 let mut ids = Vec::with_capacity(tasks.len());
                 for task in tasks {
                     let inserted = tx
-                        .queue_id(&task.opts.queue, &mut self.queues)
-                        .and_then(|q| tx.insert(task, q));
+                        .intern(&task.opts.queue, &task.name, &mut self.catalog)
+                        .and_then(|ids| tx.insert(task, ids));
                     match inserted {
                         Ok(id) => ids.push(id),
                         Err(e) => {
@@ -381,14 +373,6 @@ impl Writer {
                 }
             }
             Command::Register { slots, reply } => {
-                if error.is_none() {
-                    for name in &slots.names {
-                        if let Err(e) = tx.unpark(name) {
-                            *error = Some(e);
-                            break;
-                        }
-                    }
-                }
                 self.workers.push(slots);
                 staged.acks.push(reply);
             }
@@ -434,14 +418,8 @@ impl Writer {
             if free == 0 {
                 continue;
             }
-            let jobs = {
-                let me = &self.workers[i];
-                let others = self.workers.iter().filter(|w| w.id != me.id);
-                let judge = |name: &str| -> Verdict {
-                    dispatch::verdict(name, &me.names, others.clone().map(|w| &w.names))
-                };
-                dispatch::claim(tx, &self.queues, &me.queues, free, &judge)?
-            };
+            let me = &self.workers[i];
+            let jobs = dispatch::claim(tx, &self.catalog, &me.queues, &me.names, free)?;
             if !jobs.is_empty() {
                 staged.claimed.push((self.workers[i].id, jobs));
             }
@@ -537,14 +515,14 @@ impl Writer {
     /// what was rolled back, so they are read again from the file.
     fn reload(&mut self) {
         let loaded = self.db.begin_write().map_err(Error::from).and_then(|txn| {
-            let queues = QueueMap::load(&txn)?;
+            let catalog = Catalog::load(&txn)?;
             let running = load_running(&txn)?;
             txn.abort()?;
-            Ok((queues, running))
+            Ok((catalog, running))
         });
         match loaded {
-            Ok((queues, running)) => {
-                self.queues = queues;
+            Ok((catalog, running)) => {
+                self.catalog = catalog;
                 self.running_cache = running;
             }
             Err(e) => tracing::error!(error = %e, "cannot reload the writer's state"),

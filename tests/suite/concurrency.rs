@@ -158,7 +158,7 @@ fn pools_with_different_task_types_share_a_queue() {
     }
     for h in &records {
         h.wait(WAIT).unwrap();
-        // Neither pool parked the other's tasks as unknown.
+        // Neither pool's tasks are flagged as unknown: another pool of the queue knows them.
         assert!(!h.status().unwrap().unregistered);
     }
     assert!(spool.stats().unwrap().unregistered.is_empty());
@@ -167,13 +167,10 @@ fn pools_with_different_task_types_share_a_queue() {
     record_pool.shutdown(WAIT).unwrap();
 }
 
-/// KNOWN BUG (not fixed here: dispatch is being reworked). A claim examines at most 1,000
-/// entries that belong to other live pools (`SKIP_BUDGET` in `src/dispatch.rs`) and starts
-/// from the head of the queue every time, so a pool whose task sits behind more than 1,000
-/// tasks of a busy pool's type in a shared queue never sees it, even while idle: the task
-/// waits until the other pool's backlog shrinks below the budget.
+/// Two pools share a queue: one's task sits behind a long backlog of the other's type. The
+/// ready index is keyed by task name within a queue, so the idle pool finds its task at once
+/// instead of wading through the backlog.
 #[test]
-#[ignore = "known bug: an idle pool starves behind >1000 tasks of another pool in a shared queue"]
 fn an_idle_pool_finds_its_task_behind_a_long_backlog_of_another_pools_type() {
     let spool = Spool::temporary().unwrap();
     let key = unique("skip-budget");

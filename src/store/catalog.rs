@@ -1,0 +1,79 @@
+//! Queue names and task names interned as small integers, so the ready index can be keyed by
+//! `(queue, task name, priority, seq)` and a worker scans only the tasks it can run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::error::Error;
+use crate::store::schema::{NAMES, QUEUES};
+
+/// One name ↔ id table, mirrored in memory by the writer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Interned {
+    by_name: HashMap<Arc<str>, u32>,
+    by_id: HashMap<u32, Arc<str>>,
+}
+
+impl Interned {
+    fn load(txn: &WriteTransaction, def: TableDefinition<&str, u32>) -> Result<Interned, Error> {
+        let table = txn.open_table(def)?;
+        let mut map = Interned::default();
+        for entry in table.iter()? {
+            let (name, id) = entry?;
+            map.insert(name.value(), id.value());
+        }
+        Ok(map)
+    }
+
+    fn insert(&mut self, name: &str, id: u32) {
+        let name: Arc<str> = Arc::from(name);
+        self.by_id.insert(id, name.clone());
+        self.by_name.insert(name, id);
+    }
+
+    /// The id of a name, if it has one.
+    pub(crate) fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of an id.
+    pub(crate) fn name(&self, id: u32) -> Arc<str> {
+        self.by_id
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("?"))
+    }
+
+    /// The id of `name`, assigned (and stored in `table`) on first use.
+    pub(crate) fn intern(
+        &mut self,
+        name: &str,
+        table: &mut redb::Table<'_, &'static str, u32>,
+    ) -> Result<u32, Error> {
+        if let Some(id) = self.id(name) {
+            return Ok(id);
+        }
+        let id = self.by_id.keys().max().map_or(1, |m| m + 1);
+        table.insert(name, id)?;
+        self.insert(name, id);
+        Ok(id)
+    }
+}
+
+/// Every interned name the writer knows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Catalog {
+    pub queues: Interned,
+    pub names: Interned,
+}
+
+impl Catalog {
+    pub(crate) fn load(txn: &WriteTransaction) -> Result<Catalog, Error> {
+        Ok(Catalog {
+            queues: Interned::load(txn, QUEUES)?,
+            names: Interned::load(txn, NAMES)?,
+        })
+    }
+}
