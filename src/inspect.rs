@@ -203,6 +203,9 @@ pub(crate) fn stats(db: &Database, live: &LiveWorkers) -> Result<Stats, Error> {
     for entry in counts.iter()? {
         let (key, n) = entry?;
         let (queue, code) = key.value();
+        if queue == COUNTERS_QUEUE {
+            continue;
+        }
         if let Some(state) = TaskState::from_code(code) {
             per_queue.entry(queue).or_insert([0; TaskState::ALL.len()])
                 [usize::from(state.code())] = n.value();

@@ -50,17 +50,21 @@ pub(crate) fn open(
         if fresh {
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
-            meta.insert(META_NEXT_ID, 1)?;
-            meta.insert(META_NEXT_SEQ, 1)?;
+            let mut counts = txn.open_table(COUNTS)?;
+            counts.insert((COUNTERS_QUEUE, NEXT_ID), 1)?;
+            counts.insert((COUNTERS_QUEUE, NEXT_SEQ), 1)?;
         }
         let loaded = {
-            let meta = txn.open_table(META)?;
-            let get = |key: &str| -> Result<u64, Error> {
-                Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(1))
+            let counts = txn.open_table(COUNTS)?;
+            let get = |key: u8| -> Result<u64, Error> {
+                Ok(counts
+                    .get((COUNTERS_QUEUE, key))?
+                    .map(|v| v.value())
+                    .unwrap_or(1))
             };
             Counters {
-                next_id: get(META_NEXT_ID)?,
-                next_seq: get(META_NEXT_SEQ)?,
+                next_id: get(NEXT_ID)?,
+                next_seq: get(NEXT_SEQ)?,
             }
         };
         let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms)?;

@@ -41,7 +41,13 @@ pub(crate) struct TaskRecord {
     pub origin: Option<Origin>,
     /// The JSON output of a succeeded task. Stored inline: the record is written once more
     /// at completion anyway, and a separate results table would cost an insert per task.
+    #[serde(with = "serde_bytes")]
     pub output: Option<Vec<u8>>,
+    /// The JSON arguments. Dropped when the task succeeds; kept while it may run again and
+    /// after a failure, for inspection. Empty in the writer's copy of a running task (the
+    /// stored record still has them).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
 }
 
 /// The (schedule, fire time) a periodic task was enqueued for.

@@ -9,23 +9,21 @@ use redb::TableDefinition;
 /// a file with a larger value is refused with `Error::NewerFormat`.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
-/// `key → u64`: format version, id and sequence counters.
+/// `key → u64`: the format version (written once, when the file is created).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("taskspool.meta");
 /// Meta key: the format version.
 pub(crate) const META_FORMAT: &str = "format_version";
-/// Meta key: the next task id.
-pub(crate) const META_NEXT_ID: &str = "next_id";
-/// Meta key: the next index sequence number (FIFO order within a priority).
-pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 
 /// `queue name → queue id`, assigned on first use.
 pub(crate) const QUEUES: TableDefinition<&str, u32> = TableDefinition::new("taskspool.queues");
 
-/// `task id → TaskRecord`: small and hot, rewritten on each state change.
+/// `task id → TaskRecord` (with the JSON arguments): written at enqueue and when the task
+/// finishes or retries — not when it starts (see `RUNNING`).
+///
+/// Every table a transaction touches costs dirty pages at its commit: a durable enqueue writes
+/// three tables (this one, `READY`, `COUNTS`), which is why the arguments live in the record
+/// and the id counters live in `COUNTS`.
 pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.tasks");
-
-/// `task id → JSON arguments`, written once at enqueue.
-pub(crate) const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.payloads");
 
 /// `task name → name id`, assigned on first use.
 pub(crate) const NAMES: TableDefinition<&str, u32> = TableDefinition::new("taskspool.names");
@@ -51,8 +49,16 @@ pub(crate) const RUNNING: TableDefinition<u64, (u32, u64)> =
 pub(crate) const RESULT_EXPIRY: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("taskspool.result_expiry");
 
-/// `(queue id, state code) → number of tasks`, maintained by every transition.
+/// `(queue id, state code) → number of tasks`, maintained by every transition; plus the id
+/// and sequence counters under the reserved queue id [`COUNTERS_QUEUE`].
 pub(crate) const COUNTS: TableDefinition<(u32, u8), u64> = TableDefinition::new("taskspool.counts");
+
+/// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.
+pub(crate) const COUNTERS_QUEUE: u32 = u32::MAX;
+/// `COUNTS[(COUNTERS_QUEUE, NEXT_ID)]`: the next task id.
+pub(crate) const NEXT_ID: u8 = 0;
+/// `COUNTS[(COUNTERS_QUEUE, NEXT_SEQ)]`: the next index sequence number (FIFO order).
+pub(crate) const NEXT_SEQ: u8 = 1;
 
 /// `schedule name → ScheduleRecord`: periodic schedules as declared, with their next fire.
 pub(crate) const SCHEDULES: TableDefinition<&str, &[u8]> =

@@ -93,11 +93,9 @@ pub(crate) struct Tx<'t> {
     pub result_ttl_ms: Option<u64>,
     pub counters: Counters,
     counters_dirty: bool,
-    pub(crate) meta: Table<'t, &'static str, u64>,
     pub(crate) queues_table: Table<'t, &'static str, u32>,
     pub(crate) names_table: Table<'t, &'static str, u32>,
     pub(crate) tasks: Table<'t, u64, &'static [u8]>,
-    pub(crate) payloads: Table<'t, u64, &'static [u8]>,
     pub(crate) ready: Table<'t, (u32, u32, u8, u64), u64>,
     pub(crate) scheduled: Table<'t, (u64, u64), u64>,
     pub(crate) running: Table<'t, u64, (u32, u64)>,
@@ -135,11 +133,9 @@ impl<'t> Tx<'t> {
             result_ttl_ms,
             counters,
             counters_dirty: false,
-            meta: txn.open_table(META)?,
             queues_table: txn.open_table(QUEUES)?,
             names_table: txn.open_table(NAMES)?,
             tasks: txn.open_table(TASKS)?,
-            payloads: txn.open_table(PAYLOADS)?,
             ready: txn.open_table(READY)?,
             scheduled: txn.open_table(SCHEDULED)?,
             running: txn.open_table(RUNNING)?,
@@ -169,8 +165,10 @@ impl<'t> Tx<'t> {
             })?;
         }
         if self.counters_dirty {
-            self.meta.insert(META_NEXT_ID, self.counters.next_id)?;
-            self.meta.insert(META_NEXT_SEQ, self.counters.next_seq)?;
+            self.counts
+                .insert((COUNTERS_QUEUE, NEXT_ID), self.counters.next_id)?;
+            self.counts
+                .insert((COUNTERS_QUEUE, NEXT_SEQ), self.counters.next_seq)?;
             self.counters_dirty = false;
         }
         for ((queue, state), delta) in std::mem::take(&mut self.count_delta) {
@@ -322,8 +320,8 @@ impl<'t> Tx<'t> {
             errors: Vec::new(),
             origin: new.origin,
             output: None,
+            payload: new.payload,
         };
-        self.payloads.insert(id, new.payload.as_slice())?;
         if let Some(exp) = rec.expires_at_ms {
             self.task_expiry.insert((exp, id), ())?;
         }
@@ -345,17 +343,25 @@ impl<'t> Tx<'t> {
         rec.started_at_ms = Some(self.now);
         self.set_state(rec, TaskState::Running);
         self.running.insert(id, (rec.attempts, self.now))?;
+        // The worker gets the arguments; the writer's copy goes without (see `restore_payload`).
+        let payload = std::mem::take(&mut rec.payload);
         self.put(id, rec)?;
-        let payload = self
-            .payloads
-            .get(id)?
-            .map(|p| p.value().to_vec())
-            .unwrap_or_default();
         Ok(payload)
     }
 
-    /// Ends a task in a final state: records the time and schedules its pruning (which also
-    /// deletes the payload, kept until then so a failed task's arguments stay inspectable).
+    /// Gives a running task's in-memory record its arguments back from the stored record
+    /// (which is not rewritten while the task runs), before it is stored for another attempt
+    /// or as a failure.
+    fn restore_payload(&self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+        if rec.payload.is_empty()
+            && let Some(bytes) = self.tasks.get(id)?
+        {
+            rec.payload = codec::decode::<TaskRecord>(bytes.value())?.payload;
+        }
+        Ok(())
+    }
+
+    /// Ends a task in a final state: records the time and schedules its pruning.
     pub(crate) fn finalize(
         &mut self,
         id: u64,
@@ -430,6 +436,7 @@ impl<'t> Tx<'t> {
             kind,
             message,
         });
+        self.restore_payload(c.id, &mut rec)?;
         let delay = match disposition {
             Disposition::Fail => None,
             Disposition::Retry => Some(rec.retry.delay_ms(rec.attempts)),
@@ -462,6 +469,7 @@ impl<'t> Tx<'t> {
 
     /// Back to the ready index with the attempt given back.
     fn unstart(&mut self, id: u64, mut rec: TaskRecord) -> Result<(), Error> {
+        self.restore_payload(id, &mut rec)?;
         rec.attempts = rec.attempts.saturating_sub(1);
         rec.started_at_ms = None;
         self.set_state(&mut rec, TaskState::Ready);
@@ -538,7 +546,6 @@ impl<'t> Tx<'t> {
                 self.count(rec.queue, rec.state, -1);
             }
             self.tasks.remove(id)?;
-            self.payloads.remove(id)?;
             self.changed = true;
         }
         Ok(more)
