@@ -195,10 +195,17 @@ fn io_error(e: std::io::Error) -> Error {
     }
 }
 
+/// redb fails its handle for good after an I/O error (a full disk, say): every later
+/// operation reports `PreviousIo` until the file is reopened.
+const PREVIOUS_IO: &str = "an earlier I/O error (such as a full disk) stopped this queue file's \
+     handle; nothing since was applied — drop every Spool handle and open the file again \
+     (acknowledged tasks are safe; running ones are recovered at the next open)";
+
 impl From<redb::StorageError> for Error {
     fn from(e: redb::StorageError) -> Self {
         match e {
             redb::StorageError::Io(io) => io_error(io),
+            redb::StorageError::PreviousIo => Error::Storage(PREVIOUS_IO.into()),
             other => Error::Storage(other.to_string()),
         }
     }
@@ -208,6 +215,7 @@ impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Self {
         match e {
             redb::Error::Io(io) => io_error(io),
+            redb::Error::PreviousIo => Error::Storage(PREVIOUS_IO.into()),
             other => Error::Storage(other.to_string()),
         }
     }

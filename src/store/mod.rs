@@ -3,6 +3,8 @@
 //! the attempts a dead process left running.
 
 pub(crate) mod catalog;
+#[cfg(test)]
+mod faults;
 pub(crate) mod inflight;
 pub(crate) mod record;
 pub(crate) mod schedules;
@@ -40,6 +42,16 @@ pub(crate) fn open(
 ) -> Result<Opened, Error> {
     precheck_read_only(path)?;
     let db = open_database(path, cache_bytes)?;
+    prepare(db, path, now_ms, result_ttl_ms)
+}
+
+/// Initializes a new file or checks an existing one, then recovers orphaned attempts.
+fn prepare(
+    db: Database,
+    path: &Path,
+    now_ms: u64,
+    result_ttl_ms: Option<u64>,
+) -> Result<Opened, Error> {
     let fresh = check_format(&db, path)?;
     // Only after the lock is ours and the file is known to be a queue.
     let started = inflight::Inflight::read_started(path)?;

@@ -246,11 +246,23 @@ impl Writer {
 
     fn stage_and_commit(&mut self, cmds: Vec<Command>, staged: &mut Staged) -> Result<(), Error> {
         let now = self.config.clock.now_ms();
-        let txn = self.db.begin_write()?;
+        let txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                self.stage_all_unapplied(cmds, staged);
+                return Err(e.into());
+            }
+        };
         let mut changed = false;
         let mut claim_once = Vec::new();
         {
-            let mut tx = Tx::open(&txn, now, self.counters, self.config.result_ttl_ms)?;
+            let mut tx = match Tx::open(&txn, now, self.counters, self.config.result_ttl_ms) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    self.stage_all_unapplied(cmds, staged);
+                    return Err(e);
+                }
+            };
             tx.running_cache = std::mem::take(&mut self.running_cache);
             let retried = std::mem::take(&mut self.retry);
             staged.completions.reserve(retried.len());
@@ -326,12 +338,12 @@ impl Writer {
         staged: &mut Staged,
         error: &mut Option<Error>,
     ) -> Option<Command> {
+        if error.is_some() {
+            self.stage_unapplied(cmd, staged);
+            return None;
+        }
         match cmd {
             Command::Enqueue { tasks, reply } => {
-                if error.is_some() {
-                    staged.enqueued.push((reply, Vec::new()));
-                    return None;
-                }
                 let mut ids = Vec::with_capacity(tasks.len());
                 for task in tasks {
                     let inserted = tx
@@ -348,14 +360,8 @@ impl Writer {
                 staged.enqueued.push((reply, ids));
             }
             Command::Complete { worker, completion } => {
-                if let Some(w) = worker
-                    && let Some(slots) = self.workers.iter_mut().find(|s| s.id == w)
-                {
-                    slots.finished(completion.run_us);
-                }
-                if error.is_none()
-                    && let Err(e) = tx.complete(&completion)
-                {
+                self.finished(worker, &completion);
+                if let Err(e) = tx.complete(&completion) {
                     *error = Some(e);
                 }
                 staged.completions.push(completion);
@@ -366,9 +372,7 @@ impl Writer {
                 attempt,
             } => {
                 self.free_slot(worker);
-                if error.is_none()
-                    && let Err(e) = tx.release(id, attempt)
-                {
+                if let Err(e) = tx.release(id, attempt) {
                     *error = Some(e);
                 }
             }
@@ -376,33 +380,63 @@ impl Writer {
                 self.workers.push(slots);
                 staged.acks.push(reply);
             }
+            claim @ Command::ClaimOnce { .. } => return Some(claim),
+            Command::Schedule { op, reply } => match tx.schedule_op(op) {
+                // A missing schedule is the caller's error, not the group's.
+                Err(e @ Error::ScheduleNotFound(_)) => {
+                    staged.schedule_replies.push((reply, Err(e)));
+                }
+                Err(e) => {
+                    *error = Some(e);
+                    staged.schedule_replies.push((reply, Ok(false)));
+                }
+                Ok(changed) => staged.schedule_replies.push((reply, Ok(changed))),
+            },
+            other => self.stage_unapplied(other, staged),
+        }
+        None
+    }
+
+    /// Records every command of a group whose transaction could not even begin.
+    fn stage_all_unapplied(&mut self, cmds: Vec<Command>, staged: &mut Staged) {
+        staged.completions.append(&mut self.retry);
+        for cmd in cmds {
+            self.stage_unapplied(cmd, staged);
+        }
+    }
+
+    /// Records a command of a group that failed (or needs no transaction): its caller hears
+    /// the group's outcome, and a completion is kept to be applied again.
+    fn stage_unapplied(&mut self, cmd: Command, staged: &mut Staged) {
+        match cmd {
+            Command::Enqueue { reply, .. } => staged.enqueued.push((reply, Vec::new())),
+            Command::Complete { worker, completion } => {
+                self.finished(worker, &completion);
+                staged.completions.push(completion);
+            }
+            // The task stays running in the file; the next open gives the attempt back.
+            Command::Release { worker, .. } => self.free_slot(worker),
+            // Not registered: the caller hears the group's error.
+            Command::Register { reply, .. } => staged.acks.push(reply),
             Command::Unregister { worker, reply } => {
                 self.workers.retain(|w| w.id != worker);
                 staged.unregistered.push(reply);
             }
-            claim @ Command::ClaimOnce { .. } => return Some(claim),
-            Command::Schedule { op, reply } => {
-                if error.is_some() {
-                    staged.schedule_replies.push((reply, Ok(false)));
-                    return None;
-                }
-                match tx.schedule_op(op) {
-                    // A missing schedule is the caller's error, not the group's.
-                    Err(e @ Error::ScheduleNotFound(_)) => {
-                        staged.schedule_replies.push((reply, Err(e)));
-                    }
-                    Err(e) => {
-                        *error = Some(e);
-                        staged.schedule_replies.push((reply, Ok(false)));
-                    }
-                    Ok(changed) => staged.schedule_replies.push((reply, Ok(changed))),
-                }
-            }
+            Command::ClaimOnce { reply, .. } => staged.claim_once.push((reply, Vec::new())),
+            Command::Schedule { reply, .. } => staged.schedule_replies.push((reply, Ok(false))),
             Command::Sync { reply } => staged.acks.push(reply),
             Command::Tick => {}
             Command::Shutdown => staged.shutdown = true,
         }
-        None
+    }
+
+    /// A worker's attempt is over: its slot is free, and its run time feeds the prefetch.
+    fn finished(&mut self, worker: Option<u64>, completion: &Completion) {
+        if let Some(w) = worker
+            && let Some(slots) = self.workers.iter_mut().find(|s| s.id == w)
+        {
+            slots.finished(completion.run_us);
+        }
     }
 
     fn free_slot(&mut self, worker: u64) {
