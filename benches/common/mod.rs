@@ -63,6 +63,31 @@ pub fn scaled(n: u64, min: u64) -> u64 {
     ((n as f64 * scale()).round() as u64).max(min)
 }
 
+/// `TASKSPOOL_BENCH_REPEAT` (default 3): how many times the short, noisy figures (drain, e2e,
+/// backlog drain windows) are measured; the median is reported.
+pub fn repeats() -> usize {
+    std::env::var("TASKSPOOL_BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
+
+/// The median of some measurements (the upper middle one for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Measurements as a short list for the notes.
+pub fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A temporary directory on a real file system. `TASKSPOOL_BENCH_DIR` picks the parent
 /// directory (default: the system temp dir).
 pub fn temp_dir() -> tempfile::TempDir {
