@@ -21,6 +21,9 @@ use crate::store::catalog::Catalog;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, Counters, NewTask, Tx, load_running};
 
+/// The longest the writer waits for the producers of the last group to join the next one.
+const GATHER: Duration = Duration::from_micros(200);
+
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;
 /// Most scheduled tasks promoted, or results pruned, per transaction.
@@ -132,6 +135,8 @@ pub(crate) struct Writer {
     failures: u32,
     /// Moving average of one group's transaction time (apply + commit), in microseconds.
     avg_cycle_us: Option<f64>,
+    /// How many enqueue callers the last group served (see `gather`).
+    last_callers: usize,
     /// Records of running tasks, lent to each transaction (see `Tx::running_cache`).
     running_cache: crate::store::transitions::IdMap<crate::store::record::TaskRecord>,
 }
@@ -162,6 +167,7 @@ impl Writer {
             retry: Vec::new(),
             failures: 0,
             avg_cycle_us: None,
+            last_callers: 0,
             running_cache: Default::default(),
         };
         let join = std::thread::Builder::new()
@@ -200,10 +206,38 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.gather(&mut cmds);
+            self.last_callers = cmds
+                .iter()
+                .filter(|c| matches!(c, Command::Enqueue { .. }))
+                .count();
             let (again, shutdown) = self.group(cmds);
             more = again;
             if shutdown {
                 return;
+            }
+        }
+    }
+
+    /// Group commit's gathering window. When several producers waited on the last commit, each
+    /// is about to send its next enqueue, but the writer would otherwise start the next group
+    /// with whoever was quickest and leave the rest for the group after. Waiting up to
+    /// [`GATHER`] for as many producers as last time (yielding the CPU to them) lets them share
+    /// one fsync. A lone producer never waits.
+    fn gather(&mut self, cmds: &mut Vec<Command>) {
+        let callers = |cmds: &[Command]| {
+            cmds.iter()
+                .filter(|c| matches!(c, Command::Enqueue { .. }))
+                .count()
+        };
+        if self.last_callers < 2 || callers(cmds) == 0 {
+            return;
+        }
+        let deadline = std::time::Instant::now() + GATHER;
+        while callers(cmds) < self.last_callers && std::time::Instant::now() < deadline {
+            match self.rx.try_recv() {
+                Ok(cmd) => cmds.push(cmd),
+                Err(_) => std::thread::yield_now(),
             }
         }
     }
