@@ -39,10 +39,15 @@ pub(crate) struct WorkerSlots {
     /// Moving average of how long one attempt runs, in microseconds; `None` until the first
     /// completion (until then nothing is claimed ahead).
     avg_run_us: Option<f64>,
+    /// Moving average of the arguments' size, in bytes, of the attempts handed out.
+    avg_payload: Option<f64>,
     /// Attempts handed out and not yet completed or released.
     pub outstanding: usize,
     pub jobs: Sender<Job>,
 }
+
+/// The most argument bytes (on average) a pool holds claimed ahead of its threads.
+const PREFETCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Weight of the newest sample in the moving averages.
 const EWMA: f64 = 0.2;
@@ -68,9 +73,16 @@ impl WorkerSlots {
             threads,
             max_prefetch,
             avg_run_us: None,
+            avg_payload: None,
             outstanding: 0,
             jobs,
         }
+    }
+
+    /// Records that an attempt with `payload_len` bytes of arguments was handed out.
+    pub(crate) fn handed(&mut self, payload_len: usize) {
+        self.outstanding += 1;
+        self.avg_payload = Some(ewma(self.avg_payload, payload_len as f64));
     }
 
     /// Records that an attempt finished after running `run_us` microseconds.
@@ -80,12 +92,14 @@ impl WorkerSlots {
     }
 
     /// How many more attempts to hand out now: free threads, plus as many as the threads
-    /// finish during one commit cycle (`cycle_us`), up to the prefetch limit.
+    /// finish during one commit cycle (`cycle_us`), up to the prefetch limit and to
+    /// [`PREFETCH_BYTES`] of arguments held ahead.
     pub(crate) fn free(&self, cycle_us: f64) -> usize {
         let ahead = match self.avg_run_us {
             Some(run) => {
                 let per_cycle = self.threads as f64 * cycle_us / run.max(1.0);
-                (per_cycle.ceil() as usize).min(self.max_prefetch)
+                let by_bytes = PREFETCH_BYTES as f64 / self.avg_payload.unwrap_or(1.0).max(1.0);
+                (per_cycle.min(by_bytes).ceil() as usize).min(self.max_prefetch)
             }
             None => 0,
         };

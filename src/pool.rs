@@ -25,7 +25,7 @@ use crate::task::{Context, Outcome, Registry, Task, TaskError, TaskId};
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most tasks a pool claims ahead of its free threads unless configured otherwise.
-pub const DEFAULT_MAX_PREFETCH: usize = 256;
+pub const DEFAULT_MAX_PREFETCH: usize = 1024;
 
 /// Tasks claimed per round by [`WorkerBuilder::drain`].
 const DRAIN_BATCH: usize = 32;
@@ -154,7 +154,8 @@ impl WorkerBuilder {
     /// The pool claims ahead only as many tasks as its threads finish during one commit of
     /// the writer (measured as it runs), so threads do not sit idle waiting for a commit when
     /// tasks are short, while long tasks are claimed only as threads free up — a newly
-    /// enqueued high-priority task never waits behind a long local backlog. `0` disables
+    /// enqueued high-priority task never waits behind a long local backlog. Arguments held
+    /// ahead are also capped at about 8 MiB. `0` disables
     /// claiming ahead. A claimed task that had not started when the process died is requeued
     /// without losing an attempt.
     pub fn prefetch(mut self, tasks: usize) -> Self {

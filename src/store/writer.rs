@@ -517,7 +517,7 @@ impl Writer {
             match self.workers.iter_mut().find(|w| w.id == worker) {
                 Some(w) => {
                     for job in jobs {
-                        w.outstanding += 1;
+                        w.handed(job.payload.len());
                         if let Err(send) = w.jobs.send(job) {
                             w.outstanding -= 1;
                             returned.push(send.into_inner());
