@@ -134,7 +134,7 @@ pub(crate) fn claim(
         let mut candidates: Vec<((u8, u64), usize, u64)> = Vec::new();
         for (i, &(q, n)) in pairs.iter().enumerate() {
             for entry in tx
-                .ready
+                .ready()?
                 .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
                 .take(want)
             {
@@ -156,7 +156,7 @@ pub(crate) fn claim(
                 continue;
             };
             let last = mine.next_back().unwrap_or(first);
-            tx.ready
+            tx.ready()?
                 .retain_in((q, n, first.0, first.1)..=(q, n, last.0, last.1), |_, _| {
                     false
                 })?;

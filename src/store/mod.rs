@@ -60,6 +60,17 @@ fn prepare(
     let (lost, unstarted);
     {
         if fresh {
+            // Every table exists from the start: readers open them without creating them.
+            txn.open_table(QUEUES)?;
+            txn.open_table(NAMES)?;
+            txn.open_table(TASKS)?;
+            txn.open_table(READY)?;
+            txn.open_table(SCHEDULED)?;
+            txn.open_table(RUNNING)?;
+            txn.open_table(RESULT_EXPIRY)?;
+            txn.open_table(TASK_EXPIRY)?;
+            txn.open_table(SCHEDULES)?;
+            txn.open_table(SCHEDULE_DUE)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
             let mut counts = txn.open_table(COUNTS)?;
@@ -267,7 +278,7 @@ mod tests {
 
         let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
         let txn = reopened.db.begin_write().unwrap();
-        let tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
+        let mut tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
         let started = tx.get(2).unwrap().unwrap();
         assert_eq!(
             started.state,
@@ -305,7 +316,7 @@ mod tests {
         std::fs::remove_file(inflight::path_for(&path)).unwrap();
         let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
         let txn = reopened.db.begin_write().unwrap();
-        let tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
+        let mut tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
         let rec = tx.get(1).unwrap().unwrap();
         assert_eq!((rec.state, rec.attempts), (TaskState::Ready, 1));
         assert_eq!(rec.errors[0].kind, AttemptErrorKind::WorkerLost);

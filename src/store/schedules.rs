@@ -26,8 +26,8 @@ pub(crate) enum ScheduleOp {
 }
 
 impl Tx<'_> {
-    fn schedule(&self, name: &str) -> Result<Option<ScheduleRecord>, Error> {
-        match self.schedules.get(name)? {
+    fn schedule(&mut self, name: &str) -> Result<Option<ScheduleRecord>, Error> {
+        match self.schedules()?.get(name)? {
             Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -41,13 +41,14 @@ impl Tx<'_> {
         new: &ScheduleRecord,
     ) -> Result<(), Error> {
         if let Some(at) = old.and_then(|o| o.next_fire_ms) {
-            self.schedule_due.remove((at, name))?;
+            self.schedule_due()?.remove((at, name))?;
         }
         if let Some(at) = new.next_fire_ms {
-            self.schedule_due.insert((at, name), ())?;
+            self.schedule_due()?.insert((at, name), ())?;
+            self.note_wake(at);
         }
         let bytes = codec::encode(new)?;
-        self.schedules.insert(name, bytes.as_slice())?;
+        self.schedules()?.insert(name, bytes.as_slice())?;
         self.changed = true;
         Ok(())
     }
@@ -88,9 +89,9 @@ impl Tx<'_> {
                     return Ok(false);
                 };
                 if let Some(at) = old.next_fire_ms {
-                    self.schedule_due.remove((at, name.as_str()))?;
+                    self.schedule_due()?.remove((at, name.as_str()))?;
                 }
-                self.schedules.remove(name.as_str())?;
+                self.schedules()?.remove(name.as_str())?;
                 self.changed = true;
                 Ok(true)
             }
@@ -126,21 +127,22 @@ impl Tx<'_> {
         limit: usize,
         catalog: &mut Catalog,
     ) -> Result<bool, Error> {
+        let until = self.now.saturating_add(1);
         let due: Vec<(u64, String)> = self
-            .schedule_due
-            .range(..(self.now.saturating_add(1), ""))?
+            .schedule_due()?
+            .range(..(until, ""))?
             .take(limit + 1)
             .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_string())))
             .collect::<Result<_, _>>()?;
         let more = due.len() > limit;
         for (at, name) in due.into_iter().take(limit) {
             let Some(old) = self.schedule(&name)? else {
-                self.schedule_due.remove((at, name.as_str()))?;
+                self.schedule_due()?.remove((at, name.as_str()))?;
                 continue;
             };
             if old.paused || old.next_fire_ms != Some(at) {
                 // A stale index entry: the record is the truth.
-                self.schedule_due.remove((at, name.as_str()))?;
+                self.schedule_due()?.remove((at, name.as_str()))?;
                 self.changed = true;
                 continue;
             }

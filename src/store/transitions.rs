@@ -87,23 +87,44 @@ pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, 
     Ok(map)
 }
 
+/// A table of a write transaction, opened on first use.
+struct Lazy<'t, K: redb::Key + 'static, V: redb::Value + 'static> {
+    def: redb::TableDefinition<'static, K, V>,
+    table: Option<Table<'t, K, V>>,
+}
+
+impl<'t, K: redb::Key + 'static, V: redb::Value + 'static> Lazy<'t, K, V> {
+    fn new(def: redb::TableDefinition<'static, K, V>) -> Self {
+        Lazy { def, table: None }
+    }
+
+    fn open(&mut self, txn: &'t WriteTransaction) -> Result<&mut Table<'t, K, V>, Error> {
+        let table = match self.table.take() {
+            Some(table) => table,
+            None => txn.open_table(self.def)?,
+        };
+        Ok(self.table.insert(table))
+    }
+}
+
 /// One write transaction's open tables plus the bookkeeping that is flushed at its end.
 pub(crate) struct Tx<'t> {
+    txn: &'t WriteTransaction,
     pub now: u64,
     pub result_ttl_ms: Option<u64>,
     pub counters: Counters,
     counters_dirty: bool,
-    pub(crate) queues_table: Table<'t, &'static str, u32>,
-    pub(crate) names_table: Table<'t, &'static str, u32>,
-    pub(crate) tasks: Table<'t, u64, &'static [u8]>,
-    pub(crate) ready: Table<'t, (u32, u32, u8, u64), u64>,
-    pub(crate) scheduled: Table<'t, (u64, u64), u64>,
-    pub(crate) running: Table<'t, u64, (u32, u64)>,
-    pub(crate) result_expiry: Table<'t, (u64, u64), ()>,
-    pub(crate) counts: Table<'t, (u32, u8), u64>,
-    pub(crate) schedules: Table<'t, &'static str, &'static [u8]>,
-    pub(crate) schedule_due: Table<'t, (u64, &'static str), ()>,
-    pub(crate) task_expiry: Table<'t, (u64, u64), ()>,
+    queues_table: Lazy<'t, &'static str, u32>,
+    names_table: Lazy<'t, &'static str, u32>,
+    tasks: Lazy<'t, u64, &'static [u8]>,
+    ready: Lazy<'t, (u32, u32, u8, u64), u64>,
+    scheduled: Lazy<'t, (u64, u64), u64>,
+    running: Lazy<'t, u64, (u32, u64)>,
+    result_expiry: Lazy<'t, (u64, u64), ()>,
+    counts: Lazy<'t, (u32, u8), u64>,
+    schedules: Lazy<'t, &'static str, &'static [u8]>,
+    schedule_due: Lazy<'t, (u64, &'static str), ()>,
+    task_expiry: Lazy<'t, (u64, u64), ()>,
     /// Count changes per (queue, state) in this transaction: a handful of entries, so a
     /// vector beats hashing on every transition.
     count_delta: Vec<((u32, u8), i64)>,
@@ -111,6 +132,8 @@ pub(crate) struct Tx<'t> {
     pub finalized: Vec<u64>,
     /// Whether anything was written (an unchanged transaction is aborted, not committed).
     pub changed: bool,
+    /// The earliest due time among the timed-index entries added in this transaction.
+    pub wake_hint: Option<u64>,
     /// Records of running tasks, exactly those in the `running` table, kept by the writer
     /// across transactions: a running task's stored record is not rewritten at claim, so this
     /// is where its current state lives until it completes. Every change goes through `put`;
@@ -129,27 +152,79 @@ impl<'t> Tx<'t> {
         result_ttl_ms: Option<u64>,
     ) -> Result<Tx<'t>, Error> {
         Ok(Tx {
+            txn,
             now,
             result_ttl_ms,
             counters,
             counters_dirty: false,
-            queues_table: txn.open_table(QUEUES)?,
-            names_table: txn.open_table(NAMES)?,
-            tasks: txn.open_table(TASKS)?,
-            ready: txn.open_table(READY)?,
-            scheduled: txn.open_table(SCHEDULED)?,
-            running: txn.open_table(RUNNING)?,
-            result_expiry: txn.open_table(RESULT_EXPIRY)?,
-            counts: txn.open_table(COUNTS)?,
-            schedules: txn.open_table(SCHEDULES)?,
-            schedule_due: txn.open_table(SCHEDULE_DUE)?,
-            task_expiry: txn.open_table(TASK_EXPIRY)?,
+            queues_table: Lazy::new(QUEUES),
+            names_table: Lazy::new(NAMES),
+            tasks: Lazy::new(TASKS),
+            ready: Lazy::new(READY),
+            scheduled: Lazy::new(SCHEDULED),
+            running: Lazy::new(RUNNING),
+            result_expiry: Lazy::new(RESULT_EXPIRY),
+            counts: Lazy::new(COUNTS),
+            schedules: Lazy::new(SCHEDULES),
+            schedule_due: Lazy::new(SCHEDULE_DUE),
+            task_expiry: Lazy::new(TASK_EXPIRY),
             count_delta: Vec::new(),
             finalized: Vec::new(),
             changed: false,
+            wake_hint: None,
             running_cache: IdMap::default(),
             running_done: Vec::new(),
         })
+    }
+
+    // Tables are opened on first use: a small group (one enqueue, say) touches three of the
+    // eleven, and opening a table costs a lookup in redb's table tree and a flush at commit.
+    pub(crate) fn queues_table(&mut self) -> Result<&mut Table<'t, &'static str, u32>, Error> {
+        self.queues_table.open(self.txn)
+    }
+
+    pub(crate) fn names_table(&mut self) -> Result<&mut Table<'t, &'static str, u32>, Error> {
+        self.names_table.open(self.txn)
+    }
+
+    pub(crate) fn tasks(&mut self) -> Result<&mut Table<'t, u64, &'static [u8]>, Error> {
+        self.tasks.open(self.txn)
+    }
+
+    pub(crate) fn ready(&mut self) -> Result<&mut Table<'t, (u32, u32, u8, u64), u64>, Error> {
+        self.ready.open(self.txn)
+    }
+
+    pub(crate) fn scheduled(&mut self) -> Result<&mut Table<'t, (u64, u64), u64>, Error> {
+        self.scheduled.open(self.txn)
+    }
+
+    pub(crate) fn running(&mut self) -> Result<&mut Table<'t, u64, (u32, u64)>, Error> {
+        self.running.open(self.txn)
+    }
+
+    pub(crate) fn result_expiry(&mut self) -> Result<&mut Table<'t, (u64, u64), ()>, Error> {
+        self.result_expiry.open(self.txn)
+    }
+
+    pub(crate) fn counts(&mut self) -> Result<&mut Table<'t, (u32, u8), u64>, Error> {
+        self.counts.open(self.txn)
+    }
+
+    pub(crate) fn schedules(
+        &mut self,
+    ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, Error> {
+        self.schedules.open(self.txn)
+    }
+
+    pub(crate) fn schedule_due(
+        &mut self,
+    ) -> Result<&mut Table<'t, (u64, &'static str), ()>, Error> {
+        self.schedule_due.open(self.txn)
+    }
+
+    pub(crate) fn task_expiry(&mut self) -> Result<&mut Table<'t, (u64, u64), ()>, Error> {
+        self.task_expiry.open(self.txn)
     }
 
     /// Writes the counters and state counts; call once, before commit.
@@ -160,15 +235,16 @@ impl<'t> Tx<'t> {
             let (first, last) = (done[0].0, done[done.len() - 1].0);
             // Only the entry of the completed attempt goes: a task retried and claimed again
             // in this same transaction has a newer attempt in its entry and keeps it.
-            self.running.retain_in(first..=last, |id, (attempt, _)| {
-                done.binary_search(&(id, attempt)).is_err()
-            })?;
+            self.running()?
+                .retain_in(first..=last, |id, (attempt, _)| {
+                    done.binary_search(&(id, attempt)).is_err()
+                })?;
         }
         if self.counters_dirty {
-            self.counts
-                .insert((COUNTERS_QUEUE, NEXT_ID), self.counters.next_id)?;
-            self.counts
-                .insert((COUNTERS_QUEUE, NEXT_SEQ), self.counters.next_seq)?;
+            let Counters { next_id, next_seq } = self.counters;
+            let counts = self.counts()?;
+            counts.insert((COUNTERS_QUEUE, NEXT_ID), next_id)?;
+            counts.insert((COUNTERS_QUEUE, NEXT_SEQ), next_seq)?;
             self.counters_dirty = false;
         }
         for ((queue, state), delta) in std::mem::take(&mut self.count_delta) {
@@ -176,26 +252,32 @@ impl<'t> Tx<'t> {
                 continue;
             }
             let old = self
-                .counts
+                .counts()?
                 .get((queue, state))?
                 .map(|g| g.value())
                 .unwrap_or(0);
             let new = old.saturating_add_signed(delta);
             if new == 0 {
-                self.counts.remove((queue, state))?;
+                self.counts()?.remove((queue, state))?;
             } else {
-                self.counts.insert((queue, state), new)?;
+                self.counts()?.insert((queue, state), new)?;
             }
         }
         Ok(())
     }
 
-    /// The earliest time something becomes due: a scheduled task or a result to prune.
-    pub(crate) fn next_wake(&self) -> Result<Option<u64>, Error> {
-        let due = self.scheduled.first()?.map(|(k, _)| k.value().0);
-        let prune = self.result_expiry.first()?.map(|(k, _)| k.value().0);
-        let fire = self.schedule_due.first()?.map(|(k, _)| k.value().0);
-        let expiry = self.task_expiry.first()?.map(|(k, _)| k.value().0);
+    /// Records that something becomes due at `at_ms` (a new entry in one of the timed indexes).
+    pub(crate) fn note_wake(&mut self, at_ms: u64) {
+        self.wake_hint = Some(self.wake_hint.map_or(at_ms, |w| w.min(at_ms)));
+    }
+
+    /// The earliest time something becomes due: a scheduled task, a schedule's fire, an
+    /// expiry, or a result to prune.
+    pub(crate) fn next_wake(&mut self) -> Result<Option<u64>, Error> {
+        let due = self.scheduled()?.first()?.map(|(k, _)| k.value().0);
+        let prune = self.result_expiry()?.first()?.map(|(k, _)| k.value().0);
+        let fire = self.schedule_due()?.first()?.map(|(k, _)| k.value().0);
+        let expiry = self.task_expiry()?.first()?.map(|(k, _)| k.value().0);
         Ok([due, prune, fire, expiry].into_iter().flatten().min())
     }
 
@@ -213,20 +295,28 @@ impl<'t> Tx<'t> {
         name: &str,
         catalog: &mut Catalog,
     ) -> Result<(u32, u32), Error> {
-        let before = (catalog.queues.id(queue), catalog.names.id(name));
-        let q = catalog.queues.intern(queue, &mut self.queues_table)?;
-        let n = catalog.names.intern(name, &mut self.names_table)?;
-        if before != (Some(q), Some(n)) {
-            self.changed = true;
-        }
+        let q = match catalog.queues.id(queue) {
+            Some(q) => q,
+            None => {
+                self.changed = true;
+                catalog.queues.intern(queue, self.queues_table()?)?
+            }
+        };
+        let n = match catalog.names.id(name) {
+            Some(n) => n,
+            None => {
+                self.changed = true;
+                catalog.names.intern(name, self.names_table()?)?
+            }
+        };
         Ok((q, n))
     }
 
-    pub(crate) fn get(&self, id: u64) -> Result<Option<TaskRecord>, Error> {
+    pub(crate) fn get(&mut self, id: u64) -> Result<Option<TaskRecord>, Error> {
         if let Some(rec) = self.running_cache.get(&id) {
             return Ok(Some(rec.clone()));
         }
-        match self.tasks.get(id)? {
+        match self.tasks()?.get(id)? {
             Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -242,7 +332,7 @@ impl<'t> Tx<'t> {
         }
         self.running_cache.remove(&id);
         let bytes = codec::encode(rec)?;
-        self.tasks.insert(id, bytes.as_slice())?;
+        self.tasks()?.insert(id, bytes.as_slice())?;
         Ok(())
     }
 
@@ -267,10 +357,10 @@ impl<'t> Tx<'t> {
         match rec.slot {
             Slot::None => {}
             Slot::Ready { seq } => {
-                self.ready.remove(rec.ready_key(seq))?;
+                self.ready()?.remove(rec.ready_key(seq))?;
             }
             Slot::Scheduled { at_ms, seq } => {
-                self.scheduled.remove((at_ms, seq))?;
+                self.scheduled()?.remove((at_ms, seq))?;
             }
         }
         rec.slot = Slot::None;
@@ -281,7 +371,7 @@ impl<'t> Tx<'t> {
     fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         self.unslot(rec)?;
         let seq = self.next_seq();
-        self.ready.insert(rec.ready_key(seq), id)?;
+        self.ready()?.insert(rec.ready_key(seq), id)?;
         rec.slot = Slot::Ready { seq };
         Ok(())
     }
@@ -289,7 +379,8 @@ impl<'t> Tx<'t> {
     fn make_scheduled(&mut self, id: u64, rec: &mut TaskRecord, at_ms: u64) -> Result<(), Error> {
         self.unslot(rec)?;
         let seq = self.next_seq();
-        self.scheduled.insert((at_ms, seq), id)?;
+        self.scheduled()?.insert((at_ms, seq), id)?;
+        self.note_wake(at_ms);
         rec.slot = Slot::Scheduled { at_ms, seq };
         rec.due_at_ms = at_ms;
         Ok(())
@@ -323,7 +414,8 @@ impl<'t> Tx<'t> {
             payload: new.payload,
         };
         if let Some(exp) = rec.expires_at_ms {
-            self.task_expiry.insert((exp, id), ())?;
+            self.task_expiry()?.insert((exp, id), ())?;
+            self.note_wake(exp);
         }
         if due > self.now {
             rec.state = TaskState::Scheduled;
@@ -342,7 +434,8 @@ impl<'t> Tx<'t> {
         rec.attempts += 1;
         rec.started_at_ms = Some(self.now);
         self.set_state(rec, TaskState::Running);
-        self.running.insert(id, (rec.attempts, self.now))?;
+        let now = self.now;
+        self.running()?.insert(id, (rec.attempts, now))?;
         // The worker gets the arguments; the writer's copy goes without (see `restore_payload`).
         let payload = std::mem::take(&mut rec.payload);
         self.put(id, rec)?;
@@ -352,9 +445,9 @@ impl<'t> Tx<'t> {
     /// Gives a running task's in-memory record its arguments back from the stored record
     /// (which is not rewritten while the task runs), before it is stored for another attempt
     /// or as a failure.
-    fn restore_payload(&self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+    fn restore_payload(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         if rec.payload.is_empty()
-            && let Some(bytes) = self.tasks.get(id)?
+            && let Some(bytes) = self.tasks()?.get(id)?
         {
             rec.payload = codec::decode::<TaskRecord>(bytes.value())?.payload;
         }
@@ -372,8 +465,9 @@ impl<'t> Tx<'t> {
         self.set_state(rec, state);
         rec.finished_at_ms = Some(self.now);
         if let Some(ttl) = self.result_ttl_ms {
-            self.result_expiry
-                .insert((self.now.saturating_add(ttl), id), ())?;
+            let at = self.now.saturating_add(ttl);
+            self.result_expiry()?.insert((at, id), ())?;
+            self.note_wake(at);
         }
         self.put(id, rec)?;
         self.finalized.push(id);
@@ -463,7 +557,7 @@ impl<'t> Tx<'t> {
         if rec.state != TaskState::Running || rec.attempts != attempt {
             return Ok(());
         }
-        self.running.remove(id)?;
+        self.running()?.remove(id)?;
         self.unstart(id, rec)
     }
 
@@ -480,9 +574,10 @@ impl<'t> Tx<'t> {
     /// Moves up to `limit` scheduled tasks whose time has come to the ready index (or to
     /// `Expired`). Returns whether more are due.
     pub(crate) fn promote_due(&mut self, limit: usize) -> Result<bool, Error> {
+        let now = self.now;
         let due: Vec<((u64, u64), u64)> = self
-            .scheduled
-            .range(..=(self.now, u64::MAX))?
+            .scheduled()?
+            .range(..=(now, u64::MAX))?
             .take(limit + 1)
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
             .collect::<Result<_, _>>()?;
@@ -505,15 +600,16 @@ impl<'t> Tx<'t> {
     /// Ends as `Expired` up to `limit` tasks whose expiry has passed before they started.
     /// Returns whether more are due.
     pub(crate) fn expire_due(&mut self, limit: usize) -> Result<bool, Error> {
+        let now = self.now;
         let due: Vec<(u64, u64)> = self
-            .task_expiry
-            .range(..=(self.now, u64::MAX))?
+            .task_expiry()?
+            .range(..=(now, u64::MAX))?
             .take(limit + 1)
             .map(|e| e.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?;
         let more = due.len() > limit;
         for &key in due.iter().take(limit) {
-            self.task_expiry.remove(key)?;
+            self.task_expiry()?.remove(key)?;
             self.changed = true;
             let Some(mut rec) = self.get(key.1)? else {
                 continue;
@@ -532,20 +628,21 @@ impl<'t> Tx<'t> {
     /// Deletes up to `limit` finished tasks whose results TTL has passed. Returns whether more
     /// are due.
     pub(crate) fn prune(&mut self, limit: usize) -> Result<bool, Error> {
+        let now = self.now;
         let due: Vec<(u64, u64)> = self
-            .result_expiry
-            .range(..=(self.now, u64::MAX))?
+            .result_expiry()?
+            .range(..=(now, u64::MAX))?
             .take(limit + 1)
             .map(|e| e.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?;
         let more = due.len() > limit;
         for &key in due.iter().take(limit) {
             let id = key.1;
-            self.result_expiry.remove(key)?;
+            self.result_expiry()?.remove(key)?;
             if let Some(rec) = self.get(id)? {
                 self.count(rec.queue, rec.state, -1);
             }
-            self.tasks.remove(id)?;
+            self.tasks()?.remove(id)?;
             self.changed = true;
         }
         Ok(more)
@@ -560,13 +657,13 @@ impl<'t> Tx<'t> {
         started: &crate::store::inflight::Started,
     ) -> Result<(usize, usize), Error> {
         let orphans: Vec<(u64, (u32, u64))> = self
-            .running
+            .running()?
             .iter()?
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
             .collect::<Result<_, _>>()?;
         let mut lost = 0;
         for &(id, (attempt, started_at_ms)) in &orphans {
-            self.running.remove(id)?;
+            self.running()?.remove(id)?;
             self.changed = true;
             let Some(mut rec) = self.get(id)? else {
                 continue;

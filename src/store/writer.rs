@@ -163,7 +163,8 @@ impl Writer {
             catalog,
             workers: Vec::new(),
             waiters,
-            next_wake: None,
+            // Due at once: the first group scans the timed indexes.
+            next_wake: Some(0),
             retry: Vec::new(),
             failures: 0,
             avg_cycle_us: None,
@@ -327,10 +328,18 @@ impl Writer {
                 }
                 return Err(e);
             }
-            staged.more |= tx.fire_schedules(MAINTENANCE_BATCH, &mut self.catalog)?;
-            staged.more |= tx.promote_due(MAINTENANCE_BATCH)?;
-            staged.more |= tx.expire_due(MAINTENANCE_BATCH)?;
-            staged.more |= tx.prune(MAINTENANCE_BATCH)?;
+            // The timed indexes are scanned only when something in them can be due: their
+            // earliest entry is known from the last scan plus what this group added.
+            let due = [self.next_wake, tx.wake_hint]
+                .into_iter()
+                .flatten()
+                .any(|w| w <= now);
+            if due {
+                staged.more |= tx.fire_schedules(MAINTENANCE_BATCH, &mut self.catalog)?;
+                staged.more |= tx.promote_due(MAINTENANCE_BATCH)?;
+                staged.more |= tx.expire_due(MAINTENANCE_BATCH)?;
+                staged.more |= tx.prune(MAINTENANCE_BATCH)?;
+            }
             self.claim_for_workers(&mut tx, staged)?;
             for (queues, names, max, reply) in claim_once {
                 let jobs = dispatch::claim(&mut tx, &self.catalog, &queues, &names, max);
@@ -343,7 +352,13 @@ impl Writer {
                 }
             }
             tx.finish()?;
-            self.next_wake = tx.next_wake()?;
+            self.next_wake = if due {
+                tx.next_wake()?
+            } else {
+                // An entry removed since the last scan can only make this wake-up early,
+                // and an early wake-up rescans.
+                [self.next_wake, tx.wake_hint].into_iter().flatten().min()
+            };
             self.counters = tx.counters;
             // Lent back only on this path: after any error the cache may hold writes that
             // are rolled back, so it starts empty again.
