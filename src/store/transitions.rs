@@ -87,6 +87,9 @@ pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, 
     Ok(map)
 }
 
+/// A key of the ready index: (queue id, name id, 9 − priority, seq).
+type ReadyKey = (u32, u32, u8, u64);
+
 /// A table of a write transaction, opened on first use.
 struct Lazy<'t, K: redb::Key + 'static, V: redb::Value + 'static> {
     def: redb::TableDefinition<'static, K, V>,
@@ -117,7 +120,7 @@ pub(crate) struct Tx<'t> {
     queues_table: Lazy<'t, &'static str, u32>,
     names_table: Lazy<'t, &'static str, u32>,
     tasks: Lazy<'t, u64, &'static [u8]>,
-    ready: Lazy<'t, (u32, u32, u8, u64), u64>,
+    ready: Lazy<'t, ReadyKey, u64>,
     scheduled: Lazy<'t, (u64, u64), u64>,
     running: Lazy<'t, u64, (u32, u64)>,
     result_expiry: Lazy<'t, (u64, u64), ()>,
@@ -191,7 +194,7 @@ impl<'t> Tx<'t> {
         self.tasks.open(self.txn)
     }
 
-    pub(crate) fn ready(&mut self) -> Result<&mut Table<'t, (u32, u32, u8, u64), u64>, Error> {
+    pub(crate) fn ready(&mut self) -> Result<&mut Table<'t, ReadyKey, u64>, Error> {
         self.ready.open(self.txn)
     }
 
