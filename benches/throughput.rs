@@ -116,16 +116,23 @@ fn fsync_limit(dir: &Path) {
     let limit = timed();
     let start = Instant::now();
     let mut n = 0u64;
+    let mut each_us = Vec::new();
     while start.elapsed() < limit {
+        let t = Instant::now();
         file.seek(SeekFrom::Start((n % 256) * 4096)).unwrap();
         file.write_all(&block).unwrap();
         file.sync_data().unwrap();
+        each_us.push(t.elapsed().as_secs_f64() * 1e6);
         n += 1;
     }
     let secs = start.elapsed().as_secs_f64();
+    each_us.sort_by(f64::total_cmp);
+    let pct = |p: f64| each_us[((each_us.len() - 1) as f64 * p).round() as usize];
     note(format!(
-        "fsync_limit: {n} syncs in {secs:.2} s ({:.0} us each)",
-        secs * 1e6 / n as f64
+        "fsync_limit: {n} syncs in {secs:.2} s ({:.0} us each; p50 {:.0} us, p99 {:.0} us)",
+        secs * 1e6 / n as f64,
+        pct(0.5),
+        pct(0.99)
     ));
     report("fsync_limit", n as f64 / secs, "syncs/s");
     let _ = std::fs::remove_file(path);
