@@ -128,7 +128,13 @@ impl Clock {
     /// "do not wake by real time": a manual clock wakes its subscribers itself.
     pub(crate) fn sleep_until(&self, due_ms: u64) -> Option<Duration> {
         match self {
-            Clock::System => Some(Duration::from_millis(due_ms.saturating_sub(self.now_ms()))),
+            // From the precise current time, not the millisecond reading: rounding would
+            // wake the writer up to a millisecond after the due time.
+            Clock::System => Some(
+                to_system_time(due_ms)
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            ),
             Clock::Manual(_) => None,
         }
     }
