@@ -14,7 +14,7 @@ use redb::ReadableTable;
 use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::record::{Origin, Slot};
-use crate::store::transitions::Tx;
+use crate::store::tx::Tx;
 
 /// One attempt handed to a worker thread.
 #[derive(Debug)]

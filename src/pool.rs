@@ -16,9 +16,9 @@ use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
 use crate::options::DEFAULT_QUEUE;
 use crate::spool::Spool;
+use crate::store::command::Command;
 use crate::store::inflight::Inflight;
 use crate::store::transitions::Completion;
-use crate::store::writer::Command;
 use crate::task::{Context, Outcome, Registry, Task, TaskError, TaskId};
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.

@@ -13,10 +13,11 @@ use crate::options::Options;
 use crate::pool::{LiveWorkers, WorkerBuilder};
 use crate::result::{TaskHandle, Waiters};
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
+use crate::store::command::{Command, WriterHandle};
 use crate::store::inflight::Inflight;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::NewTask;
-use crate::store::writer::{Command, Writer, WriterConfig, WriterHandle};
+use crate::store::writer::{Writer, WriterConfig};
 use crate::task::{Task, TaskId};
 
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's

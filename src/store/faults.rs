@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, ReadableDatabase, ReadableTableMetadata, StorageBackend};
 
+use super::command::Command;
 use super::transitions::NewTask;
-use super::writer::{Command, Writer, WriterConfig};
+use super::writer::{Writer, WriterConfig};
 use super::{open, prepare, schema::TASKS};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};

@@ -3,6 +3,7 @@
 //! the attempts a dead process left running.
 
 pub(crate) mod catalog;
+pub(crate) mod command;
 #[cfg(test)]
 mod faults;
 pub(crate) mod inflight;
@@ -10,6 +11,7 @@ pub(crate) mod record;
 pub(crate) mod schedules;
 pub(crate) mod schema;
 pub(crate) mod transitions;
+pub(crate) mod tx;
 pub(crate) mod writer;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,7 +22,7 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableError}
 use crate::error::Error;
 use catalog::Catalog;
 use schema::*;
-use transitions::{Counters, Tx};
+use tx::{Counters, Tx};
 
 /// A database ready for the writer: format checked, orphans requeued.
 pub(crate) struct Opened {

@@ -10,7 +10,8 @@ use crate::error::Error;
 use crate::schedule::{ScheduleDef, ScheduleRecord, due_fires};
 use crate::store::catalog::Catalog;
 use crate::store::record::Origin;
-use crate::store::transitions::{NewTask, Tx};
+use crate::store::transitions::NewTask;
+use crate::store::tx::Tx;
 
 /// A change to the set of schedules.
 #[derive(Debug)]

@@ -5,9 +5,7 @@
 //! prunes expired results, claims ready tasks for free worker slots, commits once — one fsync
 //! for the whole group — and only then replies to callers and hands jobs to workers.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -18,8 +16,9 @@ use crate::dispatch::{self, Job, WorkerSlots};
 use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::catalog::Catalog;
-use crate::store::schedules::ScheduleOp;
-use crate::store::transitions::{Completion, Counters, NewTask, Tx, load_running};
+use crate::store::command::{Command, Reply, WriterHandle};
+use crate::store::transitions::Completion;
+use crate::store::tx::{Counters, IdMap, Tx, load_running};
 
 /// The longest the writer waits for the producers of the last group to join the next one.
 const GATHER: Duration = Duration::from_micros(200);
@@ -29,81 +28,10 @@ const MAX_GROUP: usize = 8_192;
 /// Most scheduled tasks promoted, or results pruned, per transaction.
 const MAINTENANCE_BATCH: usize = 5_000;
 
-/// Where the writer sends the answer to one request.
-pub(crate) type Reply<T> = Sender<Result<T, Error>>;
-
-/// A request to the writer.
-pub(crate) enum Command {
-    /// Store new tasks; reply with their ids once durable.
-    Enqueue {
-        tasks: Vec<NewTask>,
-        reply: Reply<Vec<u64>>,
-    },
-    /// An attempt finished; `worker` frees one of its slots.
-    Complete {
-        worker: Option<u64>,
-        completion: Completion,
-    },
-    /// A claimed attempt that never started goes back to the ready index.
-    Release { worker: u64, id: u64, attempt: u32 },
-    /// A worker pool starts serving.
-    Register {
-        slots: WorkerSlots,
-        reply: Reply<()>,
-    },
-    /// A worker pool stops: no more claims for it.
-    Unregister { worker: u64, reply: Sender<()> },
-    /// Claim due tasks once, for a synchronous drain on the caller's thread.
-    ClaimOnce {
-        queues: Vec<String>,
-        names: HashSet<String>,
-        max: usize,
-        reply: Reply<Vec<Job>>,
-    },
-    /// Declare, remove, pause or resume a periodic schedule; replies whether it changed.
-    Schedule { op: ScheduleOp, reply: Reply<bool> },
-    /// Reply once everything sent before is committed.
-    Sync { reply: Reply<()> },
-    /// The manual clock moved: re-check due times.
-    Tick,
-    /// Commit what is pending and exit.
-    Shutdown,
-}
-
 /// Settings the writer needs.
 pub(crate) struct WriterConfig {
     pub clock: Clock,
     pub result_ttl_ms: Option<u64>,
-}
-
-/// The running writer thread and the channel to it.
-pub(crate) struct WriterHandle {
-    pub tx: Sender<Command>,
-    join: Option<JoinHandle<()>>,
-}
-
-impl WriterHandle {
-    /// Sends a command; `Error::Closed` if the writer has exited.
-    pub(crate) fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.tx.send(cmd).map_err(|_| Error::Closed)
-    }
-
-    /// Sends a command built around a fresh reply channel and waits for the reply.
-    pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(build(tx))?;
-        rx.recv().map_err(|_| Error::Closed)?
-    }
-
-    /// Asks the writer to finish and waits for it.
-    pub(crate) fn shutdown(&mut self) {
-        let _ = self.tx.send(Command::Shutdown);
-        if let Some(join) = self.join.take()
-            && join.join().is_err()
-        {
-            tracing::error!("the taskspool writer thread panicked");
-        }
-    }
 }
 
 /// Replies and hand-offs that wait for the group's commit.
@@ -138,7 +66,7 @@ pub(crate) struct Writer {
     /// How many enqueue callers the last group served (see `gather`).
     last_callers: usize,
     /// Records of running tasks, lent to each transaction (see `Tx::running_cache`).
-    running_cache: crate::store::transitions::IdMap<crate::store::record::TaskRecord>,
+    running_cache: IdMap<crate::store::record::TaskRecord>,
 }
 
 impl Writer {

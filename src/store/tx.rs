@@ -1,0 +1,347 @@
+//! One write transaction of the writer: its tables (opened on first use), the counters and
+//! per-queue counts flushed at its end, and the in-memory records of running tasks it keeps
+//! in step. The state changes themselves are in `transitions`.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::codec;
+use crate::error::Error;
+use crate::state::TaskState;
+use crate::store::catalog::Catalog;
+use crate::store::record::{Slot, TaskRecord};
+use crate::store::schema::*;
+
+/// The id and sequence counters, loaded at open and written back by every transaction that
+/// changes them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counters {
+    pub next_id: u64,
+    pub next_seq: u64,
+}
+
+/// A map keyed by task id. Ids are sequential integers: a multiplicative hash spreads them
+/// well and costs a fraction of the default SipHash.
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher behind [`IdMap`].
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Loads the records of every running task (the writer's cache after a failed commit).
+pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, Error> {
+    let running = txn.open_table(RUNNING)?;
+    let tasks = txn.open_table(TASKS)?;
+    let mut map = IdMap::default();
+    for entry in running.iter()? {
+        let (id, value) = entry?;
+        let (id, (attempt, started)) = (id.value(), value.value());
+        if let Some(bytes) = tasks.get(id)? {
+            let mut rec: TaskRecord = codec::decode(bytes.value())?;
+            rec.overlay_running(attempt, started);
+            map.insert(id, rec);
+        }
+    }
+    Ok(map)
+}
+
+/// A key of the ready index: (queue id, name id, 9 − priority, seq).
+type ReadyKey = (u32, u32, u8, u64);
+
+/// A table of a write transaction, opened on first use.
+struct Lazy<'t, K: redb::Key + 'static, V: redb::Value + 'static> {
+    def: redb::TableDefinition<'static, K, V>,
+    table: Option<Table<'t, K, V>>,
+}
+
+impl<'t, K: redb::Key + 'static, V: redb::Value + 'static> Lazy<'t, K, V> {
+    fn new(def: redb::TableDefinition<'static, K, V>) -> Self {
+        Lazy { def, table: None }
+    }
+
+    fn open(&mut self, txn: &'t WriteTransaction) -> Result<&mut Table<'t, K, V>, Error> {
+        let table = match self.table.take() {
+            Some(table) => table,
+            None => txn.open_table(self.def)?,
+        };
+        Ok(self.table.insert(table))
+    }
+}
+
+/// One write transaction's open tables plus the bookkeeping that is flushed at its end.
+pub(crate) struct Tx<'t> {
+    txn: &'t WriteTransaction,
+    pub now: u64,
+    pub result_ttl_ms: Option<u64>,
+    pub counters: Counters,
+    pub(crate) counters_dirty: bool,
+    queues_table: Lazy<'t, &'static str, u32>,
+    names_table: Lazy<'t, &'static str, u32>,
+    tasks: Lazy<'t, u64, &'static [u8]>,
+    ready: Lazy<'t, ReadyKey, u64>,
+    scheduled: Lazy<'t, (u64, u64), u64>,
+    running: Lazy<'t, u64, (u32, u64)>,
+    result_expiry: Lazy<'t, (u64, u64), ()>,
+    counts: Lazy<'t, (u32, u8), u64>,
+    schedules: Lazy<'t, &'static str, &'static [u8]>,
+    schedule_due: Lazy<'t, (u64, &'static str), ()>,
+    task_expiry: Lazy<'t, (u64, u64), ()>,
+    /// Count changes per (queue, state) in this transaction: a handful of entries, so a
+    /// vector beats hashing on every transition.
+    pub(crate) count_delta: Vec<((u32, u8), i64)>,
+    /// Tasks that reached a final state in this transaction (their waiters are woken after commit).
+    pub finalized: Vec<u64>,
+    /// Whether anything was written (an unchanged transaction is aborted, not committed).
+    pub changed: bool,
+    /// The earliest due time among the timed-index entries added in this transaction.
+    pub wake_hint: Option<u64>,
+    /// Records of running tasks, exactly those in the `running` table, kept by the writer
+    /// across transactions: a running task's stored record is not rewritten at claim, so this
+    /// is where its current state lives until it completes. Every change goes through `put`;
+    /// the writer reloads it from the file when a commit fails.
+    pub running_cache: IdMap<TaskRecord>,
+    /// Attempts completed in this transaction whose `running` entries are removed in one sweep
+    /// by `finish` (one pass over a small table instead of one tree descent per task).
+    pub(crate) running_done: Vec<(u64, u32)>,
+}
+
+impl<'t> Tx<'t> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        now: u64,
+        counters: Counters,
+        result_ttl_ms: Option<u64>,
+    ) -> Result<Tx<'t>, Error> {
+        Ok(Tx {
+            txn,
+            now,
+            result_ttl_ms,
+            counters,
+            counters_dirty: false,
+            queues_table: Lazy::new(QUEUES),
+            names_table: Lazy::new(NAMES),
+            tasks: Lazy::new(TASKS),
+            ready: Lazy::new(READY),
+            scheduled: Lazy::new(SCHEDULED),
+            running: Lazy::new(RUNNING),
+            result_expiry: Lazy::new(RESULT_EXPIRY),
+            counts: Lazy::new(COUNTS),
+            schedules: Lazy::new(SCHEDULES),
+            schedule_due: Lazy::new(SCHEDULE_DUE),
+            task_expiry: Lazy::new(TASK_EXPIRY),
+            count_delta: Vec::new(),
+            finalized: Vec::new(),
+            changed: false,
+            wake_hint: None,
+            running_cache: IdMap::default(),
+            running_done: Vec::new(),
+        })
+    }
+
+    // Tables are opened on first use: a small group (one enqueue, say) touches three of the
+    // eleven, and opening a table costs a lookup in redb's table tree and a flush at commit.
+    pub(crate) fn queues_table(&mut self) -> Result<&mut Table<'t, &'static str, u32>, Error> {
+        self.queues_table.open(self.txn)
+    }
+
+    pub(crate) fn names_table(&mut self) -> Result<&mut Table<'t, &'static str, u32>, Error> {
+        self.names_table.open(self.txn)
+    }
+
+    pub(crate) fn tasks(&mut self) -> Result<&mut Table<'t, u64, &'static [u8]>, Error> {
+        self.tasks.open(self.txn)
+    }
+
+    pub(crate) fn ready(&mut self) -> Result<&mut Table<'t, ReadyKey, u64>, Error> {
+        self.ready.open(self.txn)
+    }
+
+    pub(crate) fn scheduled(&mut self) -> Result<&mut Table<'t, (u64, u64), u64>, Error> {
+        self.scheduled.open(self.txn)
+    }
+
+    pub(crate) fn running(&mut self) -> Result<&mut Table<'t, u64, (u32, u64)>, Error> {
+        self.running.open(self.txn)
+    }
+
+    pub(crate) fn result_expiry(&mut self) -> Result<&mut Table<'t, (u64, u64), ()>, Error> {
+        self.result_expiry.open(self.txn)
+    }
+
+    pub(crate) fn counts(&mut self) -> Result<&mut Table<'t, (u32, u8), u64>, Error> {
+        self.counts.open(self.txn)
+    }
+
+    pub(crate) fn schedules(
+        &mut self,
+    ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, Error> {
+        self.schedules.open(self.txn)
+    }
+
+    pub(crate) fn schedule_due(
+        &mut self,
+    ) -> Result<&mut Table<'t, (u64, &'static str), ()>, Error> {
+        self.schedule_due.open(self.txn)
+    }
+
+    pub(crate) fn task_expiry(&mut self) -> Result<&mut Table<'t, (u64, u64), ()>, Error> {
+        self.task_expiry.open(self.txn)
+    }
+
+    /// Writes the counters and state counts; call once, before commit.
+    pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        if !self.running_done.is_empty() {
+            let mut done = std::mem::take(&mut self.running_done);
+            done.sort_unstable();
+            let (first, last) = (done[0].0, done[done.len() - 1].0);
+            // Only the entry of the completed attempt goes: a task retried and claimed again
+            // in this same transaction has a newer attempt in its entry and keeps it.
+            self.running()?
+                .retain_in(first..=last, |id, (attempt, _)| {
+                    done.binary_search(&(id, attempt)).is_err()
+                })?;
+        }
+        if self.counters_dirty {
+            let Counters { next_id, next_seq } = self.counters;
+            let counts = self.counts()?;
+            counts.insert((COUNTERS_QUEUE, NEXT_ID), next_id)?;
+            counts.insert((COUNTERS_QUEUE, NEXT_SEQ), next_seq)?;
+            self.counters_dirty = false;
+        }
+        for ((queue, state), delta) in std::mem::take(&mut self.count_delta) {
+            if delta == 0 {
+                continue;
+            }
+            let old = self
+                .counts()?
+                .get((queue, state))?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            let new = old.saturating_add_signed(delta);
+            if new == 0 {
+                self.counts()?.remove((queue, state))?;
+            } else {
+                self.counts()?.insert((queue, state), new)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that something becomes due at `at_ms` (a new entry in one of the timed indexes).
+    pub(crate) fn note_wake(&mut self, at_ms: u64) {
+        self.wake_hint = Some(self.wake_hint.map_or(at_ms, |w| w.min(at_ms)));
+    }
+
+    /// The earliest time something becomes due: a scheduled task, a schedule's fire, an
+    /// expiry, or a result to prune.
+    pub(crate) fn next_wake(&mut self) -> Result<Option<u64>, Error> {
+        let due = self.scheduled()?.first()?.map(|(k, _)| k.value().0);
+        let prune = self.result_expiry()?.first()?.map(|(k, _)| k.value().0);
+        let fire = self.schedule_due()?.first()?.map(|(k, _)| k.value().0);
+        let expiry = self.task_expiry()?.first()?.map(|(k, _)| k.value().0);
+        Ok([due, prune, fire, expiry].into_iter().flatten().min())
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let seq = self.counters.next_seq;
+        self.counters.next_seq += 1;
+        self.counters_dirty = true;
+        seq
+    }
+
+    /// The ids of a queue and a task name, creating them on first use.
+    pub(crate) fn intern(
+        &mut self,
+        queue: &str,
+        name: &str,
+        catalog: &mut Catalog,
+    ) -> Result<(u32, u32), Error> {
+        let q = match catalog.queues.id(queue) {
+            Some(q) => q,
+            None => {
+                self.changed = true;
+                catalog.queues.intern(queue, self.queues_table()?)?
+            }
+        };
+        let n = match catalog.names.id(name) {
+            Some(n) => n,
+            None => {
+                self.changed = true;
+                catalog.names.intern(name, self.names_table()?)?
+            }
+        };
+        Ok((q, n))
+    }
+
+    pub(crate) fn get(&mut self, id: u64) -> Result<Option<TaskRecord>, Error> {
+        if let Some(rec) = self.running_cache.get(&id) {
+            return Ok(Some(rec.clone()));
+        }
+        match self.tasks()?.get(id)? {
+            Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a record. A running task's record stays in memory (its `running` entry is what
+    /// is durable); any other state is written to the file.
+    pub(crate) fn put(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
+        self.changed = true;
+        if rec.state == TaskState::Running {
+            self.running_cache.insert(id, rec.clone());
+            return Ok(());
+        }
+        self.running_cache.remove(&id);
+        let bytes = codec::encode(rec)?;
+        self.tasks()?.insert(id, bytes.as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
+        let key = (queue, state.code());
+        match self.count_delta.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, d)) => *d += delta,
+            None => self.count_delta.push((key, delta)),
+        }
+    }
+
+    pub(crate) fn set_state(&mut self, rec: &mut TaskRecord, state: TaskState) {
+        if rec.state != state {
+            self.count(rec.queue, rec.state, -1);
+            self.count(rec.queue, state, 1);
+            rec.state = state;
+        }
+    }
+
+    /// Removes the task from whichever index holds it.
+    pub(crate) fn unslot(&mut self, rec: &mut TaskRecord) -> Result<(), Error> {
+        match rec.slot {
+            Slot::None => {}
+            Slot::Ready { seq } => {
+                self.ready()?.remove(rec.ready_key(seq))?;
+            }
+            Slot::Scheduled { at_ms, seq } => {
+                self.scheduled()?.remove((at_ms, seq))?;
+            }
+        }
+        rec.slot = Slot::None;
+        Ok(())
+    }
+}
