@@ -82,6 +82,7 @@ mod schedule;
 mod spool;
 mod state;
 mod store;
+mod sync;
 mod task;
 
 pub use clock::ManualClock;

@@ -367,7 +367,7 @@ impl Worker {
         running.stopping.store(true, Ordering::SeqCst);
         self.spool.live().remove(running.id);
         // The writer drops our job channel: threads finish what they hold and exit.
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = crate::sync::oneshot();
         if self
             .spool
             .writer()

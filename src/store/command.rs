@@ -10,9 +10,10 @@ use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, NewTask};
+use crate::sync::{Promise, oneshot};
 
 /// Where the writer sends the answer to one request.
-pub(crate) type Reply<T> = Sender<Result<T, Error>>;
+pub(crate) type Reply<T> = Promise<Result<T, Error>>;
 
 /// A request to the writer.
 pub(crate) enum Command {
@@ -34,7 +35,7 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     /// A worker pool stops: no more claims for it.
-    Unregister { worker: u64, reply: Sender<()> },
+    Unregister { worker: u64, reply: Promise<()> },
     /// Claim due tasks once, for a synchronous drain on the caller's thread.
     ClaimOnce {
         queues: Vec<String>,
@@ -66,7 +67,7 @@ impl WriterHandle {
 
     /// Sends a command built around a fresh reply channel and waits for the reply.
     pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = oneshot();
         self.send(build(tx))?;
         rx.recv().map_err(|_| Error::Closed)?
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::Database;
 
 use crate::clock::Clock;
@@ -40,7 +40,7 @@ struct Staged {
     enqueued: Vec<(Reply<Vec<u64>>, Vec<u64>)>,
     schedule_replies: Vec<(Reply<bool>, Result<bool, Error>)>,
     acks: Vec<Reply<()>>,
-    unregistered: Vec<Sender<()>>,
+    unregistered: Vec<crate::sync::Promise<()>>,
     claim_once: Vec<(Reply<Vec<Job>>, Vec<Job>)>,
     claimed: Vec<(u64, Vec<Job>)>,
     completions: Vec<Completion>,
@@ -151,8 +151,8 @@ impl Writer {
     /// Group commit's gathering window. When several producers waited on the last commit, each
     /// is about to send its next enqueue, but the writer would otherwise start the next group
     /// with whoever was quickest and leave the rest for the group after. Waiting up to
-    /// [`GATHER`] for as many producers as last time (yielding the CPU to them) lets them share
-    /// one fsync. A lone producer never waits.
+    /// [`GATHER`] for as many producers as last time (asleep, leaving the CPU to them) lets
+    /// them share one fsync. A lone producer never waits.
     fn gather(&mut self, cmds: &mut Vec<Command>) {
         let callers = |cmds: &[Command]| {
             cmds.iter()
@@ -163,10 +163,10 @@ impl Writer {
             return;
         }
         let deadline = std::time::Instant::now() + GATHER;
-        while callers(cmds) < self.last_callers && std::time::Instant::now() < deadline {
-            match self.rx.try_recv() {
+        while callers(cmds) < self.last_callers {
+            match self.rx.recv_deadline(deadline) {
                 Ok(cmd) => cmds.push(cmd),
-                Err(_) => std::thread::yield_now(),
+                Err(_) => break,
             }
         }
     }
@@ -440,21 +440,7 @@ impl Writer {
 
     /// After a successful commit: replies, hand-offs, wake-ups.
     fn deliver(&mut self, staged: Staged) -> (bool, bool) {
-        for (reply, ids) in staged.enqueued {
-            let _ = reply.send(Ok(ids));
-        }
-        for reply in staged.acks {
-            let _ = reply.send(Ok(()));
-        }
-        for (reply, result) in staged.schedule_replies {
-            let _ = reply.send(result);
-        }
-        for reply in staged.unregistered {
-            let _ = reply.send(());
-        }
-        for (reply, jobs) in staged.claim_once {
-            let _ = reply.send(Ok(jobs));
-        }
+        // Workers first: a task should not wait for its enqueuer to be woken.
         let mut returned = Vec::new();
         for (worker, jobs) in staged.claimed {
             match self.workers.iter_mut().find(|w| w.id == worker) {
@@ -469,6 +455,21 @@ impl Writer {
                 }
                 None => returned.extend(jobs),
             }
+        }
+        for (reply, ids) in staged.enqueued {
+            reply.send(Ok(ids));
+        }
+        for reply in staged.acks {
+            reply.send(Ok(()));
+        }
+        for (reply, result) in staged.schedule_replies {
+            reply.send(result);
+        }
+        for reply in staged.unregistered {
+            reply.send(());
+        }
+        for (reply, jobs) in staged.claim_once {
+            reply.send(Ok(jobs));
         }
         self.waiters.notify(&staged.finalized);
         // Jobs whose worker vanished between claim and hand-off go back to the ready index.
@@ -504,19 +505,19 @@ impl Writer {
     /// After a failed commit: every caller hears the error; completions are kept to retry.
     fn fail(&mut self, staged: Staged, e: &Error) {
         for (reply, _) in staged.enqueued {
-            let _ = reply.send(Err(e.duplicate()));
+            reply.send(Err(e.duplicate()));
         }
         for reply in staged.acks {
-            let _ = reply.send(Err(e.duplicate()));
+            reply.send(Err(e.duplicate()));
         }
         for (reply, _) in staged.schedule_replies {
-            let _ = reply.send(Err(e.duplicate()));
+            reply.send(Err(e.duplicate()));
         }
         for reply in staged.unregistered {
-            let _ = reply.send(());
+            reply.send(());
         }
         for (reply, _) in staged.claim_once {
-            let _ = reply.send(Err(e.duplicate()));
+            reply.send(Err(e.duplicate()));
         }
         self.retry = staged.completions;
         self.reload();
