@@ -288,23 +288,20 @@ impl WorkerBuilder {
                 return Ok(());
             }
             for job in jobs {
-                self.spool.inflight().mark(slot, job.id, job.attempt);
-                let started_at_ms = self.spool.clock().now_ms();
-                let timer = Instant::now();
-                let outcome = run_job(&self.registry, &job);
+                let completion = attempt(
+                    &self.registry,
+                    self.spool.inflight(),
+                    slot,
+                    self.spool.clock(),
+                    &job,
+                );
                 report.attempts += 1;
-                if matches!(outcome, Outcome::Succeeded(_)) {
+                if matches!(completion.outcome, Outcome::Succeeded(_)) {
                     report.succeeded += 1;
                 }
                 self.spool.writer().send(Command::Complete {
                     worker: None,
-                    completion: Completion {
-                        id: job.id,
-                        attempt: job.attempt,
-                        started_at_ms,
-                        run_us: elapsed_us(timer),
-                        outcome,
-                    },
+                    completion,
                 })?;
             }
             self.spool.sync()?;
@@ -446,20 +443,11 @@ impl WorkerThread {
                 }
             } else {
                 self.busy.fetch_add(1, Ordering::SeqCst);
-                self.inflight.mark(slot, job.id, job.attempt);
-                let started_at_ms = self.clock.now_ms();
-                let timer = Instant::now();
-                let outcome = run_job(&self.registry, &job);
+                let completion = attempt(&self.registry, &self.inflight, slot, &self.clock, &job);
                 self.busy.fetch_sub(1, Ordering::SeqCst);
                 Command::Complete {
                     worker: Some(self.worker),
-                    completion: Completion {
-                        id: job.id,
-                        attempt: job.attempt,
-                        started_at_ms,
-                        run_us: elapsed_us(timer),
-                        outcome,
-                    },
+                    completion,
                 }
             };
             if self.writer.send(cmd).is_err() {
@@ -470,8 +458,26 @@ impl WorkerThread {
     }
 }
 
-fn elapsed_us(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+/// Runs one attempt on this thread: records its start in the journal slot, runs it, and
+/// reports what happened.
+fn attempt(
+    registry: &Registry,
+    inflight: &Inflight,
+    slot: u64,
+    clock: &Clock,
+    job: &Job,
+) -> Completion {
+    inflight.mark(slot, job.id, job.attempt);
+    let started_at_ms = clock.now_ms();
+    let timer = Instant::now();
+    let outcome = run_job(registry, job);
+    Completion {
+        id: job.id,
+        attempt: job.attempt,
+        started_at_ms,
+        run_us: u64::try_from(timer.elapsed().as_micros()).unwrap_or(u64::MAX),
+        outcome,
+    }
 }
 
 /// Runs one attempt under `catch_unwind`. Never panics.

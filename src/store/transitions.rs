@@ -36,6 +36,23 @@ pub(crate) struct Completion {
     pub outcome: Outcome,
 }
 
+/// The first `limit` keys of a `(due at ms, id) → ()` index that are due at `now`, and
+/// whether more are due.
+fn due_keys(
+    index: &redb::Table<'_, (u64, u64), ()>,
+    now: u64,
+    limit: usize,
+) -> Result<(Vec<(u64, u64)>, bool), Error> {
+    let mut due: Vec<(u64, u64)> = index
+        .range(..=(now, u64::MAX))?
+        .take(limit + 1)
+        .map(|e| e.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    let more = due.len() > limit;
+    due.truncate(limit);
+    Ok((due, more))
+}
+
 impl Tx<'_> {
     /// Puts the task in the ready index at the back of its priority.
     fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
@@ -271,14 +288,8 @@ impl Tx<'_> {
     /// Returns whether more are due.
     pub(crate) fn expire_due(&mut self, limit: usize) -> Result<bool, Error> {
         let now = self.now;
-        let due: Vec<(u64, u64)> = self
-            .task_expiry()?
-            .range(..=(now, u64::MAX))?
-            .take(limit + 1)
-            .map(|e| e.map(|(k, _)| k.value()))
-            .collect::<Result<_, _>>()?;
-        let more = due.len() > limit;
-        for &key in due.iter().take(limit) {
+        let (due, more) = due_keys(self.task_expiry()?, now, limit)?;
+        for key in due {
             self.task_expiry()?.remove(key)?;
             self.changed = true;
             let Some(mut rec) = self.get(key.1)? else {
@@ -299,14 +310,8 @@ impl Tx<'_> {
     /// are due.
     pub(crate) fn prune(&mut self, limit: usize) -> Result<bool, Error> {
         let now = self.now;
-        let due: Vec<(u64, u64)> = self
-            .result_expiry()?
-            .range(..=(now, u64::MAX))?
-            .take(limit + 1)
-            .map(|e| e.map(|(k, _)| k.value()))
-            .collect::<Result<_, _>>()?;
-        let more = due.len() > limit;
-        for &key in due.iter().take(limit) {
+        let (due, more) = due_keys(self.result_expiry()?, now, limit)?;
+        for key in due {
             let id = key.1;
             self.result_expiry()?.remove(key)?;
             if let Some(rec) = self.get(id)? {
