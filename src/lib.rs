@@ -44,7 +44,13 @@
 //! - **Results.** [`TaskHandle::wait`] returns the output or the final failure with every
 //!   attempt's error. [`Spool::status`] shows state, times and history; an unknown id is
 //!   [`Error::NotFound`]. Finished tasks are pruned after a TTL (one day by default).
-//! - **Time.** Every time read goes through a clock; tests use a [`ManualClock`].
+//! - **Periodic tasks.** [`Spool::schedule`] declares a [`Schedule`] — a 5-field crontab in a
+//!   time zone, or an interval — with a [`MisfirePolicy`] for fires missed while the file was
+//!   closed. Declaring is an upsert; [`Spool::schedules`] lists them with their next fire.
+//!   Each (schedule, fire time) is enqueued exactly once.
+//! - **Time.** Every time read goes through a clock; tests use a [`ManualClock`], which wakes
+//!   the spool when it moves, so tests never sleep for a countdown.
+//! - **Options.** [`SpoolBuilder`] sets the results TTL, redb's cache size and the clock.
 //!
 //! # Guarantees
 //!
@@ -55,13 +61,16 @@
 //!   `Failed` instead of looping.
 //! - *Fenced attempts*: a report from an attempt that is no longer current is discarded.
 //! - *Nothing silently dropped*: undecodable arguments end `Failed` with the decode error;
-//!   unknown task names wait, visible in [`Spool::stats`], until a worker registers them.
+//!   unknown task names wait, visible in [`Spool::stats`], until a worker registers them;
+//!   expired tasks end `Expired` with the reason.
+//! - *Clear errors on bad files*: [`Error`] tells a locked, damaged, foreign or newer-format
+//!   file apart, and a full disk, without modifying the file.
 //!
 //! # Data flow
 //!
 //! Callers send commands to ONE writer thread, which folds everything pending (enqueues,
-//! completions, promotions of due tasks, claims for free worker slots, pruning) into one
-//! transaction and one fsync, then replies. Worker threads run attempts and send outcomes
+//! completions, schedule fires, promotions of due tasks, expiries, pruning, claims for free
+//! worker slots) into one transaction and one fsync, then replies. Worker threads run attempts and send outcomes
 //! back. Reads (`status`, `stats`, `wait`) use snapshots and never wait for the writer.
 //! See `docs/design.md` in the repository for the tables and state machine.
 //!
