@@ -44,6 +44,14 @@ pub fn manual_spool(clock: &ManualClock) -> Spool {
         .expect("temporary spool")
 }
 
+/// The queue file at `path` on a manual clock (opened again after a "restart").
+pub fn manual_spool_at(clock: &ManualClock, path: &std::path::Path) -> Spool {
+    Spool::builder()
+        .manual_clock(clock.clone())
+        .open(path)
+        .expect("open the queue file")
+}
+
 /// Polls `cond` until it holds or `WAIT` passes. Only for state that changes asynchronously
 /// (a commit on the writer thread), never to let time-based behaviour happen.
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

@@ -137,12 +137,7 @@ fn cron_next_fire_in_a_time_zone() {
 fn declaring_again_is_an_upsert_across_reopen() {
     let (_dir, path) = temp_queue();
     let clock = manual_clock();
-    let open = || {
-        Spool::builder()
-            .manual_clock(clock.clone())
-            .open(&path)
-            .unwrap()
-    };
+    let open = || manual_spool_at(&clock, &path);
     let key = unique("upsert");
     let declare = |spool: &Spool, every: u64| {
         spool
@@ -212,12 +207,7 @@ fn pause_resume_and_unschedule() {
 fn fires_after_downtime(policy: MisfirePolicy) -> Vec<u64> {
     let (_dir, path) = temp_queue();
     let clock = manual_clock();
-    let open = || {
-        Spool::builder()
-            .manual_clock(clock.clone())
-            .open(&path)
-            .unwrap()
-    };
+    let open = || manual_spool_at(&clock, &path);
     let key = unique("misfire");
     let t0 = clock.now_ms();
     {
