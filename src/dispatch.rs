@@ -131,16 +131,17 @@ pub(crate) fn claim(
     while jobs.len() < max {
         // The next `want` tasks in dispatch order are among the first `want` of each pair.
         let want = max - jobs.len();
-        let mut candidates: Vec<((u8, u64), usize, u64)> = Vec::new();
+        // (position, pair, task id, whether the entry is still only in `pending_ready`)
+        let mut candidates: Vec<((u8, u64), usize, u64, bool)> = Vec::new();
         for (i, &(q, n)) in pairs.iter().enumerate() {
-            for entry in tx
-                .ready()?
-                .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
-                .take(want)
-            {
+            let range = (q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX);
+            for entry in tx.ready()?.range(range.clone())?.take(want) {
                 let (key, id) = entry?;
                 let (_, _, inv, seq) = key.value();
-                candidates.push(((inv, seq), i, id.value()));
+                candidates.push(((inv, seq), i, id.value(), false));
+            }
+            for (&(_, _, inv, seq), &id) in tx.pending_ready.range(range).take(want) {
+                candidates.push(((inv, seq), i, id, true));
             }
         }
         if candidates.is_empty() {
@@ -148,10 +149,10 @@ pub(crate) fn claim(
         }
         candidates.sort_unstable_by_key(|c| c.0);
         candidates.truncate(want);
-        // Each pair's share of the candidates is a run of consecutive index entries: take
-        // them out in one sweep per pair instead of one tree descent per task.
+        // Each pair's share of the stored candidates is a run of consecutive index entries:
+        // take them out in one sweep per pair instead of one tree descent per task.
         for (i, &(q, n)) in pairs.iter().enumerate() {
-            let mut mine = candidates.iter().filter(|c| c.1 == i).map(|c| c.0);
+            let mut mine = candidates.iter().filter(|c| c.1 == i && !c.3).map(|c| c.0);
             let Some(first) = mine.next() else {
                 continue;
             };
@@ -162,7 +163,11 @@ pub(crate) fn claim(
                 })?;
             tx.changed = true;
         }
-        for (pos, _, id) in candidates {
+        for (pos, i, id, pending) in candidates {
+            if pending {
+                let (q, n) = pairs[i];
+                tx.pending_ready.remove(&(q, n, pos.0, pos.1));
+            }
             if let Some(job) = examine(tx, catalog, pos.1, id)? {
                 jobs.push(job);
             }

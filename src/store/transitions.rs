@@ -58,7 +58,8 @@ impl Tx<'_> {
     fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         self.unslot(rec)?;
         let seq = self.next_seq();
-        self.ready()?.insert(rec.ready_key(seq), id)?;
+        self.pending_ready.insert(rec.ready_key(seq), id);
+        self.changed = true;
         rec.slot = Slot::Ready { seq };
         Ok(())
     }
