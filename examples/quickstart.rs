@@ -3,7 +3,6 @@
 //! Run with `cargo run --example quickstart`. The queue lives in `./data/quickstart.redb`;
 //! run it twice and the ids keep counting: the file persists.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,14 +29,11 @@ struct FlakyFetch {
     url: String,
 }
 
-static FETCH_CALLS: AtomicU32 = AtomicU32::new(0);
-
 impl Task for FlakyFetch {
     const NAME: &'static str = "flaky_fetch";
     type Output = String;
 
     fn run(self, ctx: &Context) -> Result<String, TaskError> {
-        FETCH_CALLS.fetch_add(1, Ordering::SeqCst);
         if ctx.attempt() == 1 {
             return Err(TaskError::retry(format!("{}: connection reset", self.url)));
         }
