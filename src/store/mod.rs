@@ -214,7 +214,10 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> 
             found: v,
             supported: FORMAT_VERSION,
         }),
-        Some(_) => Ok(false),
+        Some(_) => {
+            check_layout(&read, path)?;
+            Ok(false)
+        }
         None => {
             if read.list_tables()?.next().is_some() {
                 Err(Error::NotAQueue {
@@ -227,6 +230,40 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> 
             }
         }
     }
+}
+
+/// Checks that every table the file has uses this build's key and value types, so that a
+/// file whose layout differs (say, from a pre-release build with the same format number)
+/// is refused with a clear error instead of failing later inside a transaction.
+fn check_layout(read: &redb::ReadTransaction, path: &Path) -> Result<(), Error> {
+    fn check<K: redb::Key + 'static, V: redb::Value + 'static>(
+        read: &redb::ReadTransaction,
+        def: redb::TableDefinition<'static, K, V>,
+        path: &Path,
+    ) -> Result<(), Error> {
+        match read.open_table(def) {
+            Ok(_) | Err(TableError::TableDoesNotExist(_)) => Ok(()),
+            Err(TableError::TableTypeMismatch { table, .. }) => Err(Error::NotAQueue {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "its table {table} has another layout than this build writes; it was made \
+                     by an incompatible taskspool build"
+                ),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+    check(read, QUEUES, path)?;
+    check(read, NAMES, path)?;
+    check(read, TASKS, path)?;
+    check(read, READY, path)?;
+    check(read, SCHEDULED, path)?;
+    check(read, RUNNING, path)?;
+    check(read, RESULT_EXPIRY, path)?;
+    check(read, TASK_EXPIRY, path)?;
+    check(read, SCHEDULES, path)?;
+    check(read, SCHEDULE_DUE, path)?;
+    check(read, COUNTS, path)
 }
 
 #[cfg(test)]

@@ -245,6 +245,31 @@ fn a_newer_format_is_refused_and_the_file_untouched() {
     assert!(matches!(Spool::open(&path), Err(Error::NewerFormat { .. })));
 }
 
+#[test]
+fn a_queue_file_with_a_table_of_another_layout_is_refused_and_untouched() {
+    let (_dir, path) = temp_queue();
+    make_queue_file(&path);
+    {
+        // What a build with the same format number but another table layout would leave.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let old: TableDefinition<u64, (u32, u64)> = TableDefinition::new("taskspool.running");
+        assert!(txn.delete_table(old).unwrap());
+        let other: TableDefinition<u64, u32> = TableDefinition::new("taskspool.running");
+        txn.open_table(other).unwrap().insert(1, 1).unwrap();
+        txn.commit().unwrap();
+    }
+    let before = bytes(&path);
+    let err = Spool::open(&path).unwrap_err();
+    match &err {
+        Error::NotAQueue { detail, .. } => {
+            assert!(detail.contains("taskspool.running"), "{detail}");
+        }
+        other => panic!("expected NotAQueue, got {other:?}"),
+    }
+    assert_untouched(&path, &before, "file with a table of another layout");
+}
+
 /// Opens a damaged copy of a queue file; it must come back as a typed error, never a panic.
 fn open_damaged(path: &Path) -> Result<Spool, Error> {
     std::panic::catch_unwind(|| Spool::open(path)).unwrap_or_else(|_| {
