@@ -42,7 +42,7 @@ pub(crate) struct WorkerSlots {
     /// Moving average of the arguments' size, in bytes, of the attempts handed out.
     avg_payload: Option<f64>,
     /// Attempts handed out and not yet completed or released.
-    pub outstanding: usize,
+    outstanding: usize,
     pub jobs: Sender<Job>,
 }
 
@@ -87,8 +87,13 @@ impl WorkerSlots {
 
     /// Records that an attempt finished after running `run_us` microseconds.
     pub(crate) fn finished(&mut self, run_us: u64) {
-        self.outstanding = self.outstanding.saturating_sub(1);
+        self.released();
         self.avg_run_us = Some(ewma(self.avg_run_us, run_us as f64));
+    }
+
+    /// Records that an attempt came back without running (released, or never delivered).
+    pub(crate) fn released(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
     }
 
     /// How many more attempts to hand out now: free threads, plus as many as the threads

@@ -61,13 +61,11 @@ impl LiveWorkers {
     /// Whether a pool serves `queue` and none of the pools serving it knows `name`.
     pub(crate) fn is_unregistered(&self, queue: &str, name: &str) -> bool {
         let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
-        let mut serving = pools.iter().filter(|p| p.1.iter().any(|q| q == queue));
-        let mut any = false;
-        let known = serving.any(|p| {
-            any = true;
-            p.2.contains(name)
-        });
-        any && !known
+        let serving: Vec<_> = pools
+            .iter()
+            .filter(|p| p.1.iter().any(|q| q == queue))
+            .collect();
+        !serving.is_empty() && !serving.iter().any(|p| p.2.contains(name))
     }
 
     /// The queues at least one pool serves.

@@ -256,9 +256,7 @@ impl Spool {
         let new = tasks
             .into_iter()
             .map(|task| {
-                let payload = serde_json::to_vec(&task).map_err(|e| {
-                    Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME))
-                })?;
+                let payload = encode_arguments(&task)?;
                 Ok(NewTask {
                     name: name.clone(),
                     payload,
@@ -337,9 +335,7 @@ impl Spool {
         }
         schedule.validate()?;
         let template = options.over(T::defaults()).template()?;
-        let payload = serde_json::to_vec(&task).map_err(|e| {
-            Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME))
-        })?;
+        let payload = encode_arguments(&task)?;
         let def = ScheduleDef::new(schedule, T::NAME, payload, template);
         self.schedule_op(ScheduleOp::Declare {
             name: name.to_string(),
@@ -417,4 +413,10 @@ impl Spool {
     pub(crate) fn live(&self) -> &LiveWorkers {
         &self.inner.live
     }
+}
+
+/// A task's arguments as the JSON stored with it.
+fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(task)
+        .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))
 }

@@ -63,16 +63,13 @@ fn prepare(
     {
         if fresh {
             // Every table exists from the start: readers open them without creating them.
-            txn.open_table(QUEUES)?;
-            txn.open_table(NAMES)?;
-            txn.open_table(TASKS)?;
-            txn.open_table(READY)?;
-            txn.open_table(SCHEDULED)?;
-            txn.open_table(RUNNING)?;
-            txn.open_table(RESULT_EXPIRY)?;
-            txn.open_table(TASK_EXPIRY)?;
-            txn.open_table(SCHEDULES)?;
-            txn.open_table(SCHEDULE_DUE)?;
+            fn create<K: redb::Key + 'static, V: redb::Value + 'static>(
+                txn: &redb::WriteTransaction,
+                def: redb::TableDefinition<'static, K, V>,
+            ) -> Result<(), Error> {
+                txn.open_table(def).map(drop).map_err(Error::from)
+            }
+            for_each_table!(create(&txn));
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
             let mut counts = txn.open_table(COUNTS)?;
@@ -130,29 +127,25 @@ fn precheck_read_only(path: &Path) -> Result<(), Error> {
         Ok(Ok(db)) => check_format(&db, path).map(drop),
         Ok(Err(DatabaseError::RepairAborted)) => Ok(()),
         Ok(Err(e)) => Err(database_error(path, e)),
-        Err(_) => Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            detail: "redb panicked while reading the file's structure".into(),
-        }),
+        Err(_) => Err(redb_panicked(path)),
+    }
+}
+
+/// redb checks some on-disk invariants with debug assertions; a damaged file must still come
+/// back as an error, so a panic while opening is reported as corruption.
+fn redb_panicked(path: &Path) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: "redb panicked while reading the file's structure".into(),
     }
 }
 
 fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, Error> {
-    // redb checks some on-disk invariants with debug assertions; a damaged file must still
-    // come back as an error, so a panic during open is reported as corruption.
-    let opened = catch_unwind(AssertUnwindSafe(|| {
+    catch_unwind(AssertUnwindSafe(|| {
         Database::builder().set_cache_size(cache_bytes).create(path)
-    }));
-    let result = match opened {
-        Ok(result) => result,
-        Err(_) => {
-            return Err(Error::Corrupt {
-                path: path.to_path_buf(),
-                detail: "redb panicked while reading the file's structure".into(),
-            });
-        }
-    };
-    result.map_err(|e| database_error(path, e))
+    }))
+    .map_err(|_| redb_panicked(path))?
+    .map_err(|e| database_error(path, e))
 }
 
 fn database_error(path: &Path, e: DatabaseError) -> Error {
@@ -238,8 +231,8 @@ fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> 
 fn check_layout(read: &redb::ReadTransaction, path: &Path) -> Result<(), Error> {
     fn check<K: redb::Key + 'static, V: redb::Value + 'static>(
         read: &redb::ReadTransaction,
-        def: redb::TableDefinition<'static, K, V>,
         path: &Path,
+        def: redb::TableDefinition<'static, K, V>,
     ) -> Result<(), Error> {
         match read.open_table(def) {
             Ok(_) | Err(TableError::TableDoesNotExist(_)) => Ok(()),
@@ -253,17 +246,8 @@ fn check_layout(read: &redb::ReadTransaction, path: &Path) -> Result<(), Error> 
             Err(e) => Err(e.into()),
         }
     }
-    check(read, QUEUES, path)?;
-    check(read, NAMES, path)?;
-    check(read, TASKS, path)?;
-    check(read, READY, path)?;
-    check(read, SCHEDULED, path)?;
-    check(read, RUNNING, path)?;
-    check(read, RESULT_EXPIRY, path)?;
-    check(read, TASK_EXPIRY, path)?;
-    check(read, SCHEDULES, path)?;
-    check(read, SCHEDULE_DUE, path)?;
-    check(read, COUNTS, path)
+    for_each_table!(check(read, path));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -290,6 +274,27 @@ mod tests {
         }
     }
 
+    /// A new queue file at `path` with `n` tasks (allowing `max_retries`) handed to workers,
+    /// committed, and the handle closed as a dead process would leave it (minus the journal
+    /// entries, which the caller writes).
+    fn file_with_running_tasks(path: &Path, n: usize, max_retries: u32) -> Opened {
+        let opened = open(path, 1_000, None, 1 << 20).unwrap();
+        let txn = opened.db.begin_write().unwrap();
+        let mut catalog = opened.catalog.clone();
+        {
+            let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
+            let ids = tx.intern("default", "t", &mut catalog).unwrap();
+            for _ in 0..n {
+                let id = tx.insert(new_task(max_retries), ids).unwrap();
+                let mut rec = tx.get(id).unwrap().unwrap();
+                tx.start(id, &mut rec).unwrap();
+            }
+            tx.finish().unwrap();
+        }
+        txn.commit().unwrap();
+        opened
+    }
+
     /// Three attempts were handed to workers when the process died; only the one recorded in
     /// the start journal had started. It counts as a lost attempt; the two prefetched ones get
     /// their attempt back — even with `max_retries(0)`, which must not fail a task that never ran.
@@ -297,20 +302,7 @@ mod tests {
     fn recovery_counts_only_started_attempts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
-        let opened = open(&path, 1_000, None, 1 << 20).unwrap();
-        let txn = opened.db.begin_write().unwrap();
-        let mut catalog = opened.catalog.clone();
-        {
-            let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
-            let ids = tx.intern("default", "t", &mut catalog).unwrap();
-            for _ in 0..3 {
-                let id = tx.insert(new_task(0), ids).unwrap();
-                let mut rec = tx.get(id).unwrap().unwrap();
-                tx.start(id, &mut rec).unwrap();
-            }
-            tx.finish().unwrap();
-        }
-        txn.commit().unwrap();
+        let opened = file_with_running_tasks(&path, 3, 0);
         let slot = opened.inflight.acquire();
         opened.inflight.mark(slot, 2, 1);
         drop(opened);
@@ -339,19 +331,7 @@ mod tests {
     fn recovery_without_a_journal_counts_every_orphan() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
-        let opened = open(&path, 1_000, None, 1 << 20).unwrap();
-        let txn = opened.db.begin_write().unwrap();
-        let mut catalog = opened.catalog.clone();
-        {
-            let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
-            let ids = tx.intern("default", "t", &mut catalog).unwrap();
-            let id = tx.insert(new_task(3), ids).unwrap();
-            let mut rec = tx.get(id).unwrap().unwrap();
-            tx.start(id, &mut rec).unwrap();
-            tx.finish().unwrap();
-        }
-        txn.commit().unwrap();
-        drop(opened);
+        drop(file_with_running_tasks(&path, 1, 3));
         std::fs::remove_file(inflight::path_for(&path)).unwrap();
         let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
         let txn = reopened.db.begin_write().unwrap();

@@ -72,3 +72,22 @@ pub(crate) const SCHEDULE_DUE: TableDefinition<(u64, &str), ()> =
 /// tasks that started or finished meanwhile are dropped then).
 pub(crate) const TASK_EXPIRY: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("taskspool.task_expiry");
+
+/// Calls `$visit(<args>, TABLE)?` for every table but `META`: the one list of the file's
+/// tables, used to create them all in a new file and to check their layout in an old one.
+macro_rules! for_each_table {
+    ($visit:ident($($arg:expr),*)) => {{
+        $visit($($arg,)* QUEUES)?;
+        $visit($($arg,)* NAMES)?;
+        $visit($($arg,)* TASKS)?;
+        $visit($($arg,)* READY)?;
+        $visit($($arg,)* SCHEDULED)?;
+        $visit($($arg,)* RUNNING)?;
+        $visit($($arg,)* RESULT_EXPIRY)?;
+        $visit($($arg,)* TASK_EXPIRY)?;
+        $visit($($arg,)* SCHEDULES)?;
+        $visit($($arg,)* SCHEDULE_DUE)?;
+        $visit($($arg,)* COUNTS)?;
+    }};
+}
+pub(crate) use for_each_table;

@@ -418,7 +418,7 @@ impl Writer {
 
     fn free_slot(&mut self, worker: u64) {
         if let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) {
-            w.outstanding = w.outstanding.saturating_sub(1);
+            w.released();
         }
     }
 
@@ -448,7 +448,7 @@ impl Writer {
                     for job in jobs {
                         w.handed(job.payload.len());
                         if let Err(send) = w.jobs.send(job) {
-                            w.outstanding -= 1;
+                            w.released();
                             returned.push(send.into_inner());
                         }
                     }
