@@ -158,6 +158,7 @@ impl SpoolBuilder {
             },
             opened.counters,
             opened.catalog,
+            opened.wal,
             waiters.clone(),
         )?;
         Ok(Spool {

@@ -50,7 +50,7 @@ impl Interned {
     pub(crate) fn intern(
         &mut self,
         name: &str,
-        table: &mut redb::Table<'_, &'static str, u32>,
+        table: &mut crate::store::redo::Logged<'_, '_, &'static str, u32>,
     ) -> Result<u32, Error> {
         if let Some(id) = self.id(name) {
             return Ok(id);

@@ -1,13 +1,16 @@
-//! Fault injection through redb's storage backend seam: a full disk during a group commit.
+//! Fault injection: a full disk under the write-ahead log, and under the queue file (through
+//! redb's storage backend seam).
 
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::backends::FileBackend;
-use redb::{BackendError, Database, ReadableDatabase, ReadableTableMetadata, StorageBackend};
+use redb::{
+    BackendError, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
+};
 
-use super::command::Command;
+use super::command::{Command, WriterHandle};
 use super::transitions::NewTask;
 use super::writer::{Writer, WriterConfig};
 use super::{open, prepare, schema::TASKS};
@@ -73,27 +76,27 @@ fn task(n: u32) -> NewTask {
     }
 }
 
-/// A full disk fails the group with `DiskFull` and applies nothing of it; what was
-/// acknowledged before stays, and later requests say the file must be reopened.
-#[test]
-fn a_full_disk_fails_the_group_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.redb");
-    drop(open(&path, 1_000, None, 1 << 20).unwrap());
-
-    let full = Arc::new(AtomicBool::new(false));
+/// A spool on a real file whose write-ahead log and queue file can each be made to fail with
+/// ENOSPC: the flags for (log, queue file), and the writer.
+fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, WriterHandle) {
+    drop(open(path, 1_000, None, 1 << 20).unwrap());
+    let (log_full, file_full) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(&path)
+        .open(path)
         .unwrap();
     let backend = Faulty {
         inner: FileBackend::new(file).unwrap(),
-        full: full.clone(),
+        full: file_full.clone(),
     };
     let db = Database::builder().create_with_backend(backend).unwrap();
-    let opened = prepare(db, &path, 1_000, None).unwrap();
-    let mut writer = Writer::spawn(
+    let mut opened = prepare(db, path, 1_000, None).unwrap();
+    opened.wal.full = Some(log_full.clone());
+    let writer = Writer::spawn(
         Arc::new(opened.db),
         WriterConfig {
             clock: Clock::System,
@@ -101,28 +104,82 @@ fn a_full_disk_fails_the_group_and_loses_nothing_acknowledged() {
         },
         opened.counters,
         opened.catalog,
+        opened.wal,
         Arc::new(Waiters::default()),
     )
     .unwrap();
-    let enqueue = |tasks: Vec<NewTask>| writer.request(|reply| Command::Enqueue { tasks, reply });
+    (log_full, file_full, writer)
+}
 
-    let acknowledged = enqueue(vec![task(1), task(2)]).unwrap();
-    assert_eq!(acknowledged, vec![1, 2]);
+fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error> {
+    writer.request(|reply| Command::Enqueue { tasks, reply })
+}
 
-    full.store(true, Ordering::SeqCst);
-    let err = enqueue(vec![task(3)]).unwrap_err();
+/// The ids of the tasks stored in the file at `path`, after a reopen.
+fn stored_ids(path: &std::path::Path) -> Vec<u64> {
+    let reopened = open(path, 2_000, None, 1 << 20).unwrap();
+    let read = reopened.db.begin_read().unwrap();
+    let tasks = read.open_table(TASKS).unwrap();
+    let ids = tasks
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().0.value())
+        .collect();
+    assert_eq!(
+        tasks.len().unwrap() as usize,
+        reopened.counters.next_id as usize - 1
+    );
+    ids
+}
+
+/// A full disk under the write-ahead log fails the group with `DiskFull` and applies nothing
+/// of it; nothing acknowledged is lost, and once there is room again the spool goes on
+/// without a reopen.
+#[test]
+fn a_full_disk_under_the_log_fails_the_group_and_the_spool_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let (log_full, _, mut writer) = faulty_spool(&path);
+
+    assert_eq!(
+        enqueue(&writer, vec![task(1), task(2)]).unwrap(),
+        vec![1, 2]
+    );
+    log_full.store(true, Ordering::SeqCst);
+    let err = enqueue(&writer, vec![task(3)]).unwrap_err();
     assert!(matches!(err, Error::DiskFull), "{err:?}");
-    full.store(false, Ordering::SeqCst);
-    // redb has failed its handle: every later request says so, and what to do.
-    let err = enqueue(vec![task(4)]).unwrap_err();
+    log_full.store(false, Ordering::SeqCst);
+    // The failed group left no trace: the next task takes the id it would have had.
+    assert_eq!(enqueue(&writer, vec![task(4)]).unwrap(), vec![3]);
+    writer.shutdown();
+    assert_eq!(stored_ids(&path), vec![1, 2, 3]);
+}
+
+/// A full disk under the queue file fails a durable commit (here, a group too large for the
+/// log) with `DiskFull`; redb then refuses the handle, and later requests say to reopen.
+/// What was acknowledged through the log before is still there after the reopen.
+#[test]
+fn a_full_disk_under_the_queue_file_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let (_, file_full, mut writer) = faulty_spool(&path);
+
+    assert_eq!(
+        enqueue(&writer, vec![task(1), task(2)]).unwrap(),
+        vec![1, 2]
+    );
+    file_full.store(true, Ordering::SeqCst);
+    let big: Vec<NewTask> = (0..3_000).map(task).collect();
+    let err = enqueue(&writer, big).unwrap_err();
+    assert!(matches!(err, Error::DiskFull), "{err:?}");
+    file_full.store(false, Ordering::SeqCst);
+    let err = enqueue(&writer, vec![task(4)]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Storage);
     assert!(err.to_string().contains("open the file again"), "{err}");
     writer.shutdown();
-
-    let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
-    let read = reopened.db.begin_read().unwrap();
-    let tasks = read.open_table(TASKS).unwrap();
-    assert_eq!(tasks.len().unwrap(), 2, "exactly the acknowledged tasks");
-    assert!(tasks.get(1).unwrap().is_some() && tasks.get(2).unwrap().is_some());
-    assert_eq!(reopened.counters.next_id, 3);
+    assert_eq!(
+        stored_ids(&path),
+        vec![1, 2],
+        "exactly the acknowledged tasks"
+    );
 }

@@ -8,10 +8,12 @@ pub(crate) mod command;
 mod faults;
 pub(crate) mod inflight;
 pub(crate) mod record;
+pub(crate) mod redo;
 pub(crate) mod schedules;
 pub(crate) mod schema;
 pub(crate) mod transitions;
 pub(crate) mod tx;
+pub(crate) mod wal;
 pub(crate) mod writer;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -30,6 +32,7 @@ pub(crate) struct Opened {
     pub counters: Counters,
     pub catalog: Catalog,
     pub inflight: inflight::Inflight,
+    pub wal: wal::Wal,
 }
 
 /// Opens (or creates) a queue file, checks it is ours and of a format we read, and recovers
@@ -59,6 +62,7 @@ fn prepare(
     let started = inflight::Inflight::read_started(path)?;
     let txn = db.begin_write()?;
     let counters;
+    let generation;
     let (lost, unstarted);
     {
         if fresh {
@@ -76,19 +80,30 @@ fn prepare(
             counts.insert((COUNTERS_QUEUE, NEXT_ID), 1)?;
             counts.insert((COUNTERS_QUEUE, NEXT_SEQ), 1)?;
         }
-        let loaded = {
-            let counts = txn.open_table(COUNTS)?;
-            let get = |key: u8| -> Result<u64, Error> {
-                Ok(counts
-                    .get((COUNTERS_QUEUE, key))?
-                    .map(|v| v.value())
-                    .unwrap_or(1))
-            };
-            Counters {
-                next_id: get(NEXT_ID)?,
-                next_seq: get(NEXT_SEQ)?,
-            }
+        // The log's records since the last durable commit are applied again; this commit
+        // then stores them and a new generation, which retires them.
+        generation = {
+            let mut meta = txn.open_table(META)?;
+            let old = meta.get(META_WAL_GENERATION)?.map_or(0, |v| v.value());
+            meta.insert(META_FORMAT, FORMAT_VERSION)?;
+            meta.insert(META_WAL_GENERATION, old + 1)?;
+            old
         };
+        let replayed = {
+            let placeholder = Counters {
+                next_id: 1,
+                next_seq: 1,
+            };
+            let mut tx = Tx::open(&txn, now_ms, placeholder, result_ttl_ms)?;
+            wal::replay(path, generation, |record| tx.replay(record))?
+        };
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "applied the write-ahead log of a process that did not close the file"
+            );
+        }
+        let loaded = tx::load_counters(&txn)?;
         let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms)?;
         (lost, unstarted) = tx.recover_orphans(&started)?;
         tx.finish()?;
@@ -96,8 +111,9 @@ fn prepare(
     }
     let catalog = Catalog::load(&txn)?;
     txn.commit()?;
-    // The old journal is reset only now that recovery is durable.
+    // The old journal and log are reset only now that recovery is durable.
     let inflight = inflight::Inflight::create(path)?;
+    let wal = wal::Wal::open(path, generation + 1)?;
     if lost + unstarted > 0 {
         tracing::warn!(
             started = lost,
@@ -110,6 +126,7 @@ fn prepare(
         counters,
         catalog,
         inflight,
+        wal,
     })
 }
 

@@ -7,7 +7,10 @@ use redb::TableDefinition;
 
 /// The file format version this build writes and reads. Bumped on any incompatible change;
 /// a file with a larger value is refused with `Error::NewerFormat`.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+///
+/// Version 2 added the write-ahead log: a version-1 build would ignore the log and lose what
+/// it holds, so it must refuse the file. Version-1 files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
 /// `key → u64`: the format version (written once, when the file is created).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("taskspool.meta");
@@ -72,6 +75,25 @@ pub(crate) const SCHEDULE_DUE: TableDefinition<(u64, &str), ()> =
 /// tasks that started or finished meanwhile are dropped then).
 pub(crate) const TASK_EXPIRY: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("taskspool.task_expiry");
+
+/// Meta key: the generation of the write-ahead log whose records are not yet in this file
+/// (see `wal`), bumped by every durable commit.
+pub(crate) const META_WAL_GENERATION: &str = "wal_generation";
+
+/// The ids that name the tables in write-ahead log records (see `redo`). Never reused.
+pub(crate) mod table_id {
+    pub(crate) const QUEUES: u8 = 1;
+    pub(crate) const NAMES: u8 = 2;
+    pub(crate) const TASKS: u8 = 3;
+    pub(crate) const READY: u8 = 4;
+    pub(crate) const SCHEDULED: u8 = 5;
+    pub(crate) const RUNNING: u8 = 6;
+    pub(crate) const RESULT_EXPIRY: u8 = 7;
+    pub(crate) const COUNTS: u8 = 8;
+    pub(crate) const SCHEDULES: u8 = 9;
+    pub(crate) const SCHEDULE_DUE: u8 = 10;
+    pub(crate) const TASK_EXPIRY: u8 = 11;
+}
 
 /// Calls `$visit(<args>, TABLE)?` for every table but `META`: the one list of the file's
 /// tables, used to create them all in a new file and to check their layout in an old one.

@@ -289,7 +289,7 @@ impl Tx<'_> {
     /// Returns whether more are due.
     pub(crate) fn expire_due(&mut self, limit: usize) -> Result<bool, Error> {
         let now = self.now;
-        let (due, more) = due_keys(self.task_expiry()?, now, limit)?;
+        let (due, more) = due_keys(&*self.task_expiry()?, now, limit)?;
         for key in due {
             self.task_expiry()?.remove(key)?;
             self.changed = true;
@@ -311,7 +311,7 @@ impl Tx<'_> {
     /// are due.
     pub(crate) fn prune(&mut self, limit: usize) -> Result<bool, Error> {
         let now = self.now;
-        let (due, more) = due_keys(self.result_expiry()?, now, limit)?;
+        let (due, more) = due_keys(&*self.result_expiry()?, now, limit)?;
         for key in due {
             let id = key.1;
             self.result_expiry()?.remove(key)?;

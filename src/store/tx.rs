@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::state::TaskState;
 use crate::store::catalog::Catalog;
 use crate::store::record::{Slot, TaskRecord};
+use crate::store::redo::{Logged, Op, Redo};
 use crate::store::schema::*;
 
 /// The id and sequence counters, loaded at open and written back by every transaction that
@@ -62,26 +63,54 @@ pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, 
     Ok(map)
 }
 
+/// Reads the id and sequence counters (1 if absent: a new file).
+pub(crate) fn load_counters(txn: &WriteTransaction) -> Result<Counters, Error> {
+    let counts = txn.open_table(COUNTS)?;
+    let get = |key: u8| -> Result<u64, Error> {
+        Ok(counts
+            .get((COUNTERS_QUEUE, key))?
+            .map(|v| v.value())
+            .unwrap_or(1))
+    };
+    Ok(Counters {
+        next_id: get(NEXT_ID)?,
+        next_seq: get(NEXT_SEQ)?,
+    })
+}
+
 /// A key of the ready index: (queue id, name id, 9 − priority, seq).
 pub(crate) type ReadyKey = (u32, u32, u8, u64);
 
-/// A table of a write transaction, opened on first use.
+/// A table of a write transaction, opened on first use, whose changes go to the redo record.
 struct Lazy<'t, K: redb::Key + 'static, V: redb::Value + 'static> {
     def: redb::TableDefinition<'static, K, V>,
+    id: u8,
     table: Option<Table<'t, K, V>>,
 }
 
 impl<'t, K: redb::Key + 'static, V: redb::Value + 'static> Lazy<'t, K, V> {
-    fn new(def: redb::TableDefinition<'static, K, V>) -> Self {
-        Lazy { def, table: None }
+    fn new(def: redb::TableDefinition<'static, K, V>, id: u8) -> Self {
+        Lazy {
+            def,
+            id,
+            table: None,
+        }
     }
 
-    fn open(&mut self, txn: &'t WriteTransaction) -> Result<&mut Table<'t, K, V>, Error> {
+    fn open<'a>(
+        &'a mut self,
+        txn: &'t WriteTransaction,
+        redo: &'a mut Redo,
+    ) -> Result<Logged<'a, 't, K, V>, Error> {
         let table = match self.table.take() {
             Some(table) => table,
             None => txn.open_table(self.def)?,
         };
-        Ok(self.table.insert(table))
+        Ok(Logged {
+            table: self.table.insert(table),
+            redo,
+            id: self.id,
+        })
     }
 }
 
@@ -124,6 +153,8 @@ pub(crate) struct Tx<'t> {
     /// task claimed in the transaction that made it ready (an enqueue to an idle worker) never
     /// touches the ready table: one B-tree fewer in that commit.
     pub(crate) pending_ready: std::collections::BTreeMap<ReadyKey, u64>,
+    /// Every row this transaction changed, for the write-ahead log.
+    pub(crate) redo: Redo,
 }
 
 impl<'t> Tx<'t> {
@@ -139,17 +170,17 @@ impl<'t> Tx<'t> {
             result_ttl_ms,
             counters,
             counters_dirty: false,
-            queues_table: Lazy::new(QUEUES),
-            names_table: Lazy::new(NAMES),
-            tasks: Lazy::new(TASKS),
-            ready: Lazy::new(READY),
-            scheduled: Lazy::new(SCHEDULED),
-            running: Lazy::new(RUNNING),
-            result_expiry: Lazy::new(RESULT_EXPIRY),
-            counts: Lazy::new(COUNTS),
-            schedules: Lazy::new(SCHEDULES),
-            schedule_due: Lazy::new(SCHEDULE_DUE),
-            task_expiry: Lazy::new(TASK_EXPIRY),
+            queues_table: Lazy::new(QUEUES, table_id::QUEUES),
+            names_table: Lazy::new(NAMES, table_id::NAMES),
+            tasks: Lazy::new(TASKS, table_id::TASKS),
+            ready: Lazy::new(READY, table_id::READY),
+            scheduled: Lazy::new(SCHEDULED, table_id::SCHEDULED),
+            running: Lazy::new(RUNNING, table_id::RUNNING),
+            result_expiry: Lazy::new(RESULT_EXPIRY, table_id::RESULT_EXPIRY),
+            counts: Lazy::new(COUNTS, table_id::COUNTS),
+            schedules: Lazy::new(SCHEDULES, table_id::SCHEDULES),
+            schedule_due: Lazy::new(SCHEDULE_DUE, table_id::SCHEDULE_DUE),
+            task_expiry: Lazy::new(TASK_EXPIRY, table_id::TASK_EXPIRY),
             count_delta: Vec::new(),
             finalized: Vec::new(),
             changed: false,
@@ -157,64 +188,98 @@ impl<'t> Tx<'t> {
             running_cache: IdMap::default(),
             running_done: Vec::new(),
             pending_ready: std::collections::BTreeMap::new(),
+            redo: Redo::default(),
         })
     }
 
     // Tables are opened on first use: a small group (one enqueue, say) touches three of the
     // eleven, and opening a table costs a lookup in redb's table tree and a flush at commit.
-    pub(crate) fn queues_table(&mut self) -> Result<&mut Table<'t, &'static str, u32>, Error> {
-        self.queues_table.open(self.txn)
+    pub(crate) fn queues_table(&mut self) -> Result<Logged<'_, 't, &'static str, u32>, Error> {
+        self.queues_table.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn names_table(&mut self) -> Result<&mut Table<'t, &'static str, u32>, Error> {
-        self.names_table.open(self.txn)
+    pub(crate) fn names_table(&mut self) -> Result<Logged<'_, 't, &'static str, u32>, Error> {
+        self.names_table.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn tasks(&mut self) -> Result<&mut Table<'t, u64, &'static [u8]>, Error> {
-        self.tasks.open(self.txn)
+    pub(crate) fn tasks(&mut self) -> Result<Logged<'_, 't, u64, &'static [u8]>, Error> {
+        self.tasks.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn ready(&mut self) -> Result<&mut Table<'t, ReadyKey, u64>, Error> {
-        self.ready.open(self.txn)
+    pub(crate) fn ready(&mut self) -> Result<Logged<'_, 't, ReadyKey, u64>, Error> {
+        self.ready.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn scheduled(&mut self) -> Result<&mut Table<'t, (u64, u64), u64>, Error> {
-        self.scheduled.open(self.txn)
+    pub(crate) fn scheduled(&mut self) -> Result<Logged<'_, 't, (u64, u64), u64>, Error> {
+        self.scheduled.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn running(&mut self) -> Result<&mut Table<'t, u64, (u32, u64)>, Error> {
-        self.running.open(self.txn)
+    pub(crate) fn running(&mut self) -> Result<Logged<'_, 't, u64, (u32, u64)>, Error> {
+        self.running.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn result_expiry(&mut self) -> Result<&mut Table<'t, (u64, u64), ()>, Error> {
-        self.result_expiry.open(self.txn)
+    pub(crate) fn result_expiry(&mut self) -> Result<Logged<'_, 't, (u64, u64), ()>, Error> {
+        self.result_expiry.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn counts(&mut self) -> Result<&mut Table<'t, (u32, u8), u64>, Error> {
-        self.counts.open(self.txn)
+    pub(crate) fn counts(&mut self) -> Result<Logged<'_, 't, (u32, u8), u64>, Error> {
+        self.counts.open(self.txn, &mut self.redo)
     }
 
     pub(crate) fn schedules(
         &mut self,
-    ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, Error> {
-        self.schedules.open(self.txn)
+    ) -> Result<Logged<'_, 't, &'static str, &'static [u8]>, Error> {
+        self.schedules.open(self.txn, &mut self.redo)
     }
 
     pub(crate) fn schedule_due(
         &mut self,
-    ) -> Result<&mut Table<'t, (u64, &'static str), ()>, Error> {
-        self.schedule_due.open(self.txn)
+    ) -> Result<Logged<'_, 't, (u64, &'static str), ()>, Error> {
+        self.schedule_due.open(self.txn, &mut self.redo)
     }
 
-    pub(crate) fn task_expiry(&mut self) -> Result<&mut Table<'t, (u64, u64), ()>, Error> {
-        self.task_expiry.open(self.txn)
+    pub(crate) fn task_expiry(&mut self) -> Result<Logged<'_, 't, (u64, u64), ()>, Error> {
+        self.task_expiry.open(self.txn, &mut self.redo)
+    }
+
+    /// Applies the row changes of one write-ahead log record (at open, before recovery).
+    pub(crate) fn replay(&mut self, record: &[u8]) -> Result<(), Error> {
+        let ops = crate::store::redo::decode(record).ok_or_else(|| {
+            Error::Storage("write-ahead log: a record with a valid checksum is malformed".into())
+        })?;
+        for op in ops {
+            let (table, key, value) = match op {
+                Op::Put { table, key, value } => (table, key, Some(value)),
+                Op::Delete { table, key } => (table, key, None),
+            };
+            match table {
+                table_id::QUEUES => self.queues_table()?.replay(key, value)?,
+                table_id::NAMES => self.names_table()?.replay(key, value)?,
+                table_id::TASKS => self.tasks()?.replay(key, value)?,
+                table_id::READY => self.ready()?.replay(key, value)?,
+                table_id::SCHEDULED => self.scheduled()?.replay(key, value)?,
+                table_id::RUNNING => self.running()?.replay(key, value)?,
+                table_id::RESULT_EXPIRY => self.result_expiry()?.replay(key, value)?,
+                table_id::COUNTS => self.counts()?.replay(key, value)?,
+                table_id::SCHEDULES => self.schedules()?.replay(key, value)?,
+                table_id::SCHEDULE_DUE => self.schedule_due()?.replay(key, value)?,
+                table_id::TASK_EXPIRY => self.task_expiry()?.replay(key, value)?,
+                other => {
+                    return Err(Error::Storage(format!(
+                        "write-ahead log: a record names table {other}, which this build does \
+                         not have"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the counters and state counts; call once, before commit.
     pub(crate) fn finish(&mut self) -> Result<(), Error> {
         if !self.pending_ready.is_empty() {
             let pending = std::mem::take(&mut self.pending_ready);
-            let ready = self.ready()?;
+            let mut ready = self.ready()?;
             for (key, id) in pending {
                 ready.insert(key, id)?;
             }
@@ -232,7 +297,7 @@ impl<'t> Tx<'t> {
         }
         if self.counters_dirty {
             let Counters { next_id, next_seq } = self.counters;
-            let counts = self.counts()?;
+            let mut counts = self.counts()?;
             counts.insert((COUNTERS_QUEUE, NEXT_ID), next_id)?;
             counts.insert((COUNTERS_QUEUE, NEXT_SEQ), next_seq)?;
             self.counters_dirty = false;
@@ -289,14 +354,14 @@ impl<'t> Tx<'t> {
             Some(q) => q,
             None => {
                 self.changed = true;
-                catalog.queues.intern(queue, self.queues_table()?)?
+                catalog.queues.intern(queue, &mut self.queues_table()?)?
             }
         };
         let n = match catalog.names.id(name) {
             Some(n) => n,
             None => {
                 self.changed = true;
-                catalog.names.intern(name, self.names_table()?)?
+                catalog.names.intern(name, &mut self.names_table()?)?
             }
         };
         Ok((q, n))

@@ -2,14 +2,15 @@
 //!
 //! It blocks until a command arrives or the next due time passes, drains every pending
 //! command into one transaction (enqueues, completions, registrations), promotes due tasks,
-//! prunes expired results, claims ready tasks for free worker slots, commits once — one fsync
-//! for the whole group — and only then replies to callers and hands jobs to workers.
+//! prunes expired results, claims ready tasks for free worker slots, makes the group durable
+//! with one `fdatasync` of the write-ahead log (see `wal`), and only then replies to callers
+//! and hands jobs to workers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use redb::Database;
+use redb::{Database, Durability, WriteTransaction};
 
 use crate::clock::Clock;
 use crate::dispatch::{self, Job, WorkerSlots};
@@ -17,8 +18,11 @@ use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
+use crate::store::redo::Redo;
+use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::transitions::Completion;
-use crate::store::tx::{Counters, IdMap, Tx, load_running};
+use crate::store::tx::{Counters, IdMap, Tx, load_counters, load_running};
+use crate::store::wal::{self, Wal};
 
 /// The longest the writer waits for the producers of the last group to join the next one.
 const GATHER: Duration = Duration::from_micros(200);
@@ -67,6 +71,12 @@ pub(crate) struct Writer {
     last_callers: usize,
     /// Records of running tasks, lent to each transaction (see `Tx::running_cache`).
     running_cache: IdMap<crate::store::record::TaskRecord>,
+    /// The write-ahead log that makes groups durable between checkpoints.
+    wal: Wal,
+    /// The log is full: the next group commits durably to the queue file and restarts it.
+    checkpoint_due: bool,
+    /// The redo buffer, lent to each transaction so its allocation is reused.
+    redo: Redo,
 }
 
 impl Writer {
@@ -76,6 +86,7 @@ impl Writer {
         config: WriterConfig,
         counters: Counters,
         catalog: Catalog,
+        wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -98,6 +109,9 @@ impl Writer {
             avg_cycle_us: None,
             last_callers: 0,
             running_cache: Default::default(),
+            wal,
+            checkpoint_due: false,
+            redo: Redo::default(),
         };
         let join = std::thread::Builder::new()
             .name("taskspool-writer".into())
@@ -120,11 +134,11 @@ impl Writer {
                     Some(timeout) => match self.rx.recv_timeout(timeout) {
                         Ok(cmd) => Some(cmd),
                         Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Disconnected) => return self.close(),
                     },
                     None => match self.rx.recv() {
                         Ok(cmd) => Some(cmd),
-                        Err(_) => return,
+                        Err(_) => return self.close(),
                     },
                 }
             };
@@ -143,9 +157,65 @@ impl Writer {
             let (again, shutdown) = self.group(cmds);
             more = again;
             if shutdown {
-                return;
+                return self.close();
             }
         }
+    }
+
+    /// On the way out: a checkpoint, so the next open has no log to read.
+    fn close(&mut self) {
+        if !self.wal.is_empty() {
+            let result = self
+                .db
+                .begin_write()
+                .map_err(Error::from)
+                .and_then(|txn| self.commit_durable(txn));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "taskspool could not checkpoint at close; the next open replays the log");
+            }
+        }
+    }
+
+    /// Makes a group's transaction durable: through the write-ahead log (one `fdatasync` of
+    /// a sequential write), or, for a checkpoint or a group too large to be worth writing
+    /// twice, by a durable commit of the queue file itself. The log is written before the
+    /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
+    /// goes on; a group whose commit fails after its record was written has the record
+    /// withdrawn, since its callers are told it failed.
+    fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
+        if self.checkpoint_due || redo.bytes().len() > wal::DIRECT_BYTES {
+            return self.commit_durable(txn);
+        }
+        let start = match self.wal.append(redo.bytes()) {
+            Ok(start) => start,
+            Err(e) => {
+                let _ = txn.abort();
+                return Err(e);
+            }
+        };
+        let committed = txn
+            .set_durability(Durability::None)
+            .map_err(|e| Error::Storage(e.to_string()))
+            .and_then(|()| txn.commit().map_err(Error::from));
+        if let Err(e) = committed {
+            if let Err(undo) = self.wal.undo(start) {
+                tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
+            }
+            return Err(e);
+        }
+        self.checkpoint_due = self.wal.full();
+        Ok(())
+    }
+
+    /// Commits durably to the queue file, which makes every earlier group durable there too;
+    /// the log starts over under a new generation.
+    fn commit_durable(&mut self, txn: WriteTransaction) -> Result<(), Error> {
+        let next = self.wal.generation() + 1;
+        txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
+        txn.commit()?;
+        self.wal.reset(next);
+        self.checkpoint_due = false;
+        Ok(())
     }
 
     /// Group commit's gathering window. When several producers waited on the last commit, each
@@ -227,6 +297,8 @@ impl Writer {
                 }
             };
             tx.running_cache = std::mem::take(&mut self.running_cache);
+            tx.redo = std::mem::take(&mut self.redo);
+            tx.redo.clear();
             let retried = std::mem::take(&mut self.retry);
             staged.completions.reserve(retried.len());
             let mut error = None;
@@ -293,12 +365,15 @@ impl Writer {
             self.running_cache = std::mem::take(&mut tx.running_cache);
             staged.finalized = std::mem::take(&mut tx.finalized);
             changed |= tx.changed;
+            self.redo = std::mem::take(&mut tx.redo);
         }
+        let redo = std::mem::take(&mut self.redo);
         let done = if changed {
-            txn.commit()
+            self.commit(txn, &redo)
         } else {
             txn.abort().map_err(Into::into)
         };
+        self.redo = redo;
         if let Err(e) = done {
             self.running_cache.clear();
             return Err(e.into());
@@ -494,10 +569,14 @@ impl Writer {
             tx.finish()?;
             self.counters = tx.counters;
             self.running_cache = std::mem::take(&mut tx.running_cache);
+            self.redo = std::mem::take(&mut tx.redo);
         }
-        if let Err(e) = txn.commit() {
+        let redo = std::mem::take(&mut self.redo);
+        let done = self.commit(txn, &redo);
+        self.redo = redo;
+        if let Err(e) = done {
             self.reload();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -523,17 +602,19 @@ impl Writer {
         self.reload();
     }
 
-    /// After a failed transaction: the in-memory mirrors (queue ids, running records) may hold
-    /// what was rolled back, so they are read again from the file.
+    /// After a failed transaction: the in-memory mirrors (counters, queue ids, running
+    /// records) may hold what was rolled back, so they are read again from the file.
     fn reload(&mut self) {
         let loaded = self.db.begin_write().map_err(Error::from).and_then(|txn| {
+            let counters = load_counters(&txn)?;
             let catalog = Catalog::load(&txn)?;
             let running = load_running(&txn)?;
             txn.abort()?;
-            Ok((catalog, running))
+            Ok((counters, catalog, running))
         });
         match loaded {
-            Ok((catalog, running)) => {
+            Ok((counters, catalog, running)) => {
+                self.counters = counters;
                 self.catalog = catalog;
                 self.running_cache = running;
             }

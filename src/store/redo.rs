@@ -1,0 +1,224 @@
+//! The redo record of one write transaction: every row it puts or deletes, in order.
+//!
+//! The writer commits most groups to redb without an fsync (`Durability::None`) and makes
+//! them durable by appending this record to the write-ahead log instead (see `wal`): one
+//! small sequential write and one `fdatasync`, where a durable redb commit writes a handful
+//! of scattered pages and syncs twice. At open, the records written since the last durable
+//! commit are applied again, row by row, which restores exactly the acknowledged state.
+//!
+//! Writes go through [`Logged`], a table handle that records each change before making it.
+//! It dereferences to the redb table for reads only, so a write cannot bypass the record.
+
+use std::borrow::Borrow;
+use std::ops::{Deref, RangeBounds};
+
+use redb::{Key, Table, Value};
+
+use crate::error::Error;
+
+/// Put a row (key, value).
+const PUT: u8 = 0;
+/// Delete a row (key).
+const DELETE: u8 = 1;
+
+/// The rows a transaction changed, encoded as
+/// `table id (u8) · op (u8) · key length (u32 LE) · key · [value length (u32 LE) · value]`.
+#[derive(Debug, Default)]
+pub(crate) struct Redo {
+    bytes: Vec<u8>,
+}
+
+impl Redo {
+    /// The encoded record (empty if nothing changed).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    fn push_part(&mut self, part: &[u8]) {
+        // Rows are bounded by redb's own value limit (< 4 GiB), checked before this runs.
+        self.bytes
+            .extend_from_slice(&(part.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(part);
+    }
+
+    fn put(&mut self, table: u8, key: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(&[table, PUT]);
+        self.push_part(key);
+        self.push_part(value);
+    }
+
+    fn delete(&mut self, table: u8, key: &[u8]) {
+        self.bytes.extend_from_slice(&[table, DELETE]);
+        self.push_part(key);
+    }
+}
+
+/// One row change read back from a record.
+pub(crate) enum Op<'a> {
+    Put {
+        table: u8,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Delete {
+        table: u8,
+        key: &'a [u8],
+    },
+}
+
+/// Decodes a record into its row changes, in order. `None` if the record is malformed (which
+/// its checksum makes a bug, not a disk error).
+pub(crate) fn decode(mut bytes: &[u8]) -> Option<Vec<Op<'_>>> {
+    fn part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (part, rest) = rest.split_at(len);
+        *bytes = rest;
+        Some(part)
+    }
+    let mut ops = Vec::new();
+    while let Some((&[table, op], rest)) = bytes.split_first_chunk::<2>() {
+        bytes = rest;
+        let key = part(&mut bytes)?;
+        ops.push(match op {
+            PUT => Op::Put {
+                table,
+                key,
+                value: part(&mut bytes)?,
+            },
+            DELETE => Op::Delete { table, key },
+            _ => return None,
+        });
+    }
+    bytes.is_empty().then_some(ops)
+}
+
+/// A redb table of a write transaction whose every change is recorded in a [`Redo`].
+pub(crate) struct Logged<'a, 't, K: Key + 'static, V: Value + 'static> {
+    pub(crate) table: &'a mut Table<'t, K, V>,
+    pub(crate) redo: &'a mut Redo,
+    /// The table's id in redo records (see `schema::TABLE_IDS`).
+    pub(crate) id: u8,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> Deref for Logged<'_, 't, K, V> {
+    type Target = Table<'t, K, V>;
+
+    fn deref(&self) -> &Table<'t, K, V> {
+        self.table
+    }
+}
+
+impl<K: Key + 'static, V: Value + 'static> Logged<'_, '_, K, V> {
+    /// Inserts or replaces a row.
+    pub(crate) fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), Error> {
+        let (key, value) = (key.borrow(), value.borrow());
+        self.table.insert(key, value)?;
+        self.redo.put(
+            self.id,
+            K::as_bytes(key).as_ref(),
+            V::as_bytes(value).as_ref(),
+        );
+        Ok(())
+    }
+
+    /// Removes a row; whether it was there.
+    pub(crate) fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool, Error> {
+        let key = key.borrow();
+        let existed = self.table.remove(key)?.is_some();
+        if existed {
+            self.redo.delete(self.id, K::as_bytes(key).as_ref());
+        }
+        Ok(existed)
+    }
+
+    /// Removes the rows in `range` for which `keep` is false.
+    pub(crate) fn retain_in<'r, KR>(
+        &mut self,
+        range: impl RangeBounds<KR> + 'r,
+        mut keep: impl for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool,
+    ) -> Result<(), Error>
+    where
+        KR: Borrow<K::SelfType<'r>> + 'r,
+    {
+        let (redo, id) = (&mut *self.redo, self.id);
+        self.table.retain_in(range, |k, v| {
+            let bytes = K::as_bytes(&k).as_ref().to_vec();
+            let kept = keep(k, v);
+            if !kept {
+                redo.delete(id, &bytes);
+            }
+            kept
+        })?;
+        Ok(())
+    }
+
+    /// Applies one row change read back from a redo record.
+    pub(crate) fn replay(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), Error> {
+        let key = K::from_bytes(key);
+        match value {
+            Some(value) => {
+                self.table.insert(&key, &V::from_bytes(value))?;
+            }
+            None => {
+                self.table.remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_truncation_is_caught() {
+        let mut redo = Redo::default();
+        redo.put(3, b"key", b"value");
+        redo.delete(4, b"gone");
+        redo.put(1, b"", b"");
+        let ops = decode(redo.bytes()).unwrap();
+        assert_eq!(ops.len(), 3);
+        assert!(matches!(
+            ops[0],
+            Op::Put {
+                table: 3,
+                key: b"key",
+                value: b"value"
+            }
+        ));
+        assert!(matches!(
+            ops[1],
+            Op::Delete {
+                table: 4,
+                key: b"gone"
+            }
+        ));
+        assert!(matches!(
+            ops[2],
+            Op::Put {
+                table: 1,
+                key: b"",
+                value: b""
+            }
+        ));
+        let bytes = redo.bytes();
+        for cut in 1..bytes.len() {
+            // A prefix decodes only if it ends between two ops (after 18 and 28 bytes).
+            let decoded = decode(&bytes[..cut]);
+            assert_eq!(decoded.is_some(), cut == 18 || cut == 28, "cut at {cut}");
+        }
+    }
+}

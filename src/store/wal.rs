@@ -1,0 +1,249 @@
+//! The write-ahead log, `<queue file>.wal`: what makes a group durable between checkpoints.
+//!
+//! A group's transaction is committed to redb without a sync; its redo record (every row it
+//! changed, see `redo`) is written here first and synced with one `fdatasync`. Only then are
+//! its callers answered. Every [`CHECKPOINT_BYTES`] of log, a group is committed to redb
+//! durably instead, which makes every earlier one durable in the queue file itself; the log
+//! then starts over from its first byte. The file is overwritten in place rather than
+//! truncated, so a sync rarely has file-size metadata to write.
+//!
+//! Each record is `payload length (u32 LE) · CRC-32 (u32 LE) · generation (u64 LE) · payload`;
+//! the CRC covers the length, the generation and the payload. The generation is the number of
+//! the log since the queue file's last durable commit, stored in the file's meta table by
+//! that commit. At open, the records of the current generation are read from the start
+//! until the first one that is missing, torn (a crash in the middle of a write) or left from
+//! an older generation — which ends the log exactly after the last record whose group may
+//! have been acknowledged.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Log size after which the next group is a checkpoint (a durable redb commit).
+pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
+
+/// A group whose redo record is larger than this is committed to redb durably instead of being
+/// logged: a bulk enqueue would otherwise be written twice.
+pub(crate) const DIRECT_BYTES: usize = 256 << 10;
+
+const HEADER: usize = 16;
+
+/// The log's path for a queue file.
+pub(crate) fn path_for(queue: &Path) -> PathBuf {
+    let mut name = queue.as_os_str().to_owned();
+    name.push(".wal");
+    PathBuf::from(name)
+}
+
+fn io(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        Error::DiskFull
+    } else {
+        Error::Storage(format!("write-ahead log: {e}"))
+    }
+}
+
+fn checksum(len: u32, generation: u64, payload: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len.to_le_bytes());
+    crc.update(&generation.to_le_bytes());
+    crc.update(payload);
+    crc.finalize()
+}
+
+/// Calls `apply` with the payload of each valid record of `generation` in the log of
+/// `queue`, in order; returns how many there were. A missing log has none.
+pub(crate) fn replay(
+    queue: &Path,
+    generation: u64,
+    mut apply: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<usize, Error> {
+    let mut bytes = Vec::new();
+    match File::open(path_for(queue)) {
+        Ok(mut file) => file.read_to_end(&mut bytes).map_err(io)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let mut rest = bytes.as_slice();
+    let mut n = 0;
+    while let Some((header, after)) = rest.split_first_chunk::<HEADER>() {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let gen_bytes: [u8; 8] = header[8..].try_into().unwrap_or_default();
+        if u64::from_le_bytes(gen_bytes) != generation || after.len() < len as usize {
+            break;
+        }
+        let (payload, next) = after.split_at(len as usize);
+        if checksum(len, generation, payload) != crc {
+            break;
+        }
+        apply(payload)?;
+        n += 1;
+        rest = next;
+    }
+    Ok(n)
+}
+
+/// The open log of a running spool.
+pub(crate) struct Wal {
+    file: File,
+    generation: u64,
+    /// Where the next record goes.
+    offset: u64,
+    buf: Vec<u8>,
+    /// Fault injection: while set, appends fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) full: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log of `queue` to write records of `generation` from its start.
+    /// Call only once the queue file's meta table durably holds `generation`.
+    pub(crate) fn open(queue: &Path, generation: u64) -> Result<Wal, Error> {
+        let path = path_for(queue);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        if !existed {
+            // The new name must survive a power cut along with the records written under it.
+            file.sync_all().map_err(io)?;
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            }
+        }
+        Ok(Wal {
+            file,
+            generation,
+            offset: 0,
+            buf: Vec::new(),
+            #[cfg(test)]
+            full: None,
+        })
+    }
+
+    /// The generation whose records this log writes.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether nothing was written since the last checkpoint.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.offset == 0
+    }
+
+    /// Whether the next group should be a checkpoint.
+    pub(crate) fn full(&self) -> bool {
+        self.offset >= CHECKPOINT_BYTES
+    }
+
+    /// Appends one record and syncs it; returns its offset (for [`Wal::undo`]).
+    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<u64, Error> {
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Error::Storage("write-ahead log: record over 4 GiB".into()))?;
+        self.buf.clear();
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf
+            .extend_from_slice(&checksum(len, self.generation, payload).to_le_bytes());
+        self.buf.extend_from_slice(&self.generation.to_le_bytes());
+        self.buf.extend_from_slice(payload);
+        let start = self.offset;
+        #[cfg(test)]
+        if self
+            .full
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(io(std::io::ErrorKind::StorageFull.into()));
+        }
+        self.file.write_all_at(&self.buf, start).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.offset += self.buf.len() as u64;
+        Ok(start)
+    }
+
+    /// Withdraws the record at `start` (the last one written), whose group could not be
+    /// committed: its callers were told it failed, so it must not come back at open.
+    pub(crate) fn undo(&mut self, start: u64) -> Result<(), Error> {
+        self.file.write_all_at(&[0; HEADER], start).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.offset = start;
+        Ok(())
+    }
+
+    /// After a durable commit that stored `generation`: the log starts over.
+    pub(crate) fn reset(&mut self, generation: u64) {
+        self.generation = generation;
+        self.offset = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(queue: &Path, generation: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        replay(queue, generation, |p| {
+            out.push(p.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn replay_stops_at_a_torn_record_an_undone_one_and_an_older_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("q.redb");
+        assert!(records(&queue, 1).is_empty(), "no log yet");
+
+        let mut wal = Wal::open(&queue, 1).unwrap();
+        for i in 0..4u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        assert_eq!(records(&queue, 1).len(), 4);
+        assert!(records(&queue, 2).is_empty(), "another generation");
+
+        // A new generation overwrites from the start; the old records after it are ignored.
+        wal.reset(2);
+        wal.append(b"first of 2").unwrap();
+        assert_eq!(records(&queue, 2), vec![b"first of 2".to_vec()]);
+        assert!(
+            records(&queue, 1).is_empty(),
+            "generation 1's head is overwritten"
+        );
+
+        // An undone record is gone, and the next one takes its place.
+        let start = wal.append(b"failed group").unwrap();
+        wal.undo(start).unwrap();
+        assert_eq!(records(&queue, 2).len(), 1);
+        wal.append(b"second of 2").unwrap();
+        assert_eq!(records(&queue, 2).len(), 2);
+
+        // A torn record (its last byte never reached the disk) ends the log.
+        let third = wal.append(b"third of 2").unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path_for(&queue))
+            .unwrap();
+        let last = third + HEADER as u64 + b"third of 2".len() as u64 - 1;
+        file.write_all_at(b"X", last).unwrap();
+        assert_eq!(
+            records(&queue, 2),
+            vec![b"first of 2".to_vec(), b"second of 2".to_vec()]
+        );
+    }
+}
