@@ -53,10 +53,14 @@ impl<T> Promise<T> {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if matches!(*slot, State::Waiting) {
-            *slot = state;
-            self.inner.ready.notify_one();
+        if !matches!(*slot, State::Waiting) {
+            return;
         }
+        *slot = state;
+        drop(slot);
+        // Woken after the lock is released: a caller woken while it is still held would
+        // block on it at once and need a second wake-up.
+        self.inner.ready.notify_one();
     }
 }
 

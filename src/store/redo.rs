@@ -23,19 +23,33 @@ const DELETE: u8 = 1;
 
 /// The rows a transaction changed, encoded as
 /// `table id (u8) · op (u8) · key length (u32 LE) · key · [value length (u32 LE) · value]`.
+///
+/// Recording stops once the record passes [`DIRECT_BYTES`](crate::store::wal::DIRECT_BYTES):
+/// such a group is committed to the queue file durably instead of being logged.
 #[derive(Debug, Default)]
 pub(crate) struct Redo {
     bytes: Vec<u8>,
+    overflowed: bool,
 }
 
 impl Redo {
-    /// The encoded record (empty if nothing changed).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The encoded record (empty if nothing changed), or `None` if it grew too large to log.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        (!self.overflowed).then_some(&self.bytes)
     }
 
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
+        self.overflowed = false;
+    }
+
+    /// Whether to record one more change.
+    fn recording(&mut self) -> bool {
+        if self.bytes.len() > crate::store::wal::DIRECT_BYTES {
+            self.overflowed = true;
+            self.bytes.clear();
+        }
+        !self.overflowed
     }
 
     fn push_part(&mut self, part: &[u8]) {
@@ -46,12 +60,18 @@ impl Redo {
     }
 
     fn put(&mut self, table: u8, key: &[u8], value: &[u8]) {
+        if !self.recording() {
+            return;
+        }
         self.bytes.extend_from_slice(&[table, PUT]);
         self.push_part(key);
         self.push_part(value);
     }
 
     fn delete(&mut self, table: u8, key: &[u8]) {
+        if !self.recording() {
+            return;
+        }
         self.bytes.extend_from_slice(&[table, DELETE]);
         self.push_part(key);
     }
@@ -189,7 +209,7 @@ mod tests {
         redo.put(3, b"key", b"value");
         redo.delete(4, b"gone");
         redo.put(1, b"", b"");
-        let ops = decode(redo.bytes()).unwrap();
+        let ops = decode(redo.bytes().unwrap()).unwrap();
         assert_eq!(ops.len(), 3);
         assert!(matches!(
             ops[0],
@@ -214,7 +234,7 @@ mod tests {
                 value: b""
             }
         ));
-        let bytes = redo.bytes();
+        let bytes = redo.bytes().unwrap();
         for cut in 1..bytes.len() {
             // A prefix decodes only if it ends between two ops (after 18 and 28 bytes).
             let decoded = decode(&bytes[..cut]);

@@ -31,6 +31,11 @@ pub(crate) const DIRECT_BYTES: usize = 256 << 10;
 
 const HEADER: usize = 16;
 
+/// The log grows by whole chunks of zeros, written and synced once: a record is then always
+/// written over allocated blocks, and its `fdatasync` has no file size to store. (Blocks from
+/// `fallocate` would not do: the first write into one converts its extent, which is metadata.)
+const GROWTH: u64 = 1 << 20;
+
 /// The log's path for a queue file.
 pub(crate) fn path_for(queue: &Path) -> PathBuf {
     let mut name = queue.as_os_str().to_owned();
@@ -93,6 +98,8 @@ pub(crate) struct Wal {
     generation: u64,
     /// Where the next record goes.
     offset: u64,
+    /// The file's length: bytes past `offset` and below this are already allocated.
+    allocated: u64,
     buf: Vec<u8>,
     /// Fault injection: while set, appends fail as on a full disk.
     #[cfg(test)]
@@ -124,10 +131,12 @@ impl Wal {
                 File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
         }
+        let allocated = file.metadata().map_err(io)?.len();
         Ok(Wal {
             file,
             generation,
             offset: 0,
+            allocated,
             buf: Vec::new(),
             #[cfg(test)]
             full: None,
@@ -168,10 +177,29 @@ impl Wal {
         {
             return Err(io(std::io::ErrorKind::StorageFull.into()));
         }
+        let end = start + self.buf.len() as u64;
+        if end > self.allocated {
+            self.grow(end)?;
+        }
         self.file.write_all_at(&self.buf, start).map_err(io)?;
         self.file.sync_data().map_err(io)?;
-        self.offset += self.buf.len() as u64;
+        self.offset = end;
         Ok(start)
+    }
+
+    /// Extends the file with zeros to the next whole chunk past `end`.
+    fn grow(&mut self, end: u64) -> Result<(), Error> {
+        let target = end.next_multiple_of(GROWTH);
+        let zeros = vec![0u8; GROWTH as usize];
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(GROWTH);
+            self.file.write_all_at(&zeros[..n as usize], at).map_err(io)?;
+            at += n;
+        }
+        self.file.sync_all().map_err(io)?;
+        self.allocated = target;
+        Ok(())
     }
 
     /// Withdraws the record at `start` (the last one written), whose group could not be

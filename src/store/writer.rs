@@ -22,7 +22,7 @@ use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::transitions::Completion;
 use crate::store::tx::{Counters, IdMap, Tx, load_counters, load_running};
-use crate::store::wal::{self, Wal};
+use crate::store::wal::Wal;
 
 /// The longest the writer waits for the producers of the last group to join the next one.
 const GATHER: Duration = Duration::from_micros(200);
@@ -183,10 +183,11 @@ impl Writer {
     /// goes on; a group whose commit fails after its record was written has the record
     /// withdrawn, since its callers are told it failed.
     fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
-        if self.checkpoint_due || redo.bytes().len() > wal::DIRECT_BYTES {
-            return self.commit_durable(txn);
-        }
-        let start = match self.wal.append(redo.bytes()) {
+        let record = match redo.bytes() {
+            Some(record) if !self.checkpoint_due => record,
+            _ => return self.commit_durable(txn),
+        };
+        let start = match self.wal.append(record) {
             Ok(start) => start,
             Err(e) => {
                 let _ = txn.abort();
