@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadTransaction, ReadableTable, TableError};
 
 use crate::clock::to_system_time;
 use crate::codec;
@@ -123,8 +123,11 @@ fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
 }
 
 /// The status of one task.
-pub(crate) fn status(db: &Database, id: TaskId, live: &LiveWorkers) -> Result<TaskStatus, Error> {
-    let read = db.begin_read()?;
+pub(crate) fn status(
+    read: ReadTransaction,
+    id: TaskId,
+    live: &LiveWorkers,
+) -> Result<TaskStatus, Error> {
     let rec = record(&read, id)?;
     let queue = queue_names(&read)?
         .remove(&rec.queue)
@@ -151,8 +154,7 @@ pub(crate) fn status(db: &Database, id: TaskId, live: &LiveWorkers) -> Result<Ta
 }
 
 /// Every declared schedule, by name.
-pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
-    let read = db.begin_read()?;
+pub(crate) fn schedules(read: ReadTransaction) -> Result<Vec<ScheduleInfo>, Error> {
     let table = match read.open_table(SCHEDULES) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -169,8 +171,7 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
 
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the
 /// other final states.
-pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-    let read = db.begin_read()?;
+pub(crate) fn final_output(read: ReadTransaction, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
     let rec = record(&read, id)?;
     match rec.state {
         TaskState::Succeeded => Ok(Some(rec.output.unwrap_or_default())),
@@ -192,8 +193,7 @@ pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>,
 }
 
 /// Counts per queue and state, plus the names waiting for a worker.
-pub(crate) fn stats(db: &Database, live: &LiveWorkers) -> Result<Stats, Error> {
-    let read = db.begin_read()?;
+pub(crate) fn stats(read: ReadTransaction, live: &LiveWorkers) -> Result<Stats, Error> {
     let names = queue_names(&read)?;
     let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = names
         .keys()

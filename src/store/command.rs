@@ -2,12 +2,14 @@
 //! them through.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
 use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
+use crate::store::durable::LogSync;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, NewTask};
 use crate::sync::{Promise, oneshot};
@@ -56,6 +58,8 @@ pub(crate) enum Command {
 /// The running writer thread and the channel to it.
 pub(crate) struct WriterHandle {
     pub tx: Sender<Command>,
+    /// The log's durability, which every reply is waited on.
+    pub sync: Arc<LogSync>,
     pub(crate) join: Option<JoinHandle<()>>,
 }
 
@@ -65,11 +69,15 @@ impl WriterHandle {
         self.tx.send(cmd).map_err(|_| Error::Closed)
     }
 
-    /// Sends a command built around a fresh reply channel and waits for the reply.
+    /// Sends a command built around a fresh reply channel and waits for the reply, and for
+    /// the group that made it to be durable.
     pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot();
         self.send(build(tx))?;
-        rx.recv().map_err(|_| Error::Closed)?
+        let (reply, lsn) = rx.recv_at().map_err(|_| Error::Closed)?;
+        let value = reply?;
+        self.sync.wait(lsn)?;
+        Ok(value)
     }
 
     /// Asks the writer to finish and waits for it.

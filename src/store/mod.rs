@@ -4,6 +4,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod command;
+pub(crate) mod durable;
 #[cfg(test)]
 mod faults;
 pub(crate) mod inflight;

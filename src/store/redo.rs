@@ -189,7 +189,7 @@ impl<K: Key + 'static, V: Value + 'static> Logged<'_, '_, K, V> {
         let key = K::from_bytes(key);
         match value {
             Some(value) => {
-                self.table.insert(&key, &V::from_bytes(value))?;
+                self.table.insert(&key, V::from_bytes(value))?;
             }
             None => {
                 self.table.remove(&key)?;

@@ -2,9 +2,11 @@
 //!
 //! It blocks until a command arrives or the next due time passes, drains every pending
 //! command into one transaction (enqueues, completions, registrations), promotes due tasks,
-//! prunes expired results, claims ready tasks for free worker slots, makes the group durable
-//! with one `fdatasync` of the write-ahead log (see `wal`), and only then replies to callers
-//! and hands jobs to workers.
+//! prunes expired results, claims ready tasks for free worker slots, and writes the group's
+//! redo record to the write-ahead log (see `wal`). It then hands out replies and jobs tagged
+//! with the record's position, and commits the group to redb in memory while their
+//! receivers sync the log (see `durable`): nobody acts on a group before it is durable, and
+//! the writer never waits for the disk.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
+use crate::store::durable::LogSync;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::transitions::Completion;
@@ -77,6 +80,15 @@ pub(crate) struct Writer {
     checkpoint_due: bool,
     /// The redo buffer, lent to each transaction so its allocation is reused.
     redo: Redo,
+    /// How far the log is written, committed and synced (shared with every waiter).
+    sync: Arc<LogSync>,
+}
+
+/// A group whose record is written to the log but whose transaction is not yet committed.
+struct Pending {
+    txn: WriteTransaction,
+    /// Where its record starts in the log (to withdraw it if the commit fails).
+    start: u64,
 }
 
 impl Writer {
@@ -90,6 +102,7 @@ impl Writer {
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let sync = Arc::new(LogSync::new(wal.sync_handle()?, wal.lsn()));
         let tick = tx.clone();
         config
             .clock
@@ -112,6 +125,7 @@ impl Writer {
             wal,
             checkpoint_due: false,
             redo: Redo::default(),
+            sync: sync.clone(),
         };
         let join = std::thread::Builder::new()
             .name("taskspool-writer".into())
@@ -119,6 +133,7 @@ impl Writer {
             .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(WriterHandle {
             tx,
+            sync,
             join: Some(join),
         })
     }
@@ -182,10 +197,13 @@ impl Writer {
     /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
     /// goes on; a group whose commit fails after its record was written has the record
     /// withdrawn, since its callers are told it failed.
-    fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
+    ///
+    /// A logged group comes back as [`Pending`]: its replies go out before [`Writer::settle`]
+    /// commits it, and its receivers wait for both (see `durable`).
+    fn commit(&mut self, txn: WriteTransaction, redo: &Redo) -> Result<Option<Pending>, Error> {
         let record = match redo.bytes() {
             Some(record) if !self.checkpoint_due => record,
-            _ => return self.commit_durable(txn),
+            _ => return self.commit_durable(txn).map(|()| None),
         };
         let start = match self.wal.append(record) {
             Ok(start) => start,
@@ -194,18 +212,34 @@ impl Writer {
                 return Err(e);
             }
         };
+        self.sync.written(self.wal.lsn());
+        Ok(Some(Pending { txn, start }))
+    }
+
+    /// Commits a logged group to redb, in memory. If that fails, its record is withdrawn and
+    /// the log is failed: its replies are already out, and their receivers must hear of it.
+    fn settle(&mut self, pending: Pending) {
+        let Pending { mut txn, start } = pending;
         let committed = txn
             .set_durability(Durability::None)
             .map_err(|e| Error::Storage(e.to_string()))
             .and_then(|()| txn.commit().map_err(Error::from));
-        if let Err(e) = committed {
-            if let Err(undo) = self.wal.undo(start) {
-                tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
+        match committed {
+            Ok(()) => {
+                self.sync.committed(self.wal.lsn());
+                self.checkpoint_due = self.wal.full();
             }
-            return Err(e);
+            Err(e) => {
+                tracing::error!(error = %e, "taskspool could not commit a group; the spool must be reopened");
+                if let Err(undo) = self.wal.undo(start) {
+                    tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
+                }
+                self.sync
+                    .fail(format!("committing a group to the queue file failed: {e}"));
+                self.running_cache.clear();
+                self.reload();
+            }
         }
-        self.checkpoint_due = self.wal.full();
-        Ok(())
     }
 
     /// Commits durably to the queue file, which makes every earlier group durable there too;
@@ -215,6 +249,7 @@ impl Writer {
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
         txn.commit()?;
         self.wal.reset(next);
+        self.sync.durable(self.wal.lsn());
         self.checkpoint_due = false;
         Ok(())
     }
@@ -256,14 +291,27 @@ impl Writer {
         let mut staged = Staged::default();
         let started = std::time::Instant::now();
         let result = self.stage_and_commit(cmds, &mut staged);
-        if !staged.claimed.is_empty() || !staged.completions.is_empty() {
-            let us = started.elapsed().as_secs_f64() * 1e6;
-            self.avg_cycle_us = Some(dispatch::ewma(self.avg_cycle_us, us));
-        }
+        let timed = !staged.claimed.is_empty() || !staged.completions.is_empty();
         match result {
-            Ok(()) => {
+            Ok(pending) => {
                 self.failures = 0;
-                self.deliver(staged)
+                let finalized = std::mem::take(&mut staged.finalized);
+                let (more, shutdown, returned) = self.deliver(staged);
+                if let Some(pending) = pending {
+                    self.settle(pending);
+                }
+                // After the commit: a woken waiter reads the result from the file.
+                self.waiters.notify(&finalized);
+                if timed {
+                    let us = started.elapsed().as_secs_f64() * 1e6;
+                    self.avg_cycle_us = Some(dispatch::ewma(self.avg_cycle_us, us));
+                }
+                // Jobs whose worker vanished between claim and hand-off go back to the ready
+                // index.
+                for job in returned {
+                    let _ = self.retry_release(job);
+                }
+                (more, shutdown)
             }
             Err(e) => {
                 self.failures += 1;
@@ -278,8 +326,16 @@ impl Writer {
         }
     }
 
-    fn stage_and_commit(&mut self, cmds: Vec<Command>, staged: &mut Staged) -> Result<(), Error> {
+    fn stage_and_commit(
+        &mut self,
+        cmds: Vec<Command>,
+        staged: &mut Staged,
+    ) -> Result<Option<Pending>, Error> {
         let now = self.config.clock.now_ms();
+        if let Err(e) = self.sync.check() {
+            self.stage_all_unapplied(cmds, staged);
+            return Err(e);
+        }
         let txn = match self.db.begin_write() {
             Ok(txn) => txn,
             Err(e) => {
@@ -372,14 +428,13 @@ impl Writer {
         let done = if changed {
             self.commit(txn, &redo)
         } else {
-            txn.abort().map_err(Into::into)
+            txn.abort().map(|()| None).map_err(Into::into)
         };
         self.redo = redo;
-        if let Err(e) = done {
+        if done.is_err() {
             self.running_cache.clear();
-            return Err(e.into());
         }
-        Ok(())
+        done
     }
 
     /// Applies one command inside the transaction. A `ClaimOnce` is handed back: it runs after
@@ -515,13 +570,17 @@ impl Writer {
     }
 
     /// After a successful commit: replies, hand-offs, wake-ups.
-    fn deliver(&mut self, staged: Staged) -> (bool, bool) {
+    /// Returns (more work is due, shutdown, jobs whose worker is gone). Everything handed out
+    /// carries the log position its receiver waits for.
+    fn deliver(&mut self, staged: Staged) -> (bool, bool, Vec<Job>) {
+        let lsn = self.wal.lsn();
         // Workers first: a task should not wait for its enqueuer to be woken.
         let mut returned = Vec::new();
         for (worker, jobs) in staged.claimed {
             match self.workers.iter_mut().find(|w| w.id == worker) {
                 Some(w) => {
-                    for job in jobs {
+                    for mut job in jobs {
+                        job.lsn = lsn;
                         w.handed(job.payload.len());
                         if let Err(send) = w.jobs.send(job) {
                             w.released();
@@ -533,27 +592,22 @@ impl Writer {
             }
         }
         for (reply, ids) in staged.enqueued {
-            reply.send(Ok(ids));
+            reply.send_at(Ok(ids), lsn);
         }
         for reply in staged.acks {
-            reply.send(Ok(()));
+            reply.send_at(Ok(()), lsn);
         }
         for (reply, result) in staged.schedule_replies {
-            reply.send(result);
+            reply.send_at(result, lsn);
         }
         for reply in staged.unregistered {
             reply.send(());
         }
         for (reply, jobs) in staged.claim_once {
-            reply.send(Ok(jobs));
+            reply.send_at(Ok(jobs), lsn);
         }
-        self.waiters.notify(&staged.finalized);
-        // Jobs whose worker vanished between claim and hand-off go back to the ready index.
         let more = staged.more || !returned.is_empty();
-        for job in returned {
-            let _ = self.retry_release(job);
-        }
-        (more, staged.shutdown)
+        (more, staged.shutdown, returned)
     }
 
     fn retry_release(&mut self, job: Job) -> Result<(), Error> {
@@ -575,9 +629,13 @@ impl Writer {
         let redo = std::mem::take(&mut self.redo);
         let done = self.commit(txn, &redo);
         self.redo = redo;
-        if let Err(e) = done {
-            self.reload();
-            return Err(e);
+        match done {
+            Ok(Some(pending)) => self.settle(pending),
+            Ok(None) => {}
+            Err(e) => {
+                self.reload();
+                return Err(e);
+            }
         }
         Ok(())
     }
