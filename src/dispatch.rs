@@ -27,9 +27,6 @@ pub(crate) struct Job {
     pub max_retries: u32,
     pub enqueued_at_ms: u64,
     pub origin: Option<Origin>,
-    /// The write-ahead log position of the group that claimed it: it must be durable before
-    /// the attempt starts (see `store::durable`).
-    pub lsn: u64,
 }
 
 /// A live worker pool as the writer sees it.
@@ -207,6 +204,5 @@ fn examine(tx: &mut Tx<'_>, catalog: &Catalog, seq: u64, id: u64) -> Result<Opti
         max_retries: rec.max_retries,
         enqueued_at_ms: rec.enqueued_at_ms,
         origin: rec.origin,
-        lsn: 0,
     }))
 }

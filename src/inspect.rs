@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use redb::{ReadTransaction, ReadableTable, TableError};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
 
 use crate::clock::to_system_time;
 use crate::codec;
@@ -123,11 +123,8 @@ fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
 }
 
 /// The status of one task.
-pub(crate) fn status(
-    read: ReadTransaction,
-    id: TaskId,
-    live: &LiveWorkers,
-) -> Result<TaskStatus, Error> {
+pub(crate) fn status(db: &Database, id: TaskId, live: &LiveWorkers) -> Result<TaskStatus, Error> {
+    let read = db.begin_read()?;
     let rec = record(&read, id)?;
     let queue = queue_names(&read)?
         .remove(&rec.queue)
@@ -154,7 +151,8 @@ pub(crate) fn status(
 }
 
 /// Every declared schedule, by name.
-pub(crate) fn schedules(read: ReadTransaction) -> Result<Vec<ScheduleInfo>, Error> {
+pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
+    let read = db.begin_read()?;
     let table = match read.open_table(SCHEDULES) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -171,7 +169,8 @@ pub(crate) fn schedules(read: ReadTransaction) -> Result<Vec<ScheduleInfo>, Erro
 
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the
 /// other final states.
-pub(crate) fn final_output(read: ReadTransaction, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
+pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
+    let read = db.begin_read()?;
     let rec = record(&read, id)?;
     match rec.state {
         TaskState::Succeeded => Ok(Some(rec.output.unwrap_or_default())),
@@ -193,7 +192,8 @@ pub(crate) fn final_output(read: ReadTransaction, id: TaskId) -> Result<Option<V
 }
 
 /// Counts per queue and state, plus the names waiting for a worker.
-pub(crate) fn stats(read: ReadTransaction, live: &LiveWorkers) -> Result<Stats, Error> {
+pub(crate) fn stats(db: &Database, live: &LiveWorkers) -> Result<Stats, Error> {
+    let read = db.begin_read()?;
     let names = queue_names(&read)?;
     let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = names
         .keys()

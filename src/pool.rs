@@ -17,7 +17,6 @@ use crate::error::Error;
 use crate::options::DEFAULT_QUEUE;
 use crate::spool::Spool;
 use crate::store::command::Command;
-use crate::store::durable::LogSync;
 use crate::store::inflight::Inflight;
 use crate::store::transitions::Completion;
 use crate::task::{Context, Outcome, Registry, Task, TaskError, TaskId};
@@ -220,7 +219,6 @@ impl WorkerBuilder {
                 stopping: stopping.clone(),
                 busy: busy.clone(),
                 inflight: self.spool.inflight().clone(),
-                sync: self.spool.writer().sync.clone(),
                 _done: done_tx.clone(),
             };
             let handle = std::thread::Builder::new()
@@ -422,7 +420,6 @@ struct WorkerThread {
     stopping: Arc<AtomicBool>,
     busy: Arc<AtomicUsize>,
     inflight: Arc<Inflight>,
-    sync: Arc<LogSync>,
     /// Dropped when the thread exits; shutdown waits for all of them.
     _done: Sender<()>,
 }
@@ -443,11 +440,6 @@ impl WorkerThread {
                     attempt: job.attempt,
                 }
             } else {
-                // The claim, and whatever made the task ready, must be durable first.
-                if let Err(e) = self.sync.wait(job.lsn) {
-                    tracing::error!(error = %e, "taskspool worker stops: the log is not durable");
-                    return;
-                }
                 self.busy.fetch_add(1, Ordering::SeqCst);
                 let completion = attempt(&self.registry, &self.inflight, slot, &self.clock, &job);
                 self.busy.fetch_sub(1, Ordering::SeqCst);

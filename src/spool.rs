@@ -291,7 +291,7 @@ impl Spool {
     /// `NotFound` for an id never enqueued here or already pruned — never a made-up
     /// "pending"; `Storage` on a read failure.
     pub fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
-        inspect::status(self.read()?, id, &self.inner.live)
+        inspect::status(&self.inner.db, id, &self.inner.live)
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.
@@ -299,7 +299,7 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
-        inspect::stats(self.read()?, &self.inner.live)
+        inspect::stats(&self.inner.db, &self.inner.live)
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
@@ -377,7 +377,7 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
-        inspect::schedules(self.read()?)
+        inspect::schedules(&self.inner.db)
     }
 
     fn schedule_op(&self, op: ScheduleOp) -> Result<bool, Error> {
@@ -392,19 +392,11 @@ impl Spool {
     }
 
     pub(crate) fn final_output(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-        inspect::final_output(self.read()?, id)
+        inspect::final_output(&self.inner.db, id)
     }
 
     pub(crate) fn waiters(&self) -> &Waiters {
         &self.inner.waiters
-    }
-
-    /// A read transaction whose every change is durable: it waits for the log to be synced
-    /// through the last group written, so nothing it reports can be lost in a crash.
-    fn read(&self) -> Result<redb::ReadTransaction, Error> {
-        let read = redb::ReadableDatabase::begin_read(&*self.inner.db)?;
-        self.inner.writer.sync.settle()?;
-        Ok(read)
     }
 
     pub(crate) fn writer(&self) -> &WriterHandle {

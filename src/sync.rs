@@ -23,9 +23,7 @@ struct Slot<T> {
 
 enum State<T> {
     Waiting,
-    /// The answer, and the write-ahead log position the caller must wait for before acting
-    /// on it (0: none; see `store::durable`).
-    Answered(T, u64),
+    Answered(T),
     Abandoned,
 }
 
@@ -46,12 +44,7 @@ pub(crate) fn oneshot<T>() -> (Promise<T>, Answer<T>) {
 impl<T> Promise<T> {
     /// Answers the waiting caller (if it is still waiting).
     pub(crate) fn send(self, value: T) {
-        self.settle(State::Answered(value, 0));
-    }
-
-    /// Answers with the log position the answer becomes durable at.
-    pub(crate) fn send_at(self, value: T, lsn: u64) {
-        self.settle(State::Answered(value, lsn));
+        self.settle(State::Answered(value));
     }
 
     fn settle(&self, state: State<T>) {
@@ -85,11 +78,6 @@ pub(crate) struct Abandoned;
 impl<T> Answer<T> {
     /// Blocks until the answer arrives.
     pub(crate) fn recv(self) -> Result<T, Abandoned> {
-        self.recv_at().map(|(value, _)| value)
-    }
-
-    /// Blocks until the answer arrives; with the log position sent along.
-    pub(crate) fn recv_at(self) -> Result<(T, u64), Abandoned> {
         let mut slot = self
             .inner
             .state
@@ -97,7 +85,7 @@ impl<T> Answer<T> {
             .unwrap_or_else(PoisonError::into_inner);
         loop {
             match std::mem::replace(&mut *slot, State::Abandoned) {
-                State::Answered(value, lsn) => return Ok((value, lsn)),
+                State::Answered(value) => return Ok(value),
                 State::Abandoned => return Err(Abandoned),
                 State::Waiting => {
                     *slot = State::Waiting;

@@ -5,13 +5,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
-use crate::store::durable::LogSync;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, NewTask};
+use crate::store::writer::Core;
 use crate::sync::{Promise, oneshot};
 
 /// Where the writer sends the answer to one request.
@@ -55,11 +55,12 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// The running writer thread and the channel to it.
+/// The running writer thread, the channel to it, and its state (on which a caller may run
+/// its own group, see `Writer::lead`).
 pub(crate) struct WriterHandle {
     pub tx: Sender<Command>,
-    /// The log's durability, which every reply is waited on.
-    pub sync: Arc<LogSync>,
+    pub(crate) rx: Receiver<Command>,
+    pub(crate) core: Arc<Core>,
     pub(crate) join: Option<JoinHandle<()>>,
 }
 
@@ -69,15 +70,18 @@ impl WriterHandle {
         self.tx.send(cmd).map_err(|_| Error::Closed)
     }
 
-    /// Sends a command built around a fresh reply channel and waits for the reply, and for
-    /// the group that made it to be durable.
+    /// Sends a command built around a fresh reply channel and waits for the reply.
     pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot();
-        self.send(build(tx))?;
-        let (reply, lsn) = rx.recv_at().map_err(|_| Error::Closed)?;
-        let value = reply?;
-        self.sync.wait(lsn)?;
-        Ok(value)
+        let cmd = build(tx);
+        let led = match self.core.try_lock() {
+            Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
+            Err(_) => Err(cmd),
+        };
+        if let Err(cmd) = led {
+            self.send(cmd)?;
+        }
+        rx.recv().map_err(|_| Error::Closed)?
     }
 
     /// Asks the writer to finish and waits for it.

@@ -152,6 +152,7 @@ fn a_full_disk_under_the_log_fails_the_group_and_the_spool_goes_on() {
     // The failed group left no trace: the next task takes the id it would have had.
     assert_eq!(enqueue(&writer, vec![task(4)]).unwrap(), vec![3]);
     writer.shutdown();
+    drop(writer);
     assert_eq!(stored_ids(&path), vec![1, 2, 3]);
 }
 
@@ -177,6 +178,7 @@ fn a_full_disk_under_the_queue_file_loses_nothing_acknowledged() {
     assert_eq!(err.kind(), ErrorKind::Storage);
     assert!(err.to_string().contains("open the file again"), "{err}");
     writer.shutdown();
+    drop(writer);
     assert_eq!(
         stored_ids(&path),
         vec![1, 2],

@@ -4,7 +4,6 @@
 
 pub(crate) mod catalog;
 pub(crate) mod command;
-pub(crate) mod durable;
 #[cfg(test)]
 mod faults;
 pub(crate) mod inflight;

@@ -1,8 +1,8 @@
 //! The write-ahead log, `<queue file>.wal`: what makes a group durable between checkpoints.
 //!
 //! A group's transaction is committed to redb without a sync; its redo record (every row it
-//! changed, see `redo`) is written here first, and synced with one `fdatasync` by whoever
-//! waits for the group to be durable (see `durable`). Every [`CHECKPOINT_BYTES`] of log, a group is committed to redb
+//! changed, see `redo`) is written here first and synced with one `fdatasync`. Only then are
+//! its callers answered. Every [`CHECKPOINT_BYTES`] of log, a group is committed to redb
 //! durably instead, which makes every earlier one durable in the queue file itself; the log
 //! then starts over from its first byte. The file is overwritten in place rather than
 //! truncated, so a sync rarely has file-size metadata to write.
@@ -100,9 +100,6 @@ pub(crate) struct Wal {
     offset: u64,
     /// The file's length: bytes past `offset` and below this are already allocated.
     allocated: u64,
-    /// Bytes of records written since the log was opened (across checkpoints): the position
-    /// that replies and jobs carry (see `durable`).
-    lsn: u64,
     buf: Vec<u8>,
     /// Fault injection: while set, appends fail as on a full disk.
     #[cfg(test)]
@@ -140,7 +137,6 @@ impl Wal {
             generation,
             offset: 0,
             allocated,
-            lsn: 0,
             buf: Vec::new(),
             #[cfg(test)]
             full: None,
@@ -162,18 +158,7 @@ impl Wal {
         self.offset >= CHECKPOINT_BYTES
     }
 
-    /// A second handle on the log file, for the threads that sync it.
-    pub(crate) fn sync_handle(&self) -> Result<File, Error> {
-        self.file.try_clone().map_err(io)
-    }
-
-    /// The position after the last record written.
-    pub(crate) fn lsn(&self) -> u64 {
-        self.lsn
-    }
-
-    /// Appends one record, without syncing it (see `durable`); returns its offset (for
-    /// [`Wal::undo`]).
+    /// Appends one record and syncs it; returns its offset (for [`Wal::undo`]).
     pub(crate) fn append(&mut self, payload: &[u8]) -> Result<u64, Error> {
         let len = u32::try_from(payload.len())
             .map_err(|_| Error::Storage("write-ahead log: record over 4 GiB".into()))?;
@@ -197,8 +182,8 @@ impl Wal {
             self.grow(end)?;
         }
         self.file.write_all_at(&self.buf, start).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
         self.offset = end;
-        self.lsn += self.buf.len() as u64;
         Ok(start)
     }
 
@@ -224,7 +209,6 @@ impl Wal {
     pub(crate) fn undo(&mut self, start: u64) -> Result<(), Error> {
         self.file.write_all_at(&[0; HEADER], start).map_err(io)?;
         self.file.sync_data().map_err(io)?;
-        self.lsn -= self.offset - start;
         self.offset = start;
         Ok(())
     }

@@ -2,16 +2,14 @@
 //!
 //! It blocks until a command arrives or the next due time passes, drains every pending
 //! command into one transaction (enqueues, completions, registrations), promotes due tasks,
-//! prunes expired results, claims ready tasks for free worker slots, and writes the group's
-//! redo record to the write-ahead log (see `wal`). It then hands out replies and jobs tagged
-//! with the record's position, and commits the group to redb in memory while their
-//! receivers sync the log (see `durable`): nobody acts on a group before it is durable, and
-//! the writer never waits for the disk.
+//! prunes expired results, claims ready tasks for free worker slots, makes the group durable
+//! with one `fdatasync` of the write-ahead log (see `wal`), and only then replies to callers
+//! and hands jobs to workers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::{Database, Durability, WriteTransaction};
 
 use crate::clock::Clock;
@@ -20,7 +18,6 @@ use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
-use crate::store::durable::LogSync;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::transitions::Completion;
@@ -58,7 +55,6 @@ struct Staged {
 
 pub(crate) struct Writer {
     db: Arc<Database>,
-    rx: Receiver<Command>,
     config: WriterConfig,
     counters: Counters,
     catalog: Catalog,
@@ -80,15 +76,17 @@ pub(crate) struct Writer {
     checkpoint_due: bool,
     /// The redo buffer, lent to each transaction so its allocation is reused.
     redo: Redo,
-    /// How far the log is written, committed and synced (shared with every waiter).
-    sync: Arc<LogSync>,
+    /// The spool is shutting down: no group runs any more.
+    closed: bool,
 }
 
-/// A group whose record is written to the log but whose transaction is not yet committed.
-struct Pending {
-    txn: WriteTransaction,
-    /// Where its record starts in the log (to withdraw it if the commit fails).
-    start: u64,
+/// The writer's state: run by the writer thread, or by a caller that finds it idle (see
+/// [`Writer::lead`]).
+pub(crate) type Core = Mutex<Writer>;
+
+fn lock(core: &Core) -> std::sync::MutexGuard<'_, Writer> {
+    core.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Writer {
@@ -102,14 +100,12 @@ impl Writer {
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let sync = Arc::new(LogSync::new(wal.sync_handle()?, wal.lsn()));
         let tick = tx.clone();
         config
             .clock
             .subscribe(move || tick.send(Command::Tick).is_ok());
         let writer = Writer {
             db,
-            rx,
             config,
             counters,
             catalog,
@@ -125,60 +121,59 @@ impl Writer {
             wal,
             checkpoint_due: false,
             redo: Redo::default(),
-            sync: sync.clone(),
+            closed: false,
         };
-        let join = std::thread::Builder::new()
-            .name("taskspool-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        let core = Arc::new(Mutex::new(writer));
+        let join = {
+            let (core, rx) = (core.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name("taskspool-writer".into())
+                .spawn(move || run(&core, &rx))
+                .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?
+        };
         Ok(WriterHandle {
             tx,
-            sync,
+            rx,
+            core,
             join: Some(join),
         })
     }
 
-    fn run(mut self) {
-        // The first group runs at once: it promotes whatever became due while the file was closed.
-        let mut more = true;
-        loop {
-            let first = if more {
-                self.rx.try_recv().ok()
-            } else {
-                match self.wait_timeout() {
-                    Some(timeout) => match self.rx.recv_timeout(timeout) {
-                        Ok(cmd) => Some(cmd),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => return self.close(),
-                    },
-                    None => match self.rx.recv() {
-                        Ok(cmd) => Some(cmd),
-                        Err(_) => return self.close(),
-                    },
-                }
-            };
-            let mut cmds: Vec<Command> = first.into_iter().collect();
-            while cmds.len() < MAX_GROUP {
-                match self.rx.try_recv() {
-                    Ok(cmd) => cmds.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            self.gather(&mut cmds);
-            self.last_callers = cmds
-                .iter()
-                .filter(|c| matches!(c, Command::Enqueue { .. }))
-                .count();
-            let (again, shutdown) = self.group(cmds);
-            more = again;
-            if shutdown {
-                return self.close();
-            }
+    /// Runs the group of `cmd` on the calling thread, which found the writer idle and nothing
+    /// queued, when the last groups served one caller at a time: a caller that waits for its
+    /// own group anyway saves two thread wake-ups (the writer's, then its own), which on a
+    /// small machine cost as much as the group. With concurrent callers the writer thread
+    /// runs the groups (and gathers them, see [`Writer::gather`]): the command comes back,
+    /// for the channel.
+    pub(crate) fn lead(
+        &mut self,
+        cmd: Command,
+        rx: &Receiver<Command>,
+        tx: &Sender<Command>,
+    ) -> Result<(), Command> {
+        if self.closed {
+            // Dropping the command answers its caller with `Closed`.
+            return Ok(());
         }
+        if self.last_callers > 1 || !rx.is_empty() {
+            return Err(cmd);
+        }
+        let before = self.next_wake;
+        self.last_callers = usize::from(matches!(cmd, Command::Enqueue { .. }));
+        let (more, shutdown) = self.group(vec![cmd]);
+        // The writer thread sleeps until the due time it last saw, or until a command: it is
+        // told when that changed, when work is left over, and when it must close.
+        if shutdown {
+            let _ = tx.send(Command::Shutdown);
+        } else if more || self.next_wake != before {
+            let _ = tx.send(Command::Tick);
+        }
+        Ok(())
     }
 
     /// On the way out: a checkpoint, so the next open has no log to read.
     fn close(&mut self) {
+        self.closed = true;
         if !self.wal.is_empty() {
             let result = self
                 .db
@@ -197,13 +192,10 @@ impl Writer {
     /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
     /// goes on; a group whose commit fails after its record was written has the record
     /// withdrawn, since its callers are told it failed.
-    ///
-    /// A logged group comes back as [`Pending`]: its replies go out before [`Writer::settle`]
-    /// commits it, and its receivers wait for both (see `durable`).
-    fn commit(&mut self, txn: WriteTransaction, redo: &Redo) -> Result<Option<Pending>, Error> {
+    fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
         let record = match redo.bytes() {
             Some(record) if !self.checkpoint_due => record,
-            _ => return self.commit_durable(txn).map(|()| None),
+            _ => return self.commit_durable(txn),
         };
         let start = match self.wal.append(record) {
             Ok(start) => start,
@@ -212,34 +204,18 @@ impl Writer {
                 return Err(e);
             }
         };
-        self.sync.written(self.wal.lsn());
-        Ok(Some(Pending { txn, start }))
-    }
-
-    /// Commits a logged group to redb, in memory. If that fails, its record is withdrawn and
-    /// the log is failed: its replies are already out, and their receivers must hear of it.
-    fn settle(&mut self, pending: Pending) {
-        let Pending { mut txn, start } = pending;
         let committed = txn
             .set_durability(Durability::None)
             .map_err(|e| Error::Storage(e.to_string()))
             .and_then(|()| txn.commit().map_err(Error::from));
-        match committed {
-            Ok(()) => {
-                self.sync.committed(self.wal.lsn());
-                self.checkpoint_due = self.wal.full();
+        if let Err(e) = committed {
+            if let Err(undo) = self.wal.undo(start) {
+                tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
             }
-            Err(e) => {
-                tracing::error!(error = %e, "taskspool could not commit a group; the spool must be reopened");
-                if let Err(undo) = self.wal.undo(start) {
-                    tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
-                }
-                self.sync
-                    .fail(format!("committing a group to the queue file failed: {e}"));
-                self.running_cache.clear();
-                self.reload();
-            }
+            return Err(e);
         }
+        self.checkpoint_due = self.wal.full();
+        Ok(())
     }
 
     /// Commits durably to the queue file, which makes every earlier group durable there too;
@@ -249,7 +225,6 @@ impl Writer {
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
         txn.commit()?;
         self.wal.reset(next);
-        self.sync.durable(self.wal.lsn());
         self.checkpoint_due = false;
         Ok(())
     }
@@ -259,7 +234,7 @@ impl Writer {
     /// with whoever was quickest and leave the rest for the group after. Waiting up to
     /// [`GATHER`] for as many producers as last time (asleep, leaving the CPU to them) lets
     /// them share one fsync. A lone producer never waits.
-    fn gather(&mut self, cmds: &mut Vec<Command>) {
+    fn gather(&mut self, rx: &Receiver<Command>, cmds: &mut Vec<Command>) {
         let callers = |cmds: &[Command]| {
             cmds.iter()
                 .filter(|c| matches!(c, Command::Enqueue { .. }))
@@ -270,7 +245,7 @@ impl Writer {
         }
         let deadline = std::time::Instant::now() + GATHER;
         while callers(cmds) < self.last_callers {
-            match self.rx.recv_deadline(deadline) {
+            match rx.recv_deadline(deadline) {
                 Ok(cmd) => cmds.push(cmd),
                 Err(_) => break,
             }
@@ -291,27 +266,14 @@ impl Writer {
         let mut staged = Staged::default();
         let started = std::time::Instant::now();
         let result = self.stage_and_commit(cmds, &mut staged);
-        let timed = !staged.claimed.is_empty() || !staged.completions.is_empty();
+        if !staged.claimed.is_empty() || !staged.completions.is_empty() {
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            self.avg_cycle_us = Some(dispatch::ewma(self.avg_cycle_us, us));
+        }
         match result {
-            Ok(pending) => {
+            Ok(()) => {
                 self.failures = 0;
-                let finalized = std::mem::take(&mut staged.finalized);
-                let (more, shutdown, returned) = self.deliver(staged);
-                if let Some(pending) = pending {
-                    self.settle(pending);
-                }
-                // After the commit: a woken waiter reads the result from the file.
-                self.waiters.notify(&finalized);
-                if timed {
-                    let us = started.elapsed().as_secs_f64() * 1e6;
-                    self.avg_cycle_us = Some(dispatch::ewma(self.avg_cycle_us, us));
-                }
-                // Jobs whose worker vanished between claim and hand-off go back to the ready
-                // index.
-                for job in returned {
-                    let _ = self.retry_release(job);
-                }
-                (more, shutdown)
+                self.deliver(staged)
             }
             Err(e) => {
                 self.failures += 1;
@@ -326,16 +288,8 @@ impl Writer {
         }
     }
 
-    fn stage_and_commit(
-        &mut self,
-        cmds: Vec<Command>,
-        staged: &mut Staged,
-    ) -> Result<Option<Pending>, Error> {
+    fn stage_and_commit(&mut self, cmds: Vec<Command>, staged: &mut Staged) -> Result<(), Error> {
         let now = self.config.clock.now_ms();
-        if let Err(e) = self.sync.check() {
-            self.stage_all_unapplied(cmds, staged);
-            return Err(e);
-        }
         let txn = match self.db.begin_write() {
             Ok(txn) => txn,
             Err(e) => {
@@ -428,13 +382,14 @@ impl Writer {
         let done = if changed {
             self.commit(txn, &redo)
         } else {
-            txn.abort().map(|()| None).map_err(Into::into)
+            txn.abort().map_err(Into::into)
         };
         self.redo = redo;
-        if done.is_err() {
+        if let Err(e) = done {
             self.running_cache.clear();
+            return Err(e.into());
         }
-        done
+        Ok(())
     }
 
     /// Applies one command inside the transaction. A `ClaimOnce` is handed back: it runs after
@@ -570,17 +525,13 @@ impl Writer {
     }
 
     /// After a successful commit: replies, hand-offs, wake-ups.
-    /// Returns (more work is due, shutdown, jobs whose worker is gone). Everything handed out
-    /// carries the log position its receiver waits for.
-    fn deliver(&mut self, staged: Staged) -> (bool, bool, Vec<Job>) {
-        let lsn = self.wal.lsn();
+    fn deliver(&mut self, staged: Staged) -> (bool, bool) {
         // Workers first: a task should not wait for its enqueuer to be woken.
         let mut returned = Vec::new();
         for (worker, jobs) in staged.claimed {
             match self.workers.iter_mut().find(|w| w.id == worker) {
                 Some(w) => {
-                    for mut job in jobs {
-                        job.lsn = lsn;
+                    for job in jobs {
                         w.handed(job.payload.len());
                         if let Err(send) = w.jobs.send(job) {
                             w.released();
@@ -592,22 +543,27 @@ impl Writer {
             }
         }
         for (reply, ids) in staged.enqueued {
-            reply.send_at(Ok(ids), lsn);
+            reply.send(Ok(ids));
         }
         for reply in staged.acks {
-            reply.send_at(Ok(()), lsn);
+            reply.send(Ok(()));
         }
         for (reply, result) in staged.schedule_replies {
-            reply.send_at(result, lsn);
+            reply.send(result);
         }
         for reply in staged.unregistered {
             reply.send(());
         }
         for (reply, jobs) in staged.claim_once {
-            reply.send_at(Ok(jobs), lsn);
+            reply.send(Ok(jobs));
         }
+        self.waiters.notify(&staged.finalized);
+        // Jobs whose worker vanished between claim and hand-off go back to the ready index.
         let more = staged.more || !returned.is_empty();
-        (more, staged.shutdown, returned)
+        for job in returned {
+            let _ = self.retry_release(job);
+        }
+        (more, staged.shutdown)
     }
 
     fn retry_release(&mut self, job: Job) -> Result<(), Error> {
@@ -629,13 +585,9 @@ impl Writer {
         let redo = std::mem::take(&mut self.redo);
         let done = self.commit(txn, &redo);
         self.redo = redo;
-        match done {
-            Ok(Some(pending)) => self.settle(pending),
-            Ok(None) => {}
-            Err(e) => {
-                self.reload();
-                return Err(e);
-            }
+        if let Err(e) = done {
+            self.reload();
+            return Err(e);
         }
         Ok(())
     }
@@ -678,6 +630,52 @@ impl Writer {
                 self.running_cache = running;
             }
             Err(e) => tracing::error!(error = %e, "cannot reload the writer's state"),
+        }
+    }
+}
+
+/// The writer thread: sleeps until a command arrives or the next due time, then runs a group
+/// (unless a caller runs one, see [`Writer::lead`]).
+fn run(core: &Core, rx: &Receiver<Command>) {
+    // The first group runs at once: it promotes whatever became due while the file was closed.
+    let mut more = true;
+    loop {
+        let first = if more {
+            rx.try_recv().ok()
+        } else {
+            let timeout = lock(core).wait_timeout();
+            match timeout {
+                Some(timeout) => match rx.recv_timeout(timeout) {
+                    Ok(cmd) => Some(cmd),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return lock(core).close(),
+                },
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => return lock(core).close(),
+                },
+            }
+        };
+        let mut writer = lock(core);
+        if writer.closed {
+            return;
+        }
+        let mut cmds: Vec<Command> = first.into_iter().collect();
+        while cmds.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => cmds.push(cmd),
+                Err(_) => break,
+            }
+        }
+        writer.gather(rx, &mut cmds);
+        writer.last_callers = cmds
+            .iter()
+            .filter(|c| matches!(c, Command::Enqueue { .. }))
+            .count();
+        let (again, shutdown) = writer.group(cmds);
+        more = again;
+        if shutdown {
+            return writer.close();
         }
     }
 }
