@@ -74,11 +74,11 @@ impl WriterHandle {
     pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot();
         let cmd = build(tx);
-        let led = match self.core.try_lock() {
+        let not_led = match self.core.try_lock() {
             Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
-            Err(_) => Err(cmd),
+            Err(_) => Some(cmd),
         };
-        if let Err(cmd) = led {
+        if let Some(cmd) = not_led {
             self.send(cmd)?;
         }
         rx.recv().map_err(|_| Error::Closed)?

@@ -143,20 +143,20 @@ impl Writer {
     /// queued, when the last groups served one caller at a time: a caller that waits for its
     /// own group anyway saves two thread wake-ups (the writer's, then its own), which on a
     /// small machine cost as much as the group. With concurrent callers the writer thread
-    /// runs the groups (and gathers them, see [`Writer::gather`]): the command comes back,
+    /// runs the groups (and gathers them, see [`Writer::gather`]): the command is handed back,
     /// for the channel.
     pub(crate) fn lead(
         &mut self,
         cmd: Command,
         rx: &Receiver<Command>,
         tx: &Sender<Command>,
-    ) -> Result<(), Command> {
+    ) -> Option<Command> {
         if self.closed {
             // Dropping the command answers its caller with `Closed`.
-            return Ok(());
+            return None;
         }
         if self.last_callers > 1 || !rx.is_empty() {
-            return Err(cmd);
+            return Some(cmd);
         }
         let before = self.next_wake;
         self.last_callers = usize::from(matches!(cmd, Command::Enqueue { .. }));
@@ -168,7 +168,7 @@ impl Writer {
         } else if more || self.next_wake != before {
             let _ = tx.send(Command::Tick);
         }
-        Ok(())
+        None
     }
 
     /// On the way out: a checkpoint, so the next open has no log to read.
@@ -294,7 +294,7 @@ impl Writer {
             Ok(txn) => txn,
             Err(e) => {
                 self.stage_all_unapplied(cmds, staged);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let mut changed = false;
@@ -387,7 +387,7 @@ impl Writer {
         self.redo = redo;
         if let Err(e) = done {
             self.running_cache.clear();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
