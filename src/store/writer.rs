@@ -294,7 +294,7 @@ impl Writer {
             Ok(txn) => txn,
             Err(e) => {
                 self.stage_all_unapplied(cmds, staged);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let mut changed = false;
