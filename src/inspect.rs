@@ -89,6 +89,11 @@ impl Stats {
         self.queues.iter().map(|q| q.count(state)).sum()
     }
 
+    /// How many tasks all queues hold (finished ones until they are pruned).
+    pub fn total(&self) -> u64 {
+        self.queues.iter().map(QueueStats::total).sum()
+    }
+
     /// The stats of one queue, if it exists.
     pub fn queue(&self, name: &str) -> Option<&QueueStats> {
         self.queues.iter().find(|q| q.name == name)

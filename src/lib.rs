@@ -104,6 +104,8 @@ pub use pool::{
 pub use result::TaskHandle;
 pub use retry::RetryPolicy;
 pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
-pub use spool::{DEFAULT_CACHE_BYTES, DEFAULT_RESULT_TTL, Spool, SpoolBuilder};
+pub use spool::{
+    DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Spool, SpoolBuilder,
+};
 pub use state::{AttemptError, AttemptErrorKind, TaskState};
 pub use task::{Context, Task, TaskError, TaskId};

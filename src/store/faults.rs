@@ -79,7 +79,7 @@ fn task(n: u32) -> NewTask {
 /// A spool on a real file whose write-ahead log and queue file can each be made to fail with
 /// ENOSPC: the flags for (log, queue file), and the writer.
 fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, WriterHandle) {
-    drop(open(path, 1_000, None, 1 << 20).unwrap());
+    drop(open(path, 1_000, None, 1 << 20, super::wal::CHECKPOINT_BYTES).unwrap());
     let (log_full, file_full) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -117,7 +117,7 @@ fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error
 
 /// The ids of the tasks stored in the file at `path`, after a reopen.
 fn stored_ids(path: &std::path::Path) -> Vec<u64> {
-    let reopened = open(path, 2_000, None, 1 << 20).unwrap();
+    let reopened = open(path, 2_000, None, 1 << 20, super::wal::CHECKPOINT_BYTES).unwrap();
     let read = reopened.db.begin_read().unwrap();
     let tasks = read.open_table(TASKS).unwrap();
     let ids = tasks

@@ -44,10 +44,13 @@ pub(crate) fn open(
     now_ms: u64,
     result_ttl_ms: Option<u64>,
     cache_bytes: usize,
+    checkpoint_bytes: u64,
 ) -> Result<Opened, Error> {
     precheck_read_only(path)?;
     let db = open_database(path, cache_bytes)?;
-    prepare(db, path, now_ms, result_ttl_ms)
+    let mut opened = prepare(db, path, now_ms, result_ttl_ms)?;
+    opened.wal.checkpoint_after(checkpoint_bytes);
+    Ok(opened)
 }
 
 /// Initializes a new file or checks an existing one, then recovers orphaned attempts.
@@ -295,7 +298,7 @@ mod tests {
     /// committed, and the handle closed as a dead process would leave it (minus the journal
     /// entries, which the caller writes).
     fn file_with_running_tasks(path: &Path, n: usize, max_retries: u32) -> Opened {
-        let opened = open(path, 1_000, None, 1 << 20).unwrap();
+        let opened = open(path, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
         let txn = opened.db.begin_write().unwrap();
         let mut catalog = opened.catalog.clone();
         {
@@ -324,7 +327,7 @@ mod tests {
         opened.inflight.mark(slot, 2, 1);
         drop(opened);
 
-        let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
+        let reopened = open(&path, 2_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
         let txn = reopened.db.begin_write().unwrap();
         let mut tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
         let started = tx.get(2).unwrap().unwrap();
@@ -350,7 +353,7 @@ mod tests {
         let path = dir.path().join("q.redb");
         drop(file_with_running_tasks(&path, 1, 3));
         std::fs::remove_file(inflight::path_for(&path)).unwrap();
-        let reopened = open(&path, 2_000, None, 1 << 20).unwrap();
+        let reopened = open(&path, 2_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
         let txn = reopened.db.begin_write().unwrap();
         let mut tx = Tx::open(&txn, 2_000, reopened.counters, None).unwrap();
         let rec = tx.get(1).unwrap().unwrap();

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
-/// Log size after which the next group is a checkpoint (a durable redb commit).
+/// Log size after which the next group is a checkpoint (a durable redb commit), by default.
 pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// A group whose redo record is larger than this is committed to redb durably instead of being
@@ -101,6 +101,8 @@ pub(crate) struct Wal {
     /// The file's length: bytes past `offset` and below this are already allocated.
     allocated: u64,
     buf: Vec<u8>,
+    /// Log size at which [`Wal::full`] says a checkpoint is due.
+    checkpoint_bytes: u64,
     /// Fault injection: while set, appends fail as on a full disk.
     #[cfg(test)]
     pub(crate) full: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -138,6 +140,7 @@ impl Wal {
             offset: 0,
             allocated,
             buf: Vec::new(),
+            checkpoint_bytes: CHECKPOINT_BYTES,
             #[cfg(test)]
             full: None,
         })
@@ -153,9 +156,14 @@ impl Wal {
         self.offset == 0
     }
 
+    /// Sets the log size after which the next group is a checkpoint.
+    pub(crate) fn checkpoint_after(&mut self, bytes: u64) {
+        self.checkpoint_bytes = bytes;
+    }
+
     /// Whether the next group should be a checkpoint.
     pub(crate) fn full(&self) -> bool {
-        self.offset >= CHECKPOINT_BYTES
+        self.offset >= self.checkpoint_bytes
     }
 
     /// Appends one record and syncs it; returns its offset (for [`Wal::undo`]).

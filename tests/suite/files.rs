@@ -245,6 +245,41 @@ fn a_newer_format_is_refused_and_the_file_untouched() {
     assert!(matches!(Spool::open(&path), Err(Error::NewerFormat { .. })));
 }
 
+/// A file of format 1 (before the write-ahead log: no log generation, no `.wal` file) opens,
+/// keeps its tasks, and is marked format 2, which a format-1 build refuses: that build would
+/// ignore the log and lose what it holds.
+#[test]
+fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
+    let (_dir, path) = temp_queue();
+    make_queue_file(&path);
+    let meta = |path: &Path| {
+        let db = redb::Database::create(path).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(META).unwrap();
+        let get = |key: &str| table.get(key).unwrap().map(|v| v.value());
+        (get("format_version"), get("wal_generation").is_some())
+    };
+    assert_eq!(meta(&path), (Some(2), true));
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(META).unwrap();
+            table.insert("format_version", 1).unwrap();
+            table.remove("wal_generation").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    std::fs::remove_file(format!("{}.wal", path.display())).unwrap();
+
+    let spool = Spool::open(&path).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.count(TaskState::Succeeded), 5);
+    assert_eq!(stats.count(TaskState::Ready), 5);
+    drop(spool);
+    assert_eq!(meta(&path), (Some(2), true));
+}
+
 #[test]
 fn a_queue_file_with_a_table_of_another_layout_is_refused_and_untouched() {
     let (_dir, path) = temp_queue();
