@@ -105,7 +105,8 @@ pub use result::TaskHandle;
 pub use retry::RetryPolicy;
 pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
 pub use spool::{
-    DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Spool, SpoolBuilder,
+    DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Durability, Spool,
+    SpoolBuilder,
 };
 pub use state::{AttemptError, AttemptErrorKind, TaskState};
 pub use task::{Context, Task, TaskError, TaskId};

@@ -77,6 +77,27 @@ pub struct SpoolBuilder {
     clock: Clock,
     cache_bytes: usize,
     checkpoint_bytes: u64,
+    durability: Durability,
+}
+
+/// When a change the spool acknowledges is on disk.
+///
+/// Either way every change is written to the write-ahead log before it is acknowledged, so it
+/// survives the process dying — a panic, `abort`, `kill -9` or the OOM killer — and a task that
+/// was running then runs again after the reopen. The modes differ only for a power cut or a
+/// kernel crash, which can lose what the OS has not yet written to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every acknowledged change is on disk when the call returns: `enqueue` returns after an
+    /// `fdatasync`, and a task starts only once its claim is on disk. Concurrent callers share
+    /// syncs (group commit). The default.
+    #[default]
+    Immediate,
+    /// Changes are acknowledged once written to the OS, and synced within the given bound, like
+    /// Redis's `appendfsync everysec`. A power cut or kernel crash loses at most the changes
+    /// acknowledged during the last bound (plus one sync's time); [`Spool::flush`] syncs at
+    /// once. A zero bound is [`Durability::Immediate`].
+    Buffered(Duration),
 }
 
 /// The page cache redb may use unless configured otherwise. Memory stays bounded by it
@@ -94,6 +115,7 @@ impl Default for SpoolBuilder {
             clock: Clock::System,
             cache_bytes: DEFAULT_CACHE_BYTES,
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+            durability: Durability::Immediate,
         }
     }
 }
@@ -129,6 +151,13 @@ impl SpoolBuilder {
     /// `1` checkpoints every commit, which makes each one as slow as a plain redb commit.
     pub fn checkpoint_after(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// When acknowledged changes are on disk: [`Durability::Immediate`] (the default) or
+    /// [`Durability::Buffered`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 
@@ -180,6 +209,10 @@ impl SpoolBuilder {
             WriterConfig {
                 clock: self.clock.clone(),
                 result_ttl_ms: ttl_ms,
+                buffered: match self.durability {
+                    Durability::Buffered(bound) if !bound.is_zero() => Some(bound),
+                    _ => None,
+                },
             },
             opened.counters,
             opened.catalog,
@@ -411,7 +444,17 @@ impl Spool {
             .request(|reply| Command::Schedule { op, reply })
     }
 
-    /// Waits until everything sent to the writer before this call is committed.
+    /// Returns once every change acknowledged before the call is on disk. With
+    /// [`Durability::Immediate`] that is already so; with [`Durability::Buffered`] this syncs
+    /// the log now instead of within its bound.
+    ///
+    /// # Errors
+    /// `Storage` or `DiskFull` if the sync fails; `Closed` if the spool is shutting down.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.sync()
+    }
+
+    /// Waits until everything sent to the writer before this call is committed (and on disk).
     pub(crate) fn sync(&self) -> Result<(), Error> {
         self.inner.writer.request(|reply| Command::Sync { reply })
     }

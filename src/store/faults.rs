@@ -101,6 +101,7 @@ fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, Wr
         WriterConfig {
             clock: Clock::System,
             result_ttl_ms: None,
+            buffered: None,
         },
         opened.counters,
         opened.catalog,

@@ -166,8 +166,9 @@ impl Wal {
         self.offset >= self.checkpoint_bytes
     }
 
-    /// Appends one record and syncs it; returns its offset (for [`Wal::undo`]).
-    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<u64, Error> {
+    /// Appends one record, and syncs it if `sync` (otherwise [`Wal::sync`] must follow
+    /// within the spool's durability bound); returns its offset (for [`Wal::undo`]).
+    pub(crate) fn append(&mut self, payload: &[u8], sync: bool) -> Result<u64, Error> {
         let len = u32::try_from(payload.len())
             .map_err(|_| Error::Storage("write-ahead log: record over 4 GiB".into()))?;
         self.buf.clear();
@@ -190,9 +191,16 @@ impl Wal {
             self.grow(end)?;
         }
         self.file.write_all_at(&self.buf, start).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        if sync {
+            self.file.sync_data().map_err(io)?;
+        }
         self.offset = end;
         Ok(start)
+    }
+
+    /// Syncs every record written so far.
+    pub(crate) fn sync(&mut self) -> Result<(), Error> {
+        self.file.sync_data().map_err(io)
     }
 
     /// Extends the file with zeros to the next whole chunk past `end`.
@@ -250,14 +258,14 @@ mod tests {
 
         let mut wal = Wal::open(&queue, 1).unwrap();
         for i in 0..4u8 {
-            wal.append(&[i; 100]).unwrap();
+            wal.append(&[i; 100], true).unwrap();
         }
         assert_eq!(records(&queue, 1).len(), 4);
         assert!(records(&queue, 2).is_empty(), "another generation");
 
         // A new generation overwrites from the start; the old records after it are ignored.
         wal.reset(2);
-        wal.append(b"first of 2").unwrap();
+        wal.append(b"first of 2", true).unwrap();
         assert_eq!(records(&queue, 2), vec![b"first of 2".to_vec()]);
         assert!(
             records(&queue, 1).is_empty(),
@@ -265,14 +273,14 @@ mod tests {
         );
 
         // An undone record is gone, and the next one takes its place.
-        let start = wal.append(b"failed group").unwrap();
+        let start = wal.append(b"failed group", true).unwrap();
         wal.undo(start).unwrap();
         assert_eq!(records(&queue, 2).len(), 1);
-        wal.append(b"second of 2").unwrap();
+        wal.append(b"second of 2", true).unwrap();
         assert_eq!(records(&queue, 2).len(), 2);
 
         // A torn record (its last byte never reached the disk) ends the log.
-        let third = wal.append(b"third of 2").unwrap();
+        let third = wal.append(b"third of 2", true).unwrap();
         let file = OpenOptions::new()
             .write(true)
             .open(path_for(&queue))

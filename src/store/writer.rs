@@ -7,7 +7,7 @@
 //! and hands jobs to workers.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::{Database, Durability, WriteTransaction};
@@ -36,6 +36,9 @@ const MAINTENANCE_BATCH: usize = 5_000;
 pub(crate) struct WriterConfig {
     pub clock: Clock,
     pub result_ttl_ms: Option<u64>,
+    /// `Some(bound)`: buffered durability, the log is synced within `bound` of a write
+    /// instead of before each reply (see `crate::Durability`).
+    pub buffered: Option<Duration>,
 }
 
 /// Replies and hand-offs that wait for the group's commit.
@@ -51,6 +54,8 @@ struct Staged {
     finalized: Vec<u64>,
     more: bool,
     shutdown: bool,
+    /// A `Sync` asked for everything before it to be on disk (buffered durability).
+    flush: bool,
 }
 
 pub(crate) struct Writer {
@@ -78,6 +83,8 @@ pub(crate) struct Writer {
     redo: Redo,
     /// The spool is shutting down: no group runs any more.
     closed: bool,
+    /// Buffered durability: when the oldest unsynced log record must be synced.
+    sync_deadline: Option<Instant>,
 }
 
 /// The writer's state: run by the writer thread, or by a caller that finds it idle (see
@@ -122,6 +129,7 @@ impl Writer {
             checkpoint_due: false,
             redo: Redo::default(),
             closed: false,
+            sync_deadline: None,
         };
         let core = Arc::new(Mutex::new(writer));
         let join = {
@@ -158,14 +166,14 @@ impl Writer {
         if self.last_callers > 1 || !rx.is_empty() {
             return Some(cmd);
         }
-        let before = self.next_wake;
+        let before = (self.next_wake, self.sync_deadline);
         self.last_callers = usize::from(matches!(cmd, Command::Enqueue { .. }));
         let (more, shutdown) = self.group(vec![cmd]);
         // The writer thread sleeps until the due time it last saw, or until a command: it is
         // told when that changed, when work is left over, and when it must close.
         if shutdown {
             let _ = tx.send(Command::Shutdown);
-        } else if more || self.next_wake != before {
+        } else if more || (self.next_wake, self.sync_deadline) != before {
             let _ = tx.send(Command::Tick);
         }
         None
@@ -197,7 +205,8 @@ impl Writer {
             Some(record) if !self.checkpoint_due => record,
             _ => return self.commit_durable(txn),
         };
-        let start = match self.wal.append(record) {
+        let immediate = self.config.buffered.is_none();
+        let start = match self.wal.append(record, immediate) {
             Ok(start) => start,
             Err(e) => {
                 let _ = txn.abort();
@@ -215,7 +224,30 @@ impl Writer {
             return Err(e);
         }
         self.checkpoint_due = self.wal.full();
+        if let Some(bound) = self.config.buffered {
+            self.sync_deadline
+                .get_or_insert_with(|| Instant::now() + bound);
+        }
         Ok(())
+    }
+
+    /// Buffered durability: syncs the log if anything written is not yet synced.
+    fn sync_log(&mut self) -> Result<(), Error> {
+        if self.sync_deadline.is_some() {
+            self.wal.sync()?;
+            self.sync_deadline = None;
+        }
+        Ok(())
+    }
+
+    /// Buffered durability: syncs the log once its deadline has passed. A failure is
+    /// retried with every group until it succeeds (the changes were acknowledged already).
+    fn sync_if_due(&mut self) {
+        if self.sync_deadline.is_some_and(|d| d <= Instant::now())
+            && let Err(e) = self.sync_log()
+        {
+            tracing::error!(error = %e, "taskspool cannot sync its write-ahead log; retrying");
+        }
     }
 
     /// Commits durably to the queue file, which makes every earlier group durable there too;
@@ -225,6 +257,7 @@ impl Writer {
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
         txn.commit()?;
         self.wal.reset(next);
+        self.sync_deadline = None;
         self.checkpoint_due = false;
         Ok(())
     }
@@ -254,15 +287,20 @@ impl Writer {
 
     /// How long to sleep before the next due time; `None` = until a command arrives.
     fn wait_timeout(&self) -> Option<Duration> {
-        let wake = self.next_wake?;
-        if wake <= self.config.clock.now_ms() {
-            return Some(Duration::ZERO);
-        }
-        self.config.clock.sleep_until(wake)
+        let sync = self
+            .sync_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let timer = match self.next_wake {
+            Some(wake) if wake <= self.config.clock.now_ms() => Some(Duration::ZERO),
+            Some(wake) => self.config.clock.sleep_until(wake),
+            None => None,
+        };
+        [sync, timer].into_iter().flatten().min()
     }
 
     /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
     fn group(&mut self, cmds: Vec<Command>) -> (bool, bool) {
+        self.sync_if_due();
         let mut staged = Staged::default();
         let started = std::time::Instant::now();
         let result = self.stage_and_commit(cmds, &mut staged);
@@ -389,6 +427,9 @@ impl Writer {
             self.running_cache.clear();
             return Err(e);
         }
+        if staged.flush {
+            self.sync_log()?;
+        }
         Ok(())
     }
 
@@ -487,7 +528,10 @@ impl Writer {
             }
             Command::ClaimOnce { reply, .. } => staged.claim_once.push((reply, Vec::new())),
             Command::Schedule { reply, .. } => staged.schedule_replies.push((reply, Ok(false))),
-            Command::Sync { reply } => staged.acks.push(reply),
+            Command::Sync { reply } => {
+                staged.flush = true;
+                staged.acks.push(reply);
+            }
             Command::Tick => {}
             Command::Shutdown => staged.shutdown = true,
         }
@@ -677,5 +721,70 @@ fn run(core: &Core, rx: &Receiver<Command>) {
         if shutdown {
             return writer.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::options::Options;
+    use crate::store::transitions::NewTask;
+
+    fn task() -> NewTask {
+        NewTask {
+            name: Arc::from("t"),
+            payload: b"null".to_vec(),
+            opts: Arc::new(Options::new().resolve(1_000).unwrap()),
+            enqueued_at_ms: 1_000,
+            origin: None,
+        }
+    }
+
+    /// Buffered durability: an acknowledged group leaves the log unsynced, and the writer
+    /// thread syncs it within the bound with no further command; a `Sync` syncs at once.
+    #[test]
+    fn buffered_durability_syncs_within_its_bound_and_on_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let opened = crate::store::open(&path, 1_000, None, 1 << 20, 1 << 20).unwrap();
+        let mut writer = Writer::spawn(
+            Arc::new(opened.db),
+            WriterConfig {
+                clock: Clock::System,
+                result_ttl_ms: None,
+                buffered: Some(Duration::from_millis(50)),
+            },
+            opened.counters,
+            opened.catalog,
+            opened.wal,
+            Arc::new(Waiters::default()),
+        )
+        .unwrap();
+        let unsynced = |w: &WriterHandle| lock(&w.core).sync_deadline.is_some();
+        let enqueue = |w: &WriterHandle| {
+            w.request(|reply| Command::Enqueue {
+                tasks: vec![task()],
+                reply,
+            })
+            .unwrap()
+        };
+
+        let start = Instant::now();
+        enqueue(&writer);
+        assert!(unsynced(&writer), "acknowledged before the sync");
+        while unsynced(&writer) {
+            assert!(start.elapsed() < Duration::from_secs(5), "never synced");
+            std::thread::yield_now();
+        }
+        assert!(start.elapsed() >= Duration::from_millis(50), "synced early");
+
+        enqueue(&writer);
+        assert!(unsynced(&writer));
+        writer.request(|reply| Command::Sync { reply }).unwrap();
+        assert!(!unsynced(&writer), "a Sync syncs at once");
+        writer.shutdown();
     }
 }
