@@ -189,7 +189,9 @@ fn enqueue_durable(dir: &Path, threads: usize, buffered: bool) {
         let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
         (total, start.elapsed().as_secs_f64())
     });
-    note(format!("{name}: {total} acknowledged enqueues in {secs:.2} s"));
+    note(format!(
+        "{name}: {total} acknowledged enqueues in {secs:.2} s"
+    ));
     report(&name, total as f64 / secs, "tasks/s");
 }
 

@@ -50,11 +50,15 @@
 //!   Each (schedule, fire time) is enqueued exactly once.
 //! - **Time.** Every time read goes through a clock; tests use a [`ManualClock`], which wakes
 //!   the spool when it moves, so tests never sleep for a countdown.
-//! - **Options.** [`SpoolBuilder`] sets the results TTL, redb's cache size and the clock.
+//! - **Options.** [`SpoolBuilder`] sets the results TTL, redb's cache size, the clock, the
+//!   [`Durability`] mode and how much write-ahead log accumulates between checkpoints.
 //!
 //! # Guarantees
 //!
-//! - *Durable acknowledgement*: `enqueue` returns after the commit's fsync.
+//! - *Durable acknowledgement*: `enqueue` returns after its change is in the write-ahead log
+//!   and the log is `fdatasync`ed (concurrent callers share one sync). The opt-in
+//!   [`Durability::Buffered`] mode acknowledges once the record is written to the OS and syncs
+//!   within a bound: a process crash still loses nothing, a power cut loses at most the bound.
 //! - *At-least-once*: an attempt running when the process died runs again at the next open,
 //!   at once (the file lock makes this process the only owner, so no timeout is guessed).
 //!   Lost attempts count toward `max_retries`, so a task that kills the process ends
@@ -68,10 +72,15 @@
 //!
 //! # Data flow
 //!
-//! Callers send commands to ONE writer thread, which folds everything pending (enqueues,
-//! completions, schedule fires, promotions of due tasks, expiries, pruning, claims for free
-//! worker slots) into one transaction and one fsync, then replies. Worker threads run attempts and send outcomes
-//! back. Reads (`status`, `stats`, `wait`) use snapshots and never wait for the writer.
+//! One writer at a time folds everything pending (enqueues, completions, schedule fires,
+//! promotions of due tasks, expiries, pruning, claims for free worker slots) into one redb
+//! transaction, appends the rows it changed to a write-ahead log (`<file>.wal`) with one
+//! `fdatasync`, commits the transaction without a sync, and only then replies and hands out
+//! jobs. The writer is a thread that callers send commands to; a caller that finds it idle
+//! runs its own group instead, which saves two thread wake-ups. Every 16 MiB of log the
+//! queue file is committed durably and the log starts over; an open after a crash replays
+//! the log. Worker threads run attempts and send outcomes back. Reads (`status`, `stats`,
+//! `wait`) use snapshots and never wait for the writer.
 //! See `docs/design.md` in the repository for the tables and state machine.
 //!
 //! [redb]: https://docs.rs/redb
