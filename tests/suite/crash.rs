@@ -129,33 +129,21 @@ fn child_process() {
     .open(path)
     .expect("child: open");
     match mode {
-        "checkpoints" => {
+        "enqueue" | "buffered" | "checkpoints" => {
             let _worker = spool
                 .worker()
                 .concurrency(2)
                 .register::<CrashWork>()
                 .start()
                 .unwrap();
-            for n in 0..100_000 {
+            // "checkpoints" runs many quick tasks; the others, fewer slow ones.
+            let quick = mode == "checkpoints";
+            for n in 0..if quick { 100_000 } else { 5_000 } {
                 let task = CrashWork {
-                    n,
-                    quick: true,
-                    abort: false,
+                    quick,
+                    ..CrashWork::new(n)
                 };
                 let handle = spool.enqueue(task).unwrap();
-                say(&format!("ACK {}", handle.id()));
-            }
-            std::thread::sleep(Duration::from_secs(60));
-        }
-        "enqueue" | "buffered" => {
-            let _worker = spool
-                .worker()
-                .concurrency(2)
-                .register::<CrashWork>()
-                .start()
-                .unwrap();
-            for n in 0..5_000 {
-                let handle = spool.enqueue(CrashWork::new(n)).unwrap();
                 say(&format!("ACK {}", handle.id()));
             }
             // The parent kills us long before this.

@@ -1,16 +1,18 @@
-//! The writer: ONE thread owns every redb write transaction.
+//! The writer: one group at a time owns the redb write transaction.
 //!
-//! It blocks until a command arrives or the next due time passes, drains every pending
-//! command into one transaction (enqueues, completions, registrations), promotes due tasks,
-//! prunes expired results, claims ready tasks for free worker slots, makes the group durable
-//! with one `fdatasync` of the write-ahead log (see `wal`), and only then replies to callers
-//! and hands jobs to workers.
+//! A group drains every pending command into one transaction (enqueues, completions,
+//! registrations), promotes due tasks, prunes expired results, claims ready tasks for free
+//! worker slots, makes the group durable with one `fdatasync` of the write-ahead log
+//! (`commit`), and only then replies to callers and hands jobs to workers. Groups are run by
+//! the writer thread, or by a caller that finds it idle (`thread`).
+
+mod commit;
+mod thread;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use redb::{Database, Durability, WriteTransaction};
+use redb::Database;
 
 use crate::clock::Clock;
 use crate::dispatch::{self, Job, WorkerSlots};
@@ -19,7 +21,6 @@ use crate::result::Waiters;
 use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
 use crate::store::redo::Redo;
-use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::transitions::Completion;
 use crate::store::tx::{Counters, IdMap, Tx, load_counters, load_running};
 use crate::store::wal::Wal;
@@ -136,7 +137,7 @@ impl Writer {
             let (core, rx) = (core.clone(), rx.clone());
             std::thread::Builder::new()
                 .name("taskspool-writer".into())
-                .spawn(move || run(&core, &rx))
+                .spawn(move || thread::run(&core, &rx))
                 .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?
         };
         Ok(WriterHandle {
@@ -145,157 +146,6 @@ impl Writer {
             core,
             join: Some(join),
         })
-    }
-
-    /// Runs the group of `cmd` on the calling thread, which found the writer idle and nothing
-    /// queued, when the last groups served one caller at a time: a caller that waits for its
-    /// own group anyway saves two thread wake-ups (the writer's, then its own), which on a
-    /// small machine cost as much as the group. With concurrent callers the writer thread
-    /// runs the groups (and gathers them, see [`Writer::gather`]): the command is handed back,
-    /// for the channel.
-    pub(crate) fn lead(
-        &mut self,
-        cmd: Command,
-        rx: &Receiver<Command>,
-        tx: &Sender<Command>,
-    ) -> Option<Command> {
-        if self.closed {
-            // Dropping the command answers its caller with `Closed`.
-            return None;
-        }
-        if self.last_callers > 1 || !rx.is_empty() {
-            return Some(cmd);
-        }
-        let before = (self.next_wake, self.sync_deadline);
-        self.last_callers = usize::from(matches!(cmd, Command::Enqueue { .. }));
-        let (more, shutdown) = self.group(vec![cmd]);
-        // The writer thread sleeps until the due time it last saw, or until a command: it is
-        // told when that changed, when work is left over, and when it must close.
-        if shutdown {
-            let _ = tx.send(Command::Shutdown);
-        } else if more || (self.next_wake, self.sync_deadline) != before {
-            let _ = tx.send(Command::Tick);
-        }
-        None
-    }
-
-    /// On the way out: a checkpoint, so the next open has no log to read.
-    fn close(&mut self) {
-        self.closed = true;
-        if !self.wal.is_empty() {
-            let result = self
-                .db
-                .begin_write()
-                .map_err(Error::from)
-                .and_then(|txn| self.commit_durable(txn));
-            if let Err(e) = result {
-                tracing::error!(error = %e, "taskspool could not checkpoint at close; the next open replays the log");
-            }
-        }
-    }
-
-    /// Makes a group's transaction durable: through the write-ahead log (one `fdatasync` of
-    /// a sequential write), or, for a checkpoint or a group too large to be worth writing
-    /// twice, by a durable commit of the queue file itself. The log is written before the
-    /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
-    /// goes on; a group whose commit fails after its record was written has the record
-    /// withdrawn, since its callers are told it failed.
-    fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
-        let record = match redo.bytes() {
-            Some(record) if !self.checkpoint_due => record,
-            _ => return self.commit_durable(txn),
-        };
-        let immediate = self.config.buffered.is_none();
-        let start = match self.wal.append(record, immediate) {
-            Ok(start) => start,
-            Err(e) => {
-                let _ = txn.abort();
-                return Err(e);
-            }
-        };
-        let committed = txn
-            .set_durability(Durability::None)
-            .map_err(|e| Error::Storage(e.to_string()))
-            .and_then(|()| txn.commit().map_err(Error::from));
-        if let Err(e) = committed {
-            if let Err(undo) = self.wal.undo(start) {
-                tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
-            }
-            return Err(e);
-        }
-        self.checkpoint_due = self.wal.full();
-        if let Some(bound) = self.config.buffered {
-            self.sync_deadline
-                .get_or_insert_with(|| Instant::now() + bound);
-        }
-        Ok(())
-    }
-
-    /// Buffered durability: syncs the log if anything written is not yet synced.
-    fn sync_log(&mut self) -> Result<(), Error> {
-        if self.sync_deadline.is_some() {
-            self.wal.sync()?;
-            self.sync_deadline = None;
-        }
-        Ok(())
-    }
-
-    /// Buffered durability: syncs the log once its deadline has passed. A failure is
-    /// retried with every group until it succeeds (the changes were acknowledged already).
-    fn sync_if_due(&mut self) {
-        if self.sync_deadline.is_some_and(|d| d <= Instant::now())
-            && let Err(e) = self.sync_log()
-        {
-            tracing::error!(error = %e, "taskspool cannot sync its write-ahead log; retrying");
-        }
-    }
-
-    /// Commits durably to the queue file, which makes every earlier group durable there too;
-    /// the log starts over under a new generation.
-    fn commit_durable(&mut self, txn: WriteTransaction) -> Result<(), Error> {
-        let next = self.wal.generation() + 1;
-        txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
-        txn.commit()?;
-        self.wal.reset(next);
-        self.sync_deadline = None;
-        self.checkpoint_due = false;
-        Ok(())
-    }
-
-    /// Group commit's gathering window. When several producers waited on the last commit, each
-    /// is about to send its next enqueue, but the writer would otherwise start the next group
-    /// with whoever was quickest and leave the rest for the group after. Waiting up to
-    /// [`GATHER`] for as many producers as last time (asleep, leaving the CPU to them) lets
-    /// them share one fsync. A lone producer never waits.
-    fn gather(&mut self, rx: &Receiver<Command>, cmds: &mut Vec<Command>) {
-        let callers = |cmds: &[Command]| {
-            cmds.iter()
-                .filter(|c| matches!(c, Command::Enqueue { .. }))
-                .count()
-        };
-        if self.last_callers < 2 || callers(cmds) == 0 {
-            return;
-        }
-        let deadline = std::time::Instant::now() + GATHER;
-        while callers(cmds) < self.last_callers {
-            match rx.recv_deadline(deadline) {
-                Ok(cmd) => cmds.push(cmd),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// How long to sleep before the next due time; `None` = until a command arrives.
-    fn wait_timeout(&self) -> Option<Duration> {
-        let sync = self
-            .sync_deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        let timer = match self.next_wake {
-            Some(wake) if wake <= self.config.clock.now_ms() => Some(Duration::ZERO),
-            Some(wake) => self.config.clock.sleep_until(wake),
-            None => None,
-        };
-        [sync, timer].into_iter().flatten().min()
     }
 
     /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
@@ -675,116 +525,5 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "cannot reload the writer's state"),
         }
-    }
-}
-
-/// The writer thread: sleeps until a command arrives or the next due time, then runs a group
-/// (unless a caller runs one, see [`Writer::lead`]).
-fn run(core: &Core, rx: &Receiver<Command>) {
-    // The first group runs at once: it promotes whatever became due while the file was closed.
-    let mut more = true;
-    loop {
-        let first = if more {
-            rx.try_recv().ok()
-        } else {
-            let timeout = lock(core).wait_timeout();
-            match timeout {
-                Some(timeout) => match rx.recv_timeout(timeout) {
-                    Ok(cmd) => Some(cmd),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return lock(core).close(),
-                },
-                None => match rx.recv() {
-                    Ok(cmd) => Some(cmd),
-                    Err(_) => return lock(core).close(),
-                },
-            }
-        };
-        let mut writer = lock(core);
-        if writer.closed {
-            return;
-        }
-        let mut cmds: Vec<Command> = first.into_iter().collect();
-        while cmds.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => cmds.push(cmd),
-                Err(_) => break,
-            }
-        }
-        writer.gather(rx, &mut cmds);
-        writer.last_callers = cmds
-            .iter()
-            .filter(|c| matches!(c, Command::Enqueue { .. }))
-            .count();
-        let (again, shutdown) = writer.group(cmds);
-        more = again;
-        if shutdown {
-            return writer.close();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use super::*;
-    use crate::options::Options;
-    use crate::store::transitions::NewTask;
-
-    fn task() -> NewTask {
-        NewTask {
-            name: Arc::from("t"),
-            payload: b"null".to_vec(),
-            opts: Arc::new(Options::new().resolve(1_000).unwrap()),
-            enqueued_at_ms: 1_000,
-            origin: None,
-        }
-    }
-
-    /// Buffered durability: an acknowledged group leaves the log unsynced, and the writer
-    /// thread syncs it within the bound with no further command; a `Sync` syncs at once.
-    #[test]
-    fn buffered_durability_syncs_within_its_bound_and_on_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("q.redb");
-        let opened = crate::store::open(&path, 1_000, None, 1 << 20, 1 << 20).unwrap();
-        let mut writer = Writer::spawn(
-            Arc::new(opened.db),
-            WriterConfig {
-                clock: Clock::System,
-                result_ttl_ms: None,
-                buffered: Some(Duration::from_millis(50)),
-            },
-            opened.counters,
-            opened.catalog,
-            opened.wal,
-            Arc::new(Waiters::default()),
-        )
-        .unwrap();
-        let unsynced = |w: &WriterHandle| lock(&w.core).sync_deadline.is_some();
-        let enqueue = |w: &WriterHandle| {
-            w.request(|reply| Command::Enqueue {
-                tasks: vec![task()],
-                reply,
-            })
-            .unwrap()
-        };
-
-        let start = Instant::now();
-        enqueue(&writer);
-        assert!(unsynced(&writer), "acknowledged before the sync");
-        while unsynced(&writer) {
-            assert!(start.elapsed() < Duration::from_secs(5), "never synced");
-            std::thread::yield_now();
-        }
-        assert!(start.elapsed() >= Duration::from_millis(50), "synced early");
-
-        enqueue(&writer);
-        assert!(unsynced(&writer));
-        writer.request(|reply| Command::Sync { reply }).unwrap();
-        assert!(!unsynced(&writer), "a Sync syncs at once");
-        writer.shutdown();
     }
 }

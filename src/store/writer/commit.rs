@@ -1,0 +1,164 @@
+//! How a group becomes durable: through the write-ahead log, or by a durable commit of the
+//! queue file (a checkpoint); and, in buffered mode, when the log is synced.
+
+use std::time::Instant;
+
+use redb::{Durability, WriteTransaction};
+
+use super::Writer;
+use crate::error::Error;
+use crate::store::redo::Redo;
+use crate::store::schema::{META, META_WAL_GENERATION};
+
+impl Writer {
+    /// On the way out: a checkpoint, so the next open has no log to read.
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+        if !self.wal.is_empty() {
+            let result = self
+                .db
+                .begin_write()
+                .map_err(Error::from)
+                .and_then(|txn| self.commit_durable(txn));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "taskspool could not checkpoint at close; the next open replays the log");
+            }
+        }
+    }
+
+    /// Makes a group's transaction durable: through the write-ahead log (one `fdatasync` of
+    /// a sequential write), or, for a checkpoint or a group too large to be worth writing
+    /// twice, by a durable commit of the queue file itself. The log is written before the
+    /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
+    /// goes on; a group whose commit fails after its record was written has the record
+    /// withdrawn, since its callers are told it failed.
+    pub(super) fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
+        let record = match redo.bytes() {
+            Some(record) if !self.checkpoint_due => record,
+            _ => return self.commit_durable(txn),
+        };
+        let immediate = self.config.buffered.is_none();
+        let start = match self.wal.append(record, immediate) {
+            Ok(start) => start,
+            Err(e) => {
+                let _ = txn.abort();
+                return Err(e);
+            }
+        };
+        let committed = txn
+            .set_durability(Durability::None)
+            .map_err(|e| Error::Storage(e.to_string()))
+            .and_then(|()| txn.commit().map_err(Error::from));
+        if let Err(e) = committed {
+            if let Err(undo) = self.wal.undo(start) {
+                tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
+            }
+            return Err(e);
+        }
+        self.checkpoint_due = self.wal.full();
+        if let Some(bound) = self.config.buffered {
+            self.sync_deadline
+                .get_or_insert_with(|| Instant::now() + bound);
+        }
+        Ok(())
+    }
+
+    /// Buffered durability: syncs the log if anything written is not yet synced.
+    pub(super) fn sync_log(&mut self) -> Result<(), Error> {
+        if self.sync_deadline.is_some() {
+            self.wal.sync()?;
+            self.sync_deadline = None;
+        }
+        Ok(())
+    }
+
+    /// Buffered durability: syncs the log once its deadline has passed. A failure is
+    /// retried with every group until it succeeds (the changes were acknowledged already).
+    pub(super) fn sync_if_due(&mut self) {
+        if self.sync_deadline.is_some_and(|d| d <= Instant::now())
+            && let Err(e) = self.sync_log()
+        {
+            tracing::error!(error = %e, "taskspool cannot sync its write-ahead log; retrying");
+        }
+    }
+
+    /// Commits durably to the queue file, which makes every earlier group durable there too;
+    /// the log starts over under a new generation.
+    pub(super) fn commit_durable(&mut self, txn: WriteTransaction) -> Result<(), Error> {
+        let next = self.wal.generation() + 1;
+        txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
+        txn.commit()?;
+        self.wal.reset(next);
+        self.sync_deadline = None;
+        self.checkpoint_due = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::{Writer, WriterConfig, lock};
+    use crate::clock::Clock;
+    use crate::options::Options;
+    use crate::result::Waiters;
+    use crate::store::command::{Command, WriterHandle};
+    use crate::store::transitions::NewTask;
+
+    fn task() -> NewTask {
+        NewTask {
+            name: Arc::from("t"),
+            payload: b"null".to_vec(),
+            opts: Arc::new(Options::new().resolve(1_000).unwrap()),
+            enqueued_at_ms: 1_000,
+            origin: None,
+        }
+    }
+
+    /// Buffered durability: an acknowledged group leaves the log unsynced, and the writer
+    /// thread syncs it within the bound with no further command; a `Sync` syncs at once.
+    #[test]
+    fn buffered_durability_syncs_within_its_bound_and_on_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let opened = crate::store::open(&path, 1_000, None, 1 << 20, 1 << 20).unwrap();
+        let mut writer = Writer::spawn(
+            Arc::new(opened.db),
+            WriterConfig {
+                clock: Clock::System,
+                result_ttl_ms: None,
+                buffered: Some(Duration::from_millis(50)),
+            },
+            opened.counters,
+            opened.catalog,
+            opened.wal,
+            Arc::new(Waiters::default()),
+        )
+        .unwrap();
+        let unsynced = |w: &WriterHandle| lock(&w.core).sync_deadline.is_some();
+        let enqueue = |w: &WriterHandle| {
+            w.request(|reply| Command::Enqueue {
+                tasks: vec![task()],
+                reply,
+            })
+            .unwrap()
+        };
+
+        let start = Instant::now();
+        enqueue(&writer);
+        assert!(unsynced(&writer), "acknowledged before the sync");
+        while unsynced(&writer) {
+            assert!(start.elapsed() < Duration::from_secs(5), "never synced");
+            std::thread::yield_now();
+        }
+        assert!(start.elapsed() >= Duration::from_millis(50), "synced early");
+
+        enqueue(&writer);
+        assert!(unsynced(&writer));
+        writer.request(|reply| Command::Sync { reply }).unwrap();
+        assert!(!unsynced(&writer), "a Sync syncs at once");
+        writer.shutdown();
+    }
+}

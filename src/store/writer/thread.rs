@@ -1,0 +1,126 @@
+//! What drives the writer: its thread, which sleeps until a command or the next due time and
+//! gathers concurrent callers into one group, and callers that find it idle and run their
+//! own group.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::{Core, GATHER, MAX_GROUP, Writer, lock};
+use crate::store::command::Command;
+
+impl Writer {
+    /// Runs the group of `cmd` on the calling thread, which found the writer idle and nothing
+    /// queued, when the last groups served one caller at a time: a caller that waits for its
+    /// own group anyway saves two thread wake-ups (the writer's, then its own), which on a
+    /// small machine cost as much as the group. With concurrent callers the writer thread
+    /// runs the groups (and gathers them, see [`Writer::gather`]): the command is handed back,
+    /// for the channel.
+    pub(crate) fn lead(
+        &mut self,
+        cmd: Command,
+        rx: &Receiver<Command>,
+        tx: &Sender<Command>,
+    ) -> Option<Command> {
+        if self.closed {
+            // Dropping the command answers its caller with `Closed`.
+            return None;
+        }
+        if self.last_callers > 1 || !rx.is_empty() {
+            return Some(cmd);
+        }
+        let before = (self.next_wake, self.sync_deadline);
+        self.last_callers = usize::from(matches!(cmd, Command::Enqueue { .. }));
+        let (more, shutdown) = self.group(vec![cmd]);
+        // The writer thread sleeps until the due time it last saw, or until a command: it is
+        // told when that changed, when work is left over, and when it must close.
+        if shutdown {
+            let _ = tx.send(Command::Shutdown);
+        } else if more || (self.next_wake, self.sync_deadline) != before {
+            let _ = tx.send(Command::Tick);
+        }
+        None
+    }
+
+    /// Group commit's gathering window. When several producers waited on the last commit, each
+    /// is about to send its next enqueue, but the writer would otherwise start the next group
+    /// with whoever was quickest and leave the rest for the group after. Waiting up to
+    /// [`GATHER`] for as many producers as last time (asleep, leaving the CPU to them) lets
+    /// them share one fsync. A lone producer never waits.
+    fn gather(&mut self, rx: &Receiver<Command>, cmds: &mut Vec<Command>) {
+        let callers = |cmds: &[Command]| {
+            cmds.iter()
+                .filter(|c| matches!(c, Command::Enqueue { .. }))
+                .count()
+        };
+        if self.last_callers < 2 || callers(cmds) == 0 {
+            return;
+        }
+        let deadline = std::time::Instant::now() + GATHER;
+        while callers(cmds) < self.last_callers {
+            match rx.recv_deadline(deadline) {
+                Ok(cmd) => cmds.push(cmd),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// How long to sleep before the next due time; `None` = until a command arrives.
+    fn wait_timeout(&self) -> Option<Duration> {
+        let sync = self
+            .sync_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let timer = match self.next_wake {
+            Some(wake) if wake <= self.config.clock.now_ms() => Some(Duration::ZERO),
+            Some(wake) => self.config.clock.sleep_until(wake),
+            None => None,
+        };
+        [sync, timer].into_iter().flatten().min()
+    }
+}
+
+/// The writer thread: sleeps until a command arrives or the next due time, then runs a group
+/// (unless a caller runs one, see [`Writer::lead`]).
+pub(super) fn run(core: &Core, rx: &Receiver<Command>) {
+    // The first group runs at once: it promotes whatever became due while the file was closed.
+    let mut more = true;
+    loop {
+        let first = if more {
+            rx.try_recv().ok()
+        } else {
+            let timeout = lock(core).wait_timeout();
+            match timeout {
+                Some(timeout) => match rx.recv_timeout(timeout) {
+                    Ok(cmd) => Some(cmd),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return lock(core).close(),
+                },
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => return lock(core).close(),
+                },
+            }
+        };
+        let mut writer = lock(core);
+        if writer.closed {
+            return;
+        }
+        let mut cmds: Vec<Command> = first.into_iter().collect();
+        while cmds.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => cmds.push(cmd),
+                Err(_) => break,
+            }
+        }
+        writer.gather(rx, &mut cmds);
+        writer.last_callers = cmds
+            .iter()
+            .filter(|c| matches!(c, Command::Enqueue { .. }))
+            .count();
+        let (again, shutdown) = writer.group(cmds);
+        more = again;
+        if shutdown {
+            return writer.close();
+        }
+    }
+}
