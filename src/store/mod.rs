@@ -65,7 +65,7 @@ fn prepare(
     let started = inflight::Inflight::read_started(path)?;
     let txn = db.begin_write()?;
     let counters;
-    let generation;
+    let (generation, next_generation);
     let (lost, unstarted);
     {
         if fresh {
@@ -89,7 +89,8 @@ fn prepare(
             let mut meta = txn.open_table(META)?;
             let old = meta.get(META_WAL_GENERATION)?.map_or(0, |v| v.value());
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
-            meta.insert(META_WAL_GENERATION, old + 1)?;
+            next_generation = wal::next_generation(old);
+            meta.insert(META_WAL_GENERATION, next_generation)?;
             old
         };
         let replayed = {
@@ -116,7 +117,7 @@ fn prepare(
     txn.commit()?;
     // The old journal and log are reset only now that recovery is durable.
     let inflight = inflight::Inflight::create(path)?;
-    let wal = wal::Wal::open(path, generation + 1)?;
+    let wal = wal::Wal::open(path, next_generation)?;
     if lost + unstarted > 0 {
         tracing::warn!(
             started = lost,
@@ -359,5 +360,48 @@ mod tests {
         let rec = tx.get(1).unwrap().unwrap();
         assert_eq!((rec.state, rec.attempts), (TaskState::Ready, 1));
         assert_eq!(rec.errors[0].kind, AttemptErrorKind::WorkerLost);
+    }
+
+    /// Logs, without committing it to the file, a group that enqueues one task: what a crash
+    /// right after the log's sync leaves behind.
+    fn log_an_enqueue(opened: &mut Opened) {
+        let txn = opened.db.begin_write().unwrap();
+        let mut catalog = opened.catalog.clone();
+        let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
+        let ids = tx.intern("default", "t", &mut catalog).unwrap();
+        tx.insert(new_task(0), ids).unwrap();
+        tx.finish().unwrap();
+        opened.wal.append(tx.redo.bytes().unwrap(), true).unwrap();
+        drop(tx);
+        txn.abort().unwrap();
+    }
+
+    fn task_count(path: &Path) -> u64 {
+        let opened = open(path, 2_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
+        let read = opened.db.begin_read().unwrap();
+        redb::ReadableTableMetadata::len(&read.open_table(TASKS).unwrap()).unwrap()
+    }
+
+    /// Replay applies the log's records to the file they were written for, and ignores a log
+    /// left by another copy of the file, even one opened from the same original (each open
+    /// and checkpoint draws a new random generation).
+    #[test]
+    fn replay_applies_its_own_log_and_ignores_a_copys() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = dir.path().join("q.redb");
+        drop(open(&original, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap());
+        let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
+        std::fs::copy(&original, &a).unwrap();
+        std::fs::copy(&original, &b).unwrap();
+
+        let mut opened_a = open(&a, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
+        let mut opened_b = open(&b, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
+        log_an_enqueue(&mut opened_a);
+        log_an_enqueue(&mut opened_b);
+        drop((opened_a, opened_b));
+        // b's log replaces a's: a must not take b's records for its own.
+        std::fs::copy(wal::path_for(&b), wal::path_for(&a)).unwrap();
+        assert_eq!(task_count(&b), 1, "b's own record is replayed");
+        assert_eq!(task_count(&a), 0, "b's record is not a's");
     }
 }

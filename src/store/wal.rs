@@ -8,9 +8,10 @@
 //! truncated, so a sync rarely has file-size metadata to write.
 //!
 //! Each record is `payload length (u32 LE) · CRC-32 (u32 LE) · generation (u64 LE) · payload`;
-//! the CRC covers the length, the generation and the payload. The generation is the number of
-//! the log since the queue file's last durable commit, stored in the file's meta table by
-//! that commit. At open, the records of the current generation are read from the start
+//! the CRC covers the length, the generation and the payload. The generation names the log
+//! since the queue file's last durable commit, which stored it in the file's meta table: a
+//! random number, so it matches neither an older log of this file nor a log left by another
+//! copy of it. At open, the records of the current generation are read from the start
 //! until the first one that is missing, torn (a crash in the middle of a write) or left from
 //! an older generation — which ends the log exactly after the last record whose group may
 //! have been acknowledged.
@@ -35,6 +36,17 @@ const HEADER: usize = 16;
 /// written over allocated blocks, and its `fdatasync` has no file size to store. (Blocks from
 /// `fallocate` would not do: the first write into one converts its extent, which is metadata.)
 const GROWTH: u64 = 1 << 20;
+
+/// A new generation for the log after `old`: random, so that it never matches an older
+/// generation of this file, nor the log of another copy of it left next to it.
+pub(crate) fn next_generation(old: u64) -> u64 {
+    loop {
+        let next = fastrand::u64(1..);
+        if next != old {
+            return next;
+        }
+    }
+}
 
 /// The log's path for a queue file.
 pub(crate) fn path_for(queue: &Path) -> PathBuf {

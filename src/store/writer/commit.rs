@@ -85,7 +85,7 @@ impl Writer {
     /// Commits durably to the queue file, which makes every earlier group durable there too;
     /// the log starts over under a new generation.
     pub(super) fn commit_durable(&mut self, txn: WriteTransaction) -> Result<(), Error> {
-        let next = self.wal.generation() + 1;
+        let next = crate::store::wal::next_generation(self.wal.generation());
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
         txn.commit()?;
         self.wal.reset(next);
