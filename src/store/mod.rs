@@ -77,14 +77,13 @@ fn prepare(
                 txn.open_table(def).map(drop).map_err(Error::from)
             }
             for_each_table!(create(&txn));
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_FORMAT, FORMAT_VERSION)?;
             let mut counts = txn.open_table(COUNTS)?;
             counts.insert((COUNTERS_QUEUE, NEXT_ID), 1)?;
             counts.insert((COUNTERS_QUEUE, NEXT_SEQ), 1)?;
         }
-        // The log's records since the last durable commit are applied again; this commit
-        // then stores them and a new generation, which retires them.
+        // The format (new, or upgraded from 1) and the log: its records since the last durable
+        // commit are applied again; this commit then stores them and a new generation, which
+        // retires them.
         generation = {
             let mut meta = txn.open_table(META)?;
             let old = meta.get(META_WAL_GENERATION)?.map_or(0, |v| v.value());
