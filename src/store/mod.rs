@@ -63,7 +63,11 @@ fn prepare(
     let fresh = check_format(&db, path)?;
     // Only after the lock is ours and the file is known to be a queue.
     let started = inflight::Inflight::read_started(path)?;
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    // Durable commits save redb's allocator state, so that the repair after a crash does not
+    // walk the whole file: they are rare (this one; then checkpoints, bulk groups and close),
+    // and it cut the reopen of a 1M-task file after kill -9 from 343–368 ms to 188–202 ms.
+    txn.set_quick_repair(true);
     let counters;
     let (generation, next_generation);
     let (lost, unstarted);

@@ -83,8 +83,12 @@ impl Writer {
     }
 
     /// Commits durably to the queue file, which makes every earlier group durable there too;
-    /// the log starts over under a new generation.
-    pub(super) fn commit_durable(&mut self, txn: WriteTransaction) -> Result<(), Error> {
+    /// the log starts over under a new generation. These commits are rare (a checkpoint, a bulk
+    /// group, open and close), so each also saves redb's allocator state ("quick repair").
+    pub(super) fn commit_durable(&mut self, mut txn: WriteTransaction) -> Result<(), Error> {
+        // The allocator state goes with it, so redb's repair after a crash reads it back
+        // instead of walking the whole file (see `crate::store::open`).
+        txn.set_quick_repair(true);
         let next = crate::store::wal::next_generation(self.wal.generation());
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
         txn.commit()?;
