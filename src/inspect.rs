@@ -14,6 +14,7 @@ use crate::schedule::{ScheduleInfo, ScheduleRecord};
 use crate::state::{AttemptError, TaskState};
 use crate::store::record::TaskRecord;
 use crate::store::schema::*;
+use crate::store::tx::Counts;
 use crate::task::TaskId;
 
 /// A task's state, times and error history, as stored.
@@ -196,24 +197,19 @@ pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>,
     }
 }
 
-/// Counts per queue and state, plus the names waiting for a worker.
-pub(crate) fn stats(db: &Database, live: &LiveWorkers) -> Result<Stats, Error> {
+/// Counts per queue and state (the writer's, as of its last commit: see `tx::Counts`), plus
+/// the names waiting for a worker.
+pub(crate) fn stats(db: &Database, counts: &Counts, live: &LiveWorkers) -> Result<Stats, Error> {
     let read = db.begin_read()?;
     let names = queue_names(&read)?;
     let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = names
         .keys()
         .map(|&id| (id, [0; TaskState::ALL.len()]))
         .collect();
-    let counts = read.open_table(COUNTS)?;
-    for entry in counts.iter()? {
-        let (key, n) = entry?;
-        let (queue, code) = key.value();
-        if queue == COUNTERS_QUEUE {
-            continue;
-        }
+    for (&(queue, code), &n) in counts {
         if let Some(state) = TaskState::from_code(code) {
             per_queue.entry(queue).or_insert([0; TaskState::ALL.len()])
-                [usize::from(state.code())] = n.value();
+                [usize::from(state.code())] = n;
         }
     }
     let mut queues: Vec<QueueStats> = per_queue

@@ -216,6 +216,7 @@ impl SpoolBuilder {
                 },
             },
             opened.counters,
+            opened.counts,
             opened.catalog,
             opened.wal,
             waiters.clone(),
@@ -358,7 +359,7 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
-        inspect::stats(&self.inner.db, &self.inner.live)
+        inspect::stats(&self.inner.db, &self.counts(), &self.inner.live)
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
@@ -466,6 +467,16 @@ impl Spool {
 
     pub(crate) fn waiters(&self) -> &Waiters {
         &self.inner.waiters
+    }
+
+    /// A copy of the task counts as of the writer's last commit.
+    fn counts(&self) -> crate::store::tx::Counts {
+        self.inner
+            .writer
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn writer(&self) -> &WriterHandle {

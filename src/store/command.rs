@@ -11,6 +11,7 @@ use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, NewTask};
+use crate::store::tx::Counts;
 use crate::store::writer::Core;
 use crate::sync::{Promise, oneshot};
 
@@ -61,6 +62,8 @@ pub(crate) struct WriterHandle {
     pub tx: Sender<Command>,
     pub(crate) rx: Receiver<Command>,
     pub(crate) core: Arc<Core>,
+    /// The task counts as of the last commit, for `Spool::stats`.
+    pub(crate) counts: Arc<std::sync::Mutex<Counts>>,
     pub(crate) join: Option<JoinHandle<()>>,
 }
 

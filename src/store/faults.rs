@@ -104,6 +104,7 @@ fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, Wr
             buffered: None,
         },
         opened.counters,
+        opened.counts,
         opened.catalog,
         opened.wal,
         Arc::new(Waiters::default()),

@@ -33,6 +33,7 @@ pub(crate) struct Opened {
     pub catalog: Catalog,
     pub inflight: inflight::Inflight,
     pub wal: wal::Wal,
+    pub counts: tx::Counts,
 }
 
 /// Opens (or creates) a queue file, checks it is ours and of a format we read, and recovers
@@ -68,7 +69,7 @@ fn prepare(
     // walk the whole file: they are rare (this one; then checkpoints, bulk groups and close),
     // and it cut the reopen of a 1M-task file after kill -9 from 343–368 ms to 188–202 ms.
     txn.set_quick_repair(true);
-    let counters;
+    let (counters, mut counts);
     let (generation, next_generation);
     let (lost, unstarted);
     {
@@ -111,10 +112,16 @@ fn prepare(
             );
         }
         let loaded = tx::load_counters(&txn)?;
-        let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms)?;
-        (lost, unstarted) = tx.recover_orphans(&started)?;
-        tx.finish()?;
-        counters = tx.counters;
+        counts = tx::load_counts(&txn)?;
+        let tally = {
+            let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms)?;
+            (lost, unstarted) = tx.recover_orphans(&started)?;
+            tx.finish(&counts)?
+        };
+        tally.apply(&mut counts);
+        counters = tally.counters;
+        // This commit is durable: the file holds the counts from here on.
+        tx::store_counts(&txn, &counts, counters)?;
     }
     let catalog = Catalog::load(&txn)?;
     txn.commit()?;
@@ -134,6 +141,7 @@ fn prepare(
         catalog,
         inflight,
         wal,
+        counts,
     })
 }
 
@@ -313,7 +321,11 @@ mod tests {
                 let mut rec = tx.get(id).unwrap().unwrap();
                 tx.start(id, &mut rec).unwrap();
             }
-            tx.finish().unwrap();
+            let mut counts = opened.counts.clone();
+            let tally = tx.finish(&counts).unwrap();
+            drop(tx);
+            tally.apply(&mut counts);
+            tx::store_counts(&txn, &counts, tally.counters).unwrap();
         }
         txn.commit().unwrap();
         opened
@@ -373,7 +385,7 @@ mod tests {
         let mut tx = Tx::open(&txn, 1_000, opened.counters, None).unwrap();
         let ids = tx.intern("default", "t", &mut catalog).unwrap();
         tx.insert(new_task(0), ids).unwrap();
-        tx.finish().unwrap();
+        tx.finish(&opened.counts).unwrap();
         opened.wal.append(tx.redo.bytes().unwrap(), true).unwrap();
         drop(tx);
         txn.abort().unwrap();

@@ -59,6 +59,17 @@ impl Redo {
         self.bytes.extend_from_slice(part);
     }
 
+    /// Records a change of the `COUNTS` table that is not made in the transaction: the row's
+    /// new value, or its removal, which replay writes to the table (see `tx::Counts`).
+    pub(crate) fn log_count(&mut self, key: (u32, u8), value: Option<u64>) {
+        let table = crate::store::schema::table_id::COUNTS;
+        let key = <(u32, u8) as Value>::as_bytes(&key);
+        match value {
+            Some(n) => self.put(table, key.as_ref(), &<u64 as Value>::as_bytes(&n)),
+            None => self.delete(table, key.as_ref()),
+        }
+    }
+
     fn put(&mut self, table: u8, key: &[u8], value: &[u8]) {
         if !self.recording() {
             return;

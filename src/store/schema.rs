@@ -23,9 +23,9 @@ pub(crate) const QUEUES: TableDefinition<&str, u32> = TableDefinition::new("task
 /// `task id → TaskRecord` (with the JSON arguments): written at enqueue and when the task
 /// finishes or retries — not when it starts (see `RUNNING`).
 ///
-/// Every table a transaction touches costs dirty pages at its commit: a durable enqueue writes
-/// three tables (this one, `READY`, `COUNTS`), which is why the arguments live in the record
-/// and the id counters live in `COUNTS`.
+/// Every table a transaction touches costs dirty pages at its commit: an enqueue writes two
+/// tables (this one and `READY`), which is why the arguments live in the record and the
+/// counts and counters are not written by every commit (see `COUNTS`).
 pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("taskspool.tasks");
 
 /// `task name → name id`, assigned on first use.
@@ -52,8 +52,10 @@ pub(crate) const RUNNING: TableDefinition<u64, (u32, u64)> =
 pub(crate) const RESULT_EXPIRY: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("taskspool.result_expiry");
 
-/// `(queue id, state code) → number of tasks`, maintained by every transition; plus the id
-/// and sequence counters under the reserved queue id [`COUNTERS_QUEUE`].
+/// `(queue id, state code) → number of tasks`; plus the id and sequence counters under the
+/// reserved queue id [`COUNTERS_QUEUE`]. Written only by durable commits (checkpoints, open,
+/// close): in between, the writer keeps the current values in memory and every change is in
+/// the write-ahead log, whose replay brings this table up to date (see `tx::Counts`).
 pub(crate) const COUNTS: TableDefinition<(u32, u8), u64> = TableDefinition::new("taskspool.counts");
 
 /// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.

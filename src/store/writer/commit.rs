@@ -9,6 +9,7 @@ use super::Writer;
 use crate::error::Error;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
+use crate::store::tx::{Tally, store_counts};
 
 impl Writer {
     /// On the way out: a checkpoint, so the next open has no log to read.
@@ -19,7 +20,7 @@ impl Writer {
                 .db
                 .begin_write()
                 .map_err(Error::from)
-                .and_then(|txn| self.commit_durable(txn));
+                .and_then(|txn| self.commit_durable(txn, None));
             if let Err(e) = result {
                 tracing::error!(error = %e, "taskspool could not checkpoint at close; the next open replays the log");
             }
@@ -32,10 +33,15 @@ impl Writer {
     /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
     /// goes on; a group whose commit fails after its record was written has the record
     /// withdrawn, since its callers are told it failed.
-    pub(super) fn commit(&mut self, mut txn: WriteTransaction, redo: &Redo) -> Result<(), Error> {
+    pub(super) fn commit(
+        &mut self,
+        mut txn: WriteTransaction,
+        redo: &Redo,
+        tally: Tally,
+    ) -> Result<(), Error> {
         let record = match redo.bytes() {
             Some(record) if !self.checkpoint_due => record,
-            _ => return self.commit_durable(txn),
+            _ => return self.commit_durable(txn, Some(tally)),
         };
         let immediate = self.config.buffered.is_none();
         let start = match self.wal.append(record, immediate) {
@@ -55,6 +61,7 @@ impl Writer {
             }
             return Err(e);
         }
+        self.keep(&tally);
         self.checkpoint_due = self.wal.full();
         if let Some(bound) = self.config.buffered {
             self.sync_deadline
@@ -85,13 +92,31 @@ impl Writer {
     /// Commits durably to the queue file, which makes every earlier group durable there too;
     /// the log starts over under a new generation. These commits are rare (a checkpoint, a bulk
     /// group, open and close), so each also saves redb's allocator state ("quick repair").
-    pub(super) fn commit_durable(&mut self, mut txn: WriteTransaction) -> Result<(), Error> {
+    ///
+    /// The counters and counts go to the file here, with `tally`'s changes (see `Counts`).
+    pub(super) fn commit_durable(
+        &mut self,
+        mut txn: WriteTransaction,
+        tally: Option<Tally>,
+    ) -> Result<(), Error> {
         // The allocator state goes with it, so redb's repair after a crash reads it back
         // instead of walking the whole file (see `crate::store::open`).
         txn.set_quick_repair(true);
         let next = crate::store::wal::next_generation(self.wal.generation());
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
+        let mut counts = self.counts.clone();
+        let counters = match &tally {
+            Some(tally) => {
+                tally.apply(&mut counts);
+                tally.counters
+            }
+            None => self.counters,
+        };
+        store_counts(&txn, &counts, counters)?;
         txn.commit()?;
+        if let Some(tally) = &tally {
+            self.keep(tally);
+        }
         self.wal.reset(next);
         self.sync_deadline = None;
         self.checkpoint_due = false;
@@ -136,6 +161,7 @@ mod tests {
                 buffered: Some(Duration::from_millis(50)),
             },
             opened.counters,
+            opened.counts,
             opened.catalog,
             opened.wal,
             Arc::new(Waiters::default()),

@@ -9,7 +9,7 @@
 mod commit;
 mod thread;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::Database;
@@ -22,7 +22,7 @@ use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
 use crate::store::redo::Redo;
 use crate::store::transitions::Completion;
-use crate::store::tx::{Counters, IdMap, Tx, load_counters, load_running};
+use crate::store::tx::{Counters, Counts, IdMap, Tally, Tx, load_running};
 use crate::store::wal::Wal;
 
 /// The longest the writer waits for the producers of the last group to join the next one.
@@ -63,6 +63,11 @@ pub(crate) struct Writer {
     db: Arc<Database>,
     config: WriterConfig,
     counters: Counters,
+    /// Task counts as of the last commit (see `Counts`); the file has them as of the last
+    /// durable commit, the log has every change since.
+    counts: Counts,
+    /// The same counts, for `Spool::stats`.
+    counts_view: Arc<Mutex<Counts>>,
     catalog: Catalog,
     workers: Vec<WorkerSlots>,
     waiters: Arc<Waiters>,
@@ -103,10 +108,12 @@ impl Writer {
         db: Arc<Database>,
         config: WriterConfig,
         counters: Counters,
+        counts: Counts,
         catalog: Catalog,
         wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
+        let counts_view = Arc::new(Mutex::new(counts.clone()));
         let (tx, rx) = crossbeam_channel::unbounded();
         let tick = tx.clone();
         config
@@ -116,6 +123,8 @@ impl Writer {
             db,
             config,
             counters,
+            counts,
+            counts_view: counts_view.clone(),
             catalog,
             workers: Vec::new(),
             waiters,
@@ -144,8 +153,21 @@ impl Writer {
             tx,
             rx,
             core,
+            counts: counts_view,
             join: Some(join),
         })
+    }
+
+    /// Keeps a committed transaction's counters and counts.
+    fn keep(&mut self, tally: &Tally) {
+        self.counters = tally.counters;
+        tally.apply(&mut self.counts);
+        tally.apply(
+            &mut self
+                .counts_view
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
     }
 
     /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
@@ -187,6 +209,7 @@ impl Writer {
         };
         let mut changed = false;
         let mut claim_once = Vec::new();
+        let tally;
         {
             let mut tx = match Tx::open(&txn, now, self.counters, self.config.result_ttl_ms) {
                 Ok(tx) => tx,
@@ -250,7 +273,7 @@ impl Writer {
                     }
                 }
             }
-            tx.finish()?;
+            tally = tx.finish(&self.counts)?;
             self.next_wake = if due {
                 tx.next_wake()?
             } else {
@@ -258,7 +281,6 @@ impl Writer {
                 // and an early wake-up rescans.
                 [self.next_wake, tx.wake_hint].into_iter().flatten().min()
             };
-            self.counters = tx.counters;
             // Lent back only on this path: after any error the cache may hold writes that
             // are rolled back, so it starts empty again.
             self.running_cache = std::mem::take(&mut tx.running_cache);
@@ -268,7 +290,7 @@ impl Writer {
         }
         let redo = std::mem::take(&mut self.redo);
         let done = if changed {
-            self.commit(txn, &redo)
+            self.commit(txn, &redo, tally)
         } else {
             txn.abort().map_err(Into::into)
         };
@@ -462,6 +484,7 @@ impl Writer {
 
     fn retry_release(&mut self, job: Job) -> Result<(), Error> {
         let txn = self.db.begin_write()?;
+        let tally;
         {
             let mut tx = Tx::open(
                 &txn,
@@ -471,13 +494,12 @@ impl Writer {
             )?;
             tx.running_cache = std::mem::take(&mut self.running_cache);
             tx.release(job.id, job.attempt)?;
-            tx.finish()?;
-            self.counters = tx.counters;
+            tally = tx.finish(&self.counts)?;
             self.running_cache = std::mem::take(&mut tx.running_cache);
             self.redo = std::mem::take(&mut tx.redo);
         }
         let redo = std::mem::take(&mut self.redo);
-        let done = self.commit(txn, &redo);
+        let done = self.commit(txn, &redo, tally);
         self.redo = redo;
         if let Err(e) = done {
             self.reload();
@@ -507,19 +529,18 @@ impl Writer {
         self.reload();
     }
 
-    /// After a failed transaction: the in-memory mirrors (counters, queue ids, running
-    /// records) may hold what was rolled back, so they are read again from the file.
+    /// After a failed transaction: the in-memory mirrors (queue ids, running records) may hold
+    /// what was rolled back, so they are read again from the file. (The counters and counts
+    /// change only once a transaction commits: the file's may be older.)
     fn reload(&mut self) {
         let loaded = self.db.begin_write().map_err(Error::from).and_then(|txn| {
-            let counters = load_counters(&txn)?;
             let catalog = Catalog::load(&txn)?;
             let running = load_running(&txn)?;
             txn.abort()?;
-            Ok((counters, catalog, running))
+            Ok((catalog, running))
         });
         match loaded {
-            Ok((counters, catalog, running)) => {
-                self.counters = counters;
+            Ok((catalog, running)) => {
                 self.catalog = catalog;
                 self.running_cache = running;
             }
