@@ -81,10 +81,8 @@ fn prepare(
             ) -> Result<(), Error> {
                 txn.open_table(def).map(drop).map_err(Error::from)
             }
+            // The counters start at 1 (`load_counters`); `store_counts` below writes them.
             for_each_table!(create(&txn));
-            let mut counts = txn.open_table(COUNTS)?;
-            counts.insert((COUNTERS_QUEUE, NEXT_ID), 1)?;
-            counts.insert((COUNTERS_QUEUE, NEXT_SEQ), 1)?;
         }
         // The format (new, or upgraded from 1) and the log: its records since the last durable
         // commit are applied again; this commit then stores them and a new generation, which

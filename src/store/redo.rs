@@ -185,10 +185,12 @@ impl<K: Key + 'static, V: Value + 'static> Logged<'_, '_, K, V> {
     {
         let (redo, id) = (&mut *self.redo, self.id);
         self.table.retain_in(range, |k, v| {
-            let bytes = K::as_bytes(&k).as_ref().to_vec();
+            // Recorded before `keep` takes the key, and withdrawn if the row stays.
+            let mark = redo.bytes.len();
+            redo.delete(id, K::as_bytes(&k).as_ref());
             let kept = keep(k, v);
-            if !kept {
-                redo.delete(id, &bytes);
+            if kept && !redo.overflowed {
+                redo.bytes.truncate(mark);
             }
             kept
         })?;

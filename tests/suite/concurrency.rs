@@ -70,12 +70,17 @@ fn warmed_up(spool: &Spool, prefetch: usize) -> taskspool::Worker {
     worker
 }
 
-#[test]
-fn prefetch_zero_never_claims_ahead() {
-    let spool = Spool::temporary().unwrap();
-    let key = unique("prefetch-zero");
-    let worker = warmed_up(&spool, 0);
-    let blocker = unique("blocker-zero");
+/// Enqueues, in one transaction, a blocker (which holds the worker's only thread) and then
+/// `n` tasks behind gate `key`; returns once the blocker runs. Then opens both gates and
+/// waits for every task when the caller's `check` is done.
+fn behind_a_blocker(
+    spool: &Spool,
+    worker: taskspool::Worker,
+    key: &str,
+    n: u64,
+    check: impl FnOnce(),
+) {
+    let blocker = unique(&format!("blocker-{key}"));
     let handles = spool
         .enqueue_many(
             std::iter::once(Gated {
@@ -84,15 +89,13 @@ fn prefetch_zero_never_claims_ahead() {
                 work_ms: 0,
                 value: 0,
             })
-            .chain((1..=5).map(|v| gated(&key, v))),
+            .chain((1..=n).map(|v| gated(key, v))),
         )
         .unwrap();
     gate(&blocker).wait_started(1);
-    let stats = spool.stats().unwrap();
-    assert_eq!(stats.count(TaskState::Running), 1);
-    assert_eq!(stats.count(TaskState::Ready), 5);
+    check();
     gate(&blocker).open();
-    gate(&key).open();
+    gate(key).open();
     for h in &handles {
         h.wait(WAIT).unwrap();
     }
@@ -100,35 +103,30 @@ fn prefetch_zero_never_claims_ahead() {
 }
 
 #[test]
+fn prefetch_zero_never_claims_ahead() {
+    let spool = Spool::temporary().unwrap();
+    let key = unique("prefetch-zero");
+    let worker = warmed_up(&spool, 0);
+    behind_a_blocker(&spool, worker, &key, 5, || {
+        let stats = spool.stats().unwrap();
+        assert_eq!(stats.count(TaskState::Running), 1);
+        assert_eq!(stats.count(TaskState::Ready), 5);
+    });
+}
+
+#[test]
 fn prefetch_claims_at_most_its_limit_ahead() {
     let spool = Spool::temporary().unwrap();
     let key = unique("prefetch-limit");
     let worker = warmed_up(&spool, 2);
-    let blocker = unique("blocker-limit");
-    let handles = spool
-        .enqueue_many(
-            std::iter::once(Gated {
-                gate: blocker.clone(),
-                wait: true,
-                work_ms: 0,
-                value: 0,
-            })
-            .chain((1..=6).map(|v| gated(&key, v))),
-        )
-        .unwrap();
-    gate(&blocker).wait_started(1);
-    let running = spool.stats().unwrap().count(TaskState::Running);
-    assert!(
-        (1..=3).contains(&running),
-        "{running} claimed by one thread with prefetch 2"
-    );
-    assert_eq!(gate(&key).started(), 0);
-    gate(&blocker).open();
-    gate(&key).open();
-    for h in &handles {
-        h.wait(WAIT).unwrap();
-    }
-    worker.shutdown(WAIT).unwrap();
+    behind_a_blocker(&spool, worker, &key, 6, || {
+        let running = spool.stats().unwrap().count(TaskState::Running);
+        assert!(
+            (1..=3).contains(&running),
+            "{running} claimed by one thread with prefetch 2"
+        );
+        assert_eq!(gate(&key).started(), 0);
+    });
 }
 
 #[test]

@@ -249,6 +249,16 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// SIGKILLs the child (on Unix: no destructor, no flush, no clean close of the file), then
+/// hands `on_line` what it printed before it died: acknowledged too.
+fn kill_and_drain(child: &mut KillOnDrop, lines: &Receiver<String>, mut on_line: impl FnMut(&str)) {
+    child.0.kill().unwrap();
+    assert!(!child.0.wait().unwrap().success());
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        on_line(&line);
+    }
+}
+
 fn queue_path() -> (tempfile::TempDir, PathBuf) {
     temp_queue()
 }
@@ -301,14 +311,9 @@ fn sigkill_mid_run(mode: &str) {
             ),
         }
     }
-    // SIGKILL on Unix: no destructor, no flush, no clean close of the file.
-    child.0.kill().unwrap();
-    let status = child.0.wait().unwrap();
-    assert!(!status.success());
-    // Everything the child printed before it died was acknowledged too.
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
-        parse(&line, &mut acked, &mut started, &mut hanging);
-    }
+    kill_and_drain(&mut child, &lines, |line| {
+        parse(line, &mut acked, &mut started, &mut hanging)
+    });
     assert!(acked.len() >= 50);
     assert!(acked.windows(2).all(|w| w[0] < w[1]), "ids increase");
 
@@ -398,13 +403,11 @@ fn sigkill_after_many_checkpoints_loses_nothing_acknowledged() {
             Err(e) => panic!("child stopped after {} acks: {e:?}", acked.len()),
         }
     }
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+    kill_and_drain(&mut child, &lines, |line| {
         if let Some(id) = line.strip_prefix("ACK ") {
             acked.push(id.parse().unwrap());
         }
-    }
+    });
     let wal = std::fs::metadata(format!("{}.wal", path.display()))
         .unwrap()
         .len();

@@ -33,7 +33,20 @@ impl Writer {
     /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
     /// goes on; a group whose commit fails after its record was written has the record
     /// withdrawn, since its callers are told it failed.
+    ///
+    /// The redo buffer is kept for the next transaction.
     pub(super) fn commit(
+        &mut self,
+        txn: WriteTransaction,
+        redo: Redo,
+        tally: Tally,
+    ) -> Result<(), Error> {
+        let done = self.commit_with(txn, &redo, tally);
+        self.redo = redo;
+        done
+    }
+
+    fn commit_with(
         &mut self,
         mut txn: WriteTransaction,
         redo: &Redo,

@@ -12,7 +12,7 @@ mod thread;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::Database;
+use redb::{Database, WriteTransaction};
 
 use crate::clock::Clock;
 use crate::dispatch::{self, Job, WorkerSlots};
@@ -158,6 +158,24 @@ impl Writer {
         })
     }
 
+    /// A transaction's state, lent the writer's records of running tasks and its (cleared)
+    /// redo buffer. After any error they are not taken back: the records may hold writes that
+    /// are rolled back, so the cache starts empty again (and is reloaded where it matters).
+    fn open_tx<'t>(&mut self, txn: &'t WriteTransaction, now: u64) -> Result<Tx<'t>, Error> {
+        let mut tx = Tx::open(txn, now, self.counters, self.config.result_ttl_ms)?;
+        tx.running_cache = std::mem::take(&mut self.running_cache);
+        tx.redo = std::mem::take(&mut self.redo);
+        tx.redo.clear();
+        Ok(tx)
+    }
+
+    /// Takes back the running records lent by [`Writer::open_tx`]; returns the redo record,
+    /// for [`Writer::commit`].
+    fn take_back(&mut self, tx: &mut Tx<'_>) -> Redo {
+        self.running_cache = std::mem::take(&mut tx.running_cache);
+        std::mem::take(&mut tx.redo)
+    }
+
     /// Keeps a committed transaction's counters and counts.
     fn keep(&mut self, tally: &Tally) {
         self.counters = tally.counters;
@@ -209,18 +227,15 @@ impl Writer {
         };
         let mut changed = false;
         let mut claim_once = Vec::new();
-        let tally;
+        let (tally, redo);
         {
-            let mut tx = match Tx::open(&txn, now, self.counters, self.config.result_ttl_ms) {
+            let mut tx = match self.open_tx(&txn, now) {
                 Ok(tx) => tx,
                 Err(e) => {
                     self.stage_all_unapplied(cmds, staged);
                     return Err(e);
                 }
             };
-            tx.running_cache = std::mem::take(&mut self.running_cache);
-            tx.redo = std::mem::take(&mut self.redo);
-            tx.redo.clear();
             let retried = std::mem::take(&mut self.retry);
             staged.completions.reserve(retried.len());
             let mut error = None;
@@ -281,20 +296,16 @@ impl Writer {
                 // and an early wake-up rescans.
                 [self.next_wake, tx.wake_hint].into_iter().flatten().min()
             };
-            // Lent back only on this path: after any error the cache may hold writes that
-            // are rolled back, so it starts empty again.
-            self.running_cache = std::mem::take(&mut tx.running_cache);
             staged.finalized = std::mem::take(&mut tx.finalized);
             changed |= tx.changed;
-            self.redo = std::mem::take(&mut tx.redo);
+            redo = self.take_back(&mut tx);
         }
-        let redo = std::mem::take(&mut self.redo);
         let done = if changed {
-            self.commit(txn, &redo, tally)
+            self.commit(txn, redo, tally)
         } else {
+            self.redo = redo;
             txn.abort().map_err(Into::into)
         };
-        self.redo = redo;
         if let Err(e) = done {
             self.running_cache.clear();
             return Err(e);
@@ -484,24 +495,14 @@ impl Writer {
 
     fn retry_release(&mut self, job: Job) -> Result<(), Error> {
         let txn = self.db.begin_write()?;
-        let tally;
+        let (tally, redo);
         {
-            let mut tx = Tx::open(
-                &txn,
-                self.config.clock.now_ms(),
-                self.counters,
-                self.config.result_ttl_ms,
-            )?;
-            tx.running_cache = std::mem::take(&mut self.running_cache);
+            let mut tx = self.open_tx(&txn, self.config.clock.now_ms())?;
             tx.release(job.id, job.attempt)?;
             tally = tx.finish(&self.counts)?;
-            self.running_cache = std::mem::take(&mut tx.running_cache);
-            self.redo = std::mem::take(&mut tx.redo);
+            redo = self.take_back(&mut tx);
         }
-        let redo = std::mem::take(&mut self.redo);
-        let done = self.commit(txn, &redo, tally);
-        self.redo = redo;
-        if let Err(e) = done {
+        if let Err(e) = self.commit(txn, redo, tally) {
             self.reload();
             return Err(e);
         }
