@@ -26,11 +26,16 @@ impl Writer {
             // Dropping the command answers its caller with `Closed`.
             return None;
         }
-        if self.last_callers > 1 || !rx.is_empty() {
+        // Only enqueues: the writer thread may hold a command it has taken from the channel
+        // but not yet applied (it takes the lock after the command), so a caller's group can
+        // run before a command sent earlier. Nothing depends on that order for an enqueue; a
+        // `Sync` ("everything sent before is committed") or a drain's next claim does.
+        let enqueue = matches!(cmd, Command::Enqueue { .. });
+        if !enqueue || self.last_callers > 1 || !rx.is_empty() {
             return Some(cmd);
         }
         let before = (self.next_wake, self.sync_deadline);
-        self.last_callers = usize::from(matches!(cmd, Command::Enqueue { .. }));
+        self.last_callers = 1;
         let (more, shutdown) = self.group(vec![cmd]);
         // The writer thread sleeps until the due time it last saw, or until a command: it is
         // told when that changed, when work is left over, and when it must close.
