@@ -76,7 +76,7 @@
 //! promotions of due tasks, expiries, pruning, claims for free worker slots) into one redb
 //! transaction, appends the rows it changed to a write-ahead log (`<file>.wal`) with one
 //! `fdatasync`, commits the transaction without a sync, and only then replies and hands out
-//! jobs. The writer is a thread that callers send commands to; a caller that finds it idle
+//! jobs. The writer is a thread that callers send commands to; an `enqueue` that finds it idle
 //! runs its own group instead, which saves two thread wake-ups. Every 16 MiB of log the
 //! queue file is committed durably and the log starts over; an open after a crash replays
 //! the log. Worker threads run attempts and send outcomes back. Reads (`status`, `stats`,
