@@ -351,7 +351,7 @@ impl Spool {
     /// `NotFound` for an id never enqueued here or already pruned — never a made-up
     /// "pending"; `Storage` on a read failure.
     pub fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
-        inspect::status(&self.inner.db, id, &self.inner.live)
+        inspect::status(self.db()?, id, &self.inner.live)
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.
@@ -359,7 +359,8 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
-        inspect::stats(&self.inner.db, &self.counts(), &self.inner.live)
+        let db = self.db()?;
+        inspect::stats(db, &self.counts(), &self.inner.live)
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
@@ -437,7 +438,7 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
-        inspect::schedules(&self.inner.db)
+        inspect::schedules(self.db()?)
     }
 
     fn schedule_op(&self, op: ScheduleOp) -> Result<bool, Error> {
@@ -462,7 +463,13 @@ impl Spool {
     }
 
     pub(crate) fn final_output(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-        inspect::final_output(&self.inner.db, id)
+        inspect::final_output(self.db()?, id)
+    }
+
+    /// The database, for a read transaction that sees every acknowledged change.
+    fn db(&self) -> Result<&Database, Error> {
+        self.inner.writer.publish()?;
+        Ok(&self.inner.db)
     }
 
     pub(crate) fn waiters(&self) -> &Waiters {

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -64,6 +65,8 @@ pub(crate) struct WriterHandle {
     pub(crate) core: Arc<Core>,
     /// The task counts as of the last commit, for `Spool::stats`.
     pub(crate) counts: Arc<std::sync::Mutex<Counts>>,
+    /// Set while acknowledged groups are not yet in redb (see [`WriterHandle::publish`]).
+    pub(crate) unpublished: Arc<AtomicBool>,
     pub(crate) join: Option<JoinHandle<()>>,
 }
 
@@ -85,6 +88,16 @@ impl WriterHandle {
             self.send(cmd)?;
         }
         rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Makes every acknowledged change visible to a new read transaction: the writer keeps
+    /// logged groups in its open transaction until a reader needs them (see
+    /// `writer::commit`). Call before `Database::begin_read`.
+    pub(crate) fn publish(&self) -> Result<(), Error> {
+        if self.unpublished.load(Ordering::Acquire) {
+            crate::store::writer::lock(&self.core).publish()?;
+        }
+        Ok(())
     }
 
     /// Asks the writer to finish and waits for it.

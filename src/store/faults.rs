@@ -78,7 +78,9 @@ fn task(n: u32) -> NewTask {
 
 /// A spool on a real file whose write-ahead log and queue file can each be made to fail with
 /// ENOSPC: the flags for (log, queue file), and the writer.
-fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, WriterHandle) {
+fn faulty_spool(
+    path: &std::path::Path,
+) -> (Arc<AtomicBool>, Arc<AtomicBool>, WriterHandle, Arc<Database>) {
     drop(open(path, 1_000, None, 1 << 20, super::wal::CHECKPOINT_BYTES).unwrap());
     let (log_full, file_full) = (
         Arc::new(AtomicBool::new(false)),
@@ -96,8 +98,9 @@ fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, Wr
     let db = Database::builder().create_with_backend(backend).unwrap();
     let mut opened = prepare(db, path, 1_000, None).unwrap();
     opened.wal.full = Some(log_full.clone());
+    let db = Arc::new(opened.db);
     let writer = Writer::spawn(
-        Arc::new(opened.db),
+        db.clone(),
         WriterConfig {
             clock: Clock::System,
             result_ttl_ms: None,
@@ -110,7 +113,19 @@ fn faulty_spool(path: &std::path::Path) -> (Arc<AtomicBool>, Arc<AtomicBool>, Wr
         Arc::new(Waiters::default()),
     )
     .unwrap();
-    (log_full, file_full, writer)
+    (log_full, file_full, writer, db)
+}
+
+/// The ids of the tasks a reader of the open spool sees.
+fn visible_ids(writer: &WriterHandle, db: &Database) -> Vec<u64> {
+    writer.publish().unwrap();
+    let read = db.begin_read().unwrap();
+    let tasks = read.open_table(TASKS).unwrap();
+    tasks
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().0.value())
+        .collect()
 }
 
 fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error> {
@@ -136,26 +151,34 @@ fn stored_ids(path: &std::path::Path) -> Vec<u64> {
 
 /// A full disk under the write-ahead log fails the group with `DiskFull` and applies nothing
 /// of it; nothing acknowledged is lost, and once there is room again the spool goes on
-/// without a reopen.
+/// without a reopen. The acknowledged groups were still in the open transaction when the
+/// failure rolled it back: readers see them again.
 #[test]
 fn a_full_disk_under_the_log_fails_the_group_and_the_spool_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.redb");
-    let (log_full, _, mut writer) = faulty_spool(&path);
+    let (log_full, _, mut writer, db) = faulty_spool(&path);
 
-    assert_eq!(
-        enqueue(&writer, vec![task(1), task(2)]).unwrap(),
-        vec![1, 2]
-    );
+    assert_eq!(enqueue(&writer, vec![task(1)]).unwrap(), vec![1]);
+    assert_eq!(enqueue(&writer, vec![task(2)]).unwrap(), vec![2]);
     log_full.store(true, Ordering::SeqCst);
     let err = enqueue(&writer, vec![task(3)]).unwrap_err();
     assert!(matches!(err, Error::DiskFull), "{err:?}");
     log_full.store(false, Ordering::SeqCst);
     // The failed group left no trace: the next task takes the id it would have had.
     assert_eq!(enqueue(&writer, vec![task(4)]).unwrap(), vec![3]);
+    assert_eq!(visible_ids(&writer, &db), vec![1, 2, 3]);
+    // A failure after a commit to redb: only the groups since are held, and come back.
+    assert_eq!(enqueue(&writer, vec![task(5)]).unwrap(), vec![4]);
+    log_full.store(true, Ordering::SeqCst);
+    assert!(enqueue(&writer, vec![task(6)]).is_err());
+    log_full.store(false, Ordering::SeqCst);
+    assert_eq!(visible_ids(&writer, &db), vec![1, 2, 3, 4]);
+    assert_eq!(enqueue(&writer, vec![task(7)]).unwrap(), vec![5]);
     writer.shutdown();
     drop(writer);
-    assert_eq!(stored_ids(&path), vec![1, 2, 3]);
+    drop(db);
+    assert_eq!(stored_ids(&path), vec![1, 2, 3, 4, 5]);
 }
 
 /// A full disk under the queue file fails a durable commit (here, a group too large for the
@@ -165,7 +188,7 @@ fn a_full_disk_under_the_log_fails_the_group_and_the_spool_goes_on() {
 fn a_full_disk_under_the_queue_file_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.redb");
-    let (_, file_full, mut writer) = faulty_spool(&path);
+    let (_, file_full, mut writer, db) = faulty_spool(&path);
 
     assert_eq!(
         enqueue(&writer, vec![task(1), task(2)]).unwrap(),
@@ -181,6 +204,7 @@ fn a_full_disk_under_the_queue_file_loses_nothing_acknowledged() {
     assert!(err.to_string().contains("open the file again"), "{err}");
     writer.shutdown();
     drop(writer);
+    drop(db);
     assert_eq!(
         stored_ids(&path),
         vec![1, 2],

@@ -179,7 +179,7 @@ impl Wal {
     }
 
     /// Appends one record, and syncs it if `sync` (otherwise [`Wal::sync`] must follow
-    /// within the spool's durability bound); returns its offset (for [`Wal::undo`]).
+    /// within the spool's durability bound); returns its offset.
     pub(crate) fn append(&mut self, payload: &[u8], sync: bool) -> Result<u64, Error> {
         let len = u32::try_from(payload.len())
             .map_err(|_| Error::Storage("write-ahead log: record over 4 GiB".into()))?;
@@ -232,15 +232,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Withdraws the record at `start` (the last one written), whose group could not be
-    /// committed: its callers were told it failed, so it must not come back at open.
-    pub(crate) fn undo(&mut self, start: u64) -> Result<(), Error> {
-        self.file.write_all_at(&[0; HEADER], start).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        self.offset = start;
-        Ok(())
-    }
-
     /// After a durable commit that stored `generation`: the log starts over.
     pub(crate) fn reset(&mut self, generation: u64) {
         self.generation = generation;
@@ -263,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn replay_stops_at_a_torn_record_an_undone_one_and_an_older_generation() {
+    fn replay_stops_at_a_torn_record_and_an_older_generation() {
         let dir = tempfile::tempdir().unwrap();
         let queue = dir.path().join("q.redb");
         assert!(records(&queue, 1).is_empty(), "no log yet");
@@ -284,10 +275,6 @@ mod tests {
             "generation 1's head is overwritten"
         );
 
-        // An undone record is gone, and the next one takes its place.
-        let start = wal.append(b"failed group", true).unwrap();
-        wal.undo(start).unwrap();
-        assert_eq!(records(&queue, 2).len(), 1);
         wal.append(b"second of 2", true).unwrap();
         assert_eq!(records(&queue, 2).len(), 2);
 

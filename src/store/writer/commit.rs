@@ -1,6 +1,17 @@
 //! How a group becomes durable: through the write-ahead log, or by a durable commit of the
-//! queue file (a checkpoint); and, in buffered mode, when the log is synced.
+//! queue file (a checkpoint); when it reaches redb, where readers look; and, in buffered mode,
+//! when the log is synced.
+//!
+//! A logged group is durable and acknowledged, but it stays in the open write transaction
+//! (`Writer::held`), which the next group goes on from: a redb commit, even without a sync,
+//! costs as much CPU as a small group itself (it writes back every table root it touched and
+//! checksums the pages). The transaction is committed (without a sync: the log has the
+//! changes) when a reader needs it ([`Writer::publish`]), every [`PUBLISH_GROUPS`] groups or
+//! [`PUBLISH_BYTES`] of log, and durably at a checkpoint. A failure rolls it back whole; the
+//! next transaction applies the held groups' redo records again (`held_records`), the way the
+//! log is replayed at open.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use redb::{Durability, WriteTransaction};
@@ -9,30 +20,68 @@ use super::Writer;
 use crate::error::Error;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
-use crate::store::tx::{Tally, store_counts};
+use crate::store::tx::{Tally, Tx, load_running, store_counts};
+use crate::store::catalog::Catalog;
+
+/// Groups kept in the open transaction before it is committed to redb anyway.
+const PUBLISH_GROUPS: usize = 1_024;
+/// Redo bytes kept in the open transaction before it is committed to redb anyway (this bounds
+/// the memory its changed pages take, and the work of building it again after a failure).
+const PUBLISH_BYTES: usize = 1 << 20;
 
 impl Writer {
     /// On the way out: a checkpoint, so the next open has no log to read.
     pub(super) fn close(&mut self) {
         self.closed = true;
-        if !self.wal.is_empty() {
+        if !self.wal.is_empty() || self.held_groups > 0 {
             let result = self
-                .db
-                .begin_write()
-                .map_err(Error::from)
+                .take_txn()
                 .and_then(|txn| self.commit_durable(txn, None));
             if let Err(e) = result {
                 tracing::error!(error = %e, "taskspool could not checkpoint at close; the next open replays the log");
             }
         }
+        self.held = None;
+    }
+
+    /// The write transaction for the next group: the one held open, or a new one, which first
+    /// gets the held groups again if a failure rolled them back. After a failure, the
+    /// in-memory mirrors are read again from it.
+    pub(super) fn take_txn(&mut self) -> Result<WriteTransaction, Error> {
+        let txn = match self.held.take() {
+            Some(txn) => txn,
+            None => {
+                let txn = self.db.begin_write()?;
+                if !self.held_records.is_empty() {
+                    let mut tx = Tx::open(&txn, 0, self.counters, None)?;
+                    // Length-prefixed by `commit_with`; a cut record is a bug, and replay
+                    // reports it as malformed.
+                    let mut rest = &self.held_records[..];
+                    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                        let len = u32::from_le_bytes(*len) as usize;
+                        let (record, tail) = tail.split_at(len.min(tail.len()));
+                        tx.replay(record)?;
+                        rest = tail;
+                    }
+                    drop(tx);
+                }
+                txn
+            }
+        };
+        if self.stale {
+            self.catalog = Catalog::load(&txn)?;
+            self.running_cache = load_running(&txn)?;
+            self.stale = false;
+        }
+        Ok(txn)
     }
 
     /// Makes a group's transaction durable: through the write-ahead log (one `fdatasync` of
     /// a sequential write), or, for a checkpoint or a group too large to be worth writing
-    /// twice, by a durable commit of the queue file itself. The log is written before the
-    /// commit, so a group the log refuses (a full disk) is rolled back whole and the spool
-    /// goes on; a group whose commit fails after its record was written has the record
-    /// withdrawn, since its callers are told it failed.
+    /// twice, by a durable commit of the queue file itself. The log is written first and the
+    /// group is acknowledged once it is synced, so a group the log refuses (a full disk) is
+    /// rolled back whole and the spool goes on. A logged group stays in the open transaction
+    /// (see the module docs).
     ///
     /// The redo buffer is kept for the next transaction.
     pub(super) fn commit(
@@ -46,41 +95,64 @@ impl Writer {
         done
     }
 
-    fn commit_with(
-        &mut self,
-        mut txn: WriteTransaction,
-        redo: &Redo,
-        tally: Tally,
-    ) -> Result<(), Error> {
+    fn commit_with(&mut self, txn: WriteTransaction, redo: &Redo, tally: Tally) -> Result<(), Error> {
         let record = match redo.bytes() {
             Some(record) if !self.checkpoint_due => record,
             _ => return self.commit_durable(txn, Some(tally)),
         };
         let immediate = self.config.buffered.is_none();
-        let start = match self.wal.append(record, immediate) {
-            Ok(start) => start,
-            Err(e) => {
-                let _ = txn.abort();
-                return Err(e);
-            }
-        };
-        let committed = txn
-            .set_durability(Durability::None)
-            .map_err(|e| Error::Storage(e.to_string()))
-            .and_then(|()| txn.commit().map_err(Error::from));
-        if let Err(e) = committed {
-            if let Err(undo) = self.wal.undo(start) {
-                tracing::error!(error = %undo, "cannot withdraw the log record of a failed group");
-            }
-            return Err(e);
-        }
+        // On error `txn` is dropped: the group is rolled back, with the held ones (see
+        // `take_txn`).
+        self.wal.append(record, immediate)?;
         self.keep(&tally);
+        self.held = Some(txn);
+        self.held_records
+            .extend_from_slice(&(record.len() as u32).to_le_bytes());
+        self.held_records.extend_from_slice(record);
+        self.held_groups += 1;
+        self.unpublished.store(true, Ordering::Release);
         self.checkpoint_due = self.wal.full();
         if let Some(bound) = self.config.buffered {
             self.sync_deadline
                 .get_or_insert_with(|| Instant::now() + bound);
         }
+        if (self.held_groups >= PUBLISH_GROUPS || self.held_records.len() >= PUBLISH_BYTES)
+            && let Err(e) = self.publish()
+        {
+            // The groups are in the log: the next transaction gets them again.
+            tracing::warn!(error = %e, "taskspool could not commit logged groups to its queue file; retrying");
+        }
         Ok(())
+    }
+
+    /// Commits the logged groups held in the open transaction to redb (without a sync: the
+    /// log has them), so that readers see them.
+    pub(crate) fn publish(&mut self) -> Result<(), Error> {
+        if self.held_groups == 0 {
+            return Ok(());
+        }
+        let committed = self.take_txn().and_then(|mut txn| {
+            txn.set_durability(Durability::None)
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            txn.commit().map_err(Error::from)
+        });
+        match committed {
+            Ok(()) => {
+                self.published();
+                Ok(())
+            }
+            Err(e) => {
+                self.stale = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Every held group is in redb now.
+    fn published(&mut self) {
+        self.held_records.clear();
+        self.held_groups = 0;
+        self.unpublished.store(false, Ordering::Release);
     }
 
     /// Buffered durability: syncs the log if anything written is not yet synced.
@@ -130,6 +202,7 @@ impl Writer {
         if let Some(tally) = &tally {
             self.keep(tally);
         }
+        self.published();
         self.wal.reset(next);
         self.sync_deadline = None;
         self.checkpoint_due = false;

@@ -1,14 +1,17 @@
 //! The writer: one group at a time owns the redb write transaction.
 //!
-//! A group drains every pending command into one transaction (enqueues, completions,
+//! A group drains every pending command into the write transaction (enqueues, completions,
 //! registrations), promotes due tasks, prunes expired results, claims ready tasks for free
 //! worker slots, makes the group durable with one `fdatasync` of the write-ahead log
-//! (`commit`), and only then replies to callers and hands jobs to workers. Groups are run by
-//! the writer thread, or by a caller that finds it idle (`thread`).
+//! (`commit`), and only then replies to callers and hands jobs to workers. The transaction is
+//! kept open for the next group: it is committed to redb only when a reader needs it, or
+//! every so many groups (`commit`). Groups are run by the writer thread, or by a caller that
+//! finds it idle (`thread`).
 
 mod commit;
 mod thread;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
 use crate::store::redo::Redo;
 use crate::store::transitions::Completion;
-use crate::store::tx::{Counters, Counts, IdMap, Tally, Tx, load_running};
+use crate::store::tx::{Counters, Counts, IdMap, Tally, Tx};
 use crate::store::wal::Wal;
 
 /// The longest the writer waits for the producers of the last group to join the next one.
@@ -91,13 +94,28 @@ pub(crate) struct Writer {
     closed: bool,
     /// Buffered durability: when the oldest unsynced log record must be synced.
     sync_deadline: Option<Instant>,
+    /// The write transaction kept open across groups (see `commit`): it holds every group
+    /// logged since the last commit to redb. `None` after a commit, and after a failure
+    /// rolled it back.
+    held: Option<WriteTransaction>,
+    /// The redo records of the logged groups not yet committed to redb, each length-prefixed:
+    /// what builds `held` again after a failure rolled it back.
+    held_records: Vec<u8>,
+    /// How many groups `held_records` has.
+    held_groups: usize,
+    /// A failure rolled back changes the in-memory mirrors (queue ids, running records) may
+    /// hold: they are read again with the next transaction.
+    stale: bool,
+    /// Set while logged groups are not yet committed to redb, where readers look (shared with
+    /// the handle: a reader then asks for a commit, see `WriterHandle::publish`).
+    unpublished: Arc<AtomicBool>,
 }
 
 /// The writer's state: run by the writer thread, or by a caller that finds it idle (see
 /// [`Writer::lead`]).
 pub(crate) type Core = Mutex<Writer>;
 
-fn lock(core: &Core) -> std::sync::MutexGuard<'_, Writer> {
+pub(crate) fn lock(core: &Core) -> std::sync::MutexGuard<'_, Writer> {
     core.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -114,6 +132,7 @@ impl Writer {
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
         let counts_view = Arc::new(Mutex::new(counts.clone()));
+        let unpublished = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::unbounded();
         let tick = tx.clone();
         config
@@ -140,6 +159,11 @@ impl Writer {
             redo: Redo::default(),
             closed: false,
             sync_deadline: None,
+            held: None,
+            held_records: Vec::new(),
+            held_groups: 0,
+            stale: false,
+            unpublished: unpublished.clone(),
         };
         let core = Arc::new(Mutex::new(writer));
         let join = {
@@ -154,13 +178,14 @@ impl Writer {
             rx,
             core,
             counts: counts_view,
+            unpublished,
             join: Some(join),
         })
     }
 
     /// A transaction's state, lent the writer's records of running tasks and its (cleared)
     /// redo buffer. After any error they are not taken back: the records may hold writes that
-    /// are rolled back, so the cache starts empty again (and is reloaded where it matters).
+    /// are rolled back, so the cache starts empty again (and is reloaded, see `stale`).
     fn open_tx<'t>(&mut self, txn: &'t WriteTransaction, now: u64) -> Result<Tx<'t>, Error> {
         let mut tx = Tx::open(txn, now, self.counters, self.config.result_ttl_ms)?;
         tx.running_cache = std::mem::take(&mut self.running_cache);
@@ -218,11 +243,11 @@ impl Writer {
 
     fn stage_and_commit(&mut self, cmds: Vec<Command>, staged: &mut Staged) -> Result<(), Error> {
         let now = self.config.clock.now_ms();
-        let txn = match self.db.begin_write() {
+        let txn = match self.take_txn() {
             Ok(txn) => txn,
             Err(e) => {
                 self.stage_all_unapplied(cmds, staged);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let mut changed = false;
@@ -300,15 +325,11 @@ impl Writer {
             changed |= tx.changed;
             redo = self.take_back(&mut tx);
         }
-        let done = if changed {
-            self.commit(txn, redo, tally)
+        if changed {
+            self.commit(txn, redo, tally)?;
         } else {
             self.redo = redo;
-            txn.abort().map_err(Into::into)
-        };
-        if let Err(e) = done {
-            self.running_cache.clear();
-            return Err(e);
+            self.held = Some(txn);
         }
         if staged.flush {
             self.sync_log()?;
@@ -494,19 +515,17 @@ impl Writer {
     }
 
     fn retry_release(&mut self, job: Job) -> Result<(), Error> {
-        let txn = self.db.begin_write()?;
-        let (tally, redo);
-        {
-            let mut tx = self.open_tx(&txn, self.config.clock.now_ms())?;
+        let txn = self.take_txn()?;
+        let staged = self.open_tx(&txn, self.config.clock.now_ms()).and_then(|mut tx| {
             tx.release(job.id, job.attempt)?;
-            tally = tx.finish(&self.counts)?;
-            redo = self.take_back(&mut tx);
+            let tally = tx.finish(&self.counts)?;
+            Ok((tally, self.take_back(&mut tx)))
+        });
+        let done = staged.and_then(|(tally, redo)| self.commit(txn, redo, tally));
+        if done.is_err() {
+            self.stale = true;
         }
-        if let Err(e) = self.commit(txn, redo, tally) {
-            self.reload();
-            return Err(e);
-        }
-        Ok(())
+        done
     }
 
     /// After a failed commit: every caller hears the error; completions are kept to retry.
@@ -527,25 +546,6 @@ impl Writer {
             reply.send(Err(e.duplicate()));
         }
         self.retry = staged.completions;
-        self.reload();
-    }
-
-    /// After a failed transaction: the in-memory mirrors (queue ids, running records) may hold
-    /// what was rolled back, so they are read again from the file. (The counters and counts
-    /// change only once a transaction commits: the file's may be older.)
-    fn reload(&mut self) {
-        let loaded = self.db.begin_write().map_err(Error::from).and_then(|txn| {
-            let catalog = Catalog::load(&txn)?;
-            let running = load_running(&txn)?;
-            txn.abort()?;
-            Ok((catalog, running))
-        });
-        match loaded {
-            Ok((catalog, running)) => {
-                self.catalog = catalog;
-                self.running_cache = running;
-            }
-            Err(e) => tracing::error!(error = %e, "cannot reload the writer's state"),
-        }
+        self.stale = true;
     }
 }
