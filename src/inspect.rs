@@ -14,7 +14,7 @@ use crate::schedule::{ScheduleInfo, ScheduleRecord};
 use crate::state::{AttemptError, TaskState};
 use crate::store::record::TaskRecord;
 use crate::store::schema::*;
-use crate::store::tx::Counts;
+use crate::store::tx::CountsView;
 use crate::task::TaskId;
 
 /// A task's state, times and error history, as stored.
@@ -197,16 +197,22 @@ pub(crate) fn final_output(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>,
     }
 }
 
-/// Counts per queue and state (the writer's, as of its last commit: see `tx::Counts`), plus
-/// the names waiting for a worker.
-pub(crate) fn stats(db: &Database, counts: &Counts, live: &LiveWorkers) -> Result<Stats, Error> {
-    let read = db.begin_read()?;
-    let names = queue_names(&read)?;
-    let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = names
-        .keys()
-        .map(|&id| (id, [0; TaskState::ALL.len()]))
+/// Counts per queue and state, and the names waiting for a worker, from the writer's view
+/// (as of its last durable group, see `tx::Counts`). The file is read only when some pool
+/// serves a queue without knowing one of the task names the spool has seen: `read` then
+/// opens a transaction to count that name's ready tasks.
+pub(crate) fn stats(
+    view: &CountsView,
+    live: &LiveWorkers,
+    read: impl FnOnce() -> Result<ReadTransaction, Error>,
+) -> Result<Stats, Error> {
+    let mut per_queue: HashMap<u32, [u64; TaskState::ALL.len()]> = view
+        .catalog
+        .queues
+        .iter()
+        .map(|(id, _)| (id, [0; TaskState::ALL.len()]))
         .collect();
-    for (&(queue, code), &n) in counts {
+    for (&(queue, code), &n) in &view.counts {
         if let Some(state) = TaskState::from_code(code) {
             per_queue.entry(queue).or_insert([0; TaskState::ALL.len()])
                 [usize::from(state.code())] = n;
@@ -215,50 +221,54 @@ pub(crate) fn stats(db: &Database, counts: &Counts, live: &LiveWorkers) -> Resul
     let mut queues: Vec<QueueStats> = per_queue
         .into_iter()
         .map(|(id, counts)| QueueStats {
-            name: names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+            name: view.catalog.queues.name(id).to_string(),
             counts,
         })
         .collect();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
-    let unregistered = unregistered(&read, &names, live)?;
     Ok(Stats {
         queues,
-        unregistered,
+        unregistered: unregistered(view, live, read)?,
     })
 }
 
 /// Due tasks, by name, that sit on a queue some pool serves but whose name none of those
 /// pools knows.
 fn unregistered(
-    read: &ReadTransaction,
-    queue_names: &HashMap<u32, String>,
+    view: &CountsView,
     live: &LiveWorkers,
+    read: impl FnOnce() -> Result<ReadTransaction, Error>,
 ) -> Result<Vec<(String, u64)>, Error> {
     let served = live.served_queues();
-    let task_names = match read.open_table(NAMES) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
+    let catalog = &view.catalog;
+    let candidates: Vec<(u32, u32, &str)> = catalog
+        .queues
+        .iter()
+        .filter(|(_, queue)| served.contains(&***queue))
+        .flat_map(|(q, queue)| {
+            catalog
+                .names
+                .iter()
+                .filter(|(_, name)| live.is_unregistered(queue, name))
+                .map(move |(n, name)| (q, n, &**name))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let read = read()?;
     let ready = read.open_table(READY)?;
     let mut out: Vec<(String, u64)> = Vec::new();
-    for (&q, queue) in queue_names.iter().filter(|(_, q)| served.contains(*q)) {
-        for entry in task_names.iter()? {
-            let (name, n) = entry?;
-            let (name, n) = (name.value(), n.value());
-            if !live.is_unregistered(queue, name) {
-                continue;
-            }
-            let count = ready
-                .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
-                .count() as u64;
-            if count == 0 {
-                continue;
-            }
-            match out.iter_mut().find(|(existing, _)| existing == name) {
-                Some((_, total)) => *total += count,
-                None => out.push((name.to_string(), count)),
-            }
+    for (q, n, name) in candidates {
+        let count = ready
+            .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
+            .count() as u64;
+        if count == 0 {
+            continue;
+        }
+        match out.iter_mut().find(|(existing, _)| existing == name) {
+            Some((_, total)) => *total += count,
+            None => out.push((name.to_string(), count)),
         }
     }
     out.sort();

@@ -155,6 +155,15 @@ impl Waiters {
         }
     }
 
+    /// Whether any of these tasks has a waiter.
+    pub(crate) fn any(&self, ids: &[u64]) -> bool {
+        if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.iter().any(|id| map.contains_key(id))
+    }
+
     /// Wakes every waiter of these tasks.
     pub(crate) fn notify(&self, ids: &[u64]) {
         if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {

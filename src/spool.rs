@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 
 use crate::clock::{Clock, ManualClock, duration_ms};
 use crate::error::Error;
@@ -359,8 +359,16 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
-        let db = self.db()?;
-        inspect::stats(db, &self.counts(), &self.inner.live)
+        let view = self
+            .inner
+            .writer
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        inspect::stats(&view, &self.inner.live, || {
+            Ok(self.db()?.begin_read()?)
+        })
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
@@ -474,16 +482,6 @@ impl Spool {
 
     pub(crate) fn waiters(&self) -> &Waiters {
         &self.inner.waiters
-    }
-
-    /// A copy of the task counts as of the writer's last commit.
-    fn counts(&self) -> crate::store::tx::Counts {
-        self.inner
-            .writer
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     pub(crate) fn writer(&self) -> &WriterHandle {

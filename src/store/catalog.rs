@@ -33,6 +33,16 @@ impl Interned {
         self.by_name.insert(name, id);
     }
 
+    /// How many names there are.
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Every (id, name).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Arc<str>)> {
+        self.by_id.iter().map(|(&id, name)| (id, name))
+    }
+
     /// The id of a name, if it has one.
     pub(crate) fn id(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()

@@ -12,7 +12,7 @@ use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
 use crate::store::schedules::ScheduleOp;
 use crate::store::transitions::{Completion, NewTask};
-use crate::store::tx::Counts;
+use crate::store::tx::CountsView;
 use crate::store::writer::Core;
 use crate::sync::{Promise, oneshot};
 
@@ -63,8 +63,8 @@ pub(crate) struct WriterHandle {
     pub tx: Sender<Command>,
     pub(crate) rx: Receiver<Command>,
     pub(crate) core: Arc<Core>,
-    /// The task counts as of the last commit, for `Spool::stats`.
-    pub(crate) counts: Arc<std::sync::Mutex<Counts>>,
+    /// The task counts and names as of the last durable group, for `Spool::stats`.
+    pub(crate) counts: Arc<std::sync::Mutex<CountsView>>,
     /// Set while acknowledged groups are not yet in redb (see [`WriterHandle::publish`]).
     pub(crate) unpublished: Arc<AtomicBool>,
     pub(crate) join: Option<JoinHandle<()>>,

@@ -71,6 +71,14 @@ pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, 
 /// make it one more B-tree in every commit (about 9 µs of a 40 µs one-task group).
 pub(crate) type Counts = std::collections::BTreeMap<(u32, u8), u64>;
 
+/// What `Spool::stats` reads without a transaction: the counts and the interned names, as of
+/// the last durable (logged) group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CountsView {
+    pub counts: Counts,
+    pub catalog: crate::store::catalog::Catalog,
+}
+
 /// What a transaction changed in the counters and counts, for the writer to keep once the
 /// transaction is committed.
 #[derive(Debug)]

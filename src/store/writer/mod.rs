@@ -25,7 +25,7 @@ use crate::store::catalog::Catalog;
 use crate::store::command::{Command, Reply, WriterHandle};
 use crate::store::redo::Redo;
 use crate::store::transitions::Completion;
-use crate::store::tx::{Counters, Counts, IdMap, Tally, Tx};
+use crate::store::tx::{Counters, Counts, CountsView, IdMap, Tally, Tx};
 use crate::store::wal::Wal;
 
 /// The longest the writer waits for the producers of the last group to join the next one.
@@ -72,8 +72,8 @@ pub(crate) struct Writer {
     /// Task counts as of the last commit (see `Counts`); the file has them as of the last
     /// durable commit, the log has every change since.
     counts: Counts,
-    /// The same counts, for `Spool::stats`.
-    counts_view: Arc<Mutex<Counts>>,
+    /// The same counts and the catalog, for `Spool::stats`.
+    counts_view: Arc<Mutex<CountsView>>,
     catalog: Catalog,
     workers: Vec<WorkerSlots>,
     waiters: Arc<Waiters>,
@@ -134,7 +134,10 @@ impl Writer {
         wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
-        let counts_view = Arc::new(Mutex::new(counts.clone()));
+        let counts_view = Arc::new(Mutex::new(CountsView {
+            counts: counts.clone(),
+            catalog: catalog.clone(),
+        }));
         let unpublished = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::unbounded();
         let tick = tx.clone();
@@ -204,16 +207,22 @@ impl Writer {
         std::mem::take(&mut tx.redo)
     }
 
-    /// Keeps a committed transaction's counters and counts.
+    /// Keeps a durable transaction's counters and counts (and shows them, with any new
+    /// names, to `Spool::stats`).
     fn keep(&mut self, tally: &Tally) {
         self.counters = tally.counters;
         tally.apply(&mut self.counts);
-        tally.apply(
-            &mut self
-                .counts_view
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let mut view = self
+            .counts_view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tally.apply(&mut view.counts);
+        let catalog = &self.catalog;
+        if (view.catalog.queues.len(), view.catalog.names.len())
+            != (catalog.queues.len(), catalog.names.len())
+        {
+            view.catalog = catalog.clone();
+        }
     }
 
     /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
@@ -507,6 +516,12 @@ impl Writer {
         }
         for (reply, jobs) in staged.claim_once {
             reply.send(Ok(jobs));
+        }
+        // A woken waiter reads the result: it must find it in redb.
+        if self.waiters.any(&staged.finalized)
+            && let Err(e) = self.publish()
+        {
+            tracing::warn!(error = %e, "taskspool could not commit results to its queue file; readers see the error");
         }
         self.waiters.notify(&staged.finalized);
         // Jobs whose worker vanished between claim and hand-off go back to the ready index.
