@@ -1,5 +1,6 @@
 //! Read-only views: a task's status and the queue statistics. Reads use redb read
-//! transactions (MVCC snapshots) and never wait for the writer.
+//! transactions (MVCC snapshots), opened once the writer has committed the groups it holds
+//! (`WriterHandle::publish`); statistics come from the writer's in-memory counts.
 
 use std::collections::HashMap;
 use std::time::SystemTime;

@@ -75,12 +75,13 @@
 //! One writer at a time folds everything pending (enqueues, completions, schedule fires,
 //! promotions of due tasks, expiries, pruning, claims for free worker slots) into one redb
 //! transaction, appends the rows it changed to a write-ahead log (`<file>.wal`) with one
-//! `fdatasync`, commits the transaction without a sync, and only then replies and hands out
-//! jobs. The writer is a thread that callers send commands to; an `enqueue` that finds it idle
-//! runs its own group instead, which saves two thread wake-ups. Every 16 MiB of log the
-//! queue file is committed durably and the log starts over; an open after a crash replays
-//! the log. Worker threads run attempts and send outcomes back. Reads (`status`, `stats`,
-//! `wait`) use snapshots and never wait for the writer.
+//! `fdatasync`, and only then replies and hands out jobs. The transaction stays open for the
+//! next group and is committed to redb (without a sync) when a reader needs it. The writer is
+//! a thread that callers send commands to; an `enqueue` that finds it idle runs its own group
+//! instead, which saves two thread wake-ups. Every 16 MiB of log the queue file is committed
+//! durably and the log starts over; an open after a crash replays the log. Worker threads run
+//! attempts and send outcomes back. Reads (`status`, `wait`) use snapshots, after the writer
+//! has committed what it holds; `stats` reads the writer's in-memory counts.
 //! See `docs/design.md` in the repository for the tables and state machine.
 //!
 //! [redb]: https://docs.rs/redb

@@ -366,9 +366,7 @@ impl Spool {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        inspect::stats(&view, &self.inner.live, || {
-            Ok(self.db()?.begin_read()?)
-        })
+        inspect::stats(&view, &self.inner.live, || Ok(self.db()?.begin_read()?))
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at

@@ -80,7 +80,12 @@ fn task(n: u32) -> NewTask {
 /// ENOSPC: the flags for (log, queue file), and the writer.
 fn faulty_spool(
     path: &std::path::Path,
-) -> (Arc<AtomicBool>, Arc<AtomicBool>, WriterHandle, Arc<Database>) {
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicBool>,
+    WriterHandle,
+    Arc<Database>,
+) {
     drop(open(path, 1_000, None, 1 << 20, super::wal::CHECKPOINT_BYTES).unwrap());
     let (log_full, file_full) = (
         Arc::new(AtomicBool::new(false)),

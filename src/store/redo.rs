@@ -1,10 +1,11 @@
 //! The redo record of one write transaction: every row it puts or deletes, in order.
 //!
-//! The writer commits most groups to redb without an fsync (`Durability::None`) and makes
-//! them durable by appending this record to the write-ahead log instead (see `wal`): one
-//! small sequential write and one `fdatasync`, where a durable redb commit writes a handful
-//! of scattered pages and syncs twice. At open, the records written since the last durable
-//! commit are applied again, row by row, which restores exactly the acknowledged state.
+//! The writer makes most groups durable by appending this record to the write-ahead log (see
+//! `wal`): one small sequential write and one `fdatasync`, where a durable redb commit writes
+//! a handful of scattered pages and syncs twice. At open, the records written since the last
+//! durable commit are applied again, row by row, which restores exactly the acknowledged
+//! state; the writer does the same after a failure rolls back its open transaction (see
+//! `writer::commit`).
 //!
 //! Writes go through [`Logged`], a table handle that records each change before making it.
 //! It dereferences to the redb table for reads only, so a write cannot bypass the record.

@@ -1,11 +1,11 @@
 //! The write-ahead log, `<queue file>.wal`: what makes a group durable between checkpoints.
 //!
-//! A group's transaction is committed to redb without a sync; its redo record (every row it
-//! changed, see `redo`) is written here first and synced with one `fdatasync`. Only then are
-//! its callers answered. Every [`CHECKPOINT_BYTES`] of log, a group is committed to redb
-//! durably instead, which makes every earlier one durable in the queue file itself; the log
-//! then starts over from its first byte. The file is overwritten in place rather than
-//! truncated, so a sync rarely has file-size metadata to write.
+//! A group's redo record (every row it changed, see `redo`) is written here and synced with
+//! one `fdatasync`; only then are its callers answered. Its redb transaction is committed
+//! later, without a sync (see `writer::commit`). Every [`CHECKPOINT_BYTES`] of log, a group
+//! is committed to redb durably instead, which makes every earlier one durable in the queue
+//! file itself; the log then starts over from its first byte. The file is overwritten in
+//! place rather than truncated, so a sync rarely has file-size metadata to write.
 //!
 //! Each record is `payload length (u32 LE) · CRC-32 (u32 LE) · generation (u64 LE) · payload`;
 //! the CRC covers the length, the generation and the payload. The generation names the log

@@ -18,10 +18,10 @@ use redb::{Durability, WriteTransaction};
 
 use super::Writer;
 use crate::error::Error;
+use crate::store::catalog::Catalog;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::tx::{Tally, Tx, load_running, store_counts};
-use crate::store::catalog::Catalog;
 
 /// Groups kept in the open transaction before it is committed to redb anyway.
 const PUBLISH_GROUPS: usize = 1_024;
@@ -95,7 +95,12 @@ impl Writer {
         done
     }
 
-    fn commit_with(&mut self, txn: WriteTransaction, redo: &Redo, tally: Tally) -> Result<(), Error> {
+    fn commit_with(
+        &mut self,
+        txn: WriteTransaction,
+        redo: &Redo,
+        tally: Tally,
+    ) -> Result<(), Error> {
         let record = match redo.bytes() {
             Some(record) if !self.checkpoint_due => record,
             _ => return self.commit_durable(txn, Some(tally)),

@@ -534,11 +534,13 @@ impl Writer {
 
     fn retry_release(&mut self, job: Job) -> Result<(), Error> {
         let txn = self.take_txn()?;
-        let staged = self.open_tx(&txn, self.config.clock.now_ms()).and_then(|mut tx| {
-            tx.release(job.id, job.attempt)?;
-            let tally = tx.finish(&self.counts)?;
-            Ok((tally, self.take_back(&mut tx)))
-        });
+        let staged = self
+            .open_tx(&txn, self.config.clock.now_ms())
+            .and_then(|mut tx| {
+                tx.release(job.id, job.attempt)?;
+                let tally = tx.finish(&self.counts)?;
+                Ok((tally, self.take_back(&mut tx)))
+            });
         let done = staged.and_then(|(tally, redo)| self.commit(txn, redo, tally));
         if done.is_err() {
             self.stale = true;
