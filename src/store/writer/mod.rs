@@ -30,9 +30,6 @@ use crate::store::wal::Wal;
 
 /// The longest the writer waits for the producers of the last group to join the next one.
 const GATHER: Duration = Duration::from_micros(200);
-/// The first part of [`GATHER`], which the writer spends yielding its CPU to the producers
-/// rather than asleep (see `Writer::gather`).
-const GATHER_SPIN: Duration = Duration::from_micros(60);
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Core, GATHER, GATHER_SPIN, MAX_GROUP, Writer, lock};
+use super::{Core, GATHER, MAX_GROUP, Writer, lock};
 use crate::store::command::Command;
 
 impl Writer {
@@ -50,41 +50,22 @@ impl Writer {
     /// Group commit's gathering window. When several producers waited on the last commit, each
     /// is about to send its next enqueue, but the writer would otherwise start the next group
     /// with whoever was quickest and leave the rest for the group after. Waiting up to
-    /// [`GATHER`] for as many producers as last time lets them share one fsync. A lone
-    /// producer never waits.
-    ///
-    /// For the first [`GATHER_SPIN`] the writer yields its CPU instead of sleeping: the
-    /// producers it just woke are runnable, so it gets the CPU back only when they are not,
-    /// and no producer has to wake it. Asleep, it was woken by every producer's send, each
-    /// wake-up competing for a CPU with the producers still on their way: the window then
-    /// averaged 100–150 µs on 2 vCPUs with 8 producers, against 30–35 µs yielding, and
-    /// `enqueue_durable_8` went from 13–22k to 28–33k tasks/s (3 runs each).
+    /// [`GATHER`] for as many producers as last time (asleep, leaving the CPU to them) lets
+    /// them share one fsync. A lone producer never waits.
     fn gather(&mut self, rx: &Receiver<Command>, cmds: &mut Vec<Command>) {
-        let is_caller = |c: &Command| matches!(c, Command::Enqueue { .. });
-        let mut callers = cmds.iter().filter(|c| is_caller(c)).count();
-        if self.last_callers < 2 || callers == 0 {
+        let callers = |cmds: &[Command]| {
+            cmds.iter()
+                .filter(|c| matches!(c, Command::Enqueue { .. }))
+                .count()
+        };
+        if self.last_callers < 2 || callers(cmds) == 0 {
             return;
         }
-        let start = Instant::now();
-        let (spin_until, deadline) = (start + GATHER_SPIN, start + GATHER);
-        while callers < self.last_callers {
-            let next = if Instant::now() < spin_until {
-                match rx.try_recv() {
-                    Err(TryRecvError::Empty) => {
-                        std::thread::yield_now();
-                        continue;
-                    }
-                    other => other.ok(),
-                }
-            } else {
-                rx.recv_deadline(deadline).ok()
-            };
-            match next {
-                Some(cmd) => {
-                    callers += usize::from(is_caller(&cmd));
-                    cmds.push(cmd);
-                }
-                None => break,
+        let deadline = std::time::Instant::now() + GATHER;
+        while callers(cmds) < self.last_callers {
+            match rx.recv_deadline(deadline) {
+                Ok(cmd) => cmds.push(cmd),
+                Err(_) => break,
             }
         }
     }
