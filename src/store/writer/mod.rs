@@ -22,6 +22,8 @@ use crate::dispatch::{self, Job, WorkerSlots};
 use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::catalog::Catalog;
+use crossbeam_channel::Receiver;
+
 use crate::store::command::{Command, Reply, WriterHandle};
 use crate::store::redo::Redo;
 use crate::store::transitions::Completion;
@@ -222,12 +224,16 @@ impl Writer {
         }
     }
 
-    /// Applies one group of commands in one transaction. Returns (more work is due, shutdown).
-    fn group(&mut self, cmds: Vec<Command>) -> (bool, bool) {
+    /// Applies one group of commands in one transaction; with `gather`, also the enqueues of
+    /// producers that join it (see `Writer::gather`). Returns (more work is due, shutdown).
+    fn group(&mut self, cmds: Vec<Command>, gather: Option<&Receiver<Command>>) -> (bool, bool) {
         self.sync_if_due();
         let mut staged = Staged::default();
         let started = std::time::Instant::now();
-        let result = self.stage_and_commit(cmds, &mut staged);
+        let result = self.stage_and_commit(cmds, gather, &mut staged);
+        if gather.is_some() {
+            self.last_callers = staged.enqueued.len();
+        }
         if !staged.claimed.is_empty() || !staged.completions.is_empty() {
             let us = started.elapsed().as_secs_f64() * 1e6;
             self.avg_cycle_us = Some(dispatch::ewma(self.avg_cycle_us, us));
@@ -250,7 +256,12 @@ impl Writer {
         }
     }
 
-    fn stage_and_commit(&mut self, cmds: Vec<Command>, staged: &mut Staged) -> Result<(), Error> {
+    fn stage_and_commit(
+        &mut self,
+        cmds: Vec<Command>,
+        gather: Option<&Receiver<Command>>,
+        staged: &mut Staged,
+    ) -> Result<(), Error> {
         let now = self.config.clock.now_ms();
         let txn = match self.take_txn() {
             Ok(txn) => txn,
@@ -281,16 +292,26 @@ impl Writer {
                 }
                 staged.completions.push(c);
             }
-            for cmd in cmds {
+            let mut apply = |this: &mut Self, tx: &mut Tx<'_>, cmd| {
                 if let Some(Command::ClaimOnce {
                     queues,
                     names,
                     max,
                     reply,
-                }) = self.apply(&mut tx, cmd, staged, &mut error)
+                }) = this.apply(tx, cmd, staged, &mut error)
                 {
                     claim_once.push((queues, names, max, reply));
                 }
+            };
+            let callers = cmds
+                .iter()
+                .filter(|c| matches!(c, Command::Enqueue { .. }))
+                .count();
+            for cmd in cmds {
+                apply(self, &mut tx, cmd);
+            }
+            if let Some(rx) = gather {
+                self.gather(rx, callers, |this, cmd| apply(this, &mut tx, cmd));
             }
             if let Some(e) = error {
                 // Collect the remaining repliers so each caller hears of the failure.

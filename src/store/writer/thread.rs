@@ -36,7 +36,7 @@ impl Writer {
         }
         let before = (self.next_wake, self.sync_deadline);
         self.last_callers = 1;
-        let (more, shutdown) = self.group(vec![cmd]);
+        let (more, shutdown) = self.group(vec![cmd], None);
         // The writer thread sleeps until the due time it last saw, or until a command: it is
         // told when that changed, when work is left over, and when it must close.
         if shutdown {
@@ -52,19 +52,26 @@ impl Writer {
     /// with whoever was quickest and leave the rest for the group after. Waiting up to
     /// [`GATHER`] for as many producers as last time (asleep, leaving the CPU to them) lets
     /// them share one fsync. A lone producer never waits.
-    fn gather(&mut self, rx: &Receiver<Command>, cmds: &mut Vec<Command>) {
-        let callers = |cmds: &[Command]| {
-            cmds.iter()
-                .filter(|c| matches!(c, Command::Enqueue { .. }))
-                .count()
-        };
-        if self.last_callers < 2 || callers(cmds) == 0 {
+    ///
+    /// `callers` enqueues are in the group already; each command that arrives is applied at
+    /// once (`apply`), so the group's work is done while the rest are on their way rather
+    /// than after them.
+    pub(super) fn gather(
+        &mut self,
+        rx: &Receiver<Command>,
+        mut callers: usize,
+        mut apply: impl FnMut(&mut Self, Command),
+    ) {
+        if self.last_callers < 2 || callers == 0 {
             return;
         }
-        let deadline = std::time::Instant::now() + GATHER;
-        while callers(cmds) < self.last_callers {
+        let deadline = Instant::now() + GATHER;
+        while callers < self.last_callers {
             match rx.recv_deadline(deadline) {
-                Ok(cmd) => cmds.push(cmd),
+                Ok(cmd) => {
+                    callers += usize::from(matches!(cmd, Command::Enqueue { .. }));
+                    apply(self, cmd);
+                }
                 Err(_) => break,
             }
         }
@@ -117,12 +124,7 @@ pub(super) fn run(core: &Core, rx: &Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        writer.gather(rx, &mut cmds);
-        writer.last_callers = cmds
-            .iter()
-            .filter(|c| matches!(c, Command::Enqueue { .. }))
-            .count();
-        let (again, shutdown) = writer.group(cmds);
+        let (again, shutdown) = writer.group(cmds, Some(rx));
         more = again;
         if shutdown {
             return writer.close();
