@@ -504,3 +504,58 @@ fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(task)
         .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::Spool;
+    use crate::state::TaskState;
+    use crate::task::{Context, Task, TaskError};
+
+    #[derive(Serialize, Deserialize)]
+    struct Ping;
+
+    impl Task for Ping {
+        const NAME: &'static str = "test.ping";
+        type Output = ();
+        fn run(self, _: &Context) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+
+    /// The writer keeps acknowledged groups in its open transaction. `stats` answers from the
+    /// writer's memory, so it does not wait while the writer is busy (here: its lock held by
+    /// the test); `status` reads the file, so it waits for the writer to commit what it holds,
+    /// and then sees the task.
+    #[test]
+    fn stats_never_waits_for_the_writer_and_status_sees_every_acknowledged_task() {
+        let spool = Spool::temporary().unwrap();
+        let id = spool.enqueue(Ping).unwrap().id();
+        let busy = crate::store::writer::lock(&spool.writer().core);
+
+        let (stats_tx, stats_rx) = crossbeam_channel::bounded(1);
+        let s = spool.clone();
+        std::thread::spawn(move || stats_tx.send(s.stats()));
+        let stats = stats_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stats waited for the writer")
+            .unwrap();
+        assert_eq!(stats.count(TaskState::Ready), 1);
+        assert_eq!(stats.queues[0].name, "default");
+
+        let (status_tx, status_rx) = crossbeam_channel::bounded(1);
+        let s = spool.clone();
+        let reader = std::thread::spawn(move || status_tx.send(s.status(id)));
+        assert!(
+            status_rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "status read the file before the writer committed its held group"
+        );
+        drop(busy);
+        let status = status_rx.recv().unwrap().unwrap();
+        assert_eq!(status.state, TaskState::Ready);
+        reader.join().unwrap().unwrap();
+    }
+}

@@ -186,6 +186,37 @@ fn a_full_disk_under_the_log_fails_the_group_and_the_spool_goes_on() {
     assert_eq!(stored_ids(&path), vec![1, 2, 3, 4, 5]);
 }
 
+/// Past `PUBLISH_GROUPS` logged groups the writer commits them to redb on its own; a failure
+/// after that rolls back only the groups held since, and they come back too.
+#[test]
+fn a_failure_after_the_writer_committed_on_its_own_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let (log_full, _, mut writer, db) = faulty_spool(&path);
+    let n = super::writer::PUBLISH_GROUPS as u64 + 300;
+    for i in 1..=n {
+        assert_eq!(enqueue(&writer, vec![task(i as u32)]).unwrap(), vec![i]);
+    }
+    // What the file shows without a reader asking: the writer's own commit.
+    let committed = db
+        .begin_read()
+        .unwrap()
+        .open_table(TASKS)
+        .unwrap()
+        .len()
+        .unwrap();
+    assert_eq!(committed, super::writer::PUBLISH_GROUPS as u64);
+    log_full.store(true, Ordering::SeqCst);
+    assert!(enqueue(&writer, vec![task(0)]).is_err());
+    log_full.store(false, Ordering::SeqCst);
+    let expected: Vec<u64> = (1..=n).collect();
+    assert_eq!(visible_ids(&writer, &db), expected);
+    writer.shutdown();
+    drop(writer);
+    drop(db);
+    assert_eq!(stored_ids(&path), expected);
+}
+
 /// A full disk under the queue file fails a durable commit (here, a group too large for the
 /// log) with `DiskFull`; redb then refuses the handle, and later requests say to reopen.
 /// What was acknowledged through the log before is still there after the reopen.

@@ -24,7 +24,7 @@ use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::tx::{Tally, Tx, load_running, store_counts};
 
 /// Groups kept in the open transaction before it is committed to redb anyway.
-const PUBLISH_GROUPS: usize = 1_024;
+pub(crate) const PUBLISH_GROUPS: usize = 1_024;
 /// Redo bytes kept in the open transaction before it is committed to redb anyway (this bounds
 /// the memory its changed pages take, and the work of building it again after a failure).
 const PUBLISH_BYTES: usize = 1 << 20;

@@ -9,6 +9,9 @@
 //! finds it idle (`thread`).
 
 mod commit;
+
+#[cfg(test)]
+pub(crate) use commit::PUBLISH_GROUPS;
 mod thread;
 
 use std::sync::atomic::AtomicBool;
