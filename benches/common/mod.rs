@@ -142,8 +142,9 @@ pub fn note(msg: impl AsRef<str>) {
     eprintln!("# {} (load {})", msg.as_ref(), loadavg());
 }
 
-/// Blocks until at least `n` tasks are `Succeeded` in committed (hence durable) state,
-/// polling the stats snapshot every `poll`. Panics after `timeout`.
+/// Blocks until `stats()` counts at least `n` tasks `Succeeded` (its counts change only once a
+/// group is in the log and synced, hence durable), polling every `poll`. Panics after
+/// `timeout`.
 pub fn wait_succeeded(spool: &Spool, n: u64, poll: Duration, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
