@@ -9,15 +9,16 @@
 //! finds it idle (`thread`).
 
 mod commit;
+mod thread;
 
 #[cfg(test)]
 pub(crate) use commit::PUBLISH_GROUPS;
-mod thread;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use redb::{Database, WriteTransaction};
 
 use crate::clock::Clock;
@@ -25,8 +26,6 @@ use crate::dispatch::{self, Job, WorkerSlots};
 use crate::error::Error;
 use crate::result::Waiters;
 use crate::store::catalog::Catalog;
-use crossbeam_channel::Receiver;
-
 use crate::store::command::{Command, Reply, WriterHandle};
 use crate::store::redo::Redo;
 use crate::store::transitions::Completion;
@@ -71,8 +70,8 @@ pub(crate) struct Writer {
     db: Arc<Database>,
     config: WriterConfig,
     counters: Counters,
-    /// Task counts as of the last commit (see `Counts`); the file has them as of the last
-    /// durable commit, the log has every change since.
+    /// Task counts as of the last logged group (see `Counts`); the file has them as of the
+    /// last durable commit, the log has every change since.
     counts: Counts,
     /// The same counts and the catalog, for `Spool::stats`.
     counts_view: Arc<Mutex<CountsView>>,
