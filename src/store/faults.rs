@@ -217,6 +217,33 @@ fn a_failure_after_the_writer_committed_on_its_own_loses_nothing() {
     assert_eq!(stored_ids(&path), expected);
 }
 
+/// Before a long group (here a bulk enqueue), the writer commits the groups it holds, so a
+/// reader does not have to wait for the long group to end to see them.
+#[test]
+fn groups_held_before_a_long_group_are_committed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let (_, _, mut writer, db) = faulty_spool(&path);
+    let in_file = || {
+        db.begin_read()
+            .unwrap()
+            .open_table(TASKS)
+            .unwrap()
+            .len()
+            .unwrap()
+    };
+    enqueue(&writer, vec![task(1)]).unwrap();
+    assert_eq!(in_file(), 0, "a short group stays in the open transaction");
+    enqueue(&writer, (0..1_000).map(task).collect()).unwrap();
+    assert_eq!(
+        in_file(),
+        1,
+        "committed before the long group, which is held"
+    );
+    assert_eq!(visible_ids(&writer, &db).len(), 1_001);
+    writer.shutdown();
+}
+
 /// A full disk under the queue file fails a durable commit (here, a group too large for the
 /// log) with `DiskFull`; redb then refuses the handle, and later requests say to reopen.
 /// What was acknowledged through the log before is still there after the reopen.

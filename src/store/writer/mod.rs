@@ -35,6 +35,10 @@ use crate::store::wal::Wal;
 /// The longest the writer waits for the producers of the last group to join the next one.
 const GATHER: Duration = Duration::from_micros(200);
 
+/// A group of at least this many tasks and commands is long: the groups held before it are
+/// committed to redb first (see `Writer::stage_and_commit`).
+const LONG_GROUP: usize = 256;
+
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;
 /// Most scheduled tasks promoted, or results pruned, per transaction.
@@ -265,6 +269,22 @@ impl Writer {
         staged: &mut Staged,
     ) -> Result<(), Error> {
         let now = self.config.clock.now_ms();
+        // A reader that needs the held groups waits for the end of the group in progress.
+        // Before a long one (a bulk enqueue, a large batch of completions) they are committed
+        // first, so no reader waits behind it.
+        let size: usize = cmds
+            .iter()
+            .map(|c| match c {
+                Command::Enqueue { tasks, .. } => tasks.len(),
+                _ => 1,
+            })
+            .sum();
+        if size >= LONG_GROUP
+            && self.held_groups > 0
+            && let Err(e) = self.publish()
+        {
+            tracing::warn!(error = %e, "taskspool could not commit logged groups to its queue file; retrying");
+        }
         let txn = match self.take_txn() {
             Ok(txn) => txn,
             Err(e) => {
