@@ -234,13 +234,13 @@ fn groups_held_before_a_long_group_are_committed_first() {
     };
     enqueue(&writer, vec![task(1)]).unwrap();
     assert_eq!(in_file(), 0, "a short group stays in the open transaction");
-    enqueue(&writer, (0..1_000).map(task).collect()).unwrap();
+    enqueue(&writer, (0..2_000).map(task).collect()).unwrap();
     assert_eq!(
         in_file(),
         1,
         "committed before the long group, which is held"
     );
-    assert_eq!(visible_ids(&writer, &db).len(), 1_001);
+    assert_eq!(visible_ids(&writer, &db).len(), 2_001);
     writer.shutdown();
 }
 

@@ -37,7 +37,7 @@ const GATHER: Duration = Duration::from_micros(200);
 
 /// A group of at least this many tasks and commands is long: the groups held before it are
 /// committed to redb first (see `Writer::stage_and_commit`).
-const LONG_GROUP: usize = 256;
+const LONG_GROUP: usize = 1_000;
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;
