@@ -210,7 +210,7 @@ pub(crate) struct Tx<'t> {
     /// Records of running tasks, exactly those in the `running` table, kept by the writer
     /// across transactions: a running task's stored record is not rewritten at claim, so this
     /// is where its current state lives until it completes. Every change goes through `put`;
-    /// the writer reloads it from the file when a commit fails.
+    /// after a failed group the writer reloads it with its next transaction.
     pub running_cache: IdMap<TaskRecord>,
     /// Attempts completed in this transaction whose `running` entries are removed in one sweep
     /// by `finish` (one pass over a small table instead of one tree descent per task).
