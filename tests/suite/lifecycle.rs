@@ -363,3 +363,44 @@ fn many_concurrent_waiters_all_see_their_results() {
     });
     worker.shutdown(WAIT).unwrap();
 }
+
+/// Read-your-writes under concurrency: the writer keeps acknowledged groups in its open
+/// transaction until a reader needs them, so every thread that enqueues and at once reads its
+/// task back (while other threads enqueue, workers complete tasks and `stats` is polled) must
+/// find it, never `NotFound`; and every result a `wait` returns is readable with `try_get`.
+#[test]
+fn every_acknowledged_task_is_readable_at_once_while_others_write() {
+    let spool = Spool::temporary().unwrap();
+    let worker = spool
+        .worker()
+        .concurrency(2)
+        .register::<Add>()
+        .start()
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4i64 {
+            let spool = spool.clone();
+            s.spawn(move || {
+                for i in 0..150i64 {
+                    let handle = spool.enqueue(Add { a: t, b: i }).unwrap();
+                    let status = spool.status(handle.id()).unwrap();
+                    assert_eq!(status.id, handle.id());
+                    if i % 10 == 0 {
+                        assert_eq!(handle.wait(WAIT).unwrap(), t + i);
+                        assert_eq!(handle.try_get().unwrap(), Some(t + i));
+                    }
+                }
+            });
+        }
+        let spool = spool.clone();
+        s.spawn(move || {
+            for _ in 0..200 {
+                let stats = spool.stats().unwrap();
+                assert!(stats.total() <= 600);
+            }
+        });
+    });
+    let total = spool.stats().unwrap().total();
+    assert_eq!(total, 600);
+    worker.shutdown(WAIT).unwrap();
+}
