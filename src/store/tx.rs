@@ -215,9 +215,10 @@ pub(crate) struct Tx<'t> {
     /// Attempts completed in this transaction whose `running` entries are removed in one sweep
     /// by `finish` (one pass over a small table instead of one tree descent per task).
     pub(crate) running_done: Vec<(u64, u32)>,
-    /// Ready-index entries added in this transaction, written to the table by `finish`. A
-    /// task claimed in the transaction that made it ready (an enqueue to an idle worker) never
-    /// touches the ready table: one B-tree fewer in that commit.
+    /// Ready-index entries added in this transaction (up to a few thousand; more go to the
+    /// table at once), written to the table by `finish`. A task claimed in the transaction
+    /// that made it ready (an enqueue to an idle worker) never touches the ready table: one
+    /// B-tree fewer in that commit.
     pub(crate) pending_ready: std::collections::BTreeMap<ReadyKey, u64>,
     /// Every row this transaction changed, for the write-ahead log.
     pub(crate) redo: Redo,
