@@ -12,12 +12,9 @@ use redb::{
 
 use super::command::{Command, WriterHandle};
 use super::transitions::NewTask;
-use super::writer::{Writer, WriterConfig};
 use super::{open, prepare, schema::TASKS};
-use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::options::Options;
-use crate::result::Waiters;
 
 /// A file backend whose writes and syncs fail with ENOSPC while `full` is set.
 #[derive(Debug)]
@@ -103,21 +100,7 @@ fn faulty_spool(
     let db = Database::builder().create_with_backend(backend).unwrap();
     let mut opened = prepare(db, path, 1_000, None).unwrap();
     opened.wal.full = Some(log_full.clone());
-    let db = Arc::new(opened.db);
-    let writer = Writer::spawn(
-        db.clone(),
-        WriterConfig {
-            clock: Clock::System,
-            result_ttl_ms: None,
-            buffered: None,
-        },
-        opened.counters,
-        opened.counts,
-        opened.catalog,
-        opened.wal,
-        Arc::new(Waiters::default()),
-    )
-    .unwrap();
+    let (writer, db) = super::writer::spawn_opened(opened, None);
     (log_full, file_full, writer, db)
 }
 

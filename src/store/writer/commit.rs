@@ -19,6 +19,7 @@ use redb::{Durability, WriteTransaction};
 use super::Writer;
 use crate::error::Error;
 use crate::store::catalog::Catalog;
+use crate::store::command::Command;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_WAL_GENERATION};
 use crate::store::tx::{Tally, Tx, load_running, store_counts};
@@ -28,6 +29,9 @@ pub(crate) const PUBLISH_GROUPS: usize = 1_024;
 /// Redo bytes kept in the open transaction before it is committed to redb anyway (this bounds
 /// the memory its changed pages take, and the work of building it again after a failure).
 const PUBLISH_BYTES: usize = 1 << 20;
+/// A group of at least this many tasks and commands is long: the groups held before it are
+/// committed to redb first (see [`Writer::publish_before`]).
+const LONG_GROUP: usize = 1_000;
 
 impl Writer {
     /// On the way out: a checkpoint, so the next open has no log to read.
@@ -121,13 +125,37 @@ impl Writer {
             self.sync_deadline
                 .get_or_insert_with(|| Instant::now() + bound);
         }
-        if (self.held_groups >= PUBLISH_GROUPS || self.held_records.len() >= PUBLISH_BYTES)
-            && let Err(e) = self.publish()
-        {
-            // The groups are in the log: the next transaction gets them again.
-            tracing::warn!(error = %e, "taskspool could not commit logged groups to its queue file; retrying");
+        if self.held_groups >= PUBLISH_GROUPS || self.held_records.len() >= PUBLISH_BYTES {
+            self.publish_or_retry();
         }
         Ok(())
+    }
+
+    /// A reader that needs the held groups waits for the end of the group in progress. Before
+    /// a long one (a bulk enqueue, a large batch of completions) they are committed first, so
+    /// no reader waits behind it.
+    pub(super) fn publish_before(&mut self, cmds: &[Command]) {
+        if self.held_groups == 0 {
+            return;
+        }
+        let size: usize = cmds
+            .iter()
+            .map(|c| match c {
+                Command::Enqueue { tasks, .. } => tasks.len(),
+                _ => 1,
+            })
+            .sum();
+        if size >= LONG_GROUP {
+            self.publish_or_retry();
+        }
+    }
+
+    /// [`Writer::publish`] where a failure is only logged: the groups are in the log, so the
+    /// next transaction applies them again, and a reader's own `publish` reports the error.
+    pub(super) fn publish_or_retry(&mut self) {
+        if let Err(e) = self.publish() {
+            tracing::warn!(error = %e, "taskspool could not commit logged groups to its queue file; retrying");
+        }
     }
 
     /// Commits the logged groups held in the open transaction to redb (without a sync: the
@@ -220,10 +248,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::super::{Writer, WriterConfig, lock};
-    use crate::clock::Clock;
+    use super::super::{lock, spawn_opened};
     use crate::options::Options;
-    use crate::result::Waiters;
     use crate::store::command::{Command, WriterHandle};
     use crate::store::transitions::NewTask;
 
@@ -244,20 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
         let opened = crate::store::open(&path, 1_000, None, 1 << 20, 1 << 20).unwrap();
-        let mut writer = Writer::spawn(
-            Arc::new(opened.db),
-            WriterConfig {
-                clock: Clock::System,
-                result_ttl_ms: None,
-                buffered: Some(Duration::from_millis(50)),
-            },
-            opened.counters,
-            opened.counts,
-            opened.catalog,
-            opened.wal,
-            Arc::new(Waiters::default()),
-        )
-        .unwrap();
+        let (mut writer, _db) = spawn_opened(opened, Some(Duration::from_millis(50)));
         let unsynced = |w: &WriterHandle| lock(&w.core).sync_deadline.is_some();
         let enqueue = |w: &WriterHandle| {
             w.request(|reply| Command::Enqueue {

@@ -6,13 +6,35 @@
 //! (`commit`), and only then replies to callers and hands jobs to workers. The transaction is
 //! kept open for the next group: it is committed to redb only when a reader needs it, or
 //! every so many groups (`commit`). Groups are run by the writer thread, or by a caller that
-//! finds it idle (`thread`).
+//! finds it idle (`thread`). What a group's callers and workers then hear is in `outcome`.
 
 mod commit;
+mod outcome;
 mod thread;
 
 #[cfg(test)]
 pub(crate) use commit::PUBLISH_GROUPS;
+
+/// Starts a writer over a file opened by `store::open` or `store::prepare` (for tests that
+/// drive the writer without a `Spool`); `buffered` as in [`WriterConfig`].
+#[cfg(test)]
+pub(crate) fn spawn_opened(
+    opened: crate::store::Opened,
+    buffered: Option<Duration>,
+) -> (WriterHandle, Arc<Database>) {
+    let db = Arc::new(opened.db);
+    let config = WriterConfig {
+        clock: Clock::System,
+        result_ttl_ms: None,
+        buffered,
+    };
+    let waiters = Arc::new(Waiters::default());
+    let (counters, counts, catalog, wal) =
+        (opened.counters, opened.counts, opened.catalog, opened.wal);
+    let writer = Writer::spawn(db.clone(), config, counters, counts, catalog, wal, waiters)
+        .expect("the writer thread starts");
+    (writer, db)
+}
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,10 +56,6 @@ use crate::store::wal::Wal;
 
 /// The longest the writer waits for the producers of the last group to join the next one.
 const GATHER: Duration = Duration::from_micros(200);
-
-/// A group of at least this many tasks and commands is long: the groups held before it are
-/// committed to redb first (see `Writer::stage_and_commit`).
-const LONG_GROUP: usize = 1_000;
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8_192;
@@ -269,22 +287,7 @@ impl Writer {
         staged: &mut Staged,
     ) -> Result<(), Error> {
         let now = self.config.clock.now_ms();
-        // A reader that needs the held groups waits for the end of the group in progress.
-        // Before a long one (a bulk enqueue, a large batch of completions) they are committed
-        // first, so no reader waits behind it.
-        let size: usize = cmds
-            .iter()
-            .map(|c| match c {
-                Command::Enqueue { tasks, .. } => tasks.len(),
-                _ => 1,
-            })
-            .sum();
-        if size >= LONG_GROUP
-            && self.held_groups > 0
-            && let Err(e) = self.publish()
-        {
-            tracing::warn!(error = %e, "taskspool could not commit logged groups to its queue file; retrying");
-        }
+        self.publish_before(&cmds);
         let txn = match self.take_txn() {
             Ok(txn) => txn,
             Err(e) => {
@@ -522,90 +525,5 @@ impl Writer {
             }
         }
         Ok(())
-    }
-
-    /// After a successful commit: replies, hand-offs, wake-ups.
-    fn deliver(&mut self, staged: Staged) -> (bool, bool) {
-        // Workers first: a task should not wait for its enqueuer to be woken.
-        let mut returned = Vec::new();
-        for (worker, jobs) in staged.claimed {
-            match self.workers.iter_mut().find(|w| w.id == worker) {
-                Some(w) => {
-                    for job in jobs {
-                        w.handed(job.payload.len());
-                        if let Err(send) = w.jobs.send(job) {
-                            w.released();
-                            returned.push(send.into_inner());
-                        }
-                    }
-                }
-                None => returned.extend(jobs),
-            }
-        }
-        for (reply, ids) in staged.enqueued {
-            reply.send(Ok(ids));
-        }
-        for reply in staged.acks {
-            reply.send(Ok(()));
-        }
-        for (reply, result) in staged.schedule_replies {
-            reply.send(result);
-        }
-        for reply in staged.unregistered {
-            reply.send(());
-        }
-        for (reply, jobs) in staged.claim_once {
-            reply.send(Ok(jobs));
-        }
-        // A woken waiter reads the result: it must find it in redb.
-        if self.waiters.any(&staged.finalized)
-            && let Err(e) = self.publish()
-        {
-            tracing::warn!(error = %e, "taskspool could not commit results to its queue file; readers see the error");
-        }
-        self.waiters.notify(&staged.finalized);
-        // Jobs whose worker vanished between claim and hand-off go back to the ready index.
-        let more = staged.more || !returned.is_empty();
-        for job in returned {
-            let _ = self.retry_release(job);
-        }
-        (more, staged.shutdown)
-    }
-
-    fn retry_release(&mut self, job: Job) -> Result<(), Error> {
-        let txn = self.take_txn()?;
-        let staged = self
-            .open_tx(&txn, self.config.clock.now_ms())
-            .and_then(|mut tx| {
-                tx.release(job.id, job.attempt)?;
-                let tally = tx.finish(&self.counts)?;
-                Ok((tally, self.take_back(&mut tx)))
-            });
-        let done = staged.and_then(|(tally, redo)| self.commit(txn, redo, tally));
-        if done.is_err() {
-            self.stale = true;
-        }
-        done
-    }
-
-    /// After a failed commit: every caller hears the error; completions are kept to retry.
-    fn fail(&mut self, staged: Staged, e: &Error) {
-        for (reply, _) in staged.enqueued {
-            reply.send(Err(e.duplicate()));
-        }
-        for reply in staged.acks {
-            reply.send(Err(e.duplicate()));
-        }
-        for (reply, _) in staged.schedule_replies {
-            reply.send(Err(e.duplicate()));
-        }
-        for reply in staged.unregistered {
-            reply.send(());
-        }
-        for (reply, _) in staged.claim_once {
-            reply.send(Err(e.duplicate()));
-        }
-        self.retry = staged.completions;
-        self.stale = true;
     }
 }
