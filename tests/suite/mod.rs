@@ -9,6 +9,7 @@ mod crash;
 mod decode;
 mod delays;
 mod files;
+mod format;
 mod lifecycle;
 mod options;
 mod panics;
