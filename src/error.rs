@@ -1,14 +1,17 @@
-//! The one public error type, and private conversions from redb, I/O and codec errors.
+//! The one public error type. Conversions from the storage engine's own errors live with the
+//! engine (`store::errors`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::task::TaskId;
+use crate::model::{AttemptError, TaskId};
 
 /// Everything that can go wrong when using a [`Spool`](crate::Spool).
 ///
 /// Match on the variant, or on [`Error::kind`] when only the broad category matters
-/// (for example to decide whether retrying the call can help).
-#[derive(Debug, thiserror::Error)]
+/// (for example to decide whether retrying the call can help). Errors are `Clone`: when a
+/// group of requests fails together, every caller gets the same error, with its source.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Another process, or another `Spool` in this process, has the queue file open.
@@ -65,8 +68,13 @@ pub enum Error {
     DiskFull,
 
     /// Any other storage failure (I/O error, redb error). The operation was not applied.
-    #[error("storage error: {0}")]
-    Storage(String),
+    #[error("storage error: {message}")]
+    Storage {
+        /// What failed, and what to do about it.
+        message: String,
+        /// The underlying error, when there is one (an I/O or redb error).
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// An option passed to `enqueue_with`, a builder or a declaration is invalid.
     /// Nothing was written.
@@ -149,7 +157,7 @@ impl Error {
             Error::Corrupt { .. } | Error::NotAQueue { .. } | Error::NewerFormat { .. } => {
                 ErrorKind::BadFile
             }
-            Error::DiskFull | Error::Storage(_) => ErrorKind::Storage,
+            Error::DiskFull | Error::Storage { .. } => ErrorKind::Storage,
             Error::InvalidOption(_) | Error::InvalidSchedule(_) | Error::Json(_) => {
                 ErrorKind::InvalidInput
             }
@@ -162,12 +170,32 @@ impl Error {
         }
     }
 
-    /// Cloning for fan-out of one failed group commit to every caller in the group.
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::DiskFull => Error::DiskFull,
-            Error::Closed => Error::Closed,
-            other => Error::Storage(other.to_string()),
+    /// A storage failure without an underlying error.
+    pub(crate) fn storage(message: impl Into<String>) -> Error {
+        Error::Storage {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A storage failure caused by `source`; the message is `{context}: {source}`.
+    pub(crate) fn storage_from(
+        context: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Storage {
+            message: format!("{context}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// An I/O failure of `context` (a file of the queue): `DiskFull` for a full disk, else
+    /// `Storage` with the I/O error as its source.
+    pub(crate) fn io(context: &str, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            Error::DiskFull
+        } else {
+            Error::storage_from(context, e)
         }
     }
 }
@@ -184,55 +212,5 @@ pub struct Failure {
     /// The last attempt's error message.
     pub message: String,
     /// One entry per failed attempt, oldest first.
-    pub errors: Vec<crate::state::AttemptError>,
+    pub errors: Vec<AttemptError>,
 }
-
-fn io_error(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        Error::DiskFull
-    } else {
-        Error::Storage(format!("I/O error: {e}"))
-    }
-}
-
-/// redb fails its handle for good after an I/O error (a full disk, say): every later
-/// operation reports `PreviousIo` until the file is reopened.
-const PREVIOUS_IO: &str = "an earlier I/O error (such as a full disk) stopped this queue file's \
-     handle; nothing since was applied — drop every Spool handle and open the file again \
-     (acknowledged tasks are safe; running ones are recovered at the next open)";
-
-impl From<redb::StorageError> for Error {
-    fn from(e: redb::StorageError) -> Self {
-        match e {
-            redb::StorageError::Io(io) => io_error(io),
-            redb::StorageError::PreviousIo => Error::Storage(PREVIOUS_IO.into()),
-            other => Error::Storage(other.to_string()),
-        }
-    }
-}
-
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        match e {
-            redb::Error::Io(io) => io_error(io),
-            redb::Error::PreviousIo => Error::Storage(PREVIOUS_IO.into()),
-            other => Error::Storage(other.to_string()),
-        }
-    }
-}
-
-macro_rules! via_redb_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                redb::Error::from(e).into()
-            }
-        }
-    )*};
-}
-via_redb_error!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);

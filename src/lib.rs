@@ -88,26 +88,37 @@
 
 #![deny(missing_docs)]
 
-mod clock;
-mod codec;
-mod dispatch;
-mod error;
-mod inspect;
-mod options;
+// The public face, top down: the spool handle, its pools and task handles, what they share,
+// the user's task definitions and options, the views reads return, the storage engine
+// (`store`, the only module that names redb), and at the bottom the model and utilities.
+mod spool;
+
 mod pool;
 mod result;
-mod retry;
+
+mod shared;
+
 mod schedule;
-mod spool;
-mod state;
-mod store;
-mod sync;
 mod task;
+
+mod options;
+mod views;
+
+mod store;
+
+mod clock;
+mod error;
+mod model;
+mod retry;
+mod sync;
 
 pub use clock::ManualClock;
 pub use error::{Error, ErrorKind, Failure};
-pub use inspect::{QueueStats, Stats, TaskStatus};
-pub use options::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Expiry, MAX_PRIORITY, Options};
+pub use model::{
+    AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_PRIORITY, TaskId,
+    TaskState,
+};
+pub use options::{Expiry, Options};
 pub use pool::{
     DEFAULT_MAX_PREFETCH, DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder,
 };
@@ -118,5 +129,5 @@ pub use spool::{
     DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Durability, Spool,
     SpoolBuilder,
 };
-pub use state::{AttemptError, AttemptErrorKind, TaskState};
-pub use task::{Context, Task, TaskError, TaskId};
+pub use task::{Context, Task, TaskError};
+pub use views::{QueueStats, Stats, TaskStatus};

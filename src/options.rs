@@ -4,19 +4,23 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{duration_ms, from_system_time};
 use crate::error::Error;
+use crate::model::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_PRIORITY, MAX_QUEUE_NAME};
 use crate::retry::RetryPolicy;
 
-/// The queue tasks go to when no queue is named.
-pub const DEFAULT_QUEUE: &str = "default";
-
-/// The highest priority. Priorities run from 0 to 9; higher runs first.
-pub const MAX_PRIORITY: u8 = 9;
-
-/// Retries after the first attempt when nothing else is set (Celery's default).
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
-
-/// Longest accepted queue name, in bytes.
-const MAX_QUEUE_NAME: usize = 200;
+/// Checks a queue name, wherever one is given (an enqueue's options, a schedule's, a
+/// worker's queues): not empty, and at most [`MAX_QUEUE_NAME`] bytes.
+pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
+    if queue.is_empty() {
+        return Err(Error::InvalidOption("queue name must not be empty".into()));
+    }
+    if queue.len() > MAX_QUEUE_NAME {
+        return Err(Error::InvalidOption(format!(
+            "queue name is {} bytes long; the limit is {MAX_QUEUE_NAME}",
+            queue.len()
+        )));
+    }
+    Ok(())
+}
 
 /// When a task expires: a delay from enqueue, or an absolute time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,15 +219,7 @@ impl Options {
             .queue
             .clone()
             .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
-        if queue.is_empty() {
-            return Err(Error::InvalidOption("queue name must not be empty".into()));
-        }
-        if queue.len() > MAX_QUEUE_NAME {
-            return Err(Error::InvalidOption(format!(
-                "queue name is {} bytes long; the limit is {MAX_QUEUE_NAME}",
-                queue.len()
-            )));
-        }
+        check_queue_name(&queue)?;
         let priority = self.priority.unwrap_or(0);
         if priority > MAX_PRIORITY {
             return Err(Error::InvalidOption(format!(

@@ -2,7 +2,6 @@
 //! the outcome to the writer. Also the synchronous `drain` used by tests.
 
 use std::any::Any;
-use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,14 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::clock::Clock;
-use crate::dispatch::{Job, WorkerSlots};
 use crate::error::Error;
-use crate::options::DEFAULT_QUEUE;
-use crate::spool::Spool;
-use crate::store::command::Command;
-use crate::store::inflight::Inflight;
-use crate::store::transitions::Completion;
-use crate::task::{Context, Outcome, Registry, Task, TaskError, TaskId};
+use crate::model::{DEFAULT_QUEUE, Outcome, PoolId};
+use crate::options::check_queue_name;
+use crate::shared::Shared;
+use crate::store::{Completion, Job, PoolSpec, Reporter, Serves, ThreadSlot};
+use crate::task::{Context, Registry, Task, TaskError};
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,50 +27,7 @@ pub const DEFAULT_MAX_PREFETCH: usize = 1024;
 /// Tasks claimed per round by [`WorkerBuilder::drain`].
 const DRAIN_BATCH: usize = 32;
 
-static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The running pools of a spool, as readers see them: which queues each serves and which task
-/// names it knows. A due task is *unregistered* when some pool serves its queue and none of
-/// those pools knows its name.
-#[derive(Default)]
-pub(crate) struct LiveWorkers {
-    pools: std::sync::RwLock<Vec<LivePool>>,
-}
-
-/// A running pool's id, queues and task names.
-type LivePool = (u64, Vec<String>, HashSet<String>);
-
-impl LiveWorkers {
-    fn add(&self, id: u64, queues: Vec<String>, names: HashSet<String>) {
-        self.pools
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((id, queues, names));
-    }
-
-    fn remove(&self, id: u64) {
-        self.pools
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|p| p.0 != id);
-    }
-
-    /// Whether a pool serves `queue` and none of the pools serving it knows `name`.
-    pub(crate) fn is_unregistered(&self, queue: &str, name: &str) -> bool {
-        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
-        let serving: Vec<_> = pools
-            .iter()
-            .filter(|p| p.1.iter().any(|q| q == queue))
-            .collect();
-        !serving.is_empty() && !serving.iter().any(|p| p.2.contains(name))
-    }
-
-    /// The queues at least one pool serves.
-    pub(crate) fn served_queues(&self) -> HashSet<String> {
-        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
-        pools.iter().flat_map(|p| p.1.iter().cloned()).collect()
-    }
-}
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Configures a worker pool: how many threads, which queues, which task types.
 ///
@@ -97,7 +51,7 @@ impl LiveWorkers {
 /// # Ok::<(), taskspool::Error>(())
 /// ```
 pub struct WorkerBuilder {
-    spool: Spool,
+    shared: Arc<Shared>,
     concurrency: usize,
     queues: Vec<String>,
     registry: Registry,
@@ -117,9 +71,9 @@ impl std::fmt::Debug for WorkerBuilder {
 }
 
 impl WorkerBuilder {
-    pub(crate) fn new(spool: Spool) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         WorkerBuilder {
-            spool,
+            shared,
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queues: Vec::new(),
             registry: Registry::default(),
@@ -173,7 +127,9 @@ impl WorkerBuilder {
         self
     }
 
-    fn validated_queues(&self) -> Result<Vec<String>, Error> {
+    /// What the pool can run, checked: at least one task type, and valid queue names
+    /// (`"default"` when none is named).
+    fn serves(&self) -> Result<Serves, Error> {
         if self.registry.is_empty() {
             return Err(Error::InvalidOption(
                 "a worker needs at least one task type: call register::<T>()".into(),
@@ -184,59 +140,62 @@ impl WorkerBuilder {
         } else {
             self.queues.clone()
         };
-        if queues.iter().any(String::is_empty) {
-            return Err(Error::InvalidOption("queue name must not be empty".into()));
+        for queue in &queues {
+            check_queue_name(queue)?;
         }
-        Ok(queues)
+        Ok(Serves {
+            queues,
+            names: self.registry.names().into_iter().collect(),
+        })
     }
 
     /// Starts the threads. They run until [`Worker::shutdown`] or until the `Worker` is dropped.
     ///
     /// # Errors
-    /// `InvalidOption` for zero concurrency, an empty queue name or no registered task type;
-    /// `Closed` if the spool's writer has stopped.
+    /// `InvalidOption` for zero concurrency, an empty or over-long queue name or no registered
+    /// task type; `Closed` if the spool's writer has stopped.
     pub fn start(self) -> Result<Worker, Error> {
-        let queues = self.validated_queues()?;
+        let serves = self.serves()?;
         if self.concurrency == 0 {
             return Err(Error::InvalidOption(
                 "concurrency must be at least 1".into(),
             ));
         }
-        let id = NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed);
+        let id = PoolId(NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed));
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let stopping = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicUsize::new(0));
         let registry = Arc::new(self.registry);
+        let reporter = self.shared.engine.reporter();
         let mut threads = Vec::with_capacity(self.concurrency);
         for n in 0..self.concurrency {
             let thread = WorkerThread {
-                worker: id,
+                pool: id,
                 registry: registry.clone(),
                 jobs: jobs_rx.clone(),
-                writer: self.spool.writer().tx.clone(),
-                clock: self.spool.clock().clone(),
+                reporter: reporter.clone(),
+                clock: self.shared.clock.clone(),
                 stopping: stopping.clone(),
                 busy: busy.clone(),
-                inflight: self.spool.inflight().clone(),
                 _done: done_tx.clone(),
             };
             let handle = std::thread::Builder::new()
-                .name(format!("taskspool-worker-{id}-{n}"))
+                .name(format!("taskspool-worker-{}-{n}", id.0))
                 .spawn(move || thread.run())
-                .map_err(|e| Error::Storage(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| Error::storage_from("cannot start a worker thread", e))?;
             threads.push(handle);
         }
         drop(done_tx);
-        let names: HashSet<String> = registry.names().into_iter().collect();
-        self.spool.live().add(id, queues.clone(), names.clone());
-        let slots = WorkerSlots::new(id, queues, names, self.concurrency, self.prefetch, jobs_tx);
-        if let Err(e) = self
-            .spool
-            .writer()
-            .request(|reply| Command::Register { slots, reply })
-        {
-            self.spool.live().remove(id);
+        let spec = PoolSpec {
+            id,
+            serves,
+            threads: self.concurrency,
+            max_prefetch: self.prefetch,
+        };
+        if let Err(e) = self.shared.engine.register(spec, jobs_tx) {
+            // The threads exit once the engine drops the pool's job channel.
+            self.shared.engine.unregister(id);
             return Err(e);
         }
         Ok(Worker {
@@ -247,7 +206,7 @@ impl WorkerBuilder {
                 done: done_rx,
                 threads,
             })),
-            spool: self.spool,
+            shared: self.shared,
             shutdown_timeout: self.shutdown_timeout,
         })
     }
@@ -259,50 +218,37 @@ impl WorkerBuilder {
     /// # Errors
     /// `InvalidOption` as for [`start`](Self::start); `Storage`/`Closed` from the writer.
     pub fn drain(self) -> Result<DrainReport, Error> {
-        let queues = self.validated_queues()?;
-        let names: HashSet<String> = self.registry.names().into_iter().collect();
+        let serves = self.serves()?;
         let mut report = DrainReport::default();
-        let slot = self.spool.inflight().acquire();
-        let result = self.drain_rounds(&queues, &names, slot, &mut report);
-        self.spool.inflight().release(slot);
+        let reporter = self.shared.engine.reporter();
+        let slot = reporter.join();
+        let result = self.drain_rounds(&serves, &*reporter, slot, &mut report);
+        reporter.leave(slot);
         result.map(|()| report)
     }
 
     fn drain_rounds(
         &self,
-        queues: &[String],
-        names: &HashSet<String>,
-        slot: u64,
+        serves: &Serves,
+        reporter: &dyn Reporter,
+        slot: ThreadSlot,
         report: &mut DrainReport,
     ) -> Result<(), Error> {
+        let engine = &self.shared.engine;
         loop {
-            let jobs = self.spool.writer().request(|reply| Command::ClaimOnce {
-                queues: queues.to_vec(),
-                names: names.clone(),
-                max: DRAIN_BATCH,
-                reply,
-            })?;
+            let jobs = engine.claim(serves, DRAIN_BATCH)?;
             if jobs.is_empty() {
                 return Ok(());
             }
             for job in jobs {
-                let completion = attempt(
-                    &self.registry,
-                    self.spool.inflight(),
-                    slot,
-                    self.spool.clock(),
-                    &job,
-                );
+                let completion = attempt(&self.registry, reporter, slot, &self.shared.clock, &job);
                 report.attempts += 1;
                 if matches!(completion.outcome, Outcome::Succeeded(_)) {
                     report.succeeded += 1;
                 }
-                self.spool.writer().send(Command::Complete {
-                    worker: None,
-                    completion,
-                })?;
+                reporter.complete(None, completion)?;
             }
-            self.spool.sync()?;
+            engine.sync()?;
         }
     }
 }
@@ -321,12 +267,12 @@ pub struct DrainReport {
 /// [`WorkerBuilder::shutdown_timeout`]).
 pub struct Worker {
     running: Mutex<Option<Running>>,
-    spool: Spool,
+    shared: Arc<Shared>,
     shutdown_timeout: Duration,
 }
 
 struct Running {
-    id: u64,
+    id: PoolId,
     stopping: Arc<AtomicBool>,
     busy: Arc<AtomicUsize>,
     done: Receiver<()>,
@@ -360,20 +306,8 @@ impl Worker {
             return Ok(());
         };
         running.stopping.store(true, Ordering::SeqCst);
-        self.spool.live().remove(running.id);
-        // The writer drops our job channel: threads finish what they hold and exit.
-        let (tx, rx) = crate::sync::oneshot();
-        if self
-            .spool
-            .writer()
-            .send(Command::Unregister {
-                worker: running.id,
-                reply: tx,
-            })
-            .is_ok()
-        {
-            let _ = rx.recv();
-        }
+        // The engine drops our job channel: threads finish what they hold and exit.
+        self.shared.engine.unregister(running.id);
         match running.done.recv_deadline(deadline) {
             Err(RecvTimeoutError::Disconnected) | Ok(()) => {
                 for t in running.threads {
@@ -386,7 +320,7 @@ impl Worker {
                 });
             }
         }
-        match self.spool.sync() {
+        match self.shared.engine.sync() {
             Ok(()) | Err(Error::Closed) => Ok(()),
             Err(e) => Err(e),
         }
@@ -412,43 +346,35 @@ impl Drop for Worker {
 
 /// One pool thread's view.
 struct WorkerThread {
-    worker: u64,
+    pool: PoolId,
     registry: Arc<Registry>,
     jobs: Receiver<Job>,
-    writer: Sender<Command>,
+    reporter: Arc<dyn Reporter>,
     clock: Clock,
     stopping: Arc<AtomicBool>,
     busy: Arc<AtomicUsize>,
-    inflight: Arc<Inflight>,
     /// Dropped when the thread exits; shutdown waits for all of them.
     _done: Sender<()>,
 }
 
 impl WorkerThread {
     fn run(self) {
-        let slot = self.inflight.acquire();
+        let slot = self.reporter.join();
         self.serve(slot);
-        self.inflight.release(slot);
+        self.reporter.leave(slot);
     }
 
-    fn serve(&self, slot: u64) {
+    fn serve(&self, slot: ThreadSlot) {
         for job in self.jobs.iter() {
-            let cmd = if self.stopping.load(Ordering::SeqCst) {
-                Command::Release {
-                    worker: self.worker,
-                    id: job.id,
-                    attempt: job.attempt,
-                }
+            let sent = if self.stopping.load(Ordering::SeqCst) {
+                self.reporter.release(self.pool, job.id, job.attempt)
             } else {
                 self.busy.fetch_add(1, Ordering::SeqCst);
-                let completion = attempt(&self.registry, &self.inflight, slot, &self.clock, &job);
+                let completion = attempt(&self.registry, &*self.reporter, slot, &self.clock, &job);
                 self.busy.fetch_sub(1, Ordering::SeqCst);
-                Command::Complete {
-                    worker: Some(self.worker),
-                    completion,
-                }
+                self.reporter.complete(Some(self.pool), completion)
             };
-            if self.writer.send(cmd).is_err() {
+            if sent.is_err() {
                 // The spool is closed; whatever this attempt did is recovered at the next open.
                 return;
             }
@@ -456,16 +382,15 @@ impl WorkerThread {
     }
 }
 
-/// Runs one attempt on this thread: records its start in the journal slot, runs it, and
-/// reports what happened.
+/// Runs one attempt on this thread: notes its start, runs it, and reports what happened.
 fn attempt(
     registry: &Registry,
-    inflight: &Inflight,
-    slot: u64,
+    reporter: &dyn Reporter,
+    slot: ThreadSlot,
     clock: &Clock,
     job: &Job,
 ) -> Completion {
-    inflight.mark(slot, job.id, job.attempt);
+    reporter.starting(slot, job.id, job.attempt);
     let started_at_ms = clock.now_ms();
     let timer = Instant::now();
     let outcome = run_job(registry, job);
@@ -481,7 +406,7 @@ fn attempt(
 /// Runs one attempt under `catch_unwind`. Never panics.
 fn run_job(registry: &Registry, job: &Job) -> Outcome {
     let ctx = Context {
-        id: TaskId(job.id),
+        id: job.id,
         name: job.name.clone(),
         queue: job.queue.clone(),
         attempt: job.attempt,
@@ -490,10 +415,8 @@ fn run_job(registry: &Registry, job: &Job) -> Outcome {
         origin: job.origin.clone(),
     };
     let Some(handler) = registry.get(&job.name) else {
-        return Outcome::Error(TaskError::retry(format!(
-            "no handler registered for task `{}`",
-            job.name
-        )));
+        return TaskError::retry(format!("no handler registered for task `{}`", job.name))
+            .into_outcome();
     };
     catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
         .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())))

@@ -1,27 +1,26 @@
-//! Results: the typed [`TaskHandle`], `wait`, and the wake-ups that make waiting cheap.
+//! Results: the typed [`TaskHandle`] and `wait`, which sleeps until the engine says the task
+//! finished (no polling).
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::inspect::TaskStatus;
-use crate::spool::Spool;
-use crate::task::TaskId;
+use crate::model::TaskId;
+use crate::shared::Shared;
+use crate::sync::Woken;
+use crate::views::TaskStatus;
 
 /// A typed reference to an enqueued task, returned by `enqueue`. `O` is the task's `Output`.
 ///
 /// The handle is a convenience: the id alone is enough to ask for the status later
-/// ([`Spool::status`]) or to rebuild a handle ([`Spool::handle`]). A handle keeps its spool
-/// open.
+/// ([`Spool::status`](crate::Spool::status)) or to rebuild a handle
+/// ([`Spool::handle`](crate::Spool::handle)). A handle keeps its spool open.
 pub struct TaskHandle<O> {
     id: TaskId,
-    spool: Spool,
+    shared: Arc<Shared>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -29,7 +28,7 @@ impl<O> Clone for TaskHandle<O> {
     fn clone(&self) -> Self {
         TaskHandle {
             id: self.id,
-            spool: self.spool.clone(),
+            shared: self.shared.clone(),
             _output: PhantomData,
         }
     }
@@ -42,10 +41,10 @@ impl<O> std::fmt::Debug for TaskHandle<O> {
 }
 
 impl<O: DeserializeOwned> TaskHandle<O> {
-    pub(crate) fn new(id: TaskId, spool: Spool) -> Self {
+    pub(crate) fn new(id: TaskId, shared: Arc<Shared>) -> Self {
         TaskHandle {
             id,
-            spool,
+            shared,
             _output: PhantomData,
         }
     }
@@ -60,7 +59,7 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// # Errors
     /// `NotFound` if the task was pruned after its results TTL; `Storage` on a read failure.
     pub fn status(&self) -> Result<TaskStatus, Error> {
-        self.spool.status(self.id)
+        self.shared.engine.status(self.id)
     }
 
     /// The output if the task has succeeded, `None` while it has not reached a final state.
@@ -70,7 +69,7 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// final states; `NotFound` after pruning; `Json` if the stored output does not decode
     /// into `O`.
     pub fn try_get(&self) -> Result<Option<O>, Error> {
-        match self.spool.final_output(self.id)? {
+        match self.shared.engine.result(self.id)? {
             Some(bytes) => decode_output(&bytes).map(Some),
             None => Ok(None),
         }
@@ -86,23 +85,24 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// error of [`try_get`](Self::try_get).
     pub fn wait(&self, timeout: Duration) -> Result<O, Error> {
         let deadline = Instant::now() + timeout;
+        let waiters = &self.shared.waiters;
         loop {
-            let reg = self.spool.waiters().register(self.id.0);
-            match self.spool.final_output(self.id) {
+            let reg = waiters.register(self.id);
+            match self.shared.engine.result(self.id) {
                 Ok(None) => {}
                 done => {
-                    self.spool.waiters().forget(reg);
+                    waiters.forget(reg);
                     return done.and_then(|bytes| decode_output(&bytes.unwrap_or_default()));
                 }
             }
-            match reg.wake.recv_deadline(deadline) {
-                // Woken: the registration was consumed by `notify`; read again.
-                Ok(()) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    self.spool.waiters().forget(reg);
+            match reg.wait(deadline) {
+                // The registration was used up by the notification; read again.
+                Woken::Notified => {}
+                Woken::TimedOut => {
+                    waiters.forget(reg);
                     return Err(Error::Timeout(self.id));
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+                Woken::Closed => return Err(Error::Closed),
             }
         }
     }
@@ -111,72 +111,4 @@ impl<O: DeserializeOwned> TaskHandle<O> {
 fn decode_output<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, Error> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
-}
-
-/// Threads blocked in `wait`, keyed by task id; the writer wakes them after each commit.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    map: Mutex<HashMap<u64, Vec<Waker>>>,
-    count: AtomicUsize,
-    next_token: AtomicU64,
-}
-
-/// A registration token and the channel that wakes it.
-type Waker = (u64, Sender<()>);
-
-/// One registered waiter.
-pub(crate) struct Registration {
-    id: u64,
-    token: u64,
-    wake: Receiver<()>,
-}
-
-impl Waiters {
-    /// Registers interest in `id` before its state is read (so a commit in between is not missed).
-    pub(crate) fn register(&self, id: u64) -> Registration {
-        let (tx, wake) = crossbeam_channel::bounded(1);
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(id).or_default().push((token, tx));
-        self.count.fetch_add(1, Ordering::Release);
-        Registration { id, token, wake }
-    }
-
-    /// Removes a registration whose waiter returned without being woken.
-    pub(crate) fn forget(&self, reg: Registration) {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = map.get_mut(&reg.id) {
-            let before = list.len();
-            list.retain(|(token, _)| *token != reg.token);
-            self.count.fetch_sub(before - list.len(), Ordering::Release);
-            if list.is_empty() {
-                map.remove(&reg.id);
-            }
-        }
-    }
-
-    /// Whether any of these tasks has a waiter.
-    pub(crate) fn any(&self, ids: &[u64]) -> bool {
-        if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.iter().any(|id| map.contains_key(id))
-    }
-
-    /// Wakes every waiter of these tasks.
-    pub(crate) fn notify(&self, ids: &[u64]) {
-        if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        for id in ids {
-            if let Some(list) = map.remove(id) {
-                self.count.fetch_sub(list.len(), Ordering::Release);
-                for (_, tx) in list {
-                    let _ = tx.try_send(());
-                }
-            }
-        }
-    }
 }

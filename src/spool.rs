@@ -4,21 +4,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase};
-
 use crate::clock::{Clock, ManualClock, duration_ms};
 use crate::error::Error;
-use crate::inspect::{self, Stats, TaskStatus};
+use crate::model::TaskId;
 use crate::options::Options;
-use crate::pool::{LiveWorkers, WorkerBuilder};
-use crate::result::{TaskHandle, Waiters};
+use crate::pool::WorkerBuilder;
+use crate::result::TaskHandle;
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
-use crate::store::command::{Command, WriterHandle};
-use crate::store::inflight::Inflight;
-use crate::store::schedules::ScheduleOp;
-use crate::store::transitions::NewTask;
-use crate::store::writer::{Writer, WriterConfig};
-use crate::task::{Task, TaskId};
+use crate::shared::Shared;
+use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp};
+use crate::sync::Waiters;
+use crate::task::Task;
+use crate::views::{Stats, TaskStatus};
 
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's
 /// `result_expires` default).
@@ -30,31 +27,13 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// commits what is pending and releases the file lock.
 #[derive(Clone)]
 pub struct Spool {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    writer: WriterHandle,
-    db: Arc<Database>,
-    clock: Clock,
-    waiters: Arc<Waiters>,
-    inflight: Arc<Inflight>,
-    live: LiveWorkers,
-    path: PathBuf,
-    /// Keeps a temporary spool's directory alive; removed after the database is closed.
-    _temp_dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.writer.shutdown();
-    }
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
-            .field("path", &self.inner.path)
+            .field("path", &self.shared.path)
             .finish()
     }
 }
@@ -106,7 +85,7 @@ pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// How much write-ahead log accumulates before the queue file is checkpointed, unless
 /// configured otherwise (see [`SpoolBuilder::checkpoint_after`]).
-pub const DEFAULT_CHECKPOINT_BYTES: u64 = crate::store::wal::CHECKPOINT_BYTES;
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = CHECKPOINT_BYTES;
 
 impl Default for SpoolBuilder {
     fn default() -> Self {
@@ -189,49 +168,26 @@ impl SpoolBuilder {
         let dir = tempfile::Builder::new()
             .prefix("taskspool-")
             .tempdir()
-            .map_err(|e| Error::Storage(format!("cannot create a temporary directory: {e}")))?;
+            .map_err(|e| Error::storage_from("cannot create a temporary directory", e))?;
         let path = dir.path().join("queue.redb");
         self.open_inner(path, Some(dir))
     }
 
     fn open_inner(self, path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Spool, Error> {
-        let ttl_ms = self.result_ttl.map(duration_ms);
-        let opened = crate::store::open(
-            &path,
-            self.clock.now_ms(),
-            ttl_ms,
-            self.cache_bytes,
-            self.checkpoint_bytes,
-        )?;
-        let db = Arc::new(opened.db);
         let waiters = Arc::new(Waiters::default());
-        let writer = Writer::spawn(
-            db.clone(),
-            WriterConfig {
-                clock: self.clock.clone(),
-                result_ttl_ms: ttl_ms,
-                buffered: match self.durability {
-                    Durability::Buffered(bound) if !bound.is_zero() => Some(bound),
-                    _ => None,
-                },
+        let config = FileConfig {
+            clock: self.clock.clone(),
+            result_ttl_ms: self.result_ttl.map(duration_ms),
+            cache_bytes: self.cache_bytes,
+            checkpoint_bytes: self.checkpoint_bytes,
+            buffered: match self.durability {
+                Durability::Buffered(bound) if !bound.is_zero() => Some(bound),
+                _ => None,
             },
-            opened.counters,
-            opened.counts,
-            opened.catalog,
-            opened.wal,
-            waiters.clone(),
-        )?;
+        };
+        let engine = FileEngine::open(&path, config, waiters.clone())?;
         Ok(Spool {
-            inner: Arc::new(Inner {
-                writer,
-                db,
-                clock: self.clock,
-                waiters,
-                inflight: Arc::new(opened.inflight),
-                live: LiveWorkers::default(),
-                path,
-                _temp_dir: temp,
-            }),
+            shared: Shared::new(Box::new(engine), self.clock, waiters, path, temp),
         })
     }
 }
@@ -261,12 +217,12 @@ impl Spool {
 
     /// The queue file's path.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.shared.path
     }
 
     /// Starts configuring a worker pool for this spool.
     pub fn worker(&self) -> WorkerBuilder {
-        WorkerBuilder::new(self.clone())
+        WorkerBuilder::new(self.shared.clone())
     }
 
     /// Enqueues a task with its type's default options. Durable when it returns.
@@ -311,7 +267,7 @@ impl Spool {
         tasks: impl IntoIterator<Item = T>,
         options: Options,
     ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
-        let now = self.inner.clock.now_ms();
+        let now = self.shared.clock.now_ms();
         let opts = Arc::new(options.over(T::defaults()).resolve(now)?);
         let name: Arc<str> = Arc::from(T::NAME);
         let new = tasks
@@ -330,19 +286,16 @@ impl Spool {
         if new.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = self
-            .inner
-            .writer
-            .request(|reply| Command::Enqueue { tasks: new, reply })?;
+        let ids = self.shared.engine.insert(new)?;
         Ok(ids
             .into_iter()
-            .map(|id| TaskHandle::new(TaskId(id), self.clone()))
+            .map(|id| TaskHandle::new(id, self.shared.clone()))
             .collect())
     }
 
     /// A typed handle for a task enqueued earlier (for example by another run of the program).
     pub fn handle<T: Task>(&self, id: TaskId) -> TaskHandle<T::Output> {
-        TaskHandle::new(id, self.clone())
+        TaskHandle::new(id, self.shared.clone())
     }
 
     /// A task's state, times, attempts and error history.
@@ -351,7 +304,7 @@ impl Spool {
     /// `NotFound` for an id never enqueued here or already pruned — never a made-up
     /// "pending"; `Storage` on a read failure.
     pub fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
-        inspect::status(self.db()?, id, &self.inner.live)
+        self.shared.engine.status(id)
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.
@@ -359,14 +312,7 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn stats(&self) -> Result<Stats, Error> {
-        let view = self
-            .inner
-            .writer
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        inspect::stats(&view, &self.inner.live, || Ok(self.db()?.begin_read()?))
+        self.shared.engine.stats()
     }
 
     /// Declares a periodic schedule that enqueues `task` (with its type's default options) at
@@ -444,13 +390,11 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
-        inspect::schedules(self.db()?)
+        self.shared.engine.schedules()
     }
 
     fn schedule_op(&self, op: ScheduleOp) -> Result<bool, Error> {
-        self.inner
-            .writer
-            .request(|reply| Command::Schedule { op, reply })
+        self.shared.engine.schedule(op)
     }
 
     /// Returns once every change acknowledged before the call is on disk. With
@@ -460,42 +404,7 @@ impl Spool {
     /// # Errors
     /// `Storage` or `DiskFull` if the sync fails; `Closed` if the spool is shutting down.
     pub fn flush(&self) -> Result<(), Error> {
-        self.sync()
-    }
-
-    /// Waits until everything sent to the writer before this call is committed (and on disk).
-    pub(crate) fn sync(&self) -> Result<(), Error> {
-        self.inner.writer.request(|reply| Command::Sync { reply })
-    }
-
-    pub(crate) fn final_output(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-        inspect::final_output(self.db()?, id)
-    }
-
-    /// The database, for a read transaction that sees every acknowledged change.
-    fn db(&self) -> Result<&Database, Error> {
-        self.inner.writer.publish()?;
-        Ok(&self.inner.db)
-    }
-
-    pub(crate) fn waiters(&self) -> &Waiters {
-        &self.inner.waiters
-    }
-
-    pub(crate) fn writer(&self) -> &WriterHandle {
-        &self.inner.writer
-    }
-
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.inner.clock
-    }
-
-    pub(crate) fn inflight(&self) -> &Arc<Inflight> {
-        &self.inner.inflight
-    }
-
-    pub(crate) fn live(&self) -> &LiveWorkers {
-        &self.inner.live
+        self.shared.engine.sync()
     }
 }
 
@@ -503,61 +412,4 @@ impl Spool {
 fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(task)
         .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Serialize};
-
-    use super::Spool;
-    use crate::state::TaskState;
-    use crate::task::{Context, Task, TaskError};
-
-    #[derive(Serialize, Deserialize)]
-    struct Ping;
-
-    impl Task for Ping {
-        const NAME: &'static str = "test.ping";
-        type Output = ();
-        fn run(self, _: &Context) -> Result<(), TaskError> {
-            Ok(())
-        }
-    }
-
-    /// The writer keeps acknowledged groups in its open transaction. `stats` answers from the
-    /// writer's memory, so it does not wait while the writer is busy (here: its lock held by
-    /// the test); `status` reads the file, so it waits for the writer to commit what it holds,
-    /// and then sees the task.
-    #[test]
-    fn stats_never_waits_for_the_writer_and_status_sees_every_acknowledged_task() {
-        let spool = Spool::temporary().unwrap();
-        let id = spool.enqueue(Ping).unwrap().id();
-        let busy = crate::store::writer::lock(&spool.writer().core);
-
-        let (stats_tx, stats_rx) = crossbeam_channel::bounded(1);
-        let s = spool.clone();
-        std::thread::spawn(move || stats_tx.send(s.stats()));
-        let stats = stats_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("stats waited for the writer")
-            .unwrap();
-        assert_eq!(stats.count(TaskState::Ready), 1);
-        assert_eq!(stats.queues[0].name, "default");
-
-        let (status_tx, status_rx) = crossbeam_channel::bounded(1);
-        let s = spool.clone();
-        let reader = std::thread::spawn(move || {
-            let _ = status_tx.send(s.status(id));
-        });
-        assert!(
-            status_rx.recv_timeout(Duration::from_millis(50)).is_err(),
-            "status read the file before the writer committed its held group"
-        );
-        drop(busy);
-        let status = status_rx.recv().unwrap().unwrap();
-        assert_eq!(status.state, TaskState::Ready);
-        reader.join().unwrap();
-    }
 }

@@ -1,6 +1,14 @@
-//! Synchronisation primitives of the crate, in one place.
+//! Synchronisation primitives of the crate, in one place: the one-shot reply a caller waits
+//! on, and the registry of threads waiting for tasks to finish.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::model::TaskId;
 
 /// The sending half of a one-shot reply: the writer answers a caller exactly once.
 ///
@@ -94,6 +102,96 @@ impl<T> Answer<T> {
                         .ready
                         .wait(slot)
                         .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+}
+
+/// Threads blocked in `wait`, keyed by task id; the engine wakes them once a task's final
+/// state can be read.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    map: Mutex<HashMap<TaskId, Vec<Waker>>>,
+    count: AtomicUsize,
+    next_token: AtomicU64,
+}
+
+/// A registration token and the channel that wakes it.
+type Waker = (u64, Sender<()>);
+
+/// One registered waiter.
+pub(crate) struct Registration {
+    id: TaskId,
+    token: u64,
+    wake: Receiver<()>,
+}
+
+/// What ended a [`Registration::wait`].
+pub(crate) enum Woken {
+    /// The task may have finished: read it again (the registration was used up).
+    Notified,
+    /// The deadline passed.
+    TimedOut,
+    /// The engine stopped.
+    Closed,
+}
+
+impl Registration {
+    /// Blocks until the task is notified, the deadline passes or the engine stops.
+    pub(crate) fn wait(&self, deadline: Instant) -> Woken {
+        match self.wake.recv_deadline(deadline) {
+            Ok(()) => Woken::Notified,
+            Err(RecvTimeoutError::Timeout) => Woken::TimedOut,
+            Err(RecvTimeoutError::Disconnected) => Woken::Closed,
+        }
+    }
+}
+
+impl Waiters {
+    /// Registers interest in `id` before its state is read (so a commit in between is not missed).
+    pub(crate) fn register(&self, id: TaskId) -> Registration {
+        let (tx, wake) = crossbeam_channel::bounded(1);
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(id).or_default().push((token, tx));
+        self.count.fetch_add(1, Ordering::Release);
+        Registration { id, token, wake }
+    }
+
+    /// Removes a registration whose waiter returned without being woken.
+    pub(crate) fn forget(&self, reg: Registration) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = map.get_mut(&reg.id) {
+            let before = list.len();
+            list.retain(|(token, _)| *token != reg.token);
+            self.count.fetch_sub(before - list.len(), Ordering::Release);
+            if list.is_empty() {
+                map.remove(&reg.id);
+            }
+        }
+    }
+
+    /// Whether any of these tasks has a waiter.
+    pub(crate) fn any(&self, ids: &[TaskId]) -> bool {
+        if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.iter().any(|id| map.contains_key(id))
+    }
+
+    /// Wakes every waiter of these tasks.
+    pub(crate) fn notify(&self, ids: &[TaskId]) {
+        if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ids {
+            if let Some(list) = map.remove(id) {
+                self.count.fetch_sub(list.len(), Ordering::Release);
+                for (_, tx) in list {
+                    let _ = tx.try_send(());
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::clock::to_system_time;
+use crate::model::{Disposition, Origin, Outcome, TaskId};
 use crate::options::Options;
 
 /// A background task: a serializable struct that is its own arguments.
@@ -56,47 +57,14 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     }
 }
 
-/// The id of an enqueued task: unique within its queue file, increasing in enqueue order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TaskId(pub(crate) u64);
-
-impl TaskId {
-    /// The numeric id, as shown by the CLI.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    /// Rebuilds an id from its number (for example one read from a log or the CLI).
-    pub fn from_u64(id: u64) -> Self {
-        TaskId(id)
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// What a handler asks for when an attempt does not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    /// Retry after the task's backoff.
-    Retry,
-    /// Retry after this delay.
-    RetryAfter(Duration),
-    /// Do not retry.
-    Fail,
-}
-
 /// The error a task handler returns: a message and what should happen next.
 ///
 /// Any `std::error::Error` converts into a retryable `TaskError`, so `?` works in handlers.
 /// (For that reason `TaskError` itself does not implement `std::error::Error`, as with
 /// `anyhow::Error`.)
 pub struct TaskError {
-    pub(crate) disposition: Disposition,
-    pub(crate) message: String,
+    disposition: Disposition,
+    message: String,
 }
 
 impl TaskError {
@@ -134,6 +102,14 @@ impl TaskError {
     pub fn is_retryable(&self) -> bool {
         self.disposition != Disposition::Fail
     }
+
+    /// The attempt's outcome when its handler returned this error.
+    pub(crate) fn into_outcome(self) -> Outcome {
+        Outcome::Failed {
+            disposition: self.disposition,
+            message: self.message,
+        }
+    }
 }
 
 impl fmt::Debug for TaskError {
@@ -160,13 +136,13 @@ impl<E: std::error::Error> From<E> for TaskError {
 /// What a running attempt knows about itself.
 #[derive(Debug, Clone)]
 pub struct Context {
-    pub(crate) id: crate::TaskId,
+    pub(crate) id: TaskId,
     pub(crate) name: String,
     pub(crate) queue: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_retries: u32,
     pub(crate) enqueued_at_ms: u64,
-    pub(crate) origin: Option<crate::store::record::Origin>,
+    pub(crate) origin: Option<Origin>,
 }
 
 impl Context {
@@ -219,19 +195,6 @@ impl Context {
     }
 }
 
-/// The result of running one attempt's handler, before the writer decides what it means.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The handler returned; the JSON-encoded output.
-    Succeeded(Vec<u8>),
-    /// The handler returned an error.
-    Error(TaskError),
-    /// The handler panicked; the panic message.
-    Panicked(String),
-    /// The stored arguments did not decode; the decode error.
-    Undecodable(String),
-}
-
 /// A type-erased handler: decode the JSON arguments, run, encode the output.
 pub(crate) type Handler = Arc<dyn Fn(&[u8], &Context) -> Outcome + Send + Sync>;
 
@@ -260,12 +223,13 @@ impl Registry {
             match task.run(ctx) {
                 Ok(output) => match serde_json::to_vec(&output) {
                     Ok(bytes) => Outcome::Succeeded(bytes),
-                    Err(e) => Outcome::Error(TaskError::fail(format!(
+                    Err(e) => TaskError::fail(format!(
                         "cannot encode the output of task `{}` as JSON: {e}",
                         T::NAME
-                    ))),
+                    ))
+                    .into_outcome(),
                 },
-                Err(e) => Outcome::Error(e),
+                Err(e) => e.into_outcome(),
             }
         });
         self.handlers.insert(T::NAME, handler);

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{duration_ms, to_system_time};
+use crate::clock::duration_ms;
 use crate::error::Error;
 use crate::options::Template;
 use cron::CronSpec;
@@ -126,16 +126,6 @@ impl Schedule {
         }
         Ok(())
     }
-}
-
-/// A schedule as stored in the `schedules` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ScheduleRecord {
-    pub def: ScheduleDef,
-    /// The next fire time; `None` while paused or when the expression never fires again.
-    pub next_fire_ms: Option<u64>,
-    pub last_fire_ms: Option<u64>,
-    pub paused: bool,
 }
 
 /// What the user declared; comparing two says whether a re-declaration changes anything.
@@ -282,21 +272,6 @@ pub struct ScheduleInfo {
     pub last_fire: Option<SystemTime>,
     /// Whether it is paused.
     pub paused: bool,
-}
-
-impl ScheduleInfo {
-    pub(crate) fn from_record(name: &str, rec: &ScheduleRecord) -> Self {
-        ScheduleInfo {
-            name: name.to_string(),
-            schedule: rec.def.kind.describe(),
-            task: rec.def.task_name.clone(),
-            queue: rec.def.template.queue.clone(),
-            misfire: rec.def.misfire,
-            next_fire: rec.next_fire_ms.map(to_system_time),
-            last_fire: rec.last_fire_ms.map(to_system_time),
-            paused: rec.paused,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::Error;
+use crate::store::redo::Logged;
 use crate::store::schema::{NAMES, QUEUES};
 
 /// One name ↔ id table, mirrored in memory by the writer.
@@ -48,6 +49,11 @@ impl Interned {
         self.by_name.get(name).copied()
     }
 
+    /// The name of an id, if it has one.
+    pub(crate) fn lookup(&self, id: u32) -> Option<&Arc<str>> {
+        self.by_id.get(&id)
+    }
+
     /// The name of an id.
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         self.by_id
@@ -60,7 +66,7 @@ impl Interned {
     pub(crate) fn intern(
         &mut self,
         name: &str,
-        table: &mut crate::store::redo::Logged<'_, '_, &'static str, u32>,
+        table: &mut Logged<'_, '_, &'static str, u32>,
     ) -> Result<u32, Error> {
         if let Some(id) = self.id(name) {
             return Ok(id);

@@ -10,11 +10,13 @@ use redb::{
     BackendError, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
 };
 
-use super::command::{Command, WriterHandle};
-use super::transitions::NewTask;
-use super::{open, prepare, schema::TASKS};
 use crate::error::{Error, ErrorKind};
 use crate::options::Options;
+use crate::store::open::{open, prepare};
+use crate::store::schema::TASKS;
+use crate::store::verbs::NewTask;
+use crate::store::wal::CHECKPOINT_BYTES;
+use crate::store::writer::{Command, PUBLISH_GROUPS, WriterHandle, spawn_opened};
 
 /// A file backend whose writes and syncs fail with ENOSPC while `full` is set.
 #[derive(Debug)]
@@ -83,7 +85,7 @@ fn faulty_spool(
     WriterHandle,
     Arc<Database>,
 ) {
-    drop(open(path, 1_000, None, 1 << 20, super::wal::CHECKPOINT_BYTES).unwrap());
+    drop(open(path, 1_000, None, 1 << 20, CHECKPOINT_BYTES).unwrap());
     let (log_full, file_full) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -100,7 +102,7 @@ fn faulty_spool(
     let db = Database::builder().create_with_backend(backend).unwrap();
     let mut opened = prepare(db, path, 1_000, None).unwrap();
     opened.wal.full = Some(log_full.clone());
-    let (writer, db) = super::writer::spawn_opened(opened, None);
+    let (writer, db) = spawn_opened(opened, None);
     (log_full, file_full, writer, db)
 }
 
@@ -117,12 +119,13 @@ fn visible_ids(writer: &WriterHandle, db: &Database) -> Vec<u64> {
 }
 
 fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error> {
-    writer.request(|reply| Command::Enqueue { tasks, reply })
+    let ids = writer.request(|reply| Command::Enqueue { tasks, reply })?;
+    Ok(ids.into_iter().map(|id| id.as_u64()).collect())
 }
 
 /// The ids of the tasks stored in the file at `path`, after a reopen.
 fn stored_ids(path: &std::path::Path) -> Vec<u64> {
-    let reopened = open(path, 2_000, None, 1 << 20, super::wal::CHECKPOINT_BYTES).unwrap();
+    let reopened = open(path, 2_000, None, 1 << 20, CHECKPOINT_BYTES).unwrap();
     let read = reopened.db.begin_read().unwrap();
     let tasks = read.open_table(TASKS).unwrap();
     let ids = tasks
@@ -176,7 +179,7 @@ fn a_failure_after_the_writer_committed_on_its_own_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.redb");
     let (log_full, _, mut writer, db) = faulty_spool(&path);
-    let n = super::writer::PUBLISH_GROUPS as u64 + 300;
+    let n = PUBLISH_GROUPS as u64 + 300;
     for i in 1..=n {
         assert_eq!(enqueue(&writer, vec![task(i as u32)]).unwrap(), vec![i]);
     }
@@ -188,7 +191,7 @@ fn a_failure_after_the_writer_committed_on_its_own_loses_nothing() {
         .unwrap()
         .len()
         .unwrap();
-    assert_eq!(committed, super::writer::PUBLISH_GROUPS as u64);
+    assert_eq!(committed, PUBLISH_GROUPS as u64);
     log_full.store(true, Ordering::SeqCst);
     assert!(enqueue(&writer, vec![task(0)]).is_err());
     log_full.store(false, Ordering::SeqCst);

@@ -69,11 +69,7 @@ fn check(id: u64, attempt: u32) -> u32 {
 }
 
 fn io(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        Error::DiskFull
-    } else {
-        Error::Storage(format!("start journal: {e}"))
-    }
+    Error::io("start journal", e)
 }
 
 impl Inflight {

@@ -1,9 +1,18 @@
-//! The hot per-task record stored in the `tasks` table.
+//! The per-task record stored in the `tasks` table, and how it is encoded.
+//!
+//! The record is one part (see `codec`): what the first release wrote. States and attempt
+//! error kinds are stored by their explicit codes (`TaskState::code`), never by their
+//! position in a Rust enum; the other enums of the record (`Slot`, and the `RetryPolicy` it
+//! embeds) keep their variants and fields in the order written here, which is part of the
+//! file format.
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+use crate::model::{AttemptError, MAX_PRIORITY, Origin, TaskState};
 use crate::retry::RetryPolicy;
-use crate::state::{AttemptError, TaskState};
+use crate::store::codec;
+use crate::store::schema::ReadyKey;
 
 /// Which index currently holds the task (so a transition can remove the old entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +25,7 @@ pub(crate) enum Slot {
     Scheduled { at_ms: u64, seq: u64 },
 }
 
-/// Everything about a task but its arguments and result.
+/// Everything about a task, with its arguments and its result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskRecord {
     pub name: String,
@@ -24,6 +33,7 @@ pub(crate) struct TaskRecord {
     pub name_id: u32,
     pub queue: u32,
     pub priority: u8,
+    #[serde(with = "state_code")]
     pub state: TaskState,
     /// Attempts started so far (including attempts lost to a crash).
     pub attempts: u32,
@@ -36,6 +46,7 @@ pub(crate) struct TaskRecord {
     pub finished_at_ms: Option<u64>,
     pub expires_at_ms: Option<u64>,
     pub slot: Slot,
+    #[serde(with = "stored_errors")]
     pub errors: Vec<AttemptError>,
     /// The periodic schedule and fire time that enqueued it.
     pub origin: Option<Origin>,
@@ -50,22 +61,20 @@ pub(crate) struct TaskRecord {
     pub payload: Vec<u8>,
 }
 
-/// The (schedule, fire time) a periodic task was enqueued for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Origin {
-    pub schedule: String,
-    pub fire_at_ms: u64,
-}
-
 impl TaskRecord {
+    /// The record as stored.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        codec::encode(self)
+    }
+
+    /// A stored record.
+    pub fn decode(bytes: &[u8]) -> Result<TaskRecord, Error> {
+        codec::decode(bytes)
+    }
+
     /// The ready-index key for this task at sequence `seq`.
-    pub fn ready_key(&self, seq: u64) -> (u32, u32, u8, u64) {
-        (
-            self.queue,
-            self.name_id,
-            crate::options::MAX_PRIORITY - self.priority,
-            seq,
-        )
+    pub fn ready_key(&self, seq: u64) -> ReadyKey {
+        (self.queue, self.name_id, MAX_PRIORITY - self.priority, seq)
     }
 
     /// The record of a running task: the stored record (written before it started) with the
@@ -80,5 +89,123 @@ impl TaskRecord {
     /// Whether another attempt is allowed after `attempts` attempts.
     pub fn retries_left(&self) -> bool {
         self.attempts <= self.max_retries
+    }
+}
+
+/// A state as its stored code (one byte).
+mod state_code {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::model::TaskState;
+
+    pub(super) fn serialize<S: Serializer>(state: &TaskState, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(state.code())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TaskState, D::Error> {
+        let code = u8::deserialize(d)?;
+        TaskState::from_code(code)
+            .ok_or_else(|| D::Error::custom(format!("unknown task state code {code}")))
+    }
+}
+
+/// The error history, each entry as (attempt, at ms, kind code, message).
+mod stored_errors {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::model::{AttemptError, AttemptErrorKind};
+
+    pub(super) fn serialize<S: Serializer>(
+        errors: &[AttemptError],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            errors
+                .iter()
+                .map(|e| (e.attempt, e.at_ms, e.kind.code(), e.message.as_str())),
+        )
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<AttemptError>, D::Error> {
+        Vec::<(u32, u64, u8, String)>::deserialize(d)?
+            .into_iter()
+            .map(|(attempt, at_ms, code, message)| {
+                let kind = AttemptErrorKind::from_code(code).ok_or_else(|| {
+                    D::Error::custom(format!("unknown attempt error kind code {code}"))
+                })?;
+                Ok(AttemptError {
+                    attempt,
+                    at_ms,
+                    kind,
+                    message,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AttemptErrorKind;
+
+    /// The stored bytes of a record, pinned: a change to them is a change of the file format
+    /// (and of `FORMAT_VERSION`), never an accident.
+    #[test]
+    fn a_record_is_stored_exactly_as_the_format_says() {
+        let rec = TaskRecord {
+            name: "t".into(),
+            name_id: 2,
+            queue: 1,
+            priority: 3,
+            state: TaskState::Retrying,
+            attempts: 1,
+            max_retries: 3,
+            retry: RetryPolicy::immediate(),
+            enqueued_at_ms: 5,
+            due_at_ms: 6,
+            started_at_ms: Some(7),
+            finished_at_ms: None,
+            expires_at_ms: None,
+            slot: Slot::Scheduled { at_ms: 6, seq: 4 },
+            errors: vec![AttemptError {
+                attempt: 1,
+                at_ms: 7,
+                kind: AttemptErrorKind::WorkerLost,
+                message: "m".into(),
+            }],
+            origin: None,
+            output: None,
+            payload: b"{}".to_vec(),
+        };
+        let bytes = rec.encode().unwrap();
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            1,                  // envelope
+            1, b't',            // name
+            2, 1, 3,            // name id, queue, priority
+            3,                  // state: Retrying's code
+            1, 3,               // attempts, max retries
+            0, 0, 0, 0,         // retry policy: base 0, cap 0, not exponential, no jitter
+            5, 6,               // enqueued, due
+            1, 7, 0, 0,         // started Some(7), finished None, expires None
+            2, 6, 4,            // slot: Scheduled { at 6, seq 4 }
+            1, 1, 7, 4, 1, b'm', // one error: attempt 1 at 7, WorkerLost's code, "m"
+            0,                  // origin None
+            0,                  // output None
+            2, b'{', b'}',      // payload
+        ];
+        assert_eq!(bytes, expected);
+        let back = TaskRecord::decode(&bytes).unwrap();
+        assert_eq!((back.state, back.errors), (rec.state, rec.errors));
+        // A code this build does not know is refused, never read as another state.
+        let mut unknown = bytes.clone();
+        unknown[6] = 99;
+        let err = TaskRecord::decode(&unknown).unwrap_err();
+        assert!(err.to_string().contains("undecodable record"), "{err}");
     }
 }

@@ -8,7 +8,9 @@
 //! `writer::commit`).
 //!
 //! Writes go through [`Logged`], a table handle that records each change before making it.
-//! It dereferences to the redb table for reads only, so a write cannot bypass the record.
+//! It dereferences to the redb table for reads only, so a write cannot bypass the record,
+//! and whether a transaction changed anything is whether its record has a row
+//! ([`Redo::changed`]): nothing is set by hand.
 
 use std::borrow::Borrow;
 use std::ops::{Deref, RangeBounds};
@@ -39,6 +41,11 @@ impl Redo {
         (!self.overflowed).then_some(&self.bytes)
     }
 
+    /// Whether any row was changed (an unchanged transaction needs no commit).
+    pub(crate) fn changed(&self) -> bool {
+        self.overflowed || !self.bytes.is_empty()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.overflowed = false;
@@ -60,18 +67,9 @@ impl Redo {
         self.bytes.extend_from_slice(part);
     }
 
-    /// Records a change of the `COUNTS` table that is not made in the transaction: the row's
-    /// new value, or its removal, which replay writes to the table (see `tx::Counts`).
-    pub(crate) fn log_count(&mut self, key: (u32, u8), value: Option<u64>) {
-        let table = crate::store::schema::table_id::COUNTS;
-        let key = <(u32, u8) as Value>::as_bytes(&key);
-        match value {
-            Some(n) => self.put(table, key.as_ref(), &<u64 as Value>::as_bytes(&n)),
-            None => self.delete(table, key.as_ref()),
-        }
-    }
-
-    fn put(&mut self, table: u8, key: &[u8], value: &[u8]) {
+    /// Records a row put into `table` (by id). Only for a change that is not made through
+    /// [`Logged`]: the counts, which only durable commits write (see `counts`).
+    pub(crate) fn put(&mut self, table: u8, key: &[u8], value: &[u8]) {
         if !self.recording() {
             return;
         }
@@ -80,7 +78,8 @@ impl Redo {
         self.push_part(value);
     }
 
-    fn delete(&mut self, table: u8, key: &[u8]) {
+    /// Records a row deleted from `table` (by id); as [`Redo::put`].
+    pub(crate) fn delete(&mut self, table: u8, key: &[u8]) {
         if !self.recording() {
             return;
         }
@@ -136,7 +135,7 @@ pub(crate) fn decode(mut bytes: &[u8]) -> Option<Vec<Op<'_>>> {
 pub(crate) struct Logged<'a, 't, K: Key + 'static, V: Value + 'static> {
     pub(crate) table: &'a mut Table<'t, K, V>,
     pub(crate) redo: &'a mut Redo,
-    /// The table's id in redo records (see `schema::TABLE_IDS`).
+    /// The table's id in redo records (see `schema`).
     pub(crate) id: u8,
 }
 

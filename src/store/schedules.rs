@@ -5,30 +5,47 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
-use crate::codec;
-use crate::error::Error;
-use crate::schedule::{ScheduleDef, ScheduleRecord, due_fires};
-use crate::store::catalog::Catalog;
-use crate::store::record::Origin;
-use crate::store::transitions::NewTask;
-use crate::store::tx::Tx;
+use serde::{Deserialize, Serialize};
 
-/// A change to the set of schedules.
-#[derive(Debug)]
-pub(crate) enum ScheduleOp {
-    /// Create or update; unchanged if the definition is identical.
-    Declare { name: String, def: ScheduleDef },
-    /// Delete.
-    Remove(String),
-    /// Stop firing until resumed.
-    Pause(String),
-    /// Fire again from the next time after now (fires missed while paused are not run).
-    Resume(String),
+use crate::clock::to_system_time;
+use crate::error::Error;
+use crate::model::Origin;
+use crate::schedule::{ScheduleDef, ScheduleInfo, due_fires};
+use crate::store::catalog::Catalog;
+use crate::store::codec;
+use crate::store::tx::Tx;
+use crate::store::verbs::{NewTask, ScheduleOp};
+
+/// A schedule as stored in the `schedules` table: one part (see `codec`), whose fields and
+/// those of the definition it embeds are part of the file format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ScheduleRecord {
+    pub def: ScheduleDef,
+    /// The next fire time; `None` while paused or when the expression never fires again.
+    pub next_fire_ms: Option<u64>,
+    pub last_fire_ms: Option<u64>,
+    pub paused: bool,
+}
+
+impl ScheduleRecord {
+    /// The listing of this schedule, as `Spool::schedules` shows it.
+    pub(crate) fn info(&self, name: &str) -> ScheduleInfo {
+        ScheduleInfo {
+            name: name.to_string(),
+            schedule: self.def.kind.describe(),
+            task: self.def.task_name.clone(),
+            queue: self.def.template.queue.clone(),
+            misfire: self.def.misfire,
+            next_fire: self.next_fire_ms.map(to_system_time),
+            last_fire: self.last_fire_ms.map(to_system_time),
+            paused: self.paused,
+        }
+    }
 }
 
 impl Tx<'_> {
     fn schedule(&mut self, name: &str) -> Result<Option<ScheduleRecord>, Error> {
-        match self.schedules()?.get(name)? {
+        match self.tables().schedules()?.get(name)? {
             Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -42,27 +59,27 @@ impl Tx<'_> {
         new: &ScheduleRecord,
     ) -> Result<(), Error> {
         if let Some(at) = old.and_then(|o| o.next_fire_ms) {
-            self.schedule_due()?.remove((at, name))?;
+            self.tables().schedule_due()?.remove((at, name))?;
         }
         if let Some(at) = new.next_fire_ms {
-            self.schedule_due()?.insert((at, name), ())?;
+            self.tables().schedule_due()?.insert((at, name), ())?;
             self.note_wake(at);
         }
         let bytes = codec::encode(new)?;
-        self.schedules()?.insert(name, bytes.as_slice())?;
-        self.changed = true;
+        self.tables().schedules()?.insert(name, bytes.as_slice())?;
         Ok(())
     }
 
-    /// Applies a schedule change. Returns whether anything changed (for `Remove`: whether the
-    /// schedule existed).
-    pub(crate) fn schedule_op(&mut self, op: ScheduleOp) -> Result<bool, Error> {
-        let now = self.now;
-        match op {
+    /// Applies a schedule change. The outer result is the transaction's; the inner one is the
+    /// caller's answer: whether anything changed (for `Remove`: whether the schedule
+    /// existed), or `ScheduleNotFound`, which fails only this change.
+    pub(crate) fn schedule_op(&mut self, op: ScheduleOp) -> Result<Result<bool, Error>, Error> {
+        let now = self.now();
+        let changed = match op {
             ScheduleOp::Declare { name, def } => {
                 let old = self.schedule(&name)?;
                 let new = match &old {
-                    Some(old) if old.def == def => return Ok(false),
+                    Some(old) if old.def == def => return Ok(Ok(false)),
                     // Same timing: keep the next fire (and the pause); only the task changed.
                     Some(old) if old.def.kind == def.kind => ScheduleRecord { def, ..old.clone() },
                     Some(old) => ScheduleRecord {
@@ -83,53 +100,55 @@ impl Tx<'_> {
                     },
                 };
                 self.put_schedule(&name, old.as_ref(), &new)?;
-                Ok(true)
+                true
             }
             ScheduleOp::Remove(name) => {
                 let Some(old) = self.schedule(&name)? else {
-                    return Ok(false);
+                    return Ok(Ok(false));
                 };
                 if let Some(at) = old.next_fire_ms {
-                    self.schedule_due()?.remove((at, name.as_str()))?;
+                    self.tables().schedule_due()?.remove((at, name.as_str()))?;
                 }
-                self.schedules()?.remove(name.as_str())?;
-                self.changed = true;
-                Ok(true)
+                self.tables().schedules()?.remove(name.as_str())?;
+                true
             }
-            ScheduleOp::Pause(name) => self.set_paused(&name, true),
-            ScheduleOp::Resume(name) => self.set_paused(&name, false),
-        }
+            ScheduleOp::Pause(name) => return self.set_paused(&name, true),
+            ScheduleOp::Resume(name) => return self.set_paused(&name, false),
+        };
+        Ok(Ok(changed))
     }
 
-    fn set_paused(&mut self, name: &str, paused: bool) -> Result<bool, Error> {
-        let old = self
-            .schedule(name)?
-            .ok_or_else(|| Error::ScheduleNotFound(name.to_string()))?;
+    fn set_paused(&mut self, name: &str, paused: bool) -> Result<Result<bool, Error>, Error> {
+        let Some(old) = self.schedule(name)? else {
+            return Ok(Err(Error::ScheduleNotFound(name.to_string())));
+        };
         if old.paused == paused {
-            return Ok(false);
+            return Ok(Ok(false));
         }
         let new = ScheduleRecord {
             paused,
             next_fire_ms: if paused {
                 None
             } else {
-                old.def.kind.next_after(self.now)
+                old.def.kind.next_after(self.now())
             },
             ..old.clone()
         };
         self.put_schedule(name, Some(&old), &new)?;
-        Ok(true)
+        Ok(Ok(true))
     }
 
     /// Fires up to `limit` due schedules: enqueues their tasks (per misfire policy) and
     /// advances them, in this transaction. Returns whether more are due.
-    pub(crate) fn fire_schedules(
+    pub(super) fn fire_schedules(
         &mut self,
         limit: usize,
         catalog: &mut Catalog,
     ) -> Result<bool, Error> {
-        let until = self.now.saturating_add(1);
+        let now = self.now();
+        let until = now.saturating_add(1);
         let due: Vec<(u64, String)> = self
+            .tables()
             .schedule_due()?
             .range(..(until, ""))?
             .take(limit + 1)
@@ -138,18 +157,17 @@ impl Tx<'_> {
         let more = due.len() > limit;
         for (at, name) in due.into_iter().take(limit) {
             let Some(old) = self.schedule(&name)? else {
-                self.schedule_due()?.remove((at, name.as_str()))?;
+                self.tables().schedule_due()?.remove((at, name.as_str()))?;
                 continue;
             };
             if old.paused || old.next_fire_ms != Some(at) {
                 // A stale index entry: the record is the truth.
-                self.schedule_due()?.remove((at, name.as_str()))?;
-                self.changed = true;
+                self.tables().schedule_due()?.remove((at, name.as_str()))?;
                 continue;
             }
-            let fires = due_fires(&old.def.kind, old.def.misfire, at, self.now);
+            let fires = due_fires(&old.def.kind, old.def.misfire, at, now);
             let ids = self.intern(&old.def.template.queue, &old.def.task_name, catalog)?;
-            let opts = Arc::new(old.def.template.resolve_at(self.now));
+            let opts = Arc::new(old.def.template.resolve_at(now));
             let task_name: Arc<str> = Arc::from(old.def.task_name.as_str());
             for &fire_at_ms in &fires.run {
                 self.insert(
@@ -157,7 +175,7 @@ impl Tx<'_> {
                         name: task_name.clone(),
                         payload: old.def.payload.clone(),
                         opts: opts.clone(),
-                        enqueued_at_ms: self.now,
+                        enqueued_at_ms: now,
                         origin: Some(Origin {
                             schedule: name.clone(),
                             fire_at_ms,

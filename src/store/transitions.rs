@@ -1,40 +1,17 @@
-//! Every state change of a task, applied inside one write transaction.
-//!
-//! The engine's verbs (insert, complete, release, promote, expire, prune, recover) live here;
-//! the writer decides when to call them and commits the group. Each verb keeps the indexes
-//! and the per-queue state counts consistent with the task record.
-
-use std::sync::Arc;
+//! Every state change of a task, applied inside one write transaction: the file engine's
+//! verbs (insert, start, complete, release, promote due tasks, expire, prune, recover at
+//! open). The writer decides when to call them and makes the group durable. Each verb keeps
+//! the indexes and the per-queue state counts consistent with the task record.
 
 use redb::ReadableTable;
 
-use crate::codec;
 use crate::error::Error;
-use crate::options::Resolved;
-use crate::state::{AttemptError, AttemptErrorKind, TaskState};
-use crate::store::record::{Origin, Slot, TaskRecord};
+use crate::model::{AttemptError, AttemptErrorKind, Disposition, Outcome, TaskId, TaskState};
+use crate::store::catalog::Catalog;
+use crate::store::inflight::Started;
+use crate::store::record::{Slot, TaskRecord};
 use crate::store::tx::Tx;
-use crate::task::{Disposition, Outcome};
-
-/// A task as the caller built it, validated, waiting for the writer to give it an id.
-pub(crate) struct NewTask {
-    pub name: Arc<str>,
-    pub payload: Vec<u8>,
-    pub opts: Arc<Resolved>,
-    pub enqueued_at_ms: u64,
-    pub origin: Option<Origin>,
-}
-
-/// A finished attempt reported by a worker.
-#[derive(Debug)]
-pub(crate) struct Completion {
-    pub id: u64,
-    pub attempt: u32,
-    pub started_at_ms: u64,
-    /// How long the handler ran, in microseconds (drives adaptive prefetch).
-    pub run_us: u64,
-    pub outcome: Outcome,
-}
+use crate::store::verbs::{Completion, NewTask};
 
 /// The first `limit` keys of a `(due at ms, id) → ()` index that are due at `now`, and
 /// whether more are due.
@@ -53,43 +30,25 @@ fn due_keys(
     Ok((due, more))
 }
 
-/// Most ready entries a transaction keeps in `Tx::pending_ready`; the rest go to the table at
-/// once (keeping 100k in an in-memory B-tree first cost 6–8 % of `enqueue_bulk`).
-const PENDING_READY_MAX: usize = 4_096;
-
 impl Tx<'_> {
-    /// Puts the task in the ready index at the back of its priority.
-    fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
-        self.unslot(rec)?;
-        let seq = self.next_seq();
-        let key = rec.ready_key(seq);
-        if self.pending_ready.len() < PENDING_READY_MAX {
-            self.pending_ready.insert(key, id);
-        } else {
-            // A bulk enqueue: far more than any claim of this transaction can take.
-            self.ready()?.insert(key, id)?;
+    /// Stores new tasks, interning their queues and names; returns their ids.
+    pub(crate) fn insert_all(
+        &mut self,
+        tasks: Vec<NewTask>,
+        catalog: &mut Catalog,
+    ) -> Result<Vec<TaskId>, Error> {
+        let mut ids = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
+            ids.push(TaskId(self.insert(task, interned)?));
         }
-        self.changed = true;
-        rec.slot = Slot::Ready { seq };
-        Ok(())
-    }
-
-    fn make_scheduled(&mut self, id: u64, rec: &mut TaskRecord, at_ms: u64) -> Result<(), Error> {
-        self.unslot(rec)?;
-        let seq = self.next_seq();
-        self.scheduled()?.insert((at_ms, seq), id)?;
-        self.note_wake(at_ms);
-        rec.slot = Slot::Scheduled { at_ms, seq };
-        rec.due_at_ms = at_ms;
-        Ok(())
+        Ok(ids)
     }
 
     /// Stores a new task on the interned queue and name `ids`; returns its id.
     pub(crate) fn insert(&mut self, new: NewTask, ids: (u32, u32)) -> Result<u64, Error> {
         let (queue, name_id) = ids;
-        let id = self.counters.next_id;
-        self.counters.next_id += 1;
-        self.counters_dirty = true;
+        let id = self.next_id();
         let due = new.opts.due_ms;
         let mut rec = TaskRecord {
             name: new.name.to_string(),
@@ -112,10 +71,10 @@ impl Tx<'_> {
             payload: new.payload,
         };
         if let Some(exp) = rec.expires_at_ms {
-            self.task_expiry()?.insert((exp, id), ())?;
+            self.tables().task_expiry()?.insert((exp, id), ())?;
             self.note_wake(exp);
         }
-        if due > self.now {
+        if due > self.now() {
             rec.state = TaskState::Scheduled;
             self.make_scheduled(id, &mut rec, due)?;
         } else {
@@ -130,10 +89,10 @@ impl Tx<'_> {
     pub(crate) fn start(&mut self, id: u64, rec: &mut TaskRecord) -> Result<Vec<u8>, Error> {
         self.unslot(rec)?;
         rec.attempts += 1;
-        rec.started_at_ms = Some(self.now);
+        let now = self.now();
+        rec.started_at_ms = Some(now);
         self.set_state(rec, TaskState::Running);
-        let now = self.now;
-        self.running()?.insert(id, (rec.attempts, now))?;
+        self.tables().running()?.insert(id, (rec.attempts, now))?;
         // The worker gets the arguments; the writer's copy goes without (see `restore_payload`).
         let payload = std::mem::take(&mut rec.payload);
         self.put(id, rec)?;
@@ -145,9 +104,9 @@ impl Tx<'_> {
     /// or as a failure.
     fn restore_payload(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         if rec.payload.is_empty()
-            && let Some(bytes) = self.tasks()?.get(id)?
+            && let Some(bytes) = self.tables().tasks()?.get(id)?
         {
-            rec.payload = codec::decode::<TaskRecord>(bytes.value())?.payload;
+            rec.payload = TaskRecord::decode(bytes.value())?.payload;
         }
         Ok(())
     }
@@ -161,23 +120,25 @@ impl Tx<'_> {
     ) -> Result<(), Error> {
         self.unslot(rec)?;
         self.set_state(rec, state);
-        rec.finished_at_ms = Some(self.now);
-        if let Some(ttl) = self.result_ttl_ms {
-            let at = self.now.saturating_add(ttl);
-            self.result_expiry()?.insert((at, id), ())?;
+        let now = self.now();
+        rec.finished_at_ms = Some(now);
+        if let Some(ttl) = self.result_ttl_ms() {
+            let at = now.saturating_add(ttl);
+            self.tables().result_expiry()?.insert((at, id), ())?;
             self.note_wake(at);
         }
         self.put(id, rec)?;
-        self.finalized.push(id);
+        self.mark_final(id);
         Ok(())
     }
 
     /// Ends a task as `Expired` with the reason in its history.
     pub(crate) fn expire(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
-        let expired_at = rec.expires_at_ms.unwrap_or(self.now);
+        let now = self.now();
+        let expired_at = rec.expires_at_ms.unwrap_or(now);
         rec.errors.push(AttemptError {
             attempt: rec.attempts,
-            at_ms: self.now,
+            at_ms: now,
             kind: AttemptErrorKind::Expired,
             message: format!("expired at {expired_at} ms before it started"),
         });
@@ -187,48 +148,46 @@ impl Tx<'_> {
     /// Applies a worker's report. Discarded (returns `false`) unless the task is still running
     /// this very attempt: a late report can never overwrite a newer state.
     pub(crate) fn complete(&mut self, c: &Completion) -> Result<bool, Error> {
-        // Every running task's record is in the cache; one that is not is not running.
-        let Some(mut rec) = self.running_cache.remove(&c.id) else {
-            tracing::debug!(
-                id = c.id,
-                "discarding a completion of a task that is not running"
-            );
+        let id = c.id.0;
+        // Every running task's record is in memory; one that is not is not running.
+        let Some(mut rec) = self.take_running(id) else {
+            tracing::debug!(id, "discarding a completion of a task that is not running");
             return Ok(false);
         };
         if rec.attempts != c.attempt {
-            self.running_cache.insert(c.id, rec);
-            tracing::debug!(
-                id = c.id,
-                attempt = c.attempt,
-                "discarding a stale completion"
-            );
+            self.keep_running(id, rec);
+            tracing::debug!(id, attempt = c.attempt, "discarding a stale completion");
             return Ok(false);
         }
-        self.running_done.push((c.id, c.attempt));
+        self.attempt_done(id, c.attempt);
         rec.started_at_ms = Some(c.started_at_ms);
         let (kind, message, disposition) = match &c.outcome {
             Outcome::Succeeded(output) => {
                 rec.output = Some(output.clone());
-                self.finalize(c.id, &mut rec, TaskState::Succeeded)?;
+                self.finalize(id, &mut rec, TaskState::Succeeded)?;
                 return Ok(true);
             }
-            Outcome::Error(e) => {
-                let kind = match e.disposition {
+            Outcome::Failed {
+                disposition,
+                message,
+            } => {
+                let kind = match disposition {
                     Disposition::Fail => AttemptErrorKind::Fatal,
                     _ => AttemptErrorKind::Error,
                 };
-                (kind, e.message.clone(), e.disposition)
+                (kind, message.clone(), *disposition)
             }
             Outcome::Panicked(msg) => (AttemptErrorKind::Panic, msg.clone(), Disposition::Retry),
             Outcome::Undecodable(msg) => (AttemptErrorKind::Decode, msg.clone(), Disposition::Fail),
         };
+        let now = self.now();
         rec.errors.push(AttemptError {
             attempt: c.attempt,
-            at_ms: self.now,
+            at_ms: now,
             kind,
             message,
         });
-        self.restore_payload(c.id, &mut rec)?;
+        self.restore_payload(id, &mut rec)?;
         let delay = match disposition {
             Disposition::Fail => None,
             Disposition::Retry => Some(rec.retry.delay_ms(rec.attempts)),
@@ -237,11 +196,10 @@ impl Tx<'_> {
         match delay {
             Some(delay) if rec.retries_left() => {
                 self.set_state(&mut rec, TaskState::Retrying);
-                let at = self.now.saturating_add(delay);
-                self.make_scheduled(c.id, &mut rec, at)?;
-                self.put(c.id, &rec)?;
+                self.make_scheduled(id, &mut rec, now.saturating_add(delay))?;
+                self.put(id, &rec)?;
             }
-            _ => self.finalize(c.id, &mut rec, TaskState::Failed)?,
+            _ => self.finalize(id, &mut rec, TaskState::Failed)?,
         }
         Ok(true)
     }
@@ -255,7 +213,7 @@ impl Tx<'_> {
         if rec.state != TaskState::Running || rec.attempts != attempt {
             return Ok(());
         }
-        self.running()?.remove(id)?;
+        self.tables().running()?.remove(id)?;
         self.unstart(id, rec)
     }
 
@@ -269,11 +227,22 @@ impl Tx<'_> {
         self.put(id, &rec)
     }
 
+    /// Stages due work, at most `limit` of each kind: fires due schedules, moves scheduled
+    /// tasks whose time has come to the ready index (or to `Expired`), and expires tasks not
+    /// started by their expiry. Returns whether more is due.
+    pub(crate) fn stage_due(&mut self, limit: usize, catalog: &mut Catalog) -> Result<bool, Error> {
+        let mut more = self.fire_schedules(limit, catalog)?;
+        more |= self.promote_due(limit)?;
+        more |= self.expire_due(limit)?;
+        Ok(more)
+    }
+
     /// Moves up to `limit` scheduled tasks whose time has come to the ready index (or to
     /// `Expired`). Returns whether more are due.
-    pub(crate) fn promote_due(&mut self, limit: usize) -> Result<bool, Error> {
-        let now = self.now;
+    fn promote_due(&mut self, limit: usize) -> Result<bool, Error> {
+        let now = self.now();
         let due: Vec<((u64, u64), u64)> = self
+            .tables()
             .scheduled()?
             .range(..=(now, u64::MAX))?
             .take(limit + 1)
@@ -284,7 +253,7 @@ impl Tx<'_> {
             let Some(mut rec) = self.get(id)? else {
                 continue;
             };
-            if rec.expires_at_ms.is_some_and(|e| e <= self.now) {
+            if rec.expires_at_ms.is_some_and(|e| e <= now) {
                 self.expire(id, &mut rec)?;
                 continue;
             }
@@ -297,12 +266,11 @@ impl Tx<'_> {
 
     /// Ends as `Expired` up to `limit` tasks whose expiry has passed before they started.
     /// Returns whether more are due.
-    pub(crate) fn expire_due(&mut self, limit: usize) -> Result<bool, Error> {
-        let now = self.now;
-        let (due, more) = due_keys(&*self.task_expiry()?, now, limit)?;
+    fn expire_due(&mut self, limit: usize) -> Result<bool, Error> {
+        let now = self.now();
+        let (due, more) = due_keys(&*self.tables().task_expiry()?, now, limit)?;
         for key in due {
-            self.task_expiry()?.remove(key)?;
-            self.changed = true;
+            self.tables().task_expiry()?.remove(key)?;
             let Some(mut rec) = self.get(key.1)? else {
                 continue;
             };
@@ -320,16 +288,15 @@ impl Tx<'_> {
     /// Deletes up to `limit` finished tasks whose results TTL has passed. Returns whether more
     /// are due.
     pub(crate) fn prune(&mut self, limit: usize) -> Result<bool, Error> {
-        let now = self.now;
-        let (due, more) = due_keys(&*self.result_expiry()?, now, limit)?;
+        let now = self.now();
+        let (due, more) = due_keys(&*self.tables().result_expiry()?, now, limit)?;
         for key in due {
             let id = key.1;
-            self.result_expiry()?.remove(key)?;
+            self.tables().result_expiry()?.remove(key)?;
             if let Some(rec) = self.get(id)? {
                 self.count(rec.queue, rec.state, -1);
             }
-            self.tasks()?.remove(id)?;
-            self.changed = true;
+            self.tables().tasks()?.remove(id)?;
         }
         Ok(more)
     }
@@ -338,19 +305,16 @@ impl Tx<'_> {
     /// started (per the start journal) counts as an attempt ("worker lost"): the task runs
     /// again at once, or ends `Failed` when its attempts are used up. One that was only
     /// prefetched gets its attempt back. Returns (started orphans, unstarted orphans).
-    pub(crate) fn recover_orphans(
-        &mut self,
-        started: &crate::store::inflight::Started,
-    ) -> Result<(usize, usize), Error> {
+    pub(crate) fn recover_orphans(&mut self, started: &Started) -> Result<(usize, usize), Error> {
         let orphans: Vec<(u64, (u32, u64))> = self
+            .tables()
             .running()?
             .iter()?
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
             .collect::<Result<_, _>>()?;
         let mut lost = 0;
         for &(id, (attempt, started_at_ms)) in &orphans {
-            self.running()?.remove(id)?;
-            self.changed = true;
+            self.tables().running()?.remove(id)?;
             let Some(mut rec) = self.get(id)? else {
                 continue;
             };
@@ -362,7 +326,7 @@ impl Tx<'_> {
             lost += 1;
             rec.errors.push(AttemptError {
                 attempt,
-                at_ms: self.now,
+                at_ms: self.now(),
                 kind: AttemptErrorKind::WorkerLost,
                 message: format!(
                     "worker lost: the process exited while attempt {attempt} was running"

@@ -1,26 +1,20 @@
-//! One write transaction of the writer: its tables (opened on first use), the counters and
-//! per-queue counts flushed at its end, and the in-memory records of running tasks it keeps
-//! in step. The state changes themselves are in `transitions`.
+//! One write transaction of the writer: its tables (`schema::Tables`: opened on first use,
+//! every change logged), the bookkeeping flushed at its end (new ready entries, the sweep of
+//! finished attempts, the counters and counts), and the writer's in-memory records of running
+//! tasks, which it keeps in step. The state changes themselves are the verbs in
+//! `transitions`, `claim` and `schedules`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use crate::codec;
 use crate::error::Error;
-use crate::state::TaskState;
+use crate::model::{TaskId, TaskState};
 use crate::store::catalog::Catalog;
+use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
 use crate::store::record::{Slot, TaskRecord};
-use crate::store::redo::{Logged, Op, Redo};
-use crate::store::schema::*;
-
-/// The id and sequence counters, loaded at open and written back by every transaction that
-/// changes them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Counters {
-    pub next_id: u64,
-    pub next_seq: u64,
-}
+use crate::store::redo::Redo;
+use crate::store::schema::{RUNNING, ReadyKey, TASKS, Tables};
 
 /// A map keyed by task id. Ids are sequential integers: a multiplicative hash spreads them
 /// well and costs a fraction of the default SipHash.
@@ -46,182 +40,51 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-/// Loads the records of every running task (the writer's cache after a failed commit).
-pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, Error> {
-    let running = txn.open_table(RUNNING)?;
-    let tasks = txn.open_table(TASKS)?;
-    let mut map = IdMap::default();
-    for entry in running.iter()? {
-        let (id, value) = entry?;
-        let (id, (attempt, started)) = (id.value(), value.value());
-        if let Some(bytes) = tasks.get(id)? {
-            let mut rec: TaskRecord = codec::decode(bytes.value())?;
-            rec.overlay_running(attempt, started);
-            map.insert(id, rec);
-        }
-    }
-    Ok(map)
+/// Most ready entries a transaction keeps in memory (see `Tx::pending_ready`); the rest go to
+/// the table at once (keeping 100k in an in-memory B-tree first cost 6–8 % of
+/// `enqueue_bulk`).
+const PENDING_READY_MAX: usize = 4_096;
+
+/// What the writer lends each transaction and takes back after it: its records of running
+/// tasks, and the redo buffer (whose allocation is reused).
+#[derive(Default)]
+pub(crate) struct Lent {
+    pub running: IdMap<TaskRecord>,
+    pub redo: Redo,
 }
 
-/// Task counts per (queue id, state code): the `COUNTS` table without its counters.
-///
-/// The writer keeps them, and the id and sequence counters, in memory: a transaction's changes
-/// go into its redo record (so the log restores them after a crash), and only durable commits
-/// write them to the table (see [`store_counts`]). Updating the table with every group would
-/// make it one more B-tree in every commit (about 9 µs of a 40 µs one-task group).
-pub(crate) type Counts = std::collections::BTreeMap<(u32, u8), u64>;
+/// A ready-index entry met by a claim: (position: 9 − priority and seq), the index of its
+/// (queue, name) pair in the claim, the task id, and whether the entry is only in memory.
+pub(crate) type Candidate = ((u8, u64), usize, u64, bool);
 
-/// What `Spool::stats` reads without a transaction: the counts and the interned names, as of
-/// the last durable (logged) group.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CountsView {
-    pub counts: Counts,
-    pub catalog: crate::store::catalog::Catalog,
-}
-
-/// What a transaction changed in the counters and counts, for the writer to keep once the
-/// transaction is committed.
-#[derive(Debug)]
-pub(crate) struct Tally {
-    pub counters: Counters,
-    /// The new value of every count that changed (0: gone).
-    pub counts: Vec<((u32, u8), u64)>,
-}
-
-impl Tally {
-    /// Applies the changes to `counts`.
-    pub(crate) fn apply(&self, counts: &mut Counts) {
-        for &(key, n) in &self.counts {
-            if n == 0 {
-                counts.remove(&key);
-            } else {
-                counts.insert(key, n);
-            }
-        }
-    }
-}
-
-/// Reads the task counts (see [`Counts`]).
-pub(crate) fn load_counts(txn: &WriteTransaction) -> Result<Counts, Error> {
-    let table = txn.open_table(COUNTS)?;
-    let mut counts = Counts::new();
-    for entry in table.range((0, 0)..(COUNTERS_QUEUE, 0))? {
-        let (key, n) = entry?;
-        counts.insert(key.value(), n.value());
-    }
-    Ok(counts)
-}
-
-/// Writes the counters and every count to the file (in a durable commit): the table then
-/// holds exactly `counts` and `counters`.
-pub(crate) fn store_counts(
-    txn: &WriteTransaction,
-    counts: &Counts,
-    counters: Counters,
-) -> Result<(), Error> {
-    let mut table = txn.open_table(COUNTS)?;
-    table.retain(|key, _| counts.contains_key(&key))?;
-    for (&key, &n) in counts {
-        table.insert(key, n)?;
-    }
-    table.insert((COUNTERS_QUEUE, NEXT_ID), counters.next_id)?;
-    table.insert((COUNTERS_QUEUE, NEXT_SEQ), counters.next_seq)?;
-    Ok(())
-}
-
-/// Reads the id and sequence counters (1 if absent: a new file).
-pub(crate) fn load_counters(txn: &WriteTransaction) -> Result<Counters, Error> {
-    let counts = txn.open_table(COUNTS)?;
-    let get = |key: u8| -> Result<u64, Error> {
-        Ok(counts
-            .get((COUNTERS_QUEUE, key))?
-            .map(|v| v.value())
-            .unwrap_or(1))
-    };
-    Ok(Counters {
-        next_id: get(NEXT_ID)?,
-        next_seq: get(NEXT_SEQ)?,
-    })
-}
-
-/// A key of the ready index: (queue id, name id, 9 − priority, seq).
-pub(crate) type ReadyKey = (u32, u32, u8, u64);
-
-/// A table of a write transaction, opened on first use, whose changes go to the redo record.
-struct Lazy<'t, K: redb::Key + 'static, V: redb::Value + 'static> {
-    def: redb::TableDefinition<'static, K, V>,
-    id: u8,
-    table: Option<Table<'t, K, V>>,
-}
-
-impl<'t, K: redb::Key + 'static, V: redb::Value + 'static> Lazy<'t, K, V> {
-    fn new(def: redb::TableDefinition<'static, K, V>, id: u8) -> Self {
-        Lazy {
-            def,
-            id,
-            table: None,
-        }
-    }
-
-    fn open<'a>(
-        &'a mut self,
-        txn: &'t WriteTransaction,
-        redo: &'a mut Redo,
-    ) -> Result<Logged<'a, 't, K, V>, Error> {
-        let table = match self.table.take() {
-            Some(table) => table,
-            None => txn.open_table(self.def)?,
-        };
-        Ok(Logged {
-            table: self.table.insert(table),
-            redo,
-            id: self.id,
-        })
-    }
-}
-
-/// One write transaction's open tables plus the bookkeeping that is flushed at its end.
+/// One write transaction's tables plus the bookkeeping that is flushed at its end.
 pub(crate) struct Tx<'t> {
-    txn: &'t WriteTransaction,
-    pub now: u64,
-    pub result_ttl_ms: Option<u64>,
-    pub counters: Counters,
-    pub(crate) counters_dirty: bool,
-    queues_table: Lazy<'t, &'static str, u32>,
-    names_table: Lazy<'t, &'static str, u32>,
-    tasks: Lazy<'t, u64, &'static [u8]>,
-    ready: Lazy<'t, ReadyKey, u64>,
-    scheduled: Lazy<'t, (u64, u64), u64>,
-    running: Lazy<'t, u64, (u32, u64)>,
-    result_expiry: Lazy<'t, (u64, u64), ()>,
-    counts: Lazy<'t, (u32, u8), u64>,
-    schedules: Lazy<'t, &'static str, &'static [u8]>,
-    schedule_due: Lazy<'t, (u64, &'static str), ()>,
-    task_expiry: Lazy<'t, (u64, u64), ()>,
+    tables: Tables<'t>,
+    now: u64,
+    result_ttl_ms: Option<u64>,
+    counters: Counters,
+    counters_dirty: bool,
     /// Count changes per (queue, state) in this transaction: a handful of entries, so a
     /// vector beats hashing on every transition.
-    pub(crate) count_delta: Vec<((u32, u8), i64)>,
-    /// Tasks that reached a final state in this transaction (their waiters are woken after commit).
-    pub finalized: Vec<u64>,
-    /// Whether anything was written (an unchanged transaction is aborted, not committed).
-    pub changed: bool,
+    count_delta: Vec<((u32, u8), i64)>,
+    /// Tasks that reached a final state in this transaction (their waiters are woken after
+    /// commit).
+    finalized: Vec<TaskId>,
     /// The earliest due time among the timed-index entries added in this transaction.
-    pub wake_hint: Option<u64>,
+    wake_hint: Option<u64>,
     /// Records of running tasks, exactly those in the `running` table, kept by the writer
     /// across transactions: a running task's stored record is not rewritten at claim, so this
     /// is where its current state lives until it completes. Every change goes through `put`;
     /// after a failed group the writer reloads it with its next transaction.
-    pub running_cache: IdMap<TaskRecord>,
+    running: IdMap<TaskRecord>,
     /// Attempts completed in this transaction whose `running` entries are removed in one sweep
     /// by `finish` (one pass over a small table instead of one tree descent per task).
-    pub(crate) running_done: Vec<(u64, u32)>,
-    /// Ready-index entries added in this transaction (up to a few thousand; more go to the
-    /// table at once), written to the table by `finish`. A task claimed in the transaction
-    /// that made it ready (an enqueue to an idle worker) never touches the ready table: one
-    /// B-tree fewer in that commit.
-    pub(crate) pending_ready: std::collections::BTreeMap<ReadyKey, u64>,
-    /// Every row this transaction changed, for the write-ahead log.
-    pub(crate) redo: Redo,
+    running_done: Vec<(u64, u32)>,
+    /// Ready-index entries added in this transaction (up to [`PENDING_READY_MAX`]), written
+    /// to the table by `finish`. A task claimed in the transaction that made it ready (an
+    /// enqueue to an idle worker) never touches the ready table: one B-tree fewer in that
+    /// commit.
+    pending_ready: BTreeMap<ReadyKey, u64>,
 }
 
 impl<'t> Tx<'t> {
@@ -230,126 +93,48 @@ impl<'t> Tx<'t> {
         now: u64,
         counters: Counters,
         result_ttl_ms: Option<u64>,
-    ) -> Result<Tx<'t>, Error> {
-        Ok(Tx {
-            txn,
+        lent: Lent,
+    ) -> Tx<'t> {
+        let Lent { running, mut redo } = lent;
+        redo.clear();
+        Tx {
+            tables: Tables::new(txn, redo),
             now,
             result_ttl_ms,
             counters,
             counters_dirty: false,
-            queues_table: Lazy::new(QUEUES, table_id::QUEUES),
-            names_table: Lazy::new(NAMES, table_id::NAMES),
-            tasks: Lazy::new(TASKS, table_id::TASKS),
-            ready: Lazy::new(READY, table_id::READY),
-            scheduled: Lazy::new(SCHEDULED, table_id::SCHEDULED),
-            running: Lazy::new(RUNNING, table_id::RUNNING),
-            result_expiry: Lazy::new(RESULT_EXPIRY, table_id::RESULT_EXPIRY),
-            counts: Lazy::new(COUNTS, table_id::COUNTS),
-            schedules: Lazy::new(SCHEDULES, table_id::SCHEDULES),
-            schedule_due: Lazy::new(SCHEDULE_DUE, table_id::SCHEDULE_DUE),
-            task_expiry: Lazy::new(TASK_EXPIRY, table_id::TASK_EXPIRY),
             count_delta: Vec::new(),
             finalized: Vec::new(),
-            changed: false,
             wake_hint: None,
-            running_cache: IdMap::default(),
+            running,
             running_done: Vec::new(),
-            pending_ready: std::collections::BTreeMap::new(),
-            redo: Redo::default(),
-        })
-    }
-
-    // Tables are opened on first use: a small group (one enqueue, say) touches three of the
-    // eleven, and opening a table costs a lookup in redb's table tree and a flush at commit.
-    pub(crate) fn queues_table(&mut self) -> Result<Logged<'_, 't, &'static str, u32>, Error> {
-        self.queues_table.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn names_table(&mut self) -> Result<Logged<'_, 't, &'static str, u32>, Error> {
-        self.names_table.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn tasks(&mut self) -> Result<Logged<'_, 't, u64, &'static [u8]>, Error> {
-        self.tasks.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn ready(&mut self) -> Result<Logged<'_, 't, ReadyKey, u64>, Error> {
-        self.ready.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn scheduled(&mut self) -> Result<Logged<'_, 't, (u64, u64), u64>, Error> {
-        self.scheduled.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn running(&mut self) -> Result<Logged<'_, 't, u64, (u32, u64)>, Error> {
-        self.running.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn result_expiry(&mut self) -> Result<Logged<'_, 't, (u64, u64), ()>, Error> {
-        self.result_expiry.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn counts(&mut self) -> Result<Logged<'_, 't, (u32, u8), u64>, Error> {
-        self.counts.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn schedules(
-        &mut self,
-    ) -> Result<Logged<'_, 't, &'static str, &'static [u8]>, Error> {
-        self.schedules.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn schedule_due(
-        &mut self,
-    ) -> Result<Logged<'_, 't, (u64, &'static str), ()>, Error> {
-        self.schedule_due.open(self.txn, &mut self.redo)
-    }
-
-    pub(crate) fn task_expiry(&mut self) -> Result<Logged<'_, 't, (u64, u64), ()>, Error> {
-        self.task_expiry.open(self.txn, &mut self.redo)
-    }
-
-    /// Applies the row changes of one write-ahead log record (at open, before recovery).
-    pub(crate) fn replay(&mut self, record: &[u8]) -> Result<(), Error> {
-        let ops = crate::store::redo::decode(record).ok_or_else(|| {
-            Error::Storage("write-ahead log: a record with a valid checksum is malformed".into())
-        })?;
-        for op in ops {
-            let (table, key, value) = match op {
-                Op::Put { table, key, value } => (table, key, Some(value)),
-                Op::Delete { table, key } => (table, key, None),
-            };
-            match table {
-                table_id::QUEUES => self.queues_table()?.replay(key, value)?,
-                table_id::NAMES => self.names_table()?.replay(key, value)?,
-                table_id::TASKS => self.tasks()?.replay(key, value)?,
-                table_id::READY => self.ready()?.replay(key, value)?,
-                table_id::SCHEDULED => self.scheduled()?.replay(key, value)?,
-                table_id::RUNNING => self.running()?.replay(key, value)?,
-                table_id::RESULT_EXPIRY => self.result_expiry()?.replay(key, value)?,
-                table_id::COUNTS => self.counts()?.replay(key, value)?,
-                table_id::SCHEDULES => self.schedules()?.replay(key, value)?,
-                table_id::SCHEDULE_DUE => self.schedule_due()?.replay(key, value)?,
-                table_id::TASK_EXPIRY => self.task_expiry()?.replay(key, value)?,
-                other => {
-                    return Err(Error::Storage(format!(
-                        "write-ahead log: a record names table {other}, which this build does \
-                         not have"
-                    )));
-                }
-            }
+            pending_ready: BTreeMap::new(),
         }
-        Ok(())
+    }
+
+    /// The transaction's tables.
+    pub(crate) fn tables(&mut self) -> &mut Tables<'t> {
+        &mut self.tables
+    }
+
+    /// The time this transaction runs at, in ms since the epoch.
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// How long finished tasks are kept, if they are pruned.
+    pub(crate) fn result_ttl_ms(&self) -> Option<u64> {
+        self.result_ttl_ms
     }
 
     /// Writes what was deferred to the end of the transaction (new ready entries, the sweep of
     /// finished attempts), and works out the new counters and counts from `counts` (the
     /// writer's current ones): they go into the redo record, and come back as a [`Tally`]
-    /// for the writer to keep once the transaction commits. Call once, before commit.
+    /// for the writer to keep once the transaction is durable. Call once, before commit.
     pub(crate) fn finish(&mut self, counts: &Counts) -> Result<Tally, Error> {
         if !self.pending_ready.is_empty() {
             let pending = std::mem::take(&mut self.pending_ready);
-            let mut ready = self.ready()?;
+            let mut ready = self.tables.ready()?;
             for (key, id) in pending {
                 ready.insert(key, id)?;
             }
@@ -360,17 +145,14 @@ impl<'t> Tx<'t> {
             let (first, last) = (done[0].0, done[done.len() - 1].0);
             // Only the entry of the completed attempt goes: a task retried and claimed again
             // in this same transaction has a newer attempt in its entry and keeps it.
-            self.running()?
+            self.tables
+                .running()?
                 .retain_in(first..=last, |id, (attempt, _)| {
                     done.binary_search(&(id, attempt)).is_err()
                 })?;
         }
         if self.counters_dirty {
-            let Counters { next_id, next_seq } = self.counters;
-            self.redo
-                .log_count((COUNTERS_QUEUE, NEXT_ID), Some(next_id));
-            self.redo
-                .log_count((COUNTERS_QUEUE, NEXT_SEQ), Some(next_seq));
+            log_counters(self.tables.redo(), self.counters);
             self.counters_dirty = false;
         }
         let mut changed = Vec::new();
@@ -383,13 +165,36 @@ impl<'t> Tx<'t> {
                 .copied()
                 .unwrap_or(0)
                 .saturating_add_signed(delta);
-            self.redo.log_count(key, (new > 0).then_some(new));
+            log_count(self.tables.redo(), key, (new > 0).then_some(new));
             changed.push((key, new));
         }
         Ok(Tally {
             counters: self.counters,
             counts: changed,
         })
+    }
+
+    /// Whether the transaction changed anything (an unchanged one needs no commit).
+    pub(crate) fn changed(&mut self) -> bool {
+        self.tables.redo().changed()
+    }
+
+    /// The earliest due time among the timed-index entries this transaction added.
+    pub(crate) fn wake_hint(&self) -> Option<u64> {
+        self.wake_hint
+    }
+
+    /// The tasks this transaction ended in a final state.
+    pub(crate) fn take_finalized(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.finalized)
+    }
+
+    /// Ends the transaction's use of what the writer lent it.
+    pub(crate) fn into_lent(self) -> Lent {
+        Lent {
+            running: self.running,
+            redo: self.tables.into_redo(),
+        }
     }
 
     /// Records that something becomes due at `at_ms` (a new entry in one of the timed indexes).
@@ -400,14 +205,23 @@ impl<'t> Tx<'t> {
     /// The earliest time something becomes due: a scheduled task, a schedule's fire, an
     /// expiry, or a result to prune.
     pub(crate) fn next_wake(&mut self) -> Result<Option<u64>, Error> {
-        let due = self.scheduled()?.first()?.map(|(k, _)| k.value().0);
-        let prune = self.result_expiry()?.first()?.map(|(k, _)| k.value().0);
-        let fire = self.schedule_due()?.first()?.map(|(k, _)| k.value().0);
-        let expiry = self.task_expiry()?.first()?.map(|(k, _)| k.value().0);
+        let t = &mut self.tables;
+        let due = t.scheduled()?.first()?.map(|(k, _)| k.value().0);
+        let prune = t.result_expiry()?.first()?.map(|(k, _)| k.value().0);
+        let fire = t.schedule_due()?.first()?.map(|(k, _)| k.value().0);
+        let expiry = t.task_expiry()?.first()?.map(|(k, _)| k.value().0);
         Ok([due, prune, fire, expiry].into_iter().flatten().min())
     }
 
-    pub(crate) fn next_seq(&mut self) -> u64 {
+    /// A new task id.
+    pub(crate) fn next_id(&mut self) -> u64 {
+        let id = self.counters.next_id;
+        self.counters.next_id += 1;
+        self.counters_dirty = true;
+        id
+    }
+
+    fn next_seq(&mut self) -> u64 {
         let seq = self.counters.next_seq;
         self.counters.next_seq += 1;
         self.counters_dirty = true;
@@ -423,27 +237,21 @@ impl<'t> Tx<'t> {
     ) -> Result<(u32, u32), Error> {
         let q = match catalog.queues.id(queue) {
             Some(q) => q,
-            None => {
-                self.changed = true;
-                catalog.queues.intern(queue, &mut self.queues_table()?)?
-            }
+            None => catalog.queues.intern(queue, &mut self.tables.queues()?)?,
         };
         let n = match catalog.names.id(name) {
             Some(n) => n,
-            None => {
-                self.changed = true;
-                catalog.names.intern(name, &mut self.names_table()?)?
-            }
+            None => catalog.names.intern(name, &mut self.tables.names()?)?,
         };
         Ok((q, n))
     }
 
     pub(crate) fn get(&mut self, id: u64) -> Result<Option<TaskRecord>, Error> {
-        if let Some(rec) = self.running_cache.get(&id) {
+        if let Some(rec) = self.running.get(&id) {
             return Ok(Some(rec.clone()));
         }
-        match self.tasks()?.get(id)? {
-            Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+        match self.tables.tasks()?.get(id)? {
+            Some(bytes) => Ok(Some(TaskRecord::decode(bytes.value())?)),
             None => Ok(None),
         }
     }
@@ -451,15 +259,35 @@ impl<'t> Tx<'t> {
     /// Stores a record. A running task's record stays in memory (its `running` entry is what
     /// is durable); any other state is written to the file.
     pub(crate) fn put(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
-        self.changed = true;
         if rec.state == TaskState::Running {
-            self.running_cache.insert(id, rec.clone());
+            self.running.insert(id, rec.clone());
             return Ok(());
         }
-        self.running_cache.remove(&id);
-        let bytes = codec::encode(rec)?;
-        self.tasks()?.insert(id, bytes.as_slice())?;
+        self.running.remove(&id);
+        let bytes = rec.encode()?;
+        self.tables.tasks()?.insert(id, bytes.as_slice())?;
         Ok(())
+    }
+
+    /// The record of a running task, taken out of memory for its completion: `None` if the
+    /// task is not running. Give it back with [`Tx::keep_running`] if the completion does
+    /// not apply.
+    pub(crate) fn take_running(&mut self, id: u64) -> Option<TaskRecord> {
+        self.running.remove(&id)
+    }
+
+    pub(crate) fn keep_running(&mut self, id: u64, rec: TaskRecord) {
+        self.running.insert(id, rec);
+    }
+
+    /// The attempt's `running` entry goes at the end of the transaction.
+    pub(crate) fn attempt_done(&mut self, id: u64, attempt: u32) {
+        self.running_done.push((id, attempt));
+    }
+
+    /// The task reached a final state in this transaction.
+    pub(crate) fn mark_final(&mut self, id: u64) {
+        self.finalized.push(TaskId(id));
     }
 
     pub(crate) fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
@@ -485,14 +313,106 @@ impl<'t> Tx<'t> {
             Slot::Ready { seq } => {
                 let key = rec.ready_key(seq);
                 if self.pending_ready.remove(&key).is_none() {
-                    self.ready()?.remove(key)?;
+                    self.tables.ready()?.remove(key)?;
                 }
             }
             Slot::Scheduled { at_ms, seq } => {
-                self.scheduled()?.remove((at_ms, seq))?;
+                self.tables.scheduled()?.remove((at_ms, seq))?;
             }
         }
         rec.slot = Slot::None;
         Ok(())
     }
+
+    /// Puts the task in the ready index at the back of its priority.
+    pub(crate) fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+        self.unslot(rec)?;
+        let seq = self.next_seq();
+        let key = rec.ready_key(seq);
+        if self.pending_ready.len() < PENDING_READY_MAX {
+            self.pending_ready.insert(key, id);
+        } else {
+            // A bulk enqueue: far more than any claim of this transaction can take.
+            self.tables.ready()?.insert(key, id)?;
+        }
+        rec.slot = Slot::Ready { seq };
+        Ok(())
+    }
+
+    /// Puts the task in the scheduled index, due at `at_ms`.
+    pub(crate) fn make_scheduled(
+        &mut self,
+        id: u64,
+        rec: &mut TaskRecord,
+        at_ms: u64,
+    ) -> Result<(), Error> {
+        self.unslot(rec)?;
+        let seq = self.next_seq();
+        self.tables.scheduled()?.insert((at_ms, seq), id)?;
+        self.note_wake(at_ms);
+        rec.slot = Slot::Scheduled { at_ms, seq };
+        rec.due_at_ms = at_ms;
+        Ok(())
+    }
+
+    /// Adds the first `want` ready entries of the (queue, name) pair `pair` (number `index`
+    /// in the caller's list) to `out`, from the table and from this transaction's new ones.
+    pub(crate) fn ready_heads(
+        &mut self,
+        index: usize,
+        pair: (u32, u32),
+        want: usize,
+        out: &mut Vec<Candidate>,
+    ) -> Result<(), Error> {
+        let (q, n) = pair;
+        let range = (q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX);
+        for entry in self.tables.ready()?.range(range.clone())?.take(want) {
+            let (key, id) = entry?;
+            let (_, _, inv, seq) = key.value();
+            out.push(((inv, seq), index, id.value(), false));
+        }
+        for (&(_, _, inv, seq), &id) in self.pending_ready.range(range).take(want) {
+            out.push(((inv, seq), index, id, true));
+        }
+        Ok(())
+    }
+
+    /// Removes the stored ready entries of `pair` from position `first` to `last` (a run of
+    /// consecutive keys: one sweep instead of one tree descent per entry).
+    pub(crate) fn remove_ready_run(
+        &mut self,
+        pair: (u32, u32),
+        first: (u8, u64),
+        last: (u8, u64),
+    ) -> Result<(), Error> {
+        let (q, n) = pair;
+        self.tables
+            .ready()?
+            .retain_in((q, n, first.0, first.1)..=(q, n, last.0, last.1), |_, _| {
+                false
+            })
+    }
+
+    /// Removes one of this transaction's new ready entries.
+    pub(crate) fn remove_pending_ready(&mut self, key: ReadyKey) {
+        self.pending_ready.remove(&key);
+    }
+}
+
+/// Loads the records of every running task (the writer's memory of them after a failed
+/// commit).
+pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, Error> {
+    let running = txn.open_table(RUNNING)?;
+    let tasks = txn.open_table(TASKS)?;
+    let mut map = IdMap::default();
+    for entry in running.iter()? {
+        let (id, value) = entry?;
+        let (id, (attempt, started)) = (id.value(), value.value());
+        if let Some(bytes) = tasks.get(id)? {
+            let mut rec = TaskRecord::decode(bytes.value())?;
+            rec.overlay_running(attempt, started);
+            map.insert(id, rec);
+        }
+    }
+    Ok(map)
 }

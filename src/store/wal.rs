@@ -56,11 +56,7 @@ pub(crate) fn path_for(queue: &Path) -> PathBuf {
 }
 
 fn io(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        Error::DiskFull
-    } else {
-        Error::Storage(format!("write-ahead log: {e}"))
-    }
+    Error::io("write-ahead log", e)
 }
 
 fn checksum(len: u32, generation: u64, payload: &[u8]) -> u32 {
@@ -182,7 +178,7 @@ impl Wal {
     /// within the spool's durability bound); returns its offset.
     pub(crate) fn append(&mut self, payload: &[u8], sync: bool) -> Result<u64, Error> {
         let len = u32::try_from(payload.len())
-            .map_err(|_| Error::Storage("write-ahead log: record over 4 GiB".into()))?;
+            .map_err(|_| Error::storage("write-ahead log: record over 4 GiB"))?;
         self.buf.clear();
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf

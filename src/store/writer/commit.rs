@@ -16,13 +16,15 @@ use std::time::Instant;
 
 use redb::{Durability, WriteTransaction};
 
-use super::Writer;
 use crate::error::Error;
 use crate::store::catalog::Catalog;
-use crate::store::command::Command;
+use crate::store::counts::{Tally, store_counts};
 use crate::store::redo::Redo;
-use crate::store::schema::{META, META_WAL_GENERATION};
-use crate::store::tx::{Tally, Tx, load_running, store_counts};
+use crate::store::schema::{META, META_WAL_GENERATION, Tables};
+use crate::store::tx::load_running;
+use crate::store::wal::next_generation;
+use crate::store::writer::command::Command;
+use crate::store::writer::state::Writer;
 
 /// Groups kept in the open transaction before it is committed to redb anyway.
 pub(crate) const PUBLISH_GROUPS: usize = 1_024;
@@ -57,17 +59,16 @@ impl Writer {
             None => {
                 let txn = self.db.begin_write()?;
                 if !self.held_records.is_empty() {
-                    let mut tx = Tx::open(&txn, 0, self.counters, None)?;
+                    let mut tables = Tables::new(&txn, Redo::default());
                     // Length-prefixed by `commit_with`; a cut record is a bug, and replay
                     // reports it as malformed.
                     let mut rest = &self.held_records[..];
                     while let Some((len, tail)) = rest.split_first_chunk::<4>() {
                         let len = u32::from_le_bytes(*len) as usize;
                         let (record, tail) = tail.split_at(len.min(tail.len()));
-                        tx.replay(record)?;
+                        tables.replay(record)?;
                         rest = tail;
                     }
-                    drop(tx);
                 }
                 txn
             }
@@ -138,13 +139,7 @@ impl Writer {
         if self.held_groups == 0 {
             return;
         }
-        let size: usize = cmds
-            .iter()
-            .map(|c| match c {
-                Command::Enqueue { tasks, .. } => tasks.len(),
-                _ => 1,
-            })
-            .sum();
+        let size: usize = cmds.iter().map(Command::size).sum();
         if size >= LONG_GROUP {
             self.publish_or_retry();
         }
@@ -165,8 +160,7 @@ impl Writer {
             return Ok(());
         }
         let committed = self.take_txn().and_then(|mut txn| {
-            txn.set_durability(Durability::None)
-                .map_err(|e| Error::Storage(e.to_string()))?;
+            txn.set_durability(Durability::None)?;
             txn.commit().map_err(Error::from)
         });
         match committed {
@@ -220,7 +214,7 @@ impl Writer {
         // The allocator state goes with it, so redb's repair after a crash reads it back
         // instead of walking the whole file (see `crate::store::open`).
         txn.set_quick_repair(true);
-        let next = crate::store::wal::next_generation(self.wal.generation());
+        let next = next_generation(self.wal.generation());
         txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
         let mut counts = self.counts.clone();
         let counters = match &tally {
@@ -248,10 +242,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::super::{lock, spawn_opened};
     use crate::options::Options;
-    use crate::store::command::{Command, WriterHandle};
-    use crate::store::transitions::NewTask;
+    use crate::store::verbs::NewTask;
+    use crate::store::writer::command::Command;
+    use crate::store::writer::handle::{WriterHandle, spawn_opened};
+    use crate::store::writer::state::lock;
 
     fn task() -> NewTask {
         NewTask {
@@ -269,9 +264,9 @@ mod tests {
     fn buffered_durability_syncs_within_its_bound_and_on_flush() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
-        let opened = crate::store::open(&path, 1_000, None, 1 << 20, 1 << 20).unwrap();
+        let opened = crate::store::open::open(&path, 1_000, None, 1 << 20, 1 << 20).unwrap();
         let (mut writer, _db) = spawn_opened(opened, Some(Duration::from_millis(50)));
-        let unsynced = |w: &WriterHandle| lock(&w.core).sync_deadline.is_some();
+        let unsynced = |w: &WriterHandle| lock(w.core()).sync_deadline.is_some();
         let enqueue = |w: &WriterHandle| {
             w.request(|reply| Command::Enqueue {
                 tasks: vec![task()],

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Core, GATHER, MAX_GROUP, Writer, lock};
-use crate::store::command::Command;
+use crate::store::writer::command::Command;
+use crate::store::writer::state::{Core, GATHER, MAX_GROUP, Writer, lock};
 
 impl Writer {
     /// Runs the group of `cmd` on the calling thread, which found the writer idle and nothing
@@ -30,18 +30,17 @@ impl Writer {
         // but not yet applied (it takes the lock after the command), so a caller's group can
         // run before a command sent earlier. Nothing depends on that order for an enqueue; a
         // `Sync` ("everything sent before is committed") or a drain's next claim does.
-        let enqueue = matches!(cmd, Command::Enqueue { .. });
-        if !enqueue || self.last_callers > 1 || !rx.is_empty() {
+        if !cmd.is_enqueue() || self.last_callers > 1 || !rx.is_empty() {
             return Some(cmd);
         }
-        let before = (self.next_wake, self.sync_deadline);
+        let before = self.wake_times();
         self.last_callers = 1;
-        let (more, shutdown) = self.group(vec![cmd], None);
+        let next = self.group(vec![cmd], None);
         // The writer thread sleeps until the due time it last saw, or until a command: it is
         // told when that changed, when work is left over, and when it must close.
-        if shutdown {
+        if next.shutdown {
             let _ = tx.send(Command::Shutdown);
-        } else if more || (self.next_wake, self.sync_deadline) != before {
+        } else if next.more || self.wake_times() != before {
             let _ = tx.send(Command::Tick);
         }
         None
@@ -69,7 +68,7 @@ impl Writer {
         while callers < self.last_callers {
             match rx.recv_deadline(deadline) {
                 Ok(cmd) => {
-                    callers += usize::from(matches!(cmd, Command::Enqueue { .. }));
+                    callers += usize::from(cmd.is_enqueue());
                     apply(self, cmd);
                 }
                 Err(_) => break,
@@ -77,22 +76,36 @@ impl Writer {
         }
     }
 
-    /// How long to sleep before the next due time; `None` = until a command arrives.
+    /// What the writer thread's sleep depends on: the next due time, the buffered sync's
+    /// deadline, and the retry after a failed group.
+    fn wake_times(&self) -> (Option<u64>, Option<Instant>, Option<Instant>) {
+        (self.next_wake, self.sync_deadline, self.retry_at)
+    }
+
+    /// How long to sleep before the next due time; `None` = until a command arrives. After
+    /// a failed group, at least until its backoff has passed (a command ends the sleep
+    /// sooner): the next group applies the failed group's completions again.
     fn wait_timeout(&self) -> Option<Duration> {
-        let sync = self
-            .sync_deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        if let Some(at) = self.retry_at
+            && at > now
+        {
+            return Some(at - now);
+        }
+        let sync = self.sync_deadline.map(|d| d.saturating_duration_since(now));
+        let retry = (!self.retry.is_empty()).then_some(Duration::ZERO);
         let timer = match self.next_wake {
             Some(wake) if wake <= self.config.clock.now_ms() => Some(Duration::ZERO),
             Some(wake) => self.config.clock.sleep_until(wake),
             None => None,
         };
-        [sync, timer].into_iter().flatten().min()
+        [sync, retry, timer].into_iter().flatten().min()
     }
 }
 
 /// The writer thread: sleeps until a command arrives or the next due time, then runs a group
-/// (unless a caller runs one, see [`Writer::lead`]).
+/// (unless a caller runs one, see [`Writer::lead`]). It sleeps outside the lock, so callers
+/// and readers are never kept waiting by its sleep — nor by the backoff after a failed group.
 pub(super) fn run(core: &Core, rx: &Receiver<Command>) {
     // The first group runs at once: it promotes whatever became due while the file was closed.
     let mut more = true;
@@ -124,9 +137,9 @@ pub(super) fn run(core: &Core, rx: &Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        let (again, shutdown) = writer.group(cmds, Some(rx));
-        more = again;
-        if shutdown {
+        let next = writer.group(cmds, Some(rx));
+        more = next.more;
+        if next.shutdown {
             return writer.close();
         }
     }

@@ -1,0 +1,268 @@
+//! The model: the plain types every layer shares. Task ids and pool ids, task states, the
+//! error history of attempts, the periodic fire a task came from, what an attempt's handler
+//! returned, and the limits of the options.
+//!
+//! It imports nothing of the crate, so no import circle can form through it: the public
+//! face, the pools and the storage engine all build on it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The queue tasks go to when no queue is named.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// The highest priority. Priorities run from 0 to 9; higher runs first.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// Retries after the first attempt when nothing else is set (Celery's default).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+/// Longest accepted queue name, in bytes.
+pub(crate) const MAX_QUEUE_NAME: usize = 200;
+
+/// The id of an enqueued task: unique within its queue file, increasing in enqueue order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub(crate) u64);
+
+impl TaskId {
+    /// The numeric id, as shown by the CLI.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds an id from its number (for example one read from a log or the CLI).
+    pub fn from_u64(id: u64) -> Self {
+        TaskId(id)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The id of a running worker pool, unique within the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolId(pub(crate) u64);
+
+/// Where a task is in its life. Each state says who moves a task out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TaskState {
+    /// Due in the future (countdown or ETA). The writer moves it to `Ready` when its due
+    /// time passes, or to `Expired` if its expiry passes first.
+    Scheduled,
+    /// Due now and waiting for a worker slot. The writer moves it to `Running` when a worker
+    /// that serves its queue and knows its name has a free slot.
+    Ready,
+    /// An attempt is executing (or was, when the process died). The attempt's outcome moves it
+    /// to `Succeeded`, `Retrying` or `Failed`; opening the file after a crash moves an orphan back
+    /// to `Ready` (or to `Failed` when its attempts are used up).
+    Running,
+    /// The last attempt failed with a retryable error; the task is due again after its backoff.
+    /// The writer moves it to `Ready` at that time.
+    Retrying,
+    /// Final: the handler returned a value, stored as the result.
+    Succeeded,
+    /// Final: the handler failed permanently, or every allowed attempt failed.
+    Failed,
+    /// Final: revoked before it ran.
+    Revoked,
+    /// Final: its expiry time passed before it started.
+    Expired,
+}
+
+impl TaskState {
+    /// Whether no further transition can happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Revoked | TaskState::Expired
+        )
+    }
+
+    /// All states, in lifecycle order (for stats and the CLI).
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Scheduled,
+        TaskState::Ready,
+        TaskState::Running,
+        TaskState::Retrying,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Revoked,
+        TaskState::Expired,
+    ];
+
+    /// The state's code as stored in queue files. Codes are part of the file format: a code
+    /// is never reused or changed, and a new state takes the next free one.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            TaskState::Scheduled => 0,
+            TaskState::Ready => 1,
+            TaskState::Running => 2,
+            TaskState::Retrying => 3,
+            TaskState::Succeeded => 4,
+            TaskState::Failed => 5,
+            TaskState::Revoked => 6,
+            TaskState::Expired => 7,
+        }
+    }
+
+    /// The state stored under `code`, if this build knows it.
+    pub(crate) fn from_code(code: u8) -> Option<TaskState> {
+        Some(match code {
+            0 => TaskState::Scheduled,
+            1 => TaskState::Ready,
+            2 => TaskState::Running,
+            3 => TaskState::Retrying,
+            4 => TaskState::Succeeded,
+            5 => TaskState::Failed,
+            6 => TaskState::Revoked,
+            7 => TaskState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            TaskState::Scheduled => "scheduled",
+            TaskState::Ready => "ready",
+            TaskState::Running => "running",
+            TaskState::Retrying => "retrying",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Revoked => "revoked",
+            TaskState::Expired => "expired",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AttemptErrorKind {
+    /// The handler returned a retryable error.
+    Error,
+    /// The handler returned a permanent failure.
+    Fatal,
+    /// The handler panicked.
+    Panic,
+    /// The stored arguments no longer decode into the task's type.
+    Decode,
+    /// The process died while the attempt was running.
+    WorkerLost,
+    /// The task's expiry passed before it started.
+    Expired,
+}
+
+impl AttemptErrorKind {
+    /// The kind's code as stored in queue files (never reused or changed, like
+    /// [`TaskState::code`]).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            AttemptErrorKind::Error => 0,
+            AttemptErrorKind::Fatal => 1,
+            AttemptErrorKind::Panic => 2,
+            AttemptErrorKind::Decode => 3,
+            AttemptErrorKind::WorkerLost => 4,
+            AttemptErrorKind::Expired => 5,
+        }
+    }
+
+    /// The kind stored under `code`, if this build knows it.
+    pub(crate) fn from_code(code: u8) -> Option<AttemptErrorKind> {
+        Some(match code {
+            0 => AttemptErrorKind::Error,
+            1 => AttemptErrorKind::Fatal,
+            2 => AttemptErrorKind::Panic,
+            3 => AttemptErrorKind::Decode,
+            4 => AttemptErrorKind::WorkerLost,
+            5 => AttemptErrorKind::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// One failed attempt in a task's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The attempt number, starting at 1.
+    pub attempt: u32,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What kind of failure it was.
+    pub kind: AttemptErrorKind,
+    /// The message (error text, panic message, decode error).
+    pub message: String,
+}
+
+/// The (schedule, fire time) a periodic task was enqueued for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Origin {
+    pub schedule: String,
+    pub fire_at_ms: u64,
+}
+
+/// What a handler asks for when an attempt does not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// Retry after the task's backoff.
+    Retry,
+    /// Retry after this delay.
+    RetryAfter(Duration),
+    /// Do not retry.
+    Fail,
+}
+
+/// What running one attempt's handler gave, before the engine decides what it means for the
+/// task (success, a retry after backoff, or the end).
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The handler returned; the JSON-encoded output.
+    Succeeded(Vec<u8>),
+    /// The handler returned an error.
+    Failed {
+        disposition: Disposition,
+        message: String,
+    },
+    /// The handler panicked; the panic message.
+    Panicked(String),
+    /// The stored arguments did not decode; the decode error.
+    Undecodable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_those_of_the_file_format() {
+        for (code, s) in TaskState::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(s.code()), code, "{s}");
+            assert_eq!(TaskState::from_code(s.code()), Some(s));
+        }
+        assert_eq!(TaskState::from_code(8), None);
+        assert_eq!(TaskState::from_code(200), None);
+        let kinds = [
+            AttemptErrorKind::Error,
+            AttemptErrorKind::Fatal,
+            AttemptErrorKind::Panic,
+            AttemptErrorKind::Decode,
+            AttemptErrorKind::WorkerLost,
+            AttemptErrorKind::Expired,
+        ];
+        for (code, k) in kinds.into_iter().enumerate() {
+            assert_eq!(usize::from(k.code()), code, "{k:?}");
+            assert_eq!(AttemptErrorKind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(AttemptErrorKind::from_code(6), None);
+        assert!(TaskState::Failed.is_final());
+        assert!(!TaskState::Retrying.is_final());
+    }
+}

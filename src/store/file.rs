@@ -1,0 +1,256 @@
+//! The file engine: the verbs of `verbs` on one redb file, its write-ahead log (`wal`) and its
+//! start journal (`inflight`). Writes go through the writer (`writer`), which groups them;
+//! reads go to redb snapshots once the writer has published what it holds (`read`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use redb::{Database, ReadableDatabase};
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::model::{PoolId, TaskId};
+use crate::schedule::ScheduleInfo;
+use crate::store::inflight::Inflight;
+use crate::store::open::open;
+use crate::store::read;
+use crate::store::verbs::{
+    Completion, Engine, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
+};
+use crate::store::writer::{Command, WriterConfig, WriterHandle};
+use crate::sync::Waiters;
+use crate::views::{Stats, TaskStatus};
+
+/// How to open a queue file.
+pub(crate) struct FileConfig {
+    pub clock: Clock,
+    /// How long finished tasks are kept; `None`: forever.
+    pub result_ttl_ms: Option<u64>,
+    /// The most memory redb's page cache may use.
+    pub cache_bytes: usize,
+    /// How much log accumulates before a checkpoint.
+    pub checkpoint_bytes: u64,
+    /// `Some(bound)`: buffered durability, synced within `bound`.
+    pub buffered: Option<Duration>,
+}
+
+/// The engine of one open queue file. Dropping it commits what is pending, checkpoints the
+/// log and releases the file.
+pub(crate) struct FileEngine {
+    writer: WriterHandle,
+    db: Arc<Database>,
+    journal: Arc<Inflight>,
+}
+
+impl FileEngine {
+    /// Opens (or creates) the queue file at `path`: checks that it is ours and of a format we
+    /// read (refusing it untouched otherwise), replays its log, recovers the attempts a dead
+    /// owner left running, and starts the writer.
+    ///
+    /// # Errors
+    /// `AlreadyOpen`, `Corrupt`, `NotAQueue` or `NewerFormat` for a file that cannot be used
+    /// (it is left untouched); `Storage`/`DiskFull` on I/O failure.
+    pub(crate) fn open(
+        path: &Path,
+        config: FileConfig,
+        waiters: Arc<Waiters>,
+    ) -> Result<FileEngine, Error> {
+        let opened = open(
+            path,
+            config.clock.now_ms(),
+            config.result_ttl_ms,
+            config.cache_bytes,
+            config.checkpoint_bytes,
+        )?;
+        let db = Arc::new(opened.db);
+        let writer = WriterHandle::spawn(
+            db.clone(),
+            WriterConfig {
+                clock: config.clock,
+                result_ttl_ms: config.result_ttl_ms,
+                buffered: config.buffered,
+            },
+            (opened.counters, opened.counts, opened.catalog),
+            opened.wal,
+            waiters,
+        )?;
+        Ok(FileEngine {
+            writer,
+            db,
+            journal: Arc::new(opened.inflight),
+        })
+    }
+
+    /// The database, for a read transaction that sees every acknowledged change.
+    fn published(&self) -> Result<&Database, Error> {
+        self.writer.publish()?;
+        Ok(&self.db)
+    }
+}
+
+impl Drop for FileEngine {
+    fn drop(&mut self) {
+        self.writer.shutdown();
+    }
+}
+
+impl Engine for FileEngine {
+    fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, Error> {
+        self.writer
+            .request(|reply| Command::Enqueue { tasks, reply })
+    }
+
+    fn schedule(&self, op: ScheduleOp) -> Result<bool, Error> {
+        self.writer.request(|reply| Command::Schedule { op, reply })
+    }
+
+    fn register(&self, pool: PoolSpec, jobs: Sender<Job>) -> Result<(), Error> {
+        self.writer
+            .request(|reply| Command::Register { pool, jobs, reply })
+    }
+
+    fn unregister(&self, pool: PoolId) {
+        // A failed group still unregisters: the pool is gone from the writer's memory.
+        let _ = self
+            .writer
+            .request(|reply| Command::Unregister { pool, reply });
+    }
+
+    fn claim(&self, serves: &Serves, max: usize) -> Result<Vec<Job>, Error> {
+        let serves = serves.clone();
+        self.writer
+            .request(|reply| Command::Claim { serves, max, reply })
+    }
+
+    fn reporter(&self) -> Arc<dyn Reporter> {
+        Arc::new(FileReporter {
+            writer: self.writer.sender(),
+            journal: self.journal.clone(),
+        })
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        self.writer.request(|reply| Command::Sync { reply })
+    }
+
+    fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
+        let db = self.published()?;
+        read::status(db, self.writer.counts(), self.writer.live(), id)
+    }
+
+    fn result(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
+        read::result(self.published()?, id)
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
+        read::schedules(self.published()?)
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        read::stats(self.writer.counts(), self.writer.live(), || {
+            Ok(self.published()?.begin_read()?)
+        })
+    }
+}
+
+/// Where a pool's threads report: the writer's channel and the start journal. It does not
+/// keep the writer running: once the engine is dropped, reports fail with `Closed`.
+struct FileReporter {
+    writer: Sender<Command>,
+    journal: Arc<Inflight>,
+}
+
+impl Reporter for FileReporter {
+    fn join(&self) -> ThreadSlot {
+        ThreadSlot(self.journal.acquire())
+    }
+
+    fn leave(&self, slot: ThreadSlot) {
+        self.journal.release(slot.0);
+    }
+
+    fn starting(&self, slot: ThreadSlot, id: TaskId, attempt: u32) {
+        self.journal.mark(slot.0, id.0, attempt);
+    }
+
+    fn complete(&self, pool: Option<PoolId>, completion: Completion) -> Result<(), Error> {
+        self.writer
+            .send(Command::Complete { pool, completion })
+            .map_err(|_| Error::Closed)
+    }
+
+    fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
+        self.writer
+            .send(Command::Release { pool, id, attempt })
+            .map_err(|_| Error::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::TaskState;
+    use crate::options::Options;
+    use crate::store::writer::lock;
+
+    fn temporary() -> (tempfile::TempDir, FileEngine) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileConfig {
+            clock: Clock::System,
+            result_ttl_ms: None,
+            cache_bytes: 1 << 20,
+            checkpoint_bytes: 1 << 20,
+            buffered: None,
+        };
+        let engine = FileEngine::open(&dir.path().join("q.redb"), config, Arc::default()).unwrap();
+        (dir, engine)
+    }
+
+    /// The writer keeps acknowledged groups in its open transaction. `stats` answers from the
+    /// writer's memory, so it does not wait while the writer is busy (here: its lock held by
+    /// the test); `status` reads the file, so it waits for the writer to commit what it holds,
+    /// and then sees the task.
+    #[test]
+    fn stats_never_waits_for_the_writer_and_status_sees_every_acknowledged_task() {
+        let (_dir, engine) = temporary();
+        let engine = Arc::new(engine);
+        let task = NewTask {
+            name: Arc::from("test.ping"),
+            payload: b"null".to_vec(),
+            opts: Arc::new(Options::new().resolve(0).unwrap()),
+            enqueued_at_ms: 0,
+            origin: None,
+        };
+        let id = engine.insert(vec![task]).unwrap()[0];
+        let busy = lock(engine.writer.core());
+
+        let (stats_tx, stats_rx) = crossbeam_channel::bounded(1);
+        let e = engine.clone();
+        std::thread::spawn(move || stats_tx.send(e.stats()));
+        let stats = stats_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stats waited for the writer")
+            .unwrap();
+        assert_eq!(stats.count(TaskState::Ready), 1);
+        assert_eq!(stats.queues[0].name, "default");
+
+        let (status_tx, status_rx) = crossbeam_channel::bounded(1);
+        let e = engine.clone();
+        let reader = std::thread::spawn(move || {
+            let _ = status_tx.send(e.status(id));
+        });
+        assert!(
+            status_rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "status read the file before the writer committed its held group"
+        );
+        drop(busy);
+        let status = status_rx.recv().unwrap().unwrap();
+        assert_eq!(status.state, TaskState::Ready);
+        reader.join().unwrap();
+    }
+}

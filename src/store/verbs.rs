@@ -1,0 +1,236 @@
+//! The engine's face: the verbs the rest of the crate asks of storage, and the types that
+//! cross it. Nothing here names redb, the write-ahead log or the file lock; where engines
+//! differ, the difference is named below as an engine property.
+//!
+//! The verbs, with the Oban `Engine` callbacks they stand for:
+//!
+//! | verb | what it does | Oban |
+//! |---|---|---|
+//! | [`Engine::insert`] | stores new tasks, durable when it returns | `insert_job`, `insert_all_jobs` |
+//! | [`Engine::register`] / [`Engine::unregister`] | a pool starts or stops; the engine claims for it and sends it [`Job`]s | `fetch_jobs` (pushed, see below) |
+//! | [`Engine::claim`] | claims due tasks for a caller that runs them itself (a drain) | `fetch_jobs` |
+//! | [`Reporter::complete`] | an attempt ran: its [`Outcome`] ends it as succeeded, retried after backoff, or failed | `complete_job`, `error_job`, `discard_job` |
+//! | [`Reporter::release`] | a claimed attempt did not run: the task goes back with its attempt | — |
+//! | [`Engine::schedule`] | declares, removes, pauses or resumes a periodic schedule | — (Oban's cron plugin) |
+//! | [`Engine::sync`] | returns once everything acknowledged before is durable | — |
+//! | [`Engine::status`], [`Engine::result`], [`Engine::schedules`], [`Engine::stats`] | read views | — |
+//! | (the engine's own work) | stages due work — promotes due tasks, fires schedules, expires — and prunes finished tasks, waking at the next due time | `stage_jobs`, `prune_jobs` |
+//! | (opening) | recovers the attempts a dead owner left running | Oban's `Lifeline` rescue |
+//!
+//! `snooze`, `cancel` and `retry` of a finished task come with the execution-control issue.
+//!
+//! # Engine properties
+//!
+//! What a caller may rely on, and how the file engine (`store::file`, on redb) provides it.
+//! Another engine provides the same verbs; where it cannot give the same property, the
+//! difference is stated here, not assumed above this face.
+//!
+//! - **Durable acknowledgement.** `insert`, `schedule` and `sync` return once their change
+//!   survives a crash. File engine: the group's write-ahead log record is `fdatasync`ed
+//!   (buffered mode: written to the OS, synced within the bound).
+//! - **Orphans known at open.** The file engine is the only owner of its file (the OS lock),
+//!   so whatever was running when the last owner died is an orphan at open and is recovered
+//!   then: no leases, no timeouts. An engine shared by several processes must lease attempts
+//!   and rescue expired leases instead.
+//! - **Claims are pushed, in order.** The engine claims for registered pools — highest
+//!   priority first, then FIFO, across the queues and names a pool serves — never more than
+//!   a pool's free threads plus its prefetch, and sends the jobs once the claim is durable.
+//!   File engine: the claim is in the writer's group, the same transaction as the event that
+//!   made the task ready.
+//! - **Attempt starts are noted.** A worker thread tells its [`Reporter`] before an
+//!   attempt's handler runs ([`Reporter::starting`]), so that recovery can tell started
+//!   attempts (they count toward `max_retries`) from claimed ones. File engine: a page-cache
+//!   write to a journal next to the file; it survives a process crash, not a power cut.
+//! - **Reads see every acknowledged change.** `status`, `result` and `schedules` see every
+//!   change acknowledged before the call. File engine: they may wait for the end of the
+//!   writer's group in progress (well under a millisecond), then commit what it holds.
+//!   `stats` reads the engine's in-memory counts and never waits.
+//! - **Wake-ups of waiters.** The engine notifies [`Waiters`](crate::sync::Waiters) of a task
+//!   once its final state can be read.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::error::Error;
+use crate::model::{Origin, Outcome, PoolId, TaskId};
+use crate::options::Resolved;
+use crate::schedule::{ScheduleDef, ScheduleInfo};
+use crate::views::{Stats, TaskStatus};
+
+/// A task as the caller built it, validated, waiting for the engine to give it an id.
+pub(crate) struct NewTask {
+    pub name: Arc<str>,
+    pub payload: Vec<u8>,
+    pub opts: Arc<Resolved>,
+    pub enqueued_at_ms: u64,
+    pub origin: Option<Origin>,
+}
+
+/// One attempt handed to a worker.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub name: String,
+    pub queue: Arc<str>,
+    pub payload: Vec<u8>,
+    pub max_retries: u32,
+    pub enqueued_at_ms: u64,
+    pub origin: Option<Origin>,
+}
+
+/// A finished attempt, as its worker reports it.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub started_at_ms: u64,
+    /// How long the handler ran, in microseconds (drives adaptive prefetch).
+    pub run_us: u64,
+    pub outcome: Outcome,
+}
+
+/// What a pool (or a drain) can run: the queues it serves and the task names it knows. Built
+/// and validated once, by `WorkerBuilder`.
+#[derive(Debug, Clone)]
+pub(crate) struct Serves {
+    pub queues: Vec<String>,
+    pub names: HashSet<String>,
+}
+
+impl Serves {
+    /// Whether this pool serves `queue`.
+    pub(crate) fn serves_queue(&self, queue: &str) -> bool {
+        self.queues.iter().any(|q| q == queue)
+    }
+}
+
+/// A live pool, as it registers with the engine.
+#[derive(Debug)]
+pub(crate) struct PoolSpec {
+    pub id: PoolId,
+    pub serves: Serves,
+    /// How many attempts run at once.
+    pub threads: usize,
+    /// The most attempts claimed ahead of free threads.
+    pub max_prefetch: usize,
+}
+
+/// A change to the set of schedules.
+#[derive(Debug)]
+pub(crate) enum ScheduleOp {
+    /// Create or update; unchanged if the definition is identical.
+    Declare { name: String, def: ScheduleDef },
+    /// Delete.
+    Remove(String),
+    /// Stop firing until resumed.
+    Pause(String),
+    /// Fire again from the next time after now (fires missed while paused are not run).
+    Resume(String),
+}
+
+/// A worker thread's place for its start notes (see [`Reporter::starting`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ThreadSlot(pub(crate) u64);
+
+/// The storage engine of a spool: every verb the public handles use. See the module docs
+/// for the list and for the properties a caller may rely on. Dropping the engine applies
+/// what is pending, makes it durable and stops it; reporters then get `Closed`.
+pub(crate) trait Engine: Send + Sync {
+    /// Stores new tasks, all or none; returns their ids once they are durable.
+    ///
+    /// # Errors
+    /// `DiskFull`/`Storage` if the change could not be made durable (nothing was stored);
+    /// `Closed` if the engine has stopped.
+    fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, Error>;
+
+    /// Declares, removes, pauses or resumes a schedule; returns whether anything changed
+    /// (for a removal: whether the schedule existed). Durable when it returns.
+    ///
+    /// # Errors
+    /// `ScheduleNotFound` to pause or resume an unknown schedule; as [`Engine::insert`].
+    fn schedule(&self, op: ScheduleOp) -> Result<bool, Error>;
+
+    /// A pool starts serving: from now on the engine claims tasks for it and sends them on
+    /// `jobs`, never more than its free threads plus its prefetch.
+    ///
+    /// # Errors
+    /// As [`Engine::insert`]; the caller must then [`unregister`](Engine::unregister) it.
+    fn register(&self, pool: PoolSpec, jobs: Sender<Job>) -> Result<(), Error>;
+
+    /// A pool stops: returns once no more jobs will be sent to it (its job channel is
+    /// dropped). Attempts it still holds report through its [`Reporter`].
+    fn unregister(&self, pool: PoolId);
+
+    /// Claims up to `max` due tasks that `serves` can run, for a caller that runs them itself
+    /// (a drain), in the engine's claim order.
+    ///
+    /// # Errors
+    /// As [`Engine::insert`].
+    fn claim(&self, serves: &Serves, max: usize) -> Result<Vec<Job>, Error>;
+
+    /// Where worker threads report their attempts. It does not keep the engine open.
+    fn reporter(&self) -> Arc<dyn Reporter>;
+
+    /// Returns once everything reported or acknowledged before the call is applied and
+    /// durable.
+    ///
+    /// # Errors
+    /// `DiskFull`/`Storage` if a sync fails; `Closed` if the engine has stopped.
+    fn sync(&self) -> Result<(), Error>;
+
+    /// A task's state, times, attempts and error history.
+    ///
+    /// # Errors
+    /// `NotFound` for an id never enqueued or already pruned; `Storage` on a read failure.
+    fn status(&self, id: TaskId) -> Result<TaskStatus, Error>;
+
+    /// The JSON output of a succeeded task; `None` while it has not reached a final state.
+    ///
+    /// # Errors
+    /// `TaskFailed`, `TaskExpired` or `TaskRevoked` for the other final states; as
+    /// [`Engine::status`].
+    fn result(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Every declared schedule with its next and last fire, by name.
+    ///
+    /// # Errors
+    /// `Storage` on a read failure.
+    fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error>;
+
+    /// Counts per queue and state, and the names due tasks wait under that no live pool knows.
+    ///
+    /// # Errors
+    /// `Storage` on a read failure.
+    fn stats(&self) -> Result<Stats, Error>;
+}
+
+/// How worker threads tell the engine about their attempts.
+pub(crate) trait Reporter: Send + Sync {
+    /// A place for one thread's start notes; give it back with [`Reporter::leave`].
+    fn join(&self) -> ThreadSlot;
+
+    /// The thread in `slot` has stopped.
+    fn leave(&self, slot: ThreadSlot);
+
+    /// The thread in `slot` is about to run this attempt's handler. Best effort: a note that
+    /// cannot be written only makes recovery count the attempt as started.
+    fn starting(&self, slot: ThreadSlot, id: TaskId, attempt: u32);
+
+    /// An attempt ran; `pool` (none for a drain) has a thread free again. The outcome
+    /// decides what happens to the task; a report of an attempt that is no longer current
+    /// is discarded.
+    ///
+    /// # Errors
+    /// `Closed` if the engine has stopped (the attempt is recovered at the next open).
+    fn complete(&self, pool: Option<PoolId>, completion: Completion) -> Result<(), Error>;
+
+    /// A claimed attempt of `pool` did not run (the pool is stopping): the task goes back to
+    /// its queue and the attempt is given back.
+    ///
+    /// # Errors
+    /// As [`Reporter::complete`].
+    fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error>;
+}

@@ -1,0 +1,69 @@
+//! The commands callers and workers send to the writer: one variant per request, each with
+//! the reply its caller waits on.
+
+use crossbeam_channel::Sender;
+
+use crate::error::Error;
+use crate::model::{PoolId, TaskId};
+use crate::store::verbs::{Completion, Job, NewTask, PoolSpec, ScheduleOp, Serves};
+use crate::sync::Promise;
+
+/// Where the writer sends the answer to one request.
+pub(crate) type Reply<T> = Promise<Result<T, Error>>;
+
+/// A request to the writer. Adding one means: its variant here, its apply
+/// (`Writer::apply`), and the value its caller hears — nothing else.
+pub(crate) enum Command {
+    /// Store new tasks; reply with their ids once durable.
+    Enqueue {
+        tasks: Vec<NewTask>,
+        reply: Reply<Vec<TaskId>>,
+    },
+    /// An attempt finished; `pool` has a thread free again.
+    Complete {
+        pool: Option<PoolId>,
+        completion: Completion,
+    },
+    /// A claimed attempt that never started goes back to the ready index.
+    Release {
+        pool: PoolId,
+        id: TaskId,
+        attempt: u32,
+    },
+    /// A pool starts serving.
+    Register {
+        pool: PoolSpec,
+        jobs: Sender<Job>,
+        reply: Reply<()>,
+    },
+    /// A pool stops: no more claims for it.
+    Unregister { pool: PoolId, reply: Reply<()> },
+    /// Claim due tasks once, for a synchronous drain on the caller's thread.
+    Claim {
+        serves: Serves,
+        max: usize,
+        reply: Reply<Vec<Job>>,
+    },
+    /// Declare, remove, pause or resume a periodic schedule; replies whether it changed.
+    Schedule { op: ScheduleOp, reply: Reply<bool> },
+    /// Reply once everything sent before is committed (and synced, in buffered mode).
+    Sync { reply: Reply<()> },
+    /// The manual clock moved, or a caller's own group changed the next wake-up.
+    Tick,
+    /// Commit what is pending and exit.
+    Shutdown,
+}
+
+impl Command {
+    pub(crate) fn is_enqueue(&self) -> bool {
+        matches!(self, Command::Enqueue { .. })
+    }
+
+    /// How much work the command brings to a group: its tasks for an enqueue, else 1.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Command::Enqueue { tasks, .. } => tasks.len(),
+            _ => 1,
+        }
+    }
+}

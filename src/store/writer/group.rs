@@ -1,0 +1,319 @@
+//! One group, in its phases: apply the commands, maintain (stage due work, prune), claim for
+//! the pools, log and sync, answer.
+//!
+//! Every caller is answered in one place ([`Group::answer`]), with the value its command
+//! produced if the group is durable, or with the group's error if it is not. After an
+//! error, the commands that follow are still taken in — their callers hear the error, their
+//! in-memory effects (a freed thread, a stopped pool) still happen — but nothing more is
+//! applied to the transaction.
+
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use crate::error::Error;
+use crate::model::{PoolId, TaskId};
+use crate::store::pools::ewma;
+use crate::store::tx::Tx;
+use crate::store::verbs::{Completion, Job, Serves};
+use crate::store::writer::command::{Command, Reply};
+use crate::store::writer::state::{MAINTENANCE_BATCH, Writer};
+
+/// What the writer loop does after a group.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Next {
+    /// Work is left over (a maintenance batch was full, or jobs came back): run again at once.
+    pub more: bool,
+    /// The spool is closing.
+    pub shutdown: bool,
+}
+
+/// An answer waiting for the group's outcome.
+type Answer = Box<dyn FnOnce(&Result<(), Error>) + Send>;
+
+/// What one group collects on its way to its last phase.
+#[derive(Default)]
+pub(super) struct Group {
+    /// Callers waiting for this group, each with what it hears if the group is durable.
+    answers: Vec<Answer>,
+    /// Drain claims, served after maintenance so they see everything due.
+    claims: Vec<(Serves, usize, Reply<Vec<Job>>)>,
+    /// Jobs claimed for live pools, handed out once the group is durable.
+    handoffs: Vec<(PoolId, Vec<Job>)>,
+    /// Completions applied in this group, applied again with the next one if it fails.
+    completions: Vec<Completion>,
+    /// Tasks this group ended, whose waiters are woken once it is readable.
+    finalized: Vec<TaskId>,
+    /// Enqueue callers in the group (for the gathering window, see `Writer::gather`).
+    callers: usize,
+    next: Next,
+    /// A `Sync` asked for everything before it to be on disk (buffered durability).
+    flush: bool,
+}
+
+impl Group {
+    /// `reply` hears `value` if the group is durable, else the group's error.
+    fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, value: Result<T, Error>) {
+        self.answers
+            .push(Box::new(move |group: &Result<(), Error>| {
+                reply.send(match group {
+                    Ok(()) => value,
+                    Err(e) => Err(e.clone()),
+                });
+            }));
+    }
+
+    /// Answers every caller of the group: the one place they hear from it.
+    fn answer(&mut self, result: &Result<(), Error>) {
+        // Claims the group did not reach (it failed first) hear its error.
+        for (_, _, reply) in self.claims.drain(..) {
+            reply.send(result.clone().map(|()| Vec::new()));
+        }
+        for answer in self.answers.drain(..) {
+            answer(result);
+        }
+    }
+}
+
+/// The transaction a group applies its commands to, or the error that stopped it.
+// One lives on the writer's stack per group; boxing the transaction would cost an
+// allocation per group for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Applying<'t> {
+    Open(Tx<'t>),
+    Failed(Error),
+}
+
+impl<'t> Applying<'t> {
+    /// Applies `f` to the transaction, unless the group has failed already; an error fails
+    /// the group.
+    fn run<T>(&mut self, f: impl FnOnce(&mut Tx<'t>) -> Result<T, Error>) -> Result<T, Error> {
+        let result = match self {
+            Applying::Failed(e) => return Err(e.clone()),
+            Applying::Open(tx) => f(tx),
+        };
+        if let Err(e) = &result {
+            *self = Applying::Failed(e.clone());
+        }
+        result
+    }
+}
+
+impl Writer {
+    /// Runs one group of `cmds`; with `gather`, also the commands of producers that join it
+    /// (see `Writer::gather`).
+    pub(super) fn group(&mut self, cmds: Vec<Command>, gather: Option<&Receiver<Command>>) -> Next {
+        self.sync_if_due();
+        let started = Instant::now();
+        let mut group = Group::default();
+        let result = self.run_phases(cmds, gather, &mut group);
+        if gather.is_some() {
+            self.last_callers = group.callers;
+        }
+        if !group.handoffs.is_empty() || !group.completions.is_empty() {
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            self.avg_cycle_us = Some(ewma(self.avg_cycle_us, us));
+        }
+        self.answer(group, result)
+    }
+
+    fn run_phases(
+        &mut self,
+        cmds: Vec<Command>,
+        gather: Option<&Receiver<Command>>,
+        group: &mut Group,
+    ) -> Result<(), Error> {
+        let now = self.config.clock.now_ms();
+        self.publish_before(&cmds);
+        let txn = match self.take_txn() {
+            Ok(txn) => txn,
+            Err(e) => {
+                self.take_in(&mut Applying::Failed(e.clone()), cmds, gather, group);
+                return Err(e);
+            }
+        };
+        let (tally, redo, changed) = {
+            // Phase 1: apply the commands.
+            let mut step = Applying::Open(self.open_tx(&txn, now));
+            self.take_in(&mut step, cmds, gather, group);
+            let mut tx = match step {
+                Applying::Open(tx) => tx,
+                Applying::Failed(e) => return Err(e),
+            };
+            // Phase 2: maintain. The timed indexes are scanned only when something in them
+            // can be due: their earliest entry is known from the last scan plus what this
+            // group added.
+            let due = [self.next_wake, tx.wake_hint()]
+                .into_iter()
+                .flatten()
+                .any(|w| w <= now);
+            if due {
+                group.next.more |= tx.stage_due(MAINTENANCE_BATCH, &mut self.catalog)?;
+                group.next.more |= tx.prune(MAINTENANCE_BATCH)?;
+            }
+            // Phase 3: claim, for the live pools and then for drains.
+            self.claim(&mut tx, group)?;
+            let tally = tx.finish(&self.counts)?;
+            self.next_wake = if due {
+                tx.next_wake()?
+            } else {
+                // An entry removed since the last scan can only make this wake-up early, and
+                // an early wake-up rescans.
+                [self.next_wake, tx.wake_hint()].into_iter().flatten().min()
+            };
+            group.finalized = tx.take_finalized();
+            let changed = tx.changed();
+            (tally, self.take_back(tx), changed)
+        };
+        // Phase 4: log and sync.
+        if changed {
+            self.commit(txn, redo, tally)?;
+        } else {
+            self.redo = redo;
+            self.held = Some(txn);
+        }
+        if group.flush {
+            self.sync_log()?;
+        }
+        Ok(())
+    }
+
+    /// Applies the group's commands, and those of the producers that join it during the
+    /// gathering window.
+    fn take_in(
+        &mut self,
+        step: &mut Applying<'_>,
+        cmds: Vec<Command>,
+        gather: Option<&Receiver<Command>>,
+        group: &mut Group,
+    ) {
+        let retried = std::mem::take(&mut self.retry);
+        for completion in retried {
+            let _ = step.run(|tx| tx.complete(&completion));
+            group.completions.push(completion);
+        }
+        let callers = cmds.iter().filter(|c| c.is_enqueue()).count();
+        for cmd in cmds {
+            self.apply(step, cmd, group);
+        }
+        if let Some(rx) = gather {
+            self.gather(rx, callers, |this, cmd| this.apply(step, cmd, group));
+        }
+    }
+
+    /// Applies one command: its change to the transaction, its effect on the writer's memory,
+    /// and the answer its caller will hear.
+    fn apply(&mut self, step: &mut Applying<'_>, cmd: Command, group: &mut Group) {
+        match cmd {
+            Command::Enqueue { tasks, reply } => {
+                group.callers += 1;
+                let catalog = &mut self.catalog;
+                let ids = step.run(|tx| tx.insert_all(tasks, catalog));
+                group.reply(reply, ids);
+            }
+            Command::Complete { pool, completion } => {
+                self.pools.finished(pool, completion.run_us);
+                let _ = step.run(|tx| tx.complete(&completion));
+                group.completions.push(completion);
+            }
+            Command::Release { pool, id, attempt } => {
+                self.pools.released(pool);
+                // If the group fails, the task stays running in the file; the next open gives
+                // the attempt back.
+                let _ = step.run(|tx| tx.release(id.0, attempt));
+            }
+            Command::Register { pool, jobs, reply } => {
+                self.pools.register(pool, jobs);
+                group.reply(reply, Ok(()));
+            }
+            Command::Unregister { pool, reply } => {
+                self.pools.unregister(pool);
+                group.reply(reply, Ok(()));
+            }
+            Command::Claim { serves, max, reply } => group.claims.push((serves, max, reply)),
+            Command::Schedule { op, reply } => {
+                // A missing schedule is the caller's error, not the group's.
+                let changed = step.run(|tx| tx.schedule_op(op)).and_then(|answer| answer);
+                group.reply(reply, changed);
+            }
+            Command::Sync { reply } => {
+                group.flush = true;
+                group.reply(reply, Ok(()));
+            }
+            Command::Tick => {}
+            Command::Shutdown => group.next.shutdown = true,
+        }
+    }
+
+    /// Fills the live pools' free slots, then serves the drains' claims.
+    fn claim(&mut self, tx: &mut Tx<'_>, group: &mut Group) -> Result<(), Error> {
+        let cycle_us = self.avg_cycle_us.unwrap_or(0.0);
+        group.handoffs = self.pools.claim(tx, &self.catalog, cycle_us)?;
+        let mut failed = None;
+        for (serves, max, reply) in std::mem::take(&mut group.claims) {
+            let jobs = match &failed {
+                Some(e) => Err(Error::clone(e)),
+                None => tx.claim(&self.catalog, &serves, max),
+            };
+            if let Err(e) = &jobs {
+                failed.get_or_insert_with(|| e.clone());
+            }
+            group.reply(reply, jobs);
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Phase 5: the group is durable, or it failed. Workers get their jobs, callers their
+    /// answers, waiters of finished tasks their wake-up; after a failure, the completions
+    /// are kept to be applied again.
+    fn answer(&mut self, mut group: Group, result: Result<(), Error>) -> Next {
+        let mut next = group.next;
+        match &result {
+            Ok(()) => {
+                self.failures = 0;
+                self.retry_at = None;
+                // Workers first: a task should not wait for its enqueuer to be woken.
+                let returned = self.pools.hand_out(std::mem::take(&mut group.handoffs));
+                group.answer(&result);
+                // A woken waiter reads the result: it must find it in redb.
+                if self.waiters.any(&group.finalized) {
+                    self.publish_or_retry();
+                }
+                self.waiters.notify(&group.finalized);
+                // Jobs whose pool vanished between claim and hand-off go back to the queue.
+                next.more |= !returned.is_empty();
+                for job in returned {
+                    if self.release_returned(&job).is_err() {
+                        self.stale = true;
+                    }
+                }
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::error!(error = %e, "taskspool group commit failed; nothing in it was applied");
+                group.answer(&result);
+                self.retry = std::mem::take(&mut group.completions);
+                self.stale = true;
+                // The completions are applied again with the next group, which runs at once
+                // if a command comes, else after a backoff (slept by the writer thread,
+                // outside the lock, see `Writer::wait_timeout`).
+                let pause = std::time::Duration::from_millis(10u64 << self.failures.min(7));
+                self.retry_at = Some(Instant::now() + pause);
+                next.more = false;
+            }
+        }
+        next
+    }
+
+    /// Gives back a job whose pool is gone, in a transaction of its own.
+    fn release_returned(&mut self, job: &Job) -> Result<(), Error> {
+        let txn = self.take_txn()?;
+        let (tally, redo) = {
+            let mut tx = self.open_tx(&txn, self.config.clock.now_ms());
+            tx.release(job.id.0, job.attempt)?;
+            let tally = tx.finish(&self.counts)?;
+            (tally, self.take_back(tx))
+        };
+        self.commit(txn, redo, tally)
+    }
+}

@@ -1,0 +1,159 @@
+//! The handle to a running writer: the channel to its thread, its state (on which a caller
+//! may run its own group, see `Writer::lead`), and what readers see of it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use redb::Database;
+
+use crate::error::Error;
+use crate::store::catalog::Catalog;
+use crate::store::counts::{Counters, Counts, CountsView};
+use crate::store::pools::LivePools;
+use crate::store::wal::Wal;
+use crate::store::writer::command::{Command, Reply};
+use crate::store::writer::state::{Core, Writer, WriterConfig, lock};
+use crate::store::writer::thread;
+use crate::sync::{Waiters, oneshot};
+
+/// The running writer thread, the channel to it, and the views readers take of its state.
+pub(crate) struct WriterHandle {
+    tx: Sender<Command>,
+    rx: Receiver<Command>,
+    core: Arc<Core>,
+    /// The task counts and names as of the last durable group, for `stats` and `status`.
+    counts: Arc<Mutex<CountsView>>,
+    /// The live pools, for `stats` and `status`.
+    live: LivePools,
+    /// Set while acknowledged groups are not yet in redb (see [`WriterHandle::publish`]).
+    unpublished: Arc<AtomicBool>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread over an opened, recovered database.
+    pub(crate) fn spawn(
+        db: Arc<Database>,
+        config: WriterConfig,
+        state: (Counters, Counts, Catalog),
+        wal: Wal,
+        waiters: Arc<Waiters>,
+    ) -> Result<WriterHandle, Error> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let tick = tx.clone();
+        config
+            .clock
+            .subscribe(move || tick.send(Command::Tick).is_ok());
+        let writer = Writer::new(db, config, state, wal, waiters);
+        let (counts, live, unpublished) = (
+            writer.counts_view.clone(),
+            writer.pools.live(),
+            writer.unpublished.clone(),
+        );
+        let core = Arc::new(Mutex::new(writer));
+        let join = {
+            let (core, rx) = (core.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name("taskspool-writer".into())
+                .spawn(move || thread::run(&core, &rx))
+                .map_err(|e| Error::storage_from("cannot start the writer thread", e))?
+        };
+        Ok(WriterHandle {
+            tx,
+            rx,
+            core,
+            counts,
+            live,
+            unpublished,
+            join: Some(join),
+        })
+    }
+
+    /// Sends a command that has no reply; `Error::Closed` if the writer has exited.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.tx.send(cmd).map_err(|_| Error::Closed)
+    }
+
+    /// A sender of commands that does not keep the writer running (for worker threads).
+    pub(crate) fn sender(&self) -> Sender<Command> {
+        self.tx.clone()
+    }
+
+    /// Sends a command built around a fresh reply and waits for the reply. An enqueue that
+    /// finds the writer idle runs its own group (see `Writer::lead`).
+    pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot();
+        let cmd = build(tx);
+        let not_led = match self.core.try_lock() {
+            Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
+            Err(_) => Some(cmd),
+        };
+        if let Some(cmd) = not_led {
+            self.send(cmd)?;
+        }
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Makes every acknowledged change visible to a new read transaction: the writer keeps
+    /// logged groups in its open transaction until a reader needs them (see
+    /// `writer::commit`). Call before `Database::begin_read`.
+    pub(crate) fn publish(&self) -> Result<(), Error> {
+        if self.unpublished.load(Ordering::Acquire) {
+            lock(&self.core).publish()?;
+        }
+        Ok(())
+    }
+
+    /// The counts and names as of the last durable group.
+    pub(crate) fn counts(&self) -> &Mutex<CountsView> {
+        &self.counts
+    }
+
+    /// The live pools.
+    pub(crate) fn live(&self) -> &LivePools {
+        &self.live
+    }
+
+    /// The writer's state, for tests that hold it to make the writer busy.
+    #[cfg(test)]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Asks the writer to finish and waits for it.
+    pub(crate) fn shutdown(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(join) = self.join.take()
+            && join.join().is_err()
+        {
+            tracing::error!("the taskspool writer thread panicked");
+        }
+    }
+}
+
+/// Starts a writer over a file opened by `store::open` or `store::prepare` (for tests that
+/// drive the writer without an engine); `buffered` as in [`WriterConfig`].
+#[cfg(test)]
+pub(crate) fn spawn_opened(
+    opened: crate::store::open::Opened,
+    buffered: Option<std::time::Duration>,
+) -> (WriterHandle, Arc<Database>) {
+    let db = Arc::new(opened.db);
+    let config = WriterConfig {
+        clock: crate::clock::Clock::System,
+        result_ttl_ms: None,
+        buffered,
+    };
+    let state = (opened.counters, opened.counts, opened.catalog);
+    let writer = WriterHandle::spawn(
+        db.clone(),
+        config,
+        state,
+        opened.wal,
+        Arc::new(Waiters::default()),
+    )
+    .expect("the writer thread starts");
+    (writer, db)
+}
