@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+use redb::WriteTransaction;
 
 use crate::error::Error;
 use crate::model::{PoolId, TaskId};
@@ -133,25 +134,8 @@ impl Writer {
             }
         };
         let (tally, redo, changed) = {
-            // Phase 1: apply the commands.
-            let mut step = Applying::Open(self.open_tx(&txn, now));
-            self.take_in(&mut step, cmds, gather, group);
-            let mut tx = match step {
-                Applying::Open(tx) => tx,
-                Applying::Failed(e) => return Err(e),
-            };
-            // Phase 2: maintain. The timed indexes are scanned only when something in them
-            // can be due: their earliest entry is known from the last scan plus what this
-            // group added.
-            let due = [self.next_wake, tx.wake_hint()]
-                .into_iter()
-                .flatten()
-                .any(|w| w <= now);
-            if due {
-                group.next.more |= tx.stage_due(MAINTENANCE_BATCH, &mut self.catalog)?;
-                group.next.more |= tx.prune(MAINTENANCE_BATCH)?;
-            }
-            // Phase 3: claim, for the live pools and then for drains.
+            let mut tx = self.apply_commands(&txn, now, cmds, gather, group)?;
+            let due = self.maintain(&mut tx, now, group)?;
             self.claim(&mut tx, group)?;
             let tally = tx.finish(&self.counts)?;
             self.next_wake = if due {
@@ -165,7 +149,7 @@ impl Writer {
             let changed = tx.changed();
             (tally, self.take_back(tx), changed)
         };
-        // Phase 4: log and sync.
+        // Phase 4: log and sync (an unchanged transaction stays open for the next group).
         if changed {
             self.commit(txn, redo, tally)?;
         } else {
@@ -176,6 +160,39 @@ impl Writer {
             self.sync_log()?;
         }
         Ok(())
+    }
+
+    /// Phase 1: applies the group's commands to a transaction of `txn`; returns it, or the
+    /// error that failed the group.
+    fn apply_commands<'t>(
+        &mut self,
+        txn: &'t WriteTransaction,
+        now: u64,
+        cmds: Vec<Command>,
+        gather: Option<&Receiver<Command>>,
+        group: &mut Group,
+    ) -> Result<Tx<'t>, Error> {
+        let mut step = Applying::Open(self.open_tx(txn, now));
+        self.take_in(&mut step, cmds, gather, group);
+        match step {
+            Applying::Open(tx) => Ok(tx),
+            Applying::Failed(e) => Err(e),
+        }
+    }
+
+    /// Phase 2: stages due work and prunes, when something in the timed indexes can be due
+    /// (their earliest entry is known from the last scan plus what this group added).
+    /// Returns whether it ran.
+    fn maintain(&mut self, tx: &mut Tx<'_>, now: u64, group: &mut Group) -> Result<bool, Error> {
+        let due = [self.next_wake, tx.wake_hint()]
+            .into_iter()
+            .flatten()
+            .any(|w| w <= now);
+        if due {
+            group.next.more |= tx.stage_due(MAINTENANCE_BATCH, &mut self.catalog)?;
+            group.next.more |= tx.prune(MAINTENANCE_BATCH)?;
+        }
+        Ok(due)
     }
 
     /// Applies the group's commands, and those of the producers that join it during the
@@ -245,7 +262,7 @@ impl Writer {
         }
     }
 
-    /// Fills the live pools' free slots, then serves the drains' claims.
+    /// Phase 3: fills the live pools' free slots, then serves the drains' claims.
     fn claim(&mut self, tx: &mut Tx<'_>, group: &mut Group) -> Result<(), Error> {
         let cycle_us = self.avg_cycle_us.unwrap_or(0.0);
         group.handoffs = self.pools.claim(tx, &self.catalog, cycle_us)?;
