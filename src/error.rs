@@ -214,3 +214,31 @@ pub struct Failure {
     /// One entry per failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A clone is the same error: the same kind, the same message, the same source (which
+    /// is shared, not flattened into text).
+    #[test]
+    fn a_cloned_error_keeps_its_kind_message_and_source() {
+        let e = Error::io(
+            "write-ahead log",
+            std::io::Error::other("the device went away"),
+        );
+        let c = e.clone();
+        assert_eq!(c.kind(), ErrorKind::Storage);
+        assert_eq!(c.to_string(), e.to_string());
+        assert_eq!(
+            c.to_string(),
+            "storage error: write-ahead log: the device went away"
+        );
+        let source = c.source().expect("the I/O error is the source");
+        assert_eq!(source.to_string(), "the device went away");
+        let full = Error::io("write-ahead log", std::io::ErrorKind::StorageFull.into());
+        assert!(matches!(full.clone(), Error::DiskFull));
+    }
+}

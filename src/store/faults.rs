@@ -65,7 +65,7 @@ impl StorageBackend for Faulty {
     }
 }
 
-fn task(n: u32) -> NewTask {
+pub(crate) fn task(n: u32) -> NewTask {
     NewTask {
         name: Arc::from("t"),
         payload: format!("{{\"n\":{n}}}").into_bytes(),
@@ -77,7 +77,7 @@ fn task(n: u32) -> NewTask {
 
 /// A spool on a real file whose write-ahead log and queue file can each be made to fail with
 /// ENOSPC: the flags for (log, queue file), and the writer.
-fn faulty_spool(
+pub(crate) fn faulty_spool(
     path: &std::path::Path,
 ) -> (
     Arc<AtomicBool>,
@@ -118,7 +118,7 @@ fn visible_ids(writer: &WriterHandle, db: &Database) -> Vec<u64> {
         .collect()
 }
 
-fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error> {
+pub(crate) fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error> {
     let ids = writer.request(|reply| Command::Enqueue { tasks, reply })?;
     Ok(ids.into_iter().map(|id| id.as_u64()).collect())
 }
@@ -259,4 +259,30 @@ fn a_full_disk_under_the_queue_file_loses_nothing_acknowledged() {
         vec![1, 2],
         "exactly the acknowledged tasks"
     );
+}
+
+/// After the queue file's handle failed, each caller hears redb's verdict as it is: one
+/// `Storage` error that says to reopen, with redb's error as its source — not a copy of its
+/// text wrapped in another storage error.
+#[test]
+fn a_failed_groups_callers_hear_its_error_as_it_is() {
+    use std::error::Error as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let (_, file_full, mut writer, _db) = faulty_spool(&path);
+    file_full.store(true, Ordering::SeqCst);
+    let big: Vec<NewTask> = (0..3_000).map(task).collect();
+    assert!(matches!(enqueue(&writer, big), Err(Error::DiskFull)));
+    file_full.store(false, Ordering::SeqCst);
+    for n in 0..4 {
+        let err = enqueue(&writer, vec![task(n)]).unwrap_err();
+        let Error::Storage { message, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(message.starts_with("an earlier I/O error"), "{message}");
+        assert_eq!(err.to_string().matches("storage error").count(), 1, "{err}");
+        assert!(err.source().is_some(), "{err:?}");
+    }
+    writer.shutdown();
 }

@@ -85,6 +85,37 @@ fn invalid_worker_settings_are_refused() {
     assert_invalid(spool.worker().drain(), "drain without task types");
 }
 
+/// A worker's queue names are checked by the same rule as an enqueue's: a name no task could
+/// be enqueued under is refused, for a pool and a drain alike.
+#[test]
+fn a_worker_queue_name_is_checked_like_an_enqueues() {
+    let spool = Spool::temporary().unwrap();
+    let long = "q".repeat(201);
+    assert_invalid(
+        spool.enqueue_with(Add { a: 0, b: 0 }, Options::new().queue(long.clone())),
+        "enqueue on a 201-byte queue",
+    );
+    assert_invalid(
+        spool.worker().queue(long.clone()).register::<Add>().start(),
+        "a pool on a 201-byte queue",
+    );
+    assert_invalid(
+        spool.worker().queue(long).register::<Add>().drain(),
+        "a drain of a 201-byte queue",
+    );
+    let longest = "q".repeat(200);
+    let h = spool
+        .enqueue_with(Add { a: 1, b: 2 }, Options::new().queue(longest.clone()))
+        .unwrap();
+    spool
+        .worker()
+        .queue(longest)
+        .register::<Add>()
+        .drain()
+        .unwrap();
+    assert_eq!(h.try_get().unwrap(), Some(3));
+}
+
 /// Arguments that cannot be written as JSON when `bad` (a map with non-string keys).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MaybeUnencodable {
