@@ -1,5 +1,5 @@
 //! Worker threads: each runs one attempt at a time — decode, `catch_unwind(handler)`, report
-//! the outcome to the writer. Also the synchronous `drain` used by tests.
+//! the outcome to the engine. Also the synchronous `drain` used by tests.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
