@@ -133,10 +133,10 @@ pub(crate) fn decode(mut bytes: &[u8]) -> Option<Vec<Op<'_>>> {
 
 /// A redb table of a write transaction whose every change is recorded in a [`Redo`].
 pub(crate) struct Logged<'a, 't, K: Key + 'static, V: Value + 'static> {
-    pub(crate) table: &'a mut Table<'t, K, V>,
-    pub(crate) redo: &'a mut Redo,
+    table: &'a mut Table<'t, K, V>,
+    redo: &'a mut Redo,
     /// The table's id in redo records (see `schema`).
-    pub(crate) id: u8,
+    id: u8,
 }
 
 impl<'t, K: Key + 'static, V: Value + 'static> Deref for Logged<'_, 't, K, V> {
@@ -147,7 +147,12 @@ impl<'t, K: Key + 'static, V: Value + 'static> Deref for Logged<'_, 't, K, V> {
     }
 }
 
-impl<K: Key + 'static, V: Value + 'static> Logged<'_, '_, K, V> {
+impl<'a, 't, K: Key + 'static, V: Value + 'static> Logged<'a, 't, K, V> {
+    /// `table`, whose changes are recorded in `redo` under the table id `id`.
+    pub(crate) fn new(table: &'a mut Table<'t, K, V>, redo: &'a mut Redo, id: u8) -> Self {
+        Logged { table, redo, id }
+    }
+
     /// Inserts or replaces a row.
     pub(crate) fn insert<'k, 'v>(
         &mut self,

@@ -81,11 +81,11 @@ macro_rules! tables {
                         Some(table) => table,
                         None => self.txn.open_table($name)?,
                     };
-                    Ok($crate::store::redo::Logged {
-                        table: self.$accessor.insert(table),
-                        redo: &mut self.redo,
-                        id: table_id::$name,
-                    })
+                    Ok($crate::store::redo::Logged::new(
+                        self.$accessor.insert(table),
+                        &mut self.redo,
+                        table_id::$name,
+                    ))
                 }
             )*
 
