@@ -112,6 +112,9 @@ mod model;
 mod retry;
 mod sync;
 
+#[cfg(test)]
+mod crash_tests;
+
 pub use clock::ManualClock;
 pub use error::{Error, ErrorKind, Failure};
 pub use model::{

@@ -167,7 +167,10 @@ impl WorkerBuilder {
         let stopping = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicUsize::new(0));
         let registry = Arc::new(self.registry);
-        let reporter = self.shared.engine.reporter();
+        let reporter = self
+            .shared
+            .engine
+            .reporter(self.concurrency.saturating_add(self.prefetch));
         let mut threads = Vec::with_capacity(self.concurrency);
         for n in 0..self.concurrency {
             let thread = WorkerThread {
@@ -220,9 +223,9 @@ impl WorkerBuilder {
     pub fn drain(self) -> Result<DrainReport, Error> {
         let serves = self.serves()?;
         let mut report = DrainReport::default();
-        let reporter = self.shared.engine.reporter();
-        let slot = reporter.join();
-        let result = self.drain_rounds(&serves, &*reporter, slot, &mut report);
+        let reporter = self.shared.engine.reporter(DRAIN_BATCH);
+        let mut slot = reporter.join();
+        let result = self.drain_rounds(&serves, &*reporter, &mut slot, &mut report);
         reporter.leave(slot);
         result.map(|()| report)
     }
@@ -231,7 +234,7 @@ impl WorkerBuilder {
         &self,
         serves: &Serves,
         reporter: &dyn Reporter,
-        slot: ThreadSlot,
+        slot: &mut ThreadSlot,
         report: &mut DrainReport,
     ) -> Result<(), Error> {
         let engine = &self.shared.engine;
@@ -359,12 +362,12 @@ struct WorkerThread {
 
 impl WorkerThread {
     fn run(self) {
-        let slot = self.reporter.join();
-        self.serve(slot);
+        let mut slot = self.reporter.join();
+        self.serve(&mut slot);
         self.reporter.leave(slot);
     }
 
-    fn serve(&self, slot: ThreadSlot) {
+    fn serve(&self, slot: &mut ThreadSlot) {
         for job in self.jobs.iter() {
             let sent = if self.stopping.load(Ordering::SeqCst) {
                 self.reporter.release(self.pool, job.id, job.attempt)
@@ -386,7 +389,7 @@ impl WorkerThread {
 fn attempt(
     registry: &Registry,
     reporter: &dyn Reporter,
-    slot: ThreadSlot,
+    slot: &mut ThreadSlot,
     clock: &Clock,
     job: &Job,
 ) -> Completion {

@@ -124,10 +124,12 @@ impl Engine for FileEngine {
             .request(|reply| Command::Claim { serves, max, reply })
     }
 
-    fn reporter(&self) -> Arc<dyn Reporter> {
+    fn reporter(&self, in_flight: usize) -> Arc<dyn Reporter> {
         Arc::new(FileReporter {
             writer: self.writer.sender(),
             journal: self.journal.clone(),
+            // One more than can be pending: the note of the attempt starting now.
+            ring: u64::try_from(in_flight).unwrap_or(u64::MAX / 2).max(1) + 1,
         })
     }
 
@@ -155,24 +157,31 @@ impl Engine for FileEngine {
     }
 }
 
-/// Where a pool's threads report: the writer's channel and the start journal. It does not
-/// keep the writer running: once the engine is dropped, reports fail with `Closed`.
+/// Where a pool's threads report: the writer's channel and the start journal, in which each
+/// thread has a ring of `ring` notes. It does not keep the writer running: once the engine
+/// is dropped, reports fail with `Closed`.
 struct FileReporter {
     writer: Sender<Command>,
     journal: Arc<Inflight>,
+    ring: u64,
 }
 
 impl Reporter for FileReporter {
     fn join(&self) -> ThreadSlot {
-        ThreadSlot(self.journal.acquire())
+        ThreadSlot {
+            place: self.journal.acquire(self.ring),
+            started: 0,
+        }
     }
 
     fn leave(&self, slot: ThreadSlot) {
-        self.journal.release(slot.0);
+        self.journal.release(slot.place, self.ring);
     }
 
-    fn starting(&self, slot: ThreadSlot, id: TaskId, attempt: u32) {
-        self.journal.mark(slot.0, id.0, attempt);
+    fn starting(&self, slot: &mut ThreadSlot, id: TaskId, attempt: u32) {
+        let entry = slot.place + slot.started % self.ring;
+        slot.started += 1;
+        self.journal.mark(entry, id.0, attempt);
     }
 
     fn complete(&self, pool: Option<PoolId>, completion: Completion) -> Result<(), Error> {

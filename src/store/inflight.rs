@@ -1,4 +1,4 @@
-//! The start journal: which attempt each worker thread last started.
+//! The start journal: which attempts worker threads started.
 //!
 //! Workers claim a few tasks ahead of their free threads (prefetch), so an attempt marked
 //! `Running` in the queue file may never have started when the process dies. Recovery must
@@ -6,12 +6,20 @@
 //! process cannot loop forever); an attempt that never started must not (a task with
 //! `max_retries(0)` must not fail without having run).
 //!
-//! Before running an attempt, a thread writes `(task id, attempt)` into its own 16-byte slot of
-//! a small file next to the queue (`<queue file>.inflight`) with `pwrite`, without fsync. The
-//! write sits in the OS page cache, so it survives the process dying (`kill -9`, abort, OOM);
-//! that is all it is for. After a power cut the journal may be stale or missing: a missing
-//! journal makes recovery count every orphan (the conservative choice), a stale one only says
-//! that an attempt started, which it did.
+//! Before running an attempt, a thread writes `(task id, attempt)` into the next 16-byte entry
+//! of its own ring in a small file next to the queue (`<queue file>.inflight`) with `pwrite`,
+//! without fsync. The write sits in the OS page cache, so it survives the process dying
+//! (`kill -9`, abort, OOM); that is all it is for. After a power cut the journal may be stale
+//! or missing: a missing journal makes recovery count every orphan (the conservative choice),
+//! a stale one only says that an attempt started, which it did.
+//!
+//! An entry must outlive its attempt's completion until that completion is durable: a thread
+//! that finished an attempt goes on to the next one at once, while the writer is still to
+//! log the completion. A ring is therefore as long as the most attempts its thread can have
+//! started without their completions being durable — a pool's threads plus its prefetch
+//! (the engine hands a pool new attempts only once the completions applied before them are
+//! durable, and never more than that many ahead), a drain's batch — so an entry is only
+//! overwritten once its attempt's completion is in the log.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -27,17 +35,22 @@ const HEADER: u64 = 16;
 const SLOT: u64 = 16;
 const CHECK: u32 = 0x5A5A_5A5A;
 
-/// The journal file and its free slots.
+/// The journal file and its free rings.
 #[derive(Debug)]
 pub(crate) struct Inflight {
     file: File,
-    free: Mutex<FreeSlots>,
+    free: Mutex<FreeRings>,
 }
 
+/// Where rings go: after the last one handed out, or in one given back (of the same length:
+/// pools and their rings come and go rarely, so the file stays as large as the most rings
+/// in use at once).
 #[derive(Debug, Default)]
-struct FreeSlots {
+struct FreeRings {
+    /// The first entry after every ring handed out so far.
     next: u64,
-    returned: Vec<u64>,
+    /// Rings given back, as (first entry, entries).
+    returned: Vec<(u64, u64)>,
 }
 
 /// What the journal said at open.
@@ -101,35 +114,40 @@ impl Inflight {
         file.write_all_at(&header, 0).map_err(io)?;
         Ok(Inflight {
             file,
-            free: Mutex::new(FreeSlots::default()),
+            free: Mutex::new(FreeRings::default()),
         })
     }
 
-    /// A slot for one thread; give it back with [`release`](Self::release).
-    pub(crate) fn acquire(&self) -> u64 {
+    /// A ring of `entries` for one thread; returns its first entry. Give it back with
+    /// [`release`](Self::release).
+    pub(crate) fn acquire(&self, entries: u64) -> u64 {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        free.returned.pop().unwrap_or_else(|| {
-            free.next += 1;
-            free.next - 1
-        })
+        if let Some(i) = free.returned.iter().position(|r| r.1 == entries) {
+            return free.returned.swap_remove(i).0;
+        }
+        let first = free.next;
+        free.next += entries;
+        first
     }
 
-    pub(crate) fn release(&self, slot: u64) {
+    /// Gives back the ring of `entries` starting at entry `first`.
+    pub(crate) fn release(&self, first: u64, entries: u64) {
         self.free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .returned
-            .push(slot);
+            .push((first, entries));
     }
 
-    /// Records that `slot`'s thread is starting this attempt. Best effort: a failed write
-    /// only makes recovery less precise (logged once per failure).
-    pub(crate) fn mark(&self, slot: u64, id: u64, attempt: u32) {
-        let mut entry = [0u8; SLOT as usize];
-        entry[..8].copy_from_slice(&id.to_le_bytes());
-        entry[8..12].copy_from_slice(&attempt.to_le_bytes());
-        entry[12..].copy_from_slice(&check(id, attempt).to_le_bytes());
-        if let Err(e) = self.file.write_all_at(&entry, HEADER + slot * SLOT) {
+    /// Records that a thread is starting this attempt, in entry `entry` (the ring's first
+    /// entry plus the thread's start count modulo the ring's length). Best effort: a failed
+    /// write only makes recovery count orphans as started (logged).
+    pub(crate) fn mark(&self, entry: u64, id: u64, attempt: u32) {
+        let mut note = [0u8; SLOT as usize];
+        note[..8].copy_from_slice(&id.to_le_bytes());
+        note[8..12].copy_from_slice(&attempt.to_le_bytes());
+        note[12..].copy_from_slice(&check(id, attempt).to_le_bytes());
+        if let Err(e) = self.file.write_all_at(&note, HEADER + entry * SLOT) {
             tracing::warn!(error = %e, "could not record an attempt start in the start journal");
         }
     }
@@ -164,13 +182,13 @@ mod tests {
             "no journal before the first open"
         );
         let journal = Inflight::create(&queue).unwrap();
-        let a = journal.acquire();
-        let b = journal.acquire();
+        let a = journal.acquire(1);
+        let b = journal.acquire(1);
         journal.mark(a, 7, 1);
         journal.mark(b, 9, 3);
-        journal.mark(a, 8, 2); // slot reuse: task 7 finished, task 8 started
+        journal.mark(a, 8, 2); // a ring of one: task 7 finished, task 8 started
         drop(journal);
-        // A torn write: a third slot with a bad check value.
+        // A torn write: a third entry with a bad check value.
         let f = OpenOptions::new()
             .write(true)
             .open(path_for(&queue))
@@ -185,7 +203,7 @@ mod tests {
         assert!(started.contains(9, 3));
         assert!(
             !started.contains(7, 1),
-            "overwritten by the slot's next start"
+            "overwritten by the ring's next start"
         );
         assert!(!started.contains(1, 1), "torn entry ignored");
         // Reading leaves it as it was; creating resets it for the new owner.

@@ -40,3 +40,5 @@ pub(crate) use verbs::{
     Completion, Engine, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
+#[cfg(test)]
+pub(crate) use wal::STALL as STALL_LOG;

@@ -337,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
         let opened = file_with_running_tasks(&path, 3, 0);
-        let slot = opened.inflight.acquire();
+        let slot = opened.inflight.acquire(1);
         opened.inflight.mark(slot, 2, 1);
         drop(opened);
 

@@ -144,6 +144,8 @@ impl Pools {
             };
             for job in jobs {
                 p.outstanding += 1;
+                // The start journal's rings rely on this bound (see `Engine::reporter`).
+                debug_assert!(p.outstanding <= p.spec.threads + p.spec.max_prefetch);
                 p.avg_payload = Some(ewma(p.avg_payload, job.payload.len() as f64));
                 if let Err(send) = p.jobs.send(job) {
                     p.released();

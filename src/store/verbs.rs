@@ -39,8 +39,9 @@
 //!   made the task ready.
 //! - **Attempt starts are noted.** A worker thread tells its [`Reporter`] before an
 //!   attempt's handler runs ([`Reporter::starting`]), so that recovery can tell started
-//!   attempts (they count toward `max_retries`) from claimed ones. File engine: a page-cache
-//!   write to a journal next to the file; it survives a process crash, not a power cut.
+//!   attempts (they count toward `max_retries`) from claimed ones; a note lasts until the
+//!   attempt's completion is durable. File engine: a page-cache write to a ring of the
+//!   thread's in a journal next to the file; it survives a process crash, not a power cut.
 //! - **Reads see every acknowledged change.** `status`, `result` and `schedules` see every
 //!   change acknowledged before the call. File engine: they may wait for the end of the
 //!   writer's group in progress (well under a millisecond), then commit what it holds.
@@ -131,9 +132,13 @@ pub(crate) enum ScheduleOp {
     Resume(String),
 }
 
-/// A worker thread's place for its start notes (see [`Reporter::starting`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ThreadSlot(pub(crate) u64);
+/// A worker thread's place for its start notes (see [`Reporter::starting`]): where the
+/// engine keeps them, and how many attempts the thread has started.
+#[derive(Debug)]
+pub(crate) struct ThreadSlot {
+    pub(crate) place: u64,
+    pub(crate) started: u64,
+}
 
 /// The storage engine of a spool: every verb the public handles use. See the module docs
 /// for the list and for the properties a caller may rely on. Dropping the engine applies
@@ -172,7 +177,11 @@ pub(crate) trait Engine: Send + Sync {
     fn claim(&self, serves: &Serves, max: usize) -> Result<Vec<Job>, Error>;
 
     /// Where worker threads report their attempts. It does not keep the engine open.
-    fn reporter(&self) -> Arc<dyn Reporter>;
+    /// `in_flight` bounds how many attempts of one of its threads can have started while
+    /// their completions are not yet durable: a pool's threads plus its prefetch (the engine
+    /// never hands a pool more), a drain's batch. The engine keeps that many start notes
+    /// per thread.
+    fn reporter(&self, in_flight: usize) -> Arc<dyn Reporter>;
 
     /// Returns once everything reported or acknowledged before the call is applied and
     /// durable.
@@ -215,9 +224,10 @@ pub(crate) trait Reporter: Send + Sync {
     /// The thread in `slot` has stopped.
     fn leave(&self, slot: ThreadSlot);
 
-    /// The thread in `slot` is about to run this attempt's handler. Best effort: a note that
-    /// cannot be written only makes recovery count the attempt as started.
-    fn starting(&self, slot: ThreadSlot, id: TaskId, attempt: u32);
+    /// The thread in `slot` is about to run this attempt's handler. The note lasts until
+    /// the attempt's completion is durable. Best effort: a note that cannot be written only
+    /// makes recovery count orphans as started.
+    fn starting(&self, slot: &mut ThreadSlot, id: TaskId, attempt: u32);
 
     /// An attempt ran; `pool` (none for a drain) has a thread free again. The outcome
     /// decides what happens to the task; a report of an attempt that is no longer current

@@ -100,6 +100,11 @@ pub(crate) fn replay(
     Ok(n)
 }
 
+/// Fault injection: while set, every append in this process waits (a group that cannot
+/// become durable, for crash tests that kill the process then).
+#[cfg(test)]
+pub(crate) static STALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The open log of a running spool.
 pub(crate) struct Wal {
     file: File,
@@ -186,6 +191,10 @@ impl Wal {
         self.buf.extend_from_slice(&self.generation.to_le_bytes());
         self.buf.extend_from_slice(payload);
         let start = self.offset;
+        #[cfg(test)]
+        while STALL.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         #[cfg(test)]
         if self
             .full

@@ -23,26 +23,40 @@ fn sigkill_mid_run(mode: &str) {
     let (child, lines) = spawn_child(mode, &path);
     let mut child = KillOnDrop(child);
     let mut acked: Vec<u64> = Vec::new();
-    let mut started = 0usize;
+    // Every (task, attempt) whose handler started in the child.
+    let mut started: Vec<(u64, u32)> = Vec::new();
     // Attempts seen inside a hanging handler: certainly running at the kill.
     let mut hanging: Vec<u64> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(8);
-    let parse = |line: &str, acked: &mut Vec<u64>, started: &mut usize, hanging: &mut Vec<u64>| {
+    let parse = |line: &str,
+                 acked: &mut Vec<u64>,
+                 started: &mut Vec<(u64, u32)>,
+                 hanging: &mut Vec<u64>| {
         if let Some(id) = line.strip_prefix("ACK ") {
             acked.push(id.parse().unwrap());
         } else if let Some(rest) = line.strip_prefix("START ") {
-            *started += 1;
-            if let Some(rest) = rest.strip_suffix(" hanging") {
-                hanging.push(rest.split(' ').next().unwrap().parse().unwrap());
+            let (rest, hangs) = match rest.strip_suffix(" hanging") {
+                Some(rest) => (rest, true),
+                None => (rest, false),
+            };
+            let (id, attempt) = rest.split_once(' ').unwrap();
+            let id: u64 = id.parse().unwrap();
+            started.push((id, attempt.parse().unwrap()));
+            if hangs {
+                hanging.push(id);
             }
         }
     };
-    while acked.len() < 50 || started < 2 || hanging.is_empty() {
+    while acked.len() < 50 || started.len() < 2 || hanging.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => parse(&line, &mut acked, &mut started, &mut hanging),
             Err(RecvTimeoutError::Timeout) => {
-                panic!("child too slow: {} acks, {started} starts", acked.len())
+                panic!(
+                    "child too slow: {} acks, {} starts",
+                    acked.len(),
+                    started.len()
+                )
             }
             Err(RecvTimeoutError::Disconnected) => panic!(
                 "child exited early ({:?}) after {} acks",
@@ -51,6 +65,7 @@ fn sigkill_mid_run(mode: &str) {
             ),
         }
     }
+    let killed_at = std::time::SystemTime::now();
     kill_and_drain(&mut child, &lines, |line| {
         parse(line, &mut acked, &mut started, &mut hanging)
     });
@@ -111,6 +126,20 @@ fn sigkill_mid_run(mode: &str) {
             .iter()
             .all(|s| stats.count(*s) == 0)
     });
+    // An attempt that started in the child is never run again under the same number: either
+    // its result is the one the child stored (it started before the kill), or it was counted
+    // as lost and a later attempt ran.
+    for &(id, attempt) in &started {
+        let status = spool.status(TaskId::from_u64(id)).unwrap();
+        assert!(status.attempts >= attempt, "{status:?}");
+        if status.attempts == attempt {
+            assert!(
+                status.started_at.is_some_and(|t| t < killed_at),
+                "attempt {attempt} of task {id} started in the child and ran again as attempt \
+                 {attempt} after the reopen: {status:?}"
+            );
+        }
+    }
     let stats = spool.stats().unwrap();
     assert_eq!(stats.count(TaskState::Failed), 0);
     assert!(stats.count(TaskState::Succeeded) >= acked.len() as u64);
