@@ -2,8 +2,9 @@
 //! start journal (`inflight`). Writes go through the writer (`writer`), which groups them;
 //! reads go to redb snapshots once the writer has published what it holds (`read`).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -68,6 +69,7 @@ impl FileEngine {
         let writer = WriterHandle::spawn(
             db.clone(),
             WriterConfig {
+                path: path.to_path_buf(),
                 clock: config.clock,
                 result_ttl_ms: config.result_ttl_ms,
                 buffered: config.buffered,
@@ -87,6 +89,16 @@ impl FileEngine {
     fn published(&self) -> Result<&Database, Error> {
         self.writer.publish()?;
         Ok(&self.db)
+    }
+
+    /// Runs a read. redb panics on some damaged pages: that stops the engine, and the read
+    /// and every later call return a `Corrupt` error.
+    fn read<T>(&self, what: &str, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        self.writer.check()?;
+        match catch_unwind(AssertUnwindSafe(read)) {
+            Ok(result) => result,
+            Err(panic) => Err(self.writer.stop(what, panic.as_ref())),
+        }
     }
 }
 
@@ -127,6 +139,7 @@ impl Engine for FileEngine {
     fn reporter(&self, in_flight: usize) -> Arc<dyn Reporter> {
         Arc::new(FileReporter {
             writer: self.writer.sender(),
+            stopped: self.writer.stopped(),
             journal: self.journal.clone(),
             // One more than can be pending: the note of the attempt starting now.
             ring: u64::try_from(in_flight).unwrap_or(u64::MAX / 2).max(1) + 1,
@@ -138,21 +151,27 @@ impl Engine for FileEngine {
     }
 
     fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
-        let db = self.published()?;
-        read::status(db, self.writer.counts(), self.writer.live(), id)
+        self.read("reading a task", || {
+            let db = self.published()?;
+            read::status(db, self.writer.counts(), self.writer.live(), id)
+        })
     }
 
     fn result(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-        read::result(self.published()?, id)
+        self.read("reading a result", || read::result(self.published()?, id))
     }
 
     fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
-        read::schedules(self.published()?)
+        self.read("reading the schedules", || {
+            read::schedules(self.published()?)
+        })
     }
 
     fn stats(&self) -> Result<Stats, Error> {
-        read::stats(self.writer.counts(), self.writer.live(), || {
-            Ok(self.published()?.begin_read()?)
+        self.read("counting ready tasks", || {
+            read::stats(self.writer.counts(), self.writer.live(), || {
+                Ok(self.published()?.begin_read()?)
+            })
         })
     }
 }
@@ -162,8 +181,19 @@ impl Engine for FileEngine {
 /// is dropped, reports fail with `Closed`.
 struct FileReporter {
     writer: Sender<Command>,
+    /// Set if the writer stopped for good: reports then fail with its error.
+    stopped: Arc<OnceLock<Error>>,
     journal: Arc<Inflight>,
     ring: u64,
+}
+
+impl FileReporter {
+    fn send(&self, cmd: Command) -> Result<(), Error> {
+        if let Some(e) = self.stopped.get() {
+            return Err(e.clone());
+        }
+        self.writer.send(cmd).map_err(|_| Error::Closed)
+    }
 }
 
 impl Reporter for FileReporter {
@@ -185,15 +215,11 @@ impl Reporter for FileReporter {
     }
 
     fn complete(&self, pool: Option<PoolId>, completion: Completion) -> Result<(), Error> {
-        self.writer
-            .send(Command::Complete { pool, completion })
-            .map_err(|_| Error::Closed)
+        self.send(Command::Complete { pool, completion })
     }
 
     fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
-        self.writer
-            .send(Command::Release { pool, id, attempt })
-            .map_err(|_| Error::Closed)
+        self.send(Command::Release { pool, id, attempt })
     }
 }
 
@@ -261,5 +287,82 @@ mod tests {
         let status = status_rx.recv().unwrap().unwrap();
         assert_eq!(status.state, TaskState::Ready);
         reader.join().unwrap();
+    }
+
+    fn ping() -> NewTask {
+        NewTask {
+            name: Arc::from("test.ping"),
+            payload: b"null".to_vec(),
+            opts: Arc::new(Options::new().resolve(0).unwrap()),
+            enqueued_at_ms: 0,
+            origin: None,
+        }
+    }
+
+    /// Runs `call` on another thread and returns what it returned; fails the test if it
+    /// does not return within 10 s (it hung).
+    fn returns<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || tx.send(call()));
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the call hung")
+    }
+
+    #[track_caller]
+    fn assert_stopped<T: std::fmt::Debug>(result: Result<T, crate::Error>) {
+        match result {
+            Err(crate::Error::Corrupt { detail, .. }) => {
+                assert!(detail.contains("redb panicked"), "{detail}")
+            }
+            other => panic!("expected the stop's Corrupt error, got {other:?}"),
+        }
+    }
+
+    /// redb panics on some damaged pages. A panic in a group — on the writer thread, or on a
+    /// caller's thread running its own group — stops the engine: that call and every later
+    /// one returns a `Corrupt` error at once; none hangs, and the process goes on.
+    #[test]
+    fn a_panic_in_a_group_stops_the_engine_with_an_error_on_every_call() {
+        for own_group in [false, true] {
+            let (_dir, engine) = temporary();
+            let engine = Arc::new(engine);
+            let id = engine.insert(vec![ping()]).unwrap()[0];
+            lock(engine.writer.core()).panic_next_group = true;
+            let e = engine.clone();
+            if own_group {
+                // An enqueue that finds the writer idle runs its own group.
+                assert_stopped(returns(move || e.insert(vec![ping()])));
+            } else {
+                // A sync always goes to the writer thread.
+                assert_stopped(returns(move || e.sync()));
+            }
+            for _ in 0..2 {
+                let e = engine.clone();
+                assert_stopped(returns(move || e.insert(vec![ping()])));
+                let e = engine.clone();
+                assert_stopped(returns(move || e.sync()));
+                let e = engine.clone();
+                assert_stopped(returns(move || e.status(id)));
+                let e = engine.clone();
+                assert_stopped(returns(move || e.stats()));
+                let reporter = engine.reporter(1);
+                let completion = Completion {
+                    id,
+                    attempt: 1,
+                    started_at_ms: 0,
+                    run_us: 1,
+                    outcome: crate::model::Outcome::Succeeded(b"null".to_vec()),
+                };
+                assert_stopped(reporter.complete(None, completion));
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !engine.writer.exited() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the writer thread lives on"
+                );
+                std::thread::yield_now();
+            }
+        }
     }
 }

@@ -124,6 +124,10 @@ impl Writer {
         gather: Option<&Receiver<Command>>,
         group: &mut Group,
     ) -> Result<(), Error> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_next_group) {
+            panic!("injected: redb would panic here on a damaged page");
+        }
         let now = self.config.clock.now_ms();
         self.publish_before(&cmds);
         let txn = match self.take_txn() {
@@ -160,6 +164,19 @@ impl Writer {
             self.sync_log()?;
         }
         Ok(())
+    }
+
+    /// Answers commands without applying them, once the writer no longer runs: each caller
+    /// hears why (the writer's stop, or `Closed`), and what the commands do to the writer's
+    /// memory still happens (a stopped pool is forgotten).
+    pub(super) fn refuse(&mut self, cmds: impl IntoIterator<Item = Command>) {
+        let e = self.stopped_error();
+        let mut group = Group::default();
+        let mut step = Applying::Failed(e.clone());
+        for cmd in cmds {
+            self.apply(&mut step, cmd, &mut group);
+        }
+        group.answer(&Err(e));
     }
 
     /// Phase 1: applies the group's commands to a transaction of `txn`; returns it, or the

@@ -1,8 +1,9 @@
 //! The handle to a running writer: the channel to its thread, its state (on which a caller
 //! may run its own group, see `Writer::lead`), and what readers see of it.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -29,6 +30,10 @@ pub(crate) struct WriterHandle {
     live: LivePools,
     /// Set while acknowledged groups are not yet in redb (see [`WriterHandle::publish`]).
     unpublished: Arc<AtomicBool>,
+    /// Set when the writer thread has ended (see `thread::run`).
+    exited: Arc<AtomicBool>,
+    /// Why the writer stopped for good, if it did (see `Writer::stop`).
+    stopped: Arc<OnceLock<Error>>,
     join: Option<JoinHandle<()>>,
 }
 
@@ -47,17 +52,19 @@ impl WriterHandle {
             .clock
             .subscribe(move || tick.send(Command::Tick).is_ok());
         let writer = Writer::new(db, config, state, wal, waiters);
-        let (counts, live, unpublished) = (
+        let (counts, live, unpublished, stopped) = (
             writer.counts_view.clone(),
             writer.pools.live(),
             writer.unpublished.clone(),
+            writer.stopped.clone(),
         );
         let core = Arc::new(Mutex::new(writer));
+        let exited = Arc::new(AtomicBool::new(false));
         let join = {
-            let (core, rx) = (core.clone(), rx.clone());
+            let (core, rx, exited) = (core.clone(), rx.clone(), exited.clone());
             std::thread::Builder::new()
                 .name("taskspool-writer".into())
-                .spawn(move || thread::run(&core, &rx))
+                .spawn(move || thread::run(&core, &rx, &exited))
                 .map_err(|e| Error::storage_from("cannot start the writer thread", e))?
         };
         Ok(WriterHandle {
@@ -67,6 +74,8 @@ impl WriterHandle {
             counts,
             live,
             unpublished,
+            exited,
+            stopped,
             join: Some(join),
         })
     }
@@ -82,28 +91,80 @@ impl WriterHandle {
     }
 
     /// Sends a command built around a fresh reply and waits for the reply. An enqueue that
-    /// finds the writer idle runs its own group (see `Writer::lead`).
+    /// finds the writer idle runs its own group (see `Writer::lead`). A writer that no longer
+    /// runs answers at once, with why it stopped.
     pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot();
         let cmd = build(tx);
         let not_led = match self.core.try_lock() {
             Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
-            Err(_) => Some(cmd),
+            Err(TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().lead(cmd, &self.rx, &self.tx)
+            }
+            Err(TryLockError::WouldBlock) => Some(cmd),
         };
         if let Some(cmd) = not_led {
             self.send(cmd)?;
+            // The thread sets `exited` before it answers what is queued: if it is not set
+            // yet, the thread will answer this command.
+            if self.exited.load(Ordering::SeqCst) {
+                let mut writer = lock(&self.core);
+                writer.refuse(self.rx.try_iter());
+            }
         }
-        rx.recv().map_err(|_| Error::Closed)?
+        match rx.recv() {
+            Ok(answer) => answer,
+            Err(_) => Err(lock(&self.core).stopped_error()),
+        }
+    }
+
+    /// What tells whether the writer stopped for good (for reporters, which do not hold the
+    /// handle).
+    pub(crate) fn stopped(&self) -> Arc<OnceLock<Error>> {
+        self.stopped.clone()
+    }
+
+    /// Why the writer stopped for good, if it did: then every call should return it.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        match self.stopped.get() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Makes every acknowledged change visible to a new read transaction: the writer keeps
     /// logged groups in its open transaction until a reader needs them (see
     /// `writer::commit`). Call before `Database::begin_read`.
     pub(crate) fn publish(&self) -> Result<(), Error> {
+        self.check()?;
         if self.unpublished.load(Ordering::Acquire) {
-            lock(&self.core).publish()?;
+            let mut writer = lock(&self.core);
+            let published = catch_unwind(AssertUnwindSafe(|| writer.publish()));
+            match published {
+                Ok(result) => result?,
+                Err(panic) => {
+                    writer.stop("committing for a reader", panic.as_ref());
+                    drop(writer);
+                    let _ = self.tx.send(Command::Tick);
+                    return self.check();
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Stops the writer for good after a panic in `what` on a reader's thread (a read of a
+    /// damaged file); returns the error every later call gets.
+    pub(crate) fn stop(&self, what: &str, panic: &(dyn std::any::Any + Send)) -> Error {
+        lock(&self.core).stop(what, panic);
+        let _ = self.tx.send(Command::Tick);
+        self.check().err().unwrap_or(Error::Closed)
+    }
+
+    /// Whether the writer thread has ended.
+    #[cfg(test)]
+    pub(crate) fn exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
     }
 
     /// The counts and names as of the last durable group.
@@ -142,6 +203,7 @@ pub(crate) fn spawn_opened(
 ) -> (WriterHandle, Arc<Database>) {
     let db = Arc::new(opened.db);
     let config = WriterConfig {
+        path: std::path::PathBuf::from("test.redb"),
         clock: crate::clock::Clock::System,
         result_ttl_ms: None,
         buffered,

@@ -1,12 +1,15 @@
 //! The writer's state: what one group at a time works on, and what it keeps between groups.
 
+use std::any::Any;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::{Database, WriteTransaction};
 
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView, Tally};
 use crate::store::pools::Pools;
@@ -27,6 +30,8 @@ pub(super) const MAINTENANCE_BATCH: usize = 5_000;
 
 /// Settings the writer needs.
 pub(crate) struct WriterConfig {
+    /// The queue file (for the errors that name it).
+    pub path: PathBuf,
     pub clock: Clock,
     pub result_ttl_ms: Option<u64>,
     /// `Some(bound)`: buffered durability, the log is synced within `bound` of a write
@@ -70,6 +75,12 @@ pub(crate) struct Writer {
     pub(super) redo: Redo,
     /// The spool is shutting down: no group runs any more.
     pub(super) closed: bool,
+    /// Why the writer stopped for good, if it did not simply close: a panic inside redb
+    /// (a damaged file). Shared with the handle: every later call returns it.
+    pub(super) stopped: Arc<OnceLock<Error>>,
+    /// Fault injection: the next group panics, as redb does on some damaged files.
+    #[cfg(test)]
+    pub(crate) panic_next_group: bool,
     /// Buffered durability: when the oldest unsynced log record must be synced.
     pub(super) sync_deadline: Option<Instant>,
     /// The write transaction kept open across groups (see `commit`): it holds every group
@@ -130,6 +141,9 @@ impl Writer {
             checkpoint_due: false,
             redo: Redo::default(),
             closed: false,
+            stopped: Arc::new(OnceLock::new()),
+            #[cfg(test)]
+            panic_next_group: false,
             sync_deadline: None,
             held: None,
             held_records: Vec::new(),
@@ -175,5 +189,42 @@ impl Writer {
         {
             view.catalog = catalog.clone();
         }
+    }
+}
+
+impl Writer {
+    /// Stops the writer for good after a panic in `what` (redb panics on some damaged
+    /// files): the open transaction is dropped, and every later call returns the error.
+    pub(super) fn stop(&mut self, what: &str, panic: &(dyn Any + Send)) {
+        let e = panicked(&self.config.path, what, panic);
+        tracing::error!(error = %e, "taskspool stopped its writer");
+        let _ = self.stopped.set(e);
+        self.closed = true;
+        let held = self.held.take();
+        // Dropping a transaction of a damaged file can panic again; it is abandoned either way.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(held)));
+    }
+
+    /// The error a caller of a writer that no longer runs gets.
+    pub(super) fn stopped_error(&self) -> Error {
+        self.stopped.get().cloned().unwrap_or(Error::Closed)
+    }
+}
+
+/// The error for a panic in `what` while working on the queue file at `path`.
+pub(crate) fn panicked(path: &std::path::Path, what: &str, panic: &(dyn Any + Send)) -> Error {
+    let message = if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    };
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!(
+            "redb panicked while {what} ({message}), which it does on a damaged file; the spool \
+             has stopped and every later call returns this error"
+        ),
     }
 }

@@ -2,6 +2,8 @@
 //! gathers concurrent callers into one group, and callers that find it idle and run their
 //! own group.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -23,7 +25,7 @@ impl Writer {
         tx: &Sender<Command>,
     ) -> Option<Command> {
         if self.closed {
-            // Dropping the command answers its caller with `Closed`.
+            self.refuse([cmd]);
             return None;
         }
         // Only enqueues: the writer thread may hold a command it has taken from the channel
@@ -35,7 +37,16 @@ impl Writer {
         }
         let before = self.wake_times();
         self.last_callers = 1;
-        let next = self.group(vec![cmd], None);
+        let led = catch_unwind(AssertUnwindSafe(|| self.group(vec![cmd], None)));
+        let next = match led {
+            Ok(next) => next,
+            Err(panic) => {
+                // The caller's reply went with the panic: it hears the stop (`request`).
+                self.stop("running a caller's group", panic.as_ref());
+                let _ = tx.send(Command::Tick);
+                return None;
+            }
+        };
         // The writer thread sleeps until the due time it last saw, or until a command: it is
         // told when that changed, when work is left over, and when it must close.
         if next.shutdown {
@@ -106,7 +117,22 @@ impl Writer {
 /// The writer thread: sleeps until a command arrives or the next due time, then runs a group
 /// (unless a caller runs one, see [`Writer::lead`]). It sleeps outside the lock, so callers
 /// and readers are never kept waiting by its sleep — nor by the backoff after a failed group.
-pub(super) fn run(core: &Core, rx: &Receiver<Command>) {
+///
+/// When it ends — closed, or stopped by a panic (redb panics on some damaged files) — it sets
+/// `exited`, then answers every command still queued; a caller that sends one later answers
+/// it itself (see `WriterHandle::request`), so no caller waits for a writer that is gone.
+pub(super) fn run(core: &Core, rx: &Receiver<Command>, exited: &AtomicBool) {
+    let served = catch_unwind(AssertUnwindSafe(|| serve(core, rx)));
+    let mut writer = lock(core);
+    if let Err(panic) = served {
+        writer.stop("running a group on the writer thread", panic.as_ref());
+    }
+    writer.closed = true;
+    exited.store(true, Ordering::SeqCst);
+    writer.refuse(rx.try_iter());
+}
+
+fn serve(core: &Core, rx: &Receiver<Command>) {
     // The first group runs at once: it promotes whatever became due while the file was closed.
     let mut more = true;
     loop {
@@ -128,6 +154,7 @@ pub(super) fn run(core: &Core, rx: &Receiver<Command>) {
         };
         let mut writer = lock(core);
         if writer.closed {
+            writer.refuse(first);
             return;
         }
         let mut cmds: Vec<Command> = first.into_iter().collect();
