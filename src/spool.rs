@@ -57,6 +57,7 @@ pub struct SpoolBuilder {
     cache_bytes: usize,
     checkpoint_bytes: u64,
     durability: Durability,
+    accept_log_damage: bool,
 }
 
 /// When a change the spool acknowledges is on disk.
@@ -95,6 +96,7 @@ impl Default for SpoolBuilder {
             cache_bytes: DEFAULT_CACHE_BYTES,
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             durability: Durability::Immediate,
+            accept_log_damage: false,
         }
     }
 }
@@ -141,6 +143,18 @@ impl SpoolBuilder {
         self
     }
 
+    /// Opens the file even if its write-ahead log (`<file>.wal`) is damaged, missing, cut
+    /// short or belongs to another file, losing the acknowledged changes the damage took.
+    /// What was found and what is lost is logged (`tracing`, at WARN). Without it, such an open
+    /// fails with [`Error::Corrupt`], naming what was found, and leaves the log as it was (the
+    /// queue file gets only the crash repair redb makes at any open after a crash).
+    ///
+    /// A torn record at the end of the log is what a crash leaves, and is never an error.
+    pub fn accept_log_damage(mut self) -> Self {
+        self.accept_log_damage = true;
+        self
+    }
+
     /// Reads time from a [`ManualClock`] instead of the system clock (for tests).
     pub fn manual_clock(mut self, clock: ManualClock) -> Self {
         self.clock = Clock::Manual(clock);
@@ -154,8 +168,10 @@ impl SpoolBuilder {
     ///
     /// # Errors
     /// `AlreadyOpen` if another process or `Spool` holds the file; `Corrupt`, `NotAQueue` or
-    /// `NewerFormat` if the file cannot be used (it is left untouched); `Storage`/`DiskFull`
-    /// on I/O failure.
+    /// `NewerFormat` if the file cannot be used (it is left untouched) — `Corrupt` also when
+    /// its write-ahead log is damaged, missing or another file's (see
+    /// [`accept_log_damage`](Self::accept_log_damage)), or when the file is empty or missing
+    /// but a log beside it holds data; `Storage`/`DiskFull` on I/O failure.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Spool, Error> {
         self.open_inner(path.as_ref().to_path_buf(), None)
     }
@@ -184,6 +200,7 @@ impl SpoolBuilder {
                 Durability::Buffered(bound) if !bound.is_zero() => Some(bound),
                 _ => None,
             },
+            accept_log_damage: self.accept_log_damage,
         };
         let engine = FileEngine::open(&path, config, waiters.clone())?;
         Ok(Spool {

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::model::{PoolId, TaskId};
 use crate::schedule::ScheduleInfo;
 use crate::store::inflight::Inflight;
-use crate::store::open::open;
+use crate::store::open::{Settings, open_with};
 use crate::store::read;
 use crate::store::verbs::{
     Completion, Engine, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
@@ -35,6 +35,8 @@ pub(crate) struct FileConfig {
     pub checkpoint_bytes: u64,
     /// `Some(bound)`: buffered durability, synced within `bound`.
     pub buffered: Option<Duration>,
+    /// Open even if the write-ahead log is damaged (see `SpoolBuilder::accept_log_damage`).
+    pub accept_log_damage: bool,
 }
 
 /// The engine of one open queue file. Dropping it commits what is pending, checkpoints the
@@ -51,20 +53,22 @@ impl FileEngine {
     /// owner left running, and starts the writer.
     ///
     /// # Errors
-    /// `AlreadyOpen`, `Corrupt`, `NotAQueue` or `NewerFormat` for a file that cannot be used
-    /// (it is left untouched); `Storage`/`DiskFull` on I/O failure.
+    /// `AlreadyOpen`, `Corrupt` (also for a damaged, missing or foreign log), `NotAQueue` or
+    /// `NewerFormat` for a file that cannot be used (it is left untouched);
+    /// `Storage`/`DiskFull` on I/O failure.
     pub(crate) fn open(
         path: &Path,
         config: FileConfig,
         waiters: Arc<Waiters>,
     ) -> Result<FileEngine, Error> {
-        let opened = open(
-            path,
-            config.clock.now_ms(),
-            config.result_ttl_ms,
-            config.cache_bytes,
-            config.checkpoint_bytes,
-        )?;
+        let settings = Settings {
+            now_ms: config.clock.now_ms(),
+            result_ttl_ms: config.result_ttl_ms,
+            cache_bytes: config.cache_bytes,
+            checkpoint_bytes: config.checkpoint_bytes,
+            accept_log_damage: config.accept_log_damage,
+        };
+        let opened = open_with(path, &settings)?;
         let db = Arc::new(opened.db);
         let writer = WriterHandle::spawn(
             db.clone(),
@@ -241,6 +245,7 @@ mod tests {
             cache_bytes: 1 << 20,
             checkpoint_bytes: 1 << 20,
             buffered: None,
+            accept_log_damage: false,
         };
         let engine = FileEngine::open(&dir.path().join("q.redb"), config, Arc::default()).unwrap();
         (dir, engine)

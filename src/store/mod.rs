@@ -26,6 +26,7 @@ mod pools;
 mod read;
 mod record;
 mod redo;
+mod replay;
 mod schedules;
 mod schema;
 mod tables;

@@ -14,8 +14,10 @@ use crate::store::counts::{Counters, Counts, load_counters, load_counts, store_c
 use crate::store::errors::from_redb;
 use crate::store::inflight::Inflight;
 use crate::store::redo::Redo;
+use crate::store::replay::{self, Damage, Expect, Scanned};
 use crate::store::schema::{
-    FORMAT_VERSION, META, META_FORMAT, META_WAL_GENERATION, Tables, each_table,
+    FORMAT_VERSION, META, META_CLOSED, META_FORMAT, META_WAL_GENERATION, META_WAL_PREVIOUS,
+    STRICT_LOG_FORMAT, Tables, each_table,
 };
 use crate::store::tables::TableVisitor;
 use crate::store::tx::{Lent, Tx};
@@ -31,10 +33,20 @@ pub(crate) struct Opened {
     pub counts: Counts,
 }
 
-/// Opens (or creates) a queue file, checks it is ours and of a format we read, and recovers
-/// orphaned attempts.
-///
-/// On `AlreadyOpen`, `Corrupt`, `NotAQueue` and `NewerFormat` nothing is written to the file.
+/// How to open a queue file.
+pub(crate) struct Settings {
+    pub now_ms: u64,
+    pub result_ttl_ms: Option<u64>,
+    pub cache_bytes: usize,
+    pub checkpoint_bytes: u64,
+    /// Open even if the write-ahead log is damaged, losing what the damage took (it is
+    /// logged). Otherwise that is `Corrupt`.
+    pub accept_log_damage: bool,
+}
+
+/// Opens (or creates) a queue file with the default settings but the clock and sizes (for
+/// tests); see [`open_with`].
+#[cfg(test)]
 pub(crate) fn open(
     path: &Path,
     now_ms: u64,
@@ -42,20 +54,79 @@ pub(crate) fn open(
     cache_bytes: usize,
     checkpoint_bytes: u64,
 ) -> Result<Opened, Error> {
-    precheck_read_only(path)?;
-    let db = open_database(path, cache_bytes)?;
-    let mut opened = prepare(db, path, now_ms, result_ttl_ms)?;
-    opened.wal.checkpoint_after(checkpoint_bytes);
+    let settings = Settings {
+        now_ms,
+        result_ttl_ms,
+        cache_bytes,
+        checkpoint_bytes,
+        accept_log_damage: false,
+    };
+    open_with(path, &settings)
+}
+
+/// Opens (or creates) a queue file, checks it is ours, of a format we read and with a whole
+/// log, replays the log and recovers orphaned attempts.
+///
+/// On `AlreadyOpen`, `Corrupt`, `NotAQueue` and `NewerFormat` nothing is written to the file.
+pub(crate) fn open_with(path: &Path, settings: &Settings) -> Result<Opened, Error> {
+    let log = replay::read(path)?;
+    precheck_read_only(path, log.as_deref(), settings.accept_log_damage)?;
+    let db = open_database(path, settings.cache_bytes)?;
+    let mut opened = prepare_with(db, path, settings, log)?;
+    opened.wal.checkpoint_after(settings.checkpoint_bytes);
     Ok(opened)
 }
 
-/// Initializes a new file or checks an existing one, then recovers orphaned attempts.
+/// [`prepare_with`] with the default settings (for tests that open redb themselves).
+#[cfg(test)]
 pub(crate) fn prepare(
     db: Database,
     path: &Path,
     now_ms: u64,
     result_ttl_ms: Option<u64>,
 ) -> Result<Opened, Error> {
+    let settings = Settings {
+        now_ms,
+        result_ttl_ms,
+        cache_bytes: 0,
+        checkpoint_bytes: wal::CHECKPOINT_BYTES,
+        accept_log_damage: false,
+    };
+    prepare_with(db, path, &settings, replay::read(path)?)
+}
+
+/// What the file's meta table says about its log.
+fn expect_of(meta: &impl ReadableTable<&'static str, u64>) -> Result<Expect, Error> {
+    let get = |key: &str| -> Result<Option<u64>, Error> { Ok(meta.get(key)?.map(|v| v.value())) };
+    Ok(Expect {
+        generation: get(META_WAL_GENERATION)?.unwrap_or(0),
+        previous: get(META_WAL_PREVIOUS)?,
+        closed: get(META_CLOSED)? == Some(1),
+        strict: get(META_FORMAT)?.unwrap_or(0) >= STRICT_LOG_FORMAT,
+    })
+}
+
+/// The error for a damaged log of the queue file at `path`.
+fn log_damage(path: &Path, damage: &Damage) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!(
+            "{}; to open it anyway and lose that, open it with \
+             SpoolBuilder::accept_log_damage()",
+            damage.describe(&wal::path_for(path))
+        ),
+    }
+}
+
+/// Initializes a new file or checks an existing one, applies its log again and recovers
+/// orphaned attempts. `log` is the log as read before the file was opened.
+fn prepare_with(
+    db: Database,
+    path: &Path,
+    settings: &Settings,
+    log: Option<Vec<u8>>,
+) -> Result<Opened, Error> {
+    let (now_ms, result_ttl_ms) = (settings.now_ms, settings.result_ttl_ms);
     let fresh = check_format(&db, path)?;
     // Only after the lock is ours and the file is known to be a queue.
     let started = Inflight::read_started(path)?;
@@ -65,7 +136,7 @@ pub(crate) fn prepare(
     // and it cut the reopen of a 1M-task file after kill -9 from 343–368 ms to 188–202 ms.
     txn.set_quick_repair(true);
     let (counters, mut counts);
-    let (generation, next_generation);
+    let next_generation;
     let (lost, unstarted);
     {
         if fresh {
@@ -73,24 +144,46 @@ pub(crate) fn prepare(
             // The counters start at 1 (`load_counters`); `store_counts` below writes them.
             each_table(&mut Create(&txn))?;
         }
-        // The format (new, or upgraded from 1) and the log: its records since the last durable
+        // The format (new, or upgraded) and the log: its records since the last durable
         // commit are applied again; this commit then stores them and a new generation, which
         // retires them.
-        generation = {
+        let expect = {
             let mut meta = txn.open_table(META)?;
-            let old = meta.get(META_WAL_GENERATION)?.map_or(0, |v| v.value());
+            let expect = expect_of(&meta)?;
+            next_generation = wal::next_generation(expect.generation);
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
-            next_generation = wal::next_generation(old);
             meta.insert(META_WAL_GENERATION, next_generation)?;
-            old
+            meta.insert(META_WAL_PREVIOUS, expect.generation)?;
+            meta.insert(META_CLOSED, 0)?;
+            expect
         };
-        let replayed = {
-            let mut tables = Tables::new(&txn, Redo::default());
-            wal::replay(path, generation, |record| tables.replay(record))?
+        let scanned = match (fresh, log.as_deref()) {
+            (false, log) => replay::scan(log, &expect),
+            (true, _) => Scanned {
+                records: Vec::new(),
+                damage: None,
+            },
         };
-        if replayed > 0 {
+        if let Some(damage) = &scanned.damage {
+            if !settings.accept_log_damage {
+                return Err(log_damage(path, damage));
+            }
+            tracing::warn!(
+                path = %path.display(),
+                applied = scanned.records.len(),
+                "opened a queue file whose write-ahead log is damaged, as asked \
+                 (SpoolBuilder::accept_log_damage): {}; what the damage took is lost",
+                damage.describe(&wal::path_for(path))
+            );
+        }
+        let mut tables = Tables::new(&txn, Redo::default());
+        for record in &scanned.records {
+            tables.replay(record)?;
+        }
+        drop(tables);
+        if !scanned.records.is_empty() {
             tracing::info!(
-                records = replayed,
+                records = scanned.records.len(),
                 "applied the write-ahead log of a process that did not close the file"
             );
         }
@@ -107,15 +200,27 @@ pub(crate) fn prepare(
         store_counts(&txn, &counts, counters)?;
     }
     let catalog = Catalog::load(&txn)?;
+    // Opened (or made whole) before the commit, without touching its records: once the file
+    // names the new generation, the log must be there for it.
+    let mut wal = Wal::open(path)?;
     txn.commit()?;
     // The old journal and log are reset only now that recovery is durable.
     let inflight = Inflight::create(path)?;
-    let wal = Wal::open(path, next_generation)?;
-    if lost + unstarted > 0 {
+    wal.reset(next_generation)?;
+    if !lost.is_empty() || unstarted > 0 {
         tracing::warn!(
-            started = lost,
+            started = lost.len(),
             prefetched = unstarted,
             "requeued attempts left by a process that died"
+        );
+    }
+    if matches!(started, crate::store::inflight::Started::Unknown) && !lost.is_empty() {
+        let shown: Vec<u64> = lost.iter().copied().take(20).collect();
+        tracing::warn!(
+            tasks = ?shown,
+            count = lost.len(),
+            "the start journal was missing, so every attempt that was running counts as \
+             started (a lost attempt), also those that were only claimed ahead"
         );
     }
     Ok(Opened {
@@ -128,18 +233,49 @@ pub(crate) fn prepare(
     })
 }
 
-/// Checks an existing file without writing to it: opening it for writing makes redb rewrite
-/// its header, so a foreign, newer or damaged file must be refused before that. A file that
-/// needs redb's crash recovery cannot be opened read-only; it is checked after the repair.
-fn precheck_read_only(path: &Path) -> Result<(), Error> {
-    if !std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+/// Checks an existing file and its log without writing to either: opening the file for
+/// writing makes redb rewrite its header, so a foreign, newer or damaged file must be refused
+/// before that. A file that needs redb's crash recovery cannot be opened read-only; it is
+/// checked after the repair (`prepare_with` judges the log again).
+///
+/// A missing or empty queue file is a new queue — unless a log beside it holds data: then
+/// the file was emptied, replaced or deleted after it was used, and starting a new queue
+/// would overwrite what the log holds.
+fn precheck_read_only(path: &Path, log: Option<&[u8]>, accept: bool) -> Result<(), Error> {
+    let metadata = std::fs::metadata(path);
+    if !metadata.as_ref().is_ok_and(|m| m.len() > 0) {
+        if !accept && log.is_some_and(replay::holds_data) {
+            let what = if metadata.is_ok() { "empty" } else { "missing" };
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the queue file is {what} but its write-ahead log {} holds data: the file \
+                     was emptied, replaced or deleted after it was used; restore it, or delete \
+                     the log to start a new queue (or open with \
+                     SpoolBuilder::accept_log_damage())",
+                    wal::path_for(path).display()
+                ),
+            });
+        }
         return Ok(());
     }
     let opened = catch_unwind(AssertUnwindSafe(|| {
         Database::builder().open_read_only(path)
     }));
     match opened {
-        Ok(Ok(db)) => check_format(&db, path).map(drop),
+        Ok(Ok(db)) => {
+            check_format(&db, path)?;
+            let read = db.begin_read()?;
+            let expect = match read.open_table(META) {
+                Ok(meta) => expect_of(&meta)?,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            match replay::scan(log, &expect).damage {
+                Some(damage) if !accept => Err(log_damage(path, &damage)),
+                _ => Ok(()),
+            }
+        }
         Ok(Err(DatabaseError::RepairAborted)) => Ok(()),
         Ok(Err(e)) => Err(database_error(path, e)),
         Err(_) => Err(redb_panicked(path)),
@@ -398,17 +534,20 @@ mod tests {
         redb::ReadableTableMetadata::len(&read.open_table(TASKS).unwrap()).unwrap()
     }
 
-    /// Replay applies the log's records to the file they were written for, and ignores a log
-    /// left by another copy of the file, even one opened from the same original (each open
-    /// and checkpoint draws a new random generation).
+    /// Replay applies the log's records to the file they were written for. The log of another
+    /// copy of the file, even one opened from the same original (each open and checkpoint
+    /// draws a new random generation), is refused as foreign; opened anyway, as asked, its
+    /// records are not applied.
     #[test]
-    fn replay_applies_its_own_log_and_ignores_a_copys() {
+    fn replay_applies_its_own_log_and_refuses_a_copys() {
         let dir = tempfile::tempdir().unwrap();
         let original = dir.path().join("q.redb");
         drop(open(&original, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap());
         let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
-        std::fs::copy(&original, &a).unwrap();
-        std::fs::copy(&original, &b).unwrap();
+        for copy in [&a, &b] {
+            std::fs::copy(&original, copy).unwrap();
+            std::fs::copy(wal::path_for(&original), wal::path_for(copy)).unwrap();
+        }
 
         let mut opened_a = open(&a, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
         let mut opened_b = open(&b, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
@@ -418,6 +557,22 @@ mod tests {
         // b's log replaces a's: a must not take b's records for its own.
         std::fs::copy(wal::path_for(&b), wal::path_for(&a)).unwrap();
         assert_eq!(task_count(&b), 1, "b's own record is replayed");
-        assert_eq!(task_count(&a), 0, "b's record is not a's");
+        match open(&a, 2_000, None, 1 << 20, wal::CHECKPOINT_BYTES) {
+            Err(Error::Corrupt { detail, .. }) => {
+                assert!(detail.contains("belongs to another queue file"), "{detail}")
+            }
+            other => panic!("a's open with b's log: {:?}", other.map(drop)),
+        }
+        let anyway = Settings {
+            now_ms: 2_000,
+            result_ttl_ms: None,
+            cache_bytes: 1 << 20,
+            checkpoint_bytes: wal::CHECKPOINT_BYTES,
+            accept_log_damage: true,
+        };
+        let opened = open_with(&a, &anyway).unwrap();
+        let read = opened.db.begin_read().unwrap();
+        let tasks = redb::ReadableTableMetadata::len(&read.open_table(TASKS).unwrap()).unwrap();
+        assert_eq!(tasks, 0, "b's record is not a's");
     }
 }

@@ -10,8 +10,14 @@ use crate::store::tables::tables;
 /// with `Error::NewerFormat`, and an older file is upgraded at open.
 ///
 /// Version 2 added the write-ahead log: a version-1 build would ignore the log and lose what
-/// it holds, so it must refuse the file. Version-1 files are upgraded at open.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+/// it holds, so it must refuse the file. Version 3 records the log generation before the
+/// current one and whether the file was closed cleanly, and zeroes the log's first record at
+/// every durable commit, so that a damaged, missing or foreign log is found (see `replay`);
+/// a version-2 build would not keep those promises. Older files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 3;
+
+/// The first format whose log keeps the promises `replay` checks (see [`FORMAT_VERSION`]).
+pub(crate) const STRICT_LOG_FORMAT: u64 = 3;
 
 /// `key → u64`: the format version and the log generation. Written only at open and by
 /// durable commits, never logged.
@@ -20,8 +26,13 @@ pub(crate) const META: redb::TableDefinition<&str, u64> =
 /// Meta key: the format version.
 pub(crate) const META_FORMAT: &str = "format_version";
 /// Meta key: the generation of the write-ahead log whose records are not yet in this file
-/// (see `wal`), bumped by every durable commit.
+/// (see `wal`), drawn anew by every durable commit.
 pub(crate) const META_WAL_GENERATION: &str = "wal_generation";
+/// Meta key: the generation before it, whose records the last durable commit retired.
+pub(crate) const META_WAL_PREVIOUS: &str = "wal_previous";
+/// Meta key: 1 if the last durable commit closed the file cleanly (its log then holds
+/// nothing it needs), 0 while it is open.
+pub(crate) const META_CLOSED: &str = "closed_cleanly";
 
 /// A key of the ready index: (queue id, name id, 9 − priority, seq).
 pub(crate) type ReadyKey = (u32, u32, u8, u64);

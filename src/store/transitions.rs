@@ -304,15 +304,18 @@ impl Tx<'_> {
     /// At open: every attempt still marked running belonged to a dead process. One that had
     /// started (per the start journal) counts as an attempt ("worker lost"): the task runs
     /// again at once, or ends `Failed` when its attempts are used up. One that was only
-    /// prefetched gets its attempt back. Returns (started orphans, unstarted orphans).
-    pub(crate) fn recover_orphans(&mut self, started: &Started) -> Result<(usize, usize), Error> {
+    /// prefetched gets its attempt back. Returns (the started orphans, how many were not).
+    pub(crate) fn recover_orphans(
+        &mut self,
+        started: &Started,
+    ) -> Result<(Vec<u64>, usize), Error> {
         let orphans: Vec<(u64, (u32, u64))> = self
             .tables()
             .running()?
             .iter()?
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
             .collect::<Result<_, _>>()?;
-        let mut lost = 0;
+        let mut lost = Vec::new();
         for &(id, (attempt, started_at_ms)) in &orphans {
             self.tables().running()?.remove(id)?;
             let Some(mut rec) = self.get(id)? else {
@@ -323,7 +326,7 @@ impl Tx<'_> {
                 self.unstart(id, rec)?;
                 continue;
             }
-            lost += 1;
+            lost.push(id);
             rec.errors.push(AttemptError {
                 attempt,
                 at_ms: self.now(),
@@ -340,6 +343,7 @@ impl Tx<'_> {
                 self.finalize(id, &mut rec, TaskState::Failed)?;
             }
         }
-        Ok((lost, orphans.len() - lost))
+        let unstarted = orphans.len() - lost.len();
+        Ok((lost, unstarted))
     }
 }

@@ -9,15 +9,14 @@
 //!
 //! Each record is `payload length (u32 LE) · CRC-32 (u32 LE) · generation (u64 LE) · payload`;
 //! the CRC covers the length, the generation and the payload. The generation names the log
-//! since the queue file's last durable commit, which stored it in the file's meta table: a
-//! random number, so it matches neither an older log of this file nor a log left by another
-//! copy of it. At open, the records of the current generation are read from the start
-//! until the first one that is missing, torn (a crash in the middle of a write) or left from
-//! an older generation — which ends the log exactly after the last record whose group may
-//! have been acknowledged.
+//! since the queue file's last durable commit, which stored it in the file's meta table (with
+//! the generation before it): a random number, so it matches neither an older log of this
+//! file nor a log left by another copy of it. After every durable commit the log's first
+//! record is zeroed and synced, so the log starts with the current generation's records,
+//! with the retired ones of the generation before, or with nothing. How the log is read back
+//! at open, and what counts as damage, is in `replay`.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -30,12 +29,13 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
 /// logged: a bulk enqueue would otherwise be written twice.
 pub(crate) const DIRECT_BYTES: usize = 256 << 10;
 
-const HEADER: usize = 16;
+/// A record's header: length, CRC, generation.
+pub(crate) const HEADER: usize = 16;
 
 /// The log grows by whole chunks of zeros, written and synced once: a record is then always
 /// written over allocated blocks, and its `fdatasync` has no file size to store. (Blocks from
 /// `fallocate` would not do: the first write into one converts its extent, which is metadata.)
-const GROWTH: u64 = 1 << 20;
+pub(crate) const GROWTH: u64 = 1 << 20;
 
 /// A new generation for the log after `old`: random, so that it never matches an older
 /// generation of this file, nor the log of another copy of it left next to it.
@@ -59,45 +59,13 @@ fn io(e: std::io::Error) -> Error {
     Error::io("write-ahead log", e)
 }
 
-fn checksum(len: u32, generation: u64, payload: &[u8]) -> u32 {
+/// A record's CRC-32, over its length, generation and payload.
+pub(crate) fn checksum(len: u32, generation: u64, payload: &[u8]) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len.to_le_bytes());
     crc.update(&generation.to_le_bytes());
     crc.update(payload);
     crc.finalize()
-}
-
-/// Calls `apply` with the payload of each valid record of `generation` in the log of
-/// `queue`, in order; returns how many there were. A missing log has none.
-pub(crate) fn replay(
-    queue: &Path,
-    generation: u64,
-    mut apply: impl FnMut(&[u8]) -> Result<(), Error>,
-) -> Result<usize, Error> {
-    let mut bytes = Vec::new();
-    match File::open(path_for(queue)) {
-        Ok(mut file) => file.read_to_end(&mut bytes).map_err(io)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io(e)),
-    };
-    let mut rest = bytes.as_slice();
-    let mut n = 0;
-    while let Some((header, after)) = rest.split_first_chunk::<HEADER>() {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let gen_bytes: [u8; 8] = header[8..].try_into().unwrap_or_default();
-        if u64::from_le_bytes(gen_bytes) != generation || after.len() < len as usize {
-            break;
-        }
-        let (payload, next) = after.split_at(len as usize);
-        if checksum(len, generation, payload) != crc {
-            break;
-        }
-        apply(payload)?;
-        n += 1;
-        rest = next;
-    }
-    Ok(n)
 }
 
 /// Fault injection: while set, every append in this process waits (a group that cannot
@@ -122,9 +90,10 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (or creates) the log of `queue` to write records of `generation` from its start.
-    /// Call only once the queue file's meta table durably holds `generation`.
-    pub(crate) fn open(queue: &Path, generation: u64) -> Result<Wal, Error> {
+    /// Opens (or creates) the log of `queue` without touching what it holds, and makes sure
+    /// it has at least one whole chunk. It writes nothing until [`Wal::reset`] names the
+    /// generation the queue file durably holds.
+    pub(crate) fn open(queue: &Path) -> Result<Wal, Error> {
         let path = path_for(queue);
         let existed = path.exists();
         let file = OpenOptions::new()
@@ -147,26 +116,27 @@ impl Wal {
             }
         }
         let allocated = file.metadata().map_err(io)?.len();
-        Ok(Wal {
+        let mut wal = Wal {
             file,
-            generation,
+            generation: 0,
             offset: 0,
             allocated,
             buf: Vec::new(),
             checkpoint_bytes: CHECKPOINT_BYTES,
             #[cfg(test)]
             full: None,
-        })
+        };
+        // A log is never shorter than one chunk once a spool has opened it, so that a
+        // shorter one can only have been cut (see `replay`).
+        if wal.allocated < GROWTH {
+            wal.grow(GROWTH)?;
+        }
+        Ok(wal)
     }
 
     /// The generation whose records this log writes.
     pub(crate) fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// Whether nothing was written since the last checkpoint.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.offset == 0
     }
 
     /// Sets the log size after which the next group is a checkpoint.
@@ -237,25 +207,33 @@ impl Wal {
         Ok(())
     }
 
-    /// After a durable commit that stored `generation`: the log starts over.
-    pub(crate) fn reset(&mut self, generation: u64) {
+    /// After a durable commit that stored `generation`: the log starts over under it, and
+    /// its first record is zeroed and synced (so the log never starts with a record older
+    /// than the generation before `generation`, see `replay`). The new generation holds even
+    /// if the zeroing fails: the next record overwrites the first one anyway.
+    pub(crate) fn reset(&mut self, generation: u64) -> Result<(), Error> {
         self.generation = generation;
         self.offset = 0;
+        self.file.write_all_at(&[0; HEADER], 0).map_err(io)?;
+        self.file.sync_data().map_err(io)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::replay::{Expect, read, scan};
 
     fn records(queue: &Path, generation: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        replay(queue, generation, |p| {
-            out.push(p.to_vec());
-            Ok(())
-        })
-        .unwrap();
-        out
+        let log = read(queue).unwrap();
+        let expect = Expect {
+            generation,
+            previous: None,
+            closed: false,
+            strict: false,
+        };
+        let scanned = scan(log.as_deref(), &expect);
+        scanned.records.iter().map(|r| r.to_vec()).collect()
     }
 
     #[test]
@@ -264,7 +242,9 @@ mod tests {
         let queue = dir.path().join("q.redb");
         assert!(records(&queue, 1).is_empty(), "no log yet");
 
-        let mut wal = Wal::open(&queue, 1).unwrap();
+        let mut wal = Wal::open(&queue).unwrap();
+        assert!(records(&queue, 1).is_empty(), "a new log is zeros");
+        wal.reset(1).unwrap();
         for i in 0..4u8 {
             wal.append(&[i; 100], true).unwrap();
         }
@@ -272,13 +252,13 @@ mod tests {
         assert!(records(&queue, 2).is_empty(), "another generation");
 
         // A new generation overwrites from the start; the old records after it are ignored.
-        wal.reset(2);
-        wal.append(b"first of 2", true).unwrap();
-        assert_eq!(records(&queue, 2), vec![b"first of 2".to_vec()]);
+        wal.reset(2).unwrap();
         assert!(
             records(&queue, 1).is_empty(),
-            "generation 1's head is overwritten"
+            "the reset zeroed the first record"
         );
+        wal.append(b"first of 2", true).unwrap();
+        assert_eq!(records(&queue, 2), vec![b"first of 2".to_vec()]);
 
         wal.append(b"second of 2", true).unwrap();
         assert_eq!(records(&queue, 2).len(), 2);

@@ -246,8 +246,8 @@ fn a_newer_format_is_refused_and_the_file_untouched() {
 }
 
 /// A file of format 1 (before the write-ahead log: no log generation, no `.wal` file) opens,
-/// keeps its tasks, and is marked format 2, which a format-1 build refuses: that build would
-/// ignore the log and lose what it holds.
+/// keeps its tasks, and is marked with the current format (3), which a format-1 build
+/// refuses: that build would ignore the log and lose what it holds.
 #[test]
 fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
     let (_dir, path) = temp_queue();
@@ -259,7 +259,7 @@ fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
         let get = |key: &str| table.get(key).unwrap().map(|v| v.value());
         (get("format_version"), get("wal_generation").is_some())
     };
-    assert_eq!(meta(&path), (Some(2), true));
+    assert_eq!(meta(&path), (Some(3), true));
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
@@ -277,7 +277,7 @@ fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
     assert_eq!(stats.count(TaskState::Succeeded), 5);
     assert_eq!(stats.count(TaskState::Ready), 5);
     drop(spool);
-    assert_eq!(meta(&path), (Some(2), true));
+    assert_eq!(meta(&path), (Some(3), true));
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Tally, store_counts};
 use crate::store::redo::Redo;
-use crate::store::schema::{META, META_WAL_GENERATION, Tables};
+use crate::store::schema::{META, META_CLOSED, META_WAL_GENERATION, META_WAL_PREVIOUS, Tables};
 use crate::store::tx::load_running;
 use crate::store::wal::next_generation;
 use crate::store::writer::command::Command;
@@ -37,14 +37,22 @@ const LONG_GROUP: usize = 1_000;
 
 impl Writer {
     /// On the way out: a checkpoint, so the next open has no log to read.
+    /// On the way out: a checkpoint that also marks the file closed cleanly, so the next open
+    /// has no log to read (and would not miss one). A failure is logged: the next open
+    /// replays the log instead.
     pub(super) fn close(&mut self) {
         self.closed = true;
-        if !self.wal.is_empty() || self.held_groups > 0 {
+        if self.stopped.get().is_none() {
             let result = self
                 .take_txn()
-                .and_then(|txn| self.commit_durable(txn, None));
+                .and_then(|txn| self.commit_durable(txn, None, true));
             if let Err(e) = result {
-                tracing::error!(error = %e, "taskspool could not checkpoint at close; the next open replays the log");
+                tracing::error!(
+                    error = %e,
+                    path = %self.config.path.display(),
+                    "taskspool could not checkpoint the queue file at close; the next open \
+                     applies its write-ahead log again, which needs room on the disk for it"
+                );
             }
         }
         self.held = None;
@@ -108,7 +116,7 @@ impl Writer {
     ) -> Result<(), Error> {
         let record = match redo.bytes() {
             Some(record) if !self.checkpoint_due => record,
-            _ => return self.commit_durable(txn, Some(tally)),
+            _ => return self.commit_durable(txn, Some(tally), false),
         };
         let immediate = self.config.buffered.is_none();
         // On error `txn` is dropped: the group is rolled back, with the held ones (see
@@ -204,18 +212,26 @@ impl Writer {
     /// Commits durably to the queue file, which makes every earlier group durable there too;
     /// the log starts over under a new generation. These commits are rare (a checkpoint, a bulk
     /// group, open and close), so each also saves redb's allocator state ("quick repair").
+    /// `closing`: this is the last commit, and the file is marked closed cleanly.
     ///
     /// The counters and counts go to the file here, with `tally`'s changes (see `Counts`).
     pub(super) fn commit_durable(
         &mut self,
         mut txn: WriteTransaction,
         tally: Option<Tally>,
+        closing: bool,
     ) -> Result<(), Error> {
         // The allocator state goes with it, so redb's repair after a crash reads it back
         // instead of walking the whole file (see `crate::store::open`).
         txn.set_quick_repair(true);
-        let next = next_generation(self.wal.generation());
-        txn.open_table(META)?.insert(META_WAL_GENERATION, next)?;
+        let old = self.wal.generation();
+        let next = next_generation(old);
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_WAL_GENERATION, next)?;
+            meta.insert(META_WAL_PREVIOUS, old)?;
+            meta.insert(META_CLOSED, u64::from(closing))?;
+        }
         let mut counts = self.counts.clone();
         let counters = match &tally {
             Some(tally) => {
@@ -230,7 +246,11 @@ impl Writer {
             self.keep(tally);
         }
         self.published();
-        self.wal.reset(next);
+        if let Err(e) = self.wal.reset(next) {
+            // The file names the new generation already; the next record overwrites the first
+            // one anyway (see `Wal::reset`).
+            tracing::warn!(error = %e, "taskspool could not zero its write-ahead log's first record");
+        }
         self.sync_deadline = None;
         self.checkpoint_due = false;
         Ok(())

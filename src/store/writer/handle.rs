@@ -16,7 +16,7 @@ use crate::store::pools::LivePools;
 use crate::store::wal::Wal;
 use crate::store::writer::command::{Command, Reply};
 use crate::store::writer::state::{Core, Writer, WriterConfig, lock};
-use crate::store::writer::thread;
+use crate::store::writer::thread::{self, Exited};
 use crate::sync::{Waiters, oneshot};
 
 /// The running writer thread, the channel to it, and the views readers take of its state.
@@ -31,7 +31,7 @@ pub(crate) struct WriterHandle {
     /// Set while acknowledged groups are not yet in redb (see [`WriterHandle::publish`]).
     unpublished: Arc<AtomicBool>,
     /// Set when the writer thread has ended (see `thread::run`).
-    exited: Arc<AtomicBool>,
+    exited: Arc<Exited>,
     /// Why the writer stopped for good, if it did (see `Writer::stop`).
     stopped: Arc<OnceLock<Error>>,
     join: Option<JoinHandle<()>>,
@@ -59,7 +59,7 @@ impl WriterHandle {
             writer.stopped.clone(),
         );
         let core = Arc::new(Mutex::new(writer));
-        let exited = Arc::new(AtomicBool::new(false));
+        let exited = Arc::new(Exited::default());
         let join = {
             let (core, rx, exited) = (core.clone(), rx.clone(), exited.clone());
             std::thread::Builder::new()
@@ -107,14 +107,21 @@ impl WriterHandle {
             self.send(cmd)?;
             // The thread sets `exited` before it answers what is queued: if it is not set
             // yet, the thread will answer this command.
-            if self.exited.load(Ordering::SeqCst) {
+            if self.exited.is_set() {
                 let mut writer = lock(&self.core);
                 writer.refuse(self.rx.try_iter());
             }
         }
         match rx.recv() {
             Ok(answer) => answer,
-            Err(_) => Err(lock(&self.core).stopped_error()),
+            Err(_) => {
+                // Dropped unanswered: the writer panicked with it (on this thread, and has
+                // recorded why already) or on its own thread, which is ending.
+                if self.stopped.get().is_none() {
+                    self.exited.wait();
+                }
+                Err(lock(&self.core).stopped_error())
+            }
         }
     }
 
@@ -164,7 +171,7 @@ impl WriterHandle {
     /// Whether the writer thread has ended.
     #[cfg(test)]
     pub(crate) fn exited(&self) -> bool {
-        self.exited.load(Ordering::SeqCst)
+        self.exited.is_set()
     }
 
     /// The counts and names as of the last durable group.

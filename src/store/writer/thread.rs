@@ -4,6 +4,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -121,15 +122,46 @@ impl Writer {
 /// When it ends — closed, or stopped by a panic (redb panics on some damaged files) — it sets
 /// `exited`, then answers every command still queued; a caller that sends one later answers
 /// it itself (see `WriterHandle::request`), so no caller waits for a writer that is gone.
-pub(super) fn run(core: &Core, rx: &Receiver<Command>, exited: &AtomicBool) {
+pub(super) fn run(core: &Core, rx: &Receiver<Command>, exited: &Exited) {
     let served = catch_unwind(AssertUnwindSafe(|| serve(core, rx)));
     let mut writer = lock(core);
     if let Err(panic) = served {
         writer.stop("running a group on the writer thread", panic.as_ref());
     }
     writer.closed = true;
-    exited.store(true, Ordering::SeqCst);
+    exited.flag.store(true, Ordering::SeqCst);
     writer.refuse(rx.try_iter());
+    drop(writer);
+    *exited.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    exited.ended.notify_all();
+}
+
+/// Whether the writer thread has ended, and a way to wait until it has answered what it
+/// held: a caller whose reply was dropped unanswered (the thread panicked with it) waits for
+/// that, then reads why it stopped.
+#[derive(Default)]
+pub(crate) struct Exited {
+    /// Set once the thread has stopped taking commands.
+    flag: AtomicBool,
+    /// Set once it has answered what was queued.
+    done: Mutex<bool>,
+    ended: Condvar,
+}
+
+impl Exited {
+    /// Whether the thread has stopped taking commands.
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the thread has ended.
+    pub(crate) fn wait(&self) {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        let _done = self
+            .ended
+            .wait_while(done, |done| !*done)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
 }
 
 fn serve(core: &Core, rx: &Receiver<Command>) {

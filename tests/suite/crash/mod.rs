@@ -25,6 +25,9 @@ use super::common::*;
 /// `MODE:PATH` for the child.
 const CHILD_ENV: &str = "TASKSPOOL_TEST_CRASH_CHILD";
 
+/// How many tasks the "log" child enqueues, each in a log record of its own.
+const LOGGED: u64 = 300;
+
 /// The log size between checkpoints in the "checkpoints" child.
 const CHILD_CHECKPOINT_BYTES: u64 = 32 * 1024;
 
@@ -205,6 +208,14 @@ fn child_process() {
             say(&format!("OPEN {}", h.id()));
             std::thread::sleep(Duration::from_secs(60));
         }
+        "log" => {
+            // One group, one log record, per enqueue; no checkpoint: all of it is in the log.
+            for n in 0..LOGGED {
+                spool.enqueue(CrashWork::new(n)).unwrap();
+            }
+            say("LOGGED");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown child mode {other}"),
     }
     say("CHILD SURVIVED");
@@ -265,4 +276,5 @@ fn queue_path() -> (tempfile::TempDir, PathBuf) {
 }
 
 mod aborts;
+mod log_damage;
 mod sigkill;
