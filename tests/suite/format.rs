@@ -1,10 +1,11 @@
 //! The on-disk format: files written by earlier releases open, read and run unchanged.
 //!
-//! `tests/fixtures/format-2/` holds a queue file, its write-ahead log and its start journal
-//! as a process left them when it died, written by the release whose format version is 2
-//! (rev 225afe3, with [`write_format_2_fixture`]). The test here opens a copy and checks
-//! every task and schedule in it, then runs what is pending. It stays forever: a later
-//! format change adds a fixture of its own (and a test like this one) next to it.
+//! `tests/fixtures/format-N/` holds a queue file, its write-ahead log and its start journal
+//! as a process left them when it died, written by the first build of format version N with
+//! [`write_format_fixture`] (format 2: rev 225afe3; format 3: the build that introduced it,
+//! see `tests/fixtures/README.md`). A test per fixture opens a copy and checks every task and
+//! schedule in it, then runs what is pending. They stay forever: a later format change adds
+//! a fixture of its own (and a test like these) next to them.
 //!
 //! What the fixture holds, by id (times from `T0`, 2026-01-01T00:00:00Z):
 //!
@@ -120,14 +121,14 @@ fn drain_default(spool: &Spool) -> taskspool::DrainReport {
         .unwrap()
 }
 
-/// Writes the fixture into `$TASKSPOOL_WRITE_FIXTURE` (a directory) and exits the process
-/// without closing the spool, the way a crash leaves the files:
+/// Writes a fixture of this build's format into `$TASKSPOOL_WRITE_FIXTURE` (a directory)
+/// and exits the process without closing the spool, the way a crash leaves the files:
 /// `TASKSPOOL_WRITE_FIXTURE=/tmp/fx cargo test --test lib -- --ignored --exact
-/// suite::format::write_format_2_fixture`. Kept to show how the fixture was made; it is
-/// not run again (the fixture is what that release wrote, and stays as it is).
+/// suite::format::write_format_fixture`. Run once by the build that introduces a format;
+/// a committed fixture is never written again.
 #[test]
-#[ignore = "writes the format fixture; run by hand only"]
-fn write_format_2_fixture() {
+#[ignore = "writes a format fixture; run by hand only"]
+fn write_format_fixture() {
     let Ok(dir) = std::env::var(WRITE_ENV) else {
         return;
     };
@@ -260,7 +261,18 @@ fn expect(
 
 #[test]
 fn a_format_2_file_left_by_a_crash_opens_reads_and_runs() {
-    let (_dir, path) = copy_fixture("format-2");
+    opens_reads_and_runs("format-2");
+}
+
+#[test]
+fn a_format_3_file_left_by_a_crash_opens_reads_and_runs() {
+    opens_reads_and_runs("format-3");
+}
+
+/// Opens a copy of the fixture `name`, checks every task and schedule in it, and runs what is
+/// pending.
+fn opens_reads_and_runs(name: &str) {
+    let (_dir, path) = copy_fixture(name);
     let clock = ManualClock::new(T0 + 100_000);
     let spool = Spool::builder()
         .manual_clock(clock.clone())
