@@ -58,6 +58,7 @@ pub struct SpoolBuilder {
     checkpoint_bytes: u64,
     durability: Durability,
     accept_log_damage: bool,
+    check_integrity: bool,
 }
 
 /// When a change the spool acknowledges is on disk.
@@ -97,6 +98,7 @@ impl Default for SpoolBuilder {
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             durability: Durability::Immediate,
             accept_log_damage: false,
+            check_integrity: true,
         }
     }
 }
@@ -155,6 +157,17 @@ impl SpoolBuilder {
         self
     }
 
+    /// Whether to verify the checksum of every page of the queue file at open (redb's
+    /// integrity check). On by default: damage to the file is then reported at open, as
+    /// [`Error::Corrupt`], instead of surfacing later as missing tasks or failing reads. It
+    /// reads the whole file: about 1 ms per 10k queued tasks, 95 ms for 1M (136 MiB) from
+    /// the page cache, 210–250 ms from disk, measured on a 2-vCPU VM. Turn it off for very
+    /// large files that open often.
+    pub fn check_integrity(mut self, check: bool) -> Self {
+        self.check_integrity = check;
+        self
+    }
+
     /// Reads time from a [`ManualClock`] instead of the system clock (for tests).
     pub fn manual_clock(mut self, clock: ManualClock) -> Self {
         self.clock = Clock::Manual(clock);
@@ -201,6 +214,7 @@ impl SpoolBuilder {
                 _ => None,
             },
             accept_log_damage: self.accept_log_damage,
+            check_integrity: self.check_integrity,
         };
         let engine = FileEngine::open(&path, config, waiters.clone())?;
         Ok(Spool {

@@ -37,6 +37,8 @@ pub(crate) struct FileConfig {
     pub buffered: Option<Duration>,
     /// Open even if the write-ahead log is damaged (see `SpoolBuilder::accept_log_damage`).
     pub accept_log_damage: bool,
+    /// Verify every page at open (see `SpoolBuilder::check_integrity`).
+    pub check_integrity: bool,
 }
 
 /// The engine of one open queue file. Dropping it commits what is pending, checkpoints the
@@ -67,6 +69,7 @@ impl FileEngine {
             cache_bytes: config.cache_bytes,
             checkpoint_bytes: config.checkpoint_bytes,
             accept_log_damage: config.accept_log_damage,
+            check_integrity: config.check_integrity,
         };
         let opened = open_with(path, &settings)?;
         let db = Arc::new(opened.db);
@@ -246,6 +249,7 @@ mod tests {
             checkpoint_bytes: 1 << 20,
             buffered: None,
             accept_log_damage: false,
+            check_integrity: true,
         };
         let engine = FileEngine::open(&dir.path().join("q.redb"), config, Arc::default()).unwrap();
         (dir, engine)

@@ -42,6 +42,9 @@ pub(crate) struct Settings {
     /// Open even if the write-ahead log is damaged, losing what the damage took (it is
     /// logged). Otherwise that is `Corrupt`.
     pub accept_log_damage: bool,
+    /// Verify the checksum of every page of the file before using it (redb's integrity
+    /// check), so that damage is reported at open instead of surfacing later.
+    pub check_integrity: bool,
 }
 
 /// Opens (or creates) a queue file with the default settings but the clock and sizes (for
@@ -60,6 +63,7 @@ pub(crate) fn open(
         cache_bytes,
         checkpoint_bytes,
         accept_log_damage: false,
+        check_integrity: true,
     };
     open_with(path, &settings)
 }
@@ -71,7 +75,10 @@ pub(crate) fn open(
 pub(crate) fn open_with(path: &Path, settings: &Settings) -> Result<Opened, Error> {
     let log = replay::read(path)?;
     precheck_read_only(path, log.as_deref(), settings.accept_log_damage)?;
-    let db = open_database(path, settings.cache_bytes)?;
+    let mut db = open_database(path, settings.cache_bytes)?;
+    if settings.check_integrity {
+        check_integrity(&mut db, path)?;
+    }
     let mut opened = prepare_with(db, path, settings, log)?;
     opened.wal.checkpoint_after(settings.checkpoint_bytes);
     Ok(opened)
@@ -91,6 +98,7 @@ pub(crate) fn prepare(
         cache_bytes: 0,
         checkpoint_bytes: wal::CHECKPOINT_BYTES,
         accept_log_damage: false,
+        check_integrity: false,
     };
     prepare_with(db, path, &settings, replay::read(path)?)
 }
@@ -288,6 +296,25 @@ fn redb_panicked(path: &Path) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
         detail: "redb panicked while reading the file's structure".into(),
+    }
+}
+
+/// redb's integrity check: the checksum of every page of the committed trees, verified
+/// against what redb recorded. Damage is `Corrupt`; where redb could repair the file (to its
+/// last intact commit), the open still fails, so that the loss is not silent — the next open
+/// goes on with what is left (and finds the log newer than the file, if it held records).
+fn check_integrity(db: &mut Database, path: &Path) -> Result<(), Error> {
+    match catch_unwind(AssertUnwindSafe(|| db.check_integrity())) {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: "redb's integrity check found damaged pages and repaired the file to its \
+                     last intact commit: what was committed after it may be lost — restore a \
+                     backup, or open the file again to go on with what is left"
+                .into(),
+        }),
+        Ok(Err(e)) => Err(database_error(path, e)),
+        Err(_) => Err(redb_panicked(path)),
     }
 }
 
@@ -569,6 +596,7 @@ mod tests {
             cache_bytes: 1 << 20,
             checkpoint_bytes: wal::CHECKPOINT_BYTES,
             accept_log_damage: true,
+            check_integrity: true,
         };
         let opened = open_with(&a, &anyway).unwrap();
         let read = opened.db.begin_read().unwrap();

@@ -6,6 +6,7 @@ mod common;
 
 mod concurrency;
 mod crash;
+mod damage;
 mod decode;
 mod delays;
 mod files;
