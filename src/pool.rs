@@ -292,7 +292,9 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// Stops claiming, lets running tasks finish, returns claimed-but-unstarted tasks to the
-    /// queue, and waits until every outcome is committed. Calling it again does nothing.
+    /// queue, and waits until every outcome is committed. Once it has returned `Ok`, calling
+    /// it again does nothing; after a `ShutdownTimeout`, calling it again waits again for the
+    /// tasks still running.
     ///
     /// # Errors
     /// `ShutdownTimeout` if tasks are still running at the deadline: they keep their threads
@@ -300,17 +302,18 @@ impl Worker {
     /// they run again at the next open.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
-        let running = self
+        let taken = self
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some(running) = running else {
+        let Some(running) = taken else {
             return Ok(());
         };
-        running.stopping.store(true, Ordering::SeqCst);
-        // The engine drops our job channel: threads finish what they hold and exit.
-        self.shared.engine.unregister(running.id);
+        if !running.stopping.swap(true, Ordering::SeqCst) {
+            // The engine drops our job channel: threads finish what they hold and exit.
+            self.shared.engine.unregister(running.id);
+        }
         match running.done.recv_deadline(deadline) {
             Err(RecvTimeoutError::Disconnected) | Ok(()) => {
                 for t in running.threads {
@@ -318,9 +321,10 @@ impl Worker {
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                return Err(Error::ShutdownTimeout {
-                    running: running.busy.load(Ordering::SeqCst),
-                });
+                let busy = running.busy.load(Ordering::SeqCst);
+                // Not finished: a later call waits again.
+                *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
+                return Err(Error::ShutdownTimeout { running: busy });
             }
         }
         match self.shared.engine.sync() {

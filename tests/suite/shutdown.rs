@@ -222,3 +222,39 @@ fn graceful_shutdown_releases_prefetched_tasks() {
         assert_eq!(status.attempts, 0);
     }
 }
+
+/// A shutdown that timed out has not finished: calling it again waits again for the tasks
+/// still running (and times out again while they do), and returns `Ok` once they are done.
+#[test]
+fn a_shutdown_that_timed_out_can_be_waited_for_again() {
+    let spool = Spool::temporary().unwrap();
+    let key = unique("shutdown-again");
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    let h = spool
+        .enqueue(Gated {
+            gate: key.clone(),
+            wait: true,
+            work_ms: 0,
+            value: 5,
+        })
+        .unwrap();
+    gate(&key).wait_started(1);
+    for _ in 0..2 {
+        let err = worker.shutdown(Duration::from_millis(20)).unwrap_err();
+        assert!(
+            matches!(err, Error::ShutdownTimeout { running: 1 }),
+            "{err:?}"
+        );
+        assert_eq!(h.status().unwrap().state, TaskState::Running);
+    }
+    gate(&key).open();
+    worker.shutdown(WAIT).unwrap();
+    assert_eq!(h.status().unwrap().state, TaskState::Succeeded);
+    assert_eq!(worker.busy(), 0);
+    worker.shutdown(Duration::ZERO).unwrap();
+}
