@@ -24,11 +24,12 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use crate::error::Error;
+use crate::store::paths::{self, PRIVATE};
 
 const MAGIC: &[u8; 8] = b"TSPINFL1";
 const HEADER: u64 = 16;
@@ -70,13 +71,6 @@ impl Started {
     }
 }
 
-/// The journal's path for a queue file.
-pub(crate) fn path_for(queue: &Path) -> PathBuf {
-    let mut name = queue.as_os_str().to_owned();
-    name.push(".inflight");
-    PathBuf::from(name)
-}
-
 fn check(id: u64, attempt: u32) -> u32 {
     (id as u32) ^ ((id >> 32) as u32) ^ attempt.rotate_left(16) ^ CHECK
 }
@@ -90,7 +84,7 @@ impl Inflight {
     /// and start the new journal with [`create`](Self::create) only after recovery has
     /// committed: until then the old entries are the only record of which attempts started.
     pub(crate) fn read_started(queue: &Path) -> Result<Started, Error> {
-        match File::open(path_for(queue)) {
+        match File::open(paths::journal(queue)) {
             Ok(mut f) => {
                 let mut bytes = Vec::new();
                 f.read_to_end(&mut bytes).map_err(io)?;
@@ -107,7 +101,8 @@ impl Inflight {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(path_for(queue))
+            .mode(PRIVATE)
+            .open(paths::journal(queue))
             .map_err(io)?;
         let mut header = [0u8; HEADER as usize];
         header[..8].copy_from_slice(MAGIC);
@@ -191,7 +186,7 @@ mod tests {
         // A torn write: a third entry with a bad check value.
         let f = OpenOptions::new()
             .write(true)
-            .open(path_for(&queue))
+            .open(paths::journal(&queue))
             .unwrap();
         f.write_all_at(
             &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],

@@ -22,6 +22,7 @@ mod faults;
 mod file;
 mod inflight;
 mod open;
+mod paths;
 mod pools;
 mod read;
 mod record;

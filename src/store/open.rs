@@ -3,6 +3,7 @@
 //! owner left running (the file lock makes this process the only owner: whatever is in
 //! `running` at open is an orphan).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, load_counters, load_counts, store_counts};
 use crate::store::errors::from_redb;
 use crate::store::inflight::Inflight;
+use crate::store::paths::{self, PRIVATE};
 use crate::store::redo::Redo;
 use crate::store::replay::{self, Damage, Expect, Scanned};
 use crate::store::schema::{
@@ -121,7 +123,7 @@ fn log_damage(path: &Path, damage: &Damage) -> Error {
         detail: format!(
             "{}; to open it anyway and lose that, open it with \
              SpoolBuilder::accept_log_damage()",
-            damage.describe(&wal::path_for(path))
+            damage.describe(&paths::log(path))
         ),
     }
 }
@@ -181,7 +183,7 @@ fn prepare_with(
                 applied = scanned.records.len(),
                 "opened a queue file whose write-ahead log is damaged, as asked \
                  (SpoolBuilder::accept_log_damage): {}; what the damage took is lost",
-                damage.describe(&wal::path_for(path))
+                damage.describe(&paths::log(path))
             );
         }
         let mut tables = Tables::new(&txn, Redo::default());
@@ -261,7 +263,7 @@ fn precheck_read_only(path: &Path, log: Option<&[u8]>, accept: bool) -> Result<(
                      was emptied, replaced or deleted after it was used; restore it, or delete \
                      the log to start a new queue (or open with \
                      SpoolBuilder::accept_log_damage())",
-                    wal::path_for(path).display()
+                    paths::log(path).display()
                 ),
             });
         }
@@ -319,6 +321,17 @@ fn check_integrity(db: &mut Database, path: &Path) -> Result<(), Error> {
 }
 
 fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, Error> {
+    // A new file is created here, with its mode; redb initializes an empty file.
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("cannot create the queue file", e)),
+    }
     catch_unwind(AssertUnwindSafe(|| {
         Database::builder().set_cache_size(cache_bytes).create(path)
     }))
@@ -448,7 +461,6 @@ mod tests {
     use super::*;
     use crate::model::{AttemptErrorKind, TaskState};
     use crate::options::Options;
-    use crate::store::inflight;
     use crate::store::schema::TASKS;
     use crate::store::verbs::NewTask;
 
@@ -529,7 +541,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
         drop(file_with_running_tasks(&path, 1, 3));
-        std::fs::remove_file(inflight::path_for(&path)).unwrap();
+        std::fs::remove_file(paths::journal(&path)).unwrap();
         let reopened = open(&path, 2_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
         let txn = reopened.db.begin_write().unwrap();
         let mut tx = Tx::open(&txn, 2_000, reopened.counters, None, Lent::default());
@@ -573,7 +585,7 @@ mod tests {
         let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
         for copy in [&a, &b] {
             std::fs::copy(&original, copy).unwrap();
-            std::fs::copy(wal::path_for(&original), wal::path_for(copy)).unwrap();
+            std::fs::copy(paths::log(&original), paths::log(copy)).unwrap();
         }
 
         let mut opened_a = open(&a, 1_000, None, 1 << 20, wal::CHECKPOINT_BYTES).unwrap();
@@ -582,7 +594,7 @@ mod tests {
         log_an_enqueue(&mut opened_b);
         drop((opened_a, opened_b));
         // b's log replaces a's: a must not take b's records for its own.
-        std::fs::copy(wal::path_for(&b), wal::path_for(&a)).unwrap();
+        std::fs::copy(paths::log(&b), paths::log(&a)).unwrap();
         assert_eq!(task_count(&b), 1, "b's own record is replayed");
         match open(&a, 2_000, None, 1 << 20, wal::CHECKPOINT_BYTES) {
             Err(Error::Corrupt { detail, .. }) => {

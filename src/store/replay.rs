@@ -27,7 +27,8 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::error::Error;
-use crate::store::wal::{GROWTH, HEADER, checksum, path_for};
+use crate::store::paths;
+use crate::store::wal::{GROWTH, HEADER, checksum};
 
 /// What the queue file says about its log.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +92,7 @@ pub(crate) struct Scanned<'a> {
 /// Reads the whole log of `queue`; `None` if there is none.
 pub(crate) fn read(queue: &Path) -> Result<Option<Vec<u8>>, Error> {
     let mut bytes = Vec::new();
-    match File::open(path_for(queue)) {
+    match File::open(paths::log(queue)) {
         Ok(mut file) => file
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io("write-ahead log", e))?,

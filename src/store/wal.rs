@@ -17,10 +17,11 @@
 //! at open, and what counts as damage, is in `replay`.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 
 use crate::error::Error;
+use crate::store::paths::{self, PRIVATE};
 
 /// Log size after which the next group is a checkpoint (a durable redb commit), by default.
 pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
@@ -46,13 +47,6 @@ pub(crate) fn next_generation(old: u64) -> u64 {
             return next;
         }
     }
-}
-
-/// The log's path for a queue file.
-pub(crate) fn path_for(queue: &Path) -> PathBuf {
-    let mut name = queue.as_os_str().to_owned();
-    name.push(".wal");
-    PathBuf::from(name)
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -94,13 +88,14 @@ impl Wal {
     /// it has at least one whole chunk. It writes nothing until [`Wal::reset`] names the
     /// generation the queue file durably holds.
     pub(crate) fn open(queue: &Path) -> Result<Wal, Error> {
-        let path = path_for(queue);
+        let path = paths::log(queue);
         let existed = path.exists();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(PRIVATE)
             .open(&path)
             .map_err(io)?;
         if !existed {
@@ -267,7 +262,7 @@ mod tests {
         let third = wal.append(b"third of 2", true).unwrap();
         let file = OpenOptions::new()
             .write(true)
-            .open(path_for(&queue))
+            .open(paths::log(&queue))
             .unwrap();
         let last = third + HEADER as u64 + b"third of 2".len() as u64 - 1;
         file.write_all_at(b"X", last).unwrap();

@@ -409,3 +409,21 @@ fn unusable_paths_are_errors_not_panics() {
         "{err:?}"
     );
 }
+
+/// The queue file, its log and its journal are created readable and writable by their owner
+/// only: tasks and results can hold anything.
+#[test]
+fn a_new_queue_s_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = temp_queue();
+    let spool = Spool::open(&path).unwrap();
+    spool.enqueue(Add { a: 1, b: 1 }).unwrap();
+    for file in [
+        path.clone(),
+        format!("{}.wal", path.display()).into(),
+        format!("{}.inflight", path.display()).into(),
+    ] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+}
