@@ -114,6 +114,8 @@ mod sync;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod power_tests;
 
 pub use clock::ManualClock;
 pub use error::{Error, ErrorKind, Failure};

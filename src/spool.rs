@@ -59,6 +59,8 @@ pub struct SpoolBuilder {
     durability: Durability,
     accept_log_damage: bool,
     check_integrity: bool,
+    #[cfg(test)]
+    disk: Option<Arc<crate::store::simdisk::SimDisk>>,
 }
 
 /// When a change the spool acknowledges is on disk.
@@ -99,6 +101,8 @@ impl Default for SpoolBuilder {
             durability: Durability::Immediate,
             accept_log_damage: false,
             check_integrity: true,
+            #[cfg(test)]
+            disk: None,
         }
     }
 }
@@ -168,6 +172,13 @@ impl SpoolBuilder {
         self
     }
 
+    /// Power-loss tests: the queue file and its log live on a simulated disk.
+    #[cfg(test)]
+    pub(crate) fn on_sim_disk(mut self, disk: Arc<crate::store::simdisk::SimDisk>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
     /// Reads time from a [`ManualClock`] instead of the system clock (for tests).
     pub fn manual_clock(mut self, clock: ManualClock) -> Self {
         self.clock = Clock::Manual(clock);
@@ -215,6 +226,8 @@ impl SpoolBuilder {
             },
             accept_log_damage: self.accept_log_damage,
             check_integrity: self.check_integrity,
+            #[cfg(test)]
+            disk: self.disk,
         };
         let engine = FileEngine::open(&path, config, waiters.clone())?;
         Ok(Spool {

@@ -39,6 +39,9 @@ pub(crate) struct FileConfig {
     pub accept_log_damage: bool,
     /// Verify every page at open (see `SpoolBuilder::check_integrity`).
     pub check_integrity: bool,
+    /// Power-loss tests: a simulated disk under the file and its log.
+    #[cfg(test)]
+    pub disk: Option<Arc<crate::store::simdisk::SimDisk>>,
 }
 
 /// The engine of one open queue file. Dropping it commits what is pending, checkpoints the
@@ -70,6 +73,8 @@ impl FileEngine {
             checkpoint_bytes: config.checkpoint_bytes,
             accept_log_damage: config.accept_log_damage,
             check_integrity: config.check_integrity,
+            #[cfg(test)]
+            disk: config.disk,
         };
         let opened = open_with(path, &settings)?;
         let db = Arc::new(opened.db);
@@ -250,6 +255,7 @@ mod tests {
             buffered: None,
             accept_log_damage: false,
             check_integrity: true,
+            disk: None,
         };
         let engine = FileEngine::open(&dir.path().join("q.redb"), config, Arc::default()).unwrap();
         (dir, engine)

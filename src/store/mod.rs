@@ -30,6 +30,8 @@ mod redo;
 mod replay;
 mod schedules;
 mod schema;
+#[cfg(test)]
+pub(crate) mod simdisk;
 mod tables;
 mod transitions;
 mod tx;

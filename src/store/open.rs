@@ -47,6 +47,9 @@ pub(crate) struct Settings {
     /// Verify the checksum of every page of the file before using it (redb's integrity
     /// check), so that damage is reported at open instead of surfacing later.
     pub check_integrity: bool,
+    /// Power-loss tests: the file and its log live on a simulated disk instead.
+    #[cfg(test)]
+    pub disk: Option<std::sync::Arc<crate::store::simdisk::SimDisk>>,
 }
 
 /// Opens (or creates) a queue file with the default settings but the clock and sizes (for
@@ -66,6 +69,7 @@ pub(crate) fn open(
         checkpoint_bytes,
         accept_log_damage: false,
         check_integrity: true,
+        disk: None,
     };
     open_with(path, &settings)
 }
@@ -75,13 +79,44 @@ pub(crate) fn open(
 ///
 /// On `AlreadyOpen`, `Corrupt`, `NotAQueue` and `NewerFormat` nothing is written to the file.
 pub(crate) fn open_with(path: &Path, settings: &Settings) -> Result<Opened, Error> {
+    #[cfg(test)]
+    if let Some(disk) = &settings.disk {
+        return open_simulated(path, settings, disk);
+    }
     let log = replay::read(path)?;
-    precheck_read_only(path, log.as_deref(), settings.accept_log_damage)?;
+    if precheck_read_only(path, log.as_deref(), settings.accept_log_damage)? == Found::Blank {
+        // redb was creating it when the power went (it writes its magic number last): there
+        // is nothing in it, and it starts over as a new queue.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(0))
+            .map_err(|e| Error::io("cannot reset a queue file of zeros", e))?;
+    }
     let mut db = open_database(path, settings.cache_bytes)?;
     if settings.check_integrity {
         check_integrity(&mut db, path)?;
     }
-    let mut opened = prepare_with(db, path, settings, log)?;
+    let mut opened = prepare_with(db, path, settings, log, || Wal::open(path))?;
+    opened.wal.checkpoint_after(settings.checkpoint_bytes);
+    Ok(opened)
+}
+
+/// A new queue on a simulated disk (power-loss tests): its file and log are recorded there;
+/// its start journal is a real file beside `path`.
+#[cfg(test)]
+fn open_simulated(
+    path: &Path,
+    settings: &Settings,
+    disk: &std::sync::Arc<crate::store::simdisk::SimDisk>,
+) -> Result<Opened, Error> {
+    use crate::store::simdisk::{LOG, QUEUE};
+    let db = Database::builder()
+        .set_cache_size(settings.cache_bytes)
+        .create_with_backend(disk.file(QUEUE))
+        .map_err(|e| database_error(path, e))?;
+    let log_file = disk.file(LOG);
+    let mut opened = prepare_with(db, path, settings, None, || Wal::on(Box::new(log_file)))?;
     opened.wal.checkpoint_after(settings.checkpoint_bytes);
     Ok(opened)
 }
@@ -101,8 +136,9 @@ pub(crate) fn prepare(
         checkpoint_bytes: wal::CHECKPOINT_BYTES,
         accept_log_damage: false,
         check_integrity: false,
+        disk: None,
     };
-    prepare_with(db, path, &settings, replay::read(path)?)
+    prepare_with(db, path, &settings, replay::read(path)?, || Wal::open(path))
 }
 
 /// What the file's meta table says about its log.
@@ -129,12 +165,14 @@ fn log_damage(path: &Path, damage: &Damage) -> Error {
 }
 
 /// Initializes a new file or checks an existing one, applies its log again and recovers
-/// orphaned attempts. `log` is the log as read before the file was opened.
+/// orphaned attempts. `log` is the log as read before the file was opened; `open_log` opens
+/// it for writing.
 fn prepare_with(
     db: Database,
     path: &Path,
     settings: &Settings,
     log: Option<Vec<u8>>,
+    open_log: impl FnOnce() -> Result<Wal, Error>,
 ) -> Result<Opened, Error> {
     let (now_ms, result_ttl_ms) = (settings.now_ms, settings.result_ttl_ms);
     let fresh = check_format(&db, path)?;
@@ -212,7 +250,7 @@ fn prepare_with(
     let catalog = Catalog::load(&txn)?;
     // Opened (or made whole) before the commit, without touching its records: once the file
     // names the new generation, the log must be there for it.
-    let mut wal = Wal::open(path)?;
+    let mut wal = open_log()?;
     txn.commit()?;
     // The old journal and log are reset only now that recovery is durable.
     let inflight = Inflight::create(path)?;
@@ -250,24 +288,13 @@ fn prepare_with(
 ///
 /// A missing or empty queue file is a new queue — unless a log beside it holds data: then
 /// the file was emptied, replaced or deleted after it was used, and starting a new queue
-/// would overwrite what the log holds.
-fn precheck_read_only(path: &Path, log: Option<&[u8]>, accept: bool) -> Result<(), Error> {
+/// would overwrite what the log holds. A file whose creation a power cut interrupted
+/// ([`Found::Blank`], see [`is_blank`]) is a new queue too, on the same condition.
+fn precheck_read_only(path: &Path, log: Option<&[u8]>, accept: bool) -> Result<Found, Error> {
     let metadata = std::fs::metadata(path);
     if !metadata.as_ref().is_ok_and(|m| m.len() > 0) {
-        if !accept && log.is_some_and(replay::holds_data) {
-            let what = if metadata.is_ok() { "empty" } else { "missing" };
-            return Err(Error::Corrupt {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "the queue file is {what} but its write-ahead log {} holds data: the file \
-                     was emptied, replaced or deleted after it was used; restore it, or delete \
-                     the log to start a new queue (or open with \
-                     SpoolBuilder::accept_log_damage())",
-                    paths::log(path).display()
-                ),
-            });
-        }
-        return Ok(());
+        let what = if metadata.is_ok() { "empty" } else { "missing" };
+        return new_queue_beside(path, what, log, accept).map(|()| Found::New);
     }
     let opened = catch_unwind(AssertUnwindSafe(|| {
         Database::builder().open_read_only(path)
@@ -278,18 +305,68 @@ fn precheck_read_only(path: &Path, log: Option<&[u8]>, accept: bool) -> Result<(
             let read = db.begin_read()?;
             let expect = match read.open_table(META) {
                 Ok(meta) => expect_of(&meta)?,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Found::New),
                 Err(e) => return Err(e.into()),
             };
             match replay::scan(log, &expect).damage {
                 Some(damage) if !accept => Err(log_damage(path, &damage)),
-                _ => Ok(()),
+                _ => Ok(Found::Queue),
             }
         }
-        Ok(Err(DatabaseError::RepairAborted)) => Ok(()),
+        Ok(Err(DatabaseError::RepairAborted)) => Ok(Found::Queue),
+        Ok(Err(DatabaseError::Storage(redb::StorageError::Io(io))))
+            if io.kind() == std::io::ErrorKind::InvalidData && is_blank(path)? =>
+        {
+            new_queue_beside(path, "an unfinished new file", log, accept).map(|()| Found::Blank)
+        }
         Ok(Err(e)) => Err(database_error(path, e)),
         Err(_) => Err(redb_panicked(path)),
     }
+}
+
+/// A new queue starts at `path` (a queue file that is `what`) — unless a log beside it holds
+/// data, which a new queue would overwrite.
+fn new_queue_beside(
+    path: &Path,
+    what: &str,
+    log: Option<&[u8]>,
+    accept: bool,
+) -> Result<(), Error> {
+    if accept || !log.is_some_and(replay::holds_data) {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!(
+            "the queue file is {what} but its write-ahead log {} holds data: the file was \
+             emptied, replaced or deleted after it was used; restore it, or delete the log to \
+             start a new queue (or open with SpoolBuilder::accept_log_damage())",
+            paths::log(path).display()
+        ),
+    })
+}
+
+/// What the read-only check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// No file, an empty one, or a redb file without tables: a new queue.
+    New,
+    /// A file whose creation a power cut interrupted: a new queue once emptied.
+    Blank,
+    /// A queue file.
+    Queue,
+}
+
+/// Whether the file at `path` is what a power cut leaves when it interrupts redb creating a
+/// file: redb writes its header with the magic number zeroed, syncs, and only then writes the
+/// magic (and after it, the first pages). So: no magic, and nothing past the header's page.
+/// (Read only when redb finds no magic.)
+fn is_blank(path: &Path) -> Result<bool, Error> {
+    const MAGIC: usize = 9;
+    const HEADER_PAGE: usize = 4096;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read the queue file", e))?;
+    let zero = |b: &[u8]| b.iter().all(|&b| b == 0);
+    Ok(zero(&bytes[..MAGIC.min(bytes.len())]) && zero(bytes.get(HEADER_PAGE..).unwrap_or(&[])))
 }
 
 /// redb checks some on-disk invariants with debug assertions; a damaged file must still come
@@ -609,6 +686,7 @@ mod tests {
             checkpoint_bytes: wal::CHECKPOINT_BYTES,
             accept_log_damage: true,
             check_integrity: true,
+            disk: None,
         };
         let opened = open_with(&a, &anyway).unwrap();
         let read = opened.db.begin_read().unwrap();

@@ -13,9 +13,9 @@
 //!   log grows by whole chunks of zeros before a record is written into them, so a crash
 //!   cannot cut it short: something truncated it);
 //! - no log, or an empty one, while the file may need it (it was not closed cleanly);
-//! - a first record of a generation the file has never had (the log of another file, or of
-//!   another copy of this one, or the file is older than its log — restored from a backup, or
-//!   rolled back by a repair). Every durable commit zeroes the log's first record and syncs
+//! - a first record of a generation the file has never had, while the file may need its log
+//!   (the log of another file, or of another copy of this one, or the file is older than its
+//!   log — restored from a backup, or rolled back by a repair). Every durable commit zeroes the log's first record and syncs
 //!   that, so after it the log starts with the current generation, with the one before it
 //!   (the commit was durable, the zeroing was not), or with nothing.
 //!
@@ -179,7 +179,7 @@ pub(crate) fn scan<'a>(log: Option<&'a [u8]>, expect: &Expect) -> Scanned<'a> {
             }
             other => {
                 if at == 0
-                    && expect.strict
+                    && needed
                     && let Some((_, generation)) = other
                     && Some(generation) != expect.previous
                 {

@@ -67,9 +67,36 @@ pub(crate) fn checksum(len: u32, generation: u64, payload: &[u8]) -> u32 {
 #[cfg(test)]
 pub(crate) static STALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The file a log writes to: the real `.wal` file, or (in tests) a simulated disk that can
+/// be cut off at any sync.
+pub(crate) trait LogFile: Send {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+    fn sync_data(&self) -> std::io::Result<()>;
+    fn sync_all(&self) -> std::io::Result<()>;
+    fn len(&self) -> std::io::Result<u64>;
+}
+
+impl LogFile for File {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn sync_all(&self) -> std::io::Result<()> {
+        File::sync_all(self)
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
 /// The open log of a running spool.
 pub(crate) struct Wal {
-    file: File,
+    file: Box<dyn LogFile>,
     generation: u64,
     /// Where the next record goes.
     offset: u64,
@@ -110,7 +137,12 @@ impl Wal {
                 File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
         }
-        let allocated = file.metadata().map_err(io)?.len();
+        Wal::on(Box::new(file))
+    }
+
+    /// A log on `file` (the real one, or a simulated one in tests); see [`Wal::open`].
+    pub(crate) fn on(file: Box<dyn LogFile>) -> Result<Wal, Error> {
+        let allocated = file.len().map_err(io)?;
         let mut wal = Wal {
             file,
             generation: 0,
@@ -265,7 +297,7 @@ mod tests {
             .open(paths::log(&queue))
             .unwrap();
         let last = third + HEADER as u64 + b"third of 2".len() as u64 - 1;
-        file.write_all_at(b"X", last).unwrap();
+        FileExt::write_all_at(&file, b"X", last).unwrap();
         assert_eq!(
             records(&queue, 2),
             vec![b"first of 2".to_vec(), b"second of 2".to_vec()]
