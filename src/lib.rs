@@ -112,8 +112,14 @@ mod model;
 mod retry;
 mod sync;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod power_tests;
 

@@ -441,6 +441,12 @@ impl Spool {
         self.shared.engine.schedule(op)
     }
 
+    /// Fault injection: the next `n` writes of changes fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, n: usize) {
+        self.shared.engine.fail_writes(n);
+    }
+
     /// Returns once every change acknowledged before the call is on disk. With
     /// [`Durability::Immediate`] that is already so; with [`Durability::Buffered`] this syncs
     /// the log now instead of within its bound.

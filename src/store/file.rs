@@ -179,6 +179,11 @@ impl Engine for FileEngine {
         })
     }
 
+    #[cfg(test)]
+    fn fail_writes(&self, n: usize) {
+        self.writer.fail_log_appends(n);
+    }
+
     fn stats(&self) -> Result<Stats, Error> {
         self.read("counting ready tasks", || {
             read::stats(self.writer.counts(), self.writer.live(), || {

@@ -20,6 +20,8 @@ mod errors;
 #[cfg(test)]
 mod faults;
 mod file;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod inflight;
 mod open;
 mod paths;

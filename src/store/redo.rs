@@ -203,11 +203,30 @@ impl<'a, 't, K: Key + 'static, V: Value + 'static> Logged<'a, 't, K, V> {
     }
 
     /// Applies one row change read back from a redo record.
+    ///
+    /// The row's bytes are checked before redb reads them (its readers panic on bytes of the
+    /// wrong shape): a record with a valid checksum was written by this library, but the log
+    /// is a file, and a file can hold anything.
     pub(crate) fn replay(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), Error> {
-        let key = K::from_bytes(key);
+        let malformed = || {
+            Error::storage(
+                "write-ahead log: a record with a valid checksum holds a row this build cannot \
+                 read",
+            )
+        };
+        let fits = |width: Option<usize>, bytes: &[u8]| width.is_none_or(|w| w == bytes.len());
+        if !fits(K::fixed_width(), key) || !value.is_none_or(|v| fits(V::fixed_width(), v)) {
+            return Err(malformed());
+        }
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (K::from_bytes(key), value.map(V::from_bytes))
+        }));
+        let Ok((key, value)) = read else {
+            return Err(malformed());
+        };
         match value {
             Some(value) => {
-                self.table.insert(&key, V::from_bytes(value))?;
+                self.table.insert(&key, value)?;
             }
             None => {
                 self.table.remove(&key)?;

@@ -214,6 +214,10 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// `Storage` on a read failure.
     fn stats(&self) -> Result<Stats, Error>;
+
+    /// Fault injection: the next `n` writes of changes fail as on a full disk.
+    #[cfg(test)]
+    fn fail_writes(&self, n: usize);
 }
 
 /// How worker threads tell the engine about their attempts.

@@ -108,6 +108,9 @@ pub(crate) struct Wal {
     /// Fault injection: while set, appends fail as on a full disk.
     #[cfg(test)]
     pub(crate) full: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Fault injection: this many next appends fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) fail_next: usize,
 }
 
 impl Wal {
@@ -152,6 +155,8 @@ impl Wal {
             checkpoint_bytes: CHECKPOINT_BYTES,
             #[cfg(test)]
             full: None,
+            #[cfg(test)]
+            fail_next: 0,
         };
         // A log is never shorter than one chunk once a spool has opened it, so that a
         // shorter one can only have been cut (see `replay`).
@@ -191,6 +196,11 @@ impl Wal {
         #[cfg(test)]
         while STALL.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        #[cfg(test)]
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            return Err(io(std::io::ErrorKind::StorageFull.into()));
         }
         #[cfg(test)]
         if self

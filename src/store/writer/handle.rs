@@ -168,6 +168,12 @@ impl WriterHandle {
         self.check().err().unwrap_or(Error::Closed)
     }
 
+    /// Fault injection: the next `n` log appends fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_log_appends(&self, n: usize) {
+        lock(&self.core).wal.fail_next = n;
+    }
+
     /// Whether the writer thread has ended.
     #[cfg(test)]
     pub(crate) fn exited(&self) -> bool {

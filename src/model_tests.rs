@@ -1,0 +1,352 @@
+//! A model-checked sequence of operations: random sequences of enqueues (with options),
+//! drains that run what is due (successes, retries, failures), clock moves, reopens, crashes
+//! and full disks, each checked after every step against a small in-memory model of the
+//! promised semantics. proptest shrinks a failing sequence to a short one.
+//!
+//! A crash here is `kill -9` as the page cache sees it: the spool is leaked unclosed, and its
+//! files, as they stand, are copied to where the next one opens. A full disk fails the next
+//! write of changes: the enqueue it belongs to fails with `DiskFull` and leaves no trace.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Context, Error, ManualClock, Options, RetryPolicy, Spool, Task, TaskError, TaskId, TaskState,
+};
+
+const T0: u64 = 1_767_225_600_000;
+const QUEUES: [&str; 2] = ["a", "b"];
+
+/// What an attempt does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Act {
+    Succeed,
+    Retry,
+    Fail,
+}
+
+/// Does `script[attempt - 1]` (the last one for later attempts); succeeds with the attempt.
+#[derive(Debug, Serialize, Deserialize)]
+struct Scripted {
+    script: Vec<Act>,
+}
+
+impl Task for Scripted {
+    const NAME: &'static str = "model.scripted";
+    type Output = u32;
+    fn run(self, ctx: &Context) -> Result<u32, TaskError> {
+        let i = (ctx.attempt() as usize - 1).min(self.script.len() - 1);
+        match self.script[i] {
+            Act::Succeed => Ok(ctx.attempt()),
+            Act::Retry => Err(TaskError::retry("again")),
+            Act::Fail => Err(TaskError::fail("no")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue {
+        queue: usize,
+        priority: u8,
+        countdown_s: Option<u64>,
+        expires_s: Option<u64>,
+        max_retries: u32,
+        script: Vec<Act>,
+        disk_full: bool,
+    },
+    Drain {
+        queue: usize,
+    },
+    Advance {
+        secs: u64,
+    },
+    Reopen,
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let act = prop_oneof![Just(Act::Succeed), Just(Act::Retry), Just(Act::Fail)];
+    let enqueue = (
+        0..2usize,
+        0..=9u8,
+        proptest::option::of(0..4u64),
+        proptest::option::of(0..6u64),
+        0..3u32,
+        proptest::collection::vec(act, 1..4),
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(queue, priority, countdown_s, expires_s, max_retries, script, disk_full)| {
+                Op::Enqueue {
+                    queue,
+                    priority,
+                    countdown_s,
+                    expires_s,
+                    max_retries,
+                    script,
+                    disk_full,
+                }
+            },
+        );
+    prop_oneof![
+        6 => enqueue,
+        3 => (0..2usize).prop_map(|queue| Op::Drain { queue }),
+        2 => (0..3u64).prop_map(|secs| Op::Advance { secs }),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
+    ]
+}
+
+/// A task as the model knows it.
+#[derive(Debug, Clone)]
+struct Model {
+    queue: usize,
+    due_ms: u64,
+    expires_ms: Option<u64>,
+    max_retries: u32,
+    script: Vec<Act>,
+    state: TaskState,
+    attempts: u32,
+}
+
+impl Model {
+    /// Moves what the time makes due (the writer's maintenance).
+    fn maintain(&mut self, now: u64) {
+        let waiting = matches!(
+            self.state,
+            TaskState::Scheduled | TaskState::Ready | TaskState::Retrying
+        );
+        if waiting && self.expires_ms.is_some_and(|e| e <= now) {
+            self.state = TaskState::Expired;
+        } else if matches!(self.state, TaskState::Scheduled | TaskState::Retrying)
+            && self.due_ms <= now
+        {
+            self.state = TaskState::Ready;
+        }
+    }
+
+    /// Runs its attempts while it is ready (a drain at `now`).
+    fn drain(&mut self, now: u64) {
+        while self.state == TaskState::Ready {
+            if self.expires_ms.is_some_and(|e| e <= now) {
+                self.state = TaskState::Expired;
+                return;
+            }
+            self.attempts += 1;
+            let act = self.script[(self.attempts as usize - 1).min(self.script.len() - 1)];
+            self.state = match act {
+                Act::Succeed => TaskState::Succeeded,
+                Act::Fail => TaskState::Failed,
+                Act::Retry if self.attempts > self.max_retries => TaskState::Failed,
+                Act::Retry => {
+                    self.due_ms = now + 1_000;
+                    TaskState::Retrying
+                }
+            };
+        }
+    }
+}
+
+/// The spool under test, and where its files are.
+struct World {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    clock: ManualClock,
+    spool: Option<Spool>,
+    opened: u32,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q0.redb");
+        let clock = ManualClock::new(T0);
+        let mut world = World {
+            dir,
+            path,
+            clock,
+            spool: None,
+            opened: 0,
+        };
+        world.open();
+        world
+    }
+
+    fn spool(&self) -> &Spool {
+        self.spool.as_ref().unwrap()
+    }
+
+    fn open(&mut self) {
+        let spool = Spool::builder()
+            .manual_clock(self.clock.clone())
+            .keep_results_forever()
+            .open(&self.path)
+            .unwrap();
+        // The open's first group runs on the writer thread; this waits for it.
+        spool.flush().unwrap();
+        self.spool = Some(spool);
+    }
+
+    /// `kill -9`: the spool is leaked, its files copied as they stand, and opened there.
+    fn crash(&mut self) {
+        std::mem::forget(self.spool.take());
+        self.opened += 1;
+        let next = self.dir.path().join(format!("q{}.redb", self.opened));
+        for suffix in [".wal", ".inflight", ""] {
+            let from = format!("{}{suffix}", self.path.display());
+            if Path::new(&from).exists() {
+                std::fs::copy(&from, format!("{}{suffix}", next.display())).unwrap();
+            }
+        }
+        self.path = next;
+        self.open();
+    }
+}
+
+fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64, op: &Op) {
+    let now = world.clock.now_ms();
+    match op {
+        Op::Enqueue {
+            queue,
+            priority,
+            countdown_s,
+            expires_s,
+            max_retries,
+            script,
+            disk_full,
+        } => {
+            let mut options = Options::new()
+                .queue(QUEUES[*queue])
+                .priority(*priority)
+                .max_retries(*max_retries)
+                .retry_policy(RetryPolicy::fixed(Duration::from_secs(1)));
+            if let Some(s) = countdown_s {
+                options = options.countdown(Duration::from_secs(*s));
+            }
+            if let Some(s) = expires_s {
+                options = options.expires(Duration::from_secs(*s));
+            }
+            let due_ms = now + countdown_s.unwrap_or(0) * 1_000;
+            let expires_ms = expires_s.map(|s| now + s * 1_000);
+            let invalid = expires_ms.is_some_and(|e| e <= now || e <= due_ms);
+            if *disk_full {
+                world.spool().fail_writes(1);
+            }
+            let task = Scripted {
+                script: script.clone(),
+            };
+            let result = world.spool().enqueue_with(task, options);
+            if *disk_full {
+                world.spool().fail_writes(0);
+            }
+            match result {
+                Err(Error::InvalidOption(_)) if invalid => {}
+                Err(Error::DiskFull) if *disk_full && !invalid => {}
+                Ok(h) if !invalid && !disk_full => {
+                    assert_eq!(h.id().as_u64(), *next_id, "ids follow one another");
+                    tasks.insert(
+                        *next_id,
+                        Model {
+                            queue: *queue,
+                            due_ms,
+                            expires_ms,
+                            max_retries: *max_retries,
+                            script: script.clone(),
+                            state: if due_ms > now {
+                                TaskState::Scheduled
+                            } else {
+                                TaskState::Ready
+                            },
+                            attempts: 0,
+                        },
+                    );
+                    *next_id += 1;
+                }
+                other => panic!("enqueue (invalid {invalid}, disk full {disk_full}): {other:?}"),
+            }
+        }
+        Op::Drain { queue } => {
+            world
+                .spool()
+                .worker()
+                .queue(QUEUES[*queue])
+                .register::<Scripted>()
+                .drain()
+                .unwrap();
+            for model in tasks.values_mut() {
+                model.maintain(now);
+                if model.queue == *queue {
+                    model.drain(now);
+                }
+            }
+        }
+        Op::Advance { secs } => {
+            world.clock.advance(Duration::from_secs(*secs));
+            world.spool().flush().unwrap();
+            let now = world.clock.now_ms();
+            for model in tasks.values_mut() {
+                model.maintain(now);
+            }
+        }
+        Op::Reopen | Op::Crash => {
+            if matches!(op, Op::Reopen) {
+                drop(world.spool.take());
+                world.open();
+            } else {
+                world.crash();
+            }
+            for model in tasks.values_mut() {
+                model.maintain(now);
+            }
+        }
+    }
+}
+
+/// Every task as the spool reports it, against the model.
+fn check(world: &World, tasks: &BTreeMap<u64, Model>, next_id: u64, step: usize) {
+    let spool = world.spool();
+    for (&id, model) in tasks {
+        let status = spool.status(TaskId::from_u64(id)).unwrap();
+        assert_eq!(
+            (status.state, status.attempts),
+            (model.state, model.attempts),
+            "step {step}: task {id}: {status:?} against {model:?}"
+        );
+        let result = spool.handle::<Scripted>(TaskId::from_u64(id)).try_get();
+        match (model.state, result) {
+            (TaskState::Succeeded, Ok(Some(attempt))) => assert_eq!(attempt, model.attempts),
+            (TaskState::Failed, Err(Error::TaskFailed(f))) => {
+                assert_eq!(f.attempts, model.attempts)
+            }
+            (TaskState::Expired, Err(Error::TaskExpired(_))) => {}
+            (state, Ok(None)) if !state.is_final() => {}
+            (state, other) => panic!("step {step}: task {id} ({state:?}): {other:?}"),
+        }
+    }
+    assert!(matches!(
+        spool.status(TaskId::from_u64(next_id)),
+        Err(Error::NotFound(_))
+    ));
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.total(), tasks.len() as u64, "step {step}: {stats:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_step_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut world = World::new();
+        let mut tasks = BTreeMap::new();
+        let mut next_id = 1;
+        for (step, op) in ops.iter().enumerate() {
+            apply(&mut world, &mut tasks, &mut next_id, op);
+            check(&world, &tasks, next_id, step);
+        }
+    }
+}
