@@ -63,9 +63,14 @@ pub enum Error {
 
     /// The disk is full. The operation was not applied; nothing acknowledged before was lost.
     #[error(
-        "the disk holding the queue file is full; the operation was not applied — free space and retry"
+        "the disk holding the queue file is full; the operation was not applied — {advice}",
+        advice = room_advice(*.needed)
     )]
-    DiskFull,
+    DiskFull {
+        /// How many bytes must be free for the operation to succeed, when that is known (an
+        /// open, which applies the write-ahead log to the queue file again).
+        needed: Option<u64>,
+    },
 
     /// Any other storage failure (I/O error, redb error). The operation was not applied.
     #[error("storage error: {message}")]
@@ -157,7 +162,7 @@ impl Error {
             Error::Corrupt { .. } | Error::NotAQueue { .. } | Error::NewerFormat { .. } => {
                 ErrorKind::BadFile
             }
-            Error::DiskFull | Error::Storage { .. } => ErrorKind::Storage,
+            Error::DiskFull { .. } | Error::Storage { .. } => ErrorKind::Storage,
             Error::InvalidOption(_) | Error::InvalidSchedule(_) | Error::Json(_) => {
                 ErrorKind::InvalidInput
             }
@@ -193,10 +198,21 @@ impl Error {
     /// `Storage` with the I/O error as its source.
     pub(crate) fn io(context: &str, e: std::io::Error) -> Error {
         if e.kind() == std::io::ErrorKind::StorageFull {
-            Error::DiskFull
+            Error::DiskFull { needed: None }
         } else {
             Error::storage_from(context, e)
         }
+    }
+}
+
+/// What to free, for [`Error::DiskFull`].
+fn room_advice(needed: Option<u64>) -> String {
+    match needed {
+        Some(bytes) => format!(
+            "free at least {} MiB and retry",
+            bytes.div_ceil(1 << 20).max(1)
+        ),
+        None => "free space and retry".to_string(),
     }
 }
 
@@ -239,6 +255,6 @@ mod tests {
         let source = c.source().expect("the I/O error is the source");
         assert_eq!(source.to_string(), "the device went away");
         let full = Error::io("write-ahead log", std::io::ErrorKind::StorageFull.into());
-        assert!(matches!(full.clone(), Error::DiskFull));
+        assert!(matches!(full.clone(), Error::DiskFull { needed: None }));
     }
 }

@@ -246,7 +246,7 @@ fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64,
             }
             match result {
                 Err(Error::InvalidOption(_)) if invalid => {}
-                Err(Error::DiskFull) if *disk_full && !invalid => {}
+                Err(Error::DiskFull { .. }) if *disk_full && !invalid => {}
                 Ok(h) if !invalid && !disk_full => {
                     assert_eq!(h.id().as_u64(), *next_id, "ids follow one another");
                     tasks.insert(

@@ -154,7 +154,7 @@ fn a_full_disk_under_the_log_fails_the_group_and_the_spool_goes_on() {
     assert_eq!(enqueue(&writer, vec![task(2)]).unwrap(), vec![2]);
     log_full.store(true, Ordering::SeqCst);
     let err = enqueue(&writer, vec![task(3)]).unwrap_err();
-    assert!(matches!(err, Error::DiskFull), "{err:?}");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
     log_full.store(false, Ordering::SeqCst);
     // The failed group left no trace: the next task takes the id it would have had.
     assert_eq!(enqueue(&writer, vec![task(4)]).unwrap(), vec![3]);
@@ -246,7 +246,7 @@ fn a_full_disk_under_the_queue_file_loses_nothing_acknowledged() {
     file_full.store(true, Ordering::SeqCst);
     let big: Vec<NewTask> = (0..3_000).map(task).collect();
     let err = enqueue(&writer, big).unwrap_err();
-    assert!(matches!(err, Error::DiskFull), "{err:?}");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
     file_full.store(false, Ordering::SeqCst);
     let err = enqueue(&writer, vec![task(4)]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Storage);
@@ -273,7 +273,7 @@ fn a_failed_groups_callers_hear_its_error_as_it_is() {
     let (_, file_full, mut writer, _db) = faulty_spool(&path);
     file_full.store(true, Ordering::SeqCst);
     let big: Vec<NewTask> = (0..3_000).map(task).collect();
-    assert!(matches!(enqueue(&writer, big), Err(Error::DiskFull)));
+    assert!(matches!(enqueue(&writer, big), Err(Error::DiskFull { .. })));
     file_full.store(false, Ordering::SeqCst);
     for n in 0..4 {
         let err = enqueue(&writer, vec![task(n)]).unwrap_err();
@@ -285,4 +285,53 @@ fn a_failed_groups_callers_hear_its_error_as_it_is() {
         assert!(err.source().is_some(), "{err:?}");
     }
     writer.shutdown();
+}
+
+/// A full disk at open (the open applies the log's records to the queue file) is `DiskFull`
+/// with the room the open needs: at least twice what the log holds to apply, plus a chunk of
+/// log. Once there is room, the same open succeeds with every acknowledged task.
+#[test]
+fn a_full_disk_at_open_says_how_much_room_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let copy = dir.path().join("copy.redb");
+    {
+        let (_, _, writer, _db) = faulty_spool(&path);
+        for n in 0..50 {
+            enqueue(&writer, vec![task(n)]).unwrap();
+        }
+        // The files as a kill would leave them: the groups are only in the log.
+        for suffix in ["", ".wal"] {
+            let from = format!("{}{suffix}", path.display());
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
+        }
+        std::mem::forget(writer);
+    }
+    let logged = crate::store::replay::read(&copy).unwrap().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&copy)
+        .unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let backend = Faulty {
+        inner: FileBackend::new(file).unwrap(),
+        full: full.clone(),
+    };
+    let db = Database::builder().create_with_backend(backend).unwrap();
+    full.store(true, Ordering::SeqCst);
+    let err = prepare(db, &copy, 2_000, None).map(drop).unwrap_err();
+    let Error::DiskFull {
+        needed: Some(needed),
+    } = err
+    else {
+        panic!("{err:?}");
+    };
+    let records = logged.iter().rposition(|&b| b != 0).unwrap() as u64;
+    assert!(
+        needed >= records + (2 << 20),
+        "{needed} for {records} bytes of records"
+    );
+    assert!(err.to_string().contains("free at least"), "{err}");
+    assert_eq!(stored_ids(&copy), (1..=50).collect::<Vec<_>>());
 }

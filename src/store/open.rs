@@ -152,6 +152,14 @@ fn expect_of(meta: &impl ReadableTable<&'static str, u64>) -> Result<Expect, Err
     })
 }
 
+/// A full disk at open says how much room the open needs.
+fn needing(e: Error, room: u64) -> Error {
+    match e {
+        Error::DiskFull { needed: None } => Error::DiskFull { needed: Some(room) },
+        other => other,
+    }
+}
+
 /// The error for a damaged log of the queue file at `path`.
 fn log_damage(path: &Path, damage: &Damage) -> Error {
     Error::Corrupt {
@@ -186,6 +194,9 @@ fn prepare_with(
     let (counters, mut counts);
     let next_generation;
     let (lost, unstarted);
+    // What the open needs free on the disk: room for the log's records in the queue file
+    // (their pages, written twice by the copy-on-write commit), and for the log's first chunk.
+    let room;
     {
         if fresh {
             // Every table exists from the start: readers open them without creating them.
@@ -224,9 +235,10 @@ fn prepare_with(
                 damage.describe(&paths::log(path))
             );
         }
+        room = 2 * scanned.records.iter().map(|r| r.len() as u64).sum::<u64>() + 2 * wal::GROWTH;
         let mut tables = Tables::new(&txn, Redo::default());
         for record in &scanned.records {
-            tables.replay(record)?;
+            tables.replay(record).map_err(|e| needing(e, room))?;
         }
         drop(tables);
         if !scanned.records.is_empty() {
@@ -250,8 +262,8 @@ fn prepare_with(
     let catalog = Catalog::load(&txn)?;
     // Opened (or made whole) before the commit, without touching its records: once the file
     // names the new generation, the log must be there for it.
-    let mut wal = open_log()?;
-    txn.commit()?;
+    let mut wal = open_log().map_err(|e| needing(e, room))?;
+    txn.commit().map_err(|e| needing(Error::from(e), room))?;
     // The old journal and log are reset only now that recovery is durable.
     let inflight = Inflight::create(path)?;
     wal.reset(next_generation)?;
