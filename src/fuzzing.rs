@@ -12,9 +12,14 @@ pub fn record(data: &[u8]) {
     crate::store::fuzz::record(data);
 }
 
-/// Reads arbitrary bytes as a write-ahead log and applies what it would replay.
+/// Reads arbitrary bytes as a write-ahead log, and decodes the rows it would replay.
 pub fn log(data: &[u8]) {
     crate::store::fuzz::log(data);
+}
+
+/// As [`log`], and applies what it would replay to a queue file in memory.
+pub fn replay(data: &[u8]) {
+    crate::store::fuzz::replay(data);
 }
 
 /// Parses arbitrary text as `expression \0 time zone` and asks a schedule that validates for
@@ -97,9 +102,10 @@ mod tests {
     #[test]
     fn the_fuzz_corpora_replay_without_a_panic() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets: [(&str, Target); 4] = [
+        let targets: [(&str, Target); 5] = [
             ("record", super::record),
             ("log", super::log),
+            ("replay", super::replay),
             ("cron", super::cron),
             ("options", super::options),
         ];

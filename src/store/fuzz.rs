@@ -28,9 +28,18 @@ pub(crate) fn record(data: &[u8]) {
 }
 
 /// Reads `data` as a log under each kind of expectation (the generation taken from its
-/// first header, so that its records can match), and applies the records it would replay to
-/// a queue file in memory. Errors are fine; a panic or a hang is not.
+/// first header, so that its records can match), and decodes the rows of the records it
+/// would replay. Errors are fine; a panic or a hang is not.
 pub(crate) fn log(data: &[u8]) {
+    scan_all(data, |_| {});
+}
+
+/// As [`log`], and applies the records to a queue file in memory.
+pub(crate) fn replay(data: &[u8]) {
+    scan_all(data, apply);
+}
+
+fn scan_all(data: &[u8], mut then: impl FnMut(&[&[u8]])) {
     let generation = data
         .get(8..16)
         .and_then(|g| g.try_into().ok())
@@ -61,13 +70,16 @@ pub(crate) fn log(data: &[u8]) {
             let _ = redo::decode(record);
         }
         if expect.strict && !expect.closed {
-            apply(&scanned.records);
+            then(&scanned.records);
         }
     }
 }
 
 /// Applies log records to a fresh queue file in memory.
 fn apply(records: &[&[u8]]) {
+    if records.is_empty() {
+        return;
+    }
     struct Create<'a>(&'a redb::WriteTransaction);
     impl TableVisitor for Create<'_> {
         fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
