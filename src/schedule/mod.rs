@@ -113,7 +113,16 @@ impl Schedule {
     /// Checks the declaration completely, before anything is written.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         match &self.kind {
-            Kind::Cron { expr, tz } => CronSpec::new(expr, tz).map(drop),
+            Kind::Cron { expr, tz } => {
+                // An expression no date matches (the 30th of February) would be stored and
+                // never fire: refused instead.
+                if CronSpec::new(expr, tz)?.next_after(0).is_none() {
+                    return Err(Error::InvalidSchedule(format!(
+                        "the cron expression {expr:?} matches no date, so it would never fire"
+                    )));
+                }
+                Ok(())
+            }
             Kind::Every { ms: 0 } => Err(Error::InvalidSchedule(
                 "the interval must be longer than zero".into(),
             )),
@@ -367,6 +376,9 @@ mod tests {
                 .is_ok()
         );
         assert!(Schedule::cron("bogus").is_err());
+        // Parses, but no date matches it.
+        let never = Schedule::cron("0 0 30 2 *").unwrap().validate().unwrap_err();
+        assert!(never.to_string().contains("matches no date"), "{never}");
         assert!(
             Schedule::every(Duration::from_secs(1))
                 .misfire(MisfirePolicy::CatchUp { max: 0 })
