@@ -368,7 +368,8 @@ impl Spool {
     /// transaction that advances the schedule.
     ///
     /// # Errors
-    /// `InvalidSchedule` for an unknown time zone, a zero interval or `CatchUp { max: 0 }`;
+    /// `InvalidSchedule` for an unknown time zone, a cron expression no date matches, a zero
+    /// interval or `CatchUp { max: 0 }`;
     /// `InvalidOption`/`Json` for the task; nothing is written on error.
     pub fn schedule<T: Task>(&self, name: &str, schedule: Schedule, task: T) -> Result<(), Error> {
         self.schedule_with(name, schedule, task, Options::new())

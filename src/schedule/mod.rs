@@ -377,7 +377,10 @@ mod tests {
         );
         assert!(Schedule::cron("bogus").is_err());
         // Parses, but no date matches it.
-        let never = Schedule::cron("0 0 30 2 *").unwrap().validate().unwrap_err();
+        let never = Schedule::cron("0 0 30 2 *")
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(never.to_string().contains("matches no date"), "{never}");
         assert!(
             Schedule::every(Duration::from_secs(1))
