@@ -8,11 +8,14 @@
 //! complete, release, stage due work, prune, recover), `claim`, `schedules` — to a `tx` (one
 //! write transaction: its `tables`, declared once in `schema`, every change logged as a
 //! `redo` record), keeping the `pools` registry, the `counts` and the `catalog` of interned
-//! names. `open` checks, upgrades and recovers a file at open; `record` and `codec` are how
-//! records are stored; `inflight` is the start journal; `errors` turns redb's errors into
-//! the crate's.
+//! names. `open` upgrades and recovers a file at open, after `check` (is it ours, whole, with
+//! a whole log — read by `replay`); `record` and `codec` are how records are stored;
+//! `inflight` is the start journal; `paths` names a queue's files; `errors` turns redb's
+//! errors into the crate's. Test-only: `faults` (full disks), `simdisk` (power cuts),
+//! `fuzz` (the fuzz targets' storage side).
 
 mod catalog;
+mod check;
 mod claim;
 mod codec;
 mod counts;

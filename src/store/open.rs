@@ -1,25 +1,26 @@
-//! Opening a queue file: refusing what is not ours before anything is written, creating or
+//! Opening a queue file: checking it (`check`) before anything is written, creating or
 //! upgrading the format, replaying the write-ahead log, and recovering the attempts a dead
 //! owner left running (the file lock makes this process the only owner: whatever is in
 //! `running` at open is an orphan).
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use redb::{Database, DatabaseError, Key, ReadableDatabase, ReadableTable, TableError, Value};
+use redb::{Database, Key, Value};
 
 use crate::error::Error;
 use crate::store::catalog::Catalog;
+use crate::store::check::{
+    Found, check_format, check_integrity, expect_of, log_damage, needing, open_database,
+    precheck_read_only,
+};
 use crate::store::counts::{Counters, Counts, load_counters, load_counts, store_counts};
-use crate::store::errors::from_redb;
 use crate::store::inflight::Inflight;
-use crate::store::paths::{self, PRIVATE};
+use crate::store::paths;
 use crate::store::redo::Redo;
-use crate::store::replay::{self, Damage, Expect, Scanned};
+use crate::store::replay::{self, Scanned};
 use crate::store::schema::{
-    FORMAT_VERSION, META, META_CLOSED, META_FORMAT, META_WAL_GENERATION, META_WAL_PREVIOUS,
-    STRICT_LOG_FORMAT, Tables, each_table,
+    FORMAT_VERSION, META, META_CLOSED, META_FORMAT, META_WAL_GENERATION, META_WAL_PREVIOUS, Tables,
+    each_table,
 };
 use crate::store::tables::TableVisitor;
 use crate::store::tx::{Lent, Tx};
@@ -114,7 +115,7 @@ fn open_simulated(
     let db = Database::builder()
         .set_cache_size(settings.cache_bytes)
         .create_with_backend(disk.file(QUEUE))
-        .map_err(|e| database_error(path, e))?;
+        .map_err(|e| crate::store::check::database_error(path, e))?;
     let log_file = disk.file(LOG);
     let mut opened = prepare_with(db, path, settings, None, || Wal::on(Box::new(log_file)))?;
     opened.wal.checkpoint_after(settings.checkpoint_bytes);
@@ -139,37 +140,6 @@ pub(crate) fn prepare(
         disk: None,
     };
     prepare_with(db, path, &settings, replay::read(path)?, || Wal::open(path))
-}
-
-/// What the file's meta table says about its log.
-fn expect_of(meta: &impl ReadableTable<&'static str, u64>) -> Result<Expect, Error> {
-    let get = |key: &str| -> Result<Option<u64>, Error> { Ok(meta.get(key)?.map(|v| v.value())) };
-    Ok(Expect {
-        generation: get(META_WAL_GENERATION)?.unwrap_or(0),
-        previous: get(META_WAL_PREVIOUS)?,
-        closed: get(META_CLOSED)? == Some(1),
-        strict: get(META_FORMAT)?.unwrap_or(0) >= STRICT_LOG_FORMAT,
-    })
-}
-
-/// A full disk at open says how much room the open needs.
-fn needing(e: Error, room: u64) -> Error {
-    match e {
-        Error::DiskFull { needed: None } => Error::DiskFull { needed: Some(room) },
-        other => other,
-    }
-}
-
-/// The error for a damaged log of the queue file at `path`.
-fn log_damage(path: &Path, damage: &Damage) -> Error {
-    Error::Corrupt {
-        path: path.to_path_buf(),
-        detail: format!(
-            "{}; to open it anyway and lose that, open it with \
-             SpoolBuilder::accept_log_damage()",
-            damage.describe(&paths::log(path))
-        ),
-    }
 }
 
 /// Initializes a new file or checks an existing one, applies its log again and recovers
@@ -293,218 +263,6 @@ fn prepare_with(
     })
 }
 
-/// Checks an existing file and its log without writing to either: opening the file for
-/// writing makes redb rewrite its header, so a foreign, newer or damaged file must be refused
-/// before that. A file that needs redb's crash recovery cannot be opened read-only; it is
-/// checked after the repair (`prepare_with` judges the log again).
-///
-/// A missing or empty queue file is a new queue — unless a log beside it holds data: then
-/// the file was emptied, replaced or deleted after it was used, and starting a new queue
-/// would overwrite what the log holds. A file whose creation a power cut interrupted
-/// ([`Found::Blank`], see [`is_blank`]) is a new queue too, on the same condition.
-fn precheck_read_only(path: &Path, log: Option<&[u8]>, accept: bool) -> Result<Found, Error> {
-    let metadata = std::fs::metadata(path);
-    if !metadata.as_ref().is_ok_and(|m| m.len() > 0) {
-        let what = if metadata.is_ok() { "empty" } else { "missing" };
-        return new_queue_beside(path, what, log, accept).map(|()| Found::New);
-    }
-    let opened = catch_unwind(AssertUnwindSafe(|| {
-        Database::builder().open_read_only(path)
-    }));
-    match opened {
-        Ok(Ok(db)) => {
-            check_format(&db, path)?;
-            let read = db.begin_read()?;
-            let expect = match read.open_table(META) {
-                Ok(meta) => expect_of(&meta)?,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(Found::New),
-                Err(e) => return Err(e.into()),
-            };
-            match replay::scan(log, &expect).damage {
-                Some(damage) if !accept => Err(log_damage(path, &damage)),
-                _ => Ok(Found::Queue),
-            }
-        }
-        Ok(Err(DatabaseError::RepairAborted)) => Ok(Found::Queue),
-        Ok(Err(DatabaseError::Storage(redb::StorageError::Io(io))))
-            if io.kind() == std::io::ErrorKind::InvalidData && is_blank(path)? =>
-        {
-            new_queue_beside(path, "an unfinished new file", log, accept).map(|()| Found::Blank)
-        }
-        Ok(Err(e)) => Err(database_error(path, e)),
-        Err(_) => Err(redb_panicked(path)),
-    }
-}
-
-/// A new queue starts at `path` (a queue file that is `what`) — unless a log beside it holds
-/// data, which a new queue would overwrite.
-fn new_queue_beside(
-    path: &Path,
-    what: &str,
-    log: Option<&[u8]>,
-    accept: bool,
-) -> Result<(), Error> {
-    if accept || !log.is_some_and(replay::holds_data) {
-        return Ok(());
-    }
-    Err(Error::Corrupt {
-        path: path.to_path_buf(),
-        detail: format!(
-            "the queue file is {what} but its write-ahead log {} holds data: the file was \
-             emptied, replaced or deleted after it was used; restore it, or delete the log to \
-             start a new queue (or open with SpoolBuilder::accept_log_damage())",
-            paths::log(path).display()
-        ),
-    })
-}
-
-/// What the read-only check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Found {
-    /// No file, an empty one, or a redb file without tables: a new queue.
-    New,
-    /// A file whose creation a power cut interrupted: a new queue once emptied.
-    Blank,
-    /// A queue file.
-    Queue,
-}
-
-/// Whether the file at `path` is what a power cut leaves when it interrupts redb creating a
-/// file: redb writes its header with the magic number zeroed, syncs, and only then writes the
-/// magic (and after it, the first pages). So: no magic, and nothing past the header's page.
-/// (Read only when redb finds no magic.)
-fn is_blank(path: &Path) -> Result<bool, Error> {
-    const MAGIC: usize = 9;
-    const HEADER_PAGE: usize = 4096;
-    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read the queue file", e))?;
-    let zero = |b: &[u8]| b.iter().all(|&b| b == 0);
-    Ok(zero(&bytes[..MAGIC.min(bytes.len())]) && zero(bytes.get(HEADER_PAGE..).unwrap_or(&[])))
-}
-
-/// redb checks some on-disk invariants with debug assertions; a damaged file must still come
-/// back as an error, so a panic while opening is reported as corruption.
-fn redb_panicked(path: &Path) -> Error {
-    Error::Corrupt {
-        path: path.to_path_buf(),
-        detail: "redb panicked while reading the file's structure".into(),
-    }
-}
-
-/// redb's integrity check: the checksum of every page of the committed trees, verified
-/// against what redb recorded. Damage is `Corrupt`; where redb could repair the file (to its
-/// last intact commit), the open still fails, so that the loss is not silent — the next open
-/// goes on with what is left (and finds the log newer than the file, if it held records).
-fn check_integrity(db: &mut Database, path: &Path) -> Result<(), Error> {
-    match catch_unwind(AssertUnwindSafe(|| db.check_integrity())) {
-        Ok(Ok(true)) => Ok(()),
-        Ok(Ok(false)) => Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            detail: "redb's integrity check found damaged pages and repaired the file to its \
-                     last intact commit: what was committed after it may be lost — restore a \
-                     backup, or open the file again to go on with what is left"
-                .into(),
-        }),
-        Ok(Err(e)) => Err(database_error(path, e)),
-        Err(_) => Err(redb_panicked(path)),
-    }
-}
-
-fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, Error> {
-    // A new file is created here, with its mode; redb initializes an empty file.
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(PRIVATE)
-        .open(path);
-    match created {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io("cannot create the queue file", e)),
-    }
-    catch_unwind(AssertUnwindSafe(|| {
-        Database::builder().set_cache_size(cache_bytes).create(path)
-    }))
-    .map_err(|_| redb_panicked(path))?
-    .map_err(|e| database_error(path, e))
-}
-
-fn database_error(path: &Path, e: DatabaseError) -> Error {
-    let path = path.to_path_buf();
-    match e {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-            Error::AlreadyOpen { path }
-        }
-        DatabaseError::UpgradeRequired(v) => Error::NotAQueue {
-            path,
-            detail: format!("it uses redb file format {v}, which needs an upgrade"),
-        },
-        DatabaseError::RepairAborted => Error::Corrupt {
-            path,
-            detail: "redb could not repair it".into(),
-        },
-        DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
-        {
-            Error::NotAQueue {
-                path,
-                detail: format!("not a redb database: {io}"),
-            }
-        }
-        DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-            Error::Corrupt { path, detail }
-        }
-        // The file ends inside redb's header: cut short.
-        DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
-        {
-            Error::Corrupt {
-                path,
-                detail: format!("the file is truncated: {io}"),
-            }
-        }
-        DatabaseError::Storage(s) => s.into(),
-        other => from_redb(other),
-    }
-}
-
-/// Whether the file is new (no tables). Errors if it is someone else's redb file or newer.
-fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> {
-    let read = db.begin_read()?;
-    let version = match read.open_table(META) {
-        Ok(meta) => meta.get(META_FORMAT)?.map(|v| v.value()),
-        Err(TableError::TableDoesNotExist(_)) => None,
-        Err(TableError::TableTypeMismatch { .. }) => {
-            return Err(Error::NotAQueue {
-                path: path.to_path_buf(),
-                detail: "its meta table has another layout".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    match version {
-        Some(v) if v > FORMAT_VERSION => Err(Error::NewerFormat {
-            path: path.to_path_buf(),
-            found: v,
-            supported: FORMAT_VERSION,
-        }),
-        Some(_) => {
-            check_layout(&read, path)?;
-            Ok(false)
-        }
-        None => {
-            if read.list_tables()?.next().is_some() {
-                Err(Error::NotAQueue {
-                    path: path.to_path_buf(),
-                    detail: "it is a redb database with other tables and no taskspool metadata"
-                        .into(),
-                })
-            } else {
-                Ok(true)
-            }
-        }
-    }
-}
-
 /// Creates every table in a new file.
 struct Create<'a>(&'a redb::WriteTransaction);
 
@@ -517,35 +275,11 @@ impl TableVisitor for Create<'_> {
     }
 }
 
-/// Checks that every table the file has uses this build's key and value types, so that a
-/// file whose layout differs (say, from a pre-release build with the same format number)
-/// is refused with a clear error instead of failing later inside a transaction.
-fn check_layout(read: &redb::ReadTransaction, path: &Path) -> Result<(), Error> {
-    struct Check<'a>(&'a redb::ReadTransaction, &'a Path);
-    impl TableVisitor for Check<'_> {
-        fn visit<K: Key + 'static, V: Value + 'static>(
-            &mut self,
-            table: redb::TableDefinition<'static, K, V>,
-        ) -> Result<(), Error> {
-            match self.0.open_table(table) {
-                Ok(_) | Err(TableError::TableDoesNotExist(_)) => Ok(()),
-                Err(TableError::TableTypeMismatch { table, .. }) => Err(Error::NotAQueue {
-                    path: self.1.to_path_buf(),
-                    detail: format!(
-                        "its table {table} has another layout than this build writes; it was \
-                         made by an incompatible taskspool build"
-                    ),
-                }),
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
-    each_table(&mut Check(read, path))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use redb::ReadableDatabase;
 
     use super::*;
     use crate::model::{AttemptErrorKind, TaskState};
