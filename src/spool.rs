@@ -195,7 +195,8 @@ impl SpoolBuilder {
     /// `NewerFormat` if the file cannot be used (it is left untouched) — `Corrupt` also when
     /// its write-ahead log is damaged, missing or another file's (see
     /// [`accept_log_damage`](Self::accept_log_damage)), or when the file is empty or missing
-    /// but a log beside it holds data; `Storage`/`DiskFull` on I/O failure.
+    /// but the log beside it holds changes written since its last checkpoint;
+    /// `Storage`/`DiskFull` on I/O failure.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Spool, Error> {
         self.open_inner(path.as_ref().to_path_buf(), None)
     }

@@ -54,9 +54,9 @@ pub(super) fn log_damage(path: &Path, damage: &Damage) -> Error {
 /// before that. A file that needs redb's crash recovery cannot be opened read-only; it is
 /// checked after the repair (`prepare_with` judges the log again).
 ///
-/// A missing or empty queue file is a new queue — unless a log beside it holds data: then
-/// the file was emptied, replaced or deleted after it was used, and starting a new queue
-/// would overwrite what the log holds. A file whose creation a power cut interrupted
+/// A missing or empty queue file is a new queue — unless the log beside it holds changes
+/// written since its last checkpoint: then the file was emptied, replaced or deleted while
+/// in use, and starting a new queue would overwrite them. A file whose creation a power cut interrupted
 /// ([`Found::Blank`], see [`is_blank`]) is a new queue too, on the same condition.
 pub(super) fn precheck_read_only(
     path: &Path,
@@ -96,23 +96,26 @@ pub(super) fn precheck_read_only(
     }
 }
 
-/// A new queue starts at `path` (a queue file that is `what`) — unless a log beside it holds
-/// data, which a new queue would overwrite.
+/// A new queue starts at `path` (a queue file that is `what`) — unless the log beside it
+/// starts with a record: written since its file's last durable commit, it holds changes that
+/// file may need, which a new queue would overwrite. (A log left by a file closed cleanly
+/// starts with zeros.)
 fn new_queue_beside(
     path: &Path,
     what: &str,
     log: Option<&[u8]>,
     accept: bool,
 ) -> Result<(), Error> {
-    if accept || !log.is_some_and(replay::holds_data) {
+    if accept || !log.is_some_and(replay::starts_with_a_record) {
         return Ok(());
     }
     Err(Error::Corrupt {
         path: path.to_path_buf(),
         detail: format!(
-            "the queue file is {what} but its write-ahead log {} holds data: the file was \
-             emptied, replaced or deleted after it was used; restore it, or delete the log to \
-             start a new queue (or open with SpoolBuilder::accept_log_damage())",
+            "the queue file is {what} but its write-ahead log {} holds changes written since \
+             its last checkpoint: the file was emptied, replaced or deleted while it was in \
+             use; restore it, or delete the log to start a new queue (or open with \
+             SpoolBuilder::accept_log_damage())",
             paths::log(path).display()
         ),
     })

@@ -102,9 +102,10 @@ pub(crate) fn read(queue: &Path) -> Result<Option<Vec<u8>>, Error> {
     Ok(Some(bytes))
 }
 
-/// Whether a log holds anything at all (a log no group ever wrote to is zeros).
-pub(crate) fn holds_data(log: &[u8]) -> bool {
-    log.iter().any(|&b| b != 0)
+/// Whether a log starts with a record: it was written to since its file's last durable
+/// commit (which zeroes the first record), so its file may need it.
+pub(crate) fn starts_with_a_record(log: &[u8]) -> bool {
+    record_at(log, 0).is_some()
 }
 
 /// A record's header at `at`: (payload length, CRC, generation), if 16 bytes are there.

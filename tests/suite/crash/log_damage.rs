@@ -177,3 +177,18 @@ fn a_cleanly_closed_file_opens_without_its_log() {
     let spool = Spool::open(&path).unwrap();
     assert_eq!(spool.stats().unwrap().total(), 10);
 }
+
+/// A queue file deleted after a clean close leaves a log that holds nothing it needed: the
+/// path starts a new queue.
+#[test]
+fn a_path_whose_file_was_deleted_after_a_clean_close_is_a_new_queue() {
+    let (_dir, path) = queue_path();
+    {
+        let spool = Spool::open(&path).unwrap();
+        spool.enqueue_many((0..10).map(CrashWork::new)).unwrap();
+    }
+    std::fs::remove_file(&path).unwrap();
+    assert!(log_path(&path).exists());
+    let spool = Spool::open(&path).unwrap();
+    assert_eq!(spool.stats().unwrap().total(), 0);
+}
