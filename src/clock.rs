@@ -16,12 +16,13 @@ type Subscriber = Box<dyn Fn() -> bool + Send + Sync>;
 /// would, minus the waiting.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use taskspool::ManualClock;
 ///
-/// let clock = ManualClock::new(1_000_000);
+/// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600); // 2026-01-01
+/// let clock = ManualClock::new(start);
 /// clock.advance(Duration::from_secs(2));
-/// assert_eq!(clock.now_ms(), 1_002_000);
+/// assert_eq!(clock.now(), start + Duration::from_secs(2));
 /// ```
 #[derive(Clone)]
 pub struct ManualClock {
@@ -34,8 +35,14 @@ struct ManualInner {
 }
 
 impl ManualClock {
+    /// A clock that reads `start` until moved. It counts whole milliseconds: `start` is
+    /// truncated to the millisecond (a time before the Unix epoch reads as the epoch).
+    pub fn new(start: SystemTime) -> Self {
+        ManualClock::from_unix_ms(from_system_time(start))
+    }
+
     /// A clock that reads `start_ms` milliseconds since the Unix epoch until moved.
-    pub fn new(start_ms: u64) -> Self {
+    pub fn from_unix_ms(start_ms: u64) -> Self {
         ManualClock {
             inner: Arc::new(ManualInner {
                 now_ms: Mutex::new(start_ms),
@@ -46,7 +53,12 @@ impl ManualClock {
 
     /// A clock that starts at the current system time.
     pub fn starting_now() -> Self {
-        ManualClock::new(system_now_ms())
+        ManualClock::from_unix_ms(system_now_ms())
+    }
+
+    /// The current reading.
+    pub fn now(&self) -> SystemTime {
+        to_system_time(self.now_ms())
     }
 
     /// The current reading, in milliseconds since the Unix epoch.
@@ -71,7 +83,13 @@ impl ManualClock {
         self.wake();
     }
 
-    /// Sets the clock to an absolute reading (it may go backwards) and wakes every spool using it.
+    /// Sets the clock to an absolute reading (it may go backwards) and wakes every spool using
+    /// it. Truncated to the millisecond, as [`new`](Self::new).
+    pub fn set(&self, to: SystemTime) {
+        self.set_ms(from_system_time(to));
+    }
+
+    /// Sets the clock to `ms` milliseconds since the Unix epoch (see [`set`](Self::set)).
     pub fn set_ms(&self, ms: u64) {
         *self
             .inner

@@ -217,7 +217,8 @@ fn room_advice(needed: Option<u64>) -> String {
 }
 
 /// The final failure of a task: its last message and the error of every attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Failure {
     /// The task.
     pub id: TaskId,

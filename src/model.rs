@@ -6,7 +6,7 @@
 //! face, the pools and the storage engine all build on it.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,9 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 pub(crate) const MAX_QUEUE_NAME: usize = 200;
 
 /// The id of an enqueued task: unique within its queue file, increasing in enqueue order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialized as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct TaskId(pub(crate) u64);
 
 impl TaskId {
@@ -49,7 +51,10 @@ impl fmt::Display for TaskId {
 pub(crate) struct PoolId(pub(crate) u64);
 
 /// Where a task is in its life. Each state says who moves a task out of it.
+///
+/// Serialized as its lowercase name (`"ready"`, `"succeeded"`, …), as displayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskState {
     /// Due in the future (countdown or ETA). The writer moves it to `Ready` when its due
@@ -69,7 +74,8 @@ pub enum TaskState {
     Succeeded,
     /// Final: the handler failed permanently, or every allowed attempt failed.
     Failed,
-    /// Final: revoked before it ran.
+    /// Final: revoked before it ran. Reserved: nothing revokes a task yet (revoking comes
+    /// with the issue on control over running work), so no task is in this state today.
     Revoked,
     /// Final: its expiry time passed before it started.
     Expired,
@@ -143,8 +149,9 @@ impl fmt::Display for TaskState {
     }
 }
 
-/// Why an attempt did not succeed.
+/// Why an attempt did not succeed. Serialized as its snake_case name (`"worker_lost"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AttemptErrorKind {
     /// The handler returned a retryable error.
@@ -191,11 +198,13 @@ impl AttemptErrorKind {
 
 /// One failed attempt in a task's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AttemptError {
     /// The attempt number, starting at 1.
     pub attempt: u32,
-    /// When it ended, in milliseconds since the Unix epoch.
-    pub at_ms: u64,
+    /// When it ended (to the millisecond). Serialized as an RFC 3339 string.
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
     /// What kind of failure it was.
     pub kind: AttemptErrorKind,
     /// The message (error text, panic message, decode error).
@@ -235,6 +244,63 @@ pub(crate) enum Outcome {
     Panicked(String),
     /// The stored arguments did not decode; the decode error.
     Undecodable(String),
+}
+
+/// `SystemTime` as an RFC 3339 string in UTC (`"2026-01-01T06:00:00.250Z"`), for the views
+/// tools print: `#[serde(with = "rfc3339")]`, or `rfc3339::option` for an `Option`.
+pub(crate) mod rfc3339 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de, ser};
+
+    fn utc(t: SystemTime) -> Option<DateTime<Utc>> {
+        let since = t.duration_since(UNIX_EPOCH).ok()?;
+        DateTime::from_timestamp(i64::try_from(since.as_secs()).ok()?, since.subsec_nanos())
+    }
+
+    /// Serializes `t`; a time chrono cannot represent (past the year 262143) is an error.
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        utc(*t)
+            .ok_or_else(|| ser::Error::custom("a time outside the range of RFC 3339 dates"))?
+            .serialize(s)
+    }
+
+    /// Parses an RFC 3339 string (any offset); a time before the Unix epoch is an error.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let t = DateTime::<Utc>::deserialize(d)?;
+        if t.timestamp() < 0 {
+            return Err(de::Error::custom("a time before 1970-01-01T00:00:00Z"));
+        }
+        Ok(SystemTime::from(t))
+    }
+
+    /// The same for `Option<SystemTime>` (`null` for `None`).
+    pub(crate) mod option {
+        use std::time::SystemTime;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Serializes `Some(t)` as [`super::serialize`] does, `None` as `null`.
+        pub(crate) fn serialize<S: Serializer>(
+            t: &Option<SystemTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Parses `null` or an RFC 3339 string.
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap(#[serde(with = "super")] SystemTime);
+            Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q0.redb");
-        let clock = ManualClock::new(T0);
+        let clock = ManualClock::from_unix_ms(T0);
         let mut world = World {
             dir,
             path,

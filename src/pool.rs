@@ -216,11 +216,12 @@ impl WorkerBuilder {
 
     /// Runs everything that is due, synchronously, on the calling thread, and returns when
     /// nothing due is left — for your own tests. Retries whose backoff has not passed are not
-    /// due; with a [`ManualClock`](crate::ManualClock), advance it and drain again.
+    /// due; with a [`ManualClock`](crate::ManualClock), advance it and drain again with the
+    /// same builder.
     ///
     /// # Errors
     /// `InvalidOption` as for [`start`](Self::start); `Storage`/`Closed` from the writer.
-    pub fn drain(self) -> Result<DrainReport, Error> {
+    pub fn drain(&self) -> Result<DrainReport, Error> {
         let serves = self.serves()?;
         let mut report = DrainReport::default();
         let reporter = self.shared.engine.reporter(DRAIN_BATCH);

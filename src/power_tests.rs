@@ -58,7 +58,7 @@ struct Acked {
 /// then succeeding, some failing for good, with immediate retries), a two-thread pool, a
 /// schedule, the clock moving, and waiters; the spool is closed cleanly at the end.
 fn workload(path: &Path, disk: &Arc<SimDisk>) -> Acked {
-    let clock = ManualClock::new(T0);
+    let clock = ManualClock::from_unix_ms(T0);
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .checkpoint_after(16 * 1024)
@@ -137,7 +137,7 @@ fn workload(path: &Path, disk: &Arc<SimDisk>) -> Acked {
 
 /// Opens the image and checks every promise; returns the number of tasks it holds.
 fn check(path: &Path, k: u64, acked: &Acked) -> Result<u64, String> {
-    let clock = ManualClock::new(T0 + 3_600_000);
+    let clock = ManualClock::from_unix_ms(T0 + 3_600_000);
     let spool = Spool::builder()
         .manual_clock(clock)
         .open(path)

@@ -1,11 +1,18 @@
 //! What reads return: a task's status and the queue statistics.
+//!
+//! Every view is `Serialize`/`Deserialize`, so a tool can print it as JSON: times are RFC 3339
+//! strings in UTC, states their lowercase names, and a task's arguments and output the JSON
+//! stored with it.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::model::{AttemptError, TaskId, TaskState};
+use serde::{Deserialize, Serialize};
 
-/// A task's state, times and error history, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::model::{AttemptError, TaskId, TaskState, rfc3339};
+
+/// A task's state, times, error history, arguments and output, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TaskStatus {
     /// The task's id.
@@ -23,14 +30,19 @@ pub struct TaskStatus {
     /// Retries allowed after the first attempt.
     pub max_retries: u32,
     /// When it was enqueued.
+    #[serde(with = "rfc3339")]
     pub enqueued_at: SystemTime,
     /// When it is (or was last) due to run.
+    #[serde(with = "rfc3339")]
     pub due_at: SystemTime,
     /// When its latest attempt started.
+    #[serde(with = "rfc3339::option")]
     pub started_at: Option<SystemTime>,
     /// When it reached its final state.
+    #[serde(with = "rfc3339::option")]
     pub finished_at: Option<SystemTime>,
     /// When it expires if not started.
+    #[serde(with = "rfc3339::option")]
     pub expires_at: Option<SystemTime>,
     /// Due, but waiting because no live worker has registered its name.
     pub unregistered: bool,
@@ -39,15 +51,24 @@ pub struct TaskStatus {
     /// The periodic schedule that fired it, if any.
     pub schedule: Option<String>,
     /// The fire time it was enqueued for, if a schedule fired it.
+    #[serde(with = "rfc3339::option")]
     pub fire_time: Option<SystemTime>,
+    /// The task's arguments: the JSON it was enqueued with. Kept while the task may run and
+    /// after it failed or expired; `None` once it succeeded (the output replaces them).
+    pub arguments: Option<serde_json::Value>,
+    /// The output of a succeeded task, as stored; `None` in every other state.
+    pub output: Option<serde_json::Value>,
 }
 
-/// Task counts of one queue, by state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Task counts of one queue, by state. Serialized as its name and a map from each state's
+/// name to its count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// The queue's name.
     pub name: String,
     /// Indexed by state code.
+    #[serde(with = "by_state")]
     pub(crate) counts: [u64; TaskState::ALL.len()],
 }
 
@@ -64,7 +85,8 @@ impl QueueStats {
 }
 
 /// A snapshot of the whole queue file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// One entry per queue that has ever held a task, by name.
     pub queues: Vec<QueueStats>,
@@ -86,5 +108,36 @@ impl Stats {
     /// The stats of one queue, if it exists.
     pub fn queue(&self, name: &str) -> Option<&QueueStats> {
         self.queues.iter().find(|q| q.name == name)
+    }
+}
+
+/// Counts indexed by state code, as a map from state to count (states a newer build adds
+/// are ignored when read back here).
+mod by_state {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        counts: &[u64; TaskState::ALL.len()],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            TaskState::ALL
+                .iter()
+                .map(|st| (st, counts[usize::from(st.code())])),
+        )
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<[u64; TaskState::ALL.len()], D::Error> {
+        let map = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut counts = [0; TaskState::ALL.len()];
+        for st in TaskState::ALL {
+            if let Some(n) = map.get(&st.to_string()) {
+                counts[usize::from(st.code())] = *n;
+            }
+        }
+        Ok(counts)
     }
 }

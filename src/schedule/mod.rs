@@ -23,6 +23,7 @@ pub const MISFIRE_GRACE: Duration = Duration::from_secs(5);
 /// What to do with fires missed while no process had the queue open (or the writer was
 /// blocked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MisfirePolicy {
     /// Drop missed fires; a fire at most [`MISFIRE_GRACE`] late still runs.
@@ -262,7 +263,8 @@ pub(crate) fn due_fires(kind: &Kind, policy: MisfirePolicy, next_ms: u64, now_ms
 }
 
 /// A declared schedule, as listed by [`Spool::schedules`](crate::Spool::schedules).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable like the other views (times as RFC 3339 strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ScheduleInfo {
     /// The schedule's unique name.
@@ -276,8 +278,10 @@ pub struct ScheduleInfo {
     /// What happens to missed fires.
     pub misfire: MisfirePolicy,
     /// The next fire time (`None` while paused).
+    #[serde(with = "crate::model::rfc3339::option")]
     pub next_fire: Option<SystemTime>,
     /// The last fire that enqueued a task.
+    #[serde(with = "crate::model::rfc3339::option")]
     pub last_fire: Option<SystemTime>,
     /// Whether it is paused.
     pub paused: bool,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::Error;
+use crate::store::errors::Db;
 use crate::store::redo::Logged;
 use crate::store::schema::{NAMES, QUEUES};
 
@@ -19,10 +20,10 @@ pub(crate) struct Interned {
 
 impl Interned {
     fn load(txn: &WriteTransaction, def: TableDefinition<&str, u32>) -> Result<Interned, Error> {
-        let table = txn.open_table(def)?;
+        let table = txn.open_table(def).db()?;
         let mut map = Interned::default();
-        for entry in table.iter()? {
-            let (name, id) = entry?;
+        for entry in table.iter().db()? {
+            let (name, id) = entry.db()?;
             map.insert(name.value(), id.value());
         }
         Ok(map)

@@ -10,6 +10,7 @@ use redb::{Database, DatabaseError, Key, ReadableDatabase, ReadableTable, TableE
 
 use crate::error::Error;
 use crate::store::errors::from_redb;
+use crate::store::errors::{Db, redb_error};
 use crate::store::paths::{self, PRIVATE};
 use crate::store::replay::{self, Damage, Expect};
 use crate::store::schema::{
@@ -20,7 +21,8 @@ use crate::store::tables::TableVisitor;
 
 /// What the file's meta table says about its log.
 pub(super) fn expect_of(meta: &impl ReadableTable<&'static str, u64>) -> Result<Expect, Error> {
-    let get = |key: &str| -> Result<Option<u64>, Error> { Ok(meta.get(key)?.map(|v| v.value())) };
+    let get =
+        |key: &str| -> Result<Option<u64>, Error> { Ok(meta.get(key).db()?.map(|v| v.value())) };
     Ok(Expect {
         generation: get(META_WAL_GENERATION)?.unwrap_or(0),
         previous: get(META_WAL_PREVIOUS)?,
@@ -74,11 +76,11 @@ pub(super) fn precheck_read_only(
     match opened {
         Ok(Ok(db)) => {
             check_format(&db, path)?;
-            let read = db.begin_read()?;
+            let read = db.begin_read().db()?;
             let expect = match read.open_table(META) {
                 Ok(meta) => expect_of(&meta)?,
                 Err(TableError::TableDoesNotExist(_)) => return Ok(Found::New),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(redb_error(e.into())),
             };
             match replay::scan(log, &expect).damage {
                 Some(damage) if !accept => Err(log_damage(path, &damage)),
@@ -225,16 +227,16 @@ pub(super) fn database_error(path: &Path, e: DatabaseError) -> Error {
                 detail: format!("the file is truncated: {io}"),
             }
         }
-        DatabaseError::Storage(s) => s.into(),
+        DatabaseError::Storage(s) => redb_error(s.into()),
         other => from_redb(other),
     }
 }
 
 /// Whether the file is new (no tables). Errors if it is someone else's redb file or newer.
 pub(super) fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bool, Error> {
-    let read = db.begin_read()?;
+    let read = db.begin_read().db()?;
     let version = match read.open_table(META) {
-        Ok(meta) => meta.get(META_FORMAT)?.map(|v| v.value()),
+        Ok(meta) => meta.get(META_FORMAT).db()?.map(|v| v.value()),
         Err(TableError::TableDoesNotExist(_)) => None,
         Err(TableError::TableTypeMismatch { .. }) => {
             return Err(Error::NotAQueue {
@@ -242,7 +244,7 @@ pub(super) fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bo
                 detail: "its meta table has another layout".into(),
             });
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(redb_error(e.into())),
     };
     match version {
         Some(v) if v > FORMAT_VERSION => Err(Error::NewerFormat {
@@ -255,7 +257,7 @@ pub(super) fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<bo
             Ok(false)
         }
         None => {
-            if read.list_tables()?.next().is_some() {
+            if read.list_tables().db()?.next().is_some() {
                 Err(Error::NotAQueue {
                     path: path.to_path_buf(),
                     detail: "it is a redb database with other tables and no taskspool metadata"
@@ -287,7 +289,7 @@ fn check_layout(read: &redb::ReadTransaction, path: &Path) -> Result<(), Error> 
                          made by an incompatible taskspool build"
                     ),
                 }),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(redb_error(e.into())),
             }
         }
     }

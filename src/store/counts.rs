@@ -12,6 +12,7 @@ use redb::{ReadableTable, Value, WriteTransaction};
 
 use crate::error::Error;
 use crate::store::catalog::Catalog;
+use crate::store::errors::Db;
 use crate::store::redo::Redo;
 use crate::store::schema::{COUNTERS_QUEUE, COUNTS, NEXT_ID, NEXT_SEQ, table_id};
 
@@ -77,10 +78,10 @@ pub(crate) fn log_counters(redo: &mut Redo, counters: Counters) {
 
 /// Reads the task counts.
 pub(crate) fn load_counts(txn: &WriteTransaction) -> Result<Counts, Error> {
-    let table = txn.open_table(COUNTS)?;
+    let table = txn.open_table(COUNTS).db()?;
     let mut counts = Counts::new();
-    for entry in table.range((0, 0)..(COUNTERS_QUEUE, 0))? {
-        let (key, n) = entry?;
+    for entry in table.range((0, 0)..(COUNTERS_QUEUE, 0)).db()? {
+        let (key, n) = entry.db()?;
         counts.insert(key.value(), n.value());
     }
     Ok(counts)
@@ -93,22 +94,27 @@ pub(crate) fn store_counts(
     counts: &Counts,
     counters: Counters,
 ) -> Result<(), Error> {
-    let mut table = txn.open_table(COUNTS)?;
-    table.retain(|key, _| counts.contains_key(&key))?;
+    let mut table = txn.open_table(COUNTS).db()?;
+    table.retain(|key, _| counts.contains_key(&key)).db()?;
     for (&key, &n) in counts {
-        table.insert(key, n)?;
+        table.insert(key, n).db()?;
     }
-    table.insert((COUNTERS_QUEUE, NEXT_ID), counters.next_id)?;
-    table.insert((COUNTERS_QUEUE, NEXT_SEQ), counters.next_seq)?;
+    table
+        .insert((COUNTERS_QUEUE, NEXT_ID), counters.next_id)
+        .db()?;
+    table
+        .insert((COUNTERS_QUEUE, NEXT_SEQ), counters.next_seq)
+        .db()?;
     Ok(())
 }
 
 /// Reads the id and sequence counters (1 if absent: a new file).
 pub(crate) fn load_counters(txn: &WriteTransaction) -> Result<Counters, Error> {
-    let counts = txn.open_table(COUNTS)?;
+    let counts = txn.open_table(COUNTS).db()?;
     let get = |key: u8| -> Result<u64, Error> {
         Ok(counts
-            .get((COUNTERS_QUEUE, key))?
+            .get((COUNTERS_QUEUE, key))
+            .db()?
             .map(|v| v.value())
             .unwrap_or(1))
     };

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::model::{PoolId, TaskId};
 use crate::schedule::ScheduleInfo;
+use crate::store::errors::Db;
 use crate::store::inflight::Inflight;
 use crate::store::open::{Settings, open_with};
 use crate::store::read;
@@ -187,7 +188,7 @@ impl Engine for FileEngine {
     fn stats(&self) -> Result<Stats, Error> {
         self.read("counting ready tasks", || {
             read::stats(self.writer.counts(), self.writer.live(), || {
-                Ok(self.published()?.begin_read()?)
+                self.published()?.begin_read().db()
             })
         })
     }

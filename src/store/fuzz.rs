@@ -5,6 +5,7 @@ use redb::Database;
 use redb::backends::InMemoryBackend;
 
 use crate::store::codec;
+use crate::store::errors::Db;
 use crate::store::record::TaskRecord;
 use crate::store::redo::{self, Redo};
 use crate::store::replay::{self, Expect};
@@ -86,7 +87,7 @@ fn apply(records: &[&[u8]]) {
             &mut self,
             table: redb::TableDefinition<'static, K, V>,
         ) -> Result<(), crate::error::Error> {
-            self.0.open_table(table).map(drop).map_err(Into::into)
+            self.0.open_table(table).map(drop).db()
         }
     }
     let Ok(db) = Database::builder().create_with_backend(InMemoryBackend::new()) else {

@@ -14,6 +14,7 @@ use crate::store::check::{
     precheck_read_only,
 };
 use crate::store::counts::{Counters, Counts, load_counters, load_counts, store_counts};
+use crate::store::errors::{Db, redb_error};
 use crate::store::inflight::Inflight;
 use crate::store::paths;
 use crate::store::redo::Redo;
@@ -156,7 +157,7 @@ fn prepare_with(
     let fresh = check_format(&db, path)?;
     // Only after the lock is ours and the file is known to be a queue.
     let started = Inflight::read_started(path)?;
-    let mut txn = db.begin_write()?;
+    let mut txn = db.begin_write().db()?;
     // Durable commits save redb's allocator state, so that the repair after a crash does not
     // walk the whole file: they are rare (this one; then checkpoints, bulk groups and close),
     // and it cut the reopen of a 1M-task file after kill -9 from 343–368 ms to 188–202 ms.
@@ -177,13 +178,13 @@ fn prepare_with(
         // commit are applied again; this commit then stores them and a new generation, which
         // retires them.
         let expect = {
-            let mut meta = txn.open_table(META)?;
+            let mut meta = txn.open_table(META).db()?;
             let expect = expect_of(&meta)?;
             next_generation = wal::next_generation(expect.generation);
-            meta.insert(META_FORMAT, FORMAT_VERSION)?;
-            meta.insert(META_WAL_GENERATION, next_generation)?;
-            meta.insert(META_WAL_PREVIOUS, expect.generation)?;
-            meta.insert(META_CLOSED, 0)?;
+            meta.insert(META_FORMAT, FORMAT_VERSION).db()?;
+            meta.insert(META_WAL_GENERATION, next_generation).db()?;
+            meta.insert(META_WAL_PREVIOUS, expect.generation).db()?;
+            meta.insert(META_CLOSED, 0).db()?;
             expect
         };
         let scanned = match (fresh, log.as_deref()) {
@@ -233,7 +234,8 @@ fn prepare_with(
     // Opened (or made whole) before the commit, without touching its records: once the file
     // names the new generation, the log must be there for it.
     let mut wal = open_log().map_err(|e| needing(e, room))?;
-    txn.commit().map_err(|e| needing(Error::from(e), room))?;
+    txn.commit()
+        .map_err(|e| needing(redb_error(e.into()), room))?;
     // The old journal and log are reset only now that recovery is durable.
     let inflight = Inflight::create(path)?;
     wal.reset(next_generation)?;
@@ -271,7 +273,7 @@ impl TableVisitor for Create<'_> {
         &mut self,
         table: redb::TableDefinition<'static, K, V>,
     ) -> Result<(), Error> {
-        self.0.open_table(table).map(drop).map_err(Error::from)
+        self.0.open_table(table).map(drop).db()
     }
 }
 

@@ -15,6 +15,7 @@ use crate::model::{TaskId, TaskState};
 use crate::schedule::ScheduleInfo;
 use crate::store::codec;
 use crate::store::counts::CountsView;
+use crate::store::errors::{Db, redb_error};
 use crate::store::pools::LivePools;
 use crate::store::record::TaskRecord;
 use crate::store::schedules::ScheduleRecord;
@@ -23,11 +24,11 @@ use crate::views::{QueueStats, Stats, TaskStatus};
 
 /// A task's record as it stands, with the `running` entry applied if it is running.
 fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
-    let tasks = read.open_table(TASKS)?;
-    let bytes = tasks.get(id.0)?.ok_or(Error::NotFound(id))?;
+    let tasks = read.open_table(TASKS).db()?;
+    let bytes = tasks.get(id.0).db()?.ok_or(Error::NotFound(id))?;
     let mut rec = TaskRecord::decode(bytes.value())?;
-    let running = read.open_table(RUNNING)?;
-    if let Some(entry) = running.get(id.0)? {
+    let running = read.open_table(RUNNING).db()?;
+    if let Some(entry) = running.get(id.0).db()? {
         let (attempt, started_at_ms) = entry.value();
         rec.overlay_running(attempt, started_at_ms);
     }
@@ -45,13 +46,24 @@ pub(crate) fn status(
     live: &LivePools,
     id: TaskId,
 ) -> Result<TaskStatus, Error> {
-    let rec = record(&db.begin_read()?, id)?;
+    let rec = record(&db.begin_read().db()?, id)?;
     let queue = match lock(view).catalog.queues.lookup(rec.queue) {
         Some(name) => name.to_string(),
         None => format!("#{}", rec.queue),
     };
     let unregistered = rec.state == TaskState::Ready && live.is_unregistered(&queue, &rec.name);
+    // Both were written by serde_json (and an output is checked to read back before it is
+    // stored), so they parse; an empty payload is a succeeded task's, whose arguments are gone.
+    let json = |bytes: &[u8]| serde_json::from_slice(bytes).ok();
+    let arguments = if rec.payload.is_empty() {
+        None
+    } else {
+        json(&rec.payload)
+    };
+    let output = rec.output.as_deref().and_then(json);
     Ok(TaskStatus {
+        arguments,
+        output,
         id,
         queue,
         priority: rec.priority,
@@ -73,15 +85,15 @@ pub(crate) fn status(
 
 /// Every declared schedule, by name.
 pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
-    let read = db.begin_read()?;
+    let read = db.begin_read().db()?;
     let table = match read.open_table(SCHEDULES) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(redb_error(e.into())),
     };
     let mut out = Vec::new();
-    for entry in table.iter()? {
-        let (name, bytes) = entry?;
+    for entry in table.iter().db()? {
+        let (name, bytes) = entry.db()?;
         let rec: ScheduleRecord = codec::decode(bytes.value())?;
         out.push(rec.info(name.value()));
     }
@@ -91,7 +103,7 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the
 /// other final states.
 pub(crate) fn result(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-    let rec = record(&db.begin_read()?, id)?;
+    let rec = record(&db.begin_read().db()?, id)?;
     match rec.state {
         TaskState::Succeeded => Ok(Some(rec.output.unwrap_or_default())),
         TaskState::Failed => Err(Error::TaskFailed(Box::new(Failure {
@@ -172,11 +184,12 @@ fn unregistered(
         return Ok(Vec::new());
     }
     let read = read()?;
-    let ready = read.open_table(READY)?;
+    let ready = read.open_table(READY).db()?;
     let mut out: Vec<(String, u64)> = Vec::new();
     for (q, n, name) in candidates {
         let count = ready
-            .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))?
+            .range((q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX))
+            .db()?
             .count() as u64;
         if count == 0 {
             continue;

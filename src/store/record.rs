@@ -115,17 +115,21 @@ mod stored_errors {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    use crate::clock::{from_system_time, to_system_time};
     use crate::model::{AttemptError, AttemptErrorKind};
 
     pub(super) fn serialize<S: Serializer>(
         errors: &[AttemptError],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            errors
-                .iter()
-                .map(|e| (e.attempt, e.at_ms, e.kind.code(), e.message.as_str())),
-        )
+        s.collect_seq(errors.iter().map(|e| {
+            (
+                e.attempt,
+                from_system_time(e.at),
+                e.kind.code(),
+                e.message.as_str(),
+            )
+        }))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
@@ -139,7 +143,7 @@ mod stored_errors {
                 })?;
                 Ok(AttemptError {
                     attempt,
-                    at_ms,
+                    at: to_system_time(at_ms),
                     kind,
                     message,
                 })
@@ -174,7 +178,7 @@ mod tests {
             slot: Slot::Scheduled { at_ms: 6, seq: 4 },
             errors: vec![AttemptError {
                 attempt: 1,
-                at_ms: 7,
+                at: crate::clock::to_system_time(7),
                 kind: AttemptErrorKind::WorkerLost,
                 message: "m".into(),
             }],

@@ -18,6 +18,7 @@ use std::ops::{Deref, RangeBounds};
 use redb::{Key, Table, Value};
 
 use crate::error::Error;
+use crate::store::errors::Db;
 
 /// Put a row (key, value).
 const PUT: u8 = 0;
@@ -160,7 +161,7 @@ impl<'a, 't, K: Key + 'static, V: Value + 'static> Logged<'a, 't, K, V> {
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), Error> {
         let (key, value) = (key.borrow(), value.borrow());
-        self.table.insert(key, value)?;
+        self.table.insert(key, value).db()?;
         self.redo.put(
             self.id,
             K::as_bytes(key).as_ref(),
@@ -172,7 +173,7 @@ impl<'a, 't, K: Key + 'static, V: Value + 'static> Logged<'a, 't, K, V> {
     /// Removes a row; whether it was there.
     pub(crate) fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool, Error> {
         let key = key.borrow();
-        let existed = self.table.remove(key)?.is_some();
+        let existed = self.table.remove(key).db()?.is_some();
         if existed {
             self.redo.delete(self.id, K::as_bytes(key).as_ref());
         }
@@ -189,16 +190,18 @@ impl<'a, 't, K: Key + 'static, V: Value + 'static> Logged<'a, 't, K, V> {
         KR: Borrow<K::SelfType<'r>> + 'r,
     {
         let (redo, id) = (&mut *self.redo, self.id);
-        self.table.retain_in(range, |k, v| {
-            // Recorded before `keep` takes the key, and withdrawn if the row stays.
-            let mark = redo.bytes.len();
-            redo.delete(id, K::as_bytes(&k).as_ref());
-            let kept = keep(k, v);
-            if kept && !redo.overflowed {
-                redo.bytes.truncate(mark);
-            }
-            kept
-        })?;
+        self.table
+            .retain_in(range, |k, v| {
+                // Recorded before `keep` takes the key, and withdrawn if the row stays.
+                let mark = redo.bytes.len();
+                redo.delete(id, K::as_bytes(&k).as_ref());
+                let kept = keep(k, v);
+                if kept && !redo.overflowed {
+                    redo.bytes.truncate(mark);
+                }
+                kept
+            })
+            .db()?;
         Ok(())
     }
 
@@ -226,10 +229,10 @@ impl<'a, 't, K: Key + 'static, V: Value + 'static> Logged<'a, 't, K, V> {
         };
         match value {
             Some(value) => {
-                self.table.insert(&key, value)?;
+                self.table.insert(&key, value).db()?;
             }
             None => {
-                self.table.remove(&key)?;
+                self.table.remove(&key).db()?;
             }
         }
         Ok(())

@@ -13,6 +13,7 @@ use crate::model::Origin;
 use crate::schedule::{ScheduleDef, ScheduleInfo, due_fires};
 use crate::store::catalog::Catalog;
 use crate::store::codec;
+use crate::store::errors::Db;
 use crate::store::tx::Tx;
 use crate::store::verbs::{NewTask, ScheduleOp};
 
@@ -45,7 +46,7 @@ impl ScheduleRecord {
 
 impl Tx<'_> {
     fn schedule(&mut self, name: &str) -> Result<Option<ScheduleRecord>, Error> {
-        match self.tables().schedules()?.get(name)? {
+        match self.tables().schedules()?.get(name).db()? {
             Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -150,10 +151,12 @@ impl Tx<'_> {
         let due: Vec<(u64, String)> = self
             .tables()
             .schedule_due()?
-            .range(..(until, ""))?
+            .range(..(until, ""))
+            .db()?
             .take(limit + 1)
             .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .db()?;
         let more = due.len() > limit;
         for (at, name) in due.into_iter().take(limit) {
             let Some(old) = self.schedule(&name)? else {

@@ -79,7 +79,7 @@ macro_rules! tables {
                 ) -> Result<$crate::store::redo::Logged<'_, 't, $k, $v>, $crate::error::Error> {
                     let table = match self.$accessor.take() {
                         Some(table) => table,
-                        None => self.txn.open_table($name)?,
+                        None => $crate::store::errors::Db::db(self.txn.open_table($name))?,
                     };
                     Ok($crate::store::redo::Logged::new(
                         self.$accessor.insert(table),

@@ -5,9 +5,11 @@
 
 use redb::ReadableTable;
 
+use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, Disposition, Outcome, TaskId, TaskState};
 use crate::store::catalog::Catalog;
+use crate::store::errors::Db;
 use crate::store::inflight::Started;
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::tx::Tx;
@@ -21,10 +23,12 @@ fn due_keys(
     limit: usize,
 ) -> Result<(Vec<(u64, u64)>, bool), Error> {
     let mut due: Vec<(u64, u64)> = index
-        .range(..=(now, u64::MAX))?
+        .range(..=(now, u64::MAX))
+        .db()?
         .take(limit + 1)
         .map(|e| e.map(|(k, _)| k.value()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .db()?;
     let more = due.len() > limit;
     due.truncate(limit);
     Ok((due, more))
@@ -104,7 +108,7 @@ impl Tx<'_> {
     /// or as a failure.
     fn restore_payload(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         if rec.payload.is_empty()
-            && let Some(bytes) = self.tables().tasks()?.get(id)?
+            && let Some(bytes) = self.tables().tasks()?.get(id).db()?
         {
             rec.payload = TaskRecord::decode(bytes.value())?.payload;
         }
@@ -138,7 +142,7 @@ impl Tx<'_> {
         let expired_at = rec.expires_at_ms.unwrap_or(now);
         rec.errors.push(AttemptError {
             attempt: rec.attempts,
-            at_ms: now,
+            at: to_system_time(now),
             kind: AttemptErrorKind::Expired,
             message: format!("expired at {expired_at} ms before it started"),
         });
@@ -183,7 +187,7 @@ impl Tx<'_> {
         let now = self.now();
         rec.errors.push(AttemptError {
             attempt: c.attempt,
-            at_ms: now,
+            at: to_system_time(now),
             kind,
             message,
         });
@@ -244,10 +248,12 @@ impl Tx<'_> {
         let due: Vec<((u64, u64), u64)> = self
             .tables()
             .scheduled()?
-            .range(..=(now, u64::MAX))?
+            .range(..=(now, u64::MAX))
+            .db()?
             .take(limit + 1)
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .db()?;
         let more = due.len() > limit;
         for &(_, id) in due.iter().take(limit) {
             let Some(mut rec) = self.get(id)? else {
@@ -312,9 +318,11 @@ impl Tx<'_> {
         let orphans: Vec<(u64, (u32, u64))> = self
             .tables()
             .running()?
-            .iter()?
+            .iter()
+            .db()?
             .map(|e| e.map(|(k, v)| (k.value(), v.value())))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .db()?;
         let mut lost = Vec::new();
         for &(id, (attempt, started_at_ms)) in &orphans {
             self.tables().running()?.remove(id)?;
@@ -329,7 +337,7 @@ impl Tx<'_> {
             lost.push(id);
             rec.errors.push(AttemptError {
                 attempt,
-                at_ms: self.now(),
+                at: to_system_time(self.now()),
                 kind: AttemptErrorKind::WorkerLost,
                 message: format!(
                     "worker lost: the process exited while attempt {attempt} was running"

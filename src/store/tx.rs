@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::model::{TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
+use crate::store::errors::Db;
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::redo::Redo;
 use crate::store::schema::{RUNNING, ReadyKey, TASKS, Tables};
@@ -206,10 +207,10 @@ impl<'t> Tx<'t> {
     /// expiry, or a result to prune.
     pub(crate) fn next_wake(&mut self) -> Result<Option<u64>, Error> {
         let t = &mut self.tables;
-        let due = t.scheduled()?.first()?.map(|(k, _)| k.value().0);
-        let prune = t.result_expiry()?.first()?.map(|(k, _)| k.value().0);
-        let fire = t.schedule_due()?.first()?.map(|(k, _)| k.value().0);
-        let expiry = t.task_expiry()?.first()?.map(|(k, _)| k.value().0);
+        let due = t.scheduled()?.first().db()?.map(|(k, _)| k.value().0);
+        let prune = t.result_expiry()?.first().db()?.map(|(k, _)| k.value().0);
+        let fire = t.schedule_due()?.first().db()?.map(|(k, _)| k.value().0);
+        let expiry = t.task_expiry()?.first().db()?.map(|(k, _)| k.value().0);
         Ok([due, prune, fire, expiry].into_iter().flatten().min())
     }
 
@@ -250,7 +251,7 @@ impl<'t> Tx<'t> {
         if let Some(rec) = self.running.get(&id) {
             return Ok(Some(rec.clone()));
         }
-        match self.tables.tasks()?.get(id)? {
+        match self.tables.tasks()?.get(id).db()? {
             Some(bytes) => Ok(Some(TaskRecord::decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -366,8 +367,8 @@ impl<'t> Tx<'t> {
     ) -> Result<(), Error> {
         let (q, n) = pair;
         let range = (q, n, 0, 0)..=(q, n, u8::MAX, u64::MAX);
-        for entry in self.tables.ready()?.range(range.clone())?.take(want) {
-            let (key, id) = entry?;
+        for entry in self.tables.ready()?.range(range.clone()).db()?.take(want) {
+            let (key, id) = entry.db()?;
             let (_, _, inv, seq) = key.value();
             out.push(((inv, seq), index, id.value(), false));
         }
@@ -402,13 +403,13 @@ impl<'t> Tx<'t> {
 /// Loads the records of every running task (the writer's memory of them after a failed
 /// commit).
 pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, Error> {
-    let running = txn.open_table(RUNNING)?;
-    let tasks = txn.open_table(TASKS)?;
+    let running = txn.open_table(RUNNING).db()?;
+    let tasks = txn.open_table(TASKS).db()?;
     let mut map = IdMap::default();
-    for entry in running.iter()? {
-        let (id, value) = entry?;
+    for entry in running.iter().db()? {
+        let (id, value) = entry.db()?;
         let (id, (attempt, started)) = (id.value(), value.value());
-        if let Some(bytes) = tasks.get(id)? {
+        if let Some(bytes) = tasks.get(id).db()? {
             let mut rec = TaskRecord::decode(bytes.value())?;
             rec.overlay_running(attempt, started);
             map.insert(id, rec);

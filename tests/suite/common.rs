@@ -33,7 +33,7 @@ pub fn temp_queue() -> (tempfile::TempDir, PathBuf) {
 
 /// A manual clock at a fixed, realistic time (2026-01-01T00:00:00Z).
 pub fn manual_clock() -> ManualClock {
-    ManualClock::new(1_767_225_600_000)
+    ManualClock::from_unix_ms(1_767_225_600_000)
 }
 
 /// A temporary spool on a manual clock.

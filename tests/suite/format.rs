@@ -133,7 +133,7 @@ fn write_format_fixture() {
         return;
     };
     let path = Path::new(&dir).join("queue.redb");
-    let clock = ManualClock::new(T0);
+    let clock = ManualClock::from_unix_ms(T0);
     let open = || {
         Spool::builder()
             .manual_clock(clock.clone())
@@ -273,7 +273,7 @@ fn a_format_3_file_left_by_a_crash_opens_reads_and_runs() {
 /// pending.
 fn opens_reads_and_runs(name: &str) {
     let (_dir, path) = copy_fixture(name);
-    let clock = ManualClock::new(T0 + 100_000);
+    let clock = ManualClock::from_unix_ms(T0 + 100_000);
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .open(&path)
@@ -301,8 +301,8 @@ fn opens_reads_and_runs(name: &str) {
     );
     assert_eq!(s.errors.len(), 1);
     assert_eq!(
-        (s.errors[0].attempt, s.errors[0].at_ms, s.errors[0].kind),
-        (1, T0, AttemptErrorKind::Error)
+        (s.errors[0].attempt, s.errors[0].at, s.errors[0].kind),
+        (1, at(T0), AttemptErrorKind::Error)
     );
     assert_eq!(s.errors[0].message, "flaky attempt 1");
     assert_eq!(s.finished_at, Some(at(T0 + MIN)));
@@ -323,16 +323,12 @@ fn opens_reads_and_runs(name: &str) {
         2,
     );
     assert_eq!((s.max_retries, s.due_at), (3, at(T0 + 2 * MIN)));
-    let history: Vec<_> = s
-        .errors
-        .iter()
-        .map(|e| (e.attempt, e.at_ms, e.kind))
-        .collect();
+    let history: Vec<_> = s.errors.iter().map(|e| (e.attempt, e.at, e.kind)).collect();
     assert_eq!(
         history,
         vec![
-            (1, T0, AttemptErrorKind::Error),
-            (2, T0 + MIN, AttemptErrorKind::Error)
+            (1, at(T0), AttemptErrorKind::Error),
+            (2, at(T0 + MIN), AttemptErrorKind::Error)
         ]
     );
     assert_eq!(s.errors[1].message, "flaky attempt 2");

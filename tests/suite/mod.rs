@@ -22,3 +22,4 @@ mod schedules;
 mod shutdown;
 mod ttl;
 mod unregistered;
+mod views;

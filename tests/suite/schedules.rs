@@ -113,7 +113,7 @@ fn fired_task_status_names_its_schedule_and_fire_time() {
 #[test]
 fn cron_next_fire_in_a_time_zone() {
     // 2026-01-01T00:00:00Z; 06:00 in Paris (UTC+1 in winter) is 05:00 UTC.
-    let clock = ManualClock::new(1_767_225_600_000);
+    let clock = ManualClock::from_unix_ms(1_767_225_600_000);
     let spool = manual_spool(&clock);
     spool
         .schedule(

@@ -19,6 +19,7 @@ use redb::{Durability, WriteTransaction};
 use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Tally, store_counts};
+use crate::store::errors::Db;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_CLOSED, META_WAL_GENERATION, META_WAL_PREVIOUS, Tables};
 use crate::store::tx::load_running;
@@ -65,7 +66,7 @@ impl Writer {
         let txn = match self.held.take() {
             Some(txn) => txn,
             None => {
-                let txn = self.db.begin_write()?;
+                let txn = self.db.begin_write().db()?;
                 if !self.held_records.is_empty() {
                     let mut tables = Tables::new(&txn, Redo::default());
                     // Length-prefixed by `commit_with`; a cut record is a bug, and replay
@@ -168,8 +169,8 @@ impl Writer {
             return Ok(());
         }
         let committed = self.take_txn().and_then(|mut txn| {
-            txn.set_durability(Durability::None)?;
-            txn.commit().map_err(Error::from)
+            txn.set_durability(Durability::None).db()?;
+            txn.commit().db()
         });
         match committed {
             Ok(()) => {
@@ -227,10 +228,10 @@ impl Writer {
         let old = self.wal.generation();
         let next = next_generation(old);
         {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_WAL_GENERATION, next)?;
-            meta.insert(META_WAL_PREVIOUS, old)?;
-            meta.insert(META_CLOSED, u64::from(closing))?;
+            let mut meta = txn.open_table(META).db()?;
+            meta.insert(META_WAL_GENERATION, next).db()?;
+            meta.insert(META_WAL_PREVIOUS, old).db()?;
+            meta.insert(META_CLOSED, u64::from(closing)).db()?;
         }
         let mut counts = self.counts.clone();
         let counters = match &tally {
@@ -241,7 +242,7 @@ impl Writer {
             None => self.counters,
         };
         store_counts(&txn, &counts, counters)?;
-        txn.commit()?;
+        txn.commit().db()?;
         if let Some(tally) = &tally {
             self.keep(tally);
         }
