@@ -14,12 +14,16 @@ use crate::model::{AttemptError, TaskId};
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Another process, or another `Spool` in this process, has the queue file open.
+    /// Another process, or this one, has the queue file open.
     ///
-    /// One process owns a queue file at a time (redb locks it). Close the other handle, or
-    /// point this one at another file.
+    /// One process owns a queue file at a time (redb locks it). In this process the file is
+    /// held by every `Spool` (and clone), `Worker` and `WorkerBuilder` of it until the last is
+    /// dropped; task handles and task contexts do not hold it. Drop them, or point this open
+    /// at another file.
     #[error(
-        "queue file {path} is already open by another process or Spool handle; close it first or use another file"
+        "queue file {path} is already open, by another process or in this one by a Spool (or a \
+         clone), a Worker or a WorkerBuilder of it that is not dropped yet; drop them, or use \
+         another file"
     )]
     AlreadyOpen {
         /// The file that is locked.
@@ -100,6 +104,21 @@ pub enum Error {
     #[error("task {0} not found (never enqueued in this file, or pruned after its results TTL)")]
     NotFound(TaskId),
 
+    /// A typed task handle was asked for a task of another name: it was built with
+    /// [`Spool::handle`](crate::Spool::handle) for the wrong task type. Nothing was decoded.
+    #[error(
+        "task {id} is a `{stored}` task, not a `{requested}` one; build its handle with the \
+         task type that enqueued it (Spool::handle::<T>, where T::NAME is \"{stored}\")"
+    )]
+    WrongTask {
+        /// The task.
+        id: TaskId,
+        /// The name the handle's type has.
+        requested: String,
+        /// The name stored with the task.
+        stored: String,
+    },
+
     /// `wait` gave up before the task reached a final state. The task is unaffected.
     #[error("task {0} did not finish within the wait timeout")]
     Timeout(TaskId),
@@ -124,11 +143,18 @@ pub enum Error {
     #[error("the spool's writer has stopped; the request was not applied")]
     Closed,
 
-    /// A graceful shutdown reached its deadline with tasks still running.
-    #[error("shutdown deadline passed with {running} task(s) still running")]
+    /// A graceful shutdown reached its deadline with tasks still running. They keep their
+    /// threads and report when they finish; calling `shutdown` again waits for them again.
+    #[error(
+        "shutdown deadline passed with {running} task(s) still running (ids {ids}); they report \
+         when they finish — call shutdown again to wait for them",
+        ids = id_list(.tasks)
+    )]
     ShutdownTimeout {
         /// How many attempts were still running.
         running: usize,
+        /// Which tasks, by id.
+        tasks: Vec<TaskId>,
     },
 }
 
@@ -163,9 +189,10 @@ impl Error {
                 ErrorKind::BadFile
             }
             Error::DiskFull { .. } | Error::Storage { .. } => ErrorKind::Storage,
-            Error::InvalidOption(_) | Error::InvalidSchedule(_) | Error::Json(_) => {
-                ErrorKind::InvalidInput
-            }
+            Error::InvalidOption(_)
+            | Error::InvalidSchedule(_)
+            | Error::Json(_)
+            | Error::WrongTask { .. } => ErrorKind::InvalidInput,
             Error::NotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,
             Error::TaskFailed(_) | Error::TaskExpired(_) | Error::TaskRevoked(_) => {
@@ -203,6 +230,11 @@ impl Error {
             Error::storage_from(context, e)
         }
     }
+}
+
+/// Task ids as `1, 2, 3`.
+fn id_list(ids: &[TaskId]) -> String {
+    ids.iter().map(TaskId::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// What to free, for [`Error::DiskFull`].

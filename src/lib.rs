@@ -88,18 +88,23 @@
 
 #![deny(missing_docs)]
 
-// The public face, top down: the spool handle, its pools and task handles, what they share,
-// the user's task definitions and options, the views reads return, the storage engine
-// (`store`, the only module that names redb), and at the bottom the model and utilities.
+// The public face, top down: the spool handle, its pools and task handles, the registry of
+// task types a pool runs, the user's task definitions, the context an attempt sees and what
+// the handles share, options, the views reads return, the storage engine (`store`, the only
+// module that names redb), and at the bottom the model and utilities.
 mod spool;
 
 mod pool;
 mod result;
 
-mod shared;
+mod registry;
 
 mod schedule;
 mod task;
+
+mod context;
+mod shared;
+mod task_error;
 
 mod options;
 mod views;
@@ -140,5 +145,7 @@ pub use spool::{
     DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Durability, Spool,
     SpoolBuilder,
 };
-pub use task::{Context, Task, TaskError};
+pub use context::Context;
+pub use task::Task;
+pub use task_error::TaskError;
 pub use views::{QueueStats, Stats, TaskStatus};

@@ -2,7 +2,7 @@
 //! finished (no polling).
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -10,17 +10,24 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::model::TaskId;
 use crate::shared::Shared;
-use crate::sync::Woken;
+use crate::sync::{Waiters, Woken};
 use crate::views::TaskStatus;
 
 /// A typed reference to an enqueued task, returned by `enqueue`. `O` is the task's `Output`.
 ///
 /// The handle is a convenience: the id alone is enough to ask for the status later
 /// ([`Spool::status`](crate::Spool::status)) or to rebuild a handle
-/// ([`Spool::handle`](crate::Spool::handle)). A handle keeps its spool open.
+/// ([`Spool::handle`](crate::Spool::handle)).
+///
+/// A handle does not keep its spool open: once every [`Spool`](crate::Spool) and
+/// [`Worker`](crate::Worker) of the file is dropped, the file is closed and the handle
+/// answers [`Error::Closed`] (a thread blocked in [`wait`](Self::wait) wakes with it).
 pub struct TaskHandle<O> {
     id: TaskId,
-    shared: Arc<Shared>,
+    /// The task name the handle was made for, checked against the stored task's.
+    name: &'static str,
+    shared: Weak<Shared>,
+    waiters: Arc<Waiters>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -28,7 +35,9 @@ impl<O> Clone for TaskHandle<O> {
     fn clone(&self) -> Self {
         TaskHandle {
             id: self.id,
+            name: self.name,
             shared: self.shared.clone(),
+            waiters: self.waiters.clone(),
             _output: PhantomData,
         }
     }
@@ -36,15 +45,21 @@ impl<O> Clone for TaskHandle<O> {
 
 impl<O> std::fmt::Debug for TaskHandle<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskHandle").field("id", &self.id).finish()
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 impl<O: DeserializeOwned> TaskHandle<O> {
-    pub(crate) fn new(id: TaskId, shared: Arc<Shared>) -> Self {
+    /// A handle for task `id`, expected to be a `name` task.
+    pub(crate) fn new(id: TaskId, name: &'static str, shared: &Arc<Shared>) -> Self {
         TaskHandle {
             id,
-            shared,
+            name,
+            shared: Arc::downgrade(shared),
+            waiters: shared.waiters.clone(),
             _output: PhantomData,
         }
     }
@@ -54,22 +69,30 @@ impl<O: DeserializeOwned> TaskHandle<O> {
         self.id
     }
 
+    /// The spool, while it is open.
+    fn shared(&self) -> Result<Arc<Shared>, Error> {
+        self.shared.upgrade().ok_or(Error::Closed)
+    }
+
     /// The task's current state, times and attempt history.
     ///
     /// # Errors
-    /// `NotFound` if the task was pruned after its results TTL; `Storage` on a read failure.
+    /// `NotFound` if the task was pruned after its results TTL; `Storage` on a read failure;
+    /// `Closed` once the spool is closed.
     pub fn status(&self) -> Result<TaskStatus, Error> {
-        self.shared.engine.status(self.id)
+        self.shared()?.engine.status(self.id)
     }
 
     /// The output if the task has succeeded, `None` while it has not reached a final state.
     ///
     /// # Errors
-    /// `TaskFailed` (with the error history), `TaskExpired` or `TaskRevoked` for the other
-    /// final states; `NotFound` after pruning; `Json` if the stored output does not decode
-    /// into `O`.
+    /// `WrongTask` if the task is of another name than the handle's type (a handle built
+    /// with [`Spool::handle`](crate::Spool::handle) for the wrong type); `TaskFailed` (with
+    /// the error history) or `TaskExpired` for the other final states; `NotFound` after
+    /// pruning; `Json` if the stored output does not decode into `O`; `Closed` once the
+    /// spool is closed.
     pub fn try_get(&self) -> Result<Option<O>, Error> {
-        match self.shared.engine.result(self.id)? {
+        match self.shared()?.engine.result(self.id, self.name)? {
             Some(bytes) => decode_output(&bytes).map(Some),
             None => Ok(None),
         }
@@ -81,14 +104,18 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// here is already durable.
     ///
     /// # Errors
-    /// `Timeout` if the task is still unfinished at the deadline (it keeps going), plus every
-    /// error of [`try_get`](Self::try_get).
+    /// `Timeout` if the task is still unfinished at the deadline (it keeps going); `Closed`
+    /// as soon as the spool closes; plus every error of [`try_get`](Self::try_get).
     pub fn wait(&self, timeout: Duration) -> Result<O, Error> {
         let deadline = Instant::now() + timeout;
-        let waiters = &self.shared.waiters;
+        let waiters = &self.waiters;
         loop {
             let reg = waiters.register(self.id);
-            match self.shared.engine.result(self.id) {
+            // Held only for the read: a waiting handle does not keep the spool open.
+            let read = self
+                .shared()
+                .and_then(|shared| shared.engine.result(self.id, self.name));
+            match read {
                 Ok(None) => {}
                 done => {
                     waiters.forget(reg);

@@ -1,14 +1,38 @@
-//! What every public handle of one spool shares: [`Spool`](crate::Spool),
-//! [`WorkerBuilder`](crate::WorkerBuilder), [`Worker`](crate::Worker) and
-//! [`TaskHandle`](crate::TaskHandle) each wrap one `Arc<Shared>`. The spool is closed when the
-//! last of them is dropped.
+//! What every public handle of one spool shares: [`Spool`], [`WorkerBuilder`](crate::WorkerBuilder)
+//! and [`Worker`](crate::Worker) each hold one `Arc<Shared>`, and the spool is closed when the
+//! last of them is dropped. [`TaskHandle`](crate::TaskHandle) and
+//! [`Context`](crate::Context) hold it weakly: they never keep a file open on their own.
+//!
+//! The [`Spool`] struct is defined here (its methods are in `spool`), so that a running
+//! task's context can hand one out without the context depending on the spool's module.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::store::Engine;
 use crate::sync::Waiters;
+
+/// A handle to one queue file. Cheap to clone; every clone talks to the same writer thread.
+///
+/// The file is closed when the last clone, [`WorkerBuilder`](crate::WorkerBuilder) and
+/// [`Worker`](crate::Worker) is dropped: the writer commits what is pending and releases the
+/// file lock. Task handles do not keep it open (once it is closed they answer
+/// [`Error::Closed`]).
+#[derive(Clone)]
+pub struct Spool {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
 
 /// One open spool.
 pub(crate) struct Shared {
@@ -18,6 +42,8 @@ pub(crate) struct Shared {
     /// Threads blocked in `TaskHandle::wait`, woken by the engine.
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) path: PathBuf,
+    /// The Rust type registered under each task name by any pool of this spool.
+    names: Mutex<HashMap<&'static str, &'static str>>,
     /// Keeps a temporary spool's directory alive; removed after the engine is closed.
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -35,7 +61,41 @@ impl Shared {
             clock,
             waiters,
             path,
+            names: Mutex::new(HashMap::new()),
             _temp_dir: temp_dir,
         })
+    }
+
+    /// Claims each task name for its Rust type, for the life of the spool: every pool of one
+    /// spool runs a name with the same type, so a task never runs with another type's handler
+    /// because its JSON happened to fit. All or nothing.
+    ///
+    /// # Errors
+    /// `InvalidOption` naming both types if a name is already claimed by another type.
+    pub(crate) fn claim_names(
+        &self,
+        names: &[(&'static str, &'static str)],
+    ) -> Result<(), Error> {
+        let mut claimed = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, type_name) in names {
+            if let Some(other) = claimed.get(name).filter(|other| *other != type_name) {
+                return Err(Error::InvalidOption(format!(
+                    "task name `{name}` is registered with type `{type_name}`, but another \
+                     worker of this spool registered it with `{other}`: a name must mean one \
+                     type in a spool — give one of them another `NAME`"
+                )));
+            }
+        }
+        for (name, type_name) in names {
+            claimed.insert(name, type_name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Before the engine closes: threads waiting for results return `Closed`.
+        self.waiters.close();
     }
 }

@@ -11,6 +11,7 @@ use crate::options::Options;
 use crate::pool::WorkerBuilder;
 use crate::result::TaskHandle;
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
+pub use crate::shared::Spool;
 use crate::shared::Shared;
 use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp};
 use crate::sync::Waiters;
@@ -20,23 +21,6 @@ use crate::views::{Stats, TaskStatus};
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's
 /// `result_expires` default).
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// A handle to one queue file. Cheap to clone; every clone talks to the same writer thread.
-///
-/// The file is closed when the last clone, worker and task handle is dropped: the writer
-/// commits what is pending and releases the file lock.
-#[derive(Clone)]
-pub struct Spool {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Spool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool")
-            .field("path", &self.shared.path)
-            .finish()
-    }
-}
 
 /// Options for opening a spool.
 ///
@@ -334,13 +318,15 @@ impl Spool {
         let ids = self.shared.engine.insert(new)?;
         Ok(ids
             .into_iter()
-            .map(|id| TaskHandle::new(id, self.shared.clone()))
+            .map(|id| TaskHandle::new(id, T::NAME, &self.shared))
             .collect())
     }
 
     /// A typed handle for a task enqueued earlier (for example by another run of the program).
+    /// Nothing is read here: a handle for an id of another task type answers
+    /// [`Error::WrongTask`] (naming both task names) when it is read.
     pub fn handle<T: Task>(&self, id: TaskId) -> TaskHandle<T::Output> {
-        TaskHandle::new(id, self.shared.clone())
+        TaskHandle::new(id, T::NAME, &self.shared)
     }
 
     /// A task's state, times, attempts and error history.

@@ -2,7 +2,7 @@
 //! on, and the registry of threads waiting for tasks to finish.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -115,6 +115,9 @@ pub(crate) struct Waiters {
     map: Mutex<HashMap<TaskId, Vec<Waker>>>,
     count: AtomicUsize,
     next_token: AtomicU64,
+    /// Set when the spool closes: every waiter wakes as [`Woken::Closed`], and later
+    /// registrations wake so at once.
+    closed: AtomicBool,
 }
 
 /// A registration token and the channel that wakes it.
@@ -154,6 +157,10 @@ impl Waiters {
         let (tx, wake) = crossbeam_channel::bounded(1);
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            // Dropping the sender makes `wait` return `Closed` at once.
+            return Registration { id, token, wake };
+        }
         map.entry(id).or_default().push((token, tx));
         self.count.fetch_add(1, Ordering::Release);
         Registration { id, token, wake }
@@ -179,6 +186,17 @@ impl Waiters {
         }
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         ids.iter().any(|id| map.contains_key(id))
+    }
+
+    /// Wakes every waiter as [`Woken::Closed`], now and for every later registration: the
+    /// spool is closing, so nothing will notify them.
+    pub(crate) fn close(&self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closed.store(true, Ordering::Release);
+        let waiting: usize = map.values().map(Vec::len).sum();
+        self.count.fetch_sub(waiting, Ordering::Release);
+        // Dropping the senders disconnects every registration.
+        map.clear();
     }
 
     /// Wakes every waiter of these tasks.

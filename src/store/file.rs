@@ -170,8 +170,10 @@ impl Engine for FileEngine {
         })
     }
 
-    fn result(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
-        self.read("reading a result", || read::result(self.published()?, id))
+    fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.read("reading a result", || {
+            read::result(self.published()?, id, name)
+        })
     }
 
     fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {

@@ -101,9 +101,16 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
 }
 
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the
-/// other final states.
-pub(crate) fn result(db: &Database, id: TaskId) -> Result<Option<Vec<u8>>, Error> {
+/// other final states; `WrongTask` if the task is not a `name` task.
+pub(crate) fn result(db: &Database, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error> {
     let rec = record(&db.begin_read().db()?, id)?;
+    if rec.name != name {
+        return Err(Error::WrongTask {
+            id,
+            requested: name.to_string(),
+            stored: rec.name,
+        });
+    }
     match rec.state {
         TaskState::Succeeded => Ok(Some(rec.output.unwrap_or_default())),
         TaskState::Failed => Err(Error::TaskFailed(Box::new(Failure {

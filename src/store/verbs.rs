@@ -201,7 +201,8 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// `TaskFailed`, `TaskExpired` or `TaskRevoked` for the other final states; as
     /// [`Engine::status`].
-    fn result(&self, id: TaskId) -> Result<Option<Vec<u8>>, Error>;
+    /// `WrongTask` first if the task's name is not `name` (the handle's type).
+    fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error>;
 
     /// Every declared schedule with its next and last fire, by name.
     ///

@@ -133,12 +133,14 @@ impl Gate {
         );
     }
 
-    fn enter(&self) {
+    /// Counts a start (for a task that uses the gate itself).
+    pub fn enter(&self) {
         lock(&self.state).started += 1;
         self.cond.notify_all();
     }
 
-    fn pass(&self) {
+    /// Blocks until the gate opens (bounded by twice `WAIT`).
+    pub fn pass(&self) {
         let guard = lock(&self.state);
         let (_guard, timeout) = self
             .cond

@@ -137,6 +137,11 @@ fn second_open_while_open_is_already_open() {
         "{err:?}"
     );
     assert_eq!(err.kind(), ErrorKind::AlreadyOpen);
+    // The message names every kind of holder in this process.
+    let message = err.to_string();
+    for holder in ["another process", "a Spool", "a Worker", "a WorkerBuilder"] {
+        assert!(message.contains(holder), "{message}");
+    }
     // The first handle is unaffected.
     assert_eq!(h.status().unwrap().state, TaskState::Ready);
     spool.enqueue(Add { a: 2, b: 2 }).unwrap();
@@ -387,12 +392,13 @@ fn a_temporary_spool_removes_its_directory_when_closed() {
     let dir = path.parent().unwrap().to_path_buf();
     let h = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
     assert!(path.exists());
-    // A handle keeps the spool open.
-    drop(spool);
-    assert!(path.exists());
     assert_eq!(h.status().unwrap().state, TaskState::Ready);
-    drop(h);
+    // A task handle does not keep the spool open: dropping the last spool closes it.
+    drop(spool);
     assert!(!dir.exists(), "{} was left behind", dir.display());
+    assert!(matches!(h.status(), Err(Error::Closed)));
+    assert!(matches!(h.try_get(), Err(Error::Closed)));
+    assert!(matches!(h.wait(WAIT), Err(Error::Closed)));
 }
 
 #[test]

@@ -235,81 +235,62 @@ fn an_output_that_cannot_be_stored_fails_the_task_without_retrying() {
     assert!(f.message.contains("test.bad_output"), "{}", f.message);
 }
 
+/// Another view of `test.add`: the same name, a narrower output type.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AddAsU32;
+
+impl taskspool::Task for AddAsU32 {
+    const NAME: &'static str = "test.add";
+    type Output = u32;
+    fn run(self, _ctx: &taskspool::Context) -> Result<u32, taskspool::TaskError> {
+        Ok(0)
+    }
+}
+
 #[test]
-fn a_handle_of_the_wrong_output_type_reports_a_json_error() {
+fn a_handle_whose_output_type_does_not_fit_reports_a_json_error() {
     let clock = manual_clock();
     let spool = manual_spool(&clock);
     let id = spool.enqueue(Add { a: -5, b: 0 }).unwrap().id();
     spool.worker().register::<Add>().drain().unwrap();
-    // Ghost's output is u32; -5 does not fit.
-    let err = spool.handle::<Ghost>(id).try_get().unwrap_err();
+    // The same task name, but an output of u32; -5 does not fit.
+    let err = spool.handle::<AddAsU32>(id).try_get().unwrap_err();
     assert!(matches!(err, Error::Json(_)), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     // The right type still reads it.
     assert_eq!(spool.handle::<Add>(id).try_get().unwrap(), Some(-5));
 }
 
-/// Spools that `Spawner` tasks enqueue into, by key (removed by the test when done).
-static SPOOLS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Spool>>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// Enqueues a follow-up `Add` from inside its handler and returns the follow-up's id.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Spawner {
-    key: String,
-    a: i64,
-}
-
-impl taskspool::Task for Spawner {
-    const NAME: &'static str = "test.spawner";
-    type Output = u64;
-    fn run(self, _ctx: &taskspool::Context) -> Result<u64, taskspool::TaskError> {
-        let spool = SPOOLS.lock().unwrap().get(&self.key).cloned().unwrap();
-        let child = spool
-            .enqueue(Add { a: self.a, b: 1 })
-            .map_err(|e| taskspool::TaskError::fail(e.to_string()))?;
-        Ok(child.id().as_u64())
-    }
-}
-
+/// A handle built for another task type names both task names instead of failing to decode
+/// (or worse, decoding a result that happens to fit).
 #[test]
-fn a_handler_can_enqueue_follow_up_tasks_with_a_worker_and_in_drain() {
-    let key = unique("spawner");
-    let spool = Spool::temporary().unwrap();
-    SPOOLS.lock().unwrap().insert(key.clone(), spool.clone());
-    let worker = spool
-        .worker()
-        .concurrency(1)
-        .register::<Spawner>()
-        .register::<Add>()
-        .start()
-        .unwrap();
-    let parent = spool
-        .enqueue(Spawner {
-            key: key.clone(),
-            a: 41,
-        })
-        .unwrap();
-    let child = parent.wait(WAIT).unwrap();
-    let child = spool.handle::<Add>(TaskId::from_u64(child));
-    assert_eq!(child.wait(WAIT).unwrap(), 42);
-    worker.shutdown(WAIT).unwrap();
-
-    // In a drain, the follow-up is due at once and runs in the same drain.
-    spool
-        .enqueue(Spawner {
-            key: key.clone(),
-            a: 9,
-        })
-        .unwrap();
-    let report = spool
-        .worker()
-        .register::<Spawner>()
-        .register::<Add>()
-        .drain()
-        .unwrap();
-    assert_eq!((report.attempts, report.succeeded), (2, 2));
-    SPOOLS.lock().unwrap().remove(&key);
+fn a_handle_for_another_task_type_names_both_tasks() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let id = spool.enqueue(Add { a: 5, b: 0 }).unwrap().id();
+    let wrong = spool.handle::<Ghost>(id);
+    for err in [
+        wrong.try_get().unwrap_err(),
+        wrong.wait(Duration::ZERO).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::WrongTask { id: found, requested, stored }
+                if *found == id && requested == "test.ghost" && stored == "test.add"),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(
+            err.to_string()
+                .contains("is a `test.add` task, not a `test.ghost` one"),
+            "{err}"
+        );
+    }
+    // Also once the task has succeeded, with an output Ghost's type could decode.
+    spool.worker().register::<Add>().drain().unwrap();
+    assert!(matches!(
+        wrong.try_get(),
+        Err(Error::WrongTask { .. })
+    ));
 }
 
 /// Echoes its (large) argument back.

@@ -155,8 +155,12 @@ fn claimed_but_unstarted_tasks_return_to_ready_at_shutdown() {
         // but the blocked task is still running, so it reports a timeout.
         let err = worker.shutdown(Duration::ZERO).unwrap_err();
         assert!(
-            matches!(err, Error::ShutdownTimeout { running: 1 }),
+            matches!(&err, Error::ShutdownTimeout { running: 1, tasks } if *tasks == [blocker.id()]),
             "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("(ids {})", blocker.id())),
+            "{err}"
         );
         assert_eq!(err.kind(), ErrorKind::Timeout);
         // Let the blocked task finish: its outcome is still recorded, and the thread hands the
@@ -247,9 +251,10 @@ fn a_shutdown_that_timed_out_can_be_waited_for_again() {
     for _ in 0..2 {
         let err = worker.shutdown(Duration::from_millis(20)).unwrap_err();
         assert!(
-            matches!(err, Error::ShutdownTimeout { running: 1 }),
+            matches!(&err, Error::ShutdownTimeout { running: 1, tasks } if *tasks == [h.id()]),
             "{err:?}"
         );
+        assert_eq!(worker.running_tasks(), [h.id()]);
         assert_eq!(h.status().unwrap().state, TaskState::Running);
     }
     gate(&key).open();

@@ -1,0 +1,236 @@
+//! What a running attempt can reach: the [`Context`] passed to [`Task::run`](crate::Task::run)
+//! — the attempt's own facts, the app data its pool was given, and the spool.
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use crate::clock::to_system_time;
+use crate::error::Error;
+use crate::model::{Origin, TaskId};
+use crate::shared::{Shared, Spool};
+use crate::task_error::TaskError;
+
+/// Values of any `Send + Sync + 'static` type given to a pool with
+/// [`WorkerBuilder::data`](crate::WorkerBuilder::data), one per type.
+#[derive(Clone, Default)]
+pub(crate) struct AppData {
+    values: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,
+    /// The first type given twice, reported when the pool starts.
+    given_twice: Option<&'static str>,
+}
+
+impl AppData {
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        let previous = self
+            .values
+            .insert(TypeId::of::<T>(), (type_name::<T>(), Arc::new(value)));
+        if previous.is_some() && self.given_twice.is_none() {
+            self.given_twice = Some(type_name::<T>());
+        }
+    }
+
+    /// # Errors
+    /// `InvalidOption` if a type was given twice (the second value would silently replace
+    /// the first).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        match self.given_twice {
+            Some(ty) => Err(Error::InvalidOption(format!(
+                "app data of type `{ty}` was given twice to one worker; a handler reads one value \
+                 per type — give it once (wrap the values in a struct, or use newtypes to give \
+                 several of one type)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn get<T: 'static>(&self) -> Option<&T> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|(_, value)| value.downcast_ref::<T>())
+    }
+
+    /// The types given, sorted, for messages and `Debug`.
+    pub(crate) fn type_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.values.values().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// What every attempt of one pool shares.
+pub(crate) struct Env {
+    pub(crate) data: AppData,
+    /// Weak: a running task never keeps the spool open on its own.
+    pub(crate) spool: Weak<Shared>,
+}
+
+impl Env {
+    pub(crate) fn new(data: AppData, shared: &Arc<Shared>) -> Arc<Env> {
+        Arc::new(Env {
+            data,
+            spool: Arc::downgrade(shared),
+        })
+    }
+}
+
+/// What a running attempt knows about itself, and what it can reach: the app data its worker
+/// was given ([`data`](Self::data)) and the spool ([`spool`](Self::spool)).
+///
+/// ```
+/// use std::time::Duration;
+/// use serde::{Deserialize, Serialize};
+/// use taskspool::{Context, Spool, Task, TaskError};
+///
+/// struct Config { greeting: String }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greet { name: String }
+///
+/// impl Task for Greet {
+///     const NAME: &'static str = "greet";
+///     type Output = String;
+///     fn run(self, ctx: &Context) -> Result<String, TaskError> {
+///         let config = ctx.data::<Config>()?;
+///         if self.name != "world" {
+///             // A follow-up task, enqueued from the handler.
+///             ctx.spool()?.enqueue(Greet { name: "world".into() })?;
+///         }
+///         Ok(format!("{}, {}", config.greeting, self.name))
+///     }
+/// }
+///
+/// let spool = Spool::temporary()?;
+/// let worker = spool
+///     .worker()
+///     .data(Config { greeting: "hello".into() })
+///     .register::<Greet>()
+///     .start()?;
+/// let handle = spool.enqueue(Greet { name: "Ada".into() })?;
+/// assert_eq!(handle.wait(Duration::from_secs(5))?, "hello, Ada");
+/// worker.shutdown(Duration::from_secs(5))?;
+/// # Ok::<(), taskspool::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) id: TaskId,
+    pub(crate) name: String,
+    pub(crate) queue: Arc<str>,
+    pub(crate) attempt: u32,
+    pub(crate) max_retries: u32,
+    pub(crate) enqueued_at_ms: u64,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) env: Arc<Env>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field("attempt", &self.attempt)
+            .field("max_retries", &self.max_retries)
+            .field("origin", &self.origin)
+            .field("data", &self.env.data.type_names())
+            .finish()
+    }
+}
+
+impl Context {
+    /// This task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The task's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue it was enqueued on.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// This attempt's number: 1 for the first run, 2 for the first retry, and so on. Attempts
+    /// lost to a crash count, so a handler can tell it may be re-running after a partial run.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How many retries the task allows after its first attempt.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// Whether a retryable error from this attempt would end the task as `Failed`.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt > self.max_retries
+    }
+
+    /// When the task was enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        to_system_time(self.enqueued_at_ms)
+    }
+
+    /// The periodic schedule that fired this task, if any.
+    pub fn schedule(&self) -> Option<&str> {
+        self.origin.as_ref().map(|o| o.schedule.as_str())
+    }
+
+    /// The fire time this task was enqueued for, if a periodic schedule fired it. Together
+    /// with [`schedule`](Self::schedule) it identifies the fire: each (schedule, fire time)
+    /// is enqueued at most once.
+    pub fn fire_time(&self) -> Option<SystemTime> {
+        self.origin.as_ref().map(|o| to_system_time(o.fire_at_ms))
+    }
+
+    /// The value of type `T` this task's worker was given with
+    /// [`WorkerBuilder::data`](crate::WorkerBuilder::data): a database pool, an HTTP client,
+    /// configuration. Shared by every attempt of the pool, so it is read-only (use interior
+    /// mutability, a `Mutex` or an atomic, for state that changes).
+    ///
+    /// # Errors
+    /// A retryable [`TaskError`] naming `T` and the types the worker has, if it was not given
+    /// a `T`: with `?`, the attempt fails and the task is retried after its backoff, so a
+    /// worker started again with the data can still run it.
+    pub fn data<T: Send + Sync + 'static>(&self) -> Result<&T, TaskError> {
+        self.env.data.get::<T>().ok_or_else(|| {
+            let have = self.env.data.type_names();
+            TaskError::retry(format!(
+                "task `{}` asked for app data of type `{}`, which its worker was not given \
+                 (it has {}); give it with WorkerBuilder::data(value)",
+                self.name,
+                type_name::<T>(),
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+        })
+    }
+
+    /// A handle to the spool this task runs in, to enqueue follow-up tasks or read statuses.
+    /// A follow-up is durable when its `enqueue` returns, before this attempt's outcome is
+    /// recorded: if this attempt then fails and runs again, it enqueues the follow-up again.
+    ///
+    /// The handle keeps the spool open while it lives, like any [`Spool`]; drop it when the
+    /// handler returns (do not store it in a global).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if every `Spool` and `Worker` of this spool was dropped while the task
+    /// was still running (a shutdown that timed out).
+    pub fn spool(&self) -> Result<Spool, Error> {
+        self.env
+            .spool
+            .upgrade()
+            .map(|shared| Spool { shared })
+            .ok_or(Error::Closed)
+    }
+}

@@ -1,0 +1,133 @@
+//! The task types a pool can run: stored task names mapped back to type-erased handlers that
+//! decode the JSON arguments, run the task and encode its output.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::model::Outcome;
+use crate::task::Task;
+use crate::task_error::TaskError;
+
+/// A type-erased handler: decode the JSON arguments, run, encode the output.
+pub(crate) type Handler = Arc<dyn Fn(&[u8], &Context) -> Outcome + Send + Sync>;
+
+/// Task names a worker can run, mapped to their Rust types and handlers.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    handlers: HashMap<&'static str, (&'static str, Handler)>,
+    /// The first name registered with two types, reported when the pool starts.
+    conflict: Option<String>,
+}
+
+impl Registry {
+    /// Adds `T`. Registering a type again changes nothing; registering another type under a
+    /// name already taken is remembered and refused by [`check`](Self::check).
+    pub(crate) fn register<T: Task>(&mut self) {
+        let ty = type_name::<T>();
+        if let Some((other, _)) = self.handlers.get(T::NAME) {
+            if *other != ty && self.conflict.is_none() {
+                self.conflict = Some(format!(
+                    "task name `{}` is registered twice in one worker, with types `{other}` and \
+                     `{ty}`: a name must mean one type — give one of them another `NAME`",
+                    T::NAME
+                ));
+            }
+            return;
+        }
+        self.handlers.insert(T::NAME, (ty, Arc::new(run::<T>)));
+    }
+
+    /// # Errors
+    /// `InvalidOption` if no type was registered, or a name was registered with two types.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if let Some(conflict) = &self.conflict {
+            return Err(Error::InvalidOption(conflict.clone()));
+        }
+        if self.handlers.is_empty() {
+            return Err(Error::InvalidOption(
+                "a worker needs at least one task type: call register::<T>()".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Handler> {
+        self.handlers.get(name).map(|(_, handler)| handler)
+    }
+
+    /// Every registered (task name, Rust type name).
+    pub(crate) fn types(&self) -> Vec<(&'static str, &'static str)> {
+        self.handlers
+            .iter()
+            .map(|(name, (ty, _))| (*name, *ty))
+            .collect()
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.handlers.keys().map(|n| n.to_string()).collect();
+        names.sort();
+        names
+    }
+}
+
+/// One attempt of `T`: decode, run, encode.
+fn run<T: Task>(payload: &[u8], ctx: &Context) -> Outcome {
+    let task: T = match decode_json(payload) {
+        Ok(task) => task,
+        Err(e) => {
+            return Outcome::Undecodable(format!(
+                "cannot decode the arguments of task `{}`: {e}",
+                T::NAME
+            ));
+        }
+    };
+    match task.run(ctx) {
+        Ok(output) => match encode_output::<T>(&output) {
+            Ok(bytes) => Outcome::Succeeded(bytes),
+            Err(message) => TaskError::fail(message).into_outcome(),
+        },
+        Err(e) => e.into_outcome(),
+    }
+}
+
+/// The output as the JSON stored with the task, checked to read back as `T::Output`: JSON
+/// cannot hold everything a `Serialize` impl may write (serde_json writes a NaN or an
+/// infinite float as `null`), and a result that does not read back would make every later
+/// `wait` fail.
+fn encode_output<T: Task>(output: &T::Output) -> Result<Vec<u8>, String> {
+    let bytes = serde_json::to_vec(output).map_err(|e| {
+        format!(
+            "cannot encode the output of task `{}` as JSON: {e}",
+            T::NAME
+        )
+    })?;
+    match decode_json::<T::Output>(&bytes) {
+        Ok(_) => Ok(bytes),
+        Err(e) => Err(format!(
+            "the output of task `{}` does not read back from JSON as `{}` ({e}); it was \
+             encoded as {}. JSON has no NaN or infinity (serde_json writes them as null): \
+             return a type that round-trips, for example an Option<f64>",
+            T::NAME,
+            type_name::<T::Output>(),
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]),
+        )),
+    }
+}
+
+/// Decodes JSON, naming the field that failed.
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{} (at field `{path}`)", e.inner())
+        }
+    })
+}
