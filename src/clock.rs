@@ -186,3 +186,15 @@ pub(crate) fn to_system_time(ms: u64) -> SystemTime {
 pub(crate) fn from_system_time(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }
+
+/// A timestamp in milliseconds since the epoch as RFC 3339 in UTC, for messages
+/// (`2026-01-01T06:00:00.000Z`).
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("{ms} ms after the Unix epoch"),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}

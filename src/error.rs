@@ -30,6 +30,16 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path cannot name a queue file: it is a directory, or its directory does not exist.
+    /// Nothing was created.
+    #[error("{path} cannot be a queue file: {problem}")]
+    BadPath {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        problem: String,
+    },
+
     /// The file is damaged: redb could not read it. It was not modified.
     #[error(
         "queue file {path} is corrupt ({detail}); it was left untouched — restore a backup or move it aside"
@@ -192,7 +202,8 @@ impl Error {
             Error::InvalidOption(_)
             | Error::InvalidSchedule(_)
             | Error::Json(_)
-            | Error::WrongTask { .. } => ErrorKind::InvalidInput,
+            | Error::WrongTask { .. }
+            | Error::BadPath { .. } => ErrorKind::InvalidInput,
             Error::NotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,
             Error::TaskFailed(_) | Error::TaskExpired(_) | Error::TaskRevoked(_) => {
@@ -234,7 +245,10 @@ impl Error {
 
 /// Task ids as `1, 2, 3`.
 fn id_list(ids: &[TaskId]) -> String {
-    ids.iter().map(TaskId::to_string).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(TaskId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What to free, for [`Error::DiskFull`].

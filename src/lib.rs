@@ -129,10 +129,11 @@ mod model_tests;
 mod power_tests;
 
 pub use clock::ManualClock;
+pub use context::Context;
 pub use error::{Error, ErrorKind, Failure};
 pub use model::{
-    AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_PRIORITY, TaskId,
-    TaskState,
+    AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,
+    TaskId, TaskState,
 };
 pub use options::{Expiry, Options};
 pub use pool::{
@@ -145,7 +146,6 @@ pub use spool::{
     DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Durability, Spool,
     SpoolBuilder,
 };
-pub use context::Context;
 pub use task::Task;
 pub use task_error::TaskError;
 pub use views::{QueueStats, Stats, TaskStatus};

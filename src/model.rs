@@ -19,6 +19,13 @@ pub const MAX_PRIORITY: u8 = 9;
 /// Retries after the first attempt when nothing else is set (Celery's default).
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
+/// The longest delay the library accepts or applies: 100 years (36,500 days). A countdown,
+/// an ETA or expiry further ahead, a retry policy's base or cap, or an interval schedule's
+/// interval beyond it is refused with `InvalidOption`/`InvalidSchedule`; a handler's
+/// `TaskError::retry_after` beyond it waits this long. (Every time the library stores then
+/// stays a date that prints in RFC 3339.)
+pub const MAX_DELAY: Duration = Duration::from_secs(36_500 * 24 * 60 * 60);
+
 /// Longest accepted queue name, in bytes.
 pub(crate) const MAX_QUEUE_NAME: usize = 200;
 

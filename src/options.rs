@@ -4,14 +4,33 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{duration_ms, from_system_time};
 use crate::error::Error;
-use crate::model::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_PRIORITY, MAX_QUEUE_NAME};
+use crate::model::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY, MAX_QUEUE_NAME};
 use crate::retry::RetryPolicy;
 
 /// Checks a queue name, wherever one is given (an enqueue's options, a schedule's, a
-/// worker's queues): not empty, and at most [`MAX_QUEUE_NAME`] bytes.
+/// worker's queues): not empty or only whitespace, no whitespace at either end (`"mail "`
+/// would be another queue than `"mail"`), no control characters, and at most
+/// [`MAX_QUEUE_NAME`] bytes.
 pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
     if queue.is_empty() {
         return Err(Error::InvalidOption("queue name must not be empty".into()));
+    }
+    if queue.trim().is_empty() {
+        return Err(Error::InvalidOption(format!(
+            "queue name {queue:?} is only whitespace; name the queue"
+        )));
+    }
+    if queue.trim() != queue {
+        return Err(Error::InvalidOption(format!(
+            "queue name {queue:?} starts or ends with whitespace, so it would be another queue \
+             than {:?}; remove the whitespace",
+            queue.trim()
+        )));
+    }
+    if queue.chars().any(char::is_control) {
+        return Err(Error::InvalidOption(format!(
+            "queue name {queue:?} contains a control character"
+        )));
     }
     if queue.len() > MAX_QUEUE_NAME {
         return Err(Error::InvalidOption(format!(
@@ -20,6 +39,17 @@ pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// `delay` in milliseconds, if it is at most [`MAX_DELAY`].
+fn within_max(what: &str, delay: Duration) -> Result<u64, Error> {
+    if delay > MAX_DELAY {
+        return Err(Error::InvalidOption(format!(
+            "a {what} of {}s is longer than the longest accepted delay (MAX_DELAY, 100 years)",
+            delay.as_secs()
+        )));
+    }
+    Ok(duration_ms(delay))
 }
 
 /// When a task expires: a delay from enqueue, or an absolute time.
@@ -136,7 +166,8 @@ impl Options {
         self
     }
 
-    /// Runs the task no earlier than this long after enqueue. Overrides an `eta`.
+    /// Runs the task no earlier than this long after enqueue. Overrides an `eta`. A countdown
+    /// over [`MAX_DELAY`] (100 years) is refused at enqueue.
     pub fn countdown(mut self, delay: Duration) -> Self {
         self.countdown = Some(delay);
         self.eta = None;
@@ -144,7 +175,7 @@ impl Options {
     }
 
     /// Runs the task no earlier than this time (a time in the past means "now").
-    /// Overrides a `countdown`.
+    /// Overrides a `countdown`. A time more than [`MAX_DELAY`] ahead is refused at enqueue.
     pub fn eta(mut self, at: SystemTime) -> Self {
         self.eta = Some(at);
         self.countdown = None;
@@ -152,7 +183,8 @@ impl Options {
     }
 
     /// Ends the task as `Expired`, without running it, if it has not started by then.
-    /// Accepts a `Duration` (from enqueue) or a `SystemTime`.
+    /// Accepts a `Duration` (from enqueue) or a `SystemTime`. An expiry more than
+    /// [`MAX_DELAY`] ahead is refused at enqueue (leave it out for a task that never expires).
     pub fn expires(mut self, expiry: impl Into<Expiry>) -> Self {
         self.expires = Some(expiry.into());
         self
@@ -226,16 +258,33 @@ impl Options {
                 "priority {priority} is out of range 0..={MAX_PRIORITY}"
             )));
         }
+        let retry = self.retry.unwrap_or_default();
+        retry.check()?;
         let due_ms = match (self.countdown, self.eta) {
-            (Some(d), _) => now_ms.saturating_add(duration_ms(d)),
+            (Some(d), _) => now_ms.saturating_add(within_max("countdown", d)?),
             (None, Some(at)) => from_system_time(at).max(now_ms),
             (None, None) => now_ms,
         };
         let expires_ms = match self.expires {
             None => None,
-            Some(Expiry::After(d)) => Some(now_ms.saturating_add(duration_ms(d))),
+            Some(Expiry::After(d)) => Some(now_ms.saturating_add(within_max("expiry", d)?)),
             Some(Expiry::At(t)) => Some(from_system_time(t)),
         };
+        let latest = now_ms.saturating_add(duration_ms(MAX_DELAY));
+        if due_ms > latest {
+            return Err(Error::InvalidOption(
+                "the eta is more than MAX_DELAY (100 years) ahead; the longest accepted delay \
+                 is MAX_DELAY"
+                    .into(),
+            ));
+        }
+        if expires_ms.is_some_and(|exp| exp > latest) {
+            return Err(Error::InvalidOption(
+                "the expiry is more than MAX_DELAY (100 years) ahead; leave the expiry out for \
+                 a task that never expires"
+                    .into(),
+            ));
+        }
         if let Some(exp) = expires_ms {
             if exp <= now_ms {
                 return Err(Error::InvalidOption(
@@ -252,7 +301,7 @@ impl Options {
             queue,
             priority,
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-            retry: self.retry.unwrap_or_default(),
+            retry,
             due_ms,
             expires_ms,
         })

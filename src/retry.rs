@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::duration_ms;
+use crate::error::Error;
+use crate::model::MAX_DELAY;
 
 /// How long to wait before retry number `n` (1 for the first retry).
 ///
@@ -87,6 +89,22 @@ impl RetryPolicy {
     /// fresh random value on every call.
     pub fn delay_for(&self, retry: u32) -> Duration {
         Duration::from_millis(self.delay_ms(retry))
+    }
+
+    /// # Errors
+    /// `InvalidOption` if the base or the cap is over [`MAX_DELAY`].
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let max = crate::clock::duration_ms(MAX_DELAY);
+        for (what, ms) in [("base", self.base_ms), ("cap", self.cap_ms)] {
+            if ms > max {
+                return Err(Error::InvalidOption(format!(
+                    "the retry policy's {what} of {}s is longer than the longest accepted delay \
+                     (MAX_DELAY, 100 years)",
+                    ms / 1000
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn delay_ms(&self, retry: u32) -> u64 {

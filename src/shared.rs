@@ -72,10 +72,7 @@ impl Shared {
     ///
     /// # Errors
     /// `InvalidOption` naming both types if a name is already claimed by another type.
-    pub(crate) fn claim_names(
-        &self,
-        names: &[(&'static str, &'static str)],
-    ) -> Result<(), Error> {
+    pub(crate) fn claim_names(&self, names: &[(&'static str, &'static str)]) -> Result<(), Error> {
         let mut claimed = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, type_name) in names {
             if let Some(other) = claimed.get(name).filter(|other| *other != type_name) {

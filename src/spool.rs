@@ -11,8 +11,8 @@ use crate::options::Options;
 use crate::pool::WorkerBuilder;
 use crate::result::TaskHandle;
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
-pub use crate::shared::Spool;
 use crate::shared::Shared;
+pub use crate::shared::Spool;
 use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp};
 use crate::sync::Waiters;
 use crate::task::Task;
@@ -175,7 +175,8 @@ impl SpoolBuilder {
     /// once (each counts as an attempt).
     ///
     /// # Errors
-    /// `AlreadyOpen` if another process or `Spool` holds the file; `Corrupt`, `NotAQueue` or
+    /// `BadPath` if `path` is a directory or its directory does not exist; `AlreadyOpen` if
+    /// another process or `Spool` holds the file; `Corrupt`, `NotAQueue` or
     /// `NewerFormat` if the file cannot be used (it is left untouched) — `Corrupt` also when
     /// its write-ahead log is damaged, missing or another file's (see
     /// [`accept_log_damage`](Self::accept_log_damage)), or when the file is empty or missing

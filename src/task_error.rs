@@ -25,7 +25,8 @@ impl TaskError {
     }
 
     /// A retryable failure with an explicit delay instead of the backoff (like Celery's
-    /// `self.retry(countdown=…)`). It still counts toward `max_retries`.
+    /// `self.retry(countdown=…)`). It still counts toward `max_retries`. A delay over
+    /// [`MAX_DELAY`](crate::MAX_DELAY) waits `MAX_DELAY`.
     pub fn retry_after(delay: Duration, message: impl Into<String>) -> Self {
         TaskError {
             disposition: Disposition::RetryAfter(delay),

@@ -19,8 +19,8 @@ mod thread;
 mod worker;
 
 use thread::{Busy, Runner, WorkerThread};
-pub use worker::Worker;
 use worker::Running;
+pub use worker::Worker;
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -309,4 +309,3 @@ pub struct DrainReport {
     /// Attempts that succeeded.
     pub succeeded: usize,
 }
-

@@ -19,6 +19,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
 use crate::error::Error;
+use crate::schedule::cron_errors;
 
 /// A parsed crontab expression bound to a time zone.
 #[derive(Debug, Clone)]
@@ -34,7 +35,7 @@ pub(crate) fn parse_expr(expr: &str) -> Result<Cron, Error> {
         .year(Year::Disallowed)
         .build()
         .parse(expr)
-        .map_err(|e| Error::InvalidSchedule(format!("invalid cron expression {expr:?}: {e}")))
+        .map_err(|e| Error::InvalidSchedule(cron_errors::explain(expr, &e.to_string())))
 }
 
 /// Looks up an IANA time zone name such as `"Europe/Paris"` or `"UTC"`.

@@ -7,6 +7,7 @@
 //! worker memory; the writer sleeps until the earliest next fire.
 
 pub(crate) mod cron;
+mod cron_errors;
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::duration_ms;
 use crate::error::Error;
+use crate::model::MAX_DELAY;
 use crate::options::Template;
 use cron::CronSpec;
 
@@ -53,6 +55,8 @@ pub enum MisfirePolicy {
 pub struct Schedule {
     kind: Kind,
     misfire: MisfirePolicy,
+    /// A time zone given to an interval schedule, refused when it is declared.
+    tz_on_interval: Option<String>,
 }
 
 /// What is stored: the expression or interval.
@@ -82,25 +86,30 @@ impl Schedule {
                 tz: "UTC".to_string(),
             },
             misfire: MisfirePolicy::RunOnce,
+            tz_on_interval: None,
         })
     }
 
-    /// Fires every `interval`, the first time one interval after it is first declared.
-    /// A zero interval is refused when the schedule is declared.
+    /// Fires every `interval` (counted in whole milliseconds), the first time one interval
+    /// after it is first declared. An interval under 1 ms or over [`MAX_DELAY`] is refused
+    /// when the schedule is declared.
     pub fn every(interval: Duration) -> Schedule {
         Schedule {
             kind: Kind::Every {
                 ms: duration_ms(interval),
             },
             misfire: MisfirePolicy::RunOnce,
+            tz_on_interval: None,
         }
     }
 
     /// Evaluates a cron schedule in this IANA time zone (e.g. `"Europe/Paris"`). An unknown
-    /// name is refused when the schedule is declared. No effect on interval schedules.
+    /// name is refused when the schedule is declared, and so is a time zone on an interval
+    /// schedule (an interval is the same length in every zone, so the zone would be ignored).
     pub fn tz(mut self, zone: &str) -> Schedule {
-        if let Kind::Cron { tz, .. } = &mut self.kind {
-            *tz = zone.to_string();
+        match &mut self.kind {
+            Kind::Cron { tz, .. } => *tz = zone.to_string(),
+            Kind::Every { .. } => self.tz_on_interval = Some(zone.to_string()),
         }
         self
     }
@@ -125,10 +134,24 @@ impl Schedule {
                 Ok(())
             }
             Kind::Every { ms: 0 } => Err(Error::InvalidSchedule(
-                "the interval must be longer than zero".into(),
+                "the interval must be at least 1 ms".into(),
             )),
+            Kind::Every { ms } if *ms > duration_ms(MAX_DELAY) => {
+                Err(Error::InvalidSchedule(format!(
+                    "the interval of {}s is longer than the longest accepted delay \
+                     (MAX_DELAY, 100 years)",
+                    ms / 1000
+                )))
+            }
             Kind::Every { .. } => Ok(()),
         }?;
+        if let Some(zone) = &self.tz_on_interval {
+            return Err(Error::InvalidSchedule(format!(
+                "tz({zone:?}) was given to an interval schedule, which is the same in every time \
+                 zone; time zones apply to cron schedules — drop the tz(..) or use \
+                 Schedule::cron"
+            )));
+        }
         if self.misfire == (MisfirePolicy::CatchUp { max: 0 }) {
             return Err(Error::InvalidSchedule(
                 "CatchUp { max: 0 } would never run a missed fire; use Skip".into(),

@@ -85,6 +85,7 @@ pub(crate) fn open_with(path: &Path, settings: &Settings) -> Result<Opened, Erro
     if let Some(disk) = &settings.disk {
         return open_simulated(path, settings, disk);
     }
+    paths::check(path)?;
     let log = replay::read(path)?;
     if precheck_read_only(path, log.as_deref(), settings.accept_log_damage)? == Found::Blank {
         // redb was creating it when the power went (it writes its magic number last): there

@@ -5,9 +5,11 @@
 
 use redb::ReadableTable;
 
-use crate::clock::to_system_time;
+use crate::clock::{rfc3339_ms, to_system_time};
 use crate::error::Error;
-use crate::model::{AttemptError, AttemptErrorKind, Disposition, Outcome, TaskId, TaskState};
+use crate::model::{
+    AttemptError, AttemptErrorKind, Disposition, MAX_DELAY, Outcome, TaskId, TaskState,
+};
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
@@ -140,11 +142,13 @@ impl Tx<'_> {
     pub(crate) fn expire(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         let now = self.now();
         let expired_at = rec.expires_at_ms.unwrap_or(now);
+        let message = format!("expired at {} before it started", rfc3339_ms(expired_at));
+        tracing::info!(task.id = id, task.name = %rec.name, "task {message}");
         rec.errors.push(AttemptError {
             attempt: rec.attempts,
             at: to_system_time(now),
             kind: AttemptErrorKind::Expired,
-            message: format!("expired at {expired_at} ms before it started"),
+            message,
         });
         self.finalize(id, rec, TaskState::Expired)
     }
@@ -195,15 +199,36 @@ impl Tx<'_> {
         let delay = match disposition {
             Disposition::Fail => None,
             Disposition::Retry => Some(rec.retry.delay_ms(rec.attempts)),
-            Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(d)),
+            Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(d.min(MAX_DELAY))),
         };
+        // Logged here, where the outcome is decided (the attempt's span is on the worker).
+        let error = rec.errors.last().map_or("", |e| e.message.as_str());
         match delay {
             Some(delay) if rec.retries_left() => {
+                tracing::warn!(
+                    task.id = id,
+                    task.name = %rec.name,
+                    attempt = c.attempt,
+                    delay_s = delay as f64 / 1000.0,
+                    error,
+                    "task failed; retrying in {:.3}s",
+                    delay as f64 / 1000.0
+                );
                 self.set_state(&mut rec, TaskState::Retrying);
                 self.make_scheduled(id, &mut rec, now.saturating_add(delay))?;
                 self.put(id, &rec)?;
             }
-            _ => self.finalize(id, &mut rec, TaskState::Failed)?,
+            _ => {
+                tracing::error!(
+                    task.id = id,
+                    task.name = %rec.name,
+                    attempt = c.attempt,
+                    error,
+                    "task failed for good after {} attempt(s)",
+                    rec.attempts
+                );
+                self.finalize(id, &mut rec, TaskState::Failed)?;
+            }
         }
         Ok(true)
     }
@@ -344,10 +369,24 @@ impl Tx<'_> {
                 ),
             });
             if rec.retries_left() {
+                tracing::warn!(
+                    task.id = id,
+                    task.name = %rec.name,
+                    attempt,
+                    "task recovered: attempt {attempt} was running when the previous owner of \
+                     the file died; it runs again now"
+                );
                 self.set_state(&mut rec, TaskState::Ready);
                 self.make_ready(id, &mut rec)?;
                 self.put(id, &rec)?;
             } else {
+                tracing::error!(
+                    task.id = id,
+                    task.name = %rec.name,
+                    attempt,
+                    "task failed for good: attempt {attempt} was running when the previous \
+                     owner of the file died, and it was the last one allowed"
+                );
                 self.finalize(id, &mut rec, TaskState::Failed)?;
             }
         }

@@ -402,18 +402,45 @@ fn a_temporary_spool_removes_its_directory_when_closed() {
 }
 
 #[test]
-fn unusable_paths_are_errors_not_panics() {
+fn unusable_paths_are_errors_that_name_the_path() {
     let (dir, _path) = temp_queue();
     let missing_dir = dir.path().join("no/such/dir/queue.redb");
     let err = Spool::open(&missing_dir).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Storage, "{err:?}");
+    assert!(
+        matches!(&err, Error::BadPath { path, .. } if *path == missing_dir),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let message = err.to_string();
+    assert!(
+        message.contains(&missing_dir.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "its directory {} does not exist; create it first",
+            dir.path().join("no/such/dir").display()
+        )),
+        "{message}"
+    );
     assert!(!missing_dir.exists());
 
     let err = Spool::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(err.kind(), ErrorKind::Storage | ErrorKind::BadFile),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("it is a directory"), "{err}");
+
+    // A file where a directory should be.
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Spool::open(file.join("queue.redb")).unwrap_err();
+    assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+
+    let err = Spool::open("").unwrap_err();
+    assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
+    // Nothing was created in any of these cases.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 /// The queue file, its log and its journal are created readable and writable by their owner

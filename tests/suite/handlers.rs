@@ -127,7 +127,10 @@ fn giving_one_type_of_app_data_twice_is_refused() {
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
         let message = err.to_string();
-        assert!(message.contains("Attempts") && message.contains("twice"), "{message}");
+        assert!(
+            message.contains("Attempts") && message.contains("twice"),
+            "{message}"
+        );
     }
 }
 

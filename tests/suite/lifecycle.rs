@@ -235,6 +235,41 @@ fn an_output_that_cannot_be_stored_fails_the_task_without_retrying() {
     assert!(f.message.contains("test.bad_output"), "{}", f.message);
 }
 
+/// Returns a float that JSON cannot hold (serde_json writes NaN as `null`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ratio {
+    num: f64,
+    den: f64,
+}
+
+impl taskspool::Task for Ratio {
+    const NAME: &'static str = "test.ratio";
+    type Output = f64;
+    fn run(self, _ctx: &taskspool::Context) -> Result<f64, taskspool::TaskError> {
+        Ok(self.num / self.den)
+    }
+}
+
+/// An output that would not read back is never stored as a success: the attempt fails, with
+/// a message that says why, and every later read says `TaskFailed` (not a decode error).
+#[test]
+fn an_output_that_would_not_read_back_fails_the_attempt() {
+    let spool = Spool::temporary().unwrap();
+    let nan = spool.enqueue(Ratio { num: 0.0, den: 0.0 }).unwrap();
+    let half = spool.enqueue(Ratio { num: 1.0, den: 2.0 }).unwrap();
+    spool.worker().register::<Ratio>().drain().unwrap();
+    assert_eq!(half.wait(WAIT).unwrap(), 0.5);
+    let Err(Error::TaskFailed(f)) = nan.wait(WAIT) else {
+        panic!("a NaN output must fail the task");
+    };
+    assert_eq!(f.errors.len(), 1, "a permanent failure, not retried");
+    assert_eq!(f.errors[0].kind, taskspool::AttemptErrorKind::Fatal);
+    for part in ["test.ratio", "does not read back", "`f64`", "null", "NaN"] {
+        assert!(f.message.contains(part), "{part:?} not in {}", f.message);
+    }
+    assert!(matches!(nan.try_get(), Err(Error::TaskFailed(_))));
+}
+
 /// Another view of `test.add`: the same name, a narrower output type.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct AddAsU32;
@@ -287,10 +322,7 @@ fn a_handle_for_another_task_type_names_both_tasks() {
     }
     // Also once the task has succeeded, with an output Ghost's type could decode.
     spool.worker().register::<Add>().drain().unwrap();
-    assert!(matches!(
-        wrong.try_get(),
-        Err(Error::WrongTask { .. })
-    ));
+    assert!(matches!(wrong.try_get(), Err(Error::WrongTask { .. })));
 }
 
 /// Echoes its (large) argument back.

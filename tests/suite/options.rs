@@ -56,6 +56,129 @@ fn invalid_enqueue_options_write_nothing() {
     assert!(spool.stats().unwrap().queue("").is_none());
 }
 
+/// What used to be accepted silently (a whitespace queue name, `Duration::MAX` capped as a
+/// countdown) is refused, and the message says what is wrong.
+#[test]
+fn silent_mistakes_are_refused_with_a_reason() {
+    let spool = Spool::temporary().unwrap();
+    let before = spool.stats().unwrap();
+    let far = SystemTime::now() + taskspool::MAX_DELAY + Duration::from_secs(86_400);
+    let bad = [
+        (
+            "queue of spaces",
+            Options::new().queue("   "),
+            "only whitespace",
+        ),
+        (
+            "queue with a trailing space",
+            Options::new().queue("mail "),
+            "ends with whitespace",
+        ),
+        (
+            "queue with a newline",
+            Options::new().queue("ma\nil"),
+            "control character",
+        ),
+        (
+            "countdown of Duration::MAX",
+            Options::new().countdown(Duration::MAX),
+            "longest accepted delay (MAX_DELAY",
+        ),
+        (
+            "countdown just over MAX_DELAY",
+            Options::new().countdown(taskspool::MAX_DELAY + Duration::from_secs(1)),
+            "longest accepted delay (MAX_DELAY",
+        ),
+        (
+            "eta beyond MAX_DELAY",
+            Options::new().eta(far),
+            "eta is more than MAX_DELAY",
+        ),
+        (
+            "expiry beyond MAX_DELAY",
+            Options::new().expires(far),
+            "leave the expiry out",
+        ),
+        (
+            "relative expiry beyond MAX_DELAY",
+            Options::new().expires(Duration::MAX),
+            "longest accepted delay",
+        ),
+        (
+            "retry cap beyond MAX_DELAY",
+            Options::new().retry_policy(taskspool::RetryPolicy::fixed(Duration::MAX)),
+            "retry policy's base",
+        ),
+    ];
+    for (what, opts, says) in bad {
+        let err = spool.enqueue_with(Add { a: 1, b: 1 }, opts).unwrap_err();
+        assert!(matches!(err, Error::InvalidOption(_)), "{what}: {err:?}");
+        assert!(err.to_string().contains(says), "{what}: {err}");
+    }
+    assert_eq!(spool.stats().unwrap(), before, "something was written");
+    // MAX_DELAY itself is accepted.
+    spool
+        .enqueue_with(
+            Add { a: 1, b: 1 },
+            Options::new().countdown(taskspool::MAX_DELAY),
+        )
+        .unwrap();
+
+    // A worker with no queue, or a queue name of spaces.
+    let err = spool
+        .worker()
+        .queues(Vec::<String>::new())
+        .register::<Add>()
+        .start()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("queues([]) names no queue"),
+        "{err}"
+    );
+    let err = spool
+        .worker()
+        .queues(Vec::<String>::new())
+        .register::<Add>()
+        .drain()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+    let err = spool
+        .worker()
+        .queue(" ")
+        .register::<Add>()
+        .drain()
+        .unwrap_err();
+    assert!(err.to_string().contains("only whitespace"), "{err}");
+}
+
+/// Naming one queue with `queue(..)` serves only the queues named, as Celery's `-Q` does.
+#[test]
+fn naming_a_queue_drops_the_default_one() {
+    let spool = Spool::temporary().unwrap();
+    let default = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
+    let mail = spool
+        .enqueue_with(Add { a: 2, b: 2 }, Options::new().queue("mail"))
+        .unwrap();
+    let report = spool
+        .worker()
+        .queue("mail")
+        .register::<Add>()
+        .drain()
+        .unwrap();
+    assert_eq!(report.attempts, 1);
+    assert_eq!(mail.try_get().unwrap(), Some(4));
+    assert_eq!(default.try_get().unwrap(), None);
+    spool
+        .worker()
+        .queue("mail")
+        .queue("default")
+        .register::<Add>()
+        .drain()
+        .unwrap();
+    assert_eq!(default.try_get().unwrap(), Some(2));
+}
+
 #[test]
 fn edge_values_are_accepted() {
     let spool = Spool::temporary().unwrap();

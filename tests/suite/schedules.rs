@@ -250,14 +250,22 @@ fn invalid_declarations_are_typed_errors_and_write_nothing() {
     let beat = || Beat {
         key: unique("invalid"),
     };
-    assert!(matches!(
-        Schedule::cron("0 25 * * *"),
-        Err(Error::InvalidSchedule(_))
+    // Cron errors name the field, the value and its range, or the unknown macro.
+    let said = |expr: &str| match Schedule::cron(expr) {
+        Err(e @ Error::InvalidSchedule(_)) => {
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            e.to_string()
+        }
+        other => panic!("{expr}: expected InvalidSchedule, got {other:?}"),
+    };
+    assert!(said("0 25 * * *").contains("hour 25 is out of range 0–23"));
+    assert!(said("61 * * * *").contains("minute 61 is out of range 0–59"));
+    assert!(said("@fortnightly").contains(
+        "@fortnightly is not a known macro; known: @yearly, @annually, @monthly, @weekly, \
+         @daily, @hourly"
     ));
-    assert!(matches!(
-        Schedule::cron("every day"),
-        Err(Error::InvalidSchedule(_))
-    ));
+    assert!(said("every day").contains("has 2 field(s); it needs 5"));
+    assert!(said("0 0 * JANUARY *").contains("month `JANUARY` is not valid"));
     let bad_tz = Schedule::cron("0 6 * * *").unwrap().tz("Europe/Atlantis");
     let err = spool.schedule("a", bad_tz, beat()).unwrap_err();
     assert!(
@@ -268,6 +276,29 @@ fn invalid_declarations_are_typed_errors_and_write_nothing() {
         .schedule("b", Schedule::every(Duration::ZERO), beat())
         .unwrap_err();
     assert!(matches!(err, Error::InvalidSchedule(_)), "{err}");
+    // Under a millisecond is zero milliseconds.
+    let err = spool
+        .schedule("b", Schedule::every(Duration::from_micros(500)), beat())
+        .unwrap_err();
+    assert!(err.to_string().contains("at least 1 ms"), "{err}");
+    let err = spool
+        .schedule("b", Schedule::every(Duration::MAX), beat())
+        .unwrap_err();
+    assert!(err.to_string().contains("MAX_DELAY"), "{err}");
+    // A time zone means nothing to an interval: refused instead of ignored.
+    let err = spool
+        .schedule(
+            "b",
+            Schedule::every(Duration::from_secs(60)).tz("Europe/Paris"),
+            beat(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidSchedule(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("tz(\"Europe/Paris\") was given to an interval schedule"),
+        "{err}"
+    );
     let err = spool
         .schedule_with(
             "c",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use taskspool::{Error, ErrorKind, Spool, TaskState};
+use taskspool::{Error, ErrorKind, Spool, TaskId, TaskState, Worker};
 
 use super::common::*;
 
@@ -262,4 +262,63 @@ fn a_shutdown_that_timed_out_can_be_waited_for_again() {
     assert_eq!(h.status().unwrap().state, TaskState::Succeeded);
     assert_eq!(worker.busy(), 0);
     worker.shutdown(Duration::ZERO).unwrap();
+}
+
+/// Several pools shut down together share one deadline: every pool stops claiming at once,
+/// and the call takes about one timeout, not one per pool; the timeout names every pool's
+/// running task.
+#[test]
+fn pools_shut_down_together_within_one_deadline() {
+    let spool = Spool::temporary().unwrap();
+    let keys = [unique("together-a"), unique("together-b")];
+    let start = |queue: &str| {
+        spool
+            .worker()
+            .concurrency(1)
+            .queue(queue)
+            .register::<Gated>()
+            .start()
+            .unwrap()
+    };
+    let workers = [start("a"), start("b")];
+    let handles: Vec<_> = ["a", "b"]
+        .iter()
+        .zip(&keys)
+        .map(|(queue, key)| {
+            spool
+                .enqueue_with(
+                    Gated {
+                        gate: key.clone(),
+                        wait: true,
+                        work_ms: 0,
+                        value: 1,
+                    },
+                    taskspool::Options::new().queue(*queue),
+                )
+                .unwrap()
+        })
+        .collect();
+    for key in &keys {
+        gate(key).wait_started(1);
+    }
+    let timeout = Duration::from_secs(1);
+    let began = std::time::Instant::now();
+    let err = Worker::shutdown_all(&workers, timeout).unwrap_err();
+    let took = began.elapsed();
+    let mut ids: Vec<TaskId> = handles.iter().map(|h| h.id()).collect();
+    ids.sort();
+    assert!(
+        matches!(&err, Error::ShutdownTimeout { running: 2, tasks } if *tasks == ids),
+        "{err:?}"
+    );
+    // One deadline for both: a wait per pool would take at least two timeouts. (Not a speed
+    // check: the bound is the behaviour, with most of a timeout of slack.)
+    assert!(took < timeout * 9 / 5, "took {took:?}");
+    for key in &keys {
+        gate(key).open();
+    }
+    Worker::shutdown_all(&workers, WAIT).unwrap();
+    for h in &handles {
+        assert_eq!(h.status().unwrap().state, TaskState::Succeeded);
+    }
 }
