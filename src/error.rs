@@ -141,7 +141,8 @@ pub enum Error {
     #[error("task {0} expired before it started")]
     TaskExpired(TaskId),
 
-    /// The task ended `Revoked`.
+    /// The task ended `Revoked`. Reserved: nothing revokes a task yet (revoking is planned),
+    /// so this is not returned today.
     #[error("task {0} was revoked")]
     TaskRevoked(TaskId),
 

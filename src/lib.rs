@@ -31,19 +31,26 @@
 //! # A tour
 //!
 //! - **Defining tasks.** A task is a serializable struct implementing [`Task`]: a stable
-//!   `NAME`, an `Output`, and `run`. Arguments and results are stored as JSON, so the CLI can
-//!   read them and added fields survive deploys. A handler returns [`TaskError::retry`] (or
-//!   any error via `?`) to retry with backoff, [`TaskError::retry_after`] for an explicit
-//!   delay, or [`TaskError::fail`] to stop. Panics are caught and retried like errors.
+//!   `NAME`, an `Output`, and `run`. Arguments and results are stored as JSON, so tools can
+//!   read them ([`TaskStatus`] carries both) and added fields survive deploys. Every error
+//!   retries by default: a handler returns [`TaskError::retry`] (or any error via `?`) to
+//!   retry with backoff, [`TaskError::retry_after`] for an explicit delay, or
+//!   [`TaskError::fail`] to stop. Panics are caught and retried like errors.
+//! - **What a handler reaches.** Its [`Context`]: the attempt's id, name, queue and number,
+//!   the app data its worker was given ([`WorkerBuilder::data`], read with
+//!   [`Context::data`]), and the spool ([`Context::spool`]) to enqueue follow-ups. Each
+//!   attempt runs in a `tracing` span with events for its start, success, retry and failure.
 //! - **Enqueueing.** [`Spool::enqueue`], [`Spool::enqueue_with`] with [`Options`] (queue,
 //!   priority 0–9, retries, [`RetryPolicy`], countdown/ETA, expiry), and
 //!   [`Spool::enqueue_many`] for a batch in one transaction.
 //! - **Running.** [`Spool::worker`] configures a pool ([`WorkerBuilder`]): concurrency, queues,
-//!   task types. [`Worker::shutdown`] is graceful; dropping the worker does the same.
+//!   task types, app data. [`Worker::shutdown`] is graceful ([`Worker::shutdown_all`] stops
+//!   several pools within one deadline); dropping the worker does the same.
 //!   [`WorkerBuilder::drain`] runs everything due on the calling thread, for tests.
 //! - **Results.** [`TaskHandle::wait`] returns the output or the final failure with every
-//!   attempt's error. [`Spool::status`] shows state, times and history; an unknown id is
-//!   [`Error::NotFound`]. Finished tasks are pruned after a TTL (one day by default).
+//!   attempt's error. [`Spool::status`] shows state, times, history, arguments and output;
+//!   an unknown id is [`Error::NotFound`]. Every view serializes to JSON. Finished tasks are
+//!   pruned after a TTL (one day by default).
 //! - **Periodic tasks.** [`Spool::schedule`] declares a [`Schedule`] — a 5-field crontab in a
 //!   time zone, or an interval — with a [`MisfirePolicy`] for fires missed while the file was
 //!   closed. Declaring is an upsert; [`Spool::schedules`] lists them with their next fire.
@@ -52,6 +59,10 @@
 //!   the spool when it moves, so tests never sleep for a countdown.
 //! - **Options.** [`SpoolBuilder`] sets the results TTL, redb's cache size, the clock, the
 //!   [`Durability`] mode and how much write-ahead log accumulates between checkpoints.
+//!
+//! Not here yet (planned): revoking tasks, time limits, rate and concurrency limits, unique
+//! tasks, workflows, a command-line tool, a dashboard, async handlers and a PostgreSQL
+//! backend. [`TaskState::Revoked`] and [`Error::TaskRevoked`] are reserved for revoking.
 //!
 //! # Guarantees
 //!

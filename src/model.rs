@@ -36,12 +36,13 @@ pub(crate) const MAX_QUEUE_NAME: usize = 200;
 pub struct TaskId(pub(crate) u64);
 
 impl TaskId {
-    /// The numeric id, as shown by the CLI.
+    /// The numeric id, as displayed and serialized.
     pub fn as_u64(self) -> u64 {
         self.0
     }
 
-    /// Rebuilds an id from its number (for example one read from a log or the CLI).
+    /// Rebuilds an id from its number (for example one read from a log or a status printed
+    /// as JSON).
     pub fn from_u64(id: u64) -> Self {
         TaskId(id)
     }
@@ -97,7 +98,7 @@ impl TaskState {
         )
     }
 
-    /// All states, in lifecycle order (for stats and the CLI).
+    /// All states, in lifecycle order (for stats and tools).
     pub const ALL: [TaskState; 8] = [
         TaskState::Scheduled,
         TaskState::Ready,

@@ -1,6 +1,6 @@
 //! How internal records are stored: a one-byte envelope version, then the record's parts,
 //! each a postcard value. User arguments and results are not encoded here: they stay JSON
-//! (`serde_json`) so the CLI can show them and added fields are tolerated across deploys.
+//! (`serde_json`) so tools can show them and added fields are tolerated across deploys.
 //!
 //! postcard is compact and fast, but not self-describing: a struct's fields are read back in
 //! order with nothing to mark where one ends, so a struct that gains a field can no longer

@@ -199,7 +199,7 @@ pub(crate) trait Engine: Send + Sync {
     /// The JSON output of a succeeded task; `None` while it has not reached a final state.
     ///
     /// # Errors
-    /// `TaskFailed`, `TaskExpired` or `TaskRevoked` for the other final states; as
+    /// `TaskFailed`, `TaskExpired` (or the reserved `TaskRevoked`) for the other final states; as
     /// [`Engine::status`].
     /// `WrongTask` first if the task's name is not `name` (the handle's type).
     fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error>;

@@ -270,6 +270,43 @@ fn an_output_that_would_not_read_back_fails_the_attempt() {
     assert!(matches!(nan.try_get(), Err(Error::TaskFailed(_))));
 }
 
+/// Arguments that would not read back are refused at enqueue, and a batch holding one
+/// stores nothing.
+#[test]
+fn arguments_that_would_not_read_back_are_refused_at_enqueue() {
+    let spool = Spool::temporary().unwrap();
+    let err = spool
+        .enqueue(Ratio {
+            num: f64::NAN,
+            den: 1.0,
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Json(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    for part in ["test.ratio", "do not read back", "`num`", "NaN"] {
+        assert!(err.to_string().contains(part), "{part:?} not in {err}");
+    }
+    let batch = [1.0, f64::INFINITY].map(|den| Ratio { num: 1.0, den });
+    assert!(matches!(spool.enqueue_many(batch), Err(Error::Json(_))));
+    assert_eq!(spool.stats().unwrap().total(), 0);
+    // A `null` that reads back is fine.
+    spool.enqueue(MaybeNull { value: None }).unwrap();
+}
+
+/// Arguments whose JSON holds a `null` that reads back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MaybeNull {
+    value: Option<f64>,
+}
+
+impl taskspool::Task for MaybeNull {
+    const NAME: &'static str = "test.maybe_null";
+    type Output = ();
+    fn run(self, _ctx: &taskspool::Context) -> Result<(), taskspool::TaskError> {
+        Ok(())
+    }
+}
+
 /// Another view of `test.add`: the same name, a narrower output type.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct AddAsU32;
