@@ -1,4 +1,5 @@
-//! Quick start: a few real tasks in a queue file, a worker, results, and a retry.
+//! Quick start: a few real tasks in a queue file, a worker with app data, results, a retry,
+//! and a follow-up task enqueued from a handler.
 //!
 //! Run with `cargo run --example quickstart`. The queue lives in `./data/quickstart.redb`;
 //! run it twice and the ids keep counting: the file persists.
@@ -6,9 +7,12 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskspool::{Context, Options, RetryPolicy, Spool, Task, TaskError};
+use taskspool::{Context, Options, RetryPolicy, Spool, Task, TaskError, TaskId};
 
-/// Counts the words of a text.
+/// App data the worker gives its tasks: words not to count.
+struct StopWords(Vec<&'static str>);
+
+/// Counts the words of a text, leaving out the worker's stop words.
 #[derive(Serialize, Deserialize)]
 struct WordCount {
     text: String,
@@ -18,8 +22,13 @@ impl Task for WordCount {
     const NAME: &'static str = "word_count";
     type Output = usize;
 
-    fn run(self, _ctx: &Context) -> Result<usize, TaskError> {
-        Ok(self.text.split_whitespace().count())
+    fn run(self, ctx: &Context) -> Result<usize, TaskError> {
+        let stop = ctx.data::<StopWords>()?;
+        Ok(self
+            .text
+            .split_whitespace()
+            .filter(|w| !stop.0.contains(w))
+            .count())
     }
 }
 
@@ -29,15 +38,29 @@ struct FlakyFetch {
     url: String,
 }
 
+/// What a fetch returns: a summary, and the follow-up task it enqueued.
+#[derive(Serialize, Deserialize)]
+struct Fetched {
+    summary: String,
+    count_task: TaskId,
+}
+
 impl Task for FlakyFetch {
     const NAME: &'static str = "flaky_fetch";
-    type Output = String;
+    type Output = Fetched;
 
-    fn run(self, ctx: &Context) -> Result<String, TaskError> {
+    fn run(self, ctx: &Context) -> Result<Fetched, TaskError> {
         if ctx.attempt() == 1 {
             return Err(TaskError::retry(format!("{}: connection reset", self.url)));
         }
-        Ok(format!("fetched {} on attempt {}", self.url, ctx.attempt()))
+        // A follow-up: count the words of what was fetched.
+        let count = ctx.spool()?.enqueue(WordCount {
+            text: format!("the feed at {}", self.url),
+        })?;
+        Ok(Fetched {
+            summary: format!("fetched {} on attempt {}", self.url, ctx.attempt()),
+            count_task: count.id(),
+        })
     }
 }
 
@@ -47,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = spool
         .worker()
         .concurrency(2)
+        .data(StopWords(vec!["the", "a"]))
         .register::<WordCount>()
         .register::<FlakyFetch>()
         .start()?;
@@ -74,12 +98,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fetched = fetch.wait(Duration::from_secs(10))?;
     let status = fetch.status()?;
-    println!("task {:>4}: {fetched}", fetch.id());
+    println!("task {:>4}: {}", fetch.id(), fetched.summary);
     println!(
         "           state={} attempts={} first error: {}",
         status.state,
         status.attempts,
         status.errors.first().map_or("none", |e| e.message.as_str())
+    );
+    let follow_up = spool.handle::<WordCount>(fetched.count_task);
+    println!(
+        "task {:>4}: {} words in the follow-up the fetch enqueued",
+        follow_up.id(),
+        follow_up.wait(Duration::from_secs(10))?
     );
 
     worker.shutdown(Duration::from_secs(10))?;
