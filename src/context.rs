@@ -6,10 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
+use serde::Serialize;
+
 use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::{Origin, TaskId};
 use crate::shared::{Shared, Spool};
+use crate::signal::{AttemptSignal, StopReason};
+use crate::store::Reporter;
 use crate::task_error::TaskError;
 
 /// Values of any `Send + Sync + 'static` type given to a pool with
@@ -64,16 +68,26 @@ pub(crate) struct Env {
     pub(crate) data: AppData,
     /// Weak: a running task never keeps the spool open on its own.
     pub(crate) spool: Weak<Shared>,
+    /// Where progress goes.
+    pub(crate) reporter: Arc<dyn Reporter>,
 }
 
 impl Env {
-    pub(crate) fn new(data: AppData, shared: &Arc<Shared>) -> Arc<Env> {
+    pub(crate) fn new(
+        data: AppData,
+        shared: &Arc<Shared>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Arc<Env> {
         Arc::new(Env {
             data,
             spool: Arc::downgrade(shared),
+            reporter,
         })
     }
 }
+
+/// The most bytes one progress report may take as JSON.
+pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
 
 /// What a running attempt knows about itself, and what it can reach: the app data its worker
 /// was given ([`data`](Self::data)) and the spool ([`spool`](Self::spool)).
@@ -122,6 +136,10 @@ pub struct Context {
     pub(crate) enqueued_at_ms: u64,
     pub(crate) origin: Option<Origin>,
     pub(crate) env: Arc<Env>,
+    /// Shared with the engine and the timekeeper: asks the attempt to stop.
+    pub(crate) signal: Arc<AttemptSignal>,
+    /// The hard time limit's deadline, on the spool's clock.
+    pub(crate) deadline_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -134,6 +152,8 @@ impl std::fmt::Debug for Context {
             .field("max_retries", &self.max_retries)
             .field("origin", &self.origin)
             .field("data", &self.env.data.type_names())
+            .field("cancelled", &self.is_cancelled())
+            .field("deadline", &self.deadline())
             .finish()
     }
 }
@@ -214,6 +234,74 @@ impl Context {
                 }
             ))
         })
+    }
+
+    /// Whether this attempt is asked to stop: the task was revoked
+    /// ([`Spool::revoke`](crate::Spool::revoke)) or its soft time limit passed
+    /// ([`Options::soft_time_limit`](crate::Options::soft_time_limit)). One atomic load; a
+    /// long handler checks it between steps. After a revoke, whatever the handler returns,
+    /// the task ends `Revoked`.
+    pub fn is_cancelled(&self) -> bool {
+        self.signal.is_stopped()
+    }
+
+    /// `Err` if this attempt is asked to stop, to end it with `?` between steps of a long
+    /// handler: after a revoke the task ends `Revoked`; after the soft time limit the attempt
+    /// fails as a time limit and is retried by the task's policy.
+    ///
+    /// # Errors
+    /// A [`TaskError`] that says why the attempt stops.
+    pub fn check(&self) -> Result<(), TaskError> {
+        match self.signal.stop_reason() {
+            None => Ok(()),
+            Some(StopReason::Revoked) => Err(TaskError::stopped("the task was revoked")),
+            Some(StopReason::SoftLimit) => Err(TaskError::stopped(
+                "the soft time limit passed; the attempt stopped",
+            )),
+        }
+    }
+
+    /// Sleeps for `duration`, or until the attempt is asked to stop, whichever comes first —
+    /// a wait that a revoke or the soft time limit cuts short, without a busy loop.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check), when a stop cut the sleep short.
+    pub fn sleep(&self, duration: std::time::Duration) -> Result<(), TaskError> {
+        self.signal.sleep(duration);
+        self.check()
+    }
+
+    /// When the hard time limit ends this attempt ([`Options::time_limit`](crate::Options::time_limit)),
+    /// on the spool's clock; `None` without a hard limit.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.deadline_ms.map(to_system_time)
+    }
+
+    /// Reports this attempt's progress: any value that serializes to JSON of at most
+    /// [`MAX_PROGRESS_BYTES`] (64 KiB). It shows in [`Spool::status`](crate::Spool::status)
+    /// at once (the latest report wins) and is kept with the task when the attempt ends; a
+    /// report costs no sync of its own (it is stored with the next commit).
+    ///
+    /// # Errors
+    /// `Json` if the value does not serialize; `InvalidOption` if it is over the limit.
+    pub fn set_progress<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let json = serde_json::to_vec(value).map_err(|e| {
+            Error::Json(format!(
+                "cannot encode the progress of task `{}`: {e}",
+                self.name
+            ))
+        })?;
+        if json.len() > MAX_PROGRESS_BYTES {
+            return Err(Error::InvalidOption(format!(
+                "a progress report of {} bytes is over the limit of {MAX_PROGRESS_BYTES} bytes; \
+                 report a summary (a fraction, a count, a short message)",
+                json.len()
+            )));
+        }
+        if !self.signal.is_abandoned() {
+            self.env.reporter.progress(self.id, self.attempt, json);
+        }
+        Ok(())
     }
 
     /// A handle to the spool this task runs in, to enqueue follow-up tasks or read statuses.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::model::{AttemptError, TaskId};
+use crate::model::{AttemptError, TaskId, TaskState};
 
 /// Everything that can go wrong when using a [`Spool`](crate::Spool).
 ///
@@ -129,6 +129,18 @@ pub enum Error {
         stored: String,
     },
 
+    /// The task is not in a state the request applies to (for example `retry` of a task
+    /// that is still running, or `forget` of one that has not finished). Nothing changed.
+    #[error("task {id} is {state}; {applies}")]
+    WrongState {
+        /// The task.
+        id: TaskId,
+        /// The state it is in.
+        state: TaskState,
+        /// Which tasks the request applies to, in words.
+        applies: &'static str,
+    },
+
     /// `wait` gave up before the task reached a final state. The task is unaffected.
     #[error("task {0} did not finish within the wait timeout")]
     Timeout(TaskId),
@@ -204,6 +216,7 @@ impl Error {
             | Error::InvalidSchedule(_)
             | Error::Json(_)
             | Error::WrongTask { .. }
+            | Error::WrongState { .. }
             | Error::BadPath { .. } => ErrorKind::InvalidInput,
             Error::NotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,

@@ -126,7 +126,9 @@ mod clock;
 mod error;
 mod model;
 mod retry;
+mod signal;
 mod sync;
+mod timekeeper;
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -140,11 +142,11 @@ mod model_tests;
 mod power_tests;
 
 pub use clock::ManualClock;
-pub use context::Context;
+pub use context::{Context, MAX_PROGRESS_BYTES};
 pub use error::{Error, ErrorKind, Failure};
 pub use model::{
     AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,
-    TaskId, TaskState,
+    Revoke, TaskId, TaskState,
 };
 pub use options::{Expiry, Options};
 pub use pool::{
@@ -159,4 +161,4 @@ pub use spool::{
 };
 pub use task::Task;
 pub use task_error::TaskError;
-pub use views::{QueueStats, Stats, TaskStatus};
+pub use views::{PoolStats, QueueStats, Stats, TaskStatus};

@@ -82,8 +82,8 @@ pub enum TaskState {
     Succeeded,
     /// Final: the handler failed permanently, or every allowed attempt failed.
     Failed,
-    /// Final: revoked before it ran. Reserved: nothing revokes a task yet (revoking comes
-    /// with the issue on control over running work), so no task is in this state today.
+    /// Final: revoked ([`Spool::revoke`](crate::Spool::revoke)) before it ran, or while an
+    /// attempt ran (which then ended).
     Revoked,
     /// Final: its expiry time passed before it started.
     Expired,
@@ -174,6 +174,14 @@ pub enum AttemptErrorKind {
     WorkerLost,
     /// The task's expiry passed before it started.
     Expired,
+    /// The task was revoked (before it ran, or while an attempt ran).
+    Revoked,
+    /// The attempt ran past its time limit: the hard limit, or it failed after its soft
+    /// limit asked it to stop.
+    TimeLimit,
+    /// The handler snoozed the task (`TaskError::snooze`): it runs again later without
+    /// using up a retry. Not a failure; recorded so the history shows every run.
+    Snoozed,
 }
 
 impl AttemptErrorKind {
@@ -187,6 +195,9 @@ impl AttemptErrorKind {
             AttemptErrorKind::Decode => 3,
             AttemptErrorKind::WorkerLost => 4,
             AttemptErrorKind::Expired => 5,
+            AttemptErrorKind::Revoked => 6,
+            AttemptErrorKind::TimeLimit => 7,
+            AttemptErrorKind::Snoozed => 8,
         }
     }
 
@@ -199,6 +210,9 @@ impl AttemptErrorKind {
             3 => AttemptErrorKind::Decode,
             4 => AttemptErrorKind::WorkerLost,
             5 => AttemptErrorKind::Expired,
+            6 => AttemptErrorKind::Revoked,
+            7 => AttemptErrorKind::TimeLimit,
+            8 => AttemptErrorKind::Snoozed,
             _ => return None,
         })
     }
@@ -235,6 +249,27 @@ pub(crate) enum Disposition {
     RetryAfter(Duration),
     /// Do not retry.
     Fail,
+    /// Run again after this delay without using up a retry.
+    Snooze(Duration),
+    /// The attempt stopped because it was asked to (`Context::check`): a revoke, or its soft
+    /// time limit.
+    Stopped,
+}
+
+/// What [`Spool::revoke`](crate::Spool::revoke) did to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Revoke {
+    /// It was waiting (scheduled, ready or retrying): it is `Revoked` now, durably, and never
+    /// runs.
+    Revoked,
+    /// An attempt is running: its handler is asked to stop (`Context::is_cancelled`), and
+    /// when the attempt returns, whatever it returns, the task ends `Revoked`. The request is
+    /// durable: if the process dies first, the next open ends the task `Revoked`.
+    Cancelling,
+    /// It had already ended in this state; nothing changed.
+    AlreadyFinal(TaskState),
 }
 
 /// What running one attempt's handler gave, before the engine decides what it means for the
@@ -252,6 +287,21 @@ pub(crate) enum Outcome {
     Panicked(String),
     /// The stored arguments did not decode; the decode error.
     Undecodable(String),
+    /// The hard time limit ended the attempt (reported by the timekeeper, not the handler).
+    TimedOut(String),
+}
+
+impl Outcome {
+    /// What the attempt returned, in a few words (for a history entry).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Outcome::Succeeded(_) => "a success".into(),
+            Outcome::Failed { message, .. } => format!("an error: {message}"),
+            Outcome::Panicked(message) => format!("a panic: {message}"),
+            Outcome::Undecodable(message) => format!("a decode error: {message}"),
+            Outcome::TimedOut(message) => format!("a time limit: {message}"),
+        }
+    }
 }
 
 /// `SystemTime` as an RFC 3339 string in UTC (`"2026-01-01T06:00:00.250Z"`), for the views
@@ -330,12 +380,15 @@ mod tests {
             AttemptErrorKind::Decode,
             AttemptErrorKind::WorkerLost,
             AttemptErrorKind::Expired,
+            AttemptErrorKind::Revoked,
+            AttemptErrorKind::TimeLimit,
+            AttemptErrorKind::Snoozed,
         ];
         for (code, k) in kinds.into_iter().enumerate() {
             assert_eq!(usize::from(k.code()), code, "{k:?}");
             assert_eq!(AttemptErrorKind::from_code(k.code()), Some(k));
         }
-        assert_eq!(AttemptErrorKind::from_code(6), None);
+        assert_eq!(AttemptErrorKind::from_code(9), None);
         assert!(TaskState::Failed.is_final());
         assert!(!TaskState::Retrying.is_final());
     }

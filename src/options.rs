@@ -98,6 +98,68 @@ pub struct Options {
     countdown: Option<Duration>,
     eta: Option<SystemTime>,
     expires: Option<Expiry>,
+    time_limit: Option<Duration>,
+    soft_time_limit: Option<Duration>,
+}
+
+/// The time limits of each attempt of a task, in ms (see [`Options::time_limit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Limits {
+    pub time_limit_ms: Option<u64>,
+    pub soft_time_limit_ms: Option<u64>,
+}
+
+impl Limits {
+    /// Checked limits: each more than zero and at most [`MAX_DELAY`], and a soft limit below
+    /// the hard one when both are given.
+    ///
+    /// # Errors
+    /// `InvalidOption` saying which limit is wrong.
+    pub(crate) fn checked(hard: Option<Duration>, soft: Option<Duration>) -> Result<Limits, Error> {
+        for (what, limit) in [("time_limit", hard), ("soft_time_limit", soft)] {
+            match limit {
+                Some(d) if d.is_zero() || duration_ms(d) == 0 => {
+                    return Err(Error::InvalidOption(format!(
+                        "a {what} of {d:?} would stop every attempt at once; give at least 1 ms"
+                    )));
+                }
+                Some(d) => {
+                    within_max(what, d)?;
+                }
+                None => {}
+            }
+        }
+        if let (Some(h), Some(s)) = (hard, soft)
+            && s >= h
+        {
+            return Err(Error::InvalidOption(format!(
+                "the soft_time_limit ({s:?}) must be shorter than the time_limit ({h:?}): the soft \
+                 limit warns the handler before the hard one ends the attempt"
+            )));
+        }
+        Ok(Limits {
+            time_limit_ms: hard.map(duration_ms),
+            soft_time_limit_ms: soft.map(duration_ms),
+        })
+    }
+
+    /// These limits, each falling back to `default`'s; a soft limit that is not below the
+    /// hard one is dropped (it would never fire first).
+    pub(crate) fn or(self, default: Limits) -> Limits {
+        let hard = self.time_limit_ms.or(default.time_limit_ms);
+        let soft = self
+            .soft_time_limit_ms
+            .or(default.soft_time_limit_ms)
+            .filter(|s| hard.is_none_or(|h| *s < h));
+        Limits {
+            time_limit_ms: hard,
+            soft_time_limit_ms: soft,
+        }
+    }
+
+    pub(crate) fn is_none(&self) -> bool {
+        self.time_limit_ms.is_none() && self.soft_time_limit_ms.is_none()
+    }
 }
 
 /// Options stored with a periodic schedule and applied to every task it fires.
@@ -109,6 +171,9 @@ pub(crate) struct Template {
     pub retry: RetryPolicy,
     /// Each fired task expires this long after its fire.
     pub expires_after_ms: Option<u64>,
+    /// Stored in the schedule record's second part (format 4), not with the fields above.
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 impl Template {
@@ -121,6 +186,7 @@ impl Template {
             retry: self.retry,
             due_ms: now_ms,
             expires_ms: self.expires_after_ms.map(|e| now_ms.saturating_add(e)),
+            limits: self.limits,
         }
     }
 }
@@ -134,6 +200,7 @@ pub(crate) struct Resolved {
     pub retry: RetryPolicy,
     pub due_ms: u64,
     pub expires_ms: Option<u64>,
+    pub limits: Limits,
 }
 
 impl Options {
@@ -190,6 +257,29 @@ impl Options {
         self
     }
 
+    /// The longest one attempt may run (Celery's `time_limit`): at the limit the attempt is
+    /// over, whatever the handler does — it fails with a time-limit error and the task is
+    /// retried by its policy. A thread cannot be stopped from outside, so a handler still
+    /// running then is abandoned (its thread is replaced; what it returns later is dropped):
+    /// give long handlers a [`soft_time_limit`](Self::soft_time_limit) too, and have them
+    /// check [`Context::is_cancelled`](crate::Context::is_cancelled). Counted on the spool's
+    /// clock from the moment the handler starts. Zero, or over [`MAX_DELAY`], is refused at
+    /// enqueue.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// When an attempt is asked to stop (Celery's `soft_time_limit`):
+    /// [`Context::is_cancelled`](crate::Context::is_cancelled) turns true and
+    /// [`Context::deadline`](crate::Context::deadline) tells the hard limit, so the handler
+    /// can clean up. An error it returns after this fails the attempt as a time limit.
+    /// Must be shorter than the [`time_limit`](Self::time_limit) when both are given.
+    pub fn soft_time_limit(mut self, limit: Duration) -> Self {
+        self.soft_time_limit = Some(limit);
+        self
+    }
+
     /// Layers `self` over `base`: fields set here win.
     pub(crate) fn over(self, base: Options) -> Options {
         let (countdown, eta) = if self.countdown.is_some() || self.eta.is_some() {
@@ -205,6 +295,8 @@ impl Options {
             countdown,
             eta,
             expires: self.expires.or(base.expires),
+            time_limit: self.time_limit.or(base.time_limit),
+            soft_time_limit: self.soft_time_limit.or(base.soft_time_limit),
         }
     }
 
@@ -242,6 +334,7 @@ impl Options {
             max_retries: base.max_retries,
             retry: base.retry,
             expires_after_ms,
+            limits: base.limits,
         })
     }
 
@@ -304,6 +397,7 @@ impl Options {
             retry,
             due_ms,
             expires_ms,
+            limits: Limits::checked(self.time_limit, self.soft_time_limit)?,
         })
     }
 }

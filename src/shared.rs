@@ -8,12 +8,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::options::Limits;
 use crate::store::Engine;
 use crate::sync::Waiters;
+use crate::timekeeper::Timekeeper;
 
 /// A handle to one queue file. Cheap to clone; every clone talks to the same writer thread.
 ///
@@ -44,6 +46,11 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     /// The Rust type registered under each task name by any pool of this spool.
     names: Mutex<HashMap<&'static str, &'static str>>,
+    /// The time limits of attempts whose task has none of its own.
+    pub(crate) default_limits: Limits,
+    /// Started with the first attempt that has a time limit (`None` if its thread could not
+    /// be started: limits are then not enforced, which was logged).
+    timekeeper: OnceLock<Option<Timekeeper>>,
     /// Keeps a temporary spool's directory alive; removed after the engine is closed.
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -55,6 +62,7 @@ impl Shared {
         waiters: Arc<Waiters>,
         path: PathBuf,
         temp_dir: Option<tempfile::TempDir>,
+        default_limits: Limits,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             engine,
@@ -62,6 +70,8 @@ impl Shared {
             waiters,
             path,
             names: Mutex::new(HashMap::new()),
+            default_limits,
+            timekeeper: OnceLock::new(),
             _temp_dir: temp_dir,
         })
     }
@@ -87,6 +97,21 @@ impl Shared {
             claimed.insert(name, type_name);
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// The spool's timekeeper, started on first use.
+    pub(crate) fn timekeeper(&self) -> Option<&Timekeeper> {
+        self.timekeeper
+            .get_or_init(|| match Timekeeper::start(self.clock.clone()) {
+                Ok(keeper) => Some(keeper),
+                Err(e) => {
+                    tracing::error!(error = %e, "time limits are not enforced");
+                    None
+                }
+            })
+            .as_ref()
     }
 }
 

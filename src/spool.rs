@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::clock::{Clock, ManualClock, duration_ms};
 use crate::error::Error;
-use crate::model::TaskId;
-use crate::options::Options;
+use crate::model::{Revoke, TaskId};
+use crate::options::{Limits, Options};
 use crate::pool::WorkerBuilder;
 use crate::registry::decode_json;
 use crate::result::TaskHandle;
@@ -44,6 +44,8 @@ pub struct SpoolBuilder {
     durability: Durability,
     accept_log_damage: bool,
     check_integrity: bool,
+    time_limit: Option<Duration>,
+    soft_time_limit: Option<Duration>,
     #[cfg(test)]
     disk: Option<Arc<crate::store::simdisk::SimDisk>>,
 }
@@ -86,6 +88,8 @@ impl Default for SpoolBuilder {
             durability: Durability::Immediate,
             accept_log_damage: false,
             check_integrity: true,
+            time_limit: None,
+            soft_time_limit: None,
             #[cfg(test)]
             disk: None,
         }
@@ -157,6 +161,23 @@ impl SpoolBuilder {
         self
     }
 
+    /// The hard time limit of every attempt whose task sets none (Celery's
+    /// `task_time_limit`); see [`Options::time_limit`]. Applied when an attempt starts, so a
+    /// changed default applies to tasks already queued. Zero or over
+    /// [`MAX_DELAY`](crate::MAX_DELAY) is refused at open.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// The soft time limit of every attempt whose task sets none (Celery's
+    /// `task_soft_time_limit`); see [`Options::soft_time_limit`]. A soft limit that is not
+    /// shorter than the attempt's hard limit (its own or this default) is not applied.
+    pub fn soft_time_limit(mut self, limit: Duration) -> Self {
+        self.soft_time_limit = Some(limit);
+        self
+    }
+
     /// Power-loss tests: the queue file and its log live on a simulated disk.
     #[cfg(test)]
     pub(crate) fn on_sim_disk(mut self, disk: Arc<crate::store::simdisk::SimDisk>) -> Self {
@@ -176,7 +197,8 @@ impl SpoolBuilder {
     /// once (each counts as an attempt).
     ///
     /// # Errors
-    /// `BadPath` if `path` is a directory or its directory does not exist; `AlreadyOpen` if
+    /// `InvalidOption` for invalid default time limits; `BadPath` if `path` is a directory
+    /// or its directory does not exist; `AlreadyOpen` if
     /// another process or `Spool` holds the file; `Corrupt`, `NotAQueue` or
     /// `NewerFormat` if the file cannot be used (it is left untouched) — `Corrupt` also when
     /// its write-ahead log is damaged, missing or another file's (see
@@ -190,7 +212,8 @@ impl SpoolBuilder {
     /// Opens a new queue in a temporary directory, deleted when the spool is closed.
     ///
     /// # Errors
-    /// `Storage` if the temporary directory or file cannot be created.
+    /// `InvalidOption` for invalid default time limits; `Storage` if the temporary directory
+    /// or file cannot be created.
     pub fn temporary(self) -> Result<Spool, Error> {
         let dir = tempfile::Builder::new()
             .prefix("taskspool-")
@@ -201,6 +224,7 @@ impl SpoolBuilder {
     }
 
     fn open_inner(self, path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Spool, Error> {
+        let default_limits = Limits::checked(self.time_limit, self.soft_time_limit)?;
         let waiters = Arc::new(Waiters::default());
         let config = FileConfig {
             clock: self.clock.clone(),
@@ -218,7 +242,14 @@ impl SpoolBuilder {
         };
         let engine = FileEngine::open(&path, config, waiters.clone())?;
         Ok(Spool {
-            shared: Shared::new(Box::new(engine), self.clock, waiters, path, temp),
+            shared: Shared::new(
+                Box::new(engine),
+                self.clock,
+                waiters,
+                path,
+                temp,
+                default_limits,
+            ),
         })
     }
 }
@@ -331,6 +362,50 @@ impl Spool {
         TaskHandle::new(id, T::NAME, &self.shared)
     }
 
+    /// Revokes a task, durably, and says what that did:
+    ///
+    /// - a task waiting to run (scheduled, ready, retrying) is [`Revoke::Revoked`]: it ends
+    ///   `Revoked` now and never runs; `wait` on it returns [`Error::TaskRevoked`];
+    /// - a running task is [`Revoke::Cancelling`]: its handler sees
+    ///   [`Context::is_cancelled`](crate::Context::is_cancelled) turn true (within one commit
+    ///   of the writer), and when the attempt returns — whatever it returns — the task ends
+    ///   `Revoked`. If the process dies first, the next open ends it `Revoked` instead of
+    ///   running it again;
+    /// - a finished task is left as it is: [`Revoke::AlreadyFinal`] says in which state.
+    ///
+    /// Unlike Celery's revokes, which live in each worker's memory, this one is stored with
+    /// the task: it holds across restarts and for every pool.
+    ///
+    /// # Errors
+    /// `NotFound` for an id that is not in this file (never enqueued here, or pruned);
+    /// `DiskFull`/`Storage` if the change could not be made durable. Nothing is written on
+    /// error.
+    pub fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
+        self.shared.engine.revoke(id)
+    }
+
+    /// Runs a `Failed`, `Expired` or `Revoked` task again, now: back to `Ready` with its
+    /// history kept and a fresh retry budget (the retries it was enqueued with, counted from
+    /// here), like Sidekiq's "retry now" and Oban's `retry_job`. An expiry that has passed no
+    /// longer applies. Durable when it returns.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; `WrongState` for a task that is waiting, running or
+    /// succeeded; `DiskFull`/`Storage` on a failed commit. Nothing is written on error.
+    pub fn retry(&self, id: TaskId) -> Result<(), Error> {
+        self.shared.engine.retry(id)
+    }
+
+    /// Deletes a finished task and its result now, instead of after the results TTL
+    /// (Celery's `AsyncResult.forget`). Its id then reads as `NotFound`.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; `WrongState` for a task that has not finished;
+    /// `DiskFull`/`Storage` on a failed commit. Nothing is written on error.
+    pub fn forget(&self, id: TaskId) -> Result<(), Error> {
+        self.shared.engine.forget(id)
+    }
+
     /// A task's state, times, attempts and error history.
     ///
     /// # Errors
@@ -387,7 +462,7 @@ impl Spool {
         let def = ScheduleDef::new(schedule, T::NAME, payload, template);
         self.schedule_op(ScheduleOp::Declare {
             name: name.to_string(),
-            def,
+            def: Box::new(def),
         })
         .map(drop)
     }

@@ -42,6 +42,27 @@ impl TaskError {
         }
     }
 
+    /// Runs the task again after `delay` without using up a retry (River's `JobSnooze`,
+    /// Oban's `{:snooze, seconds}`): for work that is not ready yet — an upstream still
+    /// processing, a rate limit to wait out. The history records the snooze, and the task's
+    /// allowed attempts grow by one, so it can snooze as often as it needs. A zero delay, or
+    /// one over [`MAX_DELAY`](crate::MAX_DELAY), fails the attempt instead (with a message
+    /// that says so).
+    pub fn snooze(delay: Duration, message: impl Into<String>) -> Self {
+        TaskError {
+            disposition: Disposition::Snooze(delay),
+            message: message.into(),
+        }
+    }
+
+    /// The attempt stopped because it was asked to (see `Context::check`).
+    pub(crate) fn stopped(message: impl Into<String>) -> Self {
+        TaskError {
+            disposition: Disposition::Stopped,
+            message: message.into(),
+        }
+    }
+
     /// The message recorded in the task's error history.
     pub fn message(&self) -> &str {
         &self.message

@@ -58,6 +58,9 @@ pub struct TaskStatus {
     pub arguments: Option<serde_json::Value>,
     /// The output of a succeeded task, as stored; `None` in every other state.
     pub output: Option<serde_json::Value>,
+    /// The latest progress its handler reported (`Context::set_progress`), kept with the
+    /// task when the attempt ends.
+    pub progress: Option<serde_json::Value>,
 }
 
 /// Task counts of one queue, by state. Serialized as its name and a map from each state's
@@ -92,6 +95,26 @@ pub struct Stats {
     pub queues: Vec<QueueStats>,
     /// Task names that are due but that no live worker has registered, with how many wait.
     pub unregistered: Vec<(String, u64)>,
+    /// The worker pools running in this process, in the order they started.
+    pub pools: Vec<PoolStats>,
+}
+
+/// One running worker pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// The task names it runs.
+    pub tasks: Vec<String>,
+    /// How many tasks it runs at once, as configured.
+    pub concurrency: usize,
+    /// Threads serving it now: its concurrency, unless more threads are hung past their hard
+    /// time limit than it has replaced (at most its concurrency are).
+    pub threads: usize,
+    /// Threads whose attempt a hard time limit ended while the handler kept running (a
+    /// thread cannot be stopped from outside). Each was replaced, up to the concurrency.
+    pub abandoned: usize,
 }
 
 impl Stats {

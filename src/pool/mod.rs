@@ -1,9 +1,9 @@
 //! Worker pools: [`WorkerBuilder`] configures one and starts its threads (or drains the due
 //! tasks on the calling thread, for tests); `worker` is the running pool and its shutdown;
-//! `thread` runs one attempt.
+//! `crew` its threads; `thread` runs one attempt.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::context::{AppData, Env};
@@ -12,14 +12,15 @@ use crate::model::{DEFAULT_QUEUE, Outcome, PoolId};
 use crate::options::check_queue_name;
 use crate::registry::Registry;
 use crate::shared::Shared;
-use crate::store::{PoolSpec, Reporter, Serves, ThreadSlot};
+use crate::store::{PoolGauges, PoolSpec, Reporter, Serves, ThreadSlot};
 use crate::task::Task;
 
+mod crew;
 mod thread;
 mod worker;
 
-use thread::{Busy, Runner, WorkerThread};
-use worker::Running;
+use crew::Crew;
+use thread::{Owner, Runner};
 pub use worker::Worker;
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.
@@ -184,10 +185,10 @@ impl WorkerBuilder {
     }
 
     /// What every attempt of this pool runs with.
-    fn runner(&self) -> Arc<Runner> {
+    fn runner(&self, reporter: &Arc<dyn Reporter>) -> Arc<Runner> {
         Arc::new(Runner {
             registry: Arc::new(self.registry.clone()),
-            env: Env::new(self.data.clone(), &self.shared),
+            env: Env::new(self.data.clone(), &self.shared, reporter.clone()),
             clock: self.shared.clock.clone(),
         })
     }
@@ -207,52 +208,36 @@ impl WorkerBuilder {
         let serves = self.serves()?;
         let id = PoolId(NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed));
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let busy = Busy::new(self.concurrency);
-        let runner = self.runner();
         let reporter = self
             .shared
             .engine
             .reporter(self.concurrency.saturating_add(self.prefetch));
-        let mut threads = Vec::with_capacity(self.concurrency);
+        let gauges = Arc::new(PoolGauges::default());
+        let crew = Crew::new(
+            id,
+            self.runner(&reporter),
+            jobs_rx,
+            reporter,
+            self.concurrency,
+            gauges.clone(),
+        );
         for index in 0..self.concurrency {
-            let thread = WorkerThread {
-                pool: id,
-                index,
-                runner: runner.clone(),
-                jobs: jobs_rx.clone(),
-                reporter: reporter.clone(),
-                stopping: stopping.clone(),
-                busy: busy.clone(),
-                _done: done_tx.clone(),
-            };
-            let handle = std::thread::Builder::new()
-                .name(format!("taskspool-worker-{}-{index}", id.0))
-                .spawn(move || thread.run())
-                .map_err(|e| Error::storage_from("cannot start a worker thread", e))?;
-            threads.push(handle);
+            // On error, the threads started exit once the job channel (`jobs_tx`) is dropped.
+            crew.start(index)?;
         }
-        drop(done_tx);
         let spec = PoolSpec {
             id,
             serves,
             threads: self.concurrency,
             max_prefetch: self.prefetch,
+            gauges,
         };
         if let Err(e) = self.shared.engine.register(spec, jobs_tx) {
             // The threads exit once the engine drops the pool's job channel.
             self.shared.engine.unregister(id);
             return Err(e);
         }
-        let running = Running {
-            id,
-            stopping,
-            busy,
-            done: done_rx,
-            threads,
-        };
-        Ok(Worker::new(running, self.shared, self.shutdown_timeout))
+        Ok(Worker::new(crew, self.shared, self.shutdown_timeout))
     }
 
     /// Runs everything that is due, synchronously, on the calling thread, and returns when
@@ -264,11 +249,11 @@ impl WorkerBuilder {
     /// `InvalidOption` as for [`start`](Self::start); `Storage`/`Closed` from the writer.
     pub fn drain(&self) -> Result<DrainReport, Error> {
         let serves = self.serves()?;
-        let runner = self.runner();
         let mut report = DrainReport::default();
         let reporter = self.shared.engine.reporter(DRAIN_BATCH);
+        let runner = self.runner(&reporter);
         let mut slot = reporter.join();
-        let result = self.drain_rounds(&runner, &serves, &*reporter, &mut slot, &mut report);
+        let result = self.drain_rounds(&runner, &serves, &reporter, &mut slot, &mut report);
         reporter.leave(slot);
         result.map(|()| report)
     }
@@ -277,7 +262,7 @@ impl WorkerBuilder {
         &self,
         runner: &Runner,
         serves: &Serves,
-        reporter: &dyn Reporter,
+        reporter: &Arc<dyn Reporter>,
         slot: &mut ThreadSlot,
         report: &mut DrainReport,
     ) -> Result<(), Error> {
@@ -288,7 +273,11 @@ impl WorkerBuilder {
                 return Ok(());
             }
             for job in jobs {
-                let completion = runner.attempt(reporter, slot, &job);
+                let Some(completion) = runner.attempt(reporter, slot, &job, Owner::Drain) else {
+                    // Ended by its hard limit while it ran: already reported.
+                    report.attempts += 1;
+                    continue;
+                };
                 report.attempts += 1;
                 if matches!(completion.outcome, Outcome::Succeeded(_)) {
                     report.succeeded += 1;

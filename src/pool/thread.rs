@@ -1,46 +1,22 @@
-//! One attempt, on a pool thread or a draining caller: note its start, run its handler under
-//! `catch_unwind` in a `tracing` span, and report the outcome.
+//! One attempt, on a pool thread or a draining caller: note its start, hand its time limits to
+//! the timekeeper, run its handler under `catch_unwind` in a `tracing` span, and report the
+//! outcome — unless the hard limit ended the attempt first.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
-
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::context::{Context, Env};
-use crate::model::{Outcome, PoolId, TaskId};
+use crate::model::{Outcome, TaskId};
+use crate::pool::crew::Crew;
 use crate::registry::Registry;
+use crate::signal::{AttemptSignal, StopReason};
 use crate::store::{Completion, Job, Reporter, ThreadSlot};
 use crate::task_error::TaskError;
-
-/// The task each thread of a pool is running (0 while idle: ids start at 1).
-pub(super) struct Busy {
-    slots: Box<[AtomicU64]>,
-}
-
-impl Busy {
-    pub(super) fn new(threads: usize) -> Arc<Busy> {
-        Arc::new(Busy {
-            slots: (0..threads).map(|_| AtomicU64::new(0)).collect(),
-        })
-    }
-
-    /// The tasks running now, by id.
-    pub(super) fn running(&self) -> Vec<TaskId> {
-        let mut ids: Vec<TaskId> = self
-            .slots
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .filter(|id| *id != 0)
-            .map(TaskId)
-            .collect();
-        ids.sort_unstable();
-        ids
-    }
-}
+use crate::timekeeper::{OnHardLimit, Watch};
 
 /// What an attempt needs besides its job: the pool's handlers, app data and spool, and the
 /// clock.
@@ -50,58 +26,99 @@ pub(super) struct Runner {
     pub(super) clock: Clock,
 }
 
-/// One pool thread's view.
+/// Who runs an attempt: a pool's thread (which a hard time limit can abandon and replace),
+/// or a drain's caller.
+pub(super) enum Owner<'a> {
+    Pool {
+        crew: &'a Arc<Crew>,
+        index: usize,
+        number: u64,
+    },
+    Drain,
+}
+
+/// One pool thread: its slot in the crew, and its number.
 pub(super) struct WorkerThread {
-    pub(super) pool: PoolId,
-    /// This thread's slot in `busy`.
+    pub(super) crew: Arc<Crew>,
     pub(super) index: usize,
-    pub(super) runner: Arc<Runner>,
-    pub(super) jobs: Receiver<Job>,
-    pub(super) reporter: Arc<dyn Reporter>,
-    pub(super) stopping: Arc<AtomicBool>,
-    pub(super) busy: Arc<Busy>,
-    /// Dropped when the thread exits; shutdown waits for all of them.
-    pub(super) _done: Sender<()>,
+    pub(super) number: u64,
+}
+
+/// Why a thread stopped serving.
+enum Ended {
+    /// The job channel closed (shutdown), or the spool did.
+    Done,
+    /// The hard time limit abandoned its attempt, and the handler has now returned.
+    Abandoned,
 }
 
 impl WorkerThread {
     pub(super) fn run(self) {
-        let mut slot = self.reporter.join();
-        self.serve(&mut slot);
-        self.reporter.leave(slot);
+        let reporter = self.crew.reporter.clone();
+        let mut slot = reporter.join();
+        loop {
+            match self.serve(&mut slot) {
+                Ended::Done => {
+                    reporter.leave(slot);
+                    self.crew.exited();
+                    return;
+                }
+                Ended::Abandoned => {
+                    if !self.crew.resume_after_abandon() {
+                        // A replacement serves the pool now.
+                        reporter.leave(slot);
+                        return;
+                    }
+                }
+            }
+        }
     }
 
-    fn serve(&self, slot: &mut ThreadSlot) {
-        let busy = &self.busy.slots[self.index];
-        for job in self.jobs.iter() {
-            let sent = if self.stopping.load(Ordering::SeqCst) {
-                self.reporter.release(self.pool, job.id, job.attempt)
+    fn serve(&self, slot: &mut ThreadSlot) -> Ended {
+        let crew = &self.crew;
+        let busy = crew.slot(self.index);
+        for job in crew.jobs.iter() {
+            let sent = if crew.stopping.load(Ordering::SeqCst) {
+                crew.reporter.release(crew.pool, job.id, job.attempt)
             } else {
                 busy.store(job.id.0, Ordering::SeqCst);
-                let completion = self.runner.attempt(&*self.reporter, slot, &job);
+                let owner = Owner::Pool {
+                    crew,
+                    index: self.index,
+                    number: self.number,
+                };
+                let Some(completion) = crew.runner.attempt(&crew.reporter, slot, &job, owner)
+                else {
+                    // The crew cleared the slot when it abandoned the attempt.
+                    return Ended::Abandoned;
+                };
                 busy.store(0, Ordering::SeqCst);
-                self.reporter.complete(Some(self.pool), completion)
+                crew.reporter.complete(Some(crew.pool), completion)
             };
             if sent.is_err() {
                 // The spool is closed; whatever this attempt did is recovered at the next open.
-                return;
+                return Ended::Done;
             }
         }
+        Ended::Done
     }
 }
 
 impl Runner {
-    /// Runs one attempt on this thread: notes its start, runs it, and says what happened.
+    /// Runs one attempt on this thread: notes its start, runs it, and says what happened —
+    /// `None` if the hard time limit ended the attempt first (the timekeeper reported it; the
+    /// handler's late outcome is dropped).
     ///
     /// The attempt runs in a `task` span (id, name, queue, attempt) with an INFO event when
     /// it starts and one when it succeeds, with its run time; what a failure leads to (a
     /// retry after a delay, or the end) is logged by the engine, which decides it.
     pub(super) fn attempt(
         &self,
-        reporter: &dyn Reporter,
+        reporter: &Arc<dyn Reporter>,
         slot: &mut ThreadSlot,
         job: &Job,
-    ) -> Completion {
+        owner: Owner<'_>,
+    ) -> Option<Completion> {
         let span = tracing::info_span!(
             "task",
             id = job.id.0,
@@ -114,8 +131,18 @@ impl Runner {
         tracing::info!("task started");
         let started_at_ms = self.clock.now_ms();
         let timer = Instant::now();
-        let outcome = self.run_job(job);
+        let (watch, deadline_ms) = self.watch(reporter, job, started_at_ms, owner);
+        let outcome = self.run_job(job, deadline_ms);
+        drop(watch);
         let elapsed = timer.elapsed();
+        if !job.signal.returned() {
+            tracing::warn!(
+                run_time_s = elapsed.as_secs_f64(),
+                "the handler returned after its hard time limit ended the attempt; what it \
+                 returned is dropped"
+            );
+            return None;
+        }
         if matches!(outcome, Outcome::Succeeded(_)) {
             tracing::info!(
                 run_time_s = elapsed.as_secs_f64(),
@@ -123,17 +150,67 @@ impl Runner {
                 elapsed.as_secs_f64()
             );
         }
-        Completion {
+        Some(Completion {
             id: job.id,
             attempt: job.attempt,
             started_at_ms,
             run_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             outcome,
+            progress: None,
+            past_soft_limit: job.signal.stop_reason() == Some(StopReason::SoftLimit),
+        })
+    }
+
+    /// Puts the attempt's time limits (its own, or the spool's defaults) in the timekeeper's
+    /// hands; returns the watch to drop when the handler returns, and the hard deadline.
+    fn watch(
+        &self,
+        reporter: &Arc<dyn Reporter>,
+        job: &Job,
+        started_at_ms: u64,
+        owner: Owner<'_>,
+    ) -> (Option<Watch>, Option<u64>) {
+        let Some(shared) = self.env.spool.upgrade() else {
+            return (None, None);
+        };
+        let limits = job.limits.or(shared.default_limits);
+        if limits.is_none() {
+            return (None, None);
         }
+        let Some(keeper) = shared.timekeeper() else {
+            return (None, None);
+        };
+        let soft = limits
+            .soft_time_limit_ms
+            .map(|ms| (started_at_ms.saturating_add(ms), job.signal.clone()));
+        let hard_at = limits
+            .time_limit_ms
+            .map(|ms| (ms, started_at_ms.saturating_add(ms)));
+        let hard = hard_at.map(|(limit_ms, at)| {
+            let on_hard = HardLimit {
+                signal: job.signal.clone(),
+                reporter: reporter.clone(),
+                id: job.id,
+                attempt: job.attempt,
+                name: job.name.clone(),
+                started_at_ms,
+                limit_ms,
+                crew: match owner {
+                    Owner::Pool {
+                        crew,
+                        index,
+                        number,
+                    } => Some((crew.clone(), index, number)),
+                    Owner::Drain => None,
+                },
+            };
+            (at, Box::new(move || on_hard.fire()) as OnHardLimit)
+        });
+        (Some(keeper.watch(soft, hard)), hard_at.map(|(_, at)| at))
     }
 
     /// Runs one attempt's handler under `catch_unwind`. Never panics.
-    fn run_job(&self, job: &Job) -> Outcome {
+    fn run_job(&self, job: &Job, deadline_ms: Option<u64>) -> Outcome {
         let Some(handler) = self.registry.get(&job.name) else {
             return TaskError::retry(format!("no handler registered for task `{}`", job.name))
                 .into_outcome();
@@ -147,9 +224,58 @@ impl Runner {
             enqueued_at_ms: job.enqueued_at_ms,
             origin: job.origin.clone(),
             env: self.env.clone(),
+            signal: job.signal.clone(),
+            deadline_ms,
         };
         catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
             .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())))
+    }
+}
+
+/// What the timekeeper does at an attempt's hard limit: ends the attempt (unless its handler
+/// returned first), replaces its thread, and reports the attempt as timed out.
+struct HardLimit {
+    signal: Arc<AttemptSignal>,
+    reporter: Arc<dyn Reporter>,
+    id: TaskId,
+    attempt: u32,
+    name: String,
+    started_at_ms: u64,
+    limit_ms: u64,
+    crew: Option<(Arc<Crew>, usize, u64)>,
+}
+
+impl HardLimit {
+    fn fire(self) {
+        if !self.signal.abandon() {
+            return;
+        }
+        let limit = Duration::from_millis(self.limit_ms);
+        tracing::error!(
+            task.id = self.id.0,
+            task.name = %self.name,
+            attempt = self.attempt,
+            "task ran past its hard time limit of {limit:?}; the attempt is over and its \
+             thread abandoned"
+        );
+        let pool = self.crew.as_ref().map(|(crew, _, _)| crew.pool);
+        if let Some((crew, index, number)) = &self.crew {
+            crew.abandon(*index, *number);
+        }
+        let completion = Completion {
+            id: self.id,
+            attempt: self.attempt,
+            started_at_ms: self.started_at_ms,
+            run_us: self.limit_ms.saturating_mul(1000),
+            outcome: Outcome::TimedOut(format!(
+                "the hard time limit of {limit:?} passed; the attempt was ended and its \
+                 handler abandoned (what it returns later is dropped)"
+            )),
+            progress: None,
+            past_soft_limit: false,
+        };
+        // A closed spool recovers the attempt at the next open.
+        let _ = self.reporter.complete(pool, completion);
     }
 }
 

@@ -1,16 +1,13 @@
 //! A running pool: [`Worker`], and its graceful shutdown — alone, or with other pools within
 //! one deadline.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-
 use crate::error::Error;
-use crate::model::{PoolId, TaskId};
-use crate::pool::thread::Busy;
+use crate::model::TaskId;
+use crate::pool::crew::Crew;
 use crate::shared::Shared;
 
 /// A running worker pool. Dropping it shuts it down gracefully (see
@@ -22,13 +19,7 @@ pub struct Worker {
 }
 
 /// The threads of a pool that has not finished shutting down.
-pub(super) struct Running {
-    pub(super) id: PoolId,
-    pub(super) stopping: Arc<AtomicBool>,
-    pub(super) busy: Arc<Busy>,
-    pub(super) done: Receiver<()>,
-    pub(super) threads: Vec<JoinHandle<()>>,
-}
+pub(super) type Running = Arc<Crew>;
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,24 +89,18 @@ impl Worker {
             if !running.stopping.swap(true, Ordering::SeqCst) {
                 // The engine drops the pool's job channel: threads finish what they hold and
                 // exit.
-                worker.shared.engine.unregister(running.id);
+                worker.shared.engine.unregister(running.pool);
             }
         }
         let mut still_running: Vec<TaskId> = Vec::new();
         let mut stopped: Vec<&Worker> = Vec::new();
         for (worker, running) in taken {
-            match running.done.recv_deadline(deadline) {
-                Err(RecvTimeoutError::Disconnected) | Ok(()) => {
-                    for t in running.threads {
-                        let _ = t.join();
-                    }
-                    stopped.push(worker);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    still_running.extend(running.busy.running());
-                    // Not finished: a later call waits again.
-                    worker.put_back(running);
-                }
+            if running.wait(deadline) {
+                stopped.push(worker);
+            } else {
+                still_running.extend(running.running());
+                // Not finished: a later call waits again.
+                worker.put_back(running);
             }
         }
         if !still_running.is_empty() {
@@ -161,7 +146,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map_or_else(Vec::new, |r| r.busy.running())
+            .map_or_else(Vec::new, |r| r.running())
     }
 }
 

@@ -3,8 +3,11 @@
 //! retry, a recovery), so no thread polls, and an enqueue to an idle worker costs one commit
 //! before the task starts.
 
+use std::sync::Arc;
+
 use crate::error::Error;
 use crate::model::TaskId;
+use crate::options::Limits;
 use crate::store::catalog::Catalog;
 use crate::store::record::Slot;
 use crate::store::tx::{Candidate, Tx};
@@ -90,7 +93,12 @@ impl Tx<'_> {
             payload,
             max_retries: rec.max_retries,
             enqueued_at_ms: rec.enqueued_at_ms,
+            limits: Limits {
+                time_limit_ms: rec.control.time_limit_ms,
+                soft_time_limit_ms: rec.control.soft_time_limit_ms,
+            },
             origin: rec.origin,
+            signal: Arc::default(),
         }))
     }
 }

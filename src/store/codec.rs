@@ -73,7 +73,6 @@ impl<'a> Decoder<'a> {
     }
 
     /// A part added by a later release: its `Default` when the record was written before it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn later_part<T: DeserializeOwned + Default>(&mut self) -> Result<T, Error> {
         if self.rest.is_empty() {
             return Ok(T::default());
@@ -96,11 +95,13 @@ impl<'a> Decoder<'a> {
 }
 
 /// Encodes a record of one part.
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     Ok(Encoder::new().part(value)?.finish())
 }
 
 /// Decodes a record of one part.
+#[cfg(test)]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let mut decoder = Decoder::new(bytes)?;
     let value = decoder.part()?;

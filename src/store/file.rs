@@ -12,11 +12,12 @@ use redb::{Database, ReadableDatabase};
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::model::{PoolId, TaskId};
+use crate::model::{PoolId, Revoke, TaskId, TaskState};
 use crate::schedule::ScheduleInfo;
 use crate::store::errors::Db;
 use crate::store::inflight::Inflight;
 use crate::store::open::{Settings, open_with};
+use crate::store::progress::Progress;
 use crate::store::read;
 use crate::store::verbs::{
     Completion, Engine, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
@@ -154,6 +155,7 @@ impl Engine for FileEngine {
             writer: self.writer.sender(),
             stopped: self.writer.stopped(),
             journal: self.journal.clone(),
+            progress: self.writer.progress().clone(),
             // One more than can be pending: the note of the attempt starting now.
             ring: u64::try_from(in_flight).unwrap_or(u64::MAX / 2).max(1) + 1,
         })
@@ -163,10 +165,28 @@ impl Engine for FileEngine {
         self.writer.request(|reply| Command::Sync { reply })
     }
 
+    fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
+        self.writer.request(|reply| Command::Revoke { id, reply })
+    }
+
+    fn retry(&self, id: TaskId) -> Result<(), Error> {
+        self.writer.request(|reply| Command::Retry { id, reply })
+    }
+
+    fn forget(&self, id: TaskId) -> Result<(), Error> {
+        self.writer.request(|reply| Command::Forget { id, reply })
+    }
+
     fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
         self.read("reading a task", || {
             let db = self.published()?;
-            read::status(db, self.writer.counts(), self.writer.live(), id)
+            let mut status = read::status(db, self.writer.counts(), self.writer.live(), id)?;
+            if status.state == TaskState::Running
+                && let Some(json) = self.writer.progress().get(id, status.attempts)
+            {
+                status.progress = serde_json::from_slice(&json).ok();
+            }
+            Ok(status)
         })
     }
 
@@ -204,6 +224,7 @@ struct FileReporter {
     /// Set if the writer stopped for good: reports then fail with its error.
     stopped: Arc<OnceLock<Error>>,
     journal: Arc<Inflight>,
+    progress: Arc<Progress>,
     ring: u64,
 }
 
@@ -241,6 +262,10 @@ impl Reporter for FileReporter {
     fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
         self.send(Command::Release { pool, id, attempt })
     }
+
+    fn progress(&self, id: TaskId, attempt: u32, json: Vec<u8>) {
+        self.progress.set(id, attempt, json);
+    }
 }
 
 #[cfg(test)]
@@ -249,7 +274,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::TaskState;
     use crate::options::Options;
     use crate::store::writer::lock;
 
@@ -375,6 +399,8 @@ mod tests {
                     started_at_ms: 0,
                     run_us: 1,
                     outcome: crate::model::Outcome::Succeeded(b"null".to_vec()),
+                    progress: None,
+                    past_soft_limit: false,
                 };
                 assert_stopped(reporter.complete(None, completion));
             }

@@ -4,7 +4,6 @@
 use redb::Database;
 use redb::backends::InMemoryBackend;
 
-use crate::store::codec;
 use crate::store::errors::Db;
 use crate::store::record::TaskRecord;
 use crate::store::redo::{self, Redo};
@@ -21,9 +20,9 @@ pub(crate) fn record(data: &[u8]) {
         let again = TaskRecord::decode(&bytes).expect("an encoded record decodes");
         assert_eq!(again.encode().expect("it encodes again"), bytes);
     }
-    if let Ok(rec) = codec::decode::<ScheduleRecord>(data) {
-        let bytes = codec::encode(&rec).expect("a decoded schedule encodes");
-        let again: ScheduleRecord = codec::decode(&bytes).expect("an encoded schedule decodes");
+    if let Ok(rec) = ScheduleRecord::decode(data) {
+        let bytes = rec.encode().expect("a decoded schedule encodes");
+        let again = ScheduleRecord::decode(&bytes).expect("an encoded schedule decodes");
         assert_eq!(again, rec);
     }
 }

@@ -18,6 +18,7 @@ mod catalog;
 mod check;
 mod claim;
 mod codec;
+mod control;
 mod counts;
 mod errors;
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod inflight;
 mod open;
 mod paths;
 mod pools;
+mod progress;
 mod read;
 mod record;
 mod redo;
@@ -46,7 +48,8 @@ mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};
 pub(crate) use verbs::{
-    Completion, Engine, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
+    Completion, Engine, Job, NewTask, PoolGauges, PoolSpec, Reporter, ScheduleOp, Serves,
+    ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
 #[cfg(test)]

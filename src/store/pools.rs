@@ -4,6 +4,7 @@
 //! specs through [`LivePools`], which the registry keeps in step.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crossbeam_channel::Sender;
@@ -13,6 +14,7 @@ use crate::model::PoolId;
 use crate::store::catalog::Catalog;
 use crate::store::tx::Tx;
 use crate::store::verbs::{Job, PoolSpec};
+use crate::views::PoolStats;
 
 /// The most argument bytes (on average) a pool holds claimed ahead of its threads.
 const PREFETCH_BYTES: usize = 8 * 1024 * 1024;
@@ -181,6 +183,24 @@ impl LivePools {
         !std::iter::once(first)
             .chain(serving)
             .any(|p| p.serves.names.contains(name))
+    }
+
+    /// The live pools and their threads, in the order they started.
+    pub(crate) fn stats(&self) -> Vec<PoolStats> {
+        self.read()
+            .iter()
+            .map(|p| {
+                let mut tasks: Vec<String> = p.serves.names.iter().cloned().collect();
+                tasks.sort();
+                PoolStats {
+                    queues: p.serves.queues.clone(),
+                    tasks,
+                    concurrency: p.threads,
+                    threads: p.gauges.threads.load(Ordering::SeqCst),
+                    abandoned: p.gauges.abandoned.load(Ordering::SeqCst),
+                }
+            })
+            .collect()
     }
 
     /// The queues at least one pool serves.

@@ -13,7 +13,6 @@ use crate::clock::to_system_time;
 use crate::error::{Error, Failure};
 use crate::model::{TaskId, TaskState};
 use crate::schedule::ScheduleInfo;
-use crate::store::codec;
 use crate::store::counts::CountsView;
 use crate::store::errors::{Db, redb_error};
 use crate::store::pools::LivePools;
@@ -61,7 +60,9 @@ pub(crate) fn status(
         json(&rec.payload)
     };
     let output = rec.output.as_deref().and_then(json);
+    let progress = rec.control.progress.as_deref().and_then(json);
     Ok(TaskStatus {
+        progress,
         arguments,
         output,
         id,
@@ -94,7 +95,7 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
     let mut out = Vec::new();
     for entry in table.iter().db()? {
         let (name, bytes) = entry.db()?;
-        let rec: ScheduleRecord = codec::decode(bytes.value())?;
+        let rec = ScheduleRecord::decode(bytes.value())?;
         out.push(rec.info(name.value()));
     }
     Ok(out)
@@ -163,6 +164,7 @@ pub(crate) fn stats(
     Ok(Stats {
         queues,
         unregistered: unregistered(&view, live, read)?,
+        pools: live.stats(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The per-task record stored in the `tasks` table, and how it is encoded.
 //!
-//! The record is one part (see `codec`): what the first release wrote. States and attempt
+//! The record has two parts (see `codec`): what the first release wrote, then [`Control`]
+//! (format 4), written only when it holds something — a task that uses none of it is stored
+//! byte for byte as before. States and attempt
 //! error kinds are stored by their explicit codes (`TaskState::code`), never by their
 //! position in a Rust enum; the other enums of the record (`Slot`, and the `RetryPolicy` it
 //! embeds) keep their variants and fields in the order written here, which is part of the
@@ -59,17 +61,52 @@ pub(crate) struct TaskRecord {
     /// stored record still has them).
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// The second part (format 4).
+    #[serde(skip)]
+    pub control: Control,
+}
+
+/// The record's second part: what execution control added (format 4). Its default is "none
+/// of it", and a record whose control is the default is stored without the part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Control {
+    /// A revoke was asked while an attempt ran: when the attempt ends (or, after a crash, at
+    /// the next open), the task ends `Revoked`.
+    pub revoke_requested: bool,
+    /// The hard time limit of each attempt, in ms (the spool's default applies when `None`).
+    pub time_limit_ms: Option<u64>,
+    /// The soft time limit of each attempt, in ms.
+    pub soft_time_limit_ms: Option<u64>,
+    /// The retries the task was enqueued with, once `max_retries` has moved away from them
+    /// (a snooze adds one; a manual retry gives a fresh budget of these).
+    pub base_retries: Option<u32>,
+    /// The latest progress the handler reported, as JSON.
+    #[serde(with = "serde_bytes")]
+    pub progress: Option<Vec<u8>>,
 }
 
 impl TaskRecord {
     /// The record as stored.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        codec::encode(self)
+        let mut encoder = codec::Encoder::new().part(self)?;
+        if self.control != Control::default() {
+            encoder = encoder.part(&self.control)?;
+        }
+        Ok(encoder.finish())
     }
 
     /// A stored record.
     pub fn decode(bytes: &[u8]) -> Result<TaskRecord, Error> {
-        codec::decode(bytes)
+        let mut decoder = codec::Decoder::new(bytes)?;
+        let mut rec: TaskRecord = decoder.part()?;
+        rec.control = decoder.later_part()?;
+        decoder.finish()?;
+        Ok(rec)
+    }
+
+    /// The retries the task was enqueued with.
+    pub fn base_retries(&self) -> u32 {
+        self.control.base_retries.unwrap_or(self.max_retries)
     }
 
     /// The ready-index key for this task at sequence `seq`.
@@ -185,6 +222,7 @@ mod tests {
             origin: None,
             output: None,
             payload: b"{}".to_vec(),
+            control: Control::default(),
         };
         let bytes = rec.encode().unwrap();
         #[rustfmt::skip]
@@ -205,11 +243,32 @@ mod tests {
         ];
         assert_eq!(bytes, expected);
         let back = TaskRecord::decode(&bytes).unwrap();
-        assert_eq!((back.state, back.errors), (rec.state, rec.errors));
+        assert_eq!((back.state, back.errors), (rec.state, rec.errors.clone()));
         // A code this build does not know is refused, never read as another state.
         let mut unknown = bytes.clone();
         unknown[6] = 99;
         let err = TaskRecord::decode(&unknown).unwrap_err();
         assert!(err.to_string().contains("undecodable record"), "{err}");
+
+        // With control, the second part follows the first, pinned too.
+        let mut with = rec.clone();
+        with.control = Control {
+            revoke_requested: true,
+            time_limit_ms: Some(9),
+            soft_time_limit_ms: None,
+            base_retries: Some(2),
+            progress: Some(b"1".to_vec()),
+        };
+        let bytes = with.encode().unwrap();
+        #[rustfmt::skip]
+        let control: &[u8] = &[
+            1,                  // revoke requested
+            1, 9, 0,            // time limit Some(9), soft None
+            1, 2,               // base retries Some(2)
+            1, 1, b'1',         // progress Some("1")
+        ];
+        assert_eq!(&bytes[..expected.len()], expected);
+        assert_eq!(&bytes[expected.len()..], control);
+        assert_eq!(TaskRecord::decode(&bytes).unwrap().control, with.control);
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::Origin;
+use crate::options::Limits;
 use crate::schedule::{ScheduleDef, ScheduleInfo, due_fires};
 use crate::store::catalog::Catalog;
 use crate::store::codec;
@@ -17,8 +18,9 @@ use crate::store::errors::Db;
 use crate::store::tx::Tx;
 use crate::store::verbs::{NewTask, ScheduleOp};
 
-/// A schedule as stored in the `schedules` table: one part (see `codec`), whose fields and
-/// those of the definition it embeds are part of the file format.
+/// A schedule as stored in the `schedules` table: its first part (see `codec`), whose fields
+/// and those of the definition it embeds are part of the file format; then, when the
+/// template has time limits, a second part with them (format 4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ScheduleRecord {
     pub def: ScheduleDef,
@@ -29,6 +31,25 @@ pub(crate) struct ScheduleRecord {
 }
 
 impl ScheduleRecord {
+    /// The record as stored.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut encoder = codec::Encoder::new().part(self)?;
+        let limits = self.def.template.limits;
+        if limits != Limits::default() {
+            encoder = encoder.part(&limits)?;
+        }
+        Ok(encoder.finish())
+    }
+
+    /// A stored record.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ScheduleRecord, Error> {
+        let mut decoder = codec::Decoder::new(bytes)?;
+        let mut rec: ScheduleRecord = decoder.part()?;
+        rec.def.template.limits = decoder.later_part()?;
+        decoder.finish()?;
+        Ok(rec)
+    }
+
     /// The listing of this schedule, as `Spool::schedules` shows it.
     pub(crate) fn info(&self, name: &str) -> ScheduleInfo {
         ScheduleInfo {
@@ -47,7 +68,7 @@ impl ScheduleRecord {
 impl Tx<'_> {
     fn schedule(&mut self, name: &str) -> Result<Option<ScheduleRecord>, Error> {
         match self.tables().schedules()?.get(name).db()? {
-            Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+            Some(bytes) => Ok(Some(ScheduleRecord::decode(bytes.value())?)),
             None => Ok(None),
         }
     }
@@ -66,7 +87,7 @@ impl Tx<'_> {
             self.tables().schedule_due()?.insert((at, name), ())?;
             self.note_wake(at);
         }
-        let bytes = codec::encode(new)?;
+        let bytes = new.encode()?;
         self.tables().schedules()?.insert(name, bytes.as_slice())?;
         Ok(())
     }
@@ -78,6 +99,7 @@ impl Tx<'_> {
         let now = self.now();
         let changed = match op {
             ScheduleOp::Declare { name, def } => {
+                let def = *def;
                 let old = self.schedule(&name)?;
                 let new = match &old {
                     Some(old) if old.def == def => return Ok(Ok(false)),

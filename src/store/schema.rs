@@ -13,8 +13,11 @@ use crate::store::tables::tables;
 /// it holds, so it must refuse the file. Version 3 records the log generation before the
 /// current one and whether the file was closed cleanly, and zeroes the log's first record at
 /// every durable commit, so that a damaged, missing or foreign log is found (see `replay`);
-/// a version-2 build would not keep those promises. Older files are upgraded at open.
-pub(crate) const FORMAT_VERSION: u64 = 3;
+/// a version-2 build would not keep those promises. Version 4 gives task records a second
+/// part (`record::Control`: a pending revoke, time limits, progress, the retry budget) and
+/// new attempt error kinds (revoked, time limit, snoozed), which a version-3 build would
+/// refuse as damage. Older files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 4;
 
 /// The first format whose log keeps the promises `replay` checks (see [`FORMAT_VERSION`]).
 pub(crate) const STRICT_LOG_FORMAT: u64 = 3;

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
-use crate::store::record::{Slot, TaskRecord};
+use crate::store::record::{Control, Slot, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::verbs::{Completion, NewTask};
 
@@ -75,6 +75,11 @@ impl Tx<'_> {
             origin: new.origin,
             output: None,
             payload: new.payload,
+            control: Control {
+                time_limit_ms: new.opts.limits.time_limit_ms,
+                soft_time_limit_ms: new.opts.limits.soft_time_limit_ms,
+                ..Control::default()
+            },
         };
         if let Some(exp) = rec.expires_at_ms {
             self.tables().task_expiry()?.insert((exp, id), ())?;
@@ -108,7 +113,7 @@ impl Tx<'_> {
     /// Gives a running task's in-memory record its arguments back from the stored record
     /// (which is not rewritten while the task runs), before it is stored for another attempt
     /// or as a failure.
-    fn restore_payload(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
+    pub(crate) fn restore_payload(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         if rec.payload.is_empty()
             && let Some(bytes) = self.tables().tasks()?.get(id).db()?
         {
@@ -169,6 +174,14 @@ impl Tx<'_> {
         }
         self.attempt_done(id, c.attempt);
         rec.started_at_ms = Some(c.started_at_ms);
+        if let Some(progress) = &c.progress {
+            rec.control.progress = Some(progress.to_vec());
+        }
+        if rec.control.revoke_requested {
+            // Revoked while it ran: whatever the attempt returned, the task ends here.
+            self.end_revoked(id, &mut rec, c)?;
+            return Ok(true);
+        }
         let (kind, message, disposition) = match &c.outcome {
             Outcome::Succeeded(output) => {
                 rec.output = Some(output.clone());
@@ -176,31 +189,60 @@ impl Tx<'_> {
                 return Ok(true);
             }
             Outcome::Failed {
+                disposition: Disposition::Snooze(delay),
+                message,
+            } => {
+                return self
+                    .snooze(id, rec, c.attempt, *delay, message)
+                    .map(|()| true);
+            }
+            Outcome::Failed {
                 disposition,
                 message,
             } => {
                 let kind = match disposition {
+                    _ if c.past_soft_limit => AttemptErrorKind::TimeLimit,
                     Disposition::Fail => AttemptErrorKind::Fatal,
+                    Disposition::Stopped => AttemptErrorKind::TimeLimit,
                     _ => AttemptErrorKind::Error,
                 };
                 (kind, message.clone(), *disposition)
             }
             Outcome::Panicked(msg) => (AttemptErrorKind::Panic, msg.clone(), Disposition::Retry),
             Outcome::Undecodable(msg) => (AttemptErrorKind::Decode, msg.clone(), Disposition::Fail),
+            Outcome::TimedOut(msg) => {
+                (AttemptErrorKind::TimeLimit, msg.clone(), Disposition::Retry)
+            }
         };
+        let delay = match disposition {
+            Disposition::Fail => None,
+            Disposition::Retry | Disposition::Stopped | Disposition::Snooze(_) => {
+                Some(rec.retry.delay_ms(rec.attempts))
+            }
+            Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(d.min(MAX_DELAY))),
+        };
+        self.fail_attempt(id, rec, c.attempt, (kind, message), delay)?;
+        Ok(true)
+    }
+
+    /// Records a failed attempt, then retries the task after `delay` if retries remain, or
+    /// ends it `Failed`.
+    pub(crate) fn fail_attempt(
+        &mut self,
+        id: u64,
+        mut rec: TaskRecord,
+        attempt: u32,
+        (kind, message): (AttemptErrorKind, String),
+        delay: Option<u64>,
+    ) -> Result<(), Error> {
         let now = self.now();
         rec.errors.push(AttemptError {
-            attempt: c.attempt,
+            attempt,
             at: to_system_time(now),
             kind,
             message,
         });
         self.restore_payload(id, &mut rec)?;
-        let delay = match disposition {
-            Disposition::Fail => None,
-            Disposition::Retry => Some(rec.retry.delay_ms(rec.attempts)),
-            Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(d.min(MAX_DELAY))),
-        };
         // Logged here, where the outcome is decided (the attempt's span is on the worker).
         let error = rec.errors.last().map_or("", |e| e.message.as_str());
         match delay {
@@ -208,7 +250,7 @@ impl Tx<'_> {
                 tracing::warn!(
                     task.id = id,
                     task.name = %rec.name,
-                    attempt = c.attempt,
+                    attempt,
                     delay_s = delay as f64 / 1000.0,
                     error,
                     "task failed; retrying in {:.3}s",
@@ -216,21 +258,20 @@ impl Tx<'_> {
                 );
                 self.set_state(&mut rec, TaskState::Retrying);
                 self.make_scheduled(id, &mut rec, now.saturating_add(delay))?;
-                self.put(id, &rec)?;
+                self.put(id, &rec)
             }
             _ => {
                 tracing::error!(
                     task.id = id,
                     task.name = %rec.name,
-                    attempt = c.attempt,
+                    attempt,
                     error,
                     "task failed for good after {} attempt(s)",
                     rec.attempts
                 );
-                self.finalize(id, &mut rec, TaskState::Failed)?;
+                self.finalize(id, &mut rec, TaskState::Failed)
             }
         }
-        Ok(true)
     }
 
     /// Returns a claimed attempt that never started (a prefetched task at shutdown) to the
@@ -324,8 +365,11 @@ impl Tx<'_> {
         for key in due {
             let id = key.1;
             self.tables().result_expiry()?.remove(key)?;
-            if let Some(rec) = self.get(id)? {
-                self.count(rec.queue, rec.state, -1);
+            match self.get(id)? {
+                // Retried by hand since it finished: not a result any more.
+                Some(rec) if !rec.state.is_final() => continue,
+                Some(rec) => self.count(rec.queue, rec.state, -1),
+                None => {}
             }
             self.tables().tasks()?.remove(id)?;
         }
@@ -355,6 +399,10 @@ impl Tx<'_> {
                 continue;
             };
             rec.overlay_running(attempt, started_at_ms);
+            if rec.control.revoke_requested {
+                self.end_revoked_orphan(id, rec, attempt)?;
+                continue;
+            }
             if !started.contains(id, attempt) {
                 self.unstart(id, rec)?;
                 continue;

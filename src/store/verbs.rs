@@ -17,7 +17,8 @@
 //! | (the engine's own work) | stages due work — promotes due tasks, fires schedules, expires — and prunes finished tasks, waking at the next due time | `stage_jobs`, `prune_jobs` |
 //! | (opening) | recovers the attempts a dead owner left running | Oban's `Lifeline` rescue |
 //!
-//! `snooze`, `cancel` and `retry` of a finished task come with the execution-control issue.
+//! | [`Engine::revoke`] | a waiting task ends `Revoked`; a running one is asked to stop and ends `Revoked` with its attempt | `cancel_job` |
+//! | [`Engine::retry`], [`Engine::forget`] | a finished task runs again with a fresh budget; one is deleted | `retry_job`, `delete_job` |
 //!
 //! # Engine properties
 //!
@@ -51,13 +52,15 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
-use crate::model::{Origin, Outcome, PoolId, TaskId};
-use crate::options::Resolved;
+use crate::model::{Origin, Outcome, PoolId, Revoke, TaskId};
+use crate::options::{Limits, Resolved};
 use crate::schedule::{ScheduleDef, ScheduleInfo};
+use crate::signal::AttemptSignal;
 use crate::views::{Stats, TaskStatus};
 
 /// A task as the caller built it, validated, waiting for the engine to give it an id.
@@ -80,6 +83,10 @@ pub(crate) struct Job {
     pub max_retries: u32,
     pub enqueued_at_ms: u64,
     pub origin: Option<Origin>,
+    /// The task's own time limits (the spool's defaults apply where they are `None`).
+    pub limits: Limits,
+    /// Shared with the engine, which asks the attempt to stop through it (a revoke).
+    pub signal: Arc<AttemptSignal>,
 }
 
 /// A finished attempt, as its worker reports it.
@@ -91,6 +98,10 @@ pub(crate) struct Completion {
     /// How long the handler ran, in microseconds (drives adaptive prefetch).
     pub run_us: u64,
     pub outcome: Outcome,
+    /// The handler's latest progress (JSON), kept with the record.
+    pub progress: Option<Vec<u8>>,
+    /// The soft time limit had asked the attempt to stop: a failure is a time limit's.
+    pub past_soft_limit: bool,
 }
 
 /// What a pool (or a drain) can run: the queues it serves and the task names it knows. Built
@@ -117,13 +128,24 @@ pub(crate) struct PoolSpec {
     pub threads: usize,
     /// The most attempts claimed ahead of free threads.
     pub max_prefetch: usize,
+    /// What the pool's threads report of themselves, for `stats`.
+    pub gauges: Arc<PoolGauges>,
+}
+
+/// A pool's threads, as it reports them.
+#[derive(Debug, Default)]
+pub(crate) struct PoolGauges {
+    /// Threads serving the pool now.
+    pub threads: AtomicUsize,
+    /// Threads whose attempt its hard time limit ended, and whose handler has not returned.
+    pub abandoned: AtomicUsize,
 }
 
 /// A change to the set of schedules.
 #[derive(Debug)]
 pub(crate) enum ScheduleOp {
     /// Create or update; unchanged if the definition is identical.
-    Declare { name: String, def: ScheduleDef },
+    Declare { name: String, def: Box<ScheduleDef> },
     /// Delete.
     Remove(String),
     /// Stop firing until resumed.
@@ -182,6 +204,27 @@ pub(crate) trait Engine: Send + Sync {
     /// never hands a pool more), a drain's batch. The engine keeps that many start notes
     /// per thread.
     fn reporter(&self, in_flight: usize) -> Arc<dyn Reporter>;
+
+    /// Revokes a task: one that waits ends `Revoked`; a running one's attempt is asked to
+    /// stop, and its end makes the task `Revoked`. Durable when it returns.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id (nothing is written); as [`Engine::insert`].
+    fn revoke(&self, id: TaskId) -> Result<Revoke, Error>;
+
+    /// Runs a failed, expired or revoked task again, with a fresh retry budget. Durable when
+    /// it returns.
+    ///
+    /// # Errors
+    /// `NotFound`, or `WrongState` for a task in another state (nothing is written); as
+    /// [`Engine::insert`].
+    fn retry(&self, id: TaskId) -> Result<(), Error>;
+
+    /// Deletes a finished task and its result. Durable when it returns.
+    ///
+    /// # Errors
+    /// `NotFound`, or `WrongState` for a task that has not finished; as [`Engine::insert`].
+    fn forget(&self, id: TaskId) -> Result<(), Error>;
 
     /// Returns once everything reported or acknowledged before the call is applied and
     /// durable.
@@ -248,4 +291,9 @@ pub(crate) trait Reporter: Send + Sync {
     /// # Errors
     /// As [`Reporter::complete`].
     fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error>;
+
+    /// Attempt `attempt` of `id` reports its progress (JSON). Kept in memory and shown by
+    /// `status` at once; stored with the attempt's completion (and with any group that
+    /// commits before), never synced on its own.
+    fn progress(&self, id: TaskId, attempt: u32, json: Vec<u8>);
 }

@@ -103,7 +103,11 @@ fn enqueue_many_returns_handles_in_order_and_all_complete() {
     let stats = spool.stats().unwrap();
     assert_eq!(stats.count(TaskState::Succeeded), 50);
     assert_eq!(stats.queue("default").unwrap().total(), 50);
+    assert_eq!(stats.pools.len(), 1);
+    assert_eq!((stats.pools[0].concurrency, stats.pools[0].threads), (3, 3));
     worker.shutdown(WAIT).unwrap();
+    let stats = spool.stats().unwrap();
+    assert!(stats.pools.is_empty(), "a stopped pool is not listed");
 
     // An empty batch is fine and writes nothing.
     let none = spool.enqueue_many(Vec::<Add>::new()).unwrap();

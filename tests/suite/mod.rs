@@ -5,6 +5,7 @@
 mod common;
 
 mod concurrency;
+mod control;
 mod crash;
 mod damage;
 mod decode;
@@ -13,6 +14,7 @@ mod files;
 mod format;
 mod handlers;
 mod lifecycle;
+mod limits;
 mod names;
 mod options;
 mod panics;

@@ -4,7 +4,7 @@
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
-use crate::model::{PoolId, TaskId};
+use crate::model::{PoolId, Revoke, TaskId};
 use crate::store::verbs::{Completion, Job, NewTask, PoolSpec, ScheduleOp, Serves};
 use crate::sync::Promise;
 
@@ -46,6 +46,12 @@ pub(crate) enum Command {
     },
     /// Declare, remove, pause or resume a periodic schedule; replies whether it changed.
     Schedule { op: ScheduleOp, reply: Reply<bool> },
+    /// Revoke a task; reply with what was done.
+    Revoke { id: TaskId, reply: Reply<Revoke> },
+    /// Run a finished task again.
+    Retry { id: TaskId, reply: Reply<()> },
+    /// Delete a finished task.
+    Forget { id: TaskId, reply: Reply<()> },
     /// Reply once everything sent before is committed (and synced, in buffered mode).
     Sync { reply: Reply<()> },
     /// The manual clock moved, or a caller's own group changed the next wake-up.

@@ -12,8 +12,11 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use redb::WriteTransaction;
 
+use std::sync::Arc;
+
 use crate::error::Error;
 use crate::model::{PoolId, TaskId};
+use crate::signal::{AttemptSignal, StopReason};
 use crate::store::pools::ewma;
 use crate::store::tx::Tx;
 use crate::store::verbs::{Completion, Job, Serves};
@@ -45,6 +48,8 @@ pub(super) struct Group {
     completions: Vec<Completion>,
     /// Tasks this group ended, whose waiters are woken once it is readable.
     finalized: Vec<TaskId>,
+    /// Running attempts to ask to stop once the group is durable (revoked in it).
+    stops: Vec<Arc<AttemptSignal>>,
     /// Enqueue callers in the group (for the gathering window, see `Writer::gather`).
     callers: usize,
     next: Next,
@@ -141,6 +146,13 @@ impl Writer {
             let mut tx = self.apply_commands(&txn, now, cmds, gather, group)?;
             let due = self.maintain(&mut tx, now, group)?;
             self.claim(&mut tx, group)?;
+            if tx.changed() {
+                // Progress reported since the last commit goes with this one (no sync of its
+                // own).
+                for (id, attempt, json) in self.progress.take_dirty() {
+                    tx.store_progress(id, attempt, json)?;
+                }
+            }
             let tally = tx.finish(&self.counts)?;
             self.next_wake = if due {
                 tx.next_wake()?
@@ -245,10 +257,47 @@ impl Writer {
                 let ids = step.run(|tx| tx.insert_all(tasks, catalog));
                 group.reply(reply, ids);
             }
-            Command::Complete { pool, completion } => {
+            Command::Complete {
+                pool,
+                mut completion,
+            } => {
                 self.pools.finished(pool, completion.run_us);
+                let id = completion.id.0;
+                if self
+                    .signals
+                    .get(&id)
+                    .is_some_and(|(attempt, _)| *attempt == completion.attempt)
+                {
+                    self.signals.remove(&id);
+                }
+                if completion.progress.is_none() {
+                    completion.progress = self.progress.take(completion.id, completion.attempt);
+                }
                 let _ = step.run(|tx| tx.complete(&completion));
                 group.completions.push(completion);
+            }
+            Command::Revoke { id, reply } => {
+                let done = step.run(|tx| tx.revoke(id.0)).and_then(|answer| answer);
+                let answer = done.map(|revoking| {
+                    if let Some(attempt) = revoking.running
+                        && let Some((a, signal)) = self.signals.get(&id.0)
+                        && *a == attempt
+                    {
+                        group.stops.push(signal.clone());
+                    }
+                    revoking.answer
+                });
+                group.reply(reply, answer);
+            }
+            Command::Retry { id, reply } => {
+                let done = step
+                    .run(|tx| tx.retry_final(id.0))
+                    .and_then(|answer| answer);
+                group.reply(reply, done);
+            }
+            Command::Forget { id, reply } => {
+                let done = step.run(|tx| tx.forget(id.0)).and_then(|answer| answer);
+                group.reply(reply, done);
             }
             Command::Release { pool, id, attempt } => {
                 self.pools.released(pool);
@@ -283,18 +332,32 @@ impl Writer {
     fn claim(&mut self, tx: &mut Tx<'_>, group: &mut Group) -> Result<(), Error> {
         let cycle_us = self.avg_cycle_us.unwrap_or(0.0);
         group.handoffs = self.pools.claim(tx, &self.catalog, cycle_us)?;
+        for (_, jobs) in &group.handoffs {
+            self.note_signals(jobs);
+        }
         let mut failed = None;
         for (serves, max, reply) in std::mem::take(&mut group.claims) {
             let jobs = match &failed {
                 Some(e) => Err(Error::clone(e)),
                 None => tx.claim(&self.catalog, &serves, max),
             };
-            if let Err(e) = &jobs {
-                failed.get_or_insert_with(|| e.clone());
+            match &jobs {
+                Ok(jobs) => self.note_signals(jobs),
+                Err(e) => {
+                    failed.get_or_insert_with(|| e.clone());
+                }
             }
             group.reply(reply, jobs);
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Keeps the signals of claimed attempts, for revokes while they run.
+    fn note_signals(&mut self, jobs: &[Job]) {
+        for job in jobs {
+            self.signals
+                .insert(job.id.0, (job.attempt, job.signal.clone()));
+        }
     }
 
     /// Phase 5: the group is durable, or it failed. Workers get their jobs, callers their
@@ -308,6 +371,9 @@ impl Writer {
                 self.retry_at = None;
                 // Workers first: a task should not wait for its enqueuer to be woken.
                 let returned = self.pools.hand_out(std::mem::take(&mut group.handoffs));
+                for signal in group.stops.drain(..) {
+                    signal.stop(StopReason::Revoked);
+                }
                 group.answer(&result);
                 // A woken waiter reads the result: it must find it in redb.
                 if self.waiters.any(&group.finalized) {

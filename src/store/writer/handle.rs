@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView};
 use crate::store::pools::LivePools;
+use crate::store::progress::Progress;
 use crate::store::wal::Wal;
 use crate::store::writer::command::{Command, Reply};
 use crate::store::writer::state::{Core, Writer, WriterConfig, lock};
@@ -28,6 +29,7 @@ pub(crate) struct WriterHandle {
     counts: Arc<Mutex<CountsView>>,
     /// The live pools, for `stats` and `status`.
     live: LivePools,
+    progress: Arc<Progress>,
     /// Set while acknowledged groups are not yet in redb (see [`WriterHandle::publish`]).
     unpublished: Arc<AtomicBool>,
     /// Set when the writer thread has ended (see `thread::run`).
@@ -52,11 +54,12 @@ impl WriterHandle {
             .clock
             .subscribe(move || tick.send(Command::Tick).is_ok());
         let writer = Writer::new(db, config, state, wal, waiters);
-        let (counts, live, unpublished, stopped) = (
+        let (counts, live, unpublished, stopped, progress) = (
             writer.counts_view.clone(),
             writer.pools.live(),
             writer.unpublished.clone(),
             writer.stopped.clone(),
+            writer.progress.clone(),
         );
         let core = Arc::new(Mutex::new(writer));
         let exited = Arc::new(Exited::default());
@@ -73,6 +76,7 @@ impl WriterHandle {
             core,
             counts,
             live,
+            progress,
             unpublished,
             exited,
             stopped,
@@ -188,6 +192,11 @@ impl WriterHandle {
     /// The live pools.
     pub(crate) fn live(&self) -> &LivePools {
         &self.live
+    }
+
+    /// The progress running handlers reported.
+    pub(crate) fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// The writer's state, for tests that hold it to make the writer busy.

@@ -10,9 +10,11 @@ use redb::{Database, WriteTransaction};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::signal::AttemptSignal;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView, Tally};
 use crate::store::pools::Pools;
+use crate::store::progress::Progress;
 use crate::store::record::TaskRecord;
 use crate::store::redo::Redo;
 use crate::store::tx::{IdMap, Lent, Tx};
@@ -52,6 +54,14 @@ pub(crate) struct Writer {
     pub(super) catalog: Catalog,
     /// The live pools: the one registry of them.
     pub(super) pools: Pools,
+    /// The signal of every attempt handed out and not yet reported, by task id: a revoke
+    /// asks the running attempt to stop through it. Kept across failed groups (a signal
+    /// stays valid as long as its attempt runs; one of a claim that a failed group rolled
+    /// back is replaced when the task is claimed again).
+    pub(super) signals: IdMap<(u32, Arc<AttemptSignal>)>,
+    /// The progress handlers reported, until their attempt's completion takes it (see
+    /// `store::progress`).
+    pub(super) progress: Arc<Progress>,
     pub(super) waiters: Arc<Waiters>,
     pub(super) next_wake: Option<u64>,
     /// Completions from a group that failed, applied again with the next group.
@@ -128,6 +138,8 @@ impl Writer {
             counts,
             catalog,
             pools: Pools::default(),
+            signals: IdMap::default(),
+            progress: Arc::default(),
             waiters,
             // Due at once: the first group scans the timed indexes.
             next_wake: Some(0),

@@ -203,6 +203,7 @@ fn child_process() {
                 .unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
+        "revoke" => revoke::child(&spool),
         "hold" => {
             let h = spool.enqueue(CrashWork::new(7)).unwrap();
             say(&format!("OPEN {}", h.id()));
@@ -277,4 +278,5 @@ fn queue_path() -> (tempfile::TempDir, PathBuf) {
 
 mod aborts;
 mod log_damage;
+mod revoke;
 mod sigkill;
