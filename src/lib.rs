@@ -146,7 +146,7 @@ pub use context::{Context, MAX_PROGRESS_BYTES};
 pub use error::{Error, ErrorKind, Failure};
 pub use model::{
     AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,
-    Revoke, TaskId, TaskState,
+    Revoke, Revoked, TaskFilter, TaskId, TaskState,
 };
 pub use options::{Expiry, Options};
 pub use pool::{

@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::options::Limits;
 use crate::store::Engine;
 use crate::sync::Waiters;
-use crate::timekeeper::Timekeeper;
+use crate::timekeeper::LazyKeeper;
 
 /// A handle to one queue file. Cheap to clone; every clone talks to the same writer thread.
 ///
@@ -48,9 +48,8 @@ pub(crate) struct Shared {
     names: Mutex<HashMap<&'static str, &'static str>>,
     /// The time limits of attempts whose task has none of its own.
     pub(crate) default_limits: Limits,
-    /// Started with the first attempt that has a time limit (`None` if its thread could not
-    /// be started: limits are then not enforced, which was logged).
-    timekeeper: OnceLock<Option<Timekeeper>>,
+    /// Started with the first attempt that has a time limit.
+    pub(crate) timekeeper: Arc<LazyKeeper>,
     /// Keeps a temporary spool's directory alive; removed after the engine is closed.
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -66,12 +65,12 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             engine,
+            timekeeper: LazyKeeper::new(clock.clone()),
             clock,
             waiters,
             path,
             names: Mutex::new(HashMap::new()),
             default_limits,
-            timekeeper: OnceLock::new(),
             _temp_dir: temp_dir,
         })
     }
@@ -97,21 +96,6 @@ impl Shared {
             claimed.insert(name, type_name);
         }
         Ok(())
-    }
-}
-
-impl Shared {
-    /// The spool's timekeeper, started on first use.
-    pub(crate) fn timekeeper(&self) -> Option<&Timekeeper> {
-        self.timekeeper
-            .get_or_init(|| match Timekeeper::start(self.clock.clone()) {
-                Ok(keeper) => Some(keeper),
-                Err(e) => {
-                    tracing::error!(error = %e, "time limits are not enforced");
-                    None
-                }
-            })
-            .as_ref()
     }
 }
 

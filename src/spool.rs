@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, ManualClock, duration_ms};
 use crate::error::Error;
-use crate::model::{Revoke, TaskId};
+use crate::model::{Revoke, Revoked, TaskFilter, TaskId};
 use crate::options::{Limits, Options};
 use crate::pool::WorkerBuilder;
 use crate::registry::decode_json;
@@ -382,6 +382,33 @@ impl Spool {
     /// error.
     pub fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
         self.shared.engine.revoke(id)
+    }
+
+    /// Revokes every task `filter` matches that has not finished (by queue, name and state),
+    /// in one durable change, each as [`revoke`](Self::revoke) does it; says how many were
+    /// revoked at once and how many running ones were asked to stop.
+    ///
+    /// ```
+    /// # use taskspool::{Spool, TaskFilter, TaskState};
+    /// # let spool = Spool::temporary()?;
+    /// let done = spool.revoke_where(TaskFilter::new().queue("mail").state(TaskState::Ready))?;
+    /// assert_eq!(done.revoked + done.cancelling, 0);
+    /// # Ok::<(), taskspool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `DiskFull`/`Storage` if the change could not be made durable (then nothing changed).
+    pub fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error> {
+        self.shared.engine.revoke_where(filter)
+    }
+
+    /// Runs again every `Failed`, `Expired` or `Revoked` task `filter` matches, each as
+    /// [`retry`](Self::retry) does it, in one durable change; returns how many.
+    ///
+    /// # Errors
+    /// `DiskFull`/`Storage` if the change could not be made durable (then nothing changed).
+    pub fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error> {
+        self.shared.engine.retry_where(filter)
     }
 
     /// Runs a `Failed`, `Expired` or `Revoked` task again, now: back to `Ready` with its

@@ -20,7 +20,7 @@ mod thread;
 mod worker;
 
 use crew::Crew;
-use thread::{Owner, Runner};
+use thread::{Owner, Runner, Watcher};
 pub use worker::Worker;
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.
@@ -190,6 +190,8 @@ impl WorkerBuilder {
             registry: Arc::new(self.registry.clone()),
             env: Env::new(self.data.clone(), &self.shared, reporter.clone()),
             clock: self.shared.clock.clone(),
+            default_limits: self.shared.default_limits,
+            keeper: self.shared.timekeeper.clone(),
         })
     }
 
@@ -267,13 +269,14 @@ impl WorkerBuilder {
         report: &mut DrainReport,
     ) -> Result<(), Error> {
         let engine = &self.shared.engine;
+        let mut watcher = Watcher::new(Owner::Drain);
         loop {
             let jobs = engine.claim(serves, DRAIN_BATCH)?;
             if jobs.is_empty() {
                 return Ok(());
             }
             for job in jobs {
-                let Some(completion) = runner.attempt(reporter, slot, &job, Owner::Drain) else {
+                let Some(completion) = runner.attempt(reporter, slot, &job, &mut watcher) else {
                     // Ended by its hard limit while it ran: already reported.
                     report.attempts += 1;
                     continue;

@@ -10,24 +10,29 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::context::{Context, Env};
-use crate::model::{Outcome, TaskId};
+use crate::model::Outcome;
+use crate::options::Limits;
 use crate::pool::crew::Crew;
 use crate::registry::Registry;
-use crate::signal::{AttemptSignal, StopReason};
+use crate::signal::StopReason;
 use crate::store::{Completion, Job, Reporter, ThreadSlot};
 use crate::task_error::TaskError;
-use crate::timekeeper::{OnHardLimit, Watch};
+use crate::timekeeper::{LazyKeeper, OnHardLimit, Slot, Watched};
 
-/// What an attempt needs besides its job: the pool's handlers, app data and spool, and the
-/// clock.
+/// What an attempt needs besides its job: the pool's handlers, app data and spool, the
+/// clock, and what enforces time limits.
 pub(super) struct Runner {
     pub(super) registry: Arc<Registry>,
     pub(super) env: Arc<Env>,
     pub(super) clock: Clock,
+    /// The spool's default time limits.
+    pub(super) default_limits: Limits,
+    pub(super) keeper: Arc<LazyKeeper>,
 }
 
 /// Who runs an attempt: a pool's thread (which a hard time limit can abandon and replace),
 /// or a drain's caller.
+#[derive(Clone, Copy)]
 pub(super) enum Owner<'a> {
     Pool {
         crew: &'a Arc<Crew>,
@@ -35,6 +40,19 @@ pub(super) enum Owner<'a> {
         number: u64,
     },
     Drain,
+}
+
+/// A thread's watch on its attempts' time limits: who it is, and its timekeeper slot (made
+/// with the first attempt that has a limit).
+pub(super) struct Watcher<'a> {
+    owner: Owner<'a>,
+    slot: Option<Arc<Slot>>,
+}
+
+impl<'a> Watcher<'a> {
+    pub(super) fn new(owner: Owner<'a>) -> Self {
+        Watcher { owner, slot: None }
+    }
 }
 
 /// One pool thread: its slot in the crew, and its number.
@@ -77,17 +95,19 @@ impl WorkerThread {
     fn serve(&self, slot: &mut ThreadSlot) -> Ended {
         let crew = &self.crew;
         let busy = crew.slot(self.index);
+        let mut watcher = Watcher::new(Owner::Pool {
+            crew,
+            index: self.index,
+            number: self.number,
+        });
         for job in crew.jobs.iter() {
             let sent = if crew.stopping.load(Ordering::SeqCst) {
                 crew.reporter.release(crew.pool, job.id, job.attempt)
             } else {
                 busy.store(job.id.0, Ordering::SeqCst);
-                let owner = Owner::Pool {
-                    crew,
-                    index: self.index,
-                    number: self.number,
-                };
-                let Some(completion) = crew.runner.attempt(&crew.reporter, slot, &job, owner)
+                let Some(completion) =
+                    crew.runner
+                        .attempt(&crew.reporter, slot, &job, &mut watcher)
                 else {
                     // The crew cleared the slot when it abandoned the attempt.
                     return Ended::Abandoned;
@@ -117,7 +137,7 @@ impl Runner {
         reporter: &Arc<dyn Reporter>,
         slot: &mut ThreadSlot,
         job: &Job,
-        owner: Owner<'_>,
+        watcher: &mut Watcher<'_>,
     ) -> Option<Completion> {
         let span = tracing::info_span!(
             "task",
@@ -131,9 +151,11 @@ impl Runner {
         tracing::info!("task started");
         let started_at_ms = self.clock.now_ms();
         let timer = Instant::now();
-        let (watch, deadline_ms) = self.watch(reporter, job, started_at_ms, owner);
+        let (watch, deadline_ms) = self.watch(reporter, job, started_at_ms, watcher);
         let outcome = self.run_job(job, deadline_ms);
-        drop(watch);
+        if let Some(slot) = watch {
+            slot.clear();
+        }
         let elapsed = timer.elapsed();
         if !job.signal.returned() {
             tracing::warn!(
@@ -161,52 +183,57 @@ impl Runner {
         })
     }
 
-    /// Puts the attempt's time limits (its own, or the spool's defaults) in the timekeeper's
-    /// hands; returns the watch to drop when the handler returns, and the hard deadline.
+    /// Puts the attempt's time limits (its own, or the spool's defaults) in the hands of
+    /// the timekeeper, through the thread's slot; returns the slot to clear when the handler
+    /// returns, and the hard deadline.
     fn watch(
         &self,
         reporter: &Arc<dyn Reporter>,
         job: &Job,
         started_at_ms: u64,
-        owner: Owner<'_>,
-    ) -> (Option<Watch>, Option<u64>) {
-        let Some(shared) = self.env.spool.upgrade() else {
-            return (None, None);
-        };
-        let limits = job.limits.or(shared.default_limits);
+        watcher: &mut Watcher<'_>,
+    ) -> (Option<Arc<Slot>>, Option<u64>) {
+        let limits = job.limits.or(self.default_limits);
         if limits.is_none() {
             return (None, None);
         }
-        let Some(keeper) = shared.timekeeper() else {
-            return (None, None);
+        let slot = match &watcher.slot {
+            Some(slot) => slot.clone(),
+            None => {
+                let Some(keeper) = self.keeper.get() else {
+                    return (None, None);
+                };
+                let on_hard = HardLimit {
+                    reporter: reporter.clone(),
+                    crew: match watcher.owner {
+                        Owner::Pool {
+                            crew,
+                            index,
+                            number,
+                        } => Some((crew.clone(), index, number)),
+                        Owner::Drain => None,
+                    },
+                };
+                let slot = keeper.slot(Box::new(on_hard));
+                watcher.slot = Some(slot.clone());
+                slot
+            }
         };
-        let soft = limits
+        let soft_at = limits
             .soft_time_limit_ms
-            .map(|ms| (started_at_ms.saturating_add(ms), job.signal.clone()));
+            .map(|ms| started_at_ms.saturating_add(ms));
         let hard_at = limits
             .time_limit_ms
-            .map(|ms| (ms, started_at_ms.saturating_add(ms)));
-        let hard = hard_at.map(|(limit_ms, at)| {
-            let on_hard = HardLimit {
-                signal: job.signal.clone(),
-                reporter: reporter.clone(),
-                id: job.id,
-                attempt: job.attempt,
-                name: job.name.clone(),
-                started_at_ms,
-                limit_ms,
-                crew: match owner {
-                    Owner::Pool {
-                        crew,
-                        index,
-                        number,
-                    } => Some((crew.clone(), index, number)),
-                    Owner::Drain => None,
-                },
-            };
-            (at, Box::new(move || on_hard.fire()) as OnHardLimit)
-        });
-        (Some(keeper.watch(soft, hard)), hard_at.map(|(_, at)| at))
+            .map(|ms| started_at_ms.saturating_add(ms));
+        let watched = Watched {
+            id: job.id,
+            attempt: job.attempt,
+            signal: job.signal.clone(),
+            started_at_ms,
+            limit_ms: limits.time_limit_ms.unwrap_or(0),
+        };
+        slot.watch(watched, soft_at, hard_at);
+        (Some(slot), hard_at)
     }
 
     /// Runs one attempt's handler under `catch_unwind`. Never panics.
@@ -232,29 +259,24 @@ impl Runner {
     }
 }
 
-/// What the timekeeper does at an attempt's hard limit: ends the attempt (unless its handler
-/// returned first), replaces its thread, and reports the attempt as timed out.
+/// What the timekeeper does at the hard limit of an attempt of one thread: ends the attempt
+/// (unless its handler returned first), replaces a pool's thread, and reports the attempt as
+/// timed out.
 struct HardLimit {
-    signal: Arc<AttemptSignal>,
     reporter: Arc<dyn Reporter>,
-    id: TaskId,
-    attempt: u32,
-    name: String,
-    started_at_ms: u64,
-    limit_ms: u64,
+    /// A pool's thread: its crew, slot and number. `None` for a drain.
     crew: Option<(Arc<Crew>, usize, u64)>,
 }
 
-impl HardLimit {
-    fn fire(self) {
-        if !self.signal.abandon() {
+impl OnHardLimit for HardLimit {
+    fn fire(&self, attempt: Watched) {
+        if !attempt.signal.abandon() {
             return;
         }
-        let limit = Duration::from_millis(self.limit_ms);
+        let limit = Duration::from_millis(attempt.limit_ms);
         tracing::error!(
-            task.id = self.id.0,
-            task.name = %self.name,
-            attempt = self.attempt,
+            task.id = attempt.id.0,
+            attempt = attempt.attempt,
             "task ran past its hard time limit of {limit:?}; the attempt is over and its \
              thread abandoned"
         );
@@ -263,10 +285,10 @@ impl HardLimit {
             crew.abandon(*index, *number);
         }
         let completion = Completion {
-            id: self.id,
-            attempt: self.attempt,
-            started_at_ms: self.started_at_ms,
-            run_us: self.limit_ms.saturating_mul(1000),
+            id: attempt.id,
+            attempt: attempt.attempt,
+            started_at_ms: attempt.started_at_ms,
+            run_us: attempt.limit_ms.saturating_mul(1000),
             outcome: Outcome::TimedOut(format!(
                 "the hard time limit of {limit:?} passed; the attempt was ended and its \
                  handler abandoned (what it returns later is dropped)"

@@ -7,11 +7,17 @@ use redb::ReadableTable;
 
 use crate::clock::{duration_ms, to_system_time};
 use crate::error::Error;
-use crate::model::{AttemptError, AttemptErrorKind, MAX_DELAY, Revoke, TaskId, TaskState};
+use crate::model::{
+    AttemptError, AttemptErrorKind, MAX_DELAY, Revoke, Revoked, TaskFilter, TaskId, TaskState,
+};
+use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::record::TaskRecord;
 use crate::store::tx::Tx;
 use crate::store::verbs::Completion;
+
+/// How many records a bulk request reads at a time (its memory stays this bounded).
+const BULK_BATCH: usize = 1024;
 
 /// What revoking did, for the writer: the answer, and the attempt to signal if one runs.
 pub(crate) struct Revoking {
@@ -256,6 +262,93 @@ impl Tx<'_> {
         self.count(rec.queue, rec.state, -1);
         self.tables().tasks()?.remove(id)?;
         Ok(Ok(()))
+    }
+
+    /// The tasks that match `filter` and are in a state `applies` to, a batch of up to
+    /// `BULK_BATCH` ids at a time, from `after` on; returns them and where to go on (`None`
+    /// at the end of the table).
+    fn matching(
+        &mut self,
+        filter: &TaskFilter,
+        catalog: &Catalog,
+        applies: fn(TaskState) -> bool,
+        after: u64,
+    ) -> Result<(Vec<u64>, Option<u64>), Error> {
+        let keys: Vec<u64> = {
+            let tasks = self.tables().tasks()?;
+            let mut keys = Vec::with_capacity(BULK_BATCH);
+            for entry in tasks.range(after..).db()?.take(BULK_BATCH) {
+                keys.push(entry.db()?.0.value());
+            }
+            keys
+        };
+        let next = (keys.len() == BULK_BATCH).then(|| keys[keys.len() - 1] + 1);
+        let mut ids = Vec::new();
+        for id in keys {
+            let Some(rec) = self.get(id)? else {
+                continue;
+            };
+            if applies(rec.state)
+                && filter.matches(&catalog.queues.name(rec.queue), &rec.name, rec.state)
+            {
+                ids.push(id);
+            }
+        }
+        Ok((ids, next))
+    }
+
+    /// Revokes every task `filter` matches that has not finished; returns what it did, and
+    /// the running attempts to ask to stop.
+    pub(crate) fn revoke_where(
+        &mut self,
+        filter: &TaskFilter,
+        catalog: &Catalog,
+    ) -> Result<(Revoked, Vec<(u64, u32)>), Error> {
+        let mut done = Revoked::default();
+        let mut running = Vec::new();
+        let mut after = Some(0);
+        while let Some(from) = after {
+            let (ids, next) = self.matching(filter, catalog, |s| !s.is_final(), from)?;
+            for id in ids {
+                if let Ok(revoking) = self.revoke(id)? {
+                    match revoking.running {
+                        Some(attempt) => {
+                            done.cancelling += 1;
+                            running.push((id, attempt));
+                        }
+                        None => done.revoked += 1,
+                    }
+                }
+            }
+            after = next;
+        }
+        Ok((done, running))
+    }
+
+    /// Retries every failed, expired or revoked task `filter` matches; returns how many.
+    pub(crate) fn retry_where(
+        &mut self,
+        filter: &TaskFilter,
+        catalog: &Catalog,
+    ) -> Result<u64, Error> {
+        let mut retried = 0;
+        let mut after = Some(0);
+        while let Some(from) = after {
+            let retryable = |s| {
+                matches!(
+                    s,
+                    TaskState::Failed | TaskState::Expired | TaskState::Revoked
+                )
+            };
+            let (ids, next) = self.matching(filter, catalog, retryable, from)?;
+            for id in ids {
+                if self.retry_final(id)?.is_ok() {
+                    retried += 1;
+                }
+            }
+            after = next;
+        }
+        Ok(retried)
     }
 
     /// Removes a finished task's entry in the pruning index.

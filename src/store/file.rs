@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase};
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::model::{PoolId, Revoke, TaskId, TaskState};
+use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId, TaskState};
 use crate::schedule::ScheduleInfo;
 use crate::store::errors::Db;
 use crate::store::inflight::Inflight;
@@ -167,6 +167,16 @@ impl Engine for FileEngine {
 
     fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
         self.writer.request(|reply| Command::Revoke { id, reply })
+    }
+
+    fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error> {
+        self.writer
+            .request(|reply| Command::RevokeWhere { filter, reply })
+    }
+
+    fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error> {
+        self.writer
+            .request(|reply| Command::RetryWhere { filter, reply })
     }
 
     fn retry(&self, id: TaskId) -> Result<(), Error> {

@@ -57,7 +57,7 @@ use std::sync::atomic::AtomicUsize;
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
-use crate::model::{Origin, Outcome, PoolId, Revoke, TaskId};
+use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskFilter, TaskId};
 use crate::options::{Limits, Resolved};
 use crate::schedule::{ScheduleDef, ScheduleInfo};
 use crate::signal::AttemptSignal;
@@ -211,6 +211,19 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// `NotFound` for an unknown id (nothing is written); as [`Engine::insert`].
     fn revoke(&self, id: TaskId) -> Result<Revoke, Error>;
+
+    /// Revokes every unfinished task `filter` matches, as [`Engine::revoke`] does each.
+    ///
+    /// # Errors
+    /// As [`Engine::insert`].
+    fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error>;
+
+    /// Retries every failed, expired or revoked task `filter` matches, as [`Engine::retry`]
+    /// does each; returns how many.
+    ///
+    /// # Errors
+    /// As [`Engine::insert`].
+    fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error>;
 
     /// Runs a failed, expired or revoked task again, with a fresh retry budget. Durable when
     /// it returns.

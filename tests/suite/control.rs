@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use taskspool::{
     AttemptErrorKind, Context, Error, ErrorKind, Options, RetryPolicy, Revoke, Spool, Task,
-    TaskError, TaskId, TaskState,
+    TaskError, TaskFilter, TaskId, TaskState,
 };
 
 use super::common::*;
@@ -440,4 +440,119 @@ fn progress_shows_while_the_task_runs_and_is_kept_after() {
     let spool = Spool::open(&path).unwrap();
     let status = spool.status(TaskId::from_u64(1)).unwrap();
     assert_eq!(status.progress, Some(json!({ "done": 3, "of": 3 })));
+}
+
+#[test]
+fn bulk_revoke_and_retry_follow_the_filter() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let on = |queue: &str| Options::new().queue(queue).max_retries(0);
+    let mail: Vec<_> = (0..3)
+        .map(|a| spool.enqueue_with(Add { a, b: 0 }, on("mail")).unwrap())
+        .collect();
+    let later = spool
+        .enqueue_with(
+            Add { a: 9, b: 0 },
+            on("mail").countdown(Duration::from_secs(60)),
+        )
+        .unwrap();
+    let other = spool.enqueue_with(Add { a: 5, b: 0 }, on("other")).unwrap();
+    let log = unique("bulk");
+    let failed = spool
+        .enqueue_with(Scripted::new(&log, [Step::Fail, Step::Succeed]), on("mail"))
+        .unwrap();
+    spool
+        .worker()
+        .queue("mail")
+        .register::<Scripted>()
+        .drain()
+        .unwrap();
+    assert!(matches!(failed.wait(WAIT), Err(Error::TaskFailed(_))));
+
+    // Only the ready `test.add` tasks of `mail`: not the scheduled one, not `other`.
+    let done = spool
+        .revoke_where(
+            TaskFilter::new()
+                .queue("mail")
+                .name("test.add")
+                .state(TaskState::Ready),
+        )
+        .unwrap();
+    assert_eq!((done.revoked, done.cancelling), (3, 0));
+    for h in &mail {
+        assert_eq!(state_of(&spool, h.id()), TaskState::Revoked);
+    }
+    assert_eq!(state_of(&spool, later.id()), TaskState::Scheduled);
+    assert_eq!(state_of(&spool, other.id()), TaskState::Ready);
+
+    // Retry everything retryable on `mail`: the revoked ones and the failed one.
+    assert_eq!(
+        spool.retry_where(TaskFilter::new().queue("mail")).unwrap(),
+        4
+    );
+    spool
+        .worker()
+        .queue("mail")
+        .register::<Add>()
+        .register::<Scripted>()
+        .drain()
+        .unwrap();
+    for (a, h) in (0..3).zip(&mail) {
+        assert_eq!(h.wait(WAIT).unwrap(), a);
+    }
+    assert_eq!(failed.wait(WAIT).unwrap(), 2);
+    // Nothing left to do: a second call changes nothing.
+    assert_eq!(spool.retry_where(TaskFilter::new()).unwrap(), 0);
+    let none = spool
+        .revoke_where(TaskFilter::new().name("no.such.task"))
+        .unwrap();
+    assert_eq!((none.revoked, none.cancelling), (0, 0));
+}
+
+/// Ids that are not in this file — never used, another file's, pruned — are `NotFound` for
+/// every request, and nothing is written.
+#[test]
+fn requests_about_ids_not_in_the_file_are_not_found() {
+    let clock = manual_clock();
+    let spool = Spool::builder()
+        .manual_clock(clock.clone())
+        .result_ttl(Duration::from_secs(10))
+        .temporary()
+        .unwrap();
+    let other = Spool::temporary().unwrap();
+    for _ in 0..5 {
+        other.enqueue(Add { a: 0, b: 0 }).unwrap();
+    }
+    let pruned = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
+    spool.worker().register::<Add>().drain().unwrap();
+    pruned.wait(WAIT).unwrap();
+    clock.advance(Duration::from_secs(11));
+    eventually("the result is pruned", || is_not_found(&spool, pruned.id()));
+    let before = spool.stats().unwrap();
+    let from_other = TaskId::from_u64(5);
+    for id in [
+        TaskId::from_u64(0),
+        from_other,
+        pruned.id(),
+        TaskId::from_u64(u64::MAX),
+    ] {
+        assert!(matches!(spool.revoke(id), Err(Error::NotFound(found)) if found == id));
+        assert!(matches!(spool.retry(id), Err(Error::NotFound(found)) if found == id));
+        assert!(matches!(spool.forget(id), Err(Error::NotFound(found)) if found == id));
+    }
+    assert_eq!(spool.stats().unwrap(), before);
+}
+
+#[test]
+fn a_snooze_beyond_max_delay_fails_the_attempt_with_a_reason() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let h = spool
+        .enqueue_with(Snoozer { secs: u64::MAX }, Options::new().max_retries(0))
+        .unwrap();
+    spool.worker().register::<Snoozer>().drain().unwrap();
+    let Err(Error::TaskFailed(f)) = h.wait(WAIT) else {
+        panic!("an absurd snooze fails the attempt");
+    };
+    assert!(f.message.contains("at most MAX_DELAY"), "{}", f.message);
 }

@@ -4,7 +4,7 @@
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
-use crate::model::{PoolId, Revoke, TaskId};
+use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId};
 use crate::store::verbs::{Completion, Job, NewTask, PoolSpec, ScheduleOp, Serves};
 use crate::sync::Promise;
 
@@ -48,6 +48,16 @@ pub(crate) enum Command {
     Schedule { op: ScheduleOp, reply: Reply<bool> },
     /// Revoke a task; reply with what was done.
     Revoke { id: TaskId, reply: Reply<Revoke> },
+    /// Revoke every unfinished task a filter matches.
+    RevokeWhere {
+        filter: TaskFilter,
+        reply: Reply<Revoked>,
+    },
+    /// Run again every failed, expired or revoked task a filter matches.
+    RetryWhere {
+        filter: TaskFilter,
+        reply: Reply<u64>,
+    },
     /// Run a finished task again.
     Retry { id: TaskId, reply: Reply<()> },
     /// Delete a finished task.

@@ -289,6 +289,26 @@ impl Writer {
                 });
                 group.reply(reply, answer);
             }
+            Command::RevokeWhere { filter, reply } => {
+                let catalog = &self.catalog;
+                let done = step.run(|tx| tx.revoke_where(&filter, catalog));
+                let answer = done.map(|(revoked, running)| {
+                    for (id, attempt) in running {
+                        if let Some((a, signal)) = self.signals.get(&id)
+                            && *a == attempt
+                        {
+                            group.stops.push(signal.clone());
+                        }
+                    }
+                    revoked
+                });
+                group.reply(reply, answer);
+            }
+            Command::RetryWhere { filter, reply } => {
+                let catalog = &self.catalog;
+                let done = step.run(|tx| tx.retry_where(&filter, catalog));
+                group.reply(reply, done);
+            }
             Command::Retry { id, reply } => {
                 let done = step
                     .run(|tx| tx.retry_final(id.0))
