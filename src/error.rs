@@ -153,8 +153,7 @@ pub enum Error {
     #[error("task {0} expired before it started")]
     TaskExpired(TaskId),
 
-    /// The task ended `Revoked`. Reserved: nothing revokes a task yet (revoking is planned),
-    /// so this is not returned today.
+    /// The task ended `Revoked` ([`Spool::revoke`](crate::Spool::revoke)).
     #[error("task {0} was revoked")]
     TaskRevoked(TaskId),
 

@@ -60,9 +60,14 @@
 //! - **Options.** [`SpoolBuilder`] sets the results TTL, redb's cache size, the clock, the
 //!   [`Durability`] mode and how much write-ahead log accumulates between checkpoints.
 //!
-//! Not here yet (planned): revoking tasks, time limits, rate and concurrency limits, unique
-//! tasks, workflows, a command-line tool, a dashboard, async handlers and a PostgreSQL
-//! backend. [`TaskState::Revoked`] and [`Error::TaskRevoked`] are reserved for revoking.
+//! - **Control.** [`Spool::revoke`] (durable; a running task's handler sees
+//!   [`Context::is_cancelled`], and it ends `Revoked` even across a crash),
+//!   [`Spool::revoke_where`], soft and hard time limits ([`Options::time_limit`]),
+//!   [`TaskError::snooze`], [`Spool::retry`] and [`Spool::forget`] of finished tasks, and
+//!   progress ([`Context::set_progress`], shown by [`Spool::status`]).
+//!
+//! Not here yet (planned): rate and concurrency limits, unique tasks, workflows, a
+//! command-line tool, a dashboard, async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
 //!

@@ -2,8 +2,9 @@
 //!
 //! `tests/fixtures/format-N/` holds a queue file, its write-ahead log and its start journal
 //! as a process left them when it died, written by the first build of format version N with
-//! [`write_format_fixture`] (format 2: rev 225afe3; format 3: the build that introduced it,
-//! see `tests/fixtures/README.md`). A test per fixture opens a copy and checks every task and
+//! [`write_format_fixture`] (format 2: rev 225afe3; formats 3 and 4: the builds that
+//! introduced them, see `tests/fixtures/README.md`; format 4's execution-control state has a
+//! fixture and a test of its own, `suite::format_control`). A test per fixture opens a copy and checks every task and
 //! schedule in it, then runs what is pending. They stay forever: a later format change adds
 //! a fixture of its own (and a test like these) next to them.
 //!
@@ -267,6 +268,11 @@ fn a_format_2_file_left_by_a_crash_opens_reads_and_runs() {
 #[test]
 fn a_format_3_file_left_by_a_crash_opens_reads_and_runs() {
     opens_reads_and_runs("format-3");
+}
+
+#[test]
+fn a_format_4_file_left_by_a_crash_opens_reads_and_runs() {
+    opens_reads_and_runs("format-4");
 }
 
 /// Opens a copy of the fixture `name`, checks every task and schedule in it, and runs what is

@@ -12,6 +12,7 @@ mod decode;
 mod delays;
 mod files;
 mod format;
+mod format_control;
 mod handlers;
 mod lifecycle;
 mod limits;

@@ -263,12 +263,11 @@ impl Writer {
             } => {
                 self.pools.finished(pool, completion.run_us);
                 let id = completion.id.0;
-                if self
-                    .signals
-                    .get(&id)
-                    .is_some_and(|(attempt, _)| *attempt == completion.attempt)
+                if let Some(entry) = self.signals.remove(&id)
+                    && entry.0 != completion.attempt
                 {
-                    self.signals.remove(&id);
+                    // A stale report: the signal is a newer attempt's.
+                    self.signals.insert(id, entry);
                 }
                 if completion.progress.is_none() {
                     completion.progress = self.progress.take(completion.id, completion.attempt);
