@@ -32,6 +32,9 @@ const HARD_LIMIT: Duration = Duration::from_millis(20);
 /// What a handler saw: (sample, started, observed the cancel).
 type Event = (u64, Instant, Option<Instant>);
 
+/// The hard deadline each `Hanging` handler was told, by sample.
+static DEADLINES: Mutex<Vec<(u64, std::time::SystemTime)>> = Mutex::new(Vec::new());
+
 /// Where handlers send what they see.
 static EVENTS: Mutex<Option<Sender<Event>>> = Mutex::new(None);
 /// Hung handlers of samples up to this one may return.
@@ -69,7 +72,10 @@ struct Hanging {
 impl Task for Hanging {
     const NAME: &'static str = "bench.hanging";
     type Output = ();
-    fn run(self, _ctx: &Context) -> Result<(), TaskError> {
+    fn run(self, ctx: &Context) -> Result<(), TaskError> {
+        if let Some(deadline) = ctx.deadline() {
+            DEADLINES.lock().unwrap().push((self.sample, deadline));
+        }
         send((self.sample, Instant::now(), None));
         while RELEASED.load(Ordering::SeqCst) < self.sample {
             std::thread::sleep(Duration::from_millis(1));
@@ -177,7 +183,8 @@ fn revoke_running(dir: &Path) {
 }
 
 /// One task at a time with a 20 ms hard limit, whose handler hangs past it: timed from the
-/// handler's start plus the limit until `wait` sees the attempt ended (durably `Failed`).
+/// deadline the handler was told (`ctx.deadline()`, on the system clock: its start, to the
+/// millisecond, plus the limit) until `wait` sees the attempt ended (durably `Failed`).
 fn hard_limit_overrun(dir: &Path) {
     let spool = Spool::open(queue_path(dir, "hard_limit")).expect("open");
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -197,14 +204,21 @@ fn hard_limit_overrun(dir: &Path) {
                 Options::new().time_limit(HARD_LIMIT).max_retries(0),
             )
             .expect("enqueue");
-        let (got, started, _) = rx.recv_timeout(Duration::from_secs(10)).expect("start");
+        let (got, _, _) = rx.recv_timeout(Duration::from_secs(10)).expect("start");
         assert_eq!(got, sample);
         let ended = handle.wait(Duration::from_secs(10));
-        let at = Instant::now();
+        let at = std::time::SystemTime::now();
         assert!(ended.is_err(), "the hard limit fails the task");
+        let deadline = DEADLINES
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(s, _)| *s == sample)
+            .map(|(_, d)| *d)
+            .expect("the handler was told its deadline");
         if sample > 5 {
-            let deadline = started + HARD_LIMIT;
-            ms.push(at.saturating_duration_since(deadline).as_secs_f64() * 1e3);
+            let late = at.duration_since(deadline).unwrap_or_default();
+            ms.push(late.as_secs_f64() * 1e3);
         }
         RELEASED.store(sample, Ordering::SeqCst);
     }

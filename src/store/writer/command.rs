@@ -75,6 +75,21 @@ impl Command {
         matches!(self, Command::Enqueue { .. })
     }
 
+    /// Whether a caller that finds the writer idle may run this command's group itself
+    /// (see `Writer::lead`): a request whose caller waits for its answer, and whose order
+    /// against commands other threads sent just before does not matter.
+    pub(crate) fn may_lead(&self) -> bool {
+        matches!(
+            self,
+            Command::Enqueue { .. }
+                | Command::Revoke { .. }
+                | Command::RevokeWhere { .. }
+                | Command::Retry { .. }
+                | Command::RetryWhere { .. }
+                | Command::Forget { .. }
+        )
+    }
+
     /// How much work the command brings to a group: its tasks for an enqueue, else 1.
     pub(crate) fn size(&self) -> usize {
         match self {

@@ -29,11 +29,13 @@ impl Writer {
             self.refuse([cmd]);
             return None;
         }
-        // Only enqueues: the writer thread may hold a command it has taken from the channel
-        // but not yet applied (it takes the lock after the command), so a caller's group can
-        // run before a command sent earlier. Nothing depends on that order for an enqueue; a
-        // `Sync` ("everything sent before is committed") or a drain's next claim does.
-        if !cmd.is_enqueue() || self.last_callers > 1 || !rx.is_empty() {
+        // Only requests whose order does not matter (`Command::may_lead`): the writer thread
+        // may hold a command it has taken from the channel but not yet applied (it takes the
+        // lock after the command), so a caller's group can run before a command another
+        // thread sent earlier. Nothing depends on that order for an enqueue or a revoke (the
+        // two orders are both one the callers could have seen); a `Sync` ("everything sent
+        // before is committed") or a drain's next claim does.
+        if !cmd.may_lead() || self.last_callers > 1 || !rx.is_empty() {
             return Some(cmd);
         }
         let before = self.wake_times();
