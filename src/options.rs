@@ -263,8 +263,10 @@ impl Options {
     /// running then is abandoned (its thread is replaced; what it returns later is dropped):
     /// give long handlers a [`soft_time_limit`](Self::soft_time_limit) too, and have them
     /// check [`Context::is_cancelled`](crate::Context::is_cancelled). Counted on the spool's
-    /// clock from the moment the handler starts. Zero, or over [`MAX_DELAY`], is refused at
-    /// enqueue.
+    /// clock, to the millisecond, from the moment the handler starts. In a
+    /// [`drain`](crate::WorkerBuilder::drain) the attempt is over at the limit too, but the
+    /// calling thread cannot be replaced: the drain goes on once the handler returns. Zero,
+    /// or over [`MAX_DELAY`], is refused at enqueue.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = Some(limit);
         self

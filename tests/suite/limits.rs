@@ -34,8 +34,8 @@ impl Task for Careful {
     }
 }
 
-/// Enters its gate and waits for it to open, ignoring every stop; returns how many times it
-/// has run.
+/// Enters its gate and waits for it to open, ignoring every stop; logs and returns its
+/// attempt number.
 #[derive(Serialize, Deserialize)]
 struct Stuck {
     gate: String,
@@ -48,6 +48,7 @@ impl Task for Stuck {
         let g = gate(&self.gate);
         g.enter();
         g.pass();
+        log_push(&self.gate, u64::from(ctx.attempt()));
         Ok(ctx.attempt())
     }
 }
@@ -360,4 +361,32 @@ fn invalid_limits_are_refused_before_anything_is_written() {
         .temporary()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+}
+
+/// Shutdown waits for running attempts, not for handlers a hard limit already ended: a hung
+/// handler does not hold it up.
+#[test]
+fn shutdown_does_not_wait_for_a_handler_its_hard_limit_abandoned() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let key = unique("hung-shutdown");
+    let worker = pool::<Stuck>(&spool, 1);
+    let h = spool
+        .enqueue_with(
+            Stuck { gate: key.clone() },
+            later().time_limit(Duration::from_secs(5)),
+        )
+        .unwrap();
+    gate(&key).wait_started(1);
+    clock.advance(Duration::from_secs(5));
+    eventually("the hard limit ends the attempt", || {
+        state_of(&spool, h.id()) == TaskState::Retrying
+    });
+    // The handler still hangs; the shutdown returns without it.
+    worker.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(logged(&key).is_empty(), "the hung handler is still inside");
+    gate(&key).open();
+    eventually("the hung handler returns", || logged(&key) == [1]);
+    // What it returned was dropped.
+    assert_eq!(state_of(&spool, h.id()), TaskState::Retrying);
 }
