@@ -16,8 +16,8 @@ use crossbeam_channel::Receiver;
 
 use crate::error::Error;
 use crate::model::{PoolId, TaskId};
-use crate::pool::thread::{Runner, WorkerThread};
-use crate::store::{Job, PoolGauges, Reporter};
+use crate::pool::thread::{Owner, PoolThreads, Runner, Watcher};
+use crate::store::{Job, PoolGauges, Reporter, ThreadSlot};
 
 /// What a pool's threads share.
 pub(super) struct Crew {
@@ -128,7 +128,7 @@ impl Crew {
     /// The hard time limit ended the attempt of thread `number` (in slot `index`): the
     /// thread is hung, and a replacement takes its slot, unless the pool already has as many
     /// hung threads as its concurrency.
-    pub(super) fn abandon(self: &Arc<Self>, index: usize, number: u64) {
+    fn abandon_thread(self: &Arc<Self>, index: usize, number: u64) {
         let mut threads = self.lock();
         // Detached: shutdown does not wait for a hung handler.
         threads.handles.remove(&number);
@@ -198,5 +198,84 @@ impl Crew {
             let _ = handle.join();
         }
         true
+    }
+}
+
+impl PoolThreads for Crew {
+    fn pool(&self) -> PoolId {
+        self.pool
+    }
+
+    fn abandon(self: Arc<Self>, index: usize, number: u64) {
+        self.abandon_thread(index, number);
+    }
+}
+
+/// One pool thread: its slot in the crew, and its number.
+pub(super) struct WorkerThread {
+    pub(super) crew: Arc<Crew>,
+    pub(super) index: usize,
+    pub(super) number: u64,
+}
+
+/// Why a thread stopped serving.
+enum Ended {
+    /// The job channel closed (shutdown), or the spool did.
+    Done,
+    /// The hard time limit abandoned its attempt, and the handler has now returned.
+    Abandoned,
+}
+
+impl WorkerThread {
+    pub(super) fn run(self) {
+        let reporter = self.crew.reporter.clone();
+        let mut slot = reporter.join();
+        loop {
+            match self.serve(&mut slot) {
+                Ended::Done => {
+                    reporter.leave(slot);
+                    self.crew.exited();
+                    return;
+                }
+                Ended::Abandoned => {
+                    if !self.crew.resume_after_abandon() {
+                        // A replacement serves the pool now.
+                        reporter.leave(slot);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve(&self, slot: &mut ThreadSlot) -> Ended {
+        let crew = &self.crew;
+        let busy = crew.slot(self.index);
+        let mut watcher = Watcher::new(Owner::Pool {
+            threads: crew.clone(),
+            index: self.index,
+            number: self.number,
+        });
+        for job in crew.jobs.iter() {
+            let sent = if crew.stopping.load(Ordering::SeqCst) {
+                crew.reporter.release(crew.pool, job.id, job.attempt)
+            } else {
+                busy.store(job.id.0, Ordering::SeqCst);
+                let Some(completion) =
+                    crew.runner
+                        .attempt(&crew.reporter, slot, &job, &mut watcher)
+                else {
+                    // The crew cleared the slot when it abandoned the attempt.
+                    return Ended::Abandoned;
+                };
+                busy.store(0, Ordering::SeqCst);
+                crew.reporter.complete(Some(crew.pool), completion)
+            };
+            if sent.is_err() {
+                // The spool is closed; whatever this attempt did is recovered at the next open.
+                return Ended::Done;
+            }
+        }
+        Ended::Done
     }
 }

@@ -1,18 +1,17 @@
-//! One attempt, on a pool thread or a draining caller: note its start, hand its time limits to
-//! the timekeeper, run its handler under `catch_unwind` in a `tracing` span, and report the
-//! outcome — unless the hard limit ended the attempt first.
+//! One attempt, on a pool's thread or a draining caller: note its start, hand its time
+//! limits to the timekeeper, run its handler under `catch_unwind` in a `tracing` span, and
+//! report the outcome — unless the hard limit ended the attempt first. (The pool's threads
+//! themselves are in `crew`.)
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::context::{Context, Env};
-use crate::model::Outcome;
+use crate::model::{Outcome, PoolId};
 use crate::options::Limits;
-use crate::pool::crew::Crew;
 use crate::registry::Registry;
 use crate::signal::StopReason;
 use crate::store::{Completion, Job, Reporter, ThreadSlot};
@@ -30,12 +29,21 @@ pub(super) struct Runner {
     pub(super) keeper: Arc<LazyKeeper>,
 }
 
+/// A pool's threads, as an attempt's hard limit sees them: the pool, and how to give up
+/// one thread for a replacement (the crew does it).
+pub(super) trait PoolThreads: Send + Sync {
+    fn pool(&self) -> PoolId;
+
+    /// The attempt of thread `number` (in slot `index`) was abandoned at its hard limit.
+    fn abandon(self: Arc<Self>, index: usize, number: u64);
+}
+
 /// Who runs an attempt: a pool's thread (which a hard time limit can abandon and replace),
 /// or a drain's caller.
-#[derive(Clone, Copy)]
-pub(super) enum Owner<'a> {
+#[derive(Clone)]
+pub(super) enum Owner {
     Pool {
-        crew: &'a Arc<Crew>,
+        threads: Arc<dyn PoolThreads>,
         index: usize,
         number: u64,
     },
@@ -44,83 +52,14 @@ pub(super) enum Owner<'a> {
 
 /// A thread's watch on its attempts' time limits: who it is, and its timekeeper slot (made
 /// with the first attempt that has a limit).
-pub(super) struct Watcher<'a> {
-    owner: Owner<'a>,
+pub(super) struct Watcher {
+    owner: Owner,
     slot: Option<Arc<Slot>>,
 }
 
-impl<'a> Watcher<'a> {
-    pub(super) fn new(owner: Owner<'a>) -> Self {
+impl Watcher {
+    pub(super) fn new(owner: Owner) -> Self {
         Watcher { owner, slot: None }
-    }
-}
-
-/// One pool thread: its slot in the crew, and its number.
-pub(super) struct WorkerThread {
-    pub(super) crew: Arc<Crew>,
-    pub(super) index: usize,
-    pub(super) number: u64,
-}
-
-/// Why a thread stopped serving.
-enum Ended {
-    /// The job channel closed (shutdown), or the spool did.
-    Done,
-    /// The hard time limit abandoned its attempt, and the handler has now returned.
-    Abandoned,
-}
-
-impl WorkerThread {
-    pub(super) fn run(self) {
-        let reporter = self.crew.reporter.clone();
-        let mut slot = reporter.join();
-        loop {
-            match self.serve(&mut slot) {
-                Ended::Done => {
-                    reporter.leave(slot);
-                    self.crew.exited();
-                    return;
-                }
-                Ended::Abandoned => {
-                    if !self.crew.resume_after_abandon() {
-                        // A replacement serves the pool now.
-                        reporter.leave(slot);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn serve(&self, slot: &mut ThreadSlot) -> Ended {
-        let crew = &self.crew;
-        let busy = crew.slot(self.index);
-        let mut watcher = Watcher::new(Owner::Pool {
-            crew,
-            index: self.index,
-            number: self.number,
-        });
-        for job in crew.jobs.iter() {
-            let sent = if crew.stopping.load(Ordering::SeqCst) {
-                crew.reporter.release(crew.pool, job.id, job.attempt)
-            } else {
-                busy.store(job.id.0, Ordering::SeqCst);
-                let Some(completion) =
-                    crew.runner
-                        .attempt(&crew.reporter, slot, &job, &mut watcher)
-                else {
-                    // The crew cleared the slot when it abandoned the attempt.
-                    return Ended::Abandoned;
-                };
-                busy.store(0, Ordering::SeqCst);
-                crew.reporter.complete(Some(crew.pool), completion)
-            };
-            if sent.is_err() {
-                // The spool is closed; whatever this attempt did is recovered at the next open.
-                return Ended::Done;
-            }
-        }
-        Ended::Done
     }
 }
 
@@ -137,7 +76,7 @@ impl Runner {
         reporter: &Arc<dyn Reporter>,
         slot: &mut ThreadSlot,
         job: &Job,
-        watcher: &mut Watcher<'_>,
+        watcher: &mut Watcher,
     ) -> Option<Completion> {
         let span = tracing::info_span!(
             "task",
@@ -191,7 +130,7 @@ impl Runner {
         reporter: &Arc<dyn Reporter>,
         job: &Job,
         started_at_ms: u64,
-        watcher: &mut Watcher<'_>,
+        watcher: &mut Watcher,
     ) -> (Option<Arc<Slot>>, Option<u64>) {
         let limits = job.limits.or(self.default_limits);
         if limits.is_none() {
@@ -205,12 +144,12 @@ impl Runner {
                 };
                 let on_hard = HardLimit {
                     reporter: reporter.clone(),
-                    crew: match watcher.owner {
+                    threads: match &watcher.owner {
                         Owner::Pool {
-                            crew,
+                            threads,
                             index,
                             number,
-                        } => Some((crew.clone(), index, number)),
+                        } => Some((threads.clone(), *index, *number)),
                         Owner::Drain => None,
                     },
                 };
@@ -264,8 +203,8 @@ impl Runner {
 /// timed out.
 struct HardLimit {
     reporter: Arc<dyn Reporter>,
-    /// A pool's thread: its crew, slot and number. `None` for a drain.
-    crew: Option<(Arc<Crew>, usize, u64)>,
+    /// A pool's thread: its pool's threads, its slot and number. `None` for a drain.
+    threads: Option<(Arc<dyn PoolThreads>, usize, u64)>,
 }
 
 impl OnHardLimit for HardLimit {
@@ -280,9 +219,9 @@ impl OnHardLimit for HardLimit {
             "task ran past its hard time limit of {limit:?}; the attempt is over and its \
              thread abandoned"
         );
-        let pool = self.crew.as_ref().map(|(crew, _, _)| crew.pool);
-        if let Some((crew, index, number)) = &self.crew {
-            crew.abandon(*index, *number);
+        let pool = self.threads.as_ref().map(|(threads, _, _)| threads.pool());
+        if let Some((threads, index, number)) = &self.threads {
+            threads.clone().abandon(*index, *number);
         }
         let completion = Completion {
             id: attempt.id,
