@@ -262,13 +262,7 @@ impl Writer {
                 mut completion,
             } => {
                 self.pools.finished(pool, completion.run_us);
-                let id = completion.id.0;
-                if let Some(entry) = self.signals.remove(&id)
-                    && entry.0 != completion.attempt
-                {
-                    // A stale report: the signal is a newer attempt's.
-                    self.signals.insert(id, entry);
-                }
+                self.forget_signal(completion.id.0, completion.attempt);
                 if completion.progress.is_none() {
                     completion.progress = self.progress.take(completion.id, completion.attempt);
                 }
@@ -320,6 +314,7 @@ impl Writer {
             }
             Command::Release { pool, id, attempt } => {
                 self.pools.released(pool);
+                self.forget_signal(id.0, attempt);
                 // If the group fails, the task stays running in the file; the next open gives
                 // the attempt back.
                 let _ = step.run(|tx| tx.release(id.0, attempt));
@@ -369,6 +364,15 @@ impl Writer {
             group.reply(reply, jobs);
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// The attempt `attempt` of `id` is over: its signal goes (a newer attempt's stays).
+    fn forget_signal(&mut self, id: u64, attempt: u32) {
+        if let Some(entry) = self.signals.remove(&id)
+            && entry.0 != attempt
+        {
+            self.signals.insert(id, entry);
+        }
     }
 
     /// Keeps the signals of claimed attempts, for revokes while they run.
@@ -426,6 +430,7 @@ impl Writer {
 
     /// Gives back a job whose pool is gone, in a transaction of its own.
     fn release_returned(&mut self, job: &Job) -> Result<(), Error> {
+        self.forget_signal(job.id.0, job.attempt);
         let txn = self.take_txn()?;
         let (tally, redo) = {
             let mut tx = self.open_tx(&txn, self.config.clock.now_ms());
