@@ -10,12 +10,16 @@ pub(super) struct Stubborn;
 
 static STUBBORN_RAN_IN_PARENT: AtomicBool = AtomicBool::new(false);
 
+/// In the child: the handler is inside its attempt.
+static STUBBORN_STARTED: AtomicBool = AtomicBool::new(false);
+
 impl Task for Stubborn {
     const NAME: &'static str = "test.stubborn";
     type Output = ();
     fn run(self, ctx: &Context) -> Result<(), TaskError> {
         if IN_CHILD.load(Ordering::SeqCst) {
             say(&format!("START {} {}", ctx.id(), ctx.attempt()));
+            STUBBORN_STARTED.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(60));
             return Ok(());
         }
@@ -35,7 +39,8 @@ pub(super) fn child(spool: &Spool) {
         .unwrap();
     let handle = spool.enqueue(Stubborn).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while handle.status().unwrap().state != TaskState::Running {
+    // Inside its handler, not only claimed.
+    while !STUBBORN_STARTED.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the task never started");
         std::thread::sleep(Duration::from_millis(2));
     }
