@@ -122,6 +122,7 @@ mod context;
 mod shared;
 mod task_error;
 
+mod flow;
 mod options;
 mod views;
 
@@ -149,11 +150,12 @@ mod power_tests;
 pub use clock::ManualClock;
 pub use context::{Context, MAX_PROGRESS_BYTES};
 pub use error::{Error, ErrorKind, Failure};
+pub use flow::{Limit, LimitTarget, Rate};
 pub use model::{
     AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,
     Revoke, Revoked, TaskFilter, TaskId, TaskState,
 };
-pub use options::{Expiry, Options};
+pub use options::{Expiry, MAX_KEY_BYTES, Options, Unique};
 pub use pool::{
     DEFAULT_MAX_PREFETCH, DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder,
 };

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use crate::clock::{duration_ms, from_system_time};
 use crate::error::Error;
 use crate::model::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY, MAX_QUEUE_NAME};
@@ -36,6 +38,42 @@ pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
         return Err(Error::InvalidOption(format!(
             "queue name is {} bytes long; the limit is {MAX_QUEUE_NAME}",
             queue.len()
+        )));
+    }
+    Ok(())
+}
+
+/// How long a unique task's key stays taken ([`Options::unique`](crate::Options::unique)):
+/// while it holds, enqueueing another task of the same type with the same key creates
+/// nothing and returns the existing task's handle, marked as a duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Unique {
+    /// Until the task reaches a final state (succeeded, failed, expired, revoked). The
+    /// default.
+    #[default]
+    UntilFinal,
+    /// Until the task's first attempt starts: a task enqueued while one runs is a new task.
+    UntilStarted,
+    /// For this long after the task was enqueued, whatever its state (Oban's `period`).
+    For(Duration),
+}
+
+/// The longest unique or limit key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Checks a unique or limit key: not empty, at most [`MAX_KEY_BYTES`].
+pub(crate) fn check_key(what: &str, key: &str) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(Error::InvalidOption(format!(
+            "a {what} key must not be empty"
+        )));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidOption(format!(
+            "a {what} key of {} bytes is over the limit of {MAX_KEY_BYTES}; use a hash or an id",
+            key.len()
         )));
     }
     Ok(())
@@ -100,6 +138,40 @@ pub struct Options {
     expires: Option<Expiry>,
     time_limit: Option<Duration>,
     soft_time_limit: Option<Duration>,
+    unique: Option<(String, Unique)>,
+    limit_key: Option<String>,
+}
+
+/// What a task carries for flow control: its unique key, as stored with a schedule's
+/// template and resolved for each task (see [`Options::unique`], [`Options::limit_key`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FlowKeys {
+    pub unique: Option<(String, Unique)>,
+    pub limit_key: Option<String>,
+}
+
+impl FlowKeys {
+    fn checked(
+        unique: Option<(String, Unique)>,
+        limit_key: Option<String>,
+    ) -> Result<FlowKeys, Error> {
+        if let Some((key, until)) = &unique {
+            check_key("unique", key)?;
+            if let Unique::For(period) = until {
+                if period.is_zero() {
+                    return Err(Error::InvalidOption(
+                        "a unique period of zero would hold the key for no time; leave                          `unique` out, or give a period"
+                            .into(),
+                    ));
+                }
+                within_max("unique period", *period)?;
+            }
+        }
+        if let Some(key) = &limit_key {
+            check_key("limit", key)?;
+        }
+        Ok(FlowKeys { unique, limit_key })
+    }
 }
 
 /// The time limits of each attempt of a task, in ms (see [`Options::time_limit`]).
@@ -174,6 +246,9 @@ pub(crate) struct Template {
     /// Stored in the schedule record's second part (format 4), not with the fields above.
     #[serde(skip)]
     pub limits: Limits,
+    /// Stored in the schedule record's third part (format 5).
+    #[serde(skip)]
+    pub keys: FlowKeys,
 }
 
 impl Template {
@@ -187,6 +262,7 @@ impl Template {
             due_ms: now_ms,
             expires_ms: self.expires_after_ms.map(|e| now_ms.saturating_add(e)),
             limits: self.limits,
+            keys: self.keys.clone(),
         }
     }
 }
@@ -201,6 +277,7 @@ pub(crate) struct Resolved {
     pub due_ms: u64,
     pub expires_ms: Option<u64>,
     pub limits: Limits,
+    pub keys: FlowKeys,
 }
 
 impl Options {
@@ -282,6 +359,33 @@ impl Options {
         self
     }
 
+    /// Makes the task unique by `key` among tasks of its type until it is final: while one
+    /// with this key has not finished, enqueueing another creates nothing and returns the
+    /// existing task's handle, marked as a duplicate
+    /// ([`TaskHandle::is_duplicate`](crate::TaskHandle::is_duplicate)). Exact, not best
+    /// effort: the check and the insert are one step of the writer, so producers racing on
+    /// one key create one task. For a schedule, each fire is checked. Validated at enqueue:
+    /// a key must not be empty and is at most [`MAX_KEY_BYTES`].
+    pub fn unique(self, key: impl Into<String>) -> Self {
+        self.unique_with(key, Unique::UntilFinal)
+    }
+
+    /// As [`unique`](Self::unique), with how long the key holds: until the task is final,
+    /// until its first attempt starts, or for a period after the enqueue.
+    pub fn unique_with(mut self, key: impl Into<String>, until: Unique) -> Self {
+        self.unique = Some((key.into(), until));
+        self
+    }
+
+    /// The key a per-key concurrency limit counts this task under
+    /// ([`Limit::per_key`](crate::Limit::per_key): "at most 2 running exports per
+    /// customer"). Without a per-key limit on its type it changes nothing. Validated at
+    /// enqueue as [`unique`](Self::unique) keys are.
+    pub fn limit_key(mut self, key: impl Into<String>) -> Self {
+        self.limit_key = Some(key.into());
+        self
+    }
+
     /// Layers `self` over `base`: fields set here win.
     pub(crate) fn over(self, base: Options) -> Options {
         let (countdown, eta) = if self.countdown.is_some() || self.eta.is_some() {
@@ -299,6 +403,8 @@ impl Options {
             expires: self.expires.or(base.expires),
             time_limit: self.time_limit.or(base.time_limit),
             soft_time_limit: self.soft_time_limit.or(base.soft_time_limit),
+            unique: self.unique.or(base.unique),
+            limit_key: self.limit_key.or(base.limit_key),
         }
     }
 
@@ -337,6 +443,7 @@ impl Options {
             retry: base.retry,
             expires_after_ms,
             limits: base.limits,
+            keys: base.keys,
         })
     }
 
@@ -400,6 +507,7 @@ impl Options {
             due_ms,
             expires_ms,
             limits: Limits::checked(self.time_limit, self.soft_time_limit)?,
+            keys: FlowKeys::checked(self.unique.clone(), self.limit_key.clone())?,
         })
     }
 }

@@ -73,6 +73,10 @@ pub struct QueueStats {
     /// Indexed by state code.
     #[serde(with = "by_state")]
     pub(crate) counts: [u64; TaskState::ALL.len()],
+    /// Whether the queue is paused ([`Spool::pause_queue`](crate::Spool::pause_queue)):
+    /// nothing is claimed from it.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl QueueStats {

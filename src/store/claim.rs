@@ -9,66 +9,187 @@ use crate::error::Error;
 use crate::model::TaskId;
 use crate::options::Limits;
 use crate::store::catalog::Catalog;
-use crate::store::record::Slot;
+use crate::store::record::{Slot, TaskRecord};
 use crate::store::tx::{Candidate, Tx};
 use crate::store::verbs::{Job, Serves};
+
+/// What a claim does with a candidate it takes out of `ready`.
+enum Fate {
+    /// It runs (or ends `Expired`, see `examine`).
+    Run,
+    /// Its limit key is at its limit: it waits in `parked` (see `store::parking`).
+    Park(Box<TaskRecord>),
+}
+
+/// A (queue, name) pair a claim serves, with its ids and whether it is under any limit.
+struct Pair {
+    ids: (u32, u32),
+    queue: Arc<str>,
+    name: Arc<str>,
+    limited: bool,
+    /// Its per-key limit, if its task type has one.
+    per_key: Option<u32>,
+}
 
 impl Tx<'_> {
     /// Claims up to `max` ready tasks that `serves` can run: highest priority first, FIFO
     /// within a priority, across all its (queue, name) pairs. Expired tasks met on the way end
     /// `Expired`. Tasks of other names are never looked at: they sit under other keys.
+    ///
+    /// With limits declared (`store::flow`), nothing is claimed from a paused queue, and each
+    /// candidate is admitted in dispatch order: a pair a rate or a concurrency limit refuses is
+    /// passed over for the rest of the claim (its tasks stay ready and other pairs go on), and
+    /// a task whose limit key is at its limit is parked.
     pub(crate) fn claim(
         &mut self,
         catalog: &Catalog,
         serves: &Serves,
         max: usize,
     ) -> Result<Vec<Job>, Error> {
-        let pairs: Vec<(u32, u32)> = serves
-            .queues
-            .iter()
-            .filter_map(|q| catalog.queues.id(q))
-            .flat_map(|q| {
-                serves
-                    .names
-                    .iter()
-                    .filter_map(|n| catalog.names.id(n))
-                    .map(move |n| (q, n))
-            })
-            .collect();
+        let flow_on = !self.flow.is_empty();
+        if flow_on {
+            self.unpark_freed(catalog)?;
+        }
+        let mut pairs: Vec<Pair> = Vec::new();
+        for queue in &serves.queues {
+            let Some(q) = catalog.queues.id(queue) else {
+                continue;
+            };
+            if flow_on && self.flow.is_paused(queue) {
+                continue;
+            }
+            for name in &serves.names {
+                let Some(n) = catalog.names.id(name) else {
+                    continue;
+                };
+                let limited = flow_on && self.flow.applies(queue, name);
+                pairs.push(Pair {
+                    ids: (q, n),
+                    queue: catalog.queues.name(q),
+                    name: catalog.names.name(n),
+                    limited,
+                    per_key: if limited {
+                        self.flow.per_key(name)
+                    } else {
+                        None
+                    },
+                });
+            }
+        }
+        let any_limited = pairs.iter().any(|p| p.limited);
+        let mut blocked = vec![false; pairs.len()];
         let mut jobs = Vec::new();
         while jobs.len() < max {
             // The next `want` tasks in dispatch order are among the first `want` of each pair.
             let want = max - jobs.len();
             let mut candidates: Vec<Candidate> = Vec::new();
-            for (i, &pair) in pairs.iter().enumerate() {
-                self.ready_heads(i, pair, want, &mut candidates)?;
+            for (i, pair) in pairs.iter().enumerate() {
+                if !blocked[i] {
+                    self.ready_heads(i, pair.ids, want, &mut candidates)?;
+                }
             }
             if candidates.is_empty() {
                 break;
             }
             candidates.sort_unstable_by_key(|c| c.0);
-            candidates.truncate(want);
-            // Each pair's share of the stored candidates is a run of consecutive index
-            // entries: they go in one sweep per pair.
-            for (i, &pair) in pairs.iter().enumerate() {
-                let mut mine = candidates.iter().filter(|c| c.1 == i && !c.3).map(|c| c.0);
+            let taken: Vec<(Candidate, Fate)> = if any_limited {
+                self.admit(&pairs, &mut blocked, candidates, want)?
+            } else {
+                candidates.truncate(want);
+                candidates.into_iter().map(|c| (c, Fate::Run)).collect()
+            };
+            // Each pair's share of the stored candidates taken is a run of consecutive index
+            // entries (a pair is passed over from its first refusal on): they go in one sweep
+            // per pair.
+            for (i, pair) in pairs.iter().enumerate() {
+                let mut mine = taken
+                    .iter()
+                    .filter(|(c, _)| c.1 == i && !c.3)
+                    .map(|(c, _)| c.0);
                 let Some(first) = mine.next() else {
                     continue;
                 };
                 let last = mine.next_back().unwrap_or(first);
-                self.remove_ready_run(pair, first, last)?;
+                self.remove_ready_run(pair.ids, first, last)?;
             }
-            for (pos, i, id, pending) in candidates {
+            for ((pos, i, id, pending), fate) in taken {
                 if pending {
-                    let (q, n) = pairs[i];
+                    let (q, n) = pairs[i].ids;
                     self.remove_pending_ready((q, n, pos.0, pos.1));
                 }
-                if let Some(job) = self.examine(catalog, pos.1, id)? {
-                    jobs.push(job);
+                match fate {
+                    Fate::Run => {
+                        if let Some(job) = self.examine(catalog, pos.1, id)? {
+                            jobs.push(job);
+                        }
+                    }
+                    Fate::Park(rec) => self.park(id, *rec)?,
                 }
             }
         }
+        // A rate that refused a claim has noted when its next one conforms: the writer wakes
+        // then (`Flow::take_wake`).
         Ok(jobs)
+    }
+
+    /// Admits `candidates` (in dispatch order) until `want` will run: what each is to do.
+    /// A refusal by a rate or a concurrency limit passes its pair over (`blocked`); a task
+    /// whose key is full is parked and the claim goes on.
+    fn admit(
+        &mut self,
+        pairs: &[Pair],
+        blocked: &mut [bool],
+        candidates: Vec<Candidate>,
+        want: usize,
+    ) -> Result<Vec<(Candidate, Fate)>, Error> {
+        let now = self.now();
+        self.flow.begin_round();
+        let mut taken = Vec::new();
+        let mut running = 0;
+        for c in candidates {
+            if running == want {
+                break;
+            }
+            let pair = &pairs[c.1];
+            if blocked[c.1] {
+                continue;
+            }
+            if !pair.limited {
+                taken.push((c, Fate::Run));
+                running += 1;
+                continue;
+            }
+            let (q, n) = pair.ids;
+            if let Some(limit) = pair.per_key {
+                let Some(rec) = self.get(c.2)? else {
+                    taken.push((c, Fate::Run));
+                    continue;
+                };
+                if let Some(key) = rec.flow.limit_key.as_deref() {
+                    let (counts, flow) = self.running_and_flow();
+                    if !flow.key_has_room((n, key), limit, counts) {
+                        taken.push((c, Fate::Park(Box::new(rec))));
+                        continue;
+                    }
+                    if !flow.admit((q, &pair.queue), (n, &pair.name), counts, now) {
+                        blocked[c.1] = true;
+                        continue;
+                    }
+                    flow.count_key((n, key));
+                    taken.push((c, Fate::Run));
+                    running += 1;
+                    continue;
+                }
+            }
+            let (counts, flow) = self.running_and_flow();
+            if flow.admit((q, &pair.queue), (n, &pair.name), counts, now) {
+                taken.push((c, Fate::Run));
+                running += 1;
+            } else {
+                blocked[c.1] = true;
+            }
+        }
+        Ok(taken)
     }
 
     /// Starts the ready task `id` (index entry at `seq`, already removed by the caller), or

@@ -95,13 +95,11 @@ impl<'a> Decoder<'a> {
 }
 
 /// Encodes a record of one part.
-#[cfg(test)]
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     Ok(Encoder::new().part(value)?.finish())
 }
 
 /// Decodes a record of one part.
-#[cfg(test)]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let mut decoder = Decoder::new(bytes)?;
     let value = decoder.part()?;

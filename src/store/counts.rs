@@ -32,6 +32,8 @@ pub(crate) type Counts = BTreeMap<(u32, u8), u64>;
 pub(crate) struct CountsView {
     pub counts: Counts,
     pub catalog: Catalog,
+    /// The paused queues, by name.
+    pub paused: Vec<String>,
 }
 
 /// What a transaction changed in the counters and counts, for the writer to keep once the

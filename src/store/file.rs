@@ -12,6 +12,7 @@ use redb::{Database, ReadableDatabase};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::flow::Limit;
 use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId, TaskState};
 use crate::schedule::ScheduleInfo;
 use crate::store::errors::Db;
@@ -20,7 +21,7 @@ use crate::store::open::{Settings, open_with};
 use crate::store::progress::Progress;
 use crate::store::read;
 use crate::store::verbs::{
-    Completion, Engine, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
+    Completion, Engine, FlowOp, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
 use crate::sync::Waiters;
@@ -130,6 +131,14 @@ impl Engine for FileEngine {
 
     fn schedule(&self, op: ScheduleOp) -> Result<bool, Error> {
         self.writer.request(|reply| Command::Schedule { op, reply })
+    }
+
+    fn flow(&self, op: FlowOp) -> Result<bool, Error> {
+        self.writer.request(|reply| Command::Flow { op, reply })
+    }
+
+    fn limits(&self) -> Result<Vec<Limit>, Error> {
+        self.read("reading the limits", || read::limits(self.published()?))
     }
 
     fn register(&self, pool: PoolSpec, jobs: Sender<Job>) -> Result<(), Error> {

@@ -24,17 +24,21 @@ mod errors;
 #[cfg(test)]
 mod faults;
 mod file;
+mod flow;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 mod inflight;
 mod open;
+mod parking;
 mod paths;
 mod pools;
 mod progress;
 mod read;
 mod record;
 mod redo;
+
 mod replay;
+mod running;
 mod schedules;
 mod schema;
 #[cfg(test)]
@@ -48,7 +52,7 @@ mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};
 pub(crate) use verbs::{
-    Completion, Engine, Job, NewTask, PoolGauges, PoolSpec, Reporter, ScheduleOp, Serves,
+    Completion, Engine, FlowOp, Job, NewTask, PoolGauges, PoolSpec, Reporter, ScheduleOp, Serves,
     ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;

@@ -170,11 +170,11 @@ fn prepare_with(
     // (their pages, written twice by the copy-on-write commit), and for the log's first chunk.
     let room;
     {
-        if fresh {
-            // Every table exists from the start: readers open them without creating them.
-            // The counters start at 1 (`load_counters`); `store_counts` below writes them.
-            each_table(&mut Create(&txn))?;
-        }
+        // Every table exists from the start (readers open them without creating them): in a
+        // new file, and in an older one, which may lack the tables a newer format added. The
+        // counters of a new file start at 1 (`load_counters`); `store_counts` below writes
+        // them.
+        each_table(&mut Create(&txn))?;
         // The format (new, or upgraded) and the log: its records since the last durable
         // commit are applied again; this commit then stores them and a new generation, which
         // retires them.

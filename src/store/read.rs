@@ -11,14 +11,16 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableErro
 
 use crate::clock::to_system_time;
 use crate::error::{Error, Failure};
+use crate::flow::Limit;
 use crate::model::{TaskId, TaskState};
 use crate::schedule::ScheduleInfo;
 use crate::store::counts::CountsView;
 use crate::store::errors::{Db, redb_error};
+use crate::store::flow::read_limits;
 use crate::store::pools::LivePools;
 use crate::store::record::TaskRecord;
 use crate::store::schedules::ScheduleRecord;
-use crate::store::schema::{READY, RUNNING, SCHEDULES, TASKS};
+use crate::store::schema::{FLOW, READY, RUNNING, SCHEDULES, TASKS};
 use crate::views::{QueueStats, Stats, TaskStatus};
 
 /// A task's record as it stands, with the `running` entry applied if it is running.
@@ -101,6 +103,17 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
     Ok(out)
 }
 
+/// The declared limits (see `store::flow`).
+pub(crate) fn limits(db: &Database) -> Result<Vec<Limit>, Error> {
+    let read = db.begin_read().db()?;
+    let table = match read.open_table(FLOW) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(redb_error(e.into())),
+    };
+    read_limits(&table)
+}
+
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the
 /// other final states; `WrongTask` if the task is not a `name` task.
 pub(crate) fn result(db: &Database, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -155,9 +168,13 @@ pub(crate) fn stats(
     }
     let mut queues: Vec<QueueStats> = per_queue
         .into_iter()
-        .map(|(id, counts)| QueueStats {
-            name: view.catalog.queues.name(id).to_string(),
-            counts,
+        .map(|(id, counts)| {
+            let name = view.catalog.queues.name(id).to_string();
+            QueueStats {
+                paused: view.paused.binary_search(&name).is_ok(),
+                name,
+                counts,
+            }
         })
         .collect();
     queues.sort_by(|a, b| a.name.cmp(&b.name));

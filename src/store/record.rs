@@ -25,6 +25,9 @@ pub(crate) enum Slot {
     Ready { seq: u64 },
     /// `scheduled[(at_ms, seq)]`.
     Scheduled { at_ms: u64, seq: u64 },
+    /// `parked[(name id, limit key, 9 - priority, seq)]`: ready, but its key is at its
+    /// per-key concurrency limit (format 5).
+    Parked { seq: u64 },
 }
 
 /// Everything about a task, with its arguments and its result.
@@ -64,6 +67,35 @@ pub(crate) struct TaskRecord {
     /// The second part (format 4).
     #[serde(skip)]
     pub control: Control,
+    /// The third part (format 5).
+    #[serde(skip)]
+    pub flow: FlowPart,
+}
+
+/// The record's third part: flow control (format 5). Like [`Control`], written only when it
+/// holds something (and then after a `Control` part, default or not).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FlowPart {
+    /// The task's unique key, while it may hold it (see `Options::unique`).
+    pub unique: Option<UniqueKey>,
+    /// The key its type's per-key concurrency limit counts it under.
+    pub limit_key: Option<String>,
+}
+
+/// A unique task's key and how long it holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UniqueKey {
+    pub key: String,
+    pub until: StoredUnique,
+}
+
+/// [`Unique`](crate::Unique) as stored: its variants and their order are part of the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StoredUnique {
+    UntilFinal,
+    UntilStarted,
+    /// Until this time (ms since the epoch).
+    Until(u64),
 }
 
 /// The record's second part: what execution control added (format 4). Its default is "none
@@ -89,8 +121,12 @@ impl TaskRecord {
     /// The record as stored.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut encoder = codec::Encoder::new().part(self)?;
-        if self.control != Control::default() {
+        let has_flow = self.flow != FlowPart::default();
+        if has_flow || self.control != Control::default() {
             encoder = encoder.part(&self.control)?;
+        }
+        if has_flow {
+            encoder = encoder.part(&self.flow)?;
         }
         Ok(encoder.finish())
     }
@@ -100,6 +136,7 @@ impl TaskRecord {
         let mut decoder = codec::Decoder::new(bytes)?;
         let mut rec: TaskRecord = decoder.part()?;
         rec.control = decoder.later_part()?;
+        rec.flow = decoder.later_part()?;
         decoder.finish()?;
         Ok(rec)
     }
@@ -223,6 +260,7 @@ mod tests {
             output: None,
             payload: b"{}".to_vec(),
             control: Control::default(),
+            flow: FlowPart::default(),
         };
         let bytes = rec.encode().unwrap();
         #[rustfmt::skip]
@@ -270,5 +308,25 @@ mod tests {
         assert_eq!(&bytes[..expected.len()], expected);
         assert_eq!(&bytes[expected.len()..], control);
         assert_eq!(TaskRecord::decode(&bytes).unwrap().control, with.control);
+
+        // With flow control, a default control part comes first, then the flow part.
+        let mut flowing = rec.clone();
+        flowing.flow = FlowPart {
+            unique: Some(UniqueKey {
+                key: "k".into(),
+                until: StoredUnique::Until(5),
+            }),
+            limit_key: Some("c".into()),
+        };
+        let bytes = flowing.encode().unwrap();
+        #[rustfmt::skip]
+        let parts: &[u8] = &[
+            0, 0, 0, 0, 0,      // control: all default
+            1, 1, b'k', 2, 5,   // unique Some("k", Until(5))
+            1, 1, b'c',         // limit key Some("c")
+        ];
+        assert_eq!(&bytes[..expected.len()], expected);
+        assert_eq!(&bytes[expected.len()..], parts);
+        assert_eq!(TaskRecord::decode(&bytes).unwrap().flow, flowing.flow);
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::Origin;
-use crate::options::Limits;
+use crate::options::{FlowKeys, Limits};
 use crate::schedule::{ScheduleDef, ScheduleInfo, due_fires};
 use crate::store::catalog::Catalog;
 use crate::store::codec;
@@ -20,7 +20,8 @@ use crate::store::verbs::{NewTask, ScheduleOp};
 
 /// A schedule as stored in the `schedules` table: its first part (see `codec`), whose fields
 /// and those of the definition it embeds are part of the file format; then, when the
-/// template has time limits, a second part with them (format 4).
+/// template has time limits, a second part with them (format 4), and when it has flow keys
+/// (a unique key, a limit key), a third (format 5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ScheduleRecord {
     pub def: ScheduleDef,
@@ -35,8 +36,13 @@ impl ScheduleRecord {
     pub(crate) fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut encoder = codec::Encoder::new().part(self)?;
         let limits = self.def.template.limits;
-        if limits != Limits::default() {
+        let keys = &self.def.template.keys;
+        let has_keys = *keys != FlowKeys::default();
+        if has_keys || limits != Limits::default() {
             encoder = encoder.part(&limits)?;
+        }
+        if has_keys {
+            encoder = encoder.part(keys)?;
         }
         Ok(encoder.finish())
     }
@@ -46,6 +52,7 @@ impl ScheduleRecord {
         let mut decoder = codec::Decoder::new(bytes)?;
         let mut rec: ScheduleRecord = decoder.part()?;
         rec.def.template.limits = decoder.later_part()?;
+        rec.def.template.keys = decoder.later_part()?;
         decoder.finish()?;
         Ok(rec)
     }

@@ -16,8 +16,10 @@ use crate::store::tables::tables;
 /// a version-2 build would not keep those promises. Version 4 gives task records a second
 /// part (`record::Control`: a pending revoke, time limits, progress, the retry budget) and
 /// new attempt error kinds (revoked, time limit, snoozed), which a version-3 build would
-/// refuse as damage. Older files are upgraded at open.
-pub(crate) const FORMAT_VERSION: u64 = 4;
+/// refuse as damage. Version 5 adds flow control: a record's third part (`record::FlowPart`:
+/// a unique key, a limit key, a parked position) and the `flow`, `unique` and `parked`
+/// tables; the open creates the new tables in an older file. Older files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 5;
 
 /// The first format whose log keeps the promises `replay` checks (see [`FORMAT_VERSION`]).
 pub(crate) const STRICT_LOG_FORMAT: u64 = 3;
@@ -89,6 +91,18 @@ tables! {
     /// `(expires at ms, task id) → ()`: tasks with an expiry, checked when it passes (entries
     /// of tasks that started or finished meanwhile are dropped then).
     11 TASK_EXPIRY task_expiry: (u64, u64) => () = "taskspool.task_expiry";
+
+    /// `(kind, name) → FlowRecord`: the limits and pause of a task type (kind 0) or a queue
+    /// (kind 1), as declared (format 5).
+    12 FLOW flow: (u8, &'static str) => &'static [u8] = "taskspool.flow";
+
+    /// `(name id, unique key) → task id`: the task holding each unique key (format 5).
+    13 UNIQUE unique: (u32, &'static str) => u64 = "taskspool.unique";
+
+    /// `(name id, limit key, 9 - priority, seq) → task id`: ready tasks whose key is at its
+    /// per-key concurrency limit, in dispatch order; one goes back to `ready` when a task of
+    /// its key ends (format 5).
+    14 PARKED parked: (u32, &'static str, u8, u64) => u64 = "taskspool.parked";
 }
 
 /// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
-use crate::store::record::{Control, Slot, TaskRecord};
+use crate::store::record::{Control, FlowPart, Slot, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::verbs::{Completion, NewTask};
 
@@ -79,6 +79,10 @@ impl Tx<'_> {
                 time_limit_ms: new.opts.limits.time_limit_ms,
                 soft_time_limit_ms: new.opts.limits.soft_time_limit_ms,
                 ..Control::default()
+            },
+            flow: FlowPart {
+                unique: None,
+                limit_key: new.opts.keys.limit_key.clone(),
             },
         };
         if let Some(exp) = rec.expires_at_ms {

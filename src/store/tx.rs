@@ -13,8 +13,10 @@ use crate::model::{TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
 use crate::store::errors::Db;
+use crate::store::flow::Flow;
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::redo::Redo;
+use crate::store::running::Running;
 use crate::store::schema::{RUNNING, ReadyKey, TASKS, Tables};
 
 /// A map keyed by task id. Ids are sequential integers: a multiplicative hash spreads them
@@ -47,10 +49,12 @@ impl std::hash::Hasher for IdHasher {
 const PENDING_READY_MAX: usize = 4_096;
 
 /// What the writer lends each transaction and takes back after it: its records of running
-/// tasks, and the redo buffer (whose allocation is reused).
+/// tasks, its mirror of the declared limits, and the redo buffer (whose allocation is
+/// reused).
 #[derive(Default)]
 pub(crate) struct Lent {
-    pub running: IdMap<TaskRecord>,
+    pub running: Running,
+    pub flow: Flow,
     pub redo: Redo,
 }
 
@@ -77,7 +81,10 @@ pub(crate) struct Tx<'t> {
     /// across transactions: a running task's stored record is not rewritten at claim, so this
     /// is where its current state lives until it completes. Every change goes through `put`;
     /// after a failed group the writer reloads it with its next transaction.
-    running: IdMap<TaskRecord>,
+    running: Running,
+    /// The declared limits and pauses (the `flow` table's mirror, see `store::flow`), kept
+    /// by the writer like `running`.
+    pub(crate) flow: Flow,
     /// Attempts completed in this transaction whose `running` entries are removed in one sweep
     /// by `finish` (one pass over a small table instead of one tree descent per task).
     running_done: Vec<(u64, u32)>,
@@ -96,7 +103,11 @@ impl<'t> Tx<'t> {
         result_ttl_ms: Option<u64>,
         lent: Lent,
     ) -> Tx<'t> {
-        let Lent { running, mut redo } = lent;
+        let Lent {
+            running,
+            flow,
+            mut redo,
+        } = lent;
         redo.clear();
         Tx {
             tables: Tables::new(txn, redo),
@@ -108,6 +119,7 @@ impl<'t> Tx<'t> {
             finalized: Vec::new(),
             wake_hint: None,
             running,
+            flow,
             running_done: Vec::new(),
             pending_ready: BTreeMap::new(),
         }
@@ -194,6 +206,7 @@ impl<'t> Tx<'t> {
     pub(crate) fn into_lent(self) -> Lent {
         Lent {
             running: self.running,
+            flow: self.flow,
             redo: self.tables.into_redo(),
         }
     }
@@ -248,7 +261,7 @@ impl<'t> Tx<'t> {
     }
 
     pub(crate) fn get(&mut self, id: u64) -> Result<Option<TaskRecord>, Error> {
-        if let Some(rec) = self.running.get(&id) {
+        if let Some(rec) = self.running.get(id) {
             return Ok(Some(rec.clone()));
         }
         match self.tables.tasks()?.get(id).db()? {
@@ -264,7 +277,7 @@ impl<'t> Tx<'t> {
             self.running.insert(id, rec.clone());
             return Ok(());
         }
-        self.running.remove(&id);
+        self.running.remove(id);
         let bytes = rec.encode()?;
         self.tables.tasks()?.insert(id, bytes.as_slice())?;
         Ok(())
@@ -274,7 +287,21 @@ impl<'t> Tx<'t> {
     /// task is not running. Give it back with [`Tx::keep_running`] if the completion does
     /// not apply.
     pub(crate) fn take_running(&mut self, id: u64) -> Option<TaskRecord> {
-        self.running.remove(&id)
+        self.running.remove(id)
+    }
+
+    /// The running tasks' records and counts.
+    pub(crate) fn running(&self) -> &Running {
+        &self.running
+    }
+
+    pub(crate) fn running_mut(&mut self) -> &mut Running {
+        &mut self.running
+    }
+
+    /// The running tasks' counts and the declared limits, for a claim's admission.
+    pub(crate) fn running_and_flow(&mut self) -> (&Running, &mut Flow) {
+        (&self.running, &mut self.flow)
     }
 
     pub(crate) fn keep_running(&mut self, id: u64, rec: TaskRecord) {
@@ -320,6 +347,7 @@ impl<'t> Tx<'t> {
             Slot::Scheduled { at_ms, seq } => {
                 self.tables.scheduled()?.remove((at_ms, seq))?;
             }
+            Slot::Parked { seq } => self.unpark_entry(rec, seq)?,
         }
         rec.slot = Slot::None;
         Ok(())
@@ -329,14 +357,19 @@ impl<'t> Tx<'t> {
     pub(crate) fn make_ready(&mut self, id: u64, rec: &mut TaskRecord) -> Result<(), Error> {
         self.unslot(rec)?;
         let seq = self.next_seq();
-        let key = rec.ready_key(seq);
+        self.insert_ready(rec.ready_key(seq), id)?;
+        rec.slot = Slot::Ready { seq };
+        Ok(())
+    }
+
+    /// Adds a ready-index entry.
+    pub(crate) fn insert_ready(&mut self, key: ReadyKey, id: u64) -> Result<(), Error> {
         if self.pending_ready.len() < PENDING_READY_MAX {
             self.pending_ready.insert(key, id);
         } else {
             // A bulk enqueue: far more than any claim of this transaction can take.
             self.tables.ready()?.insert(key, id)?;
         }
-        rec.slot = Slot::Ready { seq };
         Ok(())
     }
 
@@ -402,7 +435,7 @@ impl<'t> Tx<'t> {
 
 /// Loads the records of every running task (the writer's memory of them after a failed
 /// commit).
-pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, Error> {
+pub(crate) fn load_running(txn: &WriteTransaction) -> Result<Running, Error> {
     let running = txn.open_table(RUNNING).db()?;
     let tasks = txn.open_table(TASKS).db()?;
     let mut map = IdMap::default();
@@ -415,5 +448,5 @@ pub(crate) fn load_running(txn: &WriteTransaction) -> Result<IdMap<TaskRecord>, 
             map.insert(id, rec);
         }
     }
-    Ok(map)
+    Ok(Running::from_map(map))
 }

@@ -18,6 +18,7 @@
 //! | (opening) | recovers the attempts a dead owner left running | Oban's `Lifeline` rescue |
 //!
 //! | [`Engine::revoke`] | a waiting task ends `Revoked`; a running one is asked to stop and ends `Revoked` with its attempt | `cancel_job` |
+//! | [`Engine::flow`], [`Engine::limits`] | declares rate and concurrency limits and queue pauses, which every claim holds to | — (Oban Pro's global limits, queue pause) |
 //! | [`Engine::retry`], [`Engine::forget`] | a finished task runs again with a fresh budget; one is deleted | `retry_job`, `delete_job` |
 //!
 //! # Engine properties
@@ -57,6 +58,7 @@ use std::sync::atomic::AtomicUsize;
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
+use crate::flow::{Limit, LimitTarget};
 use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskFilter, TaskId};
 use crate::options::{Limits, Resolved};
 use crate::schedule::{ScheduleDef, ScheduleInfo};
@@ -154,6 +156,17 @@ pub(crate) enum ScheduleOp {
     Resume(String),
 }
 
+/// A change to the declared limits and pauses (see `store::flow`).
+#[derive(Debug)]
+pub(crate) enum FlowOp {
+    /// Declare (replace) a target's limits; a queue's pause is kept.
+    Limit(Limit),
+    /// Remove a target's limits.
+    Unlimit(LimitTarget),
+    /// Pause or resume a queue.
+    Pause { queue: String, paused: bool },
+}
+
 /// A worker thread's place for its start notes (see [`Reporter::starting`]): where the
 /// engine keeps them, and how many attempts the thread has started.
 #[derive(Debug)]
@@ -179,6 +192,19 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// `ScheduleNotFound` to pause or resume an unknown schedule; as [`Engine::insert`].
     fn schedule(&self, op: ScheduleOp) -> Result<bool, Error>;
+
+    /// Declares or removes a limit, or pauses or resumes a queue; returns whether anything
+    /// changed. Durable when it returns; every claim after it holds to it.
+    ///
+    /// # Errors
+    /// As [`Engine::insert`].
+    fn flow(&self, op: FlowOp) -> Result<bool, Error>;
+
+    /// The declared limits, task types first, each by name.
+    ///
+    /// # Errors
+    /// `Storage` on a read failure.
+    fn limits(&self) -> Result<Vec<Limit>, Error>;
 
     /// A pool starts serving: from now on the engine claims tasks for it and sends them on
     /// `jobs`, never more than its free threads plus its prefetch.

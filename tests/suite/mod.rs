@@ -11,6 +11,7 @@ mod damage;
 mod decode;
 mod delays;
 mod files;
+mod flow;
 mod format;
 mod format_control;
 mod handlers;

@@ -5,7 +5,7 @@ use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId};
-use crate::store::verbs::{Completion, Job, NewTask, PoolSpec, ScheduleOp, Serves};
+use crate::store::verbs::{Completion, FlowOp, Job, NewTask, PoolSpec, ScheduleOp, Serves};
 use crate::sync::Promise;
 
 /// Where the writer sends the answer to one request.
@@ -46,6 +46,8 @@ pub(crate) enum Command {
     },
     /// Declare, remove, pause or resume a periodic schedule; replies whether it changed.
     Schedule { op: ScheduleOp, reply: Reply<bool> },
+    /// Declare or remove a limit, pause or resume a queue; replies whether it changed.
+    Flow { op: FlowOp, reply: Reply<bool> },
     /// Revoke a task; reply with what was done.
     Revoke { id: TaskId, reply: Reply<Revoke> },
     /// Revoke every unfinished task a filter matches.
@@ -87,6 +89,7 @@ impl Command {
                 | Command::Retry { .. }
                 | Command::RetryWhere { .. }
                 | Command::Forget { .. }
+                | Command::Flow { .. }
         )
     }
 

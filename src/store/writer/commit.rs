@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Tally, store_counts};
 use crate::store::errors::Db;
+use crate::store::flow::Flow;
 use crate::store::redo::Redo;
 use crate::store::schema::{META, META_CLOSED, META_WAL_GENERATION, META_WAL_PREVIOUS, Tables};
 use crate::store::tx::load_running;
@@ -85,6 +86,8 @@ impl Writer {
         if self.stale {
             self.catalog = Catalog::load(&txn)?;
             self.running_cache = load_running(&txn)?;
+            self.flow_cache = Flow::load(&txn)?;
+            self.show_pauses();
             self.stale = false;
         }
         Ok(txn)

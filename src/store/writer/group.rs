@@ -154,12 +154,17 @@ impl Writer {
                 }
             }
             let tally = tx.finish(&self.counts)?;
+            // A claim a rate refused goes when its next token is due.
+            let token = tx.flow.take_wake();
             self.next_wake = if due {
-                tx.next_wake()?
+                [tx.next_wake()?, token].into_iter().flatten().min()
             } else {
                 // An entry removed since the last scan can only make this wake-up early, and
                 // an early wake-up rescans.
-                [self.next_wake, tx.wake_hint()].into_iter().flatten().min()
+                [self.next_wake, tx.wake_hint(), token]
+                    .into_iter()
+                    .flatten()
+                    .min()
             };
             group.finalized = tx.take_finalized();
             let changed = tx.changed();
@@ -331,6 +336,11 @@ impl Writer {
             Command::Schedule { op, reply } => {
                 // A missing schedule is the caller's error, not the group's.
                 let changed = step.run(|tx| tx.schedule_op(op)).and_then(|answer| answer);
+                group.reply(reply, changed);
+            }
+            Command::Flow { op, reply } => {
+                let catalog = &mut self.catalog;
+                let changed = step.run(|tx| tx.flow_op(op, catalog));
                 group.reply(reply, changed);
             }
             Command::Sync { reply } => {

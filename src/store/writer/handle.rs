@@ -53,7 +53,13 @@ impl WriterHandle {
         config
             .clock
             .subscribe(move || tick.send(Command::Tick).is_ok());
+        let paused = crate::store::flow::read_paused(&db)?;
         let writer = Writer::new(db, config, state, wal, waiters);
+        writer
+            .counts_view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .paused = paused;
         let (counts, live, unpublished, stopped, progress) = (
             writer.counts_view.clone(),
             writer.pools.live(),

@@ -13,10 +13,11 @@ use crate::error::Error;
 use crate::signal::AttemptSignal;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView, Tally};
+use crate::store::flow::Flow;
 use crate::store::pools::Pools;
 use crate::store::progress::Progress;
-use crate::store::record::TaskRecord;
 use crate::store::redo::Redo;
+use crate::store::running::Running;
 use crate::store::tx::{IdMap, Lent, Tx};
 use crate::store::verbs::Completion;
 use crate::store::wal::Wal;
@@ -76,7 +77,9 @@ pub(crate) struct Writer {
     /// How many enqueue callers the last group served (see `gather`).
     pub(super) last_callers: usize,
     /// Records of running tasks, lent to each transaction (see `Tx`).
-    pub(super) running_cache: IdMap<TaskRecord>,
+    pub(super) running_cache: Running,
+    /// The declared limits and pauses, lent to each transaction (see `store::flow`).
+    pub(super) flow_cache: Flow,
     /// The write-ahead log that makes groups durable between checkpoints.
     pub(super) wal: Wal,
     /// The log is full: the next group commits durably to the queue file and restarts it.
@@ -134,6 +137,7 @@ impl Writer {
             counts_view: Arc::new(Mutex::new(CountsView {
                 counts: counts.clone(),
                 catalog: catalog.clone(),
+                paused: Vec::new(),
             })),
             counts,
             catalog,
@@ -148,7 +152,8 @@ impl Writer {
             retry_at: None,
             avg_cycle_us: None,
             last_callers: 0,
-            running_cache: IdMap::default(),
+            running_cache: Running::default(),
+            flow_cache: Flow::default(),
             wal,
             checkpoint_due: false,
             redo: Redo::default(),
@@ -160,7 +165,8 @@ impl Writer {
             held: None,
             held_records: Vec::new(),
             held_groups: 0,
-            stale: false,
+            // Nothing is mirrored yet: the first transaction reads it.
+            stale: true,
             unpublished: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -172,6 +178,7 @@ impl Writer {
     pub(super) fn open_tx<'t>(&mut self, txn: &'t WriteTransaction, now: u64) -> Tx<'t> {
         let lent = Lent {
             running: std::mem::take(&mut self.running_cache),
+            flow: std::mem::take(&mut self.flow_cache),
             redo: std::mem::take(&mut self.redo),
         };
         Tx::open(txn, now, self.counters, self.config.result_ttl_ms, lent)
@@ -182,6 +189,7 @@ impl Writer {
     pub(super) fn take_back(&mut self, tx: Tx<'_>) -> Redo {
         let lent = tx.into_lent();
         self.running_cache = lent.running;
+        self.flow_cache = lent.flow;
         lent.redo
     }
 
@@ -201,6 +209,22 @@ impl Writer {
         {
             view.catalog = catalog.clone();
         }
+        show_pauses(&self.flow_cache, &mut view);
+    }
+
+    /// Shows the paused queues to `stats` (after the mirror was read again).
+    pub(super) fn show_pauses(&self) {
+        let mut view = self
+            .counts_view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        show_pauses(&self.flow_cache, &mut view);
+    }
+}
+
+fn show_pauses(flow: &Flow, view: &mut CountsView) {
+    if !flow.paused().eq(view.paused.iter().map(String::as_str)) {
+        view.paused = flow.paused().map(str::to_string).collect();
     }
 }
 

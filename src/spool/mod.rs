@@ -15,6 +15,8 @@ use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
 use crate::shared::Shared;
 pub use crate::shared::Spool;
 use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp};
+
+mod flow;
 use crate::sync::Waiters;
 use crate::task::Task;
 use crate::views::{Stats, TaskStatus};
