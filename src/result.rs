@@ -26,6 +26,8 @@ pub struct TaskHandle<O> {
     id: TaskId,
     /// The task name the handle was made for, checked against the stored task's.
     name: &'static str,
+    /// The enqueue that made it found the task already there (see [`Self::is_duplicate`]).
+    duplicate: bool,
     shared: Weak<Shared>,
     waiters: Arc<Waiters>,
     _output: PhantomData<fn() -> O>,
@@ -36,6 +38,7 @@ impl<O> Clone for TaskHandle<O> {
         TaskHandle {
             id: self.id,
             name: self.name,
+            duplicate: self.duplicate,
             shared: self.shared.clone(),
             waiters: self.waiters.clone(),
             _output: PhantomData,
@@ -48,6 +51,7 @@ impl<O> std::fmt::Debug for TaskHandle<O> {
         f.debug_struct("TaskHandle")
             .field("id", &self.id)
             .field("name", &self.name)
+            .field("duplicate", &self.duplicate)
             .finish()
     }
 }
@@ -58,15 +62,37 @@ impl<O: DeserializeOwned> TaskHandle<O> {
         TaskHandle {
             id,
             name,
+            duplicate: false,
             shared: Arc::downgrade(shared),
             waiters: shared.waiters.clone(),
             _output: PhantomData,
         }
     }
 
+    /// A handle from an enqueue: for a duplicate, the handle of the task that holds the
+    /// unique key.
+    pub(crate) fn enqueued(
+        id: TaskId,
+        duplicate: bool,
+        name: &'static str,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        TaskHandle {
+            duplicate,
+            ..TaskHandle::new(id, name, shared)
+        }
+    }
+
     /// The task's id.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// Whether the enqueue that returned this handle created nothing, because a task of the
+    /// same type held its unique key ([`Options::unique`](crate::Options::unique)): the
+    /// handle is that task's. `false` for a handle from [`Spool::handle`](crate::Spool::handle).
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate
     }
 
     /// The spool, while it is open.

@@ -353,7 +353,7 @@ impl Spool {
         let ids = self.shared.engine.insert(new)?;
         Ok(ids
             .into_iter()
-            .map(|id| TaskHandle::new(id, T::NAME, &self.shared))
+            .map(|e| TaskHandle::enqueued(e.id, e.duplicate, T::NAME, &self.shared))
             .collect())
     }
 

@@ -260,6 +260,7 @@ impl Tx<'_> {
         }
         self.unprune(id, &rec)?;
         self.count(rec.queue, rec.state, -1);
+        self.drop_unique(id, &rec)?;
         self.tables().tasks()?.remove(id)?;
         Ok(Ok(()))
     }

@@ -120,7 +120,7 @@ fn visible_ids(writer: &WriterHandle, db: &Database) -> Vec<u64> {
 
 pub(crate) fn enqueue(writer: &WriterHandle, tasks: Vec<NewTask>) -> Result<Vec<u64>, Error> {
     let ids = writer.request(|reply| Command::Enqueue { tasks, reply })?;
-    Ok(ids.into_iter().map(|id| id.as_u64()).collect())
+    Ok(ids.into_iter().map(|e| e.id.as_u64()).collect())
 }
 
 /// The ids of the tasks stored in the file at `path`, after a reopen.

@@ -21,7 +21,8 @@ use crate::store::open::{Settings, open_with};
 use crate::store::progress::Progress;
 use crate::store::read;
 use crate::store::verbs::{
-    Completion, Engine, FlowOp, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves, ThreadSlot,
+    Completion, Engine, Enqueued, FlowOp, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves,
+    ThreadSlot,
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
 use crate::sync::Waiters;
@@ -124,7 +125,7 @@ impl Drop for FileEngine {
 }
 
 impl Engine for FileEngine {
-    fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, Error> {
+    fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, Error> {
         self.writer
             .request(|reply| Command::Enqueue { tasks, reply })
     }
@@ -327,7 +328,7 @@ mod tests {
             enqueued_at_ms: 0,
             origin: None,
         };
-        let id = engine.insert(vec![task]).unwrap()[0];
+        let id = engine.insert(vec![task]).unwrap()[0].id;
         let busy = lock(engine.writer.core());
 
         let (stats_tx, stats_rx) = crossbeam_channel::bounded(1);
@@ -392,7 +393,7 @@ mod tests {
         for own_group in [false, true] {
             let (_dir, engine) = temporary();
             let engine = Arc::new(engine);
-            let id = engine.insert(vec![ping()]).unwrap()[0];
+            let id = engine.insert(vec![ping()]).unwrap()[0].id;
             lock(engine.writer.core()).panic_next_group = true;
             let e = engine.clone();
             if own_group {

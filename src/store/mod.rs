@@ -46,6 +46,7 @@ pub(crate) mod simdisk;
 mod tables;
 mod transitions;
 mod tx;
+mod unique;
 mod verbs;
 mod wal;
 mod writer;

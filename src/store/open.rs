@@ -316,7 +316,7 @@ mod tests {
             let mut tx = Tx::open(&txn, 1_000, opened.counters, None, Lent::default());
             let ids = tx.intern("default", "t", &mut catalog).unwrap();
             for _ in 0..n {
-                let id = tx.insert(new_task(max_retries), ids).unwrap();
+                let id = tx.insert(new_task(max_retries), ids).unwrap().id.as_u64();
                 let mut rec = tx.get(id).unwrap().unwrap();
                 tx.start(id, &mut rec).unwrap();
             }

@@ -202,7 +202,7 @@ impl Tx<'_> {
             let opts = Arc::new(old.def.template.resolve_at(now));
             let task_name: Arc<str> = Arc::from(old.def.task_name.as_str());
             for &fire_at_ms in &fires.run {
-                self.insert(
+                let fired = self.insert(
                     NewTask {
                         name: task_name.clone(),
                         payload: old.def.payload.clone(),
@@ -215,6 +215,13 @@ impl Tx<'_> {
                     },
                     ids,
                 )?;
+                if fired.duplicate {
+                    tracing::info!(
+                        schedule = %name,
+                        holder = fired.id.as_u64(),
+                        "a fire's unique key was held: no task created"
+                    );
+                }
             }
             if fires.run.is_empty() {
                 tracing::info!(schedule = %name, "skipped missed fires (misfire policy Skip)");

@@ -15,7 +15,8 @@ use crate::store::errors::Db;
 use crate::store::inflight::Started;
 use crate::store::record::{Control, FlowPart, Slot, TaskRecord};
 use crate::store::tx::Tx;
-use crate::store::verbs::{Completion, NewTask};
+use crate::store::unique;
+use crate::store::verbs::{Completion, Enqueued, NewTask};
 
 /// The first `limit` keys of a `(due at ms, id) → ()` index that are due at `now`, and
 /// whether more are due.
@@ -42,19 +43,35 @@ impl Tx<'_> {
         &mut self,
         tasks: Vec<NewTask>,
         catalog: &mut Catalog,
-    ) -> Result<Vec<TaskId>, Error> {
+    ) -> Result<Vec<Enqueued>, Error> {
         let mut ids = Vec::with_capacity(tasks.len());
         for task in tasks {
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
-            ids.push(TaskId(self.insert(task, interned)?));
+            ids.push(self.insert(task, interned)?);
         }
         Ok(ids)
     }
 
-    /// Stores a new task on the interned queue and name `ids`; returns its id.
-    pub(crate) fn insert(&mut self, new: NewTask, ids: (u32, u32)) -> Result<u64, Error> {
+    /// Stores a new task on the interned queue and name `ids`; returns its id — or, if a task
+    /// holds its unique key, stores nothing and returns the holder's.
+    pub(crate) fn insert(&mut self, new: NewTask, ids: (u32, u32)) -> Result<Enqueued, Error> {
         let (queue, name_id) = ids;
+        let unique = match &new.opts.keys.unique {
+            Some((key, until)) => {
+                if let Some(holder) = self.unique_holder(name_id, key)? {
+                    return Ok(Enqueued {
+                        id: TaskId(holder),
+                        duplicate: true,
+                    });
+                }
+                Some(unique::stored(key, *until, new.enqueued_at_ms))
+            }
+            None => None,
+        };
         let id = self.next_id();
+        if let Some(u) = &unique {
+            self.take_unique(name_id, &u.key, id)?;
+        }
         let due = new.opts.due_ms;
         let mut rec = TaskRecord {
             name: new.name.to_string(),
@@ -81,7 +98,7 @@ impl Tx<'_> {
                 ..Control::default()
             },
             flow: FlowPart {
-                unique: None,
+                unique,
                 limit_key: new.opts.keys.limit_key.clone(),
             },
         };
@@ -97,7 +114,10 @@ impl Tx<'_> {
         }
         self.count(queue, rec.state, 1);
         self.put(id, &rec)?;
-        Ok(id)
+        Ok(Enqueued {
+            id: TaskId(id),
+            duplicate: false,
+        })
     }
 
     /// Moves a ready task to `Running` for its next attempt; returns its payload.
@@ -372,7 +392,10 @@ impl Tx<'_> {
             match self.get(id)? {
                 // Retried by hand since it finished: not a result any more.
                 Some(rec) if !rec.state.is_final() => continue,
-                Some(rec) => self.count(rec.queue, rec.state, -1),
+                Some(rec) => {
+                    self.count(rec.queue, rec.state, -1);
+                    self.drop_unique(id, &rec)?;
+                }
                 None => {}
             }
             self.tables().tasks()?.remove(id)?;

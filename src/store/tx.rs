@@ -273,6 +273,9 @@ impl<'t> Tx<'t> {
     /// Stores a record. A running task's record stays in memory (its `running` entry is what
     /// is durable); any other state is written to the file.
     pub(crate) fn put(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
+        if rec.flow.unique.is_some() {
+            self.release_unique(id, rec)?;
+        }
         if rec.state == TaskState::Running {
             self.running.insert(id, rec.clone());
             return Ok(());

@@ -74,6 +74,14 @@ pub(crate) struct NewTask {
     pub origin: Option<Origin>,
 }
 
+/// What an insert did with one new task: stored it under a new id, or found a task that holds
+/// its unique key and stored nothing (`duplicate`, with the holder's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Enqueued {
+    pub id: TaskId,
+    pub duplicate: bool,
+}
+
 /// One attempt handed to a worker.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -179,12 +187,14 @@ pub(crate) struct ThreadSlot {
 /// for the list and for the properties a caller may rely on. Dropping the engine applies
 /// what is pending, makes it durable and stops it; reporters then get `Closed`.
 pub(crate) trait Engine: Send + Sync {
-    /// Stores new tasks, all or none; returns their ids once they are durable.
+    /// Stores new tasks, all or none; returns their ids once they are durable. A task whose
+    /// unique key is held (by a task in the file, or one earlier in `tasks`) is not stored:
+    /// its entry is the holder's id, marked duplicate.
     ///
     /// # Errors
     /// `DiskFull`/`Storage` if the change could not be made durable (nothing was stored);
     /// `Closed` if the engine has stopped.
-    fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, Error>;
+    fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, Error>;
 
     /// Declares, removes, pauses or resumes a schedule; returns whether anything changed
     /// (for a removal: whether the schedule existed). Durable when it returns.

@@ -27,5 +27,6 @@ mod schedule_crash;
 mod schedules;
 mod shutdown;
 mod ttl;
+mod unique;
 mod unregistered;
 mod views;

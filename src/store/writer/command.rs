@@ -5,7 +5,9 @@ use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId};
-use crate::store::verbs::{Completion, FlowOp, Job, NewTask, PoolSpec, ScheduleOp, Serves};
+use crate::store::verbs::{
+    Completion, Enqueued, FlowOp, Job, NewTask, PoolSpec, ScheduleOp, Serves,
+};
 use crate::sync::Promise;
 
 /// Where the writer sends the answer to one request.
@@ -17,7 +19,7 @@ pub(crate) enum Command {
     /// Store new tasks; reply with their ids once durable.
     Enqueue {
         tasks: Vec<NewTask>,
-        reply: Reply<Vec<TaskId>>,
+        reply: Reply<Vec<Enqueued>>,
     },
     /// An attempt finished; `pool` has a thread free again.
     Complete {

@@ -204,6 +204,7 @@ fn child_process() {
             std::thread::sleep(Duration::from_secs(60));
         }
         "revoke" => revoke::child(&spool),
+        "unique" => unique::child(&spool),
         "hold" => {
             let h = spool.enqueue(CrashWork::new(7)).unwrap();
             say(&format!("OPEN {}", h.id()));
@@ -280,3 +281,4 @@ mod aborts;
 mod log_damage;
 mod revoke;
 mod sigkill;
+mod unique;
