@@ -274,30 +274,12 @@ fn drain(dir: &Path, limited: bool) -> f64 {
     n as f64 / secs
 }
 
-/// `drain_noop` and `drain_noop_limited`, alternated `repeats()` times (at least 3); each
-/// reported as its median, and their ratio, pair by pair, on stderr.
+/// `drain_noop` and `drain_noop_limited`, alternated (see `alternate`).
 fn drain_ab(dir: &Path) {
-    let rounds = repeats().max(3);
-    let (mut plain, mut limited, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let p = drain(dir, false);
-        let l = drain(dir, true);
-        plain.push(p);
-        limited.push(l);
-        ratios.push(l / p);
-    }
-    note(format!(
-        "drain_noop: {} tasks/s; drain_noop_limited: {} tasks/s; limited / plain pair by pair: \
-         {} (target >= 0.9)",
-        list(&plain),
-        list(&limited),
-        ratios
-            .iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    report("drain_noop", median(plain), "tasks/s");
-    report("drain_noop_limited", median(limited), "tasks/s");
-    report("drain_noop_limited_ratio", median(ratios), "x");
+    alternate(
+        ("drain_noop", || drain(dir, false)),
+        ("drain_noop_limited", || drain(dir, true)),
+        "tasks/s",
+        ">= 0.9",
+    );
 }

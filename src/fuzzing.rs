@@ -81,13 +81,47 @@ pub fn options(data: &[u8]) {
     if flags & 8 != 0 {
         options = options.expires(UNIX_EPOCH + Duration::from_millis(word(16) >> 8));
     }
+    // Keys from the queue's bytes: a unique key (with a period from the countdown's word),
+    // a limit key.
+    let key = || {
+        String::from_utf8_lossy(data.get(32 + usize::from(byte(3))..).unwrap_or(&[])).into_owned()
+    };
+    if flags & 16 != 0 {
+        let until = match byte(4) % 3 {
+            0 => crate::Unique::UntilFinal,
+            1 => crate::Unique::UntilStarted,
+            _ => crate::Unique::For(Duration::from_millis(word(8))),
+        };
+        options = options.unique_with(key(), until);
+    }
+    if flags & 32 != 0 {
+        options = options.limit_key(key());
+    }
     let now = word(24) >> 12;
     if let Ok(resolved) = options.resolve(now) {
         assert!(resolved.priority <= crate::MAX_PRIORITY);
         assert!(resolved.due_ms >= now);
         assert!(resolved.expires_ms.is_none_or(|e| e > resolved.due_ms));
+        let keys = &resolved.keys;
+        for k in keys.unique.iter().map(|u| &u.0).chain(&keys.limit_key) {
+            assert!(!k.is_empty() && k.len() <= crate::MAX_KEY_BYTES, "{k:?}");
+        }
     }
     let _ = options.template();
+}
+
+/// Parses arbitrary text as a rate and a limit built from it: what parses is a rate that
+/// lets tasks run, and prints back to itself.
+pub fn rate(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(rate) = text.parse::<crate::Rate>() else {
+        return;
+    };
+    assert!(rate.count() > 0 && !rate.period().is_zero() && rate.burst_size() > 0);
+    let printed = rate.to_string();
+    assert_eq!(printed.parse::<crate::Rate>().ok(), Some(rate), "{printed}");
+    let limit = crate::Limit::queue("q").rate(rate);
+    assert!(limit.validate().is_ok());
 }
 
 #[cfg(test)]
@@ -102,12 +136,13 @@ mod tests {
     #[test]
     fn the_fuzz_corpora_replay_without_a_panic() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets: [(&str, Target); 5] = [
+        let targets: [(&str, Target); 6] = [
             ("record", super::record),
             ("log", super::log),
             ("replay", super::replay),
             ("cron", super::cron),
             ("options", super::options),
+            ("rate", super::rate),
         ];
         for (name, target) in targets {
             let dir = root.join(name);

@@ -65,9 +65,15 @@
 //!   [`Spool::revoke_where`], soft and hard time limits ([`Options::time_limit`]),
 //!   [`TaskError::snooze`], [`Spool::retry`] and [`Spool::forget`] of finished tasks, and
 //!   progress ([`Context::set_progress`], shown by [`Spool::status`]).
+//! - **Flow control.** [`Spool::limit`] declares a [`Limit`] on a task type or a queue — a
+//!   [`Rate`] (`"10/s"`), a concurrency, a concurrency per [`Options::limit_key`] — held by
+//!   the writer for every pool at once and stored in the file; [`Spool::pause_queue`] stops
+//!   claims from a queue, also across restarts. [`Options::unique`] makes an enqueue return
+//!   the waiting task with the same key instead of a second one
+//!   ([`TaskHandle::is_duplicate`]), exactly, however many producers race.
 //!
-//! Not here yet (planned): rate and concurrency limits, unique tasks, workflows, a
-//! command-line tool, a dashboard, async handlers and a PostgreSQL backend.
+//! Not here yet (planned): workflows, a command-line tool, a dashboard, async handlers and
+//! a PostgreSQL backend.
 //!
 //! # Guarantees
 //!

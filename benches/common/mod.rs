@@ -184,3 +184,37 @@ fn proc_status_kib(key: &str) -> f64 {
 pub fn file_mib(path: &Path) -> f64 {
     std::fs::metadata(path).map_or(f64::NAN, |m| m.len() as f64 / (1024.0 * 1024.0))
 }
+
+/// Runs `a` and `b` alternately `repeats()` times (at least 3), so both meet the same
+/// moments of the machine; reports each one's median under its name, and the median of
+/// b / a pair by pair as `<b>_ratio` (the pairs on stderr, with `target`).
+pub fn alternate(
+    (name_a, mut a): (&str, impl FnMut() -> f64),
+    (name_b, mut b): (&str, impl FnMut() -> f64),
+    unit: &str,
+    target: &str,
+) {
+    let rounds = repeats().max(3);
+    let (mut xs, mut ys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let x = a();
+        let y = b();
+        xs.push(x);
+        ys.push(y);
+        ratios.push(y / x);
+    }
+    note(format!(
+        "{name_a}: {} {unit}; {name_b}: {} {unit}; {name_b} / {name_a} pair by pair: {} \
+         (target {target})",
+        list(&xs),
+        list(&ys),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    report(name_a, median(xs), unit);
+    report(name_b, median(ys), unit);
+    report(&format!("{name_b}_ratio"), median(ratios), "x");
+}

@@ -15,12 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::flow::{Limit, LimitTarget, Rate};
-use crate::store::catalog::Catalog;
 use crate::store::codec;
 use crate::store::errors::Db;
 use crate::store::running::Running;
 use crate::store::schema::FLOW;
-use crate::store::tx::Tx;
 use crate::store::verbs::FlowOp;
 
 /// The kind of a `flow` key: a task type's limits.
@@ -68,6 +66,24 @@ impl Rules {
 /// Nanoseconds since the epoch, scaled by `count`.
 fn scaled(now_ms: u64, count: u32) -> u128 {
     u128::from(now_ms) * 1_000_000 * u128::from(count)
+}
+
+/// What a change to the mirror stores in the `flow` table.
+pub(crate) struct FlowChange {
+    pub kind: u8,
+    pub name: String,
+    /// The target's new record; `None`: it has no limit and no pause any more.
+    pub record: Option<FlowRecord>,
+    /// A task type's per-key limit changed: its parked tasks go back to `ready`.
+    pub per_key_changed: bool,
+}
+
+/// The `flow` key of a target.
+fn target_key(target: &LimitTarget) -> (u8, String) {
+    match target {
+        LimitTarget::Task(name) => (TASK, name.clone()),
+        LimitTarget::Queue(queue) => (QUEUE, queue.clone()),
+    }
 }
 
 /// The rules of every task type and queue that has some, and what the current claim has
@@ -229,11 +245,62 @@ impl Flow {
         true
     }
 
-    fn rules_mut<'a>(&mut self, target: &'a LimitTarget) -> (&mut HashMap<String, Rules>, &'a str) {
-        match target {
-            LimitTarget::Task(name) => (&mut self.tasks, name),
-            LimitTarget::Queue(queue) => (&mut self.queues, queue),
+    /// Applies a change to the mirror; returns what the file must store, or `None` if it
+    /// changes nothing.
+    pub(crate) fn apply(&mut self, op: FlowOp) -> Option<FlowChange> {
+        let (kind, name) = match &op {
+            FlowOp::Limit(limit) => target_key(&limit.target),
+            FlowOp::Unlimit(target) => target_key(target),
+            FlowOp::Pause { queue, .. } => (QUEUE, queue.clone()),
+        };
+        let map = if kind == TASK {
+            &mut self.tasks
+        } else {
+            &mut self.queues
+        };
+        let old = map.get(&name).cloned();
+        let before = old.as_ref().map(|r| r.record.clone()).unwrap_or_default();
+        let mut after = before.clone();
+        match op {
+            FlowOp::Limit(limit) => {
+                after.rate = limit.rate;
+                after.concurrency = limit.concurrency;
+                after.per_key = limit.per_key;
+            }
+            FlowOp::Unlimit(_) => {
+                after.rate = None;
+                after.concurrency = None;
+                after.per_key = None;
+            }
+            FlowOp::Pause { paused, .. } => after.paused = paused,
         }
+        if after == before {
+            return None;
+        }
+        if after.is_empty() {
+            map.remove(&name);
+        } else {
+            // A changed rate starts over; an unchanged one keeps its schedule.
+            let tat = old
+                .filter(|r| r.record.rate == after.rate)
+                .map_or(0, |r| r.tat);
+            map.insert(
+                name.clone(),
+                Rules {
+                    record: after.clone(),
+                    tat,
+                },
+            );
+        }
+        if after.paused != before.paused {
+            self.note_pauses();
+        }
+        Some(FlowChange {
+            kind,
+            per_key_changed: kind == TASK && after.per_key != before.per_key,
+            record: (!after.is_empty()).then_some(after),
+            name,
+        })
     }
 }
 
@@ -280,83 +347,6 @@ pub(crate) fn read_limits(
         });
     }
     Ok(out)
-}
-
-impl Tx<'_> {
-    /// Applies `op` to the file and to the writer's mirror; returns whether anything changed.
-    /// A changed per-key limit sends the tasks parked behind the old one back to `ready`
-    /// (the next claim parks again those still over the new one).
-    pub(crate) fn flow_op(&mut self, op: FlowOp, catalog: &mut Catalog) -> Result<bool, Error> {
-        let target = match &op {
-            FlowOp::Limit(limit) => limit.target.clone(),
-            FlowOp::Unlimit(target) => target.clone(),
-            FlowOp::Pause { queue, paused } => {
-                // A paused queue shows in `stats` even before it holds a task.
-                if *paused && catalog.queues.id(queue).is_none() {
-                    catalog.queues.intern(queue, &mut self.tables().queues()?)?;
-                }
-                LimitTarget::Queue(queue.clone())
-            }
-        };
-        let (map, name) = self.flow.rules_mut(&target);
-        let name = name.to_string();
-        let old = map.get(&name).cloned();
-        let before = old.as_ref().map(|r| r.record.clone()).unwrap_or_default();
-        let mut after = before.clone();
-        match op {
-            FlowOp::Limit(limit) => {
-                after.rate = limit.rate;
-                after.concurrency = limit.concurrency;
-                after.per_key = limit.per_key;
-            }
-            FlowOp::Unlimit(_) => {
-                after.rate = None;
-                after.concurrency = None;
-                after.per_key = None;
-            }
-            FlowOp::Pause { paused, .. } => after.paused = paused,
-        }
-        if after == before {
-            return Ok(false);
-        }
-        if after.is_empty() {
-            map.remove(&name);
-        } else {
-            // A changed rate starts over; an unchanged one keeps its schedule.
-            let tat = old
-                .filter(|r| r.record.rate == after.rate)
-                .map_or(0, |r| r.tat);
-            map.insert(
-                name.clone(),
-                Rules {
-                    record: after.clone(),
-                    tat,
-                },
-            );
-        }
-        if after.paused != before.paused {
-            self.flow.note_pauses();
-        }
-        let kind = match target {
-            LimitTarget::Task(_) => TASK,
-            LimitTarget::Queue(_) => QUEUE,
-        };
-        if after.is_empty() {
-            self.tables().flow()?.remove((kind, name.as_str()))?;
-        } else {
-            let bytes = codec::encode(&after)?;
-            self.tables()
-                .flow()?
-                .insert((kind, name.as_str()), bytes.as_slice())?;
-        }
-        if after.per_key != before.per_key
-            && kind == TASK
-            && let Some(n) = catalog.names.id(&name)
-        {
-            self.unpark_all(n)?;
-        }
-        Ok(true)
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use redb::Database;
 use redb::backends::InMemoryBackend;
 
 use crate::store::errors::Db;
+use crate::store::flow::FlowRecord;
 use crate::store::record::TaskRecord;
 use crate::store::redo::{self, Redo};
 use crate::store::replay::{self, Expect};
@@ -23,6 +24,12 @@ pub(crate) fn record(data: &[u8]) {
     if let Ok(rec) = ScheduleRecord::decode(data) {
         let bytes = rec.encode().expect("a decoded schedule encodes");
         let again = ScheduleRecord::decode(&bytes).expect("an encoded schedule decodes");
+        assert_eq!(again, rec);
+    }
+    if let Ok(rec) = crate::store::codec::decode::<FlowRecord>(data) {
+        let bytes = crate::store::codec::encode(&rec).expect("a decoded limit encodes");
+        let again: FlowRecord =
+            crate::store::codec::decode(&bytes).expect("an encoded limit decodes");
         assert_eq!(again, rec);
     }
 }

@@ -25,8 +25,10 @@ mod errors;
 mod faults;
 mod file;
 mod flow;
+mod flow_ops;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
+mod idmap;
 mod inflight;
 mod open;
 mod parking;

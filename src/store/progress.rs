@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::model::TaskId;
-use crate::store::tx::IdMap;
+use crate::store::idmap::IdMap;
 
 /// The latest progress of each running attempt, as JSON.
 #[derive(Default)]

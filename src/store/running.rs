@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use crate::model::TaskState;
+use crate::store::idmap::IdMap;
 use crate::store::record::TaskRecord;
-use crate::store::tx::IdMap;
 
 /// Records of running tasks by id, and their counts.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@
 //! tasks, which it keeps in step. The state changes themselves are the verbs in
 //! `transitions`, `claim` and `schedules`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -14,34 +14,11 @@ use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
 use crate::store::errors::Db;
 use crate::store::flow::Flow;
+use crate::store::idmap::IdMap;
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::redo::Redo;
 use crate::store::running::Running;
 use crate::store::schema::{RUNNING, ReadyKey, TASKS, Tables};
-
-/// A map keyed by task id. Ids are sequential integers: a multiplicative hash spreads them
-/// well and costs a fraction of the default SipHash.
-pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
-
-/// The hasher behind [`IdMap`].
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 /// Most ready entries a transaction keeps in memory (see `Tx::pending_ready`); the rest go to
 /// the table at once (keeping 100k in an in-memory B-tree first cost 6–8 % of

@@ -31,6 +31,20 @@ pub fn temp_queue() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A copy of `tests/fixtures/<name>/` (a queue file, its log and journal) in a fresh
+/// directory: opening a file writes to it.
+pub fn copy_fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, path) = temp_queue();
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    for file in ["queue.redb", "queue.redb.wal", "queue.redb.inflight"] {
+        std::fs::copy(from.join(file), dir.path().join(file))
+            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+    (dir, path)
+}
+
 /// A manual clock at a fixed, realistic time (2026-01-01T00:00:00Z).
 pub fn manual_clock() -> ManualClock {
     ManualClock::from_unix_ms(1_767_225_600_000)

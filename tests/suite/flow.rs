@@ -431,3 +431,45 @@ fn bad_limits_and_keys_are_refused_and_nothing_is_written() {
             .unwrap()
     );
 }
+
+/// A task parked behind its key's limit is still an ordinary ready task: a revoke ends it,
+/// its expiry ends it, and neither runs.
+#[test]
+fn a_parked_task_can_be_revoked_and_still_expires() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let group = unique("parked");
+    spool
+        .limit(Limit::task::<Held>().per_key(1).unwrap())
+        .unwrap();
+    let keyed = || Options::new().limit_key("a");
+    let running = spool.enqueue_with(Held::new(&group, "a"), keyed()).unwrap();
+    let expiring = spool
+        .enqueue_with(
+            Held::new(&group, "a"),
+            keyed().expires(Duration::from_secs(10)),
+        )
+        .unwrap();
+    let revoked = spool.enqueue_with(Held::new(&group, "a"), keyed()).unwrap();
+    let w = spool
+        .worker()
+        .concurrency(3)
+        .register::<Held>()
+        .start()
+        .unwrap();
+    let g = gate(&group);
+    g.wait_started(1);
+    assert_eq!(
+        spool.revoke(revoked.id()).unwrap(),
+        taskspool::Revoke::Revoked
+    );
+    clock.advance(Duration::from_secs(11));
+    eventually("expired", || {
+        state_of(&spool, expiring.id()) == TaskState::Expired
+    });
+    g.open();
+    running.wait(WAIT).unwrap();
+    assert_eq!(state_of(&spool, revoked.id()), TaskState::Revoked);
+    assert_eq!(logged(&group).len(), 1, "only the first ran");
+    w.shutdown(WAIT).unwrap();
+}

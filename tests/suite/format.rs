@@ -220,19 +220,6 @@ fn write_format_fixture() {
     std::process::exit(0);
 }
 
-/// A copy of the fixture in a fresh directory (opening a file writes to it).
-fn copy_fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let (dir, path) = temp_queue();
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    for file in ["queue.redb", "queue.redb.wal", "queue.redb.inflight"] {
-        std::fs::copy(from.join(file), dir.path().join(file))
-            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
-    }
-    (dir, path)
-}
-
 #[track_caller]
 fn expect(
     spool: &Spool,
@@ -273,6 +260,11 @@ fn a_format_3_file_left_by_a_crash_opens_reads_and_runs() {
 #[test]
 fn a_format_4_file_left_by_a_crash_opens_reads_and_runs() {
     opens_reads_and_runs("format-4");
+}
+
+#[test]
+fn a_format_5_file_left_by_a_crash_opens_reads_and_runs() {
+    opens_reads_and_runs("format-5");
 }
 
 /// Opens a copy of the fixture `name`, checks every task and schedule in it, and runs what is

@@ -199,12 +199,7 @@ fn write_control_fixture() {
 
 #[test]
 fn a_format_4_file_with_execution_control_state_opens_and_runs() {
-    let (dir, path) = temp_queue();
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-4-control");
-    for file in ["queue.redb", "queue.redb.wal", "queue.redb.inflight"] {
-        std::fs::copy(from.join(file), dir.path().join(file))
-            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
-    }
+    let (_dir, path) = copy_fixture("format-4-control");
     let clock = ManualClock::from_unix_ms(T0 + 100_000);
     let spool = Spool::builder()
         .manual_clock(clock.clone())

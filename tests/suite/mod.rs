@@ -14,6 +14,7 @@ mod files;
 mod flow;
 mod format;
 mod format_control;
+mod format_flow;
 mod handlers;
 mod lifecycle;
 mod limits;
