@@ -1,7 +1,9 @@
-//! A model-checked sequence of operations: random sequences of enqueues (with options),
-//! drains that run what is due (successes, retries, failures), clock moves, reopens, crashes
-//! and full disks, each checked after every step against a small in-memory model of the
-//! promised semantics. proptest shrinks a failing sequence to a short one.
+//! A model-checked sequence of operations: random sequences of enqueues (with options, unique
+//! keys and limit keys), drains that run what is due (successes, retries, failures), paused
+//! and resumed queues, clock moves, reopens, crashes and full disks, each checked after every
+//! step against a small in-memory model of the promised semantics. The task type has a
+//! per-key limit of 1 throughout, so drains park and unpark tasks across every other step.
+//! proptest shrinks a failing sequence to a short one.
 //!
 //! A crash here is `kill -9` as the page cache sees it: the spool is leaked unclosed, and its
 //! files, as they stand, are copied to where the next one opens. A full disk fails the next
@@ -15,7 +17,8 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Context, Error, ManualClock, Options, RetryPolicy, Spool, Task, TaskError, TaskId, TaskState,
+    Context, Error, Limit, ManualClock, Options, RetryPolicy, Spool, Task, TaskError, TaskId,
+    TaskState,
 };
 
 const T0: u64 = 1_767_225_600_000;
@@ -58,9 +61,17 @@ enum Op {
         max_retries: u32,
         script: Vec<Act>,
         disk_full: bool,
+        /// A unique key (of 2), held until the task is final.
+        unique: Option<u8>,
+        /// A limit key (of 2), under the type's per-key limit of 1.
+        limit_key: Option<u8>,
     },
     Drain {
         queue: usize,
+    },
+    Pause {
+        queue: usize,
+        paused: bool,
     },
     Advance {
         secs: u64,
@@ -79,9 +90,21 @@ fn op() -> impl Strategy<Value = Op> {
         0..3u32,
         proptest::collection::vec(act, 1..4),
         proptest::bool::weighted(0.1),
+        proptest::option::weighted(0.3, 0..2u8),
+        proptest::option::weighted(0.5, 0..2u8),
     )
         .prop_map(
-            |(queue, priority, countdown_s, expires_s, max_retries, script, disk_full)| {
+            |(
+                queue,
+                priority,
+                countdown_s,
+                expires_s,
+                max_retries,
+                script,
+                disk_full,
+                unique,
+                limit_key,
+            )| {
                 Op::Enqueue {
                     queue,
                     priority,
@@ -90,12 +113,15 @@ fn op() -> impl Strategy<Value = Op> {
                     max_retries,
                     script,
                     disk_full,
+                    unique,
+                    limit_key,
                 }
             },
         );
     prop_oneof![
         6 => enqueue,
         3 => (0..2usize).prop_map(|queue| Op::Drain { queue }),
+        1 => (0..2usize, any::<bool>()).prop_map(|(queue, paused)| Op::Pause { queue, paused }),
         2 => (0..3u64).prop_map(|secs| Op::Advance { secs }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
@@ -112,6 +138,7 @@ struct Model {
     script: Vec<Act>,
     state: TaskState,
     attempts: u32,
+    unique: Option<u8>,
 }
 
 impl Model {
@@ -159,6 +186,8 @@ struct World {
     clock: ManualClock,
     spool: Option<Spool>,
     opened: u32,
+    /// Which queues are paused (stored in the file: kept across reopens and crashes).
+    paused: [bool; 2],
 }
 
 impl World {
@@ -172,8 +201,13 @@ impl World {
             clock,
             spool: None,
             opened: 0,
+            paused: [false; 2],
         };
         world.open();
+        world
+            .spool()
+            .limit(Limit::task::<Scripted>().per_key(1).unwrap())
+            .unwrap();
         world
     }
 
@@ -219,6 +253,8 @@ fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64,
             max_retries,
             script,
             disk_full,
+            unique,
+            limit_key,
         } => {
             let mut options = Options::new()
                 .queue(QUEUES[*queue])
@@ -231,6 +267,20 @@ fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64,
             if let Some(s) = expires_s {
                 options = options.expires(Duration::from_secs(*s));
             }
+            if let Some(k) = unique {
+                options = options.unique(format!("u{k}"));
+            }
+            if let Some(k) = limit_key {
+                options = options.limit_key(format!("l{k}"));
+            }
+            // The task that holds the key: a duplicate stores nothing, so a full disk does
+            // not fail it.
+            let holder = unique.and_then(|k| {
+                tasks
+                    .iter()
+                    .find(|(_, m)| m.unique == Some(k) && !m.state.is_final())
+                    .map(|(&id, _)| id)
+            });
             let due_ms = now + countdown_s.unwrap_or(0) * 1_000;
             let expires_ms = expires_s.map(|s| now + s * 1_000);
             let invalid = expires_ms.is_some_and(|e| e <= now || e <= due_ms);
@@ -246,8 +296,13 @@ fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64,
             }
             match result {
                 Err(Error::InvalidOption(_)) if invalid => {}
+                Ok(h) if !invalid && holder.is_some() => {
+                    assert!(h.is_duplicate(), "{h:?}");
+                    assert_eq!(Some(h.id().as_u64()), holder);
+                }
                 Err(Error::DiskFull { .. }) if *disk_full && !invalid => {}
                 Ok(h) if !invalid && !disk_full => {
+                    assert!(!h.is_duplicate());
                     assert_eq!(h.id().as_u64(), *next_id, "ids follow one another");
                     tasks.insert(
                         *next_id,
@@ -263,6 +318,7 @@ fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64,
                                 TaskState::Ready
                             },
                             attempts: 0,
+                            unique: *unique,
                         },
                     );
                     *next_id += 1;
@@ -280,10 +336,21 @@ fn apply(world: &mut World, tasks: &mut BTreeMap<u64, Model>, next_id: &mut u64,
                 .unwrap();
             for model in tasks.values_mut() {
                 model.maintain(now);
-                if model.queue == *queue {
+                if model.queue == *queue && !world.paused[*queue] {
                     model.drain(now);
                 }
             }
+        }
+        Op::Pause { queue, paused } => {
+            let spool = world.spool();
+            let changed = if *paused {
+                spool.pause_queue(QUEUES[*queue])
+            } else {
+                spool.resume_queue(QUEUES[*queue])
+            }
+            .unwrap();
+            assert_eq!(changed, world.paused[*queue] != *paused);
+            world.paused[*queue] = *paused;
         }
         Op::Advance { secs } => {
             world.clock.advance(Duration::from_secs(*secs));
@@ -334,6 +401,10 @@ fn check(world: &World, tasks: &BTreeMap<u64, Model>, next_id: u64, step: usize)
     ));
     let stats = spool.stats().unwrap();
     assert_eq!(stats.total(), tasks.len() as u64, "step {step}: {stats:?}");
+    for (q, name) in QUEUES.iter().enumerate() {
+        let paused = stats.queues.iter().any(|s| s.name == *name && s.paused);
+        assert_eq!(paused, world.paused[q], "step {step}: queue {name}");
+    }
 }
 
 proptest! {

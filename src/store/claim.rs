@@ -49,6 +49,10 @@ impl Tx<'_> {
         let flow_on = !self.flow.is_empty();
         if flow_on {
             self.unpark_freed(catalog)?;
+        } else {
+            // Nothing is parked without a limit (removing one sends its parked tasks back):
+            // the keys freed since the last claim are forgotten, so they never pile up.
+            let _ = self.running_mut().take_freed();
         }
         let mut pairs: Vec<Pair> = Vec::new();
         for queue in &serves.queues {

@@ -473,3 +473,37 @@ fn a_parked_task_can_be_revoked_and_still_expires() {
     assert_eq!(logged(&group).len(), 1, "only the first ran");
     w.shutdown(WAIT).unwrap();
 }
+
+/// A live pool with nothing else happening: the writer wakes by itself when the next token
+/// is due (nothing polls, and no enqueue or completion is needed to let the next task go).
+#[test]
+fn a_rate_limited_backlog_drains_on_its_own_at_the_rate() {
+    let group = unique("live-rate");
+    let spool = Spool::temporary().unwrap();
+    spool
+        .limit(Limit::task::<Held>().rate(Rate::per_second(20).unwrap()))
+        .unwrap();
+    gate(&group).open();
+    let handles: Vec<_> = (0..5)
+        .map(|_| spool.enqueue(Held::new(&group, "k")).unwrap())
+        .collect();
+    let w = spool
+        .worker()
+        .concurrency(4)
+        .register::<Held>()
+        .start()
+        .unwrap();
+    for h in &handles {
+        h.wait(WAIT).unwrap();
+    }
+    let times: Vec<_> = handles
+        .iter()
+        .map(|h| spool.status(h.id()).unwrap().started_at.unwrap())
+        .collect();
+    // 20/s: each start at least 50 ms after the one before (the clock reads whole ms).
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap();
+        assert!(gap >= Duration::from_millis(49), "{gap:?}");
+    }
+    w.shutdown(WAIT).unwrap();
+}
