@@ -186,8 +186,9 @@ pub fn file_mib(path: &Path) -> f64 {
 }
 
 /// Runs `a` and `b` alternately `repeats()` times (at least 3), so both meet the same
-/// moments of the machine; reports each one's median under its name, and the median of
-/// b / a pair by pair as `<b>_ratio` (the pairs on stderr, with `target`).
+/// moments of the machine, each going first in every other pair; reports each one's median
+/// under its name, and the median of b / a pair by pair as `<b>_ratio` (the pairs on
+/// stderr, with `target`).
 pub fn alternate(
     (name_a, mut a): (&str, impl FnMut() -> f64),
     (name_b, mut b): (&str, impl FnMut() -> f64),
@@ -196,9 +197,14 @@ pub fn alternate(
 ) {
     let rounds = repeats().max(3);
     let (mut xs, mut ys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let x = a();
-        let y = b();
+    for round in 0..rounds {
+        let (x, y) = if round % 2 == 0 {
+            let x = a();
+            (x, b())
+        } else {
+            let y = b();
+            (a(), y)
+        };
         xs.push(x);
         ys.push(y);
         ratios.push(y / x);
