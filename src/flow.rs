@@ -25,10 +25,29 @@ use crate::model::MAX_DELAY;
 /// # Ok::<(), taskspool::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RateFields")]
 pub struct Rate {
     count: u32,
     per_ms: u64,
     burst: u32,
+}
+
+/// A [`Rate`]'s fields as serialized; read back through the same checks as
+/// [`Rate::per`] and [`Rate::burst`], so no rate that would never let a task run (or divide
+/// by zero) can come from a file or a JSON document.
+#[derive(Deserialize)]
+struct RateFields {
+    count: u32,
+    per_ms: u64,
+    burst: u32,
+}
+
+impl TryFrom<RateFields> for Rate {
+    type Error = Error;
+
+    fn try_from(f: RateFields) -> Result<Rate, Error> {
+        Rate::per(f.count, Duration::from_millis(f.per_ms))?.burst(f.burst)
+    }
 }
 
 impl Rate {
@@ -337,6 +356,19 @@ mod tests {
         assert!(Rate::per_second(1).unwrap().burst(0).is_err());
         assert!(Rate::per(1, Duration::ZERO).is_err());
         assert_eq!(Rate::per_hour(5).unwrap().to_string(), "5/h");
+    }
+
+    #[test]
+    fn a_rate_read_back_is_checked_as_one_built() {
+        let ok: Rate = serde_json::from_str(r#"{"count":10,"per_ms":1000,"burst":2}"#).unwrap();
+        assert_eq!(ok, Rate::per_second(10).unwrap().burst(2).unwrap());
+        for bad in [
+            r#"{"count":0,"per_ms":1000,"burst":1}"#,
+            r#"{"count":1,"per_ms":0,"burst":1}"#,
+            r#"{"count":1,"per_ms":1000,"burst":0}"#,
+        ] {
+            assert!(serde_json::from_str::<Rate>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -500,10 +500,13 @@ fn a_rate_limited_backlog_drains_on_its_own_at_the_rate() {
         .iter()
         .map(|h| spool.status(h.id()).unwrap().started_at.unwrap())
         .collect();
-    // 20/s: each start at least 50 ms after the one before (the clock reads whole ms).
+    // 20/s: claims 50 ms apart. A start can lag its claim by a thread's wake-up, so the
+    // gaps are checked loosely and the whole span closely.
     for pair in times.windows(2) {
         let gap = pair[1].duration_since(pair[0]).unwrap();
-        assert!(gap >= Duration::from_millis(49), "{gap:?}");
+        assert!(gap >= Duration::from_millis(25), "{gap:?}");
     }
+    let span = times[4].duration_since(times[0]).unwrap();
+    assert!(span >= Duration::from_millis(190), "{span:?}");
     w.shutdown(WAIT).unwrap();
 }
