@@ -13,6 +13,11 @@ use crate::store::record::{Slot, TaskRecord};
 use crate::store::tx::{Candidate, Tx};
 use crate::store::verbs::{Job, Serves};
 
+/// Most tasks one claim parks: a long backlog of one key is parked over several claims
+/// (the writer runs them back to back, see `Flow::take_cut`), so no transaction grows with
+/// the backlog.
+const PARK_BATCH: usize = 1_024;
+
 /// What a claim does with a candidate it takes out of `ready`.
 enum Fate {
     /// It runs (or ends `Expired`, see `examine`).
@@ -21,12 +26,10 @@ enum Fate {
     Park(Box<TaskRecord>),
 }
 
-/// A (queue, name) pair a claim serves, with its ids and whether it is under any limit.
+/// A (queue, name) pair a claim serves, with its ids, and its names if it is under a limit.
 struct Pair {
     ids: (u32, u32),
-    queue: Arc<str>,
-    name: Arc<str>,
-    limited: bool,
+    limited: Option<(Arc<str>, Arc<str>)>,
     /// Its per-key limit, if its task type has one.
     per_key: Option<u32>,
 }
@@ -69,9 +72,7 @@ impl Tx<'_> {
                 let limited = flow_on && self.flow.applies(queue, name);
                 pairs.push(Pair {
                     ids: (q, n),
-                    queue: catalog.queues.name(q),
-                    name: catalog.names.name(n),
-                    limited,
+                    limited: limited.then(|| (catalog.queues.name(q), catalog.names.name(n))),
                     per_key: if limited {
                         self.flow.per_key(name)
                     } else {
@@ -80,8 +81,9 @@ impl Tx<'_> {
                 });
             }
         }
-        let any_limited = pairs.iter().any(|p| p.limited);
+        let any_limited = pairs.iter().any(|p| p.limited.is_some());
         let mut blocked = vec![false; pairs.len()];
+        let mut parked = 0;
         let mut jobs = Vec::new();
         while jobs.len() < max {
             // The next `want` tasks in dispatch order are among the first `want` of each pair.
@@ -97,7 +99,7 @@ impl Tx<'_> {
             }
             candidates.sort_unstable_by_key(|c| c.0);
             let taken: Vec<(Candidate, Fate)> = if any_limited {
-                self.admit(&pairs, &mut blocked, candidates, want)?
+                self.admit(&pairs, &mut blocked, &mut parked, candidates, want)?
             } else {
                 candidates.truncate(want);
                 candidates.into_iter().map(|c| (c, Fate::Run)).collect()
@@ -138,11 +140,13 @@ impl Tx<'_> {
 
     /// Admits `candidates` (in dispatch order) until `want` will run: what each is to do.
     /// A refusal by a rate or a concurrency limit passes its pair over (`blocked`); a task
-    /// whose key is full is parked and the claim goes on.
+    /// whose key is full is parked and the claim goes on, up to `PARK_BATCH` parked in the
+    /// claim (`parked` counts them), after which its pair waits for the next claim.
     fn admit(
         &mut self,
         pairs: &[Pair],
         blocked: &mut [bool],
+        parked: &mut usize,
         candidates: Vec<Candidate>,
         want: usize,
     ) -> Result<Vec<(Candidate, Fate)>, Error> {
@@ -158,11 +162,11 @@ impl Tx<'_> {
             if blocked[c.1] {
                 continue;
             }
-            if !pair.limited {
+            let Some((queue, name)) = &pair.limited else {
                 taken.push((c, Fate::Run));
                 running += 1;
                 continue;
-            }
+            };
             let (q, n) = pair.ids;
             if let Some(limit) = pair.per_key {
                 let Some(rec) = self.get(c.2)? else {
@@ -172,10 +176,16 @@ impl Tx<'_> {
                 if let Some(key) = rec.flow.limit_key.as_deref() {
                     let (counts, flow) = self.running_and_flow();
                     if !flow.key_has_room((n, key), limit, counts) {
+                        if *parked == PARK_BATCH {
+                            flow.cut_claim();
+                            blocked[c.1] = true;
+                            continue;
+                        }
+                        *parked += 1;
                         taken.push((c, Fate::Park(Box::new(rec))));
                         continue;
                     }
-                    if !flow.admit((q, &pair.queue), (n, &pair.name), counts, now) {
+                    if !flow.admit((q, queue), (n, name), counts, now) {
                         blocked[c.1] = true;
                         continue;
                     }
@@ -186,7 +196,7 @@ impl Tx<'_> {
                 }
             }
             let (counts, flow) = self.running_and_flow();
-            if flow.admit((q, &pair.queue), (n, &pair.name), counts, now) {
+            if flow.admit((q, queue), (n, name), counts, now) {
                 taken.push((c, Fate::Run));
                 running += 1;
             } else {

@@ -18,7 +18,7 @@ use crate::flow::{Limit, LimitTarget, Rate};
 use crate::store::codec;
 use crate::store::errors::Db;
 use crate::store::running::Running;
-use crate::store::schema::FLOW;
+use crate::store::schema::{FLOW, PARKED};
 use crate::store::verbs::FlowOp;
 
 /// The kind of a `flow` key: a task type's limits.
@@ -99,6 +99,13 @@ pub(crate) struct Flow {
     admitted_keys: HashMap<(u32, String), u32>,
     /// The earliest time, in ms, a claim blocked by a rate could go.
     wake: Option<u64>,
+    /// A claim stopped parking at its batch's end: claim again at once.
+    cut: bool,
+    /// Keys whose parked tasks the next claim looks at (a limit changed, or the last claim
+    /// ran out of its batch): bounded by the keys, not by the tasks.
+    unpark: Vec<(u32, String)>,
+    /// Read from the file with parked tasks in it: the next claim looks at every parked key.
+    recheck: bool,
     /// The paused queues, sorted (for `stats`).
     paused: Vec<String>,
 }
@@ -119,6 +126,7 @@ impl Flow {
             };
         }
         flow.note_pauses();
+        flow.recheck = txn.open_table(PARKED).db()?.first().db()?.is_some();
         Ok(flow)
     }
 
@@ -137,9 +145,25 @@ impl Flow {
         self.paused.sort();
     }
 
-    /// Whether nothing limits any claim (the claim then skips every check).
+    /// Whether nothing limits any claim and nothing is parked (the claim then skips every
+    /// check).
     pub(crate) fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.queues.is_empty()
+        self.tasks.is_empty() && self.queues.is_empty() && self.unpark.is_empty() && !self.recheck
+    }
+
+    /// The keys to look at that a claim left (see `unpark`).
+    pub(crate) fn take_unpark(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.unpark)
+    }
+
+    /// Keeps keys to look at for the next claim.
+    pub(crate) fn keep_unpark(&mut self, keys: Vec<(u32, String)>) {
+        self.unpark.extend(keys);
+    }
+
+    /// Whether every parked key is to be looked at (taken once).
+    pub(crate) fn take_recheck(&mut self) -> bool {
+        std::mem::take(&mut self.recheck)
     }
 
     /// Whether any rule applies to tasks named `name` on `queue`.
@@ -183,6 +207,17 @@ impl Flow {
     /// Counts an admitted task under its limit key, for the rest of the round.
     pub(crate) fn count_key(&mut self, (n, key): (u32, &str)) {
         *self.admitted_keys.entry((n, key.to_string())).or_default() += 1;
+    }
+
+    /// A claim left tasks to park for the next one.
+    pub(crate) fn cut_claim(&mut self) {
+        self.cut = true;
+    }
+
+    /// Takes (and forgets) whether a claim left tasks to park: the writer then runs its next
+    /// group at once.
+    pub(crate) fn take_cut(&mut self) -> bool {
+        std::mem::take(&mut self.cut)
     }
 
     /// Takes (and forgets) the earliest time a rate-blocked claim could go.

@@ -14,7 +14,9 @@ use crate::store::errors::Db;
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::tx::Tx;
 
-/// Most parked entries moved back per read of the index.
+/// Most parked entries moved back per read of the index, and per claim: the rest go with
+/// the claims that follow at once (see `Flow::take_cut`), so no transaction grows with the
+/// backlog.
 const BATCH: usize = 1_024;
 
 impl Tx<'_> {
@@ -39,24 +41,36 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Sends back to `ready` the parked tasks of every key a task stopped running under since
-    /// the last claim, as many as its limit now lets run (every one if the limit is gone).
-    /// After the writer read its memory again (at open, after a failed group), every parked
-    /// key is looked at.
+    /// Sends back to `ready` the parked tasks of the keys to look at — every key a task
+    /// stopped running under since the last claim, those of a changed per-key limit, and,
+    /// after the writer read its memory again (at open, after a failed group), every parked
+    /// key — as many of each as its limit now lets run (every one if the limit is gone), at
+    /// most `BATCH` in all: what is left waits for the next claim, which comes at once.
     pub(crate) fn unpark_freed(&mut self, catalog: &Catalog) -> Result<(), Error> {
-        let (mut freed, all) = self.running_mut().take_freed();
-        if all {
-            freed = self.parked_keys(None)?;
+        let freed = self.running_mut().take_freed();
+        let mut keys = self.flow.take_unpark();
+        keys.extend(freed);
+        if self.flow.take_recheck() {
+            keys.extend(self.parked_keys(None)?);
         }
-        freed.sort_unstable();
-        freed.dedup();
-        for (n, key) in freed {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut budget = BATCH;
+        while let Some((n, key)) = keys.pop() {
             let room = match self.flow.per_key(&catalog.names.name(n)) {
-                Some(limit) => limit.saturating_sub(self.running().key(n, &key)),
-                None => u32::MAX,
+                Some(limit) => limit.saturating_sub(self.running().key(n, &key)) as usize,
+                None => usize::MAX,
             };
-            self.unpark_key(n, &key, room as usize)?;
+            let moved = self.unpark_key(n, &key, room.min(budget))?;
+            budget -= moved;
+            if budget == 0 {
+                // This key may have more, and the others are still to be looked at.
+                keys.push((n, key));
+                self.flow.cut_claim();
+                break;
+            }
         }
+        self.flow.keep_unpark(keys);
         Ok(())
     }
 
@@ -93,8 +107,9 @@ impl Tx<'_> {
     }
 
     /// Moves up to `room` parked tasks of (`n`, `key`) back to `ready`, first in dispatch
-    /// order first.
-    fn unpark_key(&mut self, n: u32, key: &str, mut room: usize) -> Result<(), Error> {
+    /// order first; returns how many.
+    fn unpark_key(&mut self, n: u32, key: &str, mut room: usize) -> Result<usize, Error> {
+        let mut moved = 0;
         while room > 0 {
             let entries: Vec<(u8, u64, u64)> = {
                 let parked = self.tables().parked()?;
@@ -111,6 +126,7 @@ impl Tx<'_> {
                 break;
             }
             room -= entries.len();
+            moved += entries.len();
             for (inv, seq, id) in entries {
                 self.tables().parked()?.remove((n, key, inv, seq))?;
                 let Some(mut rec) = self.get(id)? else {
@@ -124,15 +140,14 @@ impl Tx<'_> {
                 self.put(id, &rec)?;
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
-    /// Sends every parked task named `n` back to `ready` (its per-key limit changed: the next
-    /// claim parks again those still over the new one).
+    /// Has every key of the tasks named `n` looked at by the next claims (its per-key limit
+    /// changed: they move back as many as the new limit lets run, every one if it is gone).
     pub(crate) fn unpark_all(&mut self, n: u32) -> Result<(), Error> {
-        for (n, key) in self.parked_keys(Some(n))? {
-            self.unpark_key(n, &key, usize::MAX)?;
-        }
+        let keys = self.parked_keys(Some(n))?;
+        self.flow.keep_unpark(keys);
         Ok(())
     }
 }

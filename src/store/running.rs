@@ -21,17 +21,12 @@ pub(crate) struct Running {
     /// Keys a task stopped running under since the last [`Running::take_freed`]: their
     /// parked tasks may go now.
     freed: Vec<(u32, String)>,
-    /// Read again from the file: every parked key is to be looked at, not only the freed.
-    recheck: bool,
 }
 
 impl Running {
     /// The records of `map`, counted.
     pub(crate) fn from_map(map: IdMap<TaskRecord>) -> Running {
-        let mut running = Running {
-            recheck: true,
-            ..Running::default()
-        };
+        let mut running = Running::default();
         for (id, rec) in map {
             running.insert(id, rec);
         }
@@ -78,13 +73,9 @@ impl Running {
         self.by_key.get(&(n, key.to_string())).copied().unwrap_or(0)
     }
 
-    /// The keys tasks stopped running under since the last call, and whether every parked
-    /// key is to be looked at (the records were read again from the file).
-    pub(crate) fn take_freed(&mut self) -> (Vec<(u32, String)>, bool) {
-        (
-            std::mem::take(&mut self.freed),
-            std::mem::take(&mut self.recheck),
-        )
+    /// The keys tasks stopped running under since the last call.
+    pub(crate) fn take_freed(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.freed)
     }
 
     fn count(&mut self, rec: &TaskRecord, delta: i32) {

@@ -200,7 +200,8 @@ fn a_concurrency_limit_holds_across_two_pools() {
 }
 
 /// "At most 1 running per customer": one of each key runs while the rest of its key wait, a
-/// long backlog of one key does not hold back another key behind it, and every task runs.
+/// long backlog of one key (more than one claim parks) does not hold back another key behind
+/// it, and every task runs.
 #[test]
 fn a_per_key_limit_runs_one_of_each_key_and_a_backlog_holds_back_no_other_key() {
     let group = unique("per-key");
@@ -209,11 +210,12 @@ fn a_per_key_limit_runs_one_of_each_key_and_a_backlog_holds_back_no_other_key() 
         .limit(Limit::task::<Held>().per_key(1).unwrap())
         .unwrap();
     let keyed = |key: &str| Options::new().limit_key(key);
-    for _ in 0..50 {
-        spool
-            .enqueue_with(Held::new(&group, "a"), keyed("a"))
-            .unwrap();
-    }
+    // More than one claim parks (1,024): the rest are parked by the claims that follow at
+    // once.
+    const BACKLOG: usize = 2_500;
+    spool
+        .enqueue_many_with((0..BACKLOG).map(|_| Held::new(&group, "a")), keyed("a"))
+        .unwrap();
     spool
         .enqueue_with(Held::new(&group, "b"), keyed("b"))
         .unwrap();
@@ -233,18 +235,20 @@ fn a_per_key_limit_runs_one_of_each_key_and_a_backlog_holds_back_no_other_key() 
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(g.started(), 4, "one of a, b, c, and the task without a key");
     g.open();
-    eventually("all ran", || logged(&group).len() == 53);
+    eventually("all ran", || logged(&group).len() == BACKLOG + 3);
     for key in ["a", "b", "c"] {
         assert_eq!(most_at_once(&format!("{group}/{key}")), 1, "key {key}");
     }
     // The handlers returned; their completions commit just after.
     eventually("all succeeded", || {
-        spool.stats().unwrap().count(TaskState::Succeeded) == 53
+        spool.stats().unwrap().count(TaskState::Succeeded) == BACKLOG as u64 + 3
     });
     w.shutdown(WAIT).unwrap();
 }
 
-/// Raising a per-key limit at run time lets the parked tasks of a key go at once.
+/// Raising a per-key limit at run time lets as many parked tasks of a key go as the new
+/// limit allows, at once; removing it lets every one go (a backlog larger than one claim
+/// moves back).
 #[test]
 fn raising_a_per_key_limit_lets_parked_tasks_go() {
     let group = unique("raise");
@@ -252,11 +256,13 @@ fn raising_a_per_key_limit_lets_parked_tasks_go() {
     spool
         .limit(Limit::task::<Held>().per_key(1).unwrap())
         .unwrap();
-    for _ in 0..6 {
-        spool
-            .enqueue_with(Held::new(&group, "a"), Options::new().limit_key("a"))
-            .unwrap();
-    }
+    const BACKLOG: usize = 2_500;
+    spool
+        .enqueue_many_with(
+            (0..BACKLOG).map(|_| Held::new(&group, "a")),
+            Options::new().limit_key("a"),
+        )
+        .unwrap();
     let w = spool
         .worker()
         .concurrency(4)
@@ -278,7 +284,7 @@ fn raising_a_per_key_limit_lets_parked_tasks_go() {
     );
     g.wait_started(4);
     g.open();
-    eventually("all ran", || logged(&group).len() == 6);
+    eventually("all ran", || logged(&group).len() == BACKLOG);
     w.shutdown(WAIT).unwrap();
 }
 

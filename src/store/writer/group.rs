@@ -154,8 +154,10 @@ impl Writer {
                 }
             }
             let tally = tx.finish(&self.counts)?;
-            // A claim a rate refused goes when its next token is due.
+            // A claim a rate refused goes when its next token is due; one that parked a full
+            // batch claims again at once.
             let token = tx.flow.take_wake();
+            group.next.more |= tx.flow.take_cut();
             self.next_wake = if due {
                 [tx.next_wake()?, token].into_iter().flatten().min()
             } else {
