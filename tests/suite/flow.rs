@@ -516,3 +516,43 @@ fn a_rate_limited_backlog_drains_on_its_own_at_the_rate() {
     assert!(span >= Duration::from_millis(190), "{span:?}");
     w.shutdown(WAIT).unwrap();
 }
+
+/// A queue's concurrency limit holds for every task type on it, and not beyond it.
+#[test]
+fn a_queue_concurrency_limit_holds_for_the_queue_only() {
+    let group = unique("queue-conc");
+    let other = unique("queue-conc-other");
+    let spool = Spool::temporary().unwrap();
+    spool
+        .limit(Limit::queue("narrow").concurrency(1).unwrap())
+        .unwrap();
+    for _ in 0..4 {
+        spool
+            .enqueue_with(Held::new(&group, "k"), Options::new().queue("narrow"))
+            .unwrap();
+        spool.enqueue(Held::new(&other, "k")).unwrap();
+    }
+    let w = spool
+        .worker()
+        .concurrency(6)
+        .queues(["narrow", "default"])
+        .register::<Held>()
+        .start()
+        .unwrap();
+    gate(&other).wait_started(4);
+    gate(&group).wait_started(1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        gate(&group).started(),
+        1,
+        "the narrow queue ran two at once"
+    );
+    gate(&group).open();
+    gate(&other).open();
+    eventually("all ran", || {
+        logged(&group).len() == 4 && logged(&other).len() == 4
+    });
+    assert_eq!(most_at_once(&group), 1);
+    assert_eq!(most_at_once(&other), 4);
+    w.shutdown(WAIT).unwrap();
+}
