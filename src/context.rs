@@ -3,7 +3,7 @@
 
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::model::{Origin, TaskId};
 use crate::shared::{Shared, Spool};
 use crate::signal::{AttemptSignal, StopReason};
-use crate::store::Reporter;
+use crate::store::{NewTask, Reporter};
 use crate::task_error::TaskError;
 
 /// Values of any `Send + Sync + 'static` type given to a pool with
@@ -108,8 +108,8 @@ pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
 ///     fn run(self, ctx: &Context) -> Result<String, TaskError> {
 ///         let config = ctx.data::<Config>()?;
 ///         if self.name != "world" {
-///             // A follow-up task, enqueued from the handler.
-///             ctx.spool()?.enqueue(Greet { name: "world".into() })?;
+///             // A follow-up task, stored with this attempt's success.
+///             ctx.enqueue(Greet { name: "world".into() })?;
 ///         }
 ///         Ok(format!("{}, {}", config.greeting, self.name))
 ///     }
@@ -140,6 +140,10 @@ pub struct Context {
     pub(crate) signal: Arc<AttemptSignal>,
     /// The hard time limit's deadline, on the spool's clock.
     pub(crate) deadline_ms: Option<u64>,
+    /// What the handler enqueued through [`Context::enqueue`]: stored with the attempt's
+    /// success (see `spool::follow_ups`). Shared by the context's clones; `None` once the
+    /// attempt has ended.
+    pub(crate) follow_ups: Arc<Mutex<Option<Vec<NewTask>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -304,9 +308,11 @@ impl Context {
         Ok(())
     }
 
-    /// A handle to the spool this task runs in, to enqueue follow-up tasks or read statuses.
-    /// A follow-up is durable when its `enqueue` returns, before this attempt's outcome is
-    /// recorded: if this attempt then fails and runs again, it enqueues the follow-up again.
+    /// A handle to the spool this task runs in, to enqueue tasks or read statuses. A task
+    /// enqueued there is durable when its `enqueue` returns, before this attempt's outcome is
+    /// recorded: if this attempt then fails and runs again, it enqueues the task again. For
+    /// follow-ups that exist only with this attempt's success, use
+    /// [`Context::enqueue`].
     ///
     /// The handle keeps the spool open while it lives, like any [`Spool`]; drop it when the
     /// handler returns (do not store it in a global).
@@ -320,5 +326,32 @@ impl Context {
             .upgrade()
             .map(|shared| Spool { shared })
             .ok_or(Error::Closed)
+    }
+
+    /// Keeps validated follow-ups until the attempt ends.
+    ///
+    /// # Errors
+    /// [`Error::AttemptEnded`] once it has.
+    pub(crate) fn push_follow_ups(
+        &self,
+        tasks: impl IntoIterator<Item = NewTask>,
+    ) -> Result<(), Error> {
+        let mut buffer = self
+            .follow_ups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let open = buffer.as_mut().ok_or(Error::AttemptEnded(self.id))?;
+        open.extend(tasks);
+        Ok(())
+    }
+
+    /// The follow-ups the handler enqueued, taken when the attempt ends (later ones are
+    /// refused).
+    pub(crate) fn take_follow_ups(&self) -> Vec<NewTask> {
+        self.follow_ups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
     }
 }

@@ -141,6 +141,15 @@ pub enum Error {
         applies: &'static str,
     },
 
+    /// [`Context::enqueue`](crate::Context::enqueue) on a context whose attempt has ended
+    /// (a clone kept past the handler's return): a follow-up goes with the success of the
+    /// attempt it belongs to. Nothing was enqueued.
+    #[error(
+        "the attempt of task {0} has ended, so a follow-up can no longer go with its success; \
+         enqueue it through ctx.spool() instead"
+    )]
+    AttemptEnded(TaskId),
+
     /// `wait` gave up before the task reached a final state. The task is unaffected.
     #[error("task {0} did not finish within the wait timeout")]
     Timeout(TaskId),
@@ -216,6 +225,7 @@ impl Error {
             | Error::Json(_)
             | Error::WrongTask { .. }
             | Error::WrongState { .. }
+            | Error::AttemptEnded(_)
             | Error::BadPath { .. } => ErrorKind::InvalidInput,
             Error::NotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,

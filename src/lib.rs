@@ -38,7 +38,8 @@
 //!   [`TaskError::fail`] to stop. Panics are caught and retried like errors.
 //! - **What a handler reaches.** Its [`Context`]: the attempt's id, name, queue and number,
 //!   the app data its worker was given ([`WorkerBuilder::data`], read with
-//!   [`Context::data`]), and the spool ([`Context::spool`]) to enqueue follow-ups. Each
+//!   [`Context::data`]), follow-ups stored with the attempt's success only
+//!   ([`Context::enqueue`]), and the spool ([`Context::spool`]). Each
 //!   attempt runs in a `tracing` span with events for its start, success, retry and failure.
 //! - **Enqueueing.** [`Spool::enqueue`], [`Spool::enqueue_with`] with [`Options`] (queue,
 //!   priority 0–9, retries, [`RetryPolicy`], countdown/ETA, expiry), and

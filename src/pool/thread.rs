@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
@@ -14,7 +14,7 @@ use crate::model::{Outcome, PoolId};
 use crate::options::Limits;
 use crate::registry::Registry;
 use crate::signal::StopReason;
-use crate::store::{Completion, Job, Reporter, ThreadSlot};
+use crate::store::{Completion, Job, NewTask, Reporter, ThreadSlot};
 use crate::task_error::TaskError;
 use crate::timekeeper::{LazyKeeper, OnHardLimit, Slot, Watched};
 
@@ -91,7 +91,7 @@ impl Runner {
         let started_at_ms = self.clock.now_ms();
         let timer = Instant::now();
         let (watch, deadline_ms) = self.watch(reporter, job, started_at_ms, watcher);
-        let outcome = self.run_job(job, deadline_ms);
+        let (outcome, follow_ups) = self.run_job(job, deadline_ms);
         if let Some(slot) = watch {
             slot.clear();
         }
@@ -116,6 +116,12 @@ impl Runner {
             attempt: job.attempt,
             started_at_ms,
             run_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            // Follow-ups go with a success only.
+            follow_ups: if matches!(outcome, Outcome::Succeeded(_)) {
+                follow_ups
+            } else {
+                Vec::new()
+            },
             outcome,
             progress: None,
             past_soft_limit: job.signal.stop_reason() == Some(StopReason::SoftLimit),
@@ -176,10 +182,11 @@ impl Runner {
     }
 
     /// Runs one attempt's handler under `catch_unwind`. Never panics.
-    fn run_job(&self, job: &Job, deadline_ms: Option<u64>) -> Outcome {
+    /// Runs the handler; returns its outcome and the follow-ups it enqueued.
+    fn run_job(&self, job: &Job, deadline_ms: Option<u64>) -> (Outcome, Vec<NewTask>) {
         let Some(handler) = self.registry.get(&job.name) else {
-            return TaskError::retry(format!("no handler registered for task `{}`", job.name))
-                .into_outcome();
+            let error = format!("no handler registered for task `{}`", job.name);
+            return (TaskError::retry(error).into_outcome(), Vec::new());
         };
         let ctx = Context {
             id: job.id,
@@ -192,9 +199,11 @@ impl Runner {
             env: self.env.clone(),
             signal: job.signal.clone(),
             deadline_ms,
+            follow_ups: Arc::new(Mutex::new(Some(Vec::new()))),
         };
-        catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
-            .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())))
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
+            .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())));
+        (outcome, ctx.take_follow_ups())
     }
 }
 
@@ -234,6 +243,7 @@ impl OnHardLimit for HardLimit {
             )),
             progress: None,
             past_soft_limit: false,
+            follow_ups: Vec::new(),
         };
         // A closed spool recovers the attempt at the next open.
         let _ = self.reporter.complete(pool, completion);

@@ -17,6 +17,7 @@ pub use crate::shared::Spool;
 use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp};
 
 mod flow;
+mod follow_ups;
 use crate::sync::Waiters;
 use crate::task::Task;
 use crate::views::{Stats, TaskStatus};
@@ -558,7 +559,7 @@ impl Spool {
 /// float: when the JSON holds a `null`, it is decoded again here, so such arguments are
 /// refused at enqueue instead of failing the task when it runs. (Without a `null` nothing was
 /// lost that way, and the check is skipped: it would cost an enqueue a second decode.)
-fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
     let bytes = serde_json::to_vec(task)
         .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))?;
     if bytes.windows(4).any(|w| w == b"null")

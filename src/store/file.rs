@@ -421,6 +421,7 @@ mod tests {
                     outcome: crate::model::Outcome::Succeeded(b"null".to_vec()),
                     progress: None,
                     past_soft_limit: false,
+                    follow_ups: Vec::new(),
                 };
                 assert_stopped(reporter.complete(None, completion));
             }

@@ -184,7 +184,11 @@ impl Tx<'_> {
 
     /// Applies a worker's report. Discarded (returns `false`) unless the task is still running
     /// this very attempt: a late report can never overwrite a newer state.
-    pub(crate) fn complete(&mut self, c: &Completion) -> Result<bool, Error> {
+    pub(crate) fn complete(
+        &mut self,
+        c: &Completion,
+        catalog: &mut Catalog,
+    ) -> Result<bool, Error> {
         let id = c.id.0;
         // Every running task's record is in memory; one that is not is not running.
         let Some(mut rec) = self.take_running(id) else {
@@ -210,6 +214,10 @@ impl Tx<'_> {
             Outcome::Succeeded(output) => {
                 rec.output = Some(output.clone());
                 self.finalize(id, &mut rec, TaskState::Succeeded)?;
+                // The handler's follow-ups exist exactly when its success does.
+                if !c.follow_ups.is_empty() {
+                    self.insert_all(c.follow_ups.clone(), catalog)?;
+                }
                 return Ok(true);
             }
             Outcome::Failed {

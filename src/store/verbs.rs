@@ -66,6 +66,7 @@ use crate::signal::AttemptSignal;
 use crate::views::{Stats, TaskStatus};
 
 /// A task as the caller built it, validated, waiting for the engine to give it an id.
+#[derive(Debug, Clone)]
 pub(crate) struct NewTask {
     pub name: Arc<str>,
     pub payload: Vec<u8>,
@@ -112,6 +113,9 @@ pub(crate) struct Completion {
     pub progress: Option<Vec<u8>>,
     /// The soft time limit had asked the attempt to stop: a failure is a time limit's.
     pub past_soft_limit: bool,
+    /// Tasks the handler enqueued through its context: stored with the attempt's success,
+    /// in its transaction, and dropped with any other end.
+    pub follow_ups: Vec<NewTask>,
 }
 
 /// What a pool (or a drain) can run: the queues it serves and the task names it knows. Built

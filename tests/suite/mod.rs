@@ -12,6 +12,7 @@ mod decode;
 mod delays;
 mod files;
 mod flow;
+mod follow_ups;
 mod format;
 mod format_control;
 mod format_flow;

@@ -242,7 +242,8 @@ impl Writer {
     ) {
         let retried = std::mem::take(&mut self.retry);
         for completion in retried {
-            let _ = step.run(|tx| tx.complete(&completion));
+            let catalog = &mut self.catalog;
+            let _ = step.run(|tx| tx.complete(&completion, catalog));
             group.completions.push(completion);
         }
         let callers = cmds.iter().filter(|c| c.is_enqueue()).count();
@@ -273,7 +274,8 @@ impl Writer {
                 if completion.progress.is_none() {
                     completion.progress = self.progress.take(completion.id, completion.attempt);
                 }
-                let _ = step.run(|tx| tx.complete(&completion));
+                let catalog = &mut self.catalog;
+                let _ = step.run(|tx| tx.complete(&completion, catalog));
                 group.completions.push(completion);
             }
             Command::Revoke { id, reply } => {

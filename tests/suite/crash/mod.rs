@@ -205,6 +205,7 @@ fn child_process() {
         }
         "revoke" => revoke::child(&spool),
         "unique" => unique::child(&spool),
+        "follow" => follow_ups::child(&spool),
         "hold" => {
             let h = spool.enqueue(CrashWork::new(7)).unwrap();
             say(&format!("OPEN {}", h.id()));
@@ -278,6 +279,7 @@ fn queue_path() -> (tempfile::TempDir, PathBuf) {
 }
 
 mod aborts;
+mod follow_ups;
 mod log_damage;
 mod revoke;
 mod sigkill;
