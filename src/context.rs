@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::SystemTime;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::clock::to_system_time;
 use crate::error::Error;
@@ -15,6 +16,16 @@ use crate::shared::{Shared, Spool};
 use crate::signal::{AttemptSignal, StopReason};
 use crate::store::{NewTask, Reporter};
 use crate::task_error::TaskError;
+
+/// One input of task `id`, as `T`.
+fn decode_input<T: DeserializeOwned>(id: TaskId, json: &[u8]) -> Result<T, TaskError> {
+    serde_json::from_slice(json).map_err(|e| {
+        TaskError::fail(format!(
+            "an input of task {id} does not decode as {}: {e}",
+            type_name::<T>()
+        ))
+    })
+}
 
 /// Values of any `Send + Sync + 'static` type given to a pool with
 /// [`WorkerBuilder::data`](crate::WorkerBuilder::data), one per type.
@@ -144,6 +155,8 @@ pub struct Context {
     /// success (see `spool::follow_ups`). Shared by the context's clones; `None` once the
     /// attempt has ended.
     pub(crate) follow_ups: Arc<Mutex<Option<Vec<NewTask>>>>,
+    /// A workflow step's inputs: its parents' outputs (JSON), in order.
+    pub(crate) inputs: Option<Arc<Vec<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -209,6 +222,45 @@ impl Context {
     /// is enqueued at most once.
     pub fn fire_time(&self) -> Option<SystemTime> {
         self.origin.as_ref().map(|o| to_system_time(o.fire_at_ms))
+    }
+
+    /// The output of the step before this one, for a step of a chain
+    /// ([`Spool::chain`](crate::Spool::chain)): what Celery passes to a `.s()` signature. A
+    /// step that ignores its input (Celery's immutable `.si()`) simply does not read it.
+    ///
+    /// # Errors
+    /// A permanent [`TaskError`] if the task has no input (it is not a step after another),
+    /// has several (a chord's body: read them with [`inputs`](Self::inputs)), or if the
+    /// input does not decode as `T`.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        match self.inputs.as_deref().map(Vec::as_slice) {
+            Some([one]) => decode_input(self.id, one),
+            Some(many) if many.len() > 1 => Err(TaskError::fail(format!(
+                "task {} has {} inputs (it is a chord's body): read them with ctx.inputs()",
+                self.id,
+                many.len()
+            ))),
+            _ => Err(TaskError::fail(format!(
+                "task {} has no input: it is not a workflow step after another",
+                self.id
+            ))),
+        }
+    }
+
+    /// The outputs of every task this step waits for, in order: a chord's members'
+    /// ([`Spool::chord`](crate::Spool::chord)), or the one step before it in a chain.
+    ///
+    /// # Errors
+    /// A permanent [`TaskError`] if the task is not a workflow step after others, or if an
+    /// input does not decode as `T`.
+    pub fn inputs<T: DeserializeOwned>(&self) -> Result<Vec<T>, TaskError> {
+        let Some(inputs) = self.inputs.as_deref() else {
+            return Err(TaskError::fail(format!(
+                "task {} has no inputs: it is not a workflow step after others",
+                self.id
+            )));
+        };
+        inputs.iter().map(|i| decode_input(self.id, i)).collect()
     }
 
     /// The value of type `T` this task's worker was given with

@@ -73,8 +73,14 @@
 //!   the waiting task with the same key instead of a second one
 //!   ([`TaskHandle::is_duplicate`]), exactly, however many producers race.
 //!
-//! Not here yet (planned): workflows, a command-line tool, a dashboard, async handlers and
-//! a PostgreSQL backend.
+//! - **Workflows.** [`Spool::chain`] (each step reads the one before's output with
+//!   [`Context::input`]), [`Spool::group`] ([`GroupHandle::wait`] returns every output in
+//!   order) and [`Spool::chord`] (a body that runs once after every member succeeded,
+//!   reading their outputs with [`Context::inputs`]), each stored in one transaction and
+//!   advanced in the transactions of the completions that trigger it.
+//!
+//! Not here yet (planned): links and nested workflows, a command-line tool, a dashboard,
+//! async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
 //!
@@ -170,8 +176,8 @@ pub use result::TaskHandle;
 pub use retry::RetryPolicy;
 pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
 pub use spool::{
-    DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Durability, Spool,
-    SpoolBuilder,
+    Chain, ChordHandle, DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL,
+    Durability, GroupHandle, Spool, SpoolBuilder,
 };
 pub use task::Task;
 pub use task_error::TaskError;

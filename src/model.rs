@@ -87,6 +87,10 @@ pub enum TaskState {
     Revoked,
     /// Final: its expiry time passed before it started.
     Expired,
+    /// A workflow step waiting for its parents (the steps before it): the writer moves it to
+    /// `Ready` in the transaction that stores its last parent's success, or ends it `Failed`
+    /// when a parent does not succeed.
+    Waiting,
 }
 
 impl TaskState {
@@ -98,8 +102,8 @@ impl TaskState {
         )
     }
 
-    /// All states, in lifecycle order (for stats and tools).
-    pub const ALL: [TaskState; 8] = [
+    /// All states, in the order of their codes (for stats and tools).
+    pub const ALL: [TaskState; 9] = [
         TaskState::Scheduled,
         TaskState::Ready,
         TaskState::Running,
@@ -108,6 +112,7 @@ impl TaskState {
         TaskState::Failed,
         TaskState::Revoked,
         TaskState::Expired,
+        TaskState::Waiting,
     ];
 
     /// The state's code as stored in queue files. Codes are part of the file format: a code
@@ -122,6 +127,7 @@ impl TaskState {
             TaskState::Failed => 5,
             TaskState::Revoked => 6,
             TaskState::Expired => 7,
+            TaskState::Waiting => 8,
         }
     }
 
@@ -136,6 +142,7 @@ impl TaskState {
             5 => TaskState::Failed,
             6 => TaskState::Revoked,
             7 => TaskState::Expired,
+            8 => TaskState::Waiting,
             _ => return None,
         })
     }
@@ -152,6 +159,7 @@ impl fmt::Display for TaskState {
             TaskState::Failed => "failed",
             TaskState::Revoked => "revoked",
             TaskState::Expired => "expired",
+            TaskState::Waiting => "waiting",
         };
         f.write_str(s)
     }
@@ -182,6 +190,8 @@ pub enum AttemptErrorKind {
     /// The handler snoozed the task (`TaskError::snooze`): it runs again later without
     /// using up a retry. Not a failure; recorded so the history shows every run.
     Snoozed,
+    /// A workflow step's parent did not succeed, so the step never ran.
+    Upstream,
 }
 
 impl AttemptErrorKind {
@@ -198,6 +208,7 @@ impl AttemptErrorKind {
             AttemptErrorKind::Revoked => 6,
             AttemptErrorKind::TimeLimit => 7,
             AttemptErrorKind::Snoozed => 8,
+            AttemptErrorKind::Upstream => 9,
         }
     }
 
@@ -213,6 +224,7 @@ impl AttemptErrorKind {
             6 => AttemptErrorKind::Revoked,
             7 => AttemptErrorKind::TimeLimit,
             8 => AttemptErrorKind::Snoozed,
+            9 => AttemptErrorKind::Upstream,
             _ => return None,
         })
     }
@@ -431,7 +443,7 @@ mod tests {
             assert_eq!(usize::from(s.code()), code, "{s}");
             assert_eq!(TaskState::from_code(s.code()), Some(s));
         }
-        assert_eq!(TaskState::from_code(8), None);
+        assert_eq!(TaskState::from_code(9), None);
         assert_eq!(TaskState::from_code(200), None);
         let kinds = [
             AttemptErrorKind::Error,
@@ -443,12 +455,13 @@ mod tests {
             AttemptErrorKind::Revoked,
             AttemptErrorKind::TimeLimit,
             AttemptErrorKind::Snoozed,
+            AttemptErrorKind::Upstream,
         ];
         for (code, k) in kinds.into_iter().enumerate() {
             assert_eq!(usize::from(k.code()), code, "{k:?}");
             assert_eq!(AttemptErrorKind::from_code(k.code()), Some(k));
         }
-        assert_eq!(AttemptErrorKind::from_code(9), None);
+        assert_eq!(AttemptErrorKind::from_code(10), None);
         assert!(TaskState::Failed.is_final());
         assert!(!TaskState::Retrying.is_final());
     }

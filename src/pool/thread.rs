@@ -200,6 +200,7 @@ impl Runner {
             signal: job.signal.clone(),
             deadline_ms,
             follow_ups: Arc::new(Mutex::new(Some(Vec::new()))),
+            inputs: job.inputs.clone(),
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
             .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())));

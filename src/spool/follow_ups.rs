@@ -75,6 +75,7 @@ impl Context {
             opts,
             enqueued_at_ms: now,
             origin: None,
+            after: Vec::new(),
         }])
     }
 }

@@ -18,9 +18,12 @@ use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp
 
 mod flow;
 mod follow_ups;
+mod workflow;
+
 use crate::sync::Waiters;
 use crate::task::Task;
 use crate::views::{Stats, TaskStatus};
+pub use workflow::{Chain, ChordHandle, GroupHandle};
 
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's
 /// `result_expires` default).
@@ -345,6 +348,7 @@ impl Spool {
                     opts: opts.clone(),
                     enqueued_at_ms: now,
                     origin: None,
+                    after: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;

@@ -219,8 +219,14 @@ impl Tx<'_> {
             self.expire(id, &mut rec)?;
             return Ok(None);
         }
+        let inputs = if rec.deps.inputs.is_empty() {
+            None
+        } else {
+            Some(Arc::new(self.inputs_of(&rec)?))
+        };
         let payload = self.start(id, &mut rec)?;
         Ok(Some(Job {
+            inputs,
             id: TaskId(id),
             attempt: rec.attempts,
             queue: catalog.queues.name(rec.queue),

@@ -327,6 +327,7 @@ mod tests {
             opts: Arc::new(Options::new().resolve(0).unwrap()),
             enqueued_at_ms: 0,
             origin: None,
+            after: Vec::new(),
         };
         let id = engine.insert(vec![task]).unwrap()[0].id;
         let busy = lock(engine.writer.core());
@@ -363,6 +364,7 @@ mod tests {
             opts: Arc::new(Options::new().resolve(0).unwrap()),
             enqueued_at_ms: 0,
             origin: None,
+            after: Vec::new(),
         }
     }
 

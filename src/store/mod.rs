@@ -51,6 +51,7 @@ mod tx;
 mod unique;
 mod verbs;
 mod wal;
+mod workflow;
 mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};

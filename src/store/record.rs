@@ -70,6 +70,23 @@ pub(crate) struct TaskRecord {
     /// The third part (format 5).
     #[serde(skip)]
     pub flow: FlowPart,
+    /// The fourth part (format 6).
+    #[serde(skip)]
+    pub deps: Deps,
+}
+
+/// The record's fourth part: its place in a workflow (format 6). Written only when it holds
+/// something (and then after the earlier parts, default or not).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Deps {
+    /// The workflow it belongs to: the id of the workflow's first task.
+    pub workflow: Option<u64>,
+    /// Parents whose success it still waits for (`Waiting` while above 0).
+    pub parents_left: u32,
+    /// The tasks waiting for this one.
+    pub children: Vec<u64>,
+    /// The parents whose outputs it receives, in order (`Context::input`).
+    pub inputs: Vec<u64>,
 }
 
 /// The record's third part: flow control (format 5). Like [`Control`], written only when it
@@ -121,12 +138,16 @@ impl TaskRecord {
     /// The record as stored.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut encoder = codec::Encoder::new().part(self)?;
-        let has_flow = self.flow != FlowPart::default();
+        let has_deps = self.deps != Deps::default();
+        let has_flow = has_deps || self.flow != FlowPart::default();
         if has_flow || self.control != Control::default() {
             encoder = encoder.part(&self.control)?;
         }
         if has_flow {
             encoder = encoder.part(&self.flow)?;
+        }
+        if has_deps {
+            encoder = encoder.part(&self.deps)?;
         }
         Ok(encoder.finish())
     }
@@ -137,6 +158,7 @@ impl TaskRecord {
         let mut rec: TaskRecord = decoder.part()?;
         rec.control = decoder.later_part()?;
         rec.flow = decoder.later_part()?;
+        rec.deps = decoder.later_part()?;
         decoder.finish()?;
         Ok(rec)
     }
@@ -261,6 +283,7 @@ mod tests {
             payload: b"{}".to_vec(),
             control: Control::default(),
             flow: FlowPart::default(),
+            deps: Deps::default(),
         };
         let bytes = rec.encode().unwrap();
         #[rustfmt::skip]
@@ -328,5 +351,27 @@ mod tests {
         assert_eq!(&bytes[..expected.len()], expected);
         assert_eq!(&bytes[expected.len()..], parts);
         assert_eq!(TaskRecord::decode(&bytes).unwrap().flow, flowing.flow);
+
+        // In a workflow: default control and flow parts, then the dependencies.
+        let mut waiting = rec.clone();
+        waiting.deps = Deps {
+            workflow: Some(4),
+            parents_left: 2,
+            children: vec![9],
+            inputs: vec![5, 6],
+        };
+        let bytes = waiting.encode().unwrap();
+        #[rustfmt::skip]
+        let parts: &[u8] = &[
+            0, 0, 0, 0, 0,      // control: all default
+            0, 0,               // flow: no unique key, no limit key
+            1, 4,               // workflow Some(4)
+            2,                  // parents left
+            1, 9,               // children [9]
+            2, 5, 6,            // inputs [5, 6]
+        ];
+        assert_eq!(&bytes[..expected.len()], expected);
+        assert_eq!(&bytes[expected.len()..], parts);
+        assert_eq!(TaskRecord::decode(&bytes).unwrap().deps, waiting.deps);
     }
 }

@@ -212,6 +212,7 @@ impl Tx<'_> {
                             schedule: name.clone(),
                             fire_at_ms,
                         }),
+                        after: Vec::new(),
                     },
                     ids,
                 )?;

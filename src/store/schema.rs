@@ -18,8 +18,10 @@ use crate::store::tables::tables;
 /// new attempt error kinds (revoked, time limit, snoozed), which a version-3 build would
 /// refuse as damage. Version 5 adds flow control: a record's third part (`record::FlowPart`:
 /// a unique key, a limit key, a parked position) and the `flow`, `unique` and `parked`
-/// tables; the open creates the new tables in an older file. Older files are upgraded at open.
-pub(crate) const FORMAT_VERSION: u64 = 5;
+/// tables; the open creates the new tables in an older file. Version 6 adds workflows: a
+/// record's fourth part (`record::Deps`), the `waiting` state (code 8) and the `upstream`
+/// attempt error kind (code 9). Older files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 6;
 
 /// The first format whose log keeps the promises `replay` checks (see [`FORMAT_VERSION`]).
 pub(crate) const STRICT_LOG_FORMAT: u64 = 3;

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
-use crate::store::record::{Control, FlowPart, Slot, TaskRecord};
+use crate::store::record::{Control, Deps, FlowPart, Slot, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::unique;
 use crate::store::verbs::{Completion, Enqueued, NewTask};
@@ -44,6 +44,9 @@ impl Tx<'_> {
         tasks: Vec<NewTask>,
         catalog: &mut Catalog,
     ) -> Result<Vec<Enqueued>, Error> {
+        if tasks.iter().any(|t| !t.after.is_empty()) {
+            return self.insert_workflow(tasks, catalog);
+        }
         let mut ids = Vec::with_capacity(tasks.len());
         for task in tasks {
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
@@ -55,6 +58,16 @@ impl Tx<'_> {
     /// Stores a new task on the interned queue and name `ids`; returns its id — or, if a task
     /// holds its unique key, stores nothing and returns the holder's.
     pub(crate) fn insert(&mut self, new: NewTask, ids: (u32, u32)) -> Result<Enqueued, Error> {
+        self.insert_with(new, ids, Deps::default())
+    }
+
+    /// As [`Tx::insert`], with its place in a workflow: a step with parents left waits.
+    pub(crate) fn insert_with(
+        &mut self,
+        new: NewTask,
+        ids: (u32, u32),
+        deps: Deps,
+    ) -> Result<Enqueued, Error> {
         let (queue, name_id) = ids;
         let unique = match &new.opts.keys.unique {
             Some((key, until)) => {
@@ -101,12 +114,16 @@ impl Tx<'_> {
                 unique,
                 limit_key: new.opts.keys.limit_key.clone(),
             },
+            deps,
         };
         if let Some(exp) = rec.expires_at_ms {
             self.tables().task_expiry()?.insert((exp, id), ())?;
             self.note_wake(exp);
         }
-        if due > self.now() {
+        if rec.deps.parents_left > 0 {
+            // Made ready (or scheduled) by its last parent's success.
+            rec.state = TaskState::Waiting;
+        } else if due > self.now() {
             rec.state = TaskState::Scheduled;
             self.make_scheduled(id, &mut rec, due)?;
         } else {
@@ -164,6 +181,9 @@ impl Tx<'_> {
         }
         self.put(id, rec)?;
         self.mark_final(id);
+        if !rec.deps.children.is_empty() {
+            self.after_final(id, rec)?;
+        }
         Ok(())
     }
 
@@ -381,7 +401,7 @@ impl Tx<'_> {
             // A started task is not interrupted; if it retries, the next claim expires it.
             if matches!(
                 rec.state,
-                TaskState::Scheduled | TaskState::Ready | TaskState::Retrying
+                TaskState::Scheduled | TaskState::Ready | TaskState::Retrying | TaskState::Waiting
             ) {
                 self.expire(key.1, &mut rec)?;
             }
@@ -400,6 +420,12 @@ impl Tx<'_> {
             match self.get(id)? {
                 // Retried by hand since it finished: not a result any more.
                 Some(rec) if !rec.state.is_final() => continue,
+                Some(rec) if self.output_still_needed(&rec)? => {
+                    // A step after it has yet to read its output: kept one more TTL.
+                    let again = now.saturating_add(self.result_ttl_ms().unwrap_or(0));
+                    self.tables().result_expiry()?.insert((again, id), ())?;
+                    continue;
+                }
                 Some(rec) => {
                     self.count(rec.queue, rec.state, -1);
                     self.drop_unique(id, &rec)?;

@@ -70,6 +70,10 @@ pub(crate) struct Tx<'t> {
     /// enqueue to an idle worker) never touches the ready table: one B-tree fewer in that
     /// commit.
     pending_ready: BTreeMap<ReadyKey, u64>,
+    /// Workflow steps to fail because a task before them did not succeed, with the reason
+    /// (see `store::workflow`), and whether that loop is running.
+    pub(crate) cascade: Vec<(u64, String)>,
+    pub(crate) cascading: bool,
 }
 
 impl<'t> Tx<'t> {
@@ -99,6 +103,8 @@ impl<'t> Tx<'t> {
             flow,
             running_done: Vec::new(),
             pending_ready: BTreeMap::new(),
+            cascade: Vec::new(),
+            cascading: false,
         }
     }
 
@@ -202,6 +208,11 @@ impl<'t> Tx<'t> {
         let fire = t.schedule_due()?.first().db()?.map(|(k, _)| k.value().0);
         let expiry = t.task_expiry()?.first().db()?.map(|(k, _)| k.value().0);
         Ok([due, prune, fire, expiry].into_iter().flatten().min())
+    }
+
+    /// The id the next new task gets.
+    pub(crate) fn peek_next_id(&self) -> u64 {
+        self.counters.next_id
     }
 
     /// A new task id.

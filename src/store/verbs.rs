@@ -73,6 +73,9 @@ pub(crate) struct NewTask {
     pub opts: Arc<Resolved>,
     pub enqueued_at_ms: u64,
     pub origin: Option<Origin>,
+    /// Workflow steps: the earlier tasks of the same insert it waits for (their indexes),
+    /// whose outputs it receives in this order. Empty: an ordinary task.
+    pub after: Vec<usize>,
 }
 
 /// What an insert did with one new task: stored it under a new id, or found a task that holds
@@ -98,6 +101,8 @@ pub(crate) struct Job {
     pub limits: Limits,
     /// Shared with the engine, which asks the attempt to stop through it (a revoke).
     pub signal: Arc<AttemptSignal>,
+    /// A workflow step's inputs: its parents' outputs (JSON), in order.
+    pub inputs: Option<Arc<Vec<Vec<u8>>>>,
 }
 
 /// A finished attempt, as its worker reports it.

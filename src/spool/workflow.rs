@@ -1,0 +1,241 @@
+//! Workflows, as a user builds them: a [`Chain`] of steps that run one after another, each
+//! able to read the output of the one before ([`Context::input`](crate::Context::input)); a
+//! group of tasks that run in parallel ([`GroupHandle`]); a chord, a group and a body that
+//! runs once after every member succeeded and receives their outputs in order. A workflow is
+//! stored in one transaction — when the call returns, every step exists, waiting for its
+//! parents or ready — and advances in the transactions of the completions that trigger it
+//! (`store::workflow`): no polling, no expiring counter.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::options::Options;
+use crate::result::TaskHandle;
+use crate::shared::Spool;
+use crate::spool::encode_arguments;
+use crate::store::NewTask;
+use crate::task::Task;
+
+/// A step, built (validated and encoded) when its workflow is enqueued, at that time.
+type Build = Box<dyn FnOnce(u64) -> Result<NewTask, Error> + Send>;
+
+fn step<T: Task>(task: T, options: Options) -> Build {
+    Box::new(move |now| {
+        let opts = options.over(T::defaults()).resolve(now)?;
+        if opts.keys.unique.is_some() {
+            return Err(Error::InvalidOption(format!(
+                "a workflow step (`{}`) cannot have a unique key: a duplicate would leave the \
+                 workflow without that step",
+                T::NAME
+            )));
+        }
+        Ok(NewTask {
+            name: Arc::from(T::NAME),
+            payload: encode_arguments(&task)?,
+            opts: Arc::new(opts),
+            enqueued_at_ms: now,
+            origin: None,
+            after: Vec::new(),
+        })
+    })
+}
+
+/// Steps that run one after another (Celery's `chain`), built with [`Spool::chain`] and
+/// [`then`](Self::then); `O` is the last step's output. Each step can read the output of the
+/// one before with [`Context::input`](crate::Context::input) (Celery's `.s()`), or ignore it
+/// (`.si()`). If a step does not succeed, every step after it ends `Failed`, naming it, and
+/// never runs.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use serde::{Deserialize, Serialize};
+/// # use taskspool::{Context, Spool, Task, TaskError};
+/// #[derive(Serialize, Deserialize)]
+/// struct Add { a: i64, b: i64 }
+/// #[derive(Serialize, Deserialize)]
+/// struct AddTo { b: i64 }           // adds `b` to the step before's output
+///
+/// impl Task for Add {
+///     const NAME: &'static str = "add";
+///     type Output = i64;
+///     fn run(self, _: &Context) -> Result<i64, TaskError> { Ok(self.a + self.b) }
+/// }
+/// impl Task for AddTo {
+///     const NAME: &'static str = "add_to";
+///     type Output = i64;
+///     fn run(self, ctx: &Context) -> Result<i64, TaskError> {
+///         Ok(ctx.input::<i64>()? + self.b)
+///     }
+/// }
+///
+/// let spool = Spool::temporary()?;
+/// let total = spool.chain(Add { a: 2, b: 2 }).then(AddTo { b: 4 }).then(AddTo { b: 8 }).enqueue()?;
+/// spool.worker().register::<Add>().register::<AddTo>().drain()?;
+/// assert_eq!(total.wait(Duration::from_secs(5))?, 16);
+/// # Ok::<(), taskspool::Error>(())
+/// ```
+#[must_use = "a chain is stored only by `enqueue`"]
+pub struct Chain<'s, O> {
+    spool: &'s Spool,
+    steps: Vec<(Build, &'static str)>,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<'s, O: DeserializeOwned> Chain<'s, O> {
+    /// Adds a step after the last one.
+    pub fn then<T: Task>(self, task: T) -> Chain<'s, T::Output> {
+        self.then_with(task, Options::new())
+    }
+
+    /// Adds a step after the last one, with options (queue, priority, retries, time limits;
+    /// not a unique key).
+    pub fn then_with<T: Task>(mut self, task: T, options: Options) -> Chain<'s, T::Output> {
+        self.steps.push((step(task, options), T::NAME));
+        Chain {
+            spool: self.spool,
+            steps: self.steps,
+            _output: PhantomData,
+        }
+    }
+
+    /// Stores every step in one transaction, durable when it returns: the first ready (or
+    /// scheduled), the others waiting. Returns the last step's handle: its `wait` gives the
+    /// chain's result, or the failure that stopped it.
+    ///
+    /// # Errors
+    /// `InvalidOption` or `Json` for a step (nothing is stored); as
+    /// [`Spool::enqueue`](crate::Spool::enqueue).
+    pub fn enqueue(self) -> Result<TaskHandle<O>, Error> {
+        let spool = self.spool;
+        let now = spool.shared.clock.now_ms();
+        let mut tasks = Vec::with_capacity(self.steps.len());
+        let mut last = "";
+        for (i, (build, name)) in self.steps.into_iter().enumerate() {
+            let mut task = build(now)?;
+            if i > 0 {
+                task.after = vec![i - 1];
+            }
+            tasks.push(task);
+            last = name;
+        }
+        let stored = spool.shared.engine.insert(tasks)?;
+        let id = stored.last().map(|e| e.id).ok_or(Error::Closed)?;
+        Ok(TaskHandle::new(id, last, &spool.shared))
+    }
+}
+
+/// The tasks of a group (or a chord's members), in the order they were given.
+#[derive(Debug, Clone)]
+pub struct GroupHandle<O> {
+    members: Vec<TaskHandle<O>>,
+}
+
+impl<O: DeserializeOwned> GroupHandle<O> {
+    /// Each member's handle, in order (for its status, or to wait for it alone).
+    pub fn members(&self) -> &[TaskHandle<O>] {
+        &self.members
+    }
+
+    /// Waits until every member has finished, at most `timeout` in all; returns their
+    /// outputs in member order.
+    ///
+    /// # Errors
+    /// The first member's (in order) that did not succeed, as [`TaskHandle::wait`] reports
+    /// it; `Timeout` if the time ran out first.
+    pub fn wait(&self, timeout: Duration) -> Result<Vec<O>, Error> {
+        let deadline = Instant::now() + timeout;
+        self.members
+            .iter()
+            .map(|m| m.wait(deadline.saturating_duration_since(Instant::now())))
+            .collect()
+    }
+}
+
+/// A chord: its members, and its body.
+#[derive(Debug, Clone)]
+pub struct ChordHandle<M, B> {
+    /// The members, in order.
+    pub members: GroupHandle<M>,
+    /// The body: its `wait` gives the chord's result.
+    pub body: TaskHandle<B>,
+}
+
+impl Spool {
+    /// Starts a [`Chain`] with `first`; add steps with [`Chain::then`] and store it with
+    /// [`Chain::enqueue`].
+    pub fn chain<T: Task>(&self, first: T) -> Chain<'_, T::Output> {
+        self.chain_with(first, Options::new())
+    }
+
+    /// As [`chain`](Self::chain), with options for the first step.
+    pub fn chain_with<T: Task>(&self, first: T, options: Options) -> Chain<'_, T::Output> {
+        Chain {
+            spool: self,
+            steps: vec![(step(first, options), T::NAME)],
+            _output: PhantomData,
+        }
+    }
+
+    /// Enqueues a group: tasks that run in parallel, stored in one transaction, with a
+    /// handle whose `wait` returns every output in member order.
+    ///
+    /// # Errors
+    /// As [`Spool::enqueue_many`].
+    pub fn group<T: Task>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+    ) -> Result<GroupHandle<T::Output>, Error> {
+        Ok(GroupHandle {
+            members: self.enqueue_many(tasks)?,
+        })
+    }
+
+    /// Enqueues a chord (Celery's `chord(group)(body)`): `members` run in parallel, and
+    /// `body` runs once after every one of them succeeded, reading their outputs in member
+    /// order with [`Context::inputs`](crate::Context::inputs). Its counter lives in the
+    /// body's record and each member's success counts it down in its own transaction, so
+    /// nothing polls and a restart loses nothing; a member retried counts once. If a member
+    /// does not succeed, the body ends `Failed`, naming it, and never runs. Stored in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// `InvalidOption` for a chord without members, or for a member or body with a unique
+    /// key; `Json` for bad arguments (nothing is stored); as
+    /// [`Spool::enqueue`](crate::Spool::enqueue).
+    pub fn chord<T: Task, B: Task>(
+        &self,
+        members: impl IntoIterator<Item = T>,
+        body: B,
+    ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
+        let now = self.shared.clock.now_ms();
+        let mut tasks = members
+            .into_iter()
+            .map(|m| step(m, Options::new())(now))
+            .collect::<Result<Vec<_>, Error>>()?;
+        if tasks.is_empty() {
+            return Err(Error::InvalidOption(format!(
+                "a chord needs at least one member before its body `{}`",
+                B::NAME
+            )));
+        }
+        let n = tasks.len();
+        let mut body = step(body, Options::new())(now)?;
+        body.after = (0..n).collect();
+        tasks.push(body);
+        let mut stored = self.shared.engine.insert(tasks)?;
+        let body = stored.pop().ok_or(Error::Closed)?;
+        Ok(ChordHandle {
+            members: GroupHandle {
+                members: stored
+                    .into_iter()
+                    .map(|e| TaskHandle::new(e.id, T::NAME, &self.shared))
+                    .collect(),
+            },
+            body: TaskHandle::new(body.id, B::NAME, &self.shared),
+        })
+    }
+}

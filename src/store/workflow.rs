@@ -1,0 +1,141 @@
+//! Workflows in the writer: steps that wait for the tasks before them (`Waiting`, with a
+//! count of parents left in the record's `Deps`), stored with their parents in one insert,
+//! made ready in the transaction that stores their last parent's success, and failed — with
+//! everything after them — when a parent does not succeed. A chord's body is a step with
+//! every member as a parent: its counter lives in its record and each member's success
+//! decrements it, so nothing polls and nothing expires.
+
+use crate::error::Error;
+use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
+use crate::store::catalog::Catalog;
+use crate::store::record::{Deps, TaskRecord};
+use crate::store::tx::Tx;
+use crate::store::verbs::{Enqueued, NewTask};
+
+impl Tx<'_> {
+    /// Stores a workflow: tasks whose `after` name earlier tasks of the same insert. Each
+    /// task's id is known before it is stored (ids are given in order), so every record is
+    /// written once, with its parents and children. The caller has refused unique keys in
+    /// a workflow (a duplicate would leave a step without its task).
+    pub(crate) fn insert_workflow(
+        &mut self,
+        tasks: Vec<NewTask>,
+        catalog: &mut Catalog,
+    ) -> Result<Vec<Enqueued>, Error> {
+        let base = self.peek_next_id();
+        let mut children: Vec<Vec<u64>> = vec![Vec::new(); tasks.len()];
+        for (j, task) in tasks.iter().enumerate() {
+            for &i in &task.after {
+                debug_assert!(i < j, "a step waits only for steps before it");
+                if let Some(c) = children.get_mut(i) {
+                    c.push(base + j as u64);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for (j, task) in tasks.into_iter().enumerate() {
+            let deps = Deps {
+                workflow: Some(base),
+                parents_left: u32::try_from(task.after.len()).unwrap_or(u32::MAX),
+                children: std::mem::take(&mut children[j]),
+                inputs: task.after.iter().map(|&i| base + i as u64).collect(),
+            };
+            let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
+            let stored = self.insert_with(task, interned, deps)?;
+            debug_assert_eq!(stored.id, TaskId(base + j as u64));
+            out.push(stored);
+        }
+        Ok(out)
+    }
+
+    /// What a task's final state does to the steps waiting for it: a success counts down
+    /// each child's parents (the last one makes it ready); any other end fails every step
+    /// after it, as `Failed` with the reason, and theirs in turn (iteratively: a long chain
+    /// does not deepen the stack).
+    pub(crate) fn after_final(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
+        if rec.state == TaskState::Succeeded {
+            for &child in &rec.deps.children {
+                self.parent_succeeded(child)?;
+            }
+            return Ok(());
+        }
+        let reason = format!(
+            "task {id} (`{}`), which it waits for, ended {}; it never ran",
+            rec.name, rec.state
+        );
+        for &child in &rec.deps.children {
+            self.cascade.push((child, reason.clone()));
+        }
+        if self.cascading {
+            return Ok(());
+        }
+        self.cascading = true;
+        while let Some((child, reason)) = self.cascade.pop() {
+            let Some(mut crec) = self.get(child)? else {
+                continue;
+            };
+            if crec.state != TaskState::Waiting {
+                continue;
+            }
+            crec.errors.push(AttemptError {
+                attempt: crec.attempts,
+                at: crate::clock::to_system_time(self.now()),
+                kind: AttemptErrorKind::Upstream,
+                message: reason,
+            });
+            tracing::info!(task.id = child, task.name = %crec.name, "workflow step failed: a task before it did not succeed");
+            // Its own children are queued by this call (the loop above is running).
+            self.finalize(child, &mut crec, TaskState::Failed)?;
+        }
+        self.cascading = false;
+        Ok(())
+    }
+
+    /// One parent of `child` succeeded: the last one makes it ready (or scheduled, if it has
+    /// a countdown still to run).
+    fn parent_succeeded(&mut self, child: u64) -> Result<(), Error> {
+        let Some(mut rec) = self.get(child)? else {
+            return Ok(());
+        };
+        if rec.state != TaskState::Waiting {
+            // Failed or revoked meanwhile (a chord body after a member failed).
+            return Ok(());
+        }
+        rec.deps.parents_left = rec.deps.parents_left.saturating_sub(1);
+        if rec.deps.parents_left == 0 {
+            if rec.due_at_ms > self.now() {
+                self.set_state(&mut rec, TaskState::Scheduled);
+                let due = rec.due_at_ms;
+                self.make_scheduled(child, &mut rec, due)?;
+            } else {
+                self.set_state(&mut rec, TaskState::Ready);
+                self.make_ready(child, &mut rec)?;
+            }
+        }
+        self.put(child, &rec)
+    }
+
+    /// The outputs a step receives, in order: its parents' (JSON; an empty one if a
+    /// parent's output is gone).
+    pub(crate) fn inputs_of(&mut self, rec: &TaskRecord) -> Result<Vec<Vec<u8>>, Error> {
+        let mut inputs = Vec::with_capacity(rec.deps.inputs.len());
+        for &parent in &rec.deps.inputs {
+            let output = self.get(parent)?.and_then(|p| p.output).unwrap_or_default();
+            inputs.push(output);
+        }
+        Ok(inputs)
+    }
+
+    /// Whether a finished task's output is still to be read by a step after it (pruning
+    /// waits: a result is kept until every consumer has run).
+    pub(crate) fn output_still_needed(&mut self, rec: &TaskRecord) -> Result<bool, Error> {
+        for &child in &rec.deps.children {
+            if let Some(c) = self.get(child)?
+                && !c.state.is_final()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

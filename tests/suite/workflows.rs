@@ -1,0 +1,256 @@
+//! Workflows: Celery's canvas guide as tests — a chain passes each output to the next step, a
+//! chord's body runs once with every member's output in order, a group waits for all — and
+//! what happens when a step does not succeed, is revoked, or the process restarts midway.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use taskspool::{
+    AttemptErrorKind, Context, Error, Options, Revoke, Spool, Task, TaskError, TaskState,
+};
+
+use super::common::*;
+
+/// Adds `b` to the output of the step before (Celery's `add.s(b)` in a chain).
+#[derive(Serialize, Deserialize)]
+struct AddTo {
+    b: i64,
+}
+
+impl Task for AddTo {
+    const NAME: &'static str = "wf.add_to";
+    type Output = i64;
+    fn run(self, ctx: &Context) -> Result<i64, TaskError> {
+        Ok(ctx.input::<i64>()? + self.b)
+    }
+}
+
+/// Sums its inputs (Celery's `xsum`, a chord's body).
+#[derive(Serialize, Deserialize)]
+struct XSum;
+
+impl Task for XSum {
+    const NAME: &'static str = "wf.xsum";
+    type Output = i64;
+    fn run(self, ctx: &Context) -> Result<i64, TaskError> {
+        Ok(ctx.inputs::<i64>()?.iter().sum())
+    }
+}
+
+/// Fails for good when `n` is `fail`, else returns `n`.
+#[derive(Serialize, Deserialize)]
+struct Maybe {
+    n: i64,
+    fail: i64,
+}
+
+impl Task for Maybe {
+    const NAME: &'static str = "wf.maybe";
+    type Output = i64;
+    fn run(self, _ctx: &Context) -> Result<i64, TaskError> {
+        if self.n == self.fail {
+            return Err(TaskError::fail(format!("member {} failed", self.n)));
+        }
+        Ok(self.n)
+    }
+}
+
+fn add(a: i64, b: i64) -> Add {
+    Add { a, b }
+}
+
+fn drain_all(spool: &Spool) -> usize {
+    spool
+        .worker()
+        .register::<Add>()
+        .register::<AddTo>()
+        .register::<XSum>()
+        .register::<Maybe>()
+        .drain()
+        .unwrap()
+        .attempts
+}
+
+#[test]
+fn a_chain_passes_each_output_to_the_next_step() {
+    let spool = Spool::temporary().unwrap();
+    let total = spool
+        .chain(add(2, 2))
+        .then(AddTo { b: 4 })
+        .then(AddTo { b: 8 })
+        .enqueue()
+        .unwrap();
+    // Stored at once: one ready, two waiting.
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.count(TaskState::Ready), 1);
+    assert_eq!(stats.count(TaskState::Waiting), 2);
+    assert_eq!(drain_all(&spool), 3);
+    assert_eq!(total.wait(WAIT).unwrap(), 16);
+}
+
+#[test]
+fn a_chord_body_runs_once_with_every_members_output_in_order() {
+    let spool = Spool::temporary().unwrap();
+    let chord = spool.chord((0..10).map(|i| add(i, i)), XSum).unwrap();
+    assert_eq!(state_of(&spool, chord.body.id()), TaskState::Waiting);
+    assert_eq!(drain_all(&spool), 11);
+    assert_eq!(chord.body.wait(WAIT).unwrap(), 90);
+    assert_eq!(
+        chord.members.wait(WAIT).unwrap(),
+        (0..10).map(|i| 2 * i).collect::<Vec<_>>()
+    );
+    assert_eq!(spool.status(chord.body.id()).unwrap().attempts, 1);
+}
+
+#[test]
+fn a_group_waits_for_every_member_in_order() {
+    let spool = Spool::temporary().unwrap();
+    let group = spool.group((0..5).map(|i| add(i, 10))).unwrap();
+    drain_all(&spool);
+    assert_eq!(group.wait(WAIT).unwrap(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(group.members().len(), 5);
+}
+
+#[test]
+fn a_failed_member_fails_the_chord_body_which_never_runs() {
+    let spool = Spool::temporary().unwrap();
+    let chord = spool
+        .chord((0..5).map(|n| Maybe { n, fail: 3 }), XSum)
+        .unwrap();
+    assert_eq!(drain_all(&spool), 5, "the members, not the body");
+    let status = spool.status(chord.body.id()).unwrap();
+    assert_eq!((status.state, status.attempts), (TaskState::Failed, 0));
+    let why = &status.errors[0];
+    assert_eq!(why.kind, AttemptErrorKind::Upstream);
+    let member = chord.members.members()[3].id();
+    assert!(
+        why.message.contains(&format!("task {member} (`wf.maybe`)")),
+        "{}",
+        why.message
+    );
+    assert!(matches!(chord.body.wait(WAIT), Err(Error::TaskFailed(_))));
+}
+
+#[test]
+fn a_failed_step_fails_every_step_after_it() {
+    let spool = Spool::temporary().unwrap();
+    let last = spool
+        .chain_with(Maybe { n: 1, fail: 1 }, Options::new().max_retries(0))
+        .then(AddTo { b: 1 })
+        .then(AddTo { b: 2 })
+        .enqueue()
+        .unwrap();
+    assert_eq!(drain_all(&spool), 1);
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.count(TaskState::Failed), 3);
+    assert_eq!(stats.count(TaskState::Waiting), 0);
+    let status = spool.status(last.id()).unwrap();
+    assert_eq!(status.errors[0].kind, AttemptErrorKind::Upstream);
+}
+
+/// A member that retries counts once: the body runs after its success, not before.
+#[test]
+fn a_retried_member_counts_once() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let log = unique("wf-retry");
+    let retries = Scripted::new(&log, [Step::Retry, Step::Succeed]);
+    let chord = spool.chord([add(1, 1), add(2, 2)], XSum).unwrap();
+    // A chord whose member fails its first attempt and is retried.
+    let retried = spool.chord([retries], XSum).unwrap();
+    let drain = || {
+        spool
+            .worker()
+            .register::<Add>()
+            .register::<XSum>()
+            .register::<Scripted>()
+            .drain()
+            .unwrap()
+    };
+    drain();
+    assert_eq!(chord.body.wait(WAIT).unwrap(), 6);
+    assert_eq!(state_of(&spool, retried.body.id()), TaskState::Waiting);
+    clock.advance(Duration::from_secs(60));
+    drain();
+    assert_eq!(
+        retried.body.wait(WAIT).unwrap(),
+        2,
+        "the member's second attempt"
+    );
+    assert_eq!(spool.status(retried.body.id()).unwrap().attempts, 1);
+}
+
+#[test]
+fn revoking_a_waiting_step_fails_the_steps_after_it() {
+    let spool = Spool::temporary().unwrap();
+    let last = spool
+        .chain(add(1, 1))
+        .then(AddTo { b: 1 })
+        .then(AddTo { b: 2 })
+        .enqueue()
+        .unwrap();
+    let middle = taskspool::TaskId::from_u64(last.id().as_u64() - 1);
+    assert_eq!(spool.revoke(middle).unwrap(), Revoke::Revoked);
+    assert_eq!(state_of(&spool, last.id()), TaskState::Failed);
+    drain_all(&spool);
+    assert_eq!(state_of(&spool, middle), TaskState::Revoked);
+    assert!(
+        spool.status(last.id()).unwrap().errors[0]
+            .message
+            .contains("ended revoked")
+    );
+}
+
+/// A workflow's waiting steps and counters are in the file: a reopen midway loses nothing.
+#[test]
+fn a_workflow_survives_a_reopen_midway() {
+    let (_dir, path) = temp_queue();
+    let spool = Spool::open(&path).unwrap();
+    let chord = spool.chord((0..4).map(|i| add(i, 0)), XSum).unwrap();
+    let body = chord.body.id();
+    // The members run (no worker knows the body's type yet), then the spool closes.
+    let members = spool.worker().register::<Add>().drain().unwrap();
+    assert_eq!(members.attempts, 4);
+    drop(chord);
+    drop(spool);
+    let spool = Spool::open(&path).unwrap();
+    assert_eq!(state_of(&spool, body), TaskState::Ready);
+    drain_all(&spool);
+    assert_eq!(spool.handle::<XSum>(body).wait(WAIT).unwrap(), 6);
+}
+
+#[test]
+fn bad_workflows_are_refused_and_store_nothing() {
+    let spool = Spool::temporary().unwrap();
+    let err = spool.chord(Vec::<Add>::new(), XSum).unwrap_err();
+    assert!(err.to_string().contains("at least one member"), "{err}");
+    let err = spool
+        .chain(add(1, 1))
+        .then_with(AddTo { b: 1 }, Options::new().unique("k"))
+        .enqueue()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot have a unique key"),
+        "{err}"
+    );
+    let err = spool
+        .chain(add(1, 1))
+        .then_with(AddTo { b: 1 }, Options::new().priority(99))
+        .enqueue()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err}");
+    assert_eq!(spool.stats().unwrap().total(), 0);
+
+    // A task that is not a workflow step has no input: a permanent failure that says so.
+    let lone = spool
+        .enqueue_with(AddTo { b: 1 }, Options::new().max_retries(3))
+        .unwrap();
+    drain_all(&spool);
+    match lone.wait(WAIT) {
+        Err(Error::TaskFailed(f)) => {
+            assert_eq!(f.attempts, 1);
+            assert!(f.message.contains("has no input"), "{}", f.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
