@@ -85,8 +85,11 @@ pub(crate) struct Deps {
     pub parents_left: u32,
     /// The tasks waiting for this one.
     pub children: Vec<u64>,
-    /// The parents whose outputs it receives, in order (`Context::input`).
-    pub inputs: Vec<u64>,
+    /// The parents whose outputs it receives, in order (`Context::input`), as runs of
+    /// consecutive ids (first id, how many): a chord's body names its members in one run, so
+    /// its record stays small however many there are (it is rewritten at each member's
+    /// success).
+    pub inputs: Vec<(u64, u32)>,
 }
 
 /// The record's third part: flow control (format 5). Like [`Control`], written only when it
@@ -358,7 +361,7 @@ mod tests {
             workflow: Some(4),
             parents_left: 2,
             children: vec![9],
-            inputs: vec![5, 6],
+            inputs: vec![(5, 2)],
         };
         let bytes = waiting.encode().unwrap();
         #[rustfmt::skip]
@@ -368,7 +371,7 @@ mod tests {
             1, 4,               // workflow Some(4)
             2,                  // parents left
             1, 9,               // children [9]
-            2, 5, 6,            // inputs [5, 6]
+            1, 5, 2,            // inputs [5..5+2]
         ];
         assert_eq!(&bytes[..expected.len()], expected);
         assert_eq!(&bytes[expected.len()..], parts);

@@ -12,6 +12,18 @@ use crate::store::record::{Deps, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::verbs::{Enqueued, NewTask};
 
+/// `ids` as runs of consecutive ids (first, how many), in order.
+fn runs(ids: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = Vec::new();
+    for id in ids {
+        match out.last_mut() {
+            Some((first, n)) if *first + u64::from(*n) == id && *n < u32::MAX => *n += 1,
+            _ => out.push((id, 1)),
+        }
+    }
+    out
+}
+
 impl Tx<'_> {
     /// Stores a workflow: tasks whose `after` name earlier tasks of the same insert. Each
     /// task's id is known before it is stored (ids are given in order), so every record is
@@ -38,7 +50,7 @@ impl Tx<'_> {
                 workflow: Some(base),
                 parents_left: u32::try_from(task.after.len()).unwrap_or(u32::MAX),
                 children: std::mem::take(&mut children[j]),
-                inputs: task.after.iter().map(|&i| base + i as u64).collect(),
+                inputs: runs(task.after.iter().map(|&i| base + i as u64)),
             };
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
             let stored = self.insert_with(task, interned, deps)?;
@@ -118,10 +130,13 @@ impl Tx<'_> {
     /// The outputs a step receives, in order: its parents' (JSON; an empty one if a
     /// parent's output is gone).
     pub(crate) fn inputs_of(&mut self, rec: &TaskRecord) -> Result<Vec<Vec<u8>>, Error> {
-        let mut inputs = Vec::with_capacity(rec.deps.inputs.len());
-        for &parent in &rec.deps.inputs {
-            let output = self.get(parent)?.and_then(|p| p.output).unwrap_or_default();
-            inputs.push(output);
+        let total: usize = rec.deps.inputs.iter().map(|&(_, n)| n as usize).sum();
+        let mut inputs = Vec::with_capacity(total);
+        for &(first, n) in &rec.deps.inputs {
+            for parent in first..first + u64::from(n) {
+                let output = self.get(parent)?.and_then(|p| p.output).unwrap_or_default();
+                inputs.push(output);
+            }
         }
         Ok(inputs)
     }
@@ -137,5 +152,17 @@ impl Tx<'_> {
             }
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inputs_are_stored_as_runs_of_consecutive_ids() {
+        assert_eq!(
+            super::runs([5, 6, 7, 9, 10, 3]),
+            vec![(5, 3), (9, 2), (3, 1)]
+        );
+        assert_eq!(super::runs([]), Vec::<(u64, u32)>::new());
     }
 }
