@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,39 +101,6 @@ fn main() {
     note("control benches done");
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// The p99 of one 4 KiB overwrite + `fdatasync` in this directory, `n` times at the pace of
-/// the samples (one at a time).
-fn fsync_p99_us(dir: &Path, n: u64) -> f64 {
-    let path = dir.join("fsync.bin");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open fsync file");
-    let block = [0xA5u8; 4096];
-    for _ in 0..16 {
-        file.write_all(&block).unwrap();
-    }
-    file.sync_all().unwrap();
-    let mut us = Vec::new();
-    for i in 0..n {
-        let t = Instant::now();
-        file.seek(SeekFrom::Start((i % 16) * 4096)).unwrap();
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        us.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let _ = std::fs::remove_file(path);
-    us.sort_by(f64::total_cmp);
-    pct(&us, 0.99)
-}
-
 /// One task at a time: it starts, the bench calls `revoke` (durable when it returns), and
 /// the handler, asleep in `ctx.sleep`, observes the cancel. Timed from the call.
 fn revoke_running(dir: &Path) {
@@ -166,7 +131,7 @@ fn revoke_running(dir: &Path) {
     }
     worker.shutdown(Duration::from_secs(30)).expect("shutdown");
     *EVENTS.lock().unwrap() = None;
-    let fsync = fsync_p99_us(dir, samples);
+    let fsync = pct(&fsync_us(dir, samples), 0.99);
     us.sort_by(f64::total_cmp);
     note(format!(
         "revoke_running: {} samples, p50 {:.0} us, p99 {:.0} us, max {:.0} us; one fsync's p99 \

@@ -14,14 +14,14 @@ use crate::error::Error;
 use crate::model::{Origin, TaskId};
 use crate::shared::{Shared, Spool};
 use crate::signal::{AttemptSignal, StopReason};
-use crate::store::{NewTask, Reporter};
+use crate::store::{Inputs, NewTask, Reporter};
 use crate::task_error::TaskError;
 
-/// One input of task `id`, as `T`.
+/// The inputs of task `id` (a JSON array), as `T` (an array or a `Vec` of the input type).
 fn decode_input<T: DeserializeOwned>(id: TaskId, json: &[u8]) -> Result<T, TaskError> {
     serde_json::from_slice(json).map_err(|e| {
         TaskError::fail(format!(
-            "an input of task {id} does not decode as {}: {e}",
+            "the inputs of task {id} do not decode as {}: {e}",
             type_name::<T>()
         ))
     })
@@ -155,8 +155,8 @@ pub struct Context {
     /// success (see `spool::follow_ups`). Shared by the context's clones; `None` once the
     /// attempt has ended.
     pub(crate) follow_ups: Arc<Mutex<Option<Vec<NewTask>>>>,
-    /// A workflow step's inputs: its parents' outputs (JSON), in order.
-    pub(crate) inputs: Option<Arc<Vec<Vec<u8>>>>,
+    /// A workflow step's inputs: its parents' outputs, in order.
+    pub(crate) inputs: Option<Arc<Inputs>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -233,12 +233,14 @@ impl Context {
     /// has several (a chord's body: read them with [`inputs`](Self::inputs)), or if the
     /// input does not decode as `T`.
     pub fn input<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
-        match self.inputs.as_deref().map(Vec::as_slice) {
-            Some([one]) => decode_input(self.id, one),
-            Some(many) if many.len() > 1 => Err(TaskError::fail(format!(
+        match self.inputs.as_deref() {
+            Some(one) if one.count == 1 => {
+                let [input]: [T; 1] = decode_input(self.id, &one.json)?;
+                Ok(input)
+            }
+            Some(many) if many.count > 1 => Err(TaskError::fail(format!(
                 "task {} has {} inputs (it is a chord's body): read them with ctx.inputs()",
-                self.id,
-                many.len()
+                self.id, many.count
             ))),
             _ => Err(TaskError::fail(format!(
                 "task {} has no input: it is not a workflow step after another",
@@ -260,7 +262,7 @@ impl Context {
                 self.id
             )));
         };
-        inputs.iter().map(|i| decode_input(self.id, i)).collect()
+        decode_input(self.id, &inputs.json)
     }
 
     /// The value of type `T` this task's worker was given with

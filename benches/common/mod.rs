@@ -224,3 +224,40 @@ pub fn alternate(
     report(name_b, median(ys), unit);
     report(&format!("{name_b}_ratio"), median(ratios), "x");
 }
+
+/// The value at quantile `p` of `sorted`.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `n` single 4 KiB overwrites + `fdatasync` in this directory, one at a time (the pace of
+/// one-at-a-time samples): each one's time in µs, sorted. The reference for targets stated
+/// in fsyncs.
+pub fn fsync_us(dir: &Path, n: u64) -> Vec<f64> {
+    use std::fs::OpenOptions;
+    use std::io::{Seek, SeekFrom, Write};
+    let path = dir.join("fsync.bin");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open fsync file");
+    let block = [0xA5u8; 4096];
+    for _ in 0..16 {
+        file.write_all(&block).unwrap();
+    }
+    file.sync_all().unwrap();
+    let mut us = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        file.seek(SeekFrom::Start((i % 16) * 4096)).unwrap();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = std::fs::remove_file(path);
+    us.sort_by(f64::total_cmp);
+    us
+}

@@ -74,6 +74,10 @@ pub(crate) struct Tx<'t> {
     /// (see `store::workflow`), and whether that loop is running.
     pub(crate) cascade: Vec<(u64, String)>,
     pub(crate) cascading: bool,
+    /// Waiting workflow steps counted down in this transaction (a chord's body, by each of
+    /// the members completed in it): written once, by `finish`, instead of once per member.
+    /// Each is also in the table, as it stood before this transaction.
+    counted: IdMap<TaskRecord>,
 }
 
 impl<'t> Tx<'t> {
@@ -105,6 +109,7 @@ impl<'t> Tx<'t> {
             pending_ready: BTreeMap::new(),
             cascade: Vec::new(),
             cascading: false,
+            counted: IdMap::default(),
         }
     }
 
@@ -128,6 +133,13 @@ impl<'t> Tx<'t> {
     /// writer's current ones): they go into the redo record, and come back as a [`Tally`]
     /// for the writer to keep once the transaction is durable. Call once, before commit.
     pub(crate) fn finish(&mut self, counts: &Counts) -> Result<Tally, Error> {
+        if !self.counted.is_empty() {
+            let counted = std::mem::take(&mut self.counted);
+            let mut tasks = self.tables.tasks()?;
+            for (id, rec) in counted {
+                tasks.insert(id, rec.encode()?.as_slice())?;
+            }
+        }
         if !self.pending_ready.is_empty() {
             let pending = std::mem::take(&mut self.pending_ready);
             let mut ready = self.tables.ready()?;
@@ -252,6 +264,9 @@ impl<'t> Tx<'t> {
         if let Some(rec) = self.running.get(id) {
             return Ok(Some(rec.clone()));
         }
+        if let Some(rec) = self.counted.get(&id) {
+            return Ok(Some(rec.clone()));
+        }
         match self.tables.tasks()?.get(id).db()? {
             Some(bytes) => Ok(Some(TaskRecord::decode(bytes.value())?)),
             None => Ok(None),
@@ -269,9 +284,29 @@ impl<'t> Tx<'t> {
             return Ok(());
         }
         self.running.remove(id);
+        self.counted.remove(&id);
         let bytes = rec.encode()?;
         self.tables.tasks()?.insert(id, bytes.as_slice())?;
         Ok(())
+    }
+
+    /// Counts down a waiting step already kept by [`Tx::put_counted`], if that leaves it
+    /// waiting; returns whether it did (else the caller reads the record and goes on).
+    pub(crate) fn count_down_counted(&mut self, id: u64) -> bool {
+        match self.counted.get_mut(&id) {
+            Some(rec) if rec.deps.parents_left > 1 => {
+                rec.deps.parents_left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps a waiting step's record whose count of parents went down but not to zero: it
+    /// is written by `finish` (see `counted`).
+    pub(crate) fn put_counted(&mut self, id: u64, rec: TaskRecord) {
+        debug_assert_eq!(rec.state, TaskState::Waiting);
+        self.counted.insert(id, rec);
     }
 
     /// The record of a running task, taken out of memory for its completion: `None` if the

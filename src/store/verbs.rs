@@ -101,8 +101,16 @@ pub(crate) struct Job {
     pub limits: Limits,
     /// Shared with the engine, which asks the attempt to stop through it (a revoke).
     pub signal: Arc<AttemptSignal>,
-    /// A workflow step's inputs: its parents' outputs (JSON), in order.
-    pub inputs: Option<Arc<Vec<Vec<u8>>>>,
+    /// A workflow step's inputs: its parents' outputs, in order.
+    pub inputs: Option<Arc<Inputs>>,
+}
+
+/// A workflow step's inputs: its parents' outputs, in order, as one JSON array (decoded in
+/// one pass however many there are), and how many.
+#[derive(Debug)]
+pub(crate) struct Inputs {
+    pub json: Vec<u8>,
+    pub count: usize,
 }
 
 /// A finished attempt, as its worker reports it.

@@ -5,12 +5,24 @@
 //! every member as a parent: its counter lives in its record and each member's success
 //! decrements it, so nothing polls and nothing expires.
 
+use redb::ReadableTable;
+
 use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
 use crate::store::catalog::Catalog;
+use crate::store::errors::Db;
 use crate::store::record::{Deps, TaskRecord};
 use crate::store::tx::Tx;
-use crate::store::verbs::{Enqueued, NewTask};
+use crate::store::verbs::{Enqueued, Inputs, NewTask};
+
+/// Appends one input to a JSON array being built.
+fn push_input(json: &mut Vec<u8>, count: &mut usize, output: Option<&[u8]>) {
+    if *count > 0 {
+        json.push(b',');
+    }
+    json.extend_from_slice(output.filter(|o| !o.is_empty()).unwrap_or(b"null"));
+    *count += 1;
+}
 
 /// `ids` as runs of consecutive ids (first, how many), in order.
 fn runs(ids: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
@@ -106,6 +118,10 @@ impl Tx<'_> {
     /// One parent of `child` succeeded: the last one makes it ready (or scheduled, if it has
     /// a countdown still to run).
     fn parent_succeeded(&mut self, child: u64) -> Result<(), Error> {
+        // A chord's body met again in this transaction: counted in place.
+        if self.count_down_counted(child) {
+            return Ok(());
+        }
         let Some(mut rec) = self.get(child)? else {
             return Ok(());
         };
@@ -114,31 +130,49 @@ impl Tx<'_> {
             return Ok(());
         }
         rec.deps.parents_left = rec.deps.parents_left.saturating_sub(1);
-        if rec.deps.parents_left == 0 {
-            if rec.due_at_ms > self.now() {
-                self.set_state(&mut rec, TaskState::Scheduled);
-                let due = rec.due_at_ms;
-                self.make_scheduled(child, &mut rec, due)?;
-            } else {
-                self.set_state(&mut rec, TaskState::Ready);
-                self.make_ready(child, &mut rec)?;
-            }
+        if rec.deps.parents_left > 0 {
+            // Written once at the end of the transaction, however many parents count down.
+            self.put_counted(child, rec);
+            return Ok(());
+        }
+        if rec.due_at_ms > self.now() {
+            self.set_state(&mut rec, TaskState::Scheduled);
+            let due = rec.due_at_ms;
+            self.make_scheduled(child, &mut rec, due)?;
+        } else {
+            self.set_state(&mut rec, TaskState::Ready);
+            self.make_ready(child, &mut rec)?;
         }
         self.put(child, &rec)
     }
 
-    /// The outputs a step receives, in order: its parents' (JSON; an empty one if a
-    /// parent's output is gone).
-    pub(crate) fn inputs_of(&mut self, rec: &TaskRecord) -> Result<Vec<Vec<u8>>, Error> {
-        let total: usize = rec.deps.inputs.iter().map(|&(_, n)| n as usize).sum();
-        let mut inputs = Vec::with_capacity(total);
+    /// The outputs a step receives, in order: its parents', as one JSON array (`null` for
+    /// a parent whose output is gone). Each run of parents is read in one sweep of the
+    /// table (their records are final: none is in memory).
+    pub(crate) fn inputs_of(&mut self, rec: &TaskRecord) -> Result<Inputs, Error> {
+        let mut json = Vec::from(&b"["[..]);
+        let mut count = 0;
         for &(first, n) in &rec.deps.inputs {
-            for parent in first..first + u64::from(n) {
-                let output = self.get(parent)?.and_then(|p| p.output).unwrap_or_default();
-                inputs.push(output);
+            let end = first + u64::from(n);
+            let mut next = first;
+            let tasks = self.tables().tasks()?;
+            for entry in tasks.range(first..end).db()? {
+                let (id, bytes) = entry.db()?;
+                // A parent gone from the table (it cannot be pruned while this step waits,
+                // but a file could lack it): its input is null.
+                for _ in next..id.value() {
+                    push_input(&mut json, &mut count, None);
+                }
+                let output = TaskRecord::decode(bytes.value())?.output;
+                push_input(&mut json, &mut count, output.as_deref());
+                next = id.value() + 1;
+            }
+            for _ in next..end {
+                push_input(&mut json, &mut count, None);
             }
         }
-        Ok(inputs)
+        json.push(b']');
+        Ok(Inputs { json, count })
     }
 
     /// Whether a finished task's output is still to be read by a step after it (pruning
