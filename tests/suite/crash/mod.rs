@@ -206,6 +206,7 @@ fn child_process() {
         "revoke" => revoke::child(&spool),
         "unique" => unique::child(&spool),
         "follow" => follow_ups::child(&spool),
+        "workflows" => workflows::child(&spool, Path::new(path)),
         "hold" => {
             let h = spool.enqueue(CrashWork::new(7)).unwrap();
             say(&format!("OPEN {}", h.id()));
@@ -284,3 +285,4 @@ mod log_damage;
 mod revoke;
 mod sigkill;
 mod unique;
+mod workflows;
