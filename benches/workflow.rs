@@ -85,6 +85,9 @@ fn main() {
     if selected("chain_step_latency_us_p50") || selected("chain_step_latency_us_p99") {
         chain_latency(dir.path());
     }
+    if selected("rss_mb_chord_1m") {
+        chord_rss(dir.path());
+    }
     note("workflow benches done");
 }
 
@@ -151,6 +154,45 @@ fn drain(dir: &Path, chord: bool) -> f64 {
     drop(spool);
     let _ = std::fs::remove_file(&path);
     n as f64 / secs
+}
+
+/// A chord of 1M no-op members and its counting body, drained by a 2-thread pool: the
+/// largest resident set sampled every 20 ms while it drains (after the enqueue, whose one
+/// batch of 1M tasks is built in memory by the caller), and the peak over the whole run.
+fn chord_rss(dir: &Path) {
+    let (spool, path) = fresh(dir, "chord_1m");
+    let n = scaled(10 * TASKS, 10_000);
+    let body = spool
+        .chord((0..n).map(|n| Noop { n }), Count)
+        .expect("chord")
+        .body;
+    let after_enqueue = rss_mib();
+    let worker = spool
+        .worker()
+        .concurrency(WORKERS)
+        .register::<Noop>()
+        .register::<Count>()
+        .start()
+        .expect("worker");
+    let mut most = 0.0f64;
+    let start = Instant::now();
+    while body.try_get().expect("body").is_none() {
+        most = most.max(rss_mib());
+        assert!(start.elapsed() < LONG, "the chord did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(body.wait(LONG).expect("body"), n);
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    note(format!(
+        "chord of {n}: drained in {secs:.1} s ({:.0} tasks/s); RSS {after_enqueue:.1} MiB after \
+         the enqueue, at most {most:.1} MiB while it drained; peak of the process {:.1} MiB",
+        n as f64 / secs,
+        peak_rss_mib()
+    ));
+    drop(spool);
+    let _ = std::fs::remove_file(&path);
+    report("rss_mb_chord_1m", most, "MiB");
 }
 
 /// 200 chains of two `Mark` steps, one at a time, on an idle 2-thread pool: the first

@@ -212,9 +212,28 @@ impl Spool {
         body: B,
     ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
         let now = self.shared.clock.now_ms();
+        // Every member shares one name and one set of resolved options (as `enqueue_many`).
+        let opts = Arc::new(Options::new().over(T::defaults()).resolve(now)?);
+        if opts.keys.unique.is_some() {
+            return Err(Error::InvalidOption(format!(
+                "a chord's members (`{}`) cannot have a unique key: a duplicate would leave \
+                 the chord without that member",
+                T::NAME
+            )));
+        }
+        let name: Arc<str> = Arc::from(T::NAME);
         let mut tasks = members
             .into_iter()
-            .map(|m| step(m, Options::new())(now))
+            .map(|m| {
+                Ok(NewTask {
+                    name: name.clone(),
+                    payload: encode_arguments(&m)?,
+                    opts: opts.clone(),
+                    enqueued_at_ms: now,
+                    origin: None,
+                    after: Vec::new(),
+                })
+            })
             .collect::<Result<Vec<_>, Error>>()?;
         if tasks.is_empty() {
             return Err(Error::InvalidOption(format!(
