@@ -181,4 +181,4 @@ pub use spool::{
 };
 pub use task::Task;
 pub use task_error::TaskError;
-pub use views::{PoolStats, QueueStats, Stats, TaskStatus};
+pub use views::{PoolStats, QueueStats, Stats, TaskStatus, WorkflowStatus};

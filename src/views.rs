@@ -61,6 +61,57 @@ pub struct TaskStatus {
     /// The latest progress its handler reported (`Context::set_progress`), kept with the
     /// task when the attempt ends.
     pub progress: Option<serde_json::Value>,
+    /// The workflow it belongs to (the id of the workflow's first task), if any.
+    #[serde(default)]
+    pub workflow: Option<TaskId>,
+    /// The workflow steps it waits for (whose outputs it receives), in order.
+    #[serde(default)]
+    pub parents: Vec<TaskId>,
+    /// The workflow steps that wait for it.
+    #[serde(default)]
+    pub children: Vec<TaskId>,
+}
+
+/// A workflow's tasks by state ([`Spool::workflow_status`](crate::Spool::workflow_status)).
+/// Serialized as its id and a map from each state's name to its count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkflowStatus {
+    /// The workflow's id: its first task's.
+    pub id: TaskId,
+    #[serde(with = "by_state")]
+    pub(crate) counts: [u64; TaskState::ALL.len()],
+}
+
+impl WorkflowStatus {
+    /// How many of its tasks are in `state`.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.counts[usize::from(state.code())]
+    }
+
+    /// How many tasks it has.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Whether every one of its tasks is final.
+    pub fn is_finished(&self) -> bool {
+        TaskState::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .all(|&s| self.count(s) == 0)
+    }
+
+    pub(crate) fn new(id: TaskId) -> WorkflowStatus {
+        WorkflowStatus {
+            id,
+            counts: [0; TaskState::ALL.len()],
+        }
+    }
+
+    pub(crate) fn add(&mut self, state: TaskState) {
+        self.counts[usize::from(state.code())] += 1;
+    }
 }
 
 /// Task counts of one queue, by state. Serialized as its name and a map from each state's

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::model::{Revoked, TaskId};
 use crate::options::Options;
 use crate::result::TaskHandle;
 use crate::shared::Spool;
 use crate::spool::encode_arguments;
 use crate::store::NewTask;
 use crate::task::Task;
+use crate::views::WorkflowStatus;
 
 /// A step, built (validated and encoded) when its workflow is enqueued, at that time.
 type Build = Box<dyn FnOnce(u64) -> Result<NewTask, Error> + Send>;
@@ -165,6 +167,27 @@ pub struct ChordHandle<M, B> {
 }
 
 impl Spool {
+    /// A workflow's tasks by state (its id is its first task's: a chain's first step, a
+    /// chord's first member; [`TaskStatus::workflow`](crate::TaskStatus::workflow) of any of
+    /// them).
+    ///
+    /// # Errors
+    /// `NotFound` if `id` is not a workflow's first task; `Storage` on a read failure.
+    pub fn workflow_status(&self, id: TaskId) -> Result<WorkflowStatus, Error> {
+        self.shared.engine.workflow_status(id)
+    }
+
+    /// Revokes every task of a workflow that has not finished, durably, each as
+    /// [`Spool::revoke`] does (waiting and ready steps end `Revoked` at once, running ones
+    /// are asked to stop and end `Revoked` with their attempt); says how many of each.
+    ///
+    /// # Errors
+    /// `NotFound` if `id` is not a workflow's first task (nothing is written);
+    /// `DiskFull`/`Storage` if the change could not be made durable.
+    pub fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error> {
+        self.shared.engine.revoke_workflow(id)
+    }
+
     /// Starts a [`Chain`] with `first`; add steps with [`Chain::then`] and store it with
     /// [`Chain::enqueue`].
     pub fn chain<T: Task>(&self, first: T) -> Chain<'_, T::Output> {

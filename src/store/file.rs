@@ -26,7 +26,7 @@ use crate::store::verbs::{
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
 use crate::sync::Waiters;
-use crate::views::{Stats, TaskStatus};
+use crate::views::{Stats, TaskStatus, WorkflowStatus};
 
 /// How to open a queue file.
 pub(crate) struct FileConfig {
@@ -182,6 +182,17 @@ impl Engine for FileEngine {
     fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error> {
         self.writer
             .request(|reply| Command::RevokeWhere { filter, reply })
+    }
+
+    fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error> {
+        self.writer
+            .request(|reply| Command::RevokeWorkflow { id, reply })
+    }
+
+    fn workflow_status(&self, id: TaskId) -> Result<WorkflowStatus, Error> {
+        self.read("reading a workflow", || {
+            read::workflow(self.published()?, id)
+        })
     }
 
     fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error> {

@@ -21,7 +21,7 @@ use crate::store::pools::LivePools;
 use crate::store::record::TaskRecord;
 use crate::store::schedules::ScheduleRecord;
 use crate::store::schema::{FLOW, READY, RUNNING, SCHEDULES, TASKS};
-use crate::views::{QueueStats, Stats, TaskStatus};
+use crate::views::{QueueStats, Stats, TaskStatus, WorkflowStatus};
 
 /// A task's record as it stands, with the `running` entry applied if it is running.
 fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
@@ -63,7 +63,16 @@ pub(crate) fn status(
     };
     let output = rec.output.as_deref().and_then(json);
     let progress = rec.control.progress.as_deref().and_then(json);
+    let parents = rec
+        .deps
+        .inputs
+        .iter()
+        .flat_map(|&(first, n)| (first..first + u64::from(n)).map(TaskId))
+        .collect();
     Ok(TaskStatus {
+        workflow: rec.deps.workflow.map(TaskId),
+        parents,
+        children: rec.deps.children.iter().map(|&c| TaskId(c)).collect(),
         progress,
         arguments,
         output,
@@ -101,6 +110,34 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
         out.push(rec.info(name.value()));
     }
     Ok(out)
+}
+
+/// A workflow's tasks by state: every task stored with it has the next ids, so one sweep
+/// from its first task finds them all.
+pub(crate) fn workflow(db: &Database, id: TaskId) -> Result<WorkflowStatus, Error> {
+    let read = db.begin_read().db()?;
+    let first = record(&read, id)?;
+    if first.deps.workflow != Some(id.0) {
+        return Err(Error::NotFound(id));
+    }
+    let mut status = WorkflowStatus::new(id);
+    let ids: Vec<u64> = {
+        let tasks = read.open_table(TASKS).db()?;
+        let mut ids = Vec::new();
+        for entry in tasks.range(id.0..).db()? {
+            let (key, bytes) = entry.db()?;
+            if TaskRecord::decode(bytes.value())?.deps.workflow != Some(id.0) {
+                break;
+            }
+            ids.push(key.value());
+        }
+        ids
+    };
+    // Each read again with its running overlay (a running member's state is in `running`).
+    for member in ids {
+        status.add(record(&read, TaskId(member))?.state);
+    }
+    Ok(status)
 }
 
 /// The declared limits (see `store::flow`).

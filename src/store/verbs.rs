@@ -63,7 +63,7 @@ use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskFilter, TaskId}
 use crate::options::{Limits, Resolved};
 use crate::schedule::{ScheduleDef, ScheduleInfo};
 use crate::signal::AttemptSignal;
-use crate::views::{Stats, TaskStatus};
+use crate::views::{Stats, TaskStatus, WorkflowStatus};
 
 /// A task as the caller built it, validated, waiting for the engine to give it an id.
 #[derive(Debug, Clone)]
@@ -270,6 +270,20 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// As [`Engine::insert`].
     fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error>;
+
+    /// Revokes every task of the workflow `id` that has not finished (its steps after a
+    /// revoked one too).
+    ///
+    /// # Errors
+    /// `NotFound` if `id` is not a workflow's first task (nothing is written); as
+    /// [`Engine::insert`].
+    fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error>;
+
+    /// A workflow's tasks by state.
+    ///
+    /// # Errors
+    /// `NotFound` if `id` is not a workflow's first task; `Storage` on a read failure.
+    fn workflow_status(&self, id: TaskId) -> Result<WorkflowStatus, Error>;
 
     /// Retries every failed, expired or revoked task `filter` matches, as [`Engine::retry`]
     /// does each; returns how many.

@@ -8,7 +8,7 @@
 use redb::ReadableTable;
 
 use crate::error::Error;
-use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
+use crate::model::{AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::record::{Deps, TaskRecord};
@@ -173,6 +173,54 @@ impl Tx<'_> {
         }
         json.push(b']');
         Ok(Inputs { json, count })
+    }
+
+    /// Revokes every task of the workflow `base` that is not final, as `revoke` does each,
+    /// last first (so the steps after a revoked one end `Revoked` too, not `Failed` by the
+    /// cascade); returns what it did and the running attempts to stop. The inner error is
+    /// the caller's: `NotFound` if `base` is not a workflow's first task.
+    pub(crate) fn revoke_workflow(
+        &mut self,
+        base: u64,
+    ) -> Result<Result<(Revoked, Vec<(u64, u32)>), Error>, Error> {
+        match self.get(base)? {
+            Some(rec) if rec.deps.workflow == Some(base) => {}
+            _ => return Ok(Err(Error::NotFound(TaskId(base)))),
+        }
+        // Its tasks have the next ids (one insert stored them); a finished one may be gone.
+        let ids: Vec<u64> = {
+            let tasks = self.tables().tasks()?;
+            let mut ids = Vec::new();
+            for entry in tasks.range(base..).db()? {
+                let (key, bytes) = entry.db()?;
+                if TaskRecord::decode(bytes.value())?.deps.workflow != Some(base) {
+                    break;
+                }
+                ids.push(key.value());
+            }
+            ids
+        };
+        let mut members = Vec::new();
+        for id in ids {
+            if self.get(id)?.is_some_and(|rec| !rec.state.is_final()) {
+                members.push(id);
+            }
+        }
+        let mut done = Revoked::default();
+        let mut running = Vec::new();
+        for id in members.into_iter().rev() {
+            if let Ok(revoking) = self.revoke(id)? {
+                match revoking.running {
+                    Some(attempt) => {
+                        done.cancelling += 1;
+                        running.push((id, attempt));
+                    }
+                    None if matches!(revoking.answer, Revoke::Revoked) => done.revoked += 1,
+                    None => {}
+                }
+            }
+        }
+        Ok(Ok((done, running)))
     }
 
     /// Whether a finished task's output is still to be read by a step after it (pruning

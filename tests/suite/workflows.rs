@@ -254,3 +254,86 @@ fn bad_workflows_are_refused_and_store_nothing() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A step's status names its workflow, parents and children; the workflow's status counts
+/// its tasks by state; revoking the workflow revokes every task not yet final.
+#[test]
+fn a_workflow_is_seen_and_revoked_as_a_whole() {
+    let spool = Spool::temporary().unwrap();
+    let chord = spool.chord((0..3).map(|i| add(i, 1)), XSum).unwrap();
+    let first = chord.members.members()[0].id();
+    let body = spool.status(chord.body.id()).unwrap();
+    assert_eq!(body.workflow, Some(first));
+    assert_eq!(
+        body.parents,
+        chord
+            .members
+            .members()
+            .iter()
+            .map(|m| m.id())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(spool.status(first).unwrap().children, vec![chord.body.id()]);
+    let wf = spool.workflow_status(first).unwrap();
+    assert_eq!(
+        (
+            wf.total(),
+            wf.count(TaskState::Ready),
+            wf.count(TaskState::Waiting)
+        ),
+        (4, 3, 1)
+    );
+    assert!(!wf.is_finished());
+    // Another workflow right after it is not counted with it.
+    let chain = spool
+        .chain(add(1, 1))
+        .then(AddTo { b: 1 })
+        .enqueue()
+        .unwrap();
+
+    // One member runs; revoking the workflow revokes the rest, the body included.
+    spool.worker().register::<Add>().drain().unwrap();
+    let revoked = spool.revoke_workflow(first).unwrap();
+    assert_eq!(
+        revoked.revoked, 1,
+        "the members had all run; the body was waiting"
+    );
+    let wf = spool.workflow_status(first).unwrap();
+    assert_eq!(
+        (wf.count(TaskState::Succeeded), wf.count(TaskState::Revoked)),
+        (3, 1)
+    );
+    assert!(wf.is_finished());
+    assert!(matches!(chord.body.wait(WAIT), Err(Error::TaskRevoked(_))));
+    // The chain next to it is untouched, and runs.
+    drain_all(&spool);
+    assert_eq!(chain.wait(WAIT).unwrap(), 3);
+
+    let last = spool
+        .chain(add(5, 5))
+        .then(AddTo { b: 1 })
+        .then(AddTo { b: 1 })
+        .enqueue()
+        .unwrap();
+    let start = spool.status(last.id()).unwrap().workflow.unwrap();
+    let revoked = spool.revoke_workflow(start).unwrap();
+    assert_eq!(
+        revoked.revoked, 3,
+        "every step ends revoked, none failed by the cascade"
+    );
+    assert_eq!(
+        spool
+            .workflow_status(start)
+            .unwrap()
+            .count(TaskState::Revoked),
+        3
+    );
+    assert!(matches!(
+        spool.revoke_workflow(last.id()),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        spool.workflow_status(last.id()),
+        Err(Error::NotFound(_))
+    ));
+}

@@ -57,6 +57,8 @@ pub(crate) enum Command {
         filter: TaskFilter,
         reply: Reply<Revoked>,
     },
+    /// Revoke every unfinished task of a workflow.
+    RevokeWorkflow { id: TaskId, reply: Reply<Revoked> },
     /// Run again every failed, expired or revoked task a filter matches.
     RetryWhere {
         filter: TaskFilter,
@@ -88,6 +90,7 @@ impl Command {
             Command::Enqueue { .. }
                 | Command::Revoke { .. }
                 | Command::RevokeWhere { .. }
+                | Command::RevokeWorkflow { .. }
                 | Command::Retry { .. }
                 | Command::RetryWhere { .. }
                 | Command::Forget { .. }

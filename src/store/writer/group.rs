@@ -306,6 +306,22 @@ impl Writer {
                 });
                 group.reply(reply, answer);
             }
+            Command::RevokeWorkflow { id, reply } => {
+                let done = step
+                    .run(|tx| tx.revoke_workflow(id.0))
+                    .and_then(|answer| answer);
+                let answer = done.map(|(revoked, running)| {
+                    for (id, attempt) in running {
+                        if let Some((a, signal)) = self.signals.get(&id)
+                            && *a == attempt
+                        {
+                            group.stops.push(signal.clone());
+                        }
+                    }
+                    revoked
+                });
+                group.reply(reply, answer);
+            }
             Command::RetryWhere { filter, reply } => {
                 let catalog = &self.catalog;
                 let done = step.run(|tx| tx.retry_where(&filter, catalog));
