@@ -15,6 +15,9 @@ use crate::store::record::{Deps, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::verbs::{Enqueued, Inputs, NewTask};
 
+/// What revoking a workflow did, and the running attempts (id, attempt) to ask to stop.
+pub(crate) type RevokedMembers = (Revoked, Vec<(u64, u32)>);
+
 /// Appends one input to a JSON array being built.
 fn push_input(json: &mut Vec<u8>, count: &mut usize, output: Option<&[u8]>) {
     if *count > 0 {
@@ -182,7 +185,7 @@ impl Tx<'_> {
     pub(crate) fn revoke_workflow(
         &mut self,
         base: u64,
-    ) -> Result<Result<(Revoked, Vec<(u64, u32)>), Error>, Error> {
+    ) -> Result<Result<RevokedMembers, Error>, Error> {
         match self.get(base)? {
             Some(rec) if rec.deps.workflow == Some(base) => {}
             _ => return Ok(Err(Error::NotFound(TaskId(base)))),
