@@ -3,7 +3,7 @@
 
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -137,7 +137,6 @@ pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
 /// worker.shutdown(Duration::from_secs(5))?;
 /// # Ok::<(), taskspool::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Context {
     pub(crate) id: TaskId,
     pub(crate) name: String,
@@ -152,11 +151,34 @@ pub struct Context {
     /// The hard time limit's deadline, on the spool's clock.
     pub(crate) deadline_ms: Option<u64>,
     /// What the handler enqueued through [`Context::enqueue`]: stored with the attempt's
-    /// success (see `spool::follow_ups`). Shared by the context's clones; `None` once the
-    /// attempt has ended.
-    pub(crate) follow_ups: Arc<Mutex<Option<Vec<NewTask>>>>,
+    /// success (see `spool::follow_ups`). Made on first use (an enqueue, or a clone, which
+    /// shares it), so an attempt that uses neither allocates nothing; `None` inside once
+    /// the attempt has ended.
+    pub(crate) follow_ups: OnceLock<FollowUps>,
     /// A workflow step's inputs: its parents' outputs, in order.
     pub(crate) inputs: Option<Arc<Inputs>>,
+}
+
+/// An attempt's follow-ups, shared by its context's clones.
+pub(crate) type FollowUps = Arc<Mutex<Option<Vec<NewTask>>>>;
+
+impl Clone for Context {
+    fn clone(&self) -> Self {
+        Context {
+            id: self.id,
+            name: self.name.clone(),
+            queue: self.queue.clone(),
+            attempt: self.attempt,
+            max_retries: self.max_retries,
+            enqueued_at_ms: self.enqueued_at_ms,
+            origin: self.origin.clone(),
+            env: self.env.clone(),
+            signal: self.signal.clone(),
+            deadline_ms: self.deadline_ms,
+            follow_ups: OnceLock::from(self.shared_follow_ups().clone()),
+            inputs: self.inputs.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -391,7 +413,7 @@ impl Context {
         tasks: impl IntoIterator<Item = NewTask>,
     ) -> Result<(), Error> {
         let mut buffer = self
-            .follow_ups
+            .shared_follow_ups()
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let open = buffer.as_mut().ok_or(Error::AttemptEnded(self.id))?;
@@ -402,10 +424,19 @@ impl Context {
     /// The follow-ups the handler enqueued, taken when the attempt ends (later ones are
     /// refused).
     pub(crate) fn take_follow_ups(&self) -> Vec<NewTask> {
+        match self.follow_ups.get() {
+            Some(shared) => shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The attempt's follow-ups, made on first use.
+    fn shared_follow_ups(&self) -> &FollowUps {
         self.follow_ups
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or_default()
+            .get_or_init(|| Arc::new(Mutex::new(Some(Vec::new()))))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
@@ -199,7 +199,7 @@ impl Runner {
             env: self.env.clone(),
             signal: job.signal.clone(),
             deadline_ms,
-            follow_ups: Arc::new(Mutex::new(Some(Vec::new()))),
+            follow_ups: OnceLock::new(),
             inputs: job.inputs.clone(),
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
