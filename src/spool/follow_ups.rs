@@ -76,6 +76,7 @@ impl Context {
             enqueued_at_ms: now,
             origin: None,
             after: Vec::new(),
+            links: Vec::new(),
         }])
     }
 }

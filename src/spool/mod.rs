@@ -23,7 +23,7 @@ mod workflow;
 use crate::sync::Waiters;
 use crate::task::Task;
 use crate::views::{Stats, TaskStatus};
-pub use workflow::{Chain, ChordHandle, GroupHandle};
+pub use workflow::{Chain, ChordHandle, GroupHandle, Link};
 
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's
 /// `result_expires` default).
@@ -349,6 +349,7 @@ impl Spool {
                     enqueued_at_ms: now,
                     origin: None,
                     after: Vec::new(),
+                    links: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;

@@ -18,7 +18,7 @@ use crate::options::Options;
 use crate::result::TaskHandle;
 use crate::shared::Spool;
 use crate::spool::encode_arguments;
-use crate::store::NewTask;
+use crate::store::{NewLink, NewTask};
 use crate::task::Task;
 use crate::views::WorkflowStatus;
 
@@ -42,6 +42,7 @@ fn step<T: Task>(task: T, options: Options) -> Build {
             enqueued_at_ms: now,
             origin: None,
             after: Vec::new(),
+            links: Vec::new(),
         })
     })
 }
@@ -130,6 +131,55 @@ impl<'s, O: DeserializeOwned> Chain<'s, O> {
     }
 }
 
+/// A callback of a task (Celery's `link` and `link_error`), given to
+/// [`Spool::enqueue_linked`]: enqueued in the same transaction that ends the task — on
+/// success, or on any other end (failed, revoked, expired) — and never otherwise. Its
+/// handler reads the task's output, or the [`Failure`](crate::Failure) that ended it, with
+/// [`Context::input`](crate::Context::input).
+#[must_use = "a link does nothing until it is given to `Spool::enqueue_linked`"]
+pub struct Link {
+    on_failure: bool,
+    build: Build,
+}
+
+impl Link {
+    /// `task` runs after the linked task succeeds, reading its output.
+    pub fn on_success<T: Task>(task: T) -> Link {
+        Link::on_success_with(task, Options::new())
+    }
+
+    /// As [`on_success`](Self::on_success), with options (not a unique key).
+    pub fn on_success_with<T: Task>(task: T, options: Options) -> Link {
+        Link {
+            on_failure: false,
+            build: step(task, options),
+        }
+    }
+
+    /// `task` runs after the linked task ends any way but success (failed for good,
+    /// revoked, expired), reading the [`Failure`](crate::Failure): its id, name, attempts,
+    /// message and every attempt's error.
+    pub fn on_failure<T: Task>(task: T) -> Link {
+        Link::on_failure_with(task, Options::new())
+    }
+
+    /// As [`on_failure`](Self::on_failure), with options (not a unique key).
+    pub fn on_failure_with<T: Task>(task: T, options: Options) -> Link {
+        Link {
+            on_failure: true,
+            build: step(task, options),
+        }
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("on_failure", &self.on_failure)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The tasks of a group (or a chord's members), in the order they were given.
 #[derive(Debug, Clone)]
 pub struct GroupHandle<O> {
@@ -186,6 +236,87 @@ impl Spool {
     /// `DiskFull`/`Storage` if the change could not be made durable.
     pub fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error> {
         self.shared.engine.revoke_workflow(id)
+    }
+
+    /// Enqueues `task` with callbacks ([`Link`]), stored with it in one transaction: each
+    /// is enqueued in the transaction that ends the task, if its condition holds, so a
+    /// callback runs at most once per end of the task and never for a retry.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use serde::{Deserialize, Serialize};
+    /// # use taskspool::{Context, Failure, Link, Options, Spool, Task, TaskError};
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Charge { cents: u64 }
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Receipt;
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Alert;
+    ///
+    /// impl Task for Charge {
+    ///     const NAME: &'static str = "charge";
+    ///     type Output = u64;
+    ///     fn run(self, _: &Context) -> Result<u64, TaskError> { Ok(self.cents) }
+    /// }
+    /// impl Task for Receipt {
+    ///     const NAME: &'static str = "receipt";
+    ///     type Output = String;
+    ///     fn run(self, ctx: &Context) -> Result<String, TaskError> {
+    ///         Ok(format!("charged {} cents", ctx.input::<u64>()?))
+    ///     }
+    /// }
+    /// impl Task for Alert {
+    ///     const NAME: &'static str = "alert";
+    ///     type Output = String;
+    ///     fn run(self, ctx: &Context) -> Result<String, TaskError> {
+    ///         Ok(ctx.input::<Failure>()?.message)
+    ///     }
+    /// }
+    ///
+    /// let spool = Spool::temporary()?;
+    /// let links = [Link::on_success(Receipt), Link::on_failure(Alert)];
+    /// spool.enqueue_linked(Charge { cents: 250 }, Options::new(), links)?;
+    /// let ran = spool.worker().register::<Charge>().register::<Receipt>().register::<Alert>().drain()?;
+    /// assert_eq!(ran.succeeded, 2); // the charge and its receipt; no alert
+    /// # Ok::<(), taskspool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Spool::enqueue_with`], for the task and for each callback (nothing is stored).
+    pub fn enqueue_linked<T: Task>(
+        &self,
+        task: T,
+        options: Options,
+        links: impl IntoIterator<Item = Link>,
+    ) -> Result<TaskHandle<T::Output>, Error> {
+        let now = self.shared.clock.now_ms();
+        let opts = options.over(T::defaults()).resolve(now)?;
+        let links = links
+            .into_iter()
+            .map(|l| {
+                Ok(NewLink {
+                    on_failure: l.on_failure,
+                    task: (l.build)(now)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let new = NewTask {
+            name: Arc::from(T::NAME),
+            payload: encode_arguments(&task)?,
+            opts: Arc::new(opts),
+            enqueued_at_ms: now,
+            origin: None,
+            after: Vec::new(),
+            links,
+        };
+        let stored = self.shared.engine.insert(vec![new])?;
+        let e = stored.first().ok_or(Error::Closed)?;
+        Ok(TaskHandle::enqueued(
+            e.id,
+            e.duplicate,
+            T::NAME,
+            &self.shared,
+        ))
     }
 
     /// Starts a [`Chain`] with `first`; add steps with [`Chain::then`] and store it with
@@ -255,6 +386,7 @@ impl Spool {
                     enqueued_at_ms: now,
                     origin: None,
                     after: Vec::new(),
+                    links: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;

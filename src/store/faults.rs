@@ -73,6 +73,7 @@ pub(crate) fn task(n: u32) -> NewTask {
         enqueued_at_ms: 1_000,
         origin: None,
         after: Vec::new(),
+        links: Vec::new(),
     }
 }
 

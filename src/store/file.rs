@@ -339,6 +339,7 @@ mod tests {
             enqueued_at_ms: 0,
             origin: None,
             after: Vec::new(),
+            links: Vec::new(),
         };
         let id = engine.insert(vec![task]).unwrap()[0].id;
         let busy = lock(engine.writer.core());
@@ -376,6 +377,7 @@ mod tests {
             enqueued_at_ms: 0,
             origin: None,
             after: Vec::new(),
+            links: Vec::new(),
         }
     }
 

@@ -56,8 +56,8 @@ mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};
 pub(crate) use verbs::{
-    Completion, Engine, FlowOp, Inputs, Job, NewTask, PoolGauges, PoolSpec, Reporter, ScheduleOp,
-    Serves, ThreadSlot,
+    Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PoolGauges, PoolSpec, Reporter,
+    ScheduleOp, Serves, ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
 #[cfg(test)]

@@ -90,6 +90,25 @@ pub(crate) struct Deps {
     /// its record stays small however many there are (it is rewritten at each member's
     /// success).
     pub inputs: Vec<(u64, u32)>,
+    /// Callbacks enqueued when it ends (`Spool::enqueue_linked`).
+    pub links: Vec<StoredLink>,
+}
+
+/// A callback as stored with its task: the task to enqueue, already validated, with its
+/// interned queue and name and its options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredLink {
+    /// Enqueued if the task ends other than succeeded (else if it succeeds).
+    pub on_failure: bool,
+    pub name: String,
+    pub name_id: u32,
+    pub queue: String,
+    pub queue_id: u32,
+    pub payload: Vec<u8>,
+    pub priority: u8,
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    pub limits: crate::options::Limits,
 }
 
 /// The record's third part: flow control (format 5). Like [`Control`], written only when it
@@ -362,6 +381,7 @@ mod tests {
             parents_left: 2,
             children: vec![9],
             inputs: vec![(5, 2)],
+            links: Vec::new(),
         };
         let bytes = waiting.encode().unwrap();
         #[rustfmt::skip]
@@ -372,6 +392,7 @@ mod tests {
             2,                  // parents left
             1, 9,               // children [9]
             1, 5, 2,            // inputs [5..5+2]
+            0,                  // links: none
         ];
         assert_eq!(&bytes[..expected.len()], expected);
         assert_eq!(&bytes[expected.len()..], parts);

@@ -213,6 +213,7 @@ impl Tx<'_> {
                             fire_at_ms,
                         }),
                         after: Vec::new(),
+                        links: Vec::new(),
                     },
                     ids,
                 )?;

@@ -48,9 +48,17 @@ impl Tx<'_> {
             return self.insert_workflow(tasks, catalog);
         }
         let mut ids = Vec::with_capacity(tasks.len());
-        for task in tasks {
+        for mut task in tasks {
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
-            ids.push(self.insert(task, interned)?);
+            if task.links.is_empty() {
+                ids.push(self.insert(task, interned)?);
+            } else {
+                let deps = Deps {
+                    links: self.store_links(&mut task, catalog)?,
+                    ..Deps::default()
+                };
+                ids.push(self.insert_with(task, interned, deps)?);
+            }
         }
         Ok(ids)
     }
@@ -181,7 +189,7 @@ impl Tx<'_> {
         }
         self.put(id, rec)?;
         self.mark_final(id);
-        if !rec.deps.children.is_empty() {
+        if !rec.deps.children.is_empty() || !rec.deps.links.is_empty() {
             self.after_final(id, rec)?;
         }
         Ok(())

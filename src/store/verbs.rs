@@ -76,6 +76,16 @@ pub(crate) struct NewTask {
     /// Workflow steps: the earlier tasks of the same insert it waits for (their indexes),
     /// whose outputs it receives in this order. Empty: an ordinary task.
     pub after: Vec<usize>,
+    /// Callbacks stored with it, enqueued when it ends (see `store::workflow`).
+    pub links: Vec<NewLink>,
+}
+
+/// A callback of a task: enqueued in the transaction that ends it, if it succeeded
+/// (`on_failure: false`) or if it ended any other way (`on_failure: true`).
+#[derive(Debug, Clone)]
+pub(crate) struct NewLink {
+    pub on_failure: bool,
+    pub task: NewTask,
 }
 
 /// What an insert did with one new task: stored it under a new id, or found a task that holds

@@ -11,12 +11,32 @@ use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
-use crate::store::record::{Deps, TaskRecord};
+use std::sync::Arc;
+
+use crate::error::Failure;
+use crate::options::{FlowKeys, Resolved};
+use crate::store::record::{Deps, StoredLink, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::verbs::{Enqueued, Inputs, NewTask};
 
 /// What revoking a workflow did, and the running attempts (id, attempt) to ask to stop.
 pub(crate) type RevokedMembers = (Revoked, Vec<(u64, u32)>);
+
+/// What ended task `id` (not succeeded), as `wait` reports it.
+fn failure_of(id: u64, rec: TaskRecord) -> Failure {
+    let message = rec
+        .errors
+        .last()
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| format!("it ended {}", rec.state));
+    Failure {
+        id: TaskId(id),
+        name: rec.name,
+        attempts: rec.attempts,
+        message,
+        errors: rec.errors,
+    }
+}
 
 /// Appends one input to a JSON array being built.
 fn push_input(json: &mut Vec<u8>, count: &mut usize, output: Option<&[u8]>) {
@@ -60,12 +80,14 @@ impl Tx<'_> {
             }
         }
         let mut out = Vec::with_capacity(tasks.len());
-        for (j, task) in tasks.into_iter().enumerate() {
+        for (j, mut task) in tasks.into_iter().enumerate() {
+            let links = self.store_links(&mut task, catalog)?;
             let deps = Deps {
                 workflow: Some(base),
                 parents_left: u32::try_from(task.after.len()).unwrap_or(u32::MAX),
                 children: std::mem::take(&mut children[j]),
                 inputs: runs(task.after.iter().map(|&i| base + i as u64)),
+                links,
             };
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
             let stored = self.insert_with(task, interned, deps)?;
@@ -80,7 +102,19 @@ impl Tx<'_> {
     /// after it, as `Failed` with the reason, and theirs in turn (iteratively: a long chain
     /// does not deepen the stack).
     pub(crate) fn after_final(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
-        if rec.state == TaskState::Succeeded {
+        let succeeded = rec.state == TaskState::Succeeded;
+        let mut fired = Vec::new();
+        for link in rec.deps.links.iter().filter(|l| l.on_failure != succeeded) {
+            fired.push(self.fire_link(id, link)?);
+        }
+        if !fired.is_empty() {
+            // Its callbacks are its children now: its status shows them, and its output is
+            // kept until they have read it.
+            let mut stored = rec.clone();
+            stored.deps.children.extend(&fired);
+            self.put(id, &stored)?;
+        }
+        if succeeded {
             for &child in &rec.deps.children {
                 self.parent_succeeded(child)?;
             }
@@ -116,6 +150,70 @@ impl Tx<'_> {
         }
         self.cascading = false;
         Ok(())
+    }
+
+    /// The callbacks of `task`, interned and ready to store with it.
+    pub(crate) fn store_links(
+        &mut self,
+        task: &mut NewTask,
+        catalog: &mut Catalog,
+    ) -> Result<Vec<StoredLink>, Error> {
+        let mut stored = Vec::with_capacity(task.links.len());
+        for link in std::mem::take(&mut task.links) {
+            let t = link.task;
+            let (queue_id, name_id) = self.intern(&t.opts.queue, &t.name, catalog)?;
+            stored.push(StoredLink {
+                on_failure: link.on_failure,
+                name: t.name.to_string(),
+                name_id,
+                queue: t.opts.queue.clone(),
+                queue_id,
+                payload: t.payload,
+                priority: t.opts.priority,
+                max_retries: t.opts.max_retries,
+                retry: t.opts.retry,
+                limits: t.opts.limits,
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Enqueues a callback of task `id`, which just ended: ready at once, its input the
+    /// task's output (or its failure).
+    fn fire_link(&mut self, id: u64, link: &StoredLink) -> Result<u64, Error> {
+        let now = self.now();
+        let opts = Resolved {
+            queue: link.queue.clone(),
+            priority: link.priority,
+            max_retries: link.max_retries,
+            retry: link.retry,
+            due_ms: now,
+            expires_ms: None,
+            limits: link.limits,
+            keys: FlowKeys::default(),
+        };
+        let task = NewTask {
+            name: Arc::from(link.name.as_str()),
+            payload: link.payload.clone(),
+            opts: Arc::new(opts),
+            enqueued_at_ms: now,
+            origin: None,
+            after: Vec::new(),
+            links: Vec::new(),
+        };
+        let deps = Deps {
+            inputs: vec![(id, 1)],
+            ..Deps::default()
+        };
+        let fired = self.insert_with(task, (link.queue_id, link.name_id), deps)?;
+        tracing::info!(
+            task.id = id,
+            callback = fired.id.as_u64(),
+            callback.name = %link.name,
+            "task ended: its {} callback enqueued",
+            if link.on_failure { "failure" } else { "success" }
+        );
+        Ok(fired.id.as_u64())
     }
 
     /// One parent of `child` succeeded: the last one makes it ready (or scheduled, if it has
@@ -166,8 +264,16 @@ impl Tx<'_> {
                 for _ in next..id.value() {
                     push_input(&mut json, &mut count, None);
                 }
-                let output = TaskRecord::decode(bytes.value())?.output;
-                push_input(&mut json, &mut count, output.as_deref());
+                let parent = TaskRecord::decode(bytes.value())?;
+                if parent.state == TaskState::Succeeded {
+                    push_input(&mut json, &mut count, parent.output.as_deref());
+                } else {
+                    // A failure callback's input: what ended the task.
+                    let failure = failure_of(id.value(), parent);
+                    let bytes = serde_json::to_vec(&failure)
+                        .map_err(|e| Error::storage(format!("encoding a failure: {e}")))?;
+                    push_input(&mut json, &mut count, Some(&bytes));
+                }
                 next = id.value() + 1;
             }
             for _ in next..end {
