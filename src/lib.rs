@@ -77,9 +77,11 @@
 //!   [`Context::input`]), [`Spool::group`] ([`GroupHandle::wait`] returns every output in
 //!   order) and [`Spool::chord`] (a body that runs once after every member succeeded,
 //!   reading their outputs with [`Context::inputs`]), each stored in one transaction and
-//!   advanced in the transactions of the completions that trigger it.
+//!   advanced in the transactions of the completions that trigger it; callbacks on success
+//!   or failure ([`Spool::enqueue_linked`], [`Link`]); [`Spool::workflow_status`] and
+//!   [`Spool::revoke_workflow`].
 //!
-//! Not here yet (planned): links and nested workflows, a command-line tool, a dashboard,
+//! Not here yet (planned): nested workflows, a command-line tool, a dashboard,
 //! async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
