@@ -179,7 +179,7 @@ pub use retry::RetryPolicy;
 pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
 pub use spool::{
     Chain, ChordHandle, DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL,
-    Durability, GroupHandle, Link, Spool, SpoolBuilder,
+    Durability, GroupHandle, Link, Spool, SpoolBuilder, Step, StepId, StoredWorkflow, Workflow,
 };
 pub use task::Task;
 pub use task_error::TaskError;

@@ -18,11 +18,13 @@ use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp
 
 mod flow;
 mod follow_ups;
+mod graph;
 mod workflow;
 
 use crate::sync::Waiters;
 use crate::task::Task;
 use crate::views::{Stats, TaskStatus};
+pub use graph::{Step, StepId, StoredWorkflow, Workflow};
 pub use workflow::{Chain, ChordHandle, GroupHandle, Link};
 
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's

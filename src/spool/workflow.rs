@@ -23,9 +23,9 @@ use crate::task::Task;
 use crate::views::WorkflowStatus;
 
 /// A step, built (validated and encoded) when its workflow is enqueued, at that time.
-type Build = Box<dyn FnOnce(u64) -> Result<NewTask, Error> + Send>;
+pub(crate) type Build = Box<dyn FnOnce(u64) -> Result<NewTask, Error> + Send>;
 
-fn step<T: Task>(task: T, options: Options) -> Build {
+pub(crate) fn step<T: Task>(task: T, options: Options) -> Build {
     Box::new(move |now| {
         let opts = options.over(T::defaults()).resolve(now)?;
         if opts.keys.unique.is_some() {

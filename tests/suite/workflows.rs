@@ -468,3 +468,62 @@ fn bad_links_are_refused_and_store_nothing() {
     );
     assert_eq!(spool.stats().unwrap().total(), 0);
 }
+
+/// Nesting, with the graph builder: a chain of groups, a group of chains, a chord inside a
+/// chain — each one transaction, each ending with the result the shape gives.
+#[test]
+fn nested_workflows_run_in_the_order_their_shape_gives() {
+    let spool = Spool::temporary().unwrap();
+
+    // A chain of groups: group(add(1,1), add(2,2)) → xsum (6) → group(add_to(1), add_to(2))
+    // → xsum (7 + 8).
+    let mut wf = spool.workflow();
+    let g1: Vec<_> = [(1, 1), (2, 2)]
+        .map(|(a, b)| wf.add(add(a, b)).id())
+        .to_vec();
+    let s1 = wf.after(&g1, XSum);
+    let g2: Vec<_> = [1, 2]
+        .map(|b| wf.after(&[s1.id()], AddTo { b }).id())
+        .to_vec();
+    let s2 = wf.after(&g2, XSum);
+    let chain_of_groups = wf.enqueue().unwrap();
+
+    // A group of chains: three chains add(i, 0) → add_to(10), and their results in order.
+    let mut wf = spool.workflow();
+    let ends: Vec<_> = (0..3)
+        .map(|i| {
+            let first = wf.add(add(i, 0));
+            wf.after(&[first.id()], AddTo { b: 10 })
+        })
+        .collect();
+    let group_of_chains = wf.enqueue().unwrap();
+
+    // A chord inside a chain: add(1, 1) → chord(add_to(i) for i in 1..=3) → xsum → add_to(100).
+    let mut wf = spool.workflow();
+    let head = wf.add(add(1, 1));
+    let members: Vec<_> = (1..=3)
+        .map(|i| wf.after(&[head.id()], AddTo { b: i }).id())
+        .collect();
+    let body = wf.after(&members, XSum);
+    let tail = wf.after(&[body.id()], AddTo { b: 100 });
+    let chord_in_chain = wf.enqueue().unwrap();
+
+    drain_all(&spool);
+    assert_eq!(chain_of_groups.handle(s1).wait(WAIT).unwrap(), 6);
+    assert_eq!(chain_of_groups.handle(s2).wait(WAIT).unwrap(), 15);
+    let outs: Vec<i64> = ends
+        .iter()
+        .map(|e| group_of_chains.handle(*e).wait(WAIT).unwrap())
+        .collect();
+    assert_eq!(outs, vec![10, 11, 12]);
+    assert_eq!(
+        chord_in_chain.handle(tail).wait(WAIT).unwrap(),
+        3 + 4 + 5 + 100
+    );
+    let wf = spool.workflow_status(chord_in_chain.id()).unwrap();
+    assert_eq!((wf.total(), wf.count(TaskState::Succeeded)), (6, 6));
+    assert!(matches!(
+        spool.workflow().enqueue(),
+        Err(Error::InvalidOption(_))
+    ));
+}
