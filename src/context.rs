@@ -287,6 +287,46 @@ impl Context {
         decode_input(self.id, &inputs.json)
     }
 
+    /// The result of every task this step waits for, in order, for a step that runs however
+    /// they ended ([`Workflow::after_settled`](crate::Workflow::after_settled),
+    /// [`Spool::chord_settled`](crate::Spool::chord_settled)): each one's output, or the
+    /// [`Failure`](crate::Failure) that ended it.
+    ///
+    /// # Errors
+    /// A permanent [`TaskError`] if the task is not such a step, or if an output does not
+    /// decode as `T`.
+    pub fn results<T: DeserializeOwned>(
+        &self,
+    ) -> Result<Vec<Result<T, crate::Failure>>, TaskError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Settled<T> {
+            Ok(T),
+            Err(crate::Failure),
+        }
+        let Some(inputs) = self.inputs.as_deref() else {
+            return Err(TaskError::fail(format!(
+                "task {} has no results to read: it is not a step that waits for others",
+                self.id
+            )));
+        };
+        let settled: Vec<Settled<T>> = decode_input(self.id, &inputs.json).map_err(|_| {
+            TaskError::fail(format!(
+                "task {} reads results, but it does not run whatever its parents did (declare \
+                 it with after_settled or chord_settled), or an output is not a {}",
+                self.id,
+                type_name::<T>()
+            ))
+        })?;
+        Ok(settled
+            .into_iter()
+            .map(|s| match s {
+                Settled::Ok(v) => Ok(v),
+                Settled::Err(f) => Err(f),
+            })
+            .collect())
+    }
+
     /// The value of type `T` this task's worker was given with
     /// [`WorkerBuilder::data`](crate::WorkerBuilder::data): a database pool, an HTTP client,
     /// configuration. Shared by every attempt of the pool, so it is read-only (use interior

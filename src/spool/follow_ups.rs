@@ -77,6 +77,7 @@ impl Context {
             origin: None,
             after: Vec::new(),
             links: Vec::new(),
+            settled: false,
         }])
     }
 }

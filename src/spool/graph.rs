@@ -82,6 +82,8 @@ pub struct StepId(usize);
 pub struct Workflow<'s> {
     spool: &'s Spool,
     steps: Vec<(Build, Vec<usize>)>,
+    /// Whether each step runs however its parents ended.
+    settled: Vec<bool>,
 }
 
 impl<'s> Workflow<'s> {
@@ -96,6 +98,17 @@ impl<'s> Workflow<'s> {
         self.after_with(parents, task, Options::new())
     }
 
+    /// Adds a step that runs once every one of `parents` has ended, however it ended (the
+    /// opt-in "run anyway"), reading each one's output or failure with
+    /// [`Context::results`](crate::Context::results).
+    pub fn after_settled<T: Task>(&mut self, parents: &[StepId], task: T) -> Step<T::Output> {
+        let step = self.after_with(parents, task, Options::new());
+        if let Some(last) = self.settled.last_mut() {
+            *last = true;
+        }
+        step
+    }
+
     /// As [`after`](Self::after), with options (queue, priority, retries, time limits; not a
     /// unique key).
     pub fn after_with<T: Task>(
@@ -107,6 +120,7 @@ impl<'s> Workflow<'s> {
         let index = self.steps.len();
         self.steps
             .push((step(task, options), parents.iter().map(|p| p.0).collect()));
+        self.settled.push(false);
         Step {
             index,
             name: T::NAME,
@@ -130,9 +144,10 @@ impl<'s> Workflow<'s> {
         let spool = self.spool;
         let now = spool.shared.clock.now_ms();
         let mut tasks = Vec::with_capacity(self.steps.len());
-        for (build, after) in self.steps {
+        for ((build, after), settled) in self.steps.into_iter().zip(self.settled) {
             let mut task = build(now)?;
             task.after = after;
+            task.settled = settled;
             tasks.push(task);
         }
         let stored = spool.shared.engine.insert(tasks)?;
@@ -170,6 +185,7 @@ impl Spool {
         Workflow {
             spool: self,
             steps: Vec::new(),
+            settled: Vec::new(),
         }
     }
 }

@@ -352,6 +352,7 @@ impl Spool {
                     origin: None,
                     after: Vec::new(),
                     links: Vec::new(),
+                    settled: false,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;

@@ -43,6 +43,7 @@ pub(crate) fn step<T: Task>(task: T, options: Options) -> Build {
             origin: None,
             after: Vec::new(),
             links: Vec::new(),
+            settled: false,
         })
     })
 }
@@ -308,6 +309,7 @@ impl Spool {
             origin: None,
             after: Vec::new(),
             links,
+            settled: false,
         };
         let stored = self.shared.engine.insert(vec![new])?;
         let e = stored.first().ok_or(Error::Closed)?;
@@ -365,6 +367,29 @@ impl Spool {
         members: impl IntoIterator<Item = T>,
         body: B,
     ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
+        self.chord_of(members, body, false)
+    }
+
+    /// A chord whose body runs once every member has ended, however it ended (the opt-in
+    /// "run anyway"), reading each member's output or failure in member order with
+    /// [`Context::results`](crate::Context::results).
+    ///
+    /// # Errors
+    /// As [`chord`](Self::chord).
+    pub fn chord_settled<T: Task, B: Task>(
+        &self,
+        members: impl IntoIterator<Item = T>,
+        body: B,
+    ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
+        self.chord_of(members, body, true)
+    }
+
+    fn chord_of<T: Task, B: Task>(
+        &self,
+        members: impl IntoIterator<Item = T>,
+        body: B,
+        settled: bool,
+    ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
         let now = self.shared.clock.now_ms();
         // Every member shares one name and one set of resolved options (as `enqueue_many`).
         let opts = Arc::new(Options::new().over(T::defaults()).resolve(now)?);
@@ -387,6 +412,7 @@ impl Spool {
                     origin: None,
                     after: Vec::new(),
                     links: Vec::new(),
+                    settled: false,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -399,6 +425,7 @@ impl Spool {
         let n = tasks.len();
         let mut body = step(body, Options::new())(now)?;
         body.after = (0..n).collect();
+        body.settled = settled;
         tasks.push(body);
         let mut stored = self.shared.engine.insert(tasks)?;
         let body = stored.pop().ok_or(Error::Closed)?;

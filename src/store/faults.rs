@@ -74,6 +74,7 @@ pub(crate) fn task(n: u32) -> NewTask {
         origin: None,
         after: Vec::new(),
         links: Vec::new(),
+        settled: false,
     }
 }
 

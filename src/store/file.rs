@@ -340,6 +340,7 @@ mod tests {
             origin: None,
             after: Vec::new(),
             links: Vec::new(),
+            settled: false,
         };
         let id = engine.insert(vec![task]).unwrap()[0].id;
         let busy = lock(engine.writer.core());
@@ -378,6 +379,7 @@ mod tests {
             origin: None,
             after: Vec::new(),
             links: Vec::new(),
+            settled: false,
         }
     }
 

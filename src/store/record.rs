@@ -92,6 +92,8 @@ pub(crate) struct Deps {
     pub inputs: Vec<(u64, u32)>,
     /// Callbacks enqueued when it ends (`Spool::enqueue_linked`).
     pub links: Vec<StoredLink>,
+    /// It runs once its parents have ended, however they ended (`Context::results`).
+    pub settled: bool,
 }
 
 /// A callback as stored with its task: the task to enqueue, already validated, with its
@@ -382,6 +384,7 @@ mod tests {
             children: vec![9],
             inputs: vec![(5, 2)],
             links: Vec::new(),
+            settled: false,
         };
         let bytes = waiting.encode().unwrap();
         #[rustfmt::skip]
@@ -393,6 +396,7 @@ mod tests {
             1, 9,               // children [9]
             1, 5, 2,            // inputs [5..5+2]
             0,                  // links: none
+            0,                  // settled: false
         ];
         assert_eq!(&bytes[..expected.len()], expected);
         assert_eq!(&bytes[expected.len()..], parts);

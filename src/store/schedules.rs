@@ -214,6 +214,7 @@ impl Tx<'_> {
                         }),
                         after: Vec::new(),
                         links: Vec::new(),
+                        settled: false,
                     },
                     ids,
                 )?;

@@ -78,6 +78,9 @@ pub(crate) struct NewTask {
     pub after: Vec<usize>,
     /// Callbacks stored with it, enqueued when it ends (see `store::workflow`).
     pub links: Vec<NewLink>,
+    /// A step that runs once every task it waits for has ended, however they ended,
+    /// reading each one's result (see `Context::results`).
+    pub settled: bool,
 }
 
 /// A callback of a task: enqueued in the transaction that ends it, if it succeeded

@@ -88,6 +88,7 @@ impl Tx<'_> {
                 children: std::mem::take(&mut children[j]),
                 inputs: runs(task.after.iter().map(|&i| base + i as u64)),
                 links,
+                settled: task.settled,
             };
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
             let stored = self.insert_with(task, interned, deps)?;
@@ -136,6 +137,11 @@ impl Tx<'_> {
                 continue;
             };
             if crec.state != TaskState::Waiting {
+                continue;
+            }
+            if crec.deps.settled {
+                // It runs whatever its parents did: this one has ended.
+                self.parent_succeeded(child)?;
                 continue;
             }
             crec.errors.push(AttemptError {
@@ -200,6 +206,7 @@ impl Tx<'_> {
             origin: None,
             after: Vec::new(),
             links: Vec::new(),
+            settled: false,
         };
         let deps = Deps {
             inputs: vec![(id, 1)],
@@ -265,7 +272,22 @@ impl Tx<'_> {
                     push_input(&mut json, &mut count, None);
                 }
                 let parent = TaskRecord::decode(bytes.value())?;
-                if parent.state == TaskState::Succeeded {
+                if rec.deps.settled {
+                    // Each parent's result: `{"ok": output}` or `{"err": failure}`.
+                    let mut result = Vec::new();
+                    if parent.state == TaskState::Succeeded {
+                        result.extend_from_slice(br#"{"ok":"#);
+                        let output = parent.output.as_deref().filter(|o| !o.is_empty());
+                        result.extend_from_slice(output.unwrap_or(b"null"));
+                    } else {
+                        result.extend_from_slice(br#"{"err":"#);
+                        let failure = serde_json::to_vec(&failure_of(id.value(), parent))
+                            .map_err(|e| Error::storage(format!("encoding a failure: {e}")))?;
+                        result.extend_from_slice(&failure);
+                    }
+                    result.push(b'}');
+                    push_input(&mut json, &mut count, Some(&result));
+                } else if parent.state == TaskState::Succeeded {
                     push_input(&mut json, &mut count, parent.output.as_deref());
                 } else {
                     // A failure callback's input: what ended the task.

@@ -527,3 +527,64 @@ fn nested_workflows_run_in_the_order_their_shape_gives() {
         Err(Error::InvalidOption(_))
     ));
 }
+
+/// Counts its parents' results: the successes' sum and how many failed.
+#[derive(Serialize, Deserialize)]
+struct Tally;
+
+impl Task for Tally {
+    const NAME: &'static str = "wf.tally";
+    type Output = (i64, Vec<String>);
+    fn run(self, ctx: &Context) -> Result<(i64, Vec<String>), TaskError> {
+        let mut sum = 0;
+        let mut failed = Vec::new();
+        for r in ctx.results::<i64>()? {
+            match r {
+                Ok(n) => sum += n,
+                Err(f) => failed.push(f.message),
+            }
+        }
+        Ok((sum, failed))
+    }
+}
+
+/// The opt-in body that runs anyway: it gets every member's result, failures included.
+#[test]
+fn a_settled_chord_body_runs_with_every_members_result() {
+    let spool = Spool::temporary().unwrap();
+    let chord = spool
+        .chord_settled((0..5).map(|n| Maybe { n, fail: 2 }), Tally)
+        .unwrap();
+    spool
+        .worker()
+        .register::<Maybe>()
+        .register::<Tally>()
+        .drain()
+        .unwrap();
+    let (sum, failed) = chord.body.wait(WAIT).unwrap();
+    assert_eq!(sum, 8, "0 + 1 + 3 + 4");
+    assert_eq!(failed, vec!["member 2 failed".to_string()]);
+
+    // In a graph: after_settled; and a plain step's results() says what to do instead.
+    let mut wf = spool.workflow();
+    let bad = wf.add(Maybe { n: 1, fail: 1 });
+    let good = wf.add(add(2, 3));
+    let tally = wf.after_settled(&[bad.id(), good.id()], Tally);
+    let strict = wf.after(&[good.id()], Tally);
+    let stored = wf.enqueue().unwrap();
+    spool
+        .worker()
+        .register::<Add>()
+        .register::<Maybe>()
+        .register::<Tally>()
+        .drain()
+        .unwrap();
+    assert_eq!(
+        stored.handle(tally).wait(WAIT).unwrap(),
+        (5, vec!["member 1 failed".into()])
+    );
+    match stored.handle(strict).wait(WAIT) {
+        Err(Error::TaskFailed(f)) => assert!(f.message.contains("after_settled"), "{}", f.message),
+        other => panic!("{other:?}"),
+    }
+}

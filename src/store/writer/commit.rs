@@ -281,6 +281,7 @@ mod tests {
             origin: None,
             after: Vec::new(),
             links: Vec::new(),
+            settled: false,
         }
     }
 
