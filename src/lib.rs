@@ -78,10 +78,10 @@
 //!   order) and [`Spool::chord`] (a body that runs once after every member succeeded,
 //!   reading their outputs with [`Context::inputs`]), each stored in one transaction and
 //!   advanced in the transactions of the completions that trigger it; callbacks on success
-//!   or failure ([`Spool::enqueue_linked`], [`Link`]); [`Spool::workflow_status`] and
-//!   [`Spool::revoke_workflow`].
+//!   or failure ([`Spool::enqueue_linked`], [`Link`]); any shape with [`Spool::workflow`];
+//!   [`Spool::workflow_status`] and [`Spool::revoke_workflow`].
 //!
-//! Not here yet (planned): nested workflows, a command-line tool, a dashboard,
+//! Not here yet (planned): a command-line tool, a dashboard,
 //! async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
