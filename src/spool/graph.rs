@@ -19,6 +19,7 @@ use crate::task::Task;
 /// of later steps, and get its handle once the workflow is stored.
 #[derive(Debug)]
 pub struct Step<O> {
+    workflow: u64,
     index: usize,
     name: &'static str,
     _output: PhantomData<fn() -> O>,
@@ -35,13 +36,22 @@ impl<O> Copy for Step<O> {}
 impl<O> Step<O> {
     /// The step, whatever its output type (for [`Workflow::after`]).
     pub fn id(&self) -> StepId {
-        StepId(self.index)
+        StepId {
+            workflow: self.workflow,
+            index: self.index,
+        }
     }
 }
 
 /// A step of a [`Workflow`], whatever its output type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepId(usize);
+pub struct StepId {
+    workflow: u64,
+    index: usize,
+}
+
+/// Tells the workflows of this process apart, so a step of one cannot be named in another.
+static WORKFLOWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A workflow of any shape, built step by step and stored in one transaction
 /// ([`Spool::workflow`]). A step waits for the steps it names (every one must succeed; if one
@@ -81,9 +91,13 @@ pub struct StepId(usize);
 #[must_use = "a workflow is stored only by `enqueue`"]
 pub struct Workflow<'s> {
     spool: &'s Spool,
+    /// This builder's number (see `WORKFLOWS`).
+    number: u64,
     steps: Vec<(Build, Vec<usize>)>,
     /// Whether each step runs however its parents ended.
     settled: Vec<bool>,
+    /// A step named a parent of another workflow: `enqueue` refuses it.
+    foreign: bool,
 }
 
 impl<'s> Workflow<'s> {
@@ -118,10 +132,14 @@ impl<'s> Workflow<'s> {
         options: Options,
     ) -> Step<T::Output> {
         let index = self.steps.len();
-        self.steps
-            .push((step(task, options), parents.iter().map(|p| p.0).collect()));
+        self.foreign |= parents.iter().any(|p| p.workflow != self.number);
+        self.steps.push((
+            step(task, options),
+            parents.iter().map(|p| p.index).collect(),
+        ));
         self.settled.push(false);
         Step {
+            workflow: self.number,
             index,
             name: T::NAME,
             _output: PhantomData,
@@ -132,13 +150,20 @@ impl<'s> Workflow<'s> {
     /// nothing ready (or scheduled), the others waiting.
     ///
     /// # Errors
-    /// `InvalidOption` for an empty workflow, or for a step's options (a unique key
-    /// included); `Json` for a step's arguments (nothing is stored); as
+    /// `InvalidOption` for an empty workflow, a parent from another workflow, or a step's
+    /// options (a unique key included); `Json` for a step's arguments (nothing is stored); as
     /// [`Spool::enqueue`](crate::Spool::enqueue).
     pub fn enqueue(self) -> Result<StoredWorkflow<'s>, Error> {
         if self.steps.is_empty() {
             return Err(Error::InvalidOption(
                 "a workflow needs at least one step".into(),
+            ));
+        }
+        if self.foreign {
+            return Err(Error::InvalidOption(
+                "a step names a parent from another workflow; a step can wait only for steps \
+                 of its own workflow"
+                    .into(),
             ));
         }
         let spool = self.spool;
@@ -184,8 +209,10 @@ impl Spool {
     pub fn workflow(&self) -> Workflow<'_> {
         Workflow {
             spool: self,
+            number: WORKFLOWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             steps: Vec::new(),
             settled: Vec::new(),
+            foreign: false,
         }
     }
 }

@@ -5,16 +5,15 @@
 //! every member as a parent: its counter lives in its record and each member's success
 //! decrements it, so nothing polls and nothing expires.
 
-use redb::ReadableTable;
-
-use crate::error::Error;
-use crate::model::{AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState};
-use crate::store::catalog::Catalog;
-use crate::store::errors::Db;
 use std::sync::Arc;
 
-use crate::error::Failure;
+use redb::ReadableTable;
+
+use crate::error::{Error, Failure};
+use crate::model::{AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState};
 use crate::options::{FlowKeys, Resolved};
+use crate::store::catalog::Catalog;
+use crate::store::errors::Db;
 use crate::store::record::{Deps, StoredLink, TaskRecord};
 use crate::store::tx::Tx;
 use crate::store::verbs::{Enqueued, Inputs, NewTask};

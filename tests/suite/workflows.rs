@@ -588,3 +588,17 @@ fn a_settled_chord_body_runs_with_every_members_result() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_step_of_another_workflow_cannot_be_a_parent() {
+    let spool = Spool::temporary().unwrap();
+    let mut one = spool.workflow();
+    let a = one.add(add(1, 1));
+    let mut two = spool.workflow();
+    let _ = two.add(add(2, 2));
+    two.after(&[a.id()], AddTo { b: 1 });
+    let err = two.enqueue().unwrap_err();
+    assert!(err.to_string().contains("another workflow"), "{err}");
+    assert_eq!(spool.stats().unwrap().total(), 0);
+    drop(one);
+}
