@@ -75,9 +75,7 @@ impl Context {
             opts,
             enqueued_at_ms: now,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         }])
     }
 }

@@ -171,8 +171,9 @@ impl<'s> Workflow<'s> {
         let mut tasks = Vec::with_capacity(self.steps.len());
         for ((build, after), settled) in self.steps.into_iter().zip(self.settled) {
             let mut task = build(now)?;
-            task.after = after;
-            task.settled = settled;
+            let spec = task.step_mut();
+            spec.after = after;
+            spec.settled = settled;
             tasks.push(task);
         }
         let stored = spool.shared.engine.insert(tasks)?;

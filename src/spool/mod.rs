@@ -350,9 +350,7 @@ impl Spool {
                     opts: opts.clone(),
                     enqueued_at_ms: now,
                     origin: None,
-                    after: Vec::new(),
-                    links: Vec::new(),
-                    settled: false,
+                    step: None,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;

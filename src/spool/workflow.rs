@@ -18,7 +18,7 @@ use crate::options::Options;
 use crate::result::TaskHandle;
 use crate::shared::Spool;
 use crate::spool::encode_arguments;
-use crate::store::{NewLink, NewTask};
+use crate::store::{NewLink, NewTask, StepSpec};
 use crate::task::Task;
 use crate::views::WorkflowStatus;
 
@@ -41,9 +41,7 @@ pub(crate) fn step<T: Task>(task: T, options: Options) -> Build {
             opts: Arc::new(opts),
             enqueued_at_ms: now,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         })
     })
 }
@@ -121,7 +119,7 @@ impl<'s, O: DeserializeOwned> Chain<'s, O> {
         for (i, (build, name)) in self.steps.into_iter().enumerate() {
             let mut task = build(now)?;
             if i > 0 {
-                task.after = vec![i - 1];
+                task.step_mut().after = vec![i - 1];
             }
             tasks.push(task);
             last = name;
@@ -307,9 +305,12 @@ impl Spool {
             opts: Arc::new(opts),
             enqueued_at_ms: now,
             origin: None,
-            after: Vec::new(),
-            links,
-            settled: false,
+            step: (!links.is_empty()).then(|| {
+                Box::new(StepSpec {
+                    links,
+                    ..StepSpec::default()
+                })
+            }),
         };
         let stored = self.shared.engine.insert(vec![new])?;
         let e = stored.first().ok_or(Error::Closed)?;
@@ -410,9 +411,7 @@ impl Spool {
                     opts: opts.clone(),
                     enqueued_at_ms: now,
                     origin: None,
-                    after: Vec::new(),
-                    links: Vec::new(),
-                    settled: false,
+                    step: None,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -424,8 +423,9 @@ impl Spool {
         }
         let n = tasks.len();
         let mut body = step(body, Options::new())(now)?;
-        body.after = (0..n).collect();
-        body.settled = settled;
+        let spec = body.step_mut();
+        spec.after = (0..n).collect();
+        spec.settled = settled;
         tasks.push(body);
         let mut stored = self.shared.engine.insert(tasks)?;
         let body = stored.pop().ok_or(Error::Closed)?;

@@ -72,9 +72,7 @@ pub(crate) fn task(n: u32) -> NewTask {
         opts: Arc::new(Options::new().resolve(1_000).unwrap()),
         enqueued_at_ms: 1_000,
         origin: None,
-        after: Vec::new(),
-        links: Vec::new(),
-        settled: false,
+        step: None,
     }
 }
 

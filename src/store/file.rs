@@ -338,9 +338,7 @@ mod tests {
             opts: Arc::new(Options::new().resolve(0).unwrap()),
             enqueued_at_ms: 0,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         };
         let id = engine.insert(vec![task]).unwrap()[0].id;
         let busy = lock(engine.writer.core());
@@ -377,9 +375,7 @@ mod tests {
             opts: Arc::new(Options::new().resolve(0).unwrap()),
             enqueued_at_ms: 0,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         }
     }
 

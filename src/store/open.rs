@@ -302,9 +302,7 @@ mod tests {
             ),
             enqueued_at_ms: 1_000,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         }
     }
 

@@ -212,9 +212,7 @@ impl Tx<'_> {
                             schedule: name.clone(),
                             fire_at_ms,
                         }),
-                        after: Vec::new(),
-                        links: Vec::new(),
-                        settled: false,
+                        step: None,
                     },
                     ids,
                 )?;

@@ -44,13 +44,13 @@ impl Tx<'_> {
         tasks: Vec<NewTask>,
         catalog: &mut Catalog,
     ) -> Result<Vec<Enqueued>, Error> {
-        if tasks.iter().any(|t| !t.after.is_empty()) {
+        if tasks.iter().any(|t| !t.after().is_empty()) {
             return self.insert_workflow(tasks, catalog);
         }
         let mut ids = Vec::with_capacity(tasks.len());
         for mut task in tasks {
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
-            if task.links.is_empty() {
+            if task.step.is_none() {
                 ids.push(self.insert(task, interned)?);
             } else {
                 let deps = Deps {

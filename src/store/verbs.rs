@@ -73,14 +73,34 @@ pub(crate) struct NewTask {
     pub opts: Arc<Resolved>,
     pub enqueued_at_ms: u64,
     pub origin: Option<Origin>,
-    /// Workflow steps: the earlier tasks of the same insert it waits for (their indexes),
-    /// whose outputs it receives in this order. Empty: an ordinary task.
+    /// Its place in a workflow, and its callbacks: `None` for an ordinary task (boxed, so
+    /// an ordinary task's batch stays small).
+    pub step: Option<Box<StepSpec>>,
+}
+
+/// A new task's place in a workflow and its callbacks (see `store::workflow`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StepSpec {
+    /// The earlier tasks of the same insert it waits for (their indexes), whose outputs it
+    /// receives in this order.
     pub after: Vec<usize>,
-    /// Callbacks stored with it, enqueued when it ends (see `store::workflow`).
+    /// Callbacks stored with it, enqueued when it ends.
     pub links: Vec<NewLink>,
-    /// A step that runs once every task it waits for has ended, however they ended,
-    /// reading each one's result (see `Context::results`).
+    /// It runs once every task it waits for has ended, however they ended, reading each
+    /// one's result (see `Context::results`).
     pub settled: bool,
+}
+
+impl NewTask {
+    /// The tasks of the same insert it waits for.
+    pub(crate) fn after(&self) -> &[usize] {
+        self.step.as_deref().map_or(&[], |s| &s.after)
+    }
+
+    /// Its place in a workflow, to set it.
+    pub(crate) fn step_mut(&mut self) -> &mut StepSpec {
+        self.step.get_or_insert_with(Box::default)
+    }
 }
 
 /// A callback of a task: enqueued in the transaction that ends it, if it succeeded

@@ -71,7 +71,7 @@ impl Tx<'_> {
         let base = self.peek_next_id();
         let mut children: Vec<Vec<u64>> = vec![Vec::new(); tasks.len()];
         for (j, task) in tasks.iter().enumerate() {
-            for &i in &task.after {
+            for &i in task.after() {
                 debug_assert!(i < j, "a step waits only for steps before it");
                 if let Some(c) = children.get_mut(i) {
                     c.push(base + j as u64);
@@ -81,13 +81,14 @@ impl Tx<'_> {
         let mut out = Vec::with_capacity(tasks.len());
         for (j, mut task) in tasks.into_iter().enumerate() {
             let links = self.store_links(&mut task, catalog)?;
+            let spec = task.step.take().unwrap_or_default();
             let deps = Deps {
                 workflow: Some(base),
-                parents_left: u32::try_from(task.after.len()).unwrap_or(u32::MAX),
+                parents_left: u32::try_from(spec.after.len()).unwrap_or(u32::MAX),
                 children: std::mem::take(&mut children[j]),
-                inputs: runs(task.after.iter().map(|&i| base + i as u64)),
+                inputs: runs(spec.after.iter().map(|&i| base + i as u64)),
                 links,
-                settled: task.settled,
+                settled: spec.settled,
             };
             let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
             let stored = self.insert_with(task, interned, deps)?;
@@ -163,8 +164,13 @@ impl Tx<'_> {
         task: &mut NewTask,
         catalog: &mut Catalog,
     ) -> Result<Vec<StoredLink>, Error> {
-        let mut stored = Vec::with_capacity(task.links.len());
-        for link in std::mem::take(&mut task.links) {
+        let links = task
+            .step
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.links))
+            .unwrap_or_default();
+        let mut stored = Vec::with_capacity(links.len());
+        for link in links {
             let t = link.task;
             let (queue_id, name_id) = self.intern(&t.opts.queue, &t.name, catalog)?;
             stored.push(StoredLink {
@@ -203,9 +209,7 @@ impl Tx<'_> {
             opts: Arc::new(opts),
             enqueued_at_ms: now,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         };
         let deps = Deps {
             inputs: vec![(id, 1)],

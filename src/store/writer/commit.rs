@@ -279,9 +279,7 @@ mod tests {
             opts: Arc::new(Options::new().resolve(1_000).unwrap()),
             enqueued_at_ms: 1_000,
             origin: None,
-            after: Vec::new(),
-            links: Vec::new(),
-            settled: false,
+            step: None,
         }
     }
 
