@@ -33,4 +33,5 @@ mod ttl;
 mod unique;
 mod unregistered;
 mod views;
+mod workflow_links;
 mod workflows;

@@ -13,8 +13,8 @@ use super::common::*;
 
 /// Adds `b` to the output of the step before (Celery's `add.s(b)` in a chain).
 #[derive(Serialize, Deserialize)]
-struct AddTo {
-    b: i64,
+pub(super) struct AddTo {
+    pub(super) b: i64,
 }
 
 impl Task for AddTo {
@@ -27,7 +27,7 @@ impl Task for AddTo {
 
 /// Sums its inputs (Celery's `xsum`, a chord's body).
 #[derive(Serialize, Deserialize)]
-struct XSum;
+pub(super) struct XSum;
 
 impl Task for XSum {
     const NAME: &'static str = "wf.xsum";
@@ -39,9 +39,9 @@ impl Task for XSum {
 
 /// Fails for good when `n` is `fail`, else returns `n`.
 #[derive(Serialize, Deserialize)]
-struct Maybe {
-    n: i64,
-    fail: i64,
+pub(super) struct Maybe {
+    pub(super) n: i64,
+    pub(super) fail: i64,
 }
 
 impl Task for Maybe {
@@ -55,7 +55,7 @@ impl Task for Maybe {
     }
 }
 
-fn add(a: i64, b: i64) -> Add {
+pub(super) fn add(a: i64, b: i64) -> Add {
     Add { a, b }
 }
 
@@ -336,137 +336,6 @@ fn a_workflow_is_seen_and_revoked_as_a_whole() {
         spool.workflow_status(last.id()),
         Err(Error::NotFound(_))
     ));
-}
-
-/// Logs what it was given: the linked task's output, or its failure's message.
-#[derive(Serialize, Deserialize)]
-struct OnDone {
-    log: String,
-    failure: bool,
-}
-
-impl Task for OnDone {
-    const NAME: &'static str = "wf.on_done";
-    type Output = String;
-    fn run(self, ctx: &Context) -> Result<String, TaskError> {
-        let seen = if self.failure {
-            let f = ctx.input::<taskspool::Failure>()?;
-            format!("failed {} after {}: {}", f.id, f.attempts, f.message)
-        } else {
-            format!("got {}", ctx.input::<i64>()?)
-        };
-        log_push(&self.log, 1);
-        Ok(seen)
-    }
-}
-
-fn links(log: &str) -> [taskspool::Link; 2] {
-    [
-        taskspool::Link::on_success(OnDone {
-            log: log.to_string(),
-            failure: false,
-        }),
-        taskspool::Link::on_failure(OnDone {
-            log: log.to_string(),
-            failure: true,
-        }),
-    ]
-}
-
-fn run_links(spool: &Spool) -> taskspool::DrainReport {
-    spool
-        .worker()
-        .register::<Add>()
-        .register::<Maybe>()
-        .register::<OnDone>()
-        .drain()
-        .unwrap()
-}
-
-#[test]
-fn a_success_link_runs_with_the_output_and_the_failure_link_never_exists() {
-    let spool = Spool::temporary().unwrap();
-    let log = unique("link-ok");
-    let task = spool
-        .enqueue_linked(add(20, 22), Options::new(), links(&log))
-        .unwrap();
-    assert_eq!(
-        spool.stats().unwrap().total(),
-        1,
-        "callbacks wait inside the task"
-    );
-    run_links(&spool);
-    assert_eq!(task.wait(WAIT).unwrap(), 42);
-    let children = spool.status(task.id()).unwrap().children;
-    assert_eq!(children.len(), 1, "one callback, the success one");
-    let callback = spool.handle::<OnDone>(children[0]);
-    assert_eq!(callback.wait(WAIT).unwrap(), "got 42");
-    assert_eq!(logged(&log).len(), 1);
-    assert_eq!(spool.stats().unwrap().total(), 2);
-}
-
-#[test]
-fn a_failure_link_runs_once_with_the_failure_after_the_last_retry() {
-    let clock = manual_clock();
-    let spool = manual_spool(&clock);
-    let log = unique("link-fail");
-    let task = spool
-        .enqueue_linked(
-            Maybe { n: 7, fail: 7 },
-            Options::new().max_retries(0),
-            links(&log),
-        )
-        .unwrap();
-    run_links(&spool);
-    assert!(matches!(task.wait(WAIT), Err(Error::TaskFailed(_))));
-    let children = spool.status(task.id()).unwrap().children;
-    assert_eq!(children.len(), 1);
-    let seen = spool.handle::<OnDone>(children[0]).wait(WAIT).unwrap();
-    assert_eq!(
-        seen,
-        format!("failed {} after 1: member 7 failed", task.id())
-    );
-
-    // A revoked task's failure link runs too; a retry never fires one.
-    let log2 = unique("link-revoke");
-    let revoked = spool
-        .enqueue_linked(
-            add(1, 1),
-            Options::new().countdown(Duration::from_secs(60)),
-            links(&log2),
-        )
-        .unwrap();
-    assert_eq!(spool.revoke(revoked.id()).unwrap(), Revoke::Revoked);
-    run_links(&spool);
-    assert_eq!(logged(&log2).len(), 1);
-    let retrying = spool
-        .enqueue_linked(
-            Scripted::new(&unique("link-retry"), [Step::Retry, Step::Succeed]),
-            Options::new(),
-            links(&unique("link-retry-cb")),
-        )
-        .unwrap();
-    spool.worker().register::<Scripted>().drain().unwrap();
-    assert_eq!(state_of(&spool, retrying.id()), TaskState::Retrying);
-    assert!(spool.status(retrying.id()).unwrap().children.is_empty());
-}
-
-#[test]
-fn bad_links_are_refused_and_store_nothing() {
-    let spool = Spool::temporary().unwrap();
-    let bad = taskspool::Link::on_success_with(
-        OnDone {
-            log: String::new(),
-            failure: false,
-        },
-        Options::new().priority(77),
-    );
-    assert!(
-        spool
-            .enqueue_linked(add(1, 1), Options::new(), [bad])
-            .is_err()
-    );
-    assert_eq!(spool.stats().unwrap().total(), 0);
 }
 
 /// Nesting, with the graph builder: a chain of groups, a group of chains, a chord inside a
