@@ -55,12 +55,8 @@ impl Spool {
     /// # Errors
     /// `Storage` on a read failure.
     pub fn limits(&self) -> Result<Vec<Limit>, Error> {
-        let mut limits = self.shared.engine.limits()?;
-        limits.sort_by_key(|l| match &l.target {
-            LimitTarget::Task(name) => (0, name.clone()),
-            LimitTarget::Queue(queue) => (1, queue.clone()),
-        });
-        Ok(limits)
+        // The engine lists them in this order (the `flow` table's key order).
+        self.shared.engine.limits()
     }
 
     /// Pauses a queue: nothing is claimed from it until [`resume_queue`](Self::resume_queue),

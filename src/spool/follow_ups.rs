@@ -2,13 +2,10 @@
 //! stored in the same transaction as the attempt's success — so they exist exactly when the
 //! success does (the embedded answer to "enqueue after commit" races).
 
-use std::sync::Arc;
-
 use crate::context::Context;
 use crate::error::Error;
 use crate::options::Options;
-use crate::spool::encode_arguments;
-use crate::store::NewTask;
+use crate::spool::new_task;
 use crate::task::Task;
 
 impl Context {
@@ -66,16 +63,6 @@ impl Context {
     /// As [`enqueue`](Self::enqueue).
     pub fn enqueue_with<T: Task>(&self, task: T, options: Options) -> Result<(), Error> {
         let shared = self.env.spool.upgrade().ok_or(Error::Closed)?;
-        let now = shared.clock.now_ms();
-        let opts = Arc::new(options.over(T::defaults()).resolve(now)?);
-        let payload = encode_arguments(&task)?;
-        self.push_follow_ups([NewTask {
-            name: Arc::from(T::NAME),
-            payload,
-            opts,
-            enqueued_at_ms: now,
-            origin: None,
-            step: None,
-        }])
+        self.push_follow_ups([new_task(task, options, shared.clock.now_ms())?])
     }
 }

@@ -337,23 +337,7 @@ impl Spool {
         tasks: impl IntoIterator<Item = T>,
         options: Options,
     ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
-        let now = self.shared.clock.now_ms();
-        let opts = Arc::new(options.over(T::defaults()).resolve(now)?);
-        let name: Arc<str> = Arc::from(T::NAME);
-        let new = tasks
-            .into_iter()
-            .map(|task| {
-                let payload = encode_arguments(&task)?;
-                Ok(NewTask {
-                    name: name.clone(),
-                    payload,
-                    opts: opts.clone(),
-                    enqueued_at_ms: now,
-                    origin: None,
-                    step: None,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let new = new_tasks(tasks, options, self.shared.clock.now_ms())?;
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -559,13 +543,51 @@ impl Spool {
     }
 }
 
+/// Tasks of one type with the same options, validated and encoded at `now`, ready for the
+/// engine: they share one name and one set of resolved options. Every enqueue builds its
+/// tasks here (a batch, a follow-up, a workflow's steps, a callback).
+///
+/// # Errors
+/// `InvalidOption` for the options, `Json` for a task's arguments.
+pub(crate) fn new_tasks<T: Task>(
+    tasks: impl IntoIterator<Item = T>,
+    options: Options,
+    now: u64,
+) -> Result<Vec<NewTask>, Error> {
+    let opts = Arc::new(options.over(T::defaults()).resolve(now)?);
+    let name: Arc<str> = Arc::from(T::NAME);
+    tasks
+        .into_iter()
+        .map(|task| {
+            Ok(NewTask {
+                name: name.clone(),
+                payload: encode_arguments(&task)?,
+                opts: opts.clone(),
+                enqueued_at_ms: now,
+                origin: None,
+                step: None,
+            })
+        })
+        .collect()
+}
+
+/// One task, as [`new_tasks`] builds them.
+///
+/// # Errors
+/// As [`new_tasks`].
+pub(crate) fn new_task<T: Task>(task: T, options: Options, now: u64) -> Result<NewTask, Error> {
+    let mut one = new_tasks([task], options, now)?;
+    // Exactly one task went in.
+    Ok(one.swap_remove(0))
+}
+
 /// A task's arguments as the JSON stored with it.
 ///
 /// serde_json writes a NaN or an infinite float as `null`, which then does not decode as the
 /// float: when the JSON holds a `null`, it is decoded again here, so such arguments are
 /// refused at enqueue instead of failing the task when it runs. (Without a `null` nothing was
 /// lost that way, and the check is skipped: it would cost an enqueue a second decode.)
-pub(crate) fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
+fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
     let bytes = serde_json::to_vec(task)
         .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))?;
     if bytes.windows(4).any(|w| w == b"null")

@@ -7,7 +7,6 @@
 //! (`store::workflow`): no polling, no expiring counter.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -17,8 +16,8 @@ use crate::model::{Revoked, TaskId};
 use crate::options::Options;
 use crate::result::TaskHandle;
 use crate::shared::Spool;
-use crate::spool::encode_arguments;
-use crate::store::{NewLink, NewTask, StepSpec};
+use crate::spool::{new_task, new_tasks};
+use crate::store::{NewLink, NewTask};
 use crate::task::Task;
 use crate::views::WorkflowStatus;
 
@@ -27,23 +26,23 @@ pub(crate) type Build = Box<dyn FnOnce(u64) -> Result<NewTask, Error> + Send>;
 
 pub(crate) fn step<T: Task>(task: T, options: Options) -> Build {
     Box::new(move |now| {
-        let opts = options.over(T::defaults()).resolve(now)?;
-        if opts.keys.unique.is_some() {
-            return Err(Error::InvalidOption(format!(
-                "a workflow step (`{}`) cannot have a unique key: a duplicate would leave the \
-                 workflow without that step",
-                T::NAME
-            )));
-        }
-        Ok(NewTask {
-            name: Arc::from(T::NAME),
-            payload: encode_arguments(&task)?,
-            opts: Arc::new(opts),
-            enqueued_at_ms: now,
-            origin: None,
-            step: None,
-        })
+        let task = new_task(task, options, now)?;
+        refuse_unique(&task, "a workflow step")?;
+        Ok(task)
     })
+}
+
+/// Refuses a unique key on a workflow's task: a duplicate would store nothing, and leave
+/// the workflow without that task.
+fn refuse_unique(task: &NewTask, what: &str) -> Result<(), Error> {
+    if task.opts.keys.unique.is_some() {
+        return Err(Error::InvalidOption(format!(
+            "{what} (`{}`) cannot have a unique key: a duplicate would leave the workflow \
+             without it",
+            task.name
+        )));
+    }
+    Ok(())
 }
 
 /// Steps that run one after another (Celery's `chain`), built with [`Spool::chain`] and
@@ -289,7 +288,7 @@ impl Spool {
         links: impl IntoIterator<Item = Link>,
     ) -> Result<TaskHandle<T::Output>, Error> {
         let now = self.shared.clock.now_ms();
-        let opts = options.over(T::defaults()).resolve(now)?;
+        let mut new = new_task(task, options, now)?;
         let links = links
             .into_iter()
             .map(|l| {
@@ -299,19 +298,9 @@ impl Spool {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let new = NewTask {
-            name: Arc::from(T::NAME),
-            payload: encode_arguments(&task)?,
-            opts: Arc::new(opts),
-            enqueued_at_ms: now,
-            origin: None,
-            step: (!links.is_empty()).then(|| {
-                Box::new(StepSpec {
-                    links,
-                    ..StepSpec::default()
-                })
-            }),
-        };
+        if !links.is_empty() {
+            new.step_mut().links = links;
+        }
         let stored = self.shared.engine.insert(vec![new])?;
         let e = stored.first().ok_or(Error::Closed)?;
         Ok(TaskHandle::enqueued(
@@ -392,29 +381,11 @@ impl Spool {
         settled: bool,
     ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
         let now = self.shared.clock.now_ms();
-        // Every member shares one name and one set of resolved options (as `enqueue_many`).
-        let opts = Arc::new(Options::new().over(T::defaults()).resolve(now)?);
-        if opts.keys.unique.is_some() {
-            return Err(Error::InvalidOption(format!(
-                "a chord's members (`{}`) cannot have a unique key: a duplicate would leave \
-                 the chord without that member",
-                T::NAME
-            )));
+        // Every member shares one name and one set of resolved options.
+        let mut tasks = new_tasks(members, Options::new(), now)?;
+        if let Some(first) = tasks.first() {
+            refuse_unique(first, "a chord's member")?;
         }
-        let name: Arc<str> = Arc::from(T::NAME);
-        let mut tasks = members
-            .into_iter()
-            .map(|m| {
-                Ok(NewTask {
-                    name: name.clone(),
-                    payload: encode_arguments(&m)?,
-                    opts: opts.clone(),
-                    enqueued_at_ms: now,
-                    origin: None,
-                    step: None,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
         if tasks.is_empty() {
             return Err(Error::InvalidOption(format!(
                 "a chord needs at least one member before its body `{}`",

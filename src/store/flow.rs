@@ -96,7 +96,7 @@ pub(crate) struct Flow {
     /// and by task name.
     admitted_queues: HashMap<u32, u32>,
     admitted_names: HashMap<u32, u32>,
-    admitted_keys: HashMap<(u32, String), u32>,
+    admitted_keys: HashMap<u32, HashMap<String, u32>>,
     /// The earliest time, in ms, a claim blocked by a rate could go.
     wake: Option<u64>,
     /// A claim stopped parking at its batch's end: claim again at once.
@@ -114,15 +114,11 @@ impl Flow {
     /// The rules stored in the file.
     pub(crate) fn load(txn: &WriteTransaction) -> Result<Flow, Error> {
         let mut flow = Flow::default();
-        let table = txn.open_table(FLOW).db()?;
-        for entry in table.iter().db()? {
-            let (key, bytes) = entry.db()?;
-            let (kind, name) = key.value();
-            let record: FlowRecord = codec::decode(bytes.value())?;
+        for (target, record) in records(&txn.open_table(FLOW).db()?)? {
             let rules = Rules::new(record);
-            match kind {
-                TASK => flow.tasks.insert(name.to_string(), rules),
-                _ => flow.queues.insert(name.to_string(), rules),
+            match target {
+                LimitTarget::Task(name) => flow.tasks.insert(name, rules),
+                LimitTarget::Queue(queue) => flow.queues.insert(queue, rules),
             };
         }
         flow.note_pauses();
@@ -198,7 +194,8 @@ impl Flow {
     ) -> bool {
         let admitted = self
             .admitted_keys
-            .get(&(n, key.to_string()))
+            .get(&n)
+            .and_then(|keys| keys.get(key))
             .copied()
             .unwrap_or(0);
         running.key(n, key) + admitted < limit
@@ -206,7 +203,13 @@ impl Flow {
 
     /// Counts an admitted task under its limit key, for the rest of the round.
     pub(crate) fn count_key(&mut self, (n, key): (u32, &str)) {
-        *self.admitted_keys.entry((n, key.to_string())).or_default() += 1;
+        let keys = self.admitted_keys.entry(n).or_default();
+        match keys.get_mut(key) {
+            Some(count) => *count += 1,
+            None => {
+                keys.insert(key.to_string(), 1);
+            }
+        }
     }
 
     /// A claim left tasks to park for the next one.
@@ -344,17 +347,32 @@ impl Flow {
 pub(crate) fn read_paused(db: &redb::Database) -> Result<Vec<String>, Error> {
     use redb::ReadableDatabase;
     let read = db.begin_read().db()?;
-    let table = read.open_table(FLOW).db()?;
-    let mut paused = Vec::new();
+    let paused = records(&read.open_table(FLOW).db()?)?
+        .into_iter()
+        .filter_map(|(target, r)| match target {
+            LimitTarget::Queue(queue) if r.paused => Some(queue),
+            _ => None,
+        })
+        .collect();
+    Ok(paused)
+}
+
+/// Every target's record in the `flow` table, in its key order: task types first, then
+/// queues, each by name.
+fn records(
+    table: &impl ReadableTable<(u8, &'static str), &'static [u8]>,
+) -> Result<Vec<(LimitTarget, FlowRecord)>, Error> {
+    let mut out = Vec::new();
     for entry in table.iter().db()? {
         let (key, bytes) = entry.db()?;
         let (kind, name) = key.value();
-        if kind == QUEUE && codec::decode::<FlowRecord>(bytes.value())?.paused {
-            paused.push(name.to_string());
-        }
+        let target = match kind {
+            TASK => LimitTarget::Task(name.to_string()),
+            _ => LimitTarget::Queue(name.to_string()),
+        };
+        out.push((target, codec::decode(bytes.value())?));
     }
-    paused.sort();
-    Ok(paused)
+    Ok(out)
 }
 
 /// Every declared limit in the `flow` table, task types first, each by name (pauses alone
@@ -362,26 +380,16 @@ pub(crate) fn read_paused(db: &redb::Database) -> Result<Vec<String>, Error> {
 pub(crate) fn read_limits(
     table: &impl ReadableTable<(u8, &'static str), &'static [u8]>,
 ) -> Result<Vec<Limit>, Error> {
-    let mut out = Vec::new();
-    for entry in table.iter().db()? {
-        let (key, bytes) = entry.db()?;
-        let (kind, name) = key.value();
-        let r: FlowRecord = codec::decode(bytes.value())?;
-        if r.rate.is_none() && r.concurrency.is_none() && r.per_key.is_none() {
-            continue;
-        }
-        let target = match kind {
-            TASK => LimitTarget::Task(name.to_string()),
-            _ => LimitTarget::Queue(name.to_string()),
-        };
-        out.push(Limit {
+    Ok(records(table)?
+        .into_iter()
+        .filter(|(_, r)| r.rate.is_some() || r.concurrency.is_some() || r.per_key.is_some())
+        .map(|(target, r)| Limit {
             target,
             rate: r.rate,
             concurrency: r.concurrency,
             per_key: r.per_key,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ mod writer;
 pub(crate) use file::{FileConfig, FileEngine};
 pub(crate) use verbs::{
     Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PoolGauges, PoolSpec, Reporter,
-    ScheduleOp, Serves, StepSpec, ThreadSlot,
+    ScheduleOp, Serves, ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
 #[cfg(test)]

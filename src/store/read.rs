@@ -21,6 +21,7 @@ use crate::store::pools::LivePools;
 use crate::store::record::TaskRecord;
 use crate::store::schedules::ScheduleRecord;
 use crate::store::schema::{FLOW, READY, RUNNING, SCHEDULES, TASKS};
+use crate::store::workflow::each_member;
 use crate::views::{QueueStats, Stats, TaskStatus, WorkflowStatus};
 
 /// A task's record as it stands, with the `running` entry applied if it is running.
@@ -121,22 +122,13 @@ pub(crate) fn workflow(db: &Database, id: TaskId) -> Result<WorkflowStatus, Erro
         return Err(Error::NotFound(id));
     }
     let mut status = WorkflowStatus::new(id);
-    let ids: Vec<u64> = {
-        let tasks = read.open_table(TASKS).db()?;
-        let mut ids = Vec::new();
-        for entry in tasks.range(id.0..).db()? {
-            let (key, bytes) = entry.db()?;
-            if TaskRecord::decode(bytes.value())?.deps.workflow != Some(id.0) {
-                break;
-            }
-            ids.push(key.value());
-        }
-        ids
-    };
-    // Each read again with its running overlay (a running member's state is in `running`).
-    for member in ids {
-        status.add(record(&read, TaskId(member))?.state);
-    }
+    // A running member's state is in `running`, not in its stored record.
+    let running = read.open_table(RUNNING).db()?;
+    each_member(&read.open_table(TASKS).db()?, id.0, |member, rec| {
+        let runs = running.get(member).db()?.is_some();
+        status.add(if runs { TaskState::Running } else { rec.state });
+        Ok(())
+    })?;
     Ok(status)
 }
 

@@ -16,8 +16,9 @@ pub(crate) struct Running {
     by_queue: Vec<u32>,
     /// Running tasks per task-name id.
     by_name: Vec<u32>,
-    /// Running tasks per (name id, limit key), for those that have a key.
-    by_key: HashMap<(u32, String), u32>,
+    /// Running tasks per name id and limit key, for those that have a key (looked up by
+    /// `&str`, without building a key).
+    by_key: HashMap<u32, HashMap<String, u32>>,
     /// Keys a task stopped running under since the last [`Running::take_freed`]: their
     /// parked tasks may go now.
     freed: Vec<(u32, String)>,
@@ -68,9 +69,11 @@ impl Running {
 
     /// How many named `n` run under limit key `key`.
     pub(crate) fn key(&self, n: u32, key: &str) -> u32 {
-        // A borrowed lookup of a `(u32, String)` key would need a wrapper type; keys are
-        // short and this runs only for keyed tasks.
-        self.by_key.get(&(n, key.to_string())).copied().unwrap_or(0)
+        self.by_key
+            .get(&n)
+            .and_then(|keys| keys.get(key))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The keys tasks stopped running under since the last call.
@@ -82,11 +85,18 @@ impl Running {
         bump(&mut self.by_queue, rec.queue, delta);
         bump(&mut self.by_name, rec.name_id, delta);
         if let Some(key) = &rec.flow.limit_key {
-            let k = (rec.name_id, key.clone());
-            let n = self.by_key.entry(k.clone()).or_default();
-            *n = n.saturating_add_signed(delta);
-            if *n == 0 {
-                self.by_key.remove(&k);
+            let keys = self.by_key.entry(rec.name_id).or_default();
+            let n = keys
+                .get(key.as_str())
+                .copied()
+                .unwrap_or(0)
+                .saturating_add_signed(delta);
+            if n == 0 {
+                keys.remove(key.as_str());
+            } else if let Some(count) = keys.get_mut(key.as_str()) {
+                *count = n;
+            } else {
+                keys.insert(key.clone(), n);
             }
         }
     }

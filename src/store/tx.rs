@@ -264,7 +264,9 @@ impl<'t> Tx<'t> {
         if let Some(rec) = self.running.get(id) {
             return Ok(Some(rec.clone()));
         }
-        if let Some(rec) = self.counted.get(&id) {
+        if !self.counted.is_empty()
+            && let Some(rec) = self.counted.get(&id)
+        {
             return Ok(Some(rec.clone()));
         }
         match self.tables.tasks()?.get(id).db()? {
@@ -284,7 +286,9 @@ impl<'t> Tx<'t> {
             return Ok(());
         }
         self.running.remove(id);
-        self.counted.remove(&id);
+        if !self.counted.is_empty() {
+            self.counted.remove(&id);
+        }
         let bytes = rec.encode()?;
         self.tables.tasks()?.insert(id, bytes.as_slice())?;
         Ok(())

@@ -37,6 +37,25 @@ fn failure_of(id: u64, rec: TaskRecord) -> Failure {
     }
 }
 
+/// Visits every task of the workflow `base` in `tasks` with its stored record: the tasks
+/// stored with it have the next ids (one insert stored them), so one sweep from its first
+/// finds them all; a finished one may be gone.
+pub(crate) fn each_member(
+    tasks: &impl ReadableTable<u64, &'static [u8]>,
+    base: u64,
+    mut visit: impl FnMut(u64, &TaskRecord) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for entry in tasks.range(base..).db()? {
+        let (key, bytes) = entry.db()?;
+        let rec = TaskRecord::decode(bytes.value())?;
+        if rec.deps.workflow != Some(base) {
+            break;
+        }
+        visit(key.value(), &rec)?;
+    }
+    Ok(())
+}
+
 /// Appends one input to a JSON array being built.
 fn push_input(json: &mut Vec<u8>, count: &mut usize, output: Option<&[u8]>) {
     if *count > 0 {
@@ -321,25 +340,14 @@ impl Tx<'_> {
             Some(rec) if rec.deps.workflow == Some(base) => {}
             _ => return Ok(Err(Error::NotFound(TaskId(base)))),
         }
-        // Its tasks have the next ids (one insert stored them); a finished one may be gone.
-        let ids: Vec<u64> = {
-            let tasks = self.tables().tasks()?;
-            let mut ids = Vec::new();
-            for entry in tasks.range(base..).db()? {
-                let (key, bytes) = entry.db()?;
-                if TaskRecord::decode(bytes.value())?.deps.workflow != Some(base) {
-                    break;
-                }
-                ids.push(key.value());
-            }
-            ids
-        };
+        // A running member's stored record is the one it was claimed with: not final either.
         let mut members = Vec::new();
-        for id in ids {
-            if self.get(id)?.is_some_and(|rec| !rec.state.is_final()) {
+        each_member(&*self.tables().tasks()?, base, |id, rec| {
+            if !rec.state.is_final() {
                 members.push(id);
             }
-        }
+            Ok(())
+        })?;
         let mut done = Revoked::default();
         let mut running = Vec::new();
         for id in members.into_iter().rev() {
