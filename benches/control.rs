@@ -210,9 +210,7 @@ fn drain(dir: &Path, limited: bool) -> f64 {
     } else {
         "drain_noop"
     };
-    let path = queue_path(dir, name);
-    let _ = std::fs::remove_file(&path);
-    let spool = Spool::open(&path).expect("open");
+    let (spool, path) = fresh_spool(dir, name);
     let n = scaled(TASKS, 1_000);
     let opts = if limited {
         Options::new().time_limit(Duration::from_secs(60))
@@ -224,18 +222,19 @@ fn drain(dir: &Path, limited: bool) -> f64 {
             .enqueue_many_with((0..n).map(|n| Noop { n }), opts)
             .expect("fill"),
     );
-    let start = Instant::now();
-    let worker = spool
-        .worker()
-        .concurrency(WORKERS)
-        .register::<Noop>()
-        .start()
-        .expect("worker");
-    wait_succeeded(&spool, n, POLL, LONG);
-    let secs = start.elapsed().as_secs_f64();
-    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
-    drop(spool);
-    let _ = std::fs::remove_file(&path);
+    let secs = timed_drain(
+        spool,
+        &path,
+        |spool| {
+            spool
+                .worker()
+                .concurrency(WORKERS)
+                .register::<Noop>()
+                .start()
+                .expect("worker")
+        },
+        |spool| wait_succeeded(spool, n, POLL, LONG),
+    );
     n as f64 / secs
 }
 

@@ -106,9 +106,7 @@ fn enqueue_durable(dir: &Path, unique: bool) -> f64 {
     } else {
         "enqueue_durable_1"
     };
-    let path = queue_path(dir, name);
-    let _ = std::fs::remove_file(&path);
-    let spool = Spool::open(&path).expect("open");
+    let (spool, path) = fresh_spool(dir, name);
     let limit = Duration::from_secs_f64(TIMED_SECS * scale());
     let start = Instant::now();
     let mut n = 0u64;
@@ -147,9 +145,7 @@ fn drain(dir: &Path, flow: bool) -> f64 {
     } else {
         "drain_noop"
     };
-    let path = queue_path(dir, name);
-    let _ = std::fs::remove_file(&path);
-    let spool = Spool::open(&path).expect("open");
+    let (spool, path) = fresh_spool(dir, name);
     if flow {
         spool
             .limit(
@@ -167,20 +163,21 @@ fn drain(dir: &Path, flow: bool) -> f64 {
             .enqueue_many((0..n).map(|n| Noop { n }))
             .expect("fill"),
     );
-    let start = Instant::now();
-    let worker = spool
-        .worker()
-        .concurrency(WORKERS)
-        .register::<Noop>()
-        .register::<Metered>()
-        .start()
-        .expect("worker");
     let expected = if flow { n + 1 } else { n };
-    wait_succeeded(&spool, expected, POLL, LONG);
-    let secs = start.elapsed().as_secs_f64();
-    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
-    drop(spool);
-    let _ = std::fs::remove_file(&path);
+    let secs = timed_drain(
+        spool,
+        &path,
+        |spool| {
+            spool
+                .worker()
+                .concurrency(WORKERS)
+                .register::<Noop>()
+                .register::<Metered>()
+                .start()
+                .expect("worker")
+        },
+        |spool| wait_succeeded(spool, expected, POLL, LONG),
+    );
     n as f64 / secs
 }
 

@@ -212,23 +212,20 @@ fn enqueue_bulk(dir: &Path) {
 /// 100k no-op tasks already queued; a 2-thread worker starts; timed until every result is
 /// committed (visible in a snapshot, so durable).
 fn drain_noop(dir: &Path, prefetch: Option<usize>, name: &str) -> f64 {
-    let path = queue_path(dir, name);
-    let _ = std::fs::remove_file(&path);
-    let spool = Spool::open(&path).expect("open");
+    let (spool, path) = fresh_spool(dir, name);
     let n = scaled(TASKS, 1_000);
     drop(
         spool
             .enqueue_many((0..n).map(|n| Noop { n }))
             .expect("fill"),
     );
-    let start = Instant::now();
-    let worker = pool(&spool, prefetch);
-    wait_succeeded(&spool, n, POLL, LONG);
-    let secs = start.elapsed().as_secs_f64();
-    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    let secs = timed_drain(
+        spool,
+        &path,
+        |spool| pool(spool, prefetch),
+        |spool| wait_succeeded(spool, n, POLL, LONG),
+    );
     note(format!("{name}: {n} tasks drained in {secs:.2} s"));
-    drop(spool);
-    let _ = std::fs::remove_file(&path);
     n as f64 / secs
 }
 

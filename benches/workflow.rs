@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde::{Deserialize, Serialize};
-use taskspool::{Context, Spool, Task, TaskError};
+use taskspool::{Context, Task, TaskError};
 
 const TASKS: u64 = 100_000;
 const SAMPLES: u64 = 200;
@@ -91,15 +91,9 @@ fn main() {
     note("workflow benches done");
 }
 
-fn fresh(dir: &Path, name: &str) -> (Spool, std::path::PathBuf) {
-    let path = queue_path(dir, name);
-    let _ = std::fs::remove_file(&path);
-    (Spool::open(&path).expect("open"), path)
-}
-
 /// 100k no-op tasks in one call, durable when it returns: a group, or `enqueue_many`.
 fn enqueue(dir: &Path, group: bool) -> f64 {
-    let (spool, path) = fresh(dir, if group { "group" } else { "bulk" });
+    let (spool, path) = fresh_spool(dir, if group { "group" } else { "bulk" });
     let n = scaled(TASKS, 1_000);
     let start = Instant::now();
     if group {
@@ -120,7 +114,7 @@ fn enqueue(dir: &Path, group: bool) -> f64 {
 /// 100k no-op tasks (a chord's members, with a body that counts them, or plain ones)
 /// queued, drained by a 2-thread pool until the last result is durable.
 fn drain(dir: &Path, chord: bool) -> f64 {
-    let (spool, path) = fresh(dir, if chord { "chord" } else { "plain" });
+    let (spool, path) = fresh_spool(dir, if chord { "chord" } else { "plain" });
     let n = scaled(TASKS, 1_000);
     let body = if chord {
         Some(
@@ -137,22 +131,23 @@ fn drain(dir: &Path, chord: bool) -> f64 {
         );
         None
     };
-    let start = Instant::now();
-    let worker = spool
-        .worker()
-        .concurrency(WORKERS)
-        .register::<Noop>()
-        .register::<Count>()
-        .start()
-        .expect("worker");
-    match &body {
-        Some(body) => assert_eq!(body.wait(LONG).expect("body"), n),
-        None => wait_succeeded(&spool, n, POLL, LONG),
-    }
-    let secs = start.elapsed().as_secs_f64();
-    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
-    drop(spool);
-    let _ = std::fs::remove_file(&path);
+    let secs = timed_drain(
+        spool,
+        &path,
+        |spool| {
+            spool
+                .worker()
+                .concurrency(WORKERS)
+                .register::<Noop>()
+                .register::<Count>()
+                .start()
+                .expect("worker")
+        },
+        |spool| match &body {
+            Some(body) => assert_eq!(body.wait(LONG).expect("body"), n),
+            None => wait_succeeded(spool, n, POLL, LONG),
+        },
+    );
     n as f64 / secs
 }
 
@@ -160,7 +155,7 @@ fn drain(dir: &Path, chord: bool) -> f64 {
 /// largest resident set sampled every 20 ms while it drains (after the enqueue, whose one
 /// batch of 1M tasks is built in memory by the caller), and the peak over the whole run.
 fn chord_rss(dir: &Path) {
-    let (spool, path) = fresh(dir, "chord_1m");
+    let (spool, path) = fresh_spool(dir, "chord_1m");
     let n = scaled(10 * TASKS, 10_000);
     let body = spool
         .chord((0..n).map(|n| Noop { n }), Count)
@@ -198,7 +193,7 @@ fn chord_rss(dir: &Path) {
 /// 200 chains of two `Mark` steps, one at a time, on an idle 2-thread pool: the first
 /// step's return → the second's start.
 fn chain_latency(dir: &Path) {
-    let (spool, _path) = fresh(dir, "chain_latency");
+    let (spool, _path) = fresh_spool(dir, "chain_latency");
     let worker = spool
         .worker()
         .concurrency(WORKERS)

@@ -261,3 +261,29 @@ pub fn fsync_us(dir: &Path, n: u64) -> Vec<f64> {
     us.sort_by(f64::total_cmp);
     us
 }
+
+/// A fresh queue file named `name` in `dir` (a leftover one removed), and its path.
+pub fn fresh_spool(dir: &Path, name: &str) -> (Spool, PathBuf) {
+    let path = queue_path(dir, name);
+    let _ = std::fs::remove_file(&path);
+    (Spool::open(&path).expect("open"), path)
+}
+
+/// Times a drain: from `start` (a pool starting on `spool`) until `done` returns (it waits
+/// for the results to be durable); then shuts the pool down, closes the spool and removes
+/// its file at `path`. Seconds.
+pub fn timed_drain(
+    spool: Spool,
+    path: &Path,
+    start: impl FnOnce(&Spool) -> taskspool::Worker,
+    done: impl FnOnce(&Spool),
+) -> f64 {
+    let began = Instant::now();
+    let worker = start(&spool);
+    done(&spool);
+    let secs = began.elapsed().as_secs_f64();
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    drop(spool);
+    let _ = std::fs::remove_file(path);
+    secs
+}
