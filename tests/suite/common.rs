@@ -45,9 +45,24 @@ pub fn copy_fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-/// A manual clock at a fixed, realistic time (2026-01-01T00:00:00Z).
+/// 2026-01-01T00:00:00Z: where manual clocks start, and the time format fixtures were
+/// written at.
+pub const T0: u64 = 1_767_225_600_000;
+
+/// The environment variable naming the directory a fixture writer writes into.
+pub const WRITE_ENV: &str = "TASKSPOOL_WRITE_FIXTURE";
+
+/// A manual clock at a fixed, realistic time ([`T0`]).
 pub fn manual_clock() -> ManualClock {
-    ManualClock::from_unix_ms(1_767_225_600_000)
+    ManualClock::from_unix_ms(T0)
+}
+
+/// For a fixture writer: the spool it writes, in `$TASKSPOOL_WRITE_FIXTURE`, on a manual
+/// clock at [`T0`]; `None` when the variable is not set (the writer then does nothing).
+pub fn fixture_writer() -> Option<Spool> {
+    let dir = std::env::var(WRITE_ENV).ok()?;
+    let path = std::path::Path::new(&dir).join("queue.redb");
+    Some(manual_spool_at(&manual_clock(), &path))
 }
 
 /// A temporary spool on a manual clock.

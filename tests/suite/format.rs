@@ -38,12 +38,10 @@ use taskspool::{
 use super::common::*;
 
 /// 2026-01-01T00:00:00Z, the fixture's clock at its start.
-const T0: u64 = 1_767_225_600_000;
 const MIN: u64 = 60_000;
 const HOUR: u64 = 60 * MIN;
 
 /// Where the generator writes, when set (see [`write_format_2_fixture`]).
-const WRITE_ENV: &str = "TASKSPOOL_WRITE_FIXTURE";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FxAdd {
@@ -277,10 +275,7 @@ fn a_format_6_file_left_by_a_crash_opens_reads_and_runs() {
 fn opens_reads_and_runs(name: &str) {
     let (_dir, path) = copy_fixture(name);
     let clock = ManualClock::from_unix_ms(T0 + 100_000);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(&path)
-        .unwrap();
+    let spool = manual_spool_at(&clock, &path);
 
     // Every task, as the dead process left it (and recovery at open made of it).
     let s = expect(&spool, 1, "fixture.add", "default", TaskState::Succeeded, 1);

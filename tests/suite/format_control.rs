@@ -16,7 +16,6 @@
 //!
 //! Schedule `limited`: every hour from T0, its tasks (`CxLimited`) with a 60 s time limit.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -27,10 +26,6 @@ use taskspool::{
 };
 
 use super::common::*;
-
-/// 2026-01-01T00:00:00Z.
-const T0: u64 = 1_767_225_600_000;
-const WRITE_ENV: &str = "TASKSPOOL_WRITE_FIXTURE";
 
 fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
@@ -137,14 +132,9 @@ fn drain(spool: &Spool) -> taskspool::DrainReport {
 #[test]
 #[ignore = "writes a format fixture; run by hand only"]
 fn write_control_fixture() {
-    let Ok(dir) = std::env::var(WRITE_ENV) else {
+    let Some(spool) = fixture_writer() else {
         return;
     };
-    let clock = ManualClock::from_unix_ms(T0);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(Path::new(&dir).join("queue.redb"))
-        .unwrap();
     spool
         .enqueue_with(
             CxLimited,
@@ -201,10 +191,7 @@ fn write_control_fixture() {
 fn a_format_4_file_with_execution_control_state_opens_and_runs() {
     let (_dir, path) = copy_fixture("format-4-control");
     let clock = ManualClock::from_unix_ms(T0 + 100_000);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(&path)
-        .unwrap();
+    let spool = manual_spool_at(&clock, &path);
     let status = |id: u64| spool.status(TaskId::from_u64(id)).unwrap();
 
     assert_eq!(status(1).state, TaskState::Ready);

@@ -15,7 +15,6 @@
 //! running. Queue `uploads` paused. Schedule `beat`: every hour from T0, its tasks
 //! (`FlPlain`) unique by `beat`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,10 +24,6 @@ use taskspool::{
 };
 
 use super::common::*;
-
-/// 2026-01-01T00:00:00Z.
-const T0: u64 = 1_767_225_600_000;
-const WRITE_ENV: &str = "TASKSPOOL_WRITE_FIXTURE";
 
 /// While the fixture is written, the first one (key `a`) blocks until the process exits.
 #[derive(Serialize, Deserialize)]
@@ -84,14 +79,9 @@ fn limits() -> Vec<Limit> {
 #[test]
 #[ignore = "writes a format fixture; run by hand only"]
 fn write_flow_fixture() {
-    let Ok(dir) = std::env::var(WRITE_ENV) else {
+    let Some(spool) = fixture_writer() else {
         return;
     };
-    let clock = ManualClock::from_unix_ms(T0);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(Path::new(&dir).join("queue.redb"))
-        .unwrap();
     for limit in limits() {
         spool.limit(limit).unwrap();
     }
@@ -142,10 +132,7 @@ fn write_flow_fixture() {
 fn a_format_5_file_with_flow_control_state_opens_and_runs() {
     let (_dir, path) = copy_fixture("format-5-flow");
     let clock = ManualClock::from_unix_ms(T0 + 100_000);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(&path)
-        .unwrap();
+    let spool = manual_spool_at(&clock, &path);
     let state = |id: u64| spool.status(TaskId::from_u64(id)).unwrap().state;
 
     assert_eq!(spool.limits().unwrap(), limits());

@@ -12,17 +12,12 @@
 //! | 6 | `WfHold`, chord member | running (in its handler) at the exit |
 //! | 7 | `WfSum`, the chord's body, after 4, 5, 6 | waiting, one parent left |
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskspool::{Context, ManualClock, Spool, Task, TaskError, TaskId, TaskState};
+use taskspool::{Context, ManualClock, Task, TaskError, TaskId, TaskState};
 
 use super::common::*;
-
-/// 2026-01-01T00:00:00Z.
-const T0: u64 = 1_767_225_600_000;
-const WRITE_ENV: &str = "TASKSPOOL_WRITE_FIXTURE";
 
 #[derive(Serialize, Deserialize)]
 struct WfAdd {
@@ -89,14 +84,9 @@ impl Task for WfHold {
 #[test]
 #[ignore = "writes a format fixture; run by hand only"]
 fn write_workflow_fixture() {
-    let Ok(dir) = std::env::var(WRITE_ENV) else {
+    let Some(spool) = fixture_writer() else {
         return;
     };
-    let clock = ManualClock::from_unix_ms(T0);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(Path::new(&dir).join("queue.redb"))
-        .unwrap();
     spool
         .chain(WfAdd { a: 2, b: 2 })
         .then(WfAddTo { b: 4 })
@@ -128,10 +118,7 @@ fn write_workflow_fixture() {
 fn a_format_6_file_with_workflows_in_flight_opens_and_runs() {
     let (_dir, path) = copy_fixture("format-6-workflow");
     let clock = ManualClock::from_unix_ms(T0 + 100_000);
-    let spool = Spool::builder()
-        .manual_clock(clock.clone())
-        .open(&path)
-        .unwrap();
+    let spool = manual_spool_at(&clock, &path);
     let state = |id: u64| spool.status(TaskId::from_u64(id)).unwrap().state;
     assert_eq!(state(1), TaskState::Succeeded);
     assert_eq!(state(2), TaskState::Ready);
