@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use taskspool::{
-    AttemptErrorKind, Context, Error, ErrorKind, Options, RetryPolicy, Revoke, Spool, Task,
-    TaskError, TaskState, Worker,
+    AttemptErrorKind, Context, Error, ErrorKind, ManualClock, Options, RetryPolicy, Revoke, Spool,
+    Task, TaskError, TaskHandle, TaskState, Worker,
 };
 
 use super::common::*;
@@ -62,6 +62,45 @@ fn pool<T: Task>(spool: &Spool, concurrency: usize) -> Worker {
         .unwrap()
 }
 
+/// A `Stuck` task with a hard limit of 5 s, inside its handler on a one-thread pool of a
+/// spool on a manual clock.
+struct Hung {
+    clock: ManualClock,
+    spool: Spool,
+    key: String,
+    worker: Worker,
+    h: TaskHandle<u32>,
+}
+
+fn hung(name: &str) -> Hung {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let key = unique(name);
+    let worker = pool::<Stuck>(&spool, 1);
+    let h = spool
+        .enqueue_with(
+            Stuck { gate: key.clone() },
+            later().time_limit(Duration::from_secs(5)),
+        )
+        .unwrap();
+    gate(&key).wait_started(1);
+    Hung {
+        clock,
+        spool,
+        key,
+        worker,
+        h,
+    }
+}
+
+/// Moves the clock to the hard limit, and waits for the attempt to be ended (retrying).
+fn past_the_hard_limit(clock: &ManualClock, spool: &Spool, h: &TaskHandle<u32>) {
+    clock.advance(Duration::from_secs(5));
+    eventually("the hard limit ends the attempt", || {
+        state_of(spool, h.id()) == TaskState::Retrying
+    });
+}
+
 fn later() -> Options {
     // Retries wait a minute, so a retried attempt never starts during a test's checks.
     Options::new().retry_policy(RetryPolicy::fixed(Duration::from_secs(60)))
@@ -108,21 +147,14 @@ fn the_soft_limit_asks_the_handler_to_stop_and_its_error_is_a_time_limit() {
 
 #[test]
 fn the_hard_limit_ends_the_attempt_replaces_the_thread_and_drops_the_late_outcome() {
-    let clock = manual_clock();
-    let spool = manual_spool(&clock);
-    let key = unique("hard");
-    let worker = pool::<Stuck>(&spool, 1);
-    let h = spool
-        .enqueue_with(
-            Stuck { gate: key.clone() },
-            later().time_limit(Duration::from_secs(5)),
-        )
-        .unwrap();
-    gate(&key).wait_started(1);
-    clock.advance(Duration::from_secs(5));
-    eventually("the hard limit ends the attempt", || {
-        state_of(&spool, h.id()) == TaskState::Retrying
-    });
+    let Hung {
+        clock,
+        spool,
+        key,
+        worker,
+        h,
+    } = hung("hard");
+    past_the_hard_limit(&clock, &spool, &h);
     let status = h.status().unwrap();
     assert_eq!(status.errors[0].kind, AttemptErrorKind::TimeLimit);
     assert!(
@@ -201,17 +233,13 @@ fn hung_threads_are_replaced_up_to_the_concurrency() {
 /// the task ends `Revoked`, once.
 #[test]
 fn a_revoke_then_the_hard_limit_then_a_late_return_end_the_task_revoked() {
-    let clock = manual_clock();
-    let spool = manual_spool(&clock);
-    let key = unique("race");
-    let worker = pool::<Stuck>(&spool, 1);
-    let h = spool
-        .enqueue_with(
-            Stuck { gate: key.clone() },
-            later().time_limit(Duration::from_secs(5)),
-        )
-        .unwrap();
-    gate(&key).wait_started(1);
+    let Hung {
+        clock,
+        spool,
+        key,
+        worker,
+        h,
+    } = hung("race");
     assert_eq!(spool.revoke(h.id()).unwrap(), Revoke::Cancelling);
     clock.advance(Duration::from_secs(5));
     assert!(matches!(h.wait(WAIT), Err(Error::TaskRevoked(_))));
@@ -236,21 +264,14 @@ fn a_revoke_then_the_hard_limit_then_a_late_return_end_the_task_revoked() {
 /// ends it at once; the late return changes nothing.
 #[test]
 fn the_hard_limit_then_a_revoke_then_a_late_return_end_the_task_revoked() {
-    let clock = manual_clock();
-    let spool = manual_spool(&clock);
-    let key = unique("race-2");
-    let worker = pool::<Stuck>(&spool, 1);
-    let h = spool
-        .enqueue_with(
-            Stuck { gate: key.clone() },
-            later().time_limit(Duration::from_secs(5)),
-        )
-        .unwrap();
-    gate(&key).wait_started(1);
-    clock.advance(Duration::from_secs(5));
-    eventually("the hard limit ends the attempt", || {
-        state_of(&spool, h.id()) == TaskState::Retrying
-    });
+    let Hung {
+        clock,
+        spool,
+        key,
+        worker,
+        h,
+    } = hung("race-2");
+    past_the_hard_limit(&clock, &spool, &h);
     assert_eq!(spool.revoke(h.id()).unwrap(), Revoke::Revoked);
     gate(&key).open();
     eventually("the hung thread exits", || {
@@ -271,17 +292,13 @@ fn the_hard_limit_then_a_revoke_then_a_late_return_end_the_task_revoked() {
 #[test]
 fn a_return_at_the_hard_limit_is_either_the_outcome_or_dropped_never_both() {
     for round in 0..20 {
-        let clock = manual_clock();
-        let spool = manual_spool(&clock);
-        let key = unique("edge");
-        let worker = pool::<Stuck>(&spool, 1);
-        let h = spool
-            .enqueue_with(
-                Stuck { gate: key.clone() },
-                later().time_limit(Duration::from_secs(5)),
-            )
-            .unwrap();
-        gate(&key).wait_started(1);
+        let Hung {
+            clock,
+            spool,
+            key,
+            worker,
+            h,
+        } = hung("edge");
         let g = gate(&key);
         let opener = std::thread::spawn(move || g.open());
         clock.advance(Duration::from_secs(5));
@@ -367,21 +384,14 @@ fn invalid_limits_are_refused_before_anything_is_written() {
 /// handler does not hold it up.
 #[test]
 fn shutdown_does_not_wait_for_a_handler_its_hard_limit_abandoned() {
-    let clock = manual_clock();
-    let spool = manual_spool(&clock);
-    let key = unique("hung-shutdown");
-    let worker = pool::<Stuck>(&spool, 1);
-    let h = spool
-        .enqueue_with(
-            Stuck { gate: key.clone() },
-            later().time_limit(Duration::from_secs(5)),
-        )
-        .unwrap();
-    gate(&key).wait_started(1);
-    clock.advance(Duration::from_secs(5));
-    eventually("the hard limit ends the attempt", || {
-        state_of(&spool, h.id()) == TaskState::Retrying
-    });
+    let Hung {
+        clock,
+        spool,
+        key,
+        worker,
+        h,
+    } = hung("hung-shutdown");
+    past_the_hard_limit(&clock, &spool, &h);
     // The handler still hangs; the shutdown returns without it.
     worker.shutdown(Duration::from_secs(5)).unwrap();
     assert!(logged(&key).is_empty(), "the hung handler is still inside");
