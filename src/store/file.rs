@@ -90,7 +90,7 @@ impl FileEngine {
                 result_ttl_ms: config.result_ttl_ms,
                 buffered: config.buffered,
             },
-            (opened.counters, opened.counts, opened.catalog),
+            (opened.counters, opened.counts, opened.catalog, opened.flow),
             opened.wal,
             waiters,
         )?;

@@ -342,21 +342,6 @@ impl Flow {
     }
 }
 
-/// The paused queues in the file, sorted (what `stats` shows before the writer's first
-/// transaction).
-pub(crate) fn read_paused(db: &redb::Database) -> Result<Vec<String>, Error> {
-    use redb::ReadableDatabase;
-    let read = db.begin_read().db()?;
-    let paused = records(&read.open_table(FLOW).db()?)?
-        .into_iter()
-        .filter_map(|(target, r)| match target {
-            LimitTarget::Queue(queue) if r.paused => Some(queue),
-            _ => None,
-        })
-        .collect();
-    Ok(paused)
-}
-
 /// Every target's record in the `flow` table, in its key order: task types first, then
 /// queues, each by name.
 fn records(

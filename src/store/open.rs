@@ -15,6 +15,7 @@ use crate::store::check::{
 };
 use crate::store::counts::{Counters, Counts, load_counters, load_counts, store_counts};
 use crate::store::errors::{Db, redb_error};
+use crate::store::flow::Flow;
 use crate::store::inflight::Inflight;
 use crate::store::paths;
 use crate::store::redo::Redo;
@@ -35,6 +36,8 @@ pub(crate) struct Opened {
     pub inflight: Inflight,
     pub wal: Wal,
     pub counts: Counts,
+    /// The declared limits and pauses, for the writer's mirror.
+    pub flow: Flow,
 }
 
 /// How to open a queue file.
@@ -232,6 +235,7 @@ fn prepare_with(
         store_counts(&txn, &counts, counters)?;
     }
     let catalog = Catalog::load(&txn)?;
+    let flow = Flow::load(&txn)?;
     // Opened (or made whole) before the commit, without touching its records: once the file
     // names the new generation, the log must be there for it.
     let mut wal = open_log().map_err(|e| needing(e, room))?;
@@ -263,6 +267,7 @@ fn prepare_with(
         inflight,
         wal,
         counts,
+        flow,
     })
 }
 

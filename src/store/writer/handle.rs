@@ -12,6 +12,7 @@ use redb::Database;
 use crate::error::Error;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView};
+use crate::store::flow::Flow;
 use crate::store::pools::LivePools;
 use crate::store::progress::Progress;
 use crate::store::wal::Wal;
@@ -44,7 +45,7 @@ impl WriterHandle {
     pub(crate) fn spawn(
         db: Arc<Database>,
         config: WriterConfig,
-        state: (Counters, Counts, Catalog),
+        state: (Counters, Counts, Catalog, Flow),
         wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
@@ -53,13 +54,7 @@ impl WriterHandle {
         config
             .clock
             .subscribe(move || tick.send(Command::Tick).is_ok());
-        let paused = crate::store::flow::read_paused(&db)?;
         let writer = Writer::new(db, config, state, wal, waiters);
-        writer
-            .counts_view
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .paused = paused;
         let (counts, live, unpublished, stopped, progress) = (
             writer.counts_view.clone(),
             writer.pools.live(),
@@ -236,7 +231,7 @@ pub(crate) fn spawn_opened(
         result_ttl_ms: None,
         buffered,
     };
-    let state = (opened.counters, opened.counts, opened.catalog);
+    let state = (opened.counters, opened.counts, opened.catalog, opened.flow);
     let writer = WriterHandle::spawn(
         db.clone(),
         config,

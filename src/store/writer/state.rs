@@ -127,7 +127,7 @@ impl Writer {
     pub(super) fn new(
         db: Arc<Database>,
         config: WriterConfig,
-        (counters, counts, catalog): (Counters, Counts, Catalog),
+        (counters, counts, catalog, flow): (Counters, Counts, Catalog, Flow),
         wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Writer {
@@ -138,7 +138,7 @@ impl Writer {
             counts_view: Arc::new(Mutex::new(CountsView {
                 counts: counts.clone(),
                 catalog: catalog.clone(),
-                paused: Vec::new(),
+                paused: flow.paused().map(str::to_string).collect(),
             })),
             counts,
             catalog,
@@ -154,7 +154,7 @@ impl Writer {
             avg_cycle_us: None,
             last_callers: 0,
             running_cache: Running::default(),
-            flow_cache: Flow::default(),
+            flow_cache: flow,
             wal,
             checkpoint_due: false,
             redo: Redo::default(),
@@ -166,8 +166,7 @@ impl Writer {
             held: None,
             held_records: Vec::new(),
             held_groups: 0,
-            // Nothing is mirrored yet: the first transaction reads it.
-            stale: true,
+            stale: false,
             unpublished: Arc::new(AtomicBool::new(false)),
         }
     }
