@@ -168,40 +168,39 @@ impl Tx<'_> {
                 continue;
             };
             let (q, n) = pair.ids;
+            // The key a per-key limit counts this task under, once it is known to have room.
+            let mut key = None;
             if let Some(limit) = pair.per_key {
-                let Some(rec) = self.get(c.2)? else {
+                let Some(mut rec) = self.get(c.2)? else {
                     taken.push((c, Fate::Run));
                     continue;
                 };
-                if let Some(key) = rec.flow.limit_key.as_deref() {
+                if let Some(k) = rec.flow.limit_key.as_deref() {
                     let (counts, flow) = self.running_and_flow();
-                    if !flow.key_has_room((n, key), limit, counts) {
+                    if !flow.key_has_room((n, k), limit, counts) {
                         if *parked == PARK_BATCH {
                             flow.cut_claim();
                             blocked[c.1] = true;
-                            continue;
+                        } else {
+                            *parked += 1;
+                            taken.push((c, Fate::Park(Box::new(rec))));
                         }
-                        *parked += 1;
-                        taken.push((c, Fate::Park(Box::new(rec))));
                         continue;
                     }
-                    if !flow.admit((q, queue), (n, name), counts, now) {
-                        blocked[c.1] = true;
-                        continue;
-                    }
-                    flow.count_key((n, key));
-                    taken.push((c, Fate::Run));
-                    running += 1;
-                    continue;
+                    // It runs: this copy of its record is not needed any more.
+                    key = rec.flow.limit_key.take();
                 }
             }
             let (counts, flow) = self.running_and_flow();
-            if flow.admit((q, queue), (n, name), counts, now) {
-                taken.push((c, Fate::Run));
-                running += 1;
-            } else {
+            if !flow.admit((q, queue), (n, name), counts, now) {
                 blocked[c.1] = true;
+                continue;
             }
+            if let Some(k) = &key {
+                flow.count_key((n, k));
+            }
+            taken.push((c, Fate::Run));
+            running += 1;
         }
         Ok(taken)
     }
