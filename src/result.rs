@@ -46,6 +46,17 @@ impl<O> Clone for TaskHandle<O> {
     }
 }
 
+impl<O> TaskHandle<O> {
+    /// A handle of task `id` made from this one (the same name and spool).
+    pub(crate) fn sibling(&self, id: TaskId, duplicate: bool) -> Self {
+        TaskHandle {
+            id,
+            duplicate,
+            ..self.clone()
+        }
+    }
+}
+
 impl<O> std::fmt::Debug for TaskHandle<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskHandle")

@@ -16,6 +16,7 @@ use crate::shared::Shared;
 pub use crate::shared::Spool;
 use crate::store::{CHECKPOINT_BYTES, FileConfig, FileEngine, NewTask, ScheduleOp};
 
+mod chord;
 mod flow;
 mod follow_ups;
 mod graph;
@@ -24,8 +25,9 @@ mod workflow;
 use crate::sync::Waiters;
 use crate::task::Task;
 use crate::views::{Stats, TaskStatus};
+pub use chord::ChordHandle;
 pub use graph::{Step, StepId, StoredWorkflow, Workflow};
-pub use workflow::{Chain, ChordHandle, GroupHandle, Link};
+pub use workflow::{Chain, GroupHandle, Link};
 
 /// Results are kept this long after a task finishes, unless configured otherwise (Celery's
 /// `result_expires` default).

@@ -1,9 +1,9 @@
 //! Workflows, as a user builds them: a [`Chain`] of steps that run one after another, each
 //! able to read the output of the one before ([`Context::input`](crate::Context::input)); a
 //! group of tasks that run in parallel ([`GroupHandle`]); a chord, a group and a body that
-//! runs once after every member succeeded and receives their outputs in order. A workflow is
-//! stored in one transaction — when the call returns, every step exists, waiting for its
-//! parents or ready — and advances in the transactions of the completions that trigger it
+//! runs once after every member succeeded and receives their outputs in order (`chord.rs`). A
+//! workflow is stored in one transaction (a large chord in parts) — when the call returns,
+//! every step exists, waiting for its parents or ready — and advances in the transactions of the completions that trigger it
 //! (`store::workflow`): no polling, no expiring counter.
 
 use std::marker::PhantomData;
@@ -16,7 +16,7 @@ use crate::model::{Revoked, TaskId};
 use crate::options::Options;
 use crate::result::TaskHandle;
 use crate::shared::Spool;
-use crate::spool::{new_task, new_tasks};
+use crate::spool::new_task;
 use crate::store::{NewLink, NewTask};
 use crate::task::Task;
 use crate::views::WorkflowStatus;
@@ -34,7 +34,7 @@ pub(crate) fn step<T: Task>(task: T, options: Options) -> Build {
 
 /// Refuses a unique key on a workflow's task: a duplicate would store nothing, and leave
 /// the workflow without that task.
-fn refuse_unique(task: &NewTask, what: &str) -> Result<(), Error> {
+pub(crate) fn refuse_unique(task: &NewTask, what: &str) -> Result<(), Error> {
     if task.opts.keys.unique.is_some() {
         return Err(Error::InvalidOption(format!(
             "{what} (`{}`) cannot have a unique key: a duplicate would leave the workflow \
@@ -178,16 +178,88 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// The tasks of a group (or a chord's members), in the order they were given.
+/// The tasks of a group (or a chord's members), in the order they were given. It holds
+/// their ids as runs of consecutive ids, so a group of a million members costs a few bytes;
+/// [`member`](Self::member) and [`members`](Self::members) make each one's handle.
 #[derive(Debug, Clone)]
 pub struct GroupHandle<O> {
-    members: Vec<TaskHandle<O>>,
+    /// The first member's handle (the others are made from it), if there is one.
+    first: Option<TaskHandle<O>>,
+    /// The members' ids, as runs (first id, how many), in order.
+    runs: Vec<(u64, u32)>,
+    /// The indexes of the members whose enqueue found a task holding their unique key.
+    duplicates: Vec<usize>,
+    len: usize,
 }
 
 impl<O: DeserializeOwned> GroupHandle<O> {
+    /// The group of these handles, in order.
+    pub(crate) fn of(handles: Vec<TaskHandle<O>>) -> Self {
+        let mut runs: Vec<(u64, u32)> = Vec::new();
+        let mut duplicates = Vec::new();
+        for (i, h) in handles.iter().enumerate() {
+            let id = h.id().0;
+            match runs.last_mut() {
+                Some((first, n)) if *first + u64::from(*n) == id && *n < u32::MAX => *n += 1,
+                _ => runs.push((id, 1)),
+            }
+            if h.is_duplicate() {
+                duplicates.push(i);
+            }
+        }
+        GroupHandle {
+            len: handles.len(),
+            first: handles.into_iter().next(),
+            runs,
+            duplicates,
+        }
+    }
+
+    /// The group of `first` and the `n - 1` tasks after it, `n` ≥ 1 and ≤ `u32::MAX`.
+    pub(crate) fn run(first: TaskHandle<O>, n: u32) -> Self {
+        GroupHandle {
+            runs: vec![(first.id().0, n)],
+            first: Some(first),
+            duplicates: Vec::new(),
+            len: n as usize,
+        }
+    }
+
+    /// How many members it has.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no members.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Member `index`'s handle (in the order given), if there is one.
+    pub fn member(&self, index: usize) -> Option<TaskHandle<O>> {
+        let first = self.first.as_ref()?;
+        let mut skip = index;
+        for &(id, n) in &self.runs {
+            if skip < n as usize {
+                let duplicate = self.duplicates.binary_search(&index).is_ok();
+                return Some(first.sibling(TaskId(id + skip as u64), duplicate));
+            }
+            skip -= n as usize;
+        }
+        None
+    }
+
     /// Each member's handle, in order (for its status, or to wait for it alone).
-    pub fn members(&self) -> &[TaskHandle<O>] {
-        &self.members
+    pub fn members(&self) -> impl Iterator<Item = TaskHandle<O>> + '_ {
+        let mut index = 0;
+        self.runs
+            .iter()
+            .flat_map(|&(id, n)| (0..u64::from(n)).map(move |k| id + k))
+            .filter_map(move |id| {
+                let duplicate = self.duplicates.binary_search(&index).is_ok();
+                index += 1;
+                Some(self.first.as_ref()?.sibling(TaskId(id), duplicate))
+            })
     }
 
     /// Waits until every member has finished, at most `timeout` in all; returns their
@@ -198,20 +270,10 @@ impl<O: DeserializeOwned> GroupHandle<O> {
     /// it; `Timeout` if the time ran out first.
     pub fn wait(&self, timeout: Duration) -> Result<Vec<O>, Error> {
         let deadline = Instant::now() + timeout;
-        self.members
-            .iter()
+        self.members()
             .map(|m| m.wait(deadline.saturating_duration_since(Instant::now())))
             .collect()
     }
-}
-
-/// A chord: its members, and its body.
-#[derive(Debug, Clone)]
-pub struct ChordHandle<M, B> {
-    /// The members, in order.
-    pub members: GroupHandle<M>,
-    /// The body: its `wait` gives the chord's result.
-    pub body: TaskHandle<B>,
 }
 
 impl Spool {
@@ -335,79 +397,6 @@ impl Spool {
         &self,
         tasks: impl IntoIterator<Item = T>,
     ) -> Result<GroupHandle<T::Output>, Error> {
-        Ok(GroupHandle {
-            members: self.enqueue_many(tasks)?,
-        })
-    }
-
-    /// Enqueues a chord (Celery's `chord(group)(body)`): `members` run in parallel, and
-    /// `body` runs once after every one of them succeeded, reading their outputs in member
-    /// order with [`Context::inputs`](crate::Context::inputs). Its counter lives in the
-    /// body's record and each member's success counts it down in its own transaction, so
-    /// nothing polls and a restart loses nothing; a member retried counts once. If a member
-    /// does not succeed, the body ends `Failed`, naming it, and never runs. Stored in one
-    /// transaction.
-    ///
-    /// # Errors
-    /// `InvalidOption` for a chord without members, or for a member or body with a unique
-    /// key; `Json` for bad arguments (nothing is stored); as
-    /// [`Spool::enqueue`](crate::Spool::enqueue).
-    pub fn chord<T: Task, B: Task>(
-        &self,
-        members: impl IntoIterator<Item = T>,
-        body: B,
-    ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
-        self.chord_of(members, body, false)
-    }
-
-    /// A chord whose body runs once every member has ended, however it ended (the opt-in
-    /// "run anyway"), reading each member's output or failure in member order with
-    /// [`Context::results`](crate::Context::results).
-    ///
-    /// # Errors
-    /// As [`chord`](Self::chord).
-    pub fn chord_settled<T: Task, B: Task>(
-        &self,
-        members: impl IntoIterator<Item = T>,
-        body: B,
-    ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
-        self.chord_of(members, body, true)
-    }
-
-    fn chord_of<T: Task, B: Task>(
-        &self,
-        members: impl IntoIterator<Item = T>,
-        body: B,
-        settled: bool,
-    ) -> Result<ChordHandle<T::Output, B::Output>, Error> {
-        let now = self.shared.clock.now_ms();
-        // Every member shares one name and one set of resolved options.
-        let mut tasks = new_tasks(members, Options::new(), now)?;
-        if let Some(first) = tasks.first() {
-            refuse_unique(first, "a chord's member")?;
-        }
-        if tasks.is_empty() {
-            return Err(Error::InvalidOption(format!(
-                "a chord needs at least one member before its body `{}`",
-                B::NAME
-            )));
-        }
-        let n = tasks.len();
-        let mut body = step(body, Options::new())(now)?;
-        let spec = body.step_mut();
-        spec.after = (0..n).collect();
-        spec.settled = settled;
-        tasks.push(body);
-        let mut stored = self.shared.engine.insert(tasks)?;
-        let body = stored.pop().ok_or(Error::Closed)?;
-        Ok(ChordHandle {
-            members: GroupHandle {
-                members: stored
-                    .into_iter()
-                    .map(|e| TaskHandle::new(e.id, T::NAME, &self.shared))
-                    .collect(),
-            },
-            body: TaskHandle::new(body.id, B::NAME, &self.shared),
-        })
+        Ok(GroupHandle::of(self.enqueue_many(tasks)?))
     }
 }

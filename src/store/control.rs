@@ -33,6 +33,9 @@ impl Tx<'_> {
     /// The outer result is the transaction's; the inner one the caller's: `NotFound` for
     /// an unknown id, which fails only this request (nothing is changed).
     pub(crate) fn revoke(&mut self, id: u64) -> Result<Result<Revoking, Error>, Error> {
+        if self.is_held(id)? {
+            return Ok(Err(Error::NotFound(TaskId(id))));
+        }
         let Some(mut rec) = self.get(id)? else {
             return Ok(Err(Error::NotFound(TaskId(id))));
         };

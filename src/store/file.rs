@@ -21,8 +21,8 @@ use crate::store::open::{Settings, open_with};
 use crate::store::progress::Progress;
 use crate::store::read;
 use crate::store::verbs::{
-    Completion, Engine, Enqueued, FlowOp, Job, NewTask, PoolSpec, Reporter, ScheduleOp, Serves,
-    ThreadSlot,
+    Completion, Engine, Enqueued, FlowOp, Job, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp,
+    Serves, ThreadSlot,
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
 use crate::sync::Waiters;
@@ -136,6 +136,10 @@ impl Engine for FileEngine {
 
     fn flow(&self, op: FlowOp) -> Result<bool, Error> {
         self.writer.request(|reply| Command::Flow { op, reply })
+    }
+
+    fn parts(&self, op: PartOp) -> Result<u64, Error> {
+        self.writer.request(|reply| Command::Parts { op, reply })
     }
 
     fn limits(&self) -> Result<Vec<Limit>, Error> {

@@ -32,6 +32,7 @@ mod idmap;
 mod inflight;
 mod open;
 mod parking;
+mod parts;
 mod paths;
 mod pools;
 mod progress;
@@ -55,9 +56,10 @@ mod workflow;
 mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};
+pub(crate) use parts::PART;
 pub(crate) use verbs::{
-    Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PoolGauges, PoolSpec, Reporter,
-    ScheduleOp, Serves, ThreadSlot,
+    Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PartOp, PoolGauges, PoolSpec,
+    Reporter, ScheduleOp, Serves, ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
 #[cfg(test)]

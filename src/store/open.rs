@@ -227,6 +227,15 @@ fn prepare_with(
         let tally = {
             let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms, Lent::default());
             (lost, unstarted) = tx.recover_orphans(&started)?;
+            let (finished, deleted) = tx.finish_open_workflows()?;
+            if finished + deleted > 0 {
+                tracing::warn!(
+                    finished,
+                    deleted,
+                    "a process died while it stored chords in parts: the sealed ones are \
+                     finished, the others (whose enqueue never returned) deleted"
+                );
+            }
             tx.finish(&counts)?
         };
         tally.apply(&mut counts);

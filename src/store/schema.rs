@@ -20,8 +20,10 @@ use crate::store::tables::tables;
 /// a unique key, a limit key, a parked position) and the `flow`, `unique` and `parked`
 /// tables; the open creates the new tables in an older file. Version 6 adds workflows: a
 /// record's fourth part (`record::Deps`), the `waiting` state (code 8) and the `upstream`
-/// attempt error kind (code 9). Older files are upgraded at open.
-pub(crate) const FORMAT_VERSION: u64 = 6;
+/// attempt error kind (code 9). Version 7 adds the `open_workflows` table: a large chord is
+/// stored in parts, and a version-6 build would neither roll back nor finish one left open by
+/// a crash. Older files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 7;
 
 /// The first format whose log keeps the promises `replay` checks (see [`FORMAT_VERSION`]).
 pub(crate) const STRICT_LOG_FORMAT: u64 = 3;
@@ -105,6 +107,12 @@ tables! {
     /// per-key concurrency limit, in dispatch order; one goes back to `ready` when a task of
     /// its key ends (format 5).
     14 PARKED parked: (u32, &'static str, u8, u64) => u64 = "taskspool.parked";
+
+    /// `first id → (end, next to index, sealed)`: a workflow stored in parts, whose ids
+    /// `first..end` were reserved at once (the last one is its chord's body) and whose members
+    /// are stored unindexed until it is sealed; after the seal, members from `next to index`
+    /// on still wait for their index entries (format 7, see `store::parts`).
+    15 OPEN_WORKFLOWS open_workflows: u64 => (u64, u64, bool) = "taskspool.open_workflows";
 }
 
 /// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
-use crate::store::record::{Control, Deps, FlowPart, Slot, TaskRecord};
+use crate::store::record::{Control, Deps, FlowPart, Slot, TaskRecord, UniqueKey};
 use crate::store::tx::Tx;
 use crate::store::unique;
 use crate::store::verbs::{Completion, Enqueued, NewTask};
@@ -35,6 +35,46 @@ fn due_keys(
     let more = due.len() > limit;
     due.truncate(limit);
     Ok((due, more))
+}
+
+/// The record of a new task on the interned queue and name `ids`, `Ready` until it is placed.
+pub(crate) fn new_record(
+    new: NewTask,
+    ids: (u32, u32),
+    deps: Deps,
+    unique: Option<UniqueKey>,
+) -> TaskRecord {
+    let (queue, name_id) = ids;
+    TaskRecord {
+        name: new.name.to_string(),
+        name_id,
+        queue,
+        priority: new.opts.priority,
+        state: TaskState::Ready,
+        attempts: 0,
+        max_retries: new.opts.max_retries,
+        retry: new.opts.retry,
+        enqueued_at_ms: new.enqueued_at_ms,
+        due_at_ms: new.opts.due_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+        expires_at_ms: new.opts.expires_ms,
+        slot: Slot::None,
+        errors: Vec::new(),
+        origin: new.origin,
+        output: None,
+        payload: new.payload,
+        control: Control {
+            time_limit_ms: new.opts.limits.time_limit_ms,
+            soft_time_limit_ms: new.opts.limits.soft_time_limit_ms,
+            ..Control::default()
+        },
+        flow: FlowPart {
+            unique,
+            limit_key: new.opts.keys.limit_key.clone(),
+        },
+        deps,
+    }
 }
 
 impl Tx<'_> {
@@ -94,36 +134,7 @@ impl Tx<'_> {
             self.take_unique(name_id, &u.key, id)?;
         }
         let due = new.opts.due_ms;
-        let mut rec = TaskRecord {
-            name: new.name.to_string(),
-            name_id,
-            queue,
-            priority: new.opts.priority,
-            state: TaskState::Ready,
-            attempts: 0,
-            max_retries: new.opts.max_retries,
-            retry: new.opts.retry,
-            enqueued_at_ms: new.enqueued_at_ms,
-            due_at_ms: due,
-            started_at_ms: None,
-            finished_at_ms: None,
-            expires_at_ms: new.opts.expires_ms,
-            slot: Slot::None,
-            errors: Vec::new(),
-            origin: new.origin,
-            output: None,
-            payload: new.payload,
-            control: Control {
-                time_limit_ms: new.opts.limits.time_limit_ms,
-                soft_time_limit_ms: new.opts.limits.soft_time_limit_ms,
-                ..Control::default()
-            },
-            flow: FlowPart {
-                unique,
-                limit_key: new.opts.keys.limit_key.clone(),
-            },
-            deps,
-        };
+        let mut rec = new_record(new, ids, deps, unique);
         if let Some(exp) = rec.expires_at_ms {
             self.tables().task_expiry()?.insert((exp, id), ())?;
             self.note_wake(exp);

@@ -235,7 +235,16 @@ impl<'t> Tx<'t> {
         id
     }
 
-    fn next_seq(&mut self) -> u64 {
+    /// Reserves `n` consecutive new task ids at once; returns the first.
+    pub(crate) fn reserve_ids(&mut self, n: u64) -> u64 {
+        let first = self.counters.next_id;
+        self.counters.next_id += n;
+        self.counters_dirty = true;
+        first
+    }
+
+    /// A new index sequence number (FIFO order).
+    pub(crate) fn next_seq(&mut self) -> u64 {
         let seq = self.counters.next_seq;
         self.counters.next_seq += 1;
         self.counters_dirty = true;

@@ -119,6 +119,29 @@ pub(crate) struct Enqueued {
     pub duplicate: bool,
 }
 
+/// One step of storing a chord too large for one transaction in parts (see `store::parts`):
+/// its ids are reserved at once, its members stored unindexed part by part, its body stored
+/// last (the seal: from then on the chord exists), and its members indexed part by part. A
+/// chord left unsealed is deleted, by its producer or at the next open.
+#[derive(Debug)]
+pub(crate) enum PartOp {
+    /// Reserves ids for `count` tasks, the members then the body; answers the first.
+    Open { count: u64 },
+    /// Stores members under the ids from `first` on, unindexed; answers how many.
+    Part {
+        base: u64,
+        first: u64,
+        tasks: Vec<NewTask>,
+    },
+    /// Stores the body under the last reserved id, waiting for every member; answers its id.
+    Seal { base: u64, body: NewTask },
+    /// Indexes the next members (at most a part's worth); answers how many are left.
+    Index { base: u64 },
+    /// Deletes the next stored members of an unsealed chord; answers 0 once nothing of it
+    /// remains.
+    Abandon { base: u64 },
+}
+
 /// One attempt handed to a worker.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -259,6 +282,13 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// As [`Engine::insert`].
     fn flow(&self, op: FlowOp) -> Result<bool, Error>;
+
+    /// One step of storing a chord in parts (see [`PartOp`]); durable when it returns.
+    ///
+    /// # Errors
+    /// `NotFound` for a chord that is not open (or, to seal, not complete); as
+    /// [`Engine::insert`].
+    fn parts(&self, op: PartOp) -> Result<u64, Error>;
 
     /// The declared limits, task types first, each by name.
     ///

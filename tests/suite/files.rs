@@ -264,7 +264,7 @@ fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
         let get = |key: &str| table.get(key).unwrap().map(|v| v.value());
         (get("format_version"), get("wal_generation").is_some())
     };
-    assert_eq!(meta(&path), (Some(6), true));
+    assert_eq!(meta(&path), (Some(7), true));
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
@@ -282,7 +282,7 @@ fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
     assert_eq!(stats.count(TaskState::Succeeded), 5);
     assert_eq!(stats.count(TaskState::Ready), 5);
     drop(spool);
-    assert_eq!(meta(&path), (Some(6), true));
+    assert_eq!(meta(&path), (Some(7), true));
 }
 
 #[test]

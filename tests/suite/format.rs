@@ -270,6 +270,11 @@ fn a_format_6_file_left_by_a_crash_opens_reads_and_runs() {
     opens_reads_and_runs("format-6");
 }
 
+#[test]
+fn a_format_7_file_left_by_a_crash_opens_reads_and_runs() {
+    opens_reads_and_runs("format-7");
+}
+
 /// Opens a copy of the fixture `name`, checks every task and schedule in it, and runs what is
 /// pending.
 fn opens_reads_and_runs(name: &str) {

@@ -107,7 +107,7 @@ fn write_workflow_fixture() {
         .chord([Member::Add(1, 1), Member::Add(2, 2), Member::Hold], WfSum)
         .unwrap();
     started.recv().unwrap();
-    for m in &chord.members.members()[..2] {
+    for m in chord.members.members().take(2) {
         m.wait(WAIT).unwrap();
     }
     // No destructor runs: the queue file is not closed, the log is not checkpointed.

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod chord_parts;
 mod concurrency;
 mod control;
 mod crash;
@@ -16,6 +17,7 @@ mod follow_ups;
 mod format;
 mod format_control;
 mod format_flow;
+mod format_parts;
 mod format_workflow;
 mod handlers;
 mod lifecycle;

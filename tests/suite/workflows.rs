@@ -108,7 +108,9 @@ fn a_group_waits_for_every_member_in_order() {
     let group = spool.group((0..5).map(|i| add(i, 10))).unwrap();
     drain_all(&spool);
     assert_eq!(group.wait(WAIT).unwrap(), vec![10, 11, 12, 13, 14]);
-    assert_eq!(group.members().len(), 5);
+    assert_eq!(group.len(), 5);
+    assert_eq!(group.member(4).unwrap().wait(WAIT).unwrap(), 14);
+    assert!(group.member(5).is_none());
 }
 
 #[test]
@@ -122,7 +124,7 @@ fn a_failed_member_fails_the_chord_body_which_never_runs() {
     assert_eq!((status.state, status.attempts), (TaskState::Failed, 0));
     let why = &status.errors[0];
     assert_eq!(why.kind, AttemptErrorKind::Upstream);
-    let member = chord.members.members()[3].id();
+    let member = chord.members.member(3).unwrap().id();
     assert!(
         why.message.contains(&format!("task {member} (`wf.maybe`)")),
         "{}",
@@ -261,17 +263,12 @@ fn bad_workflows_are_refused_and_store_nothing() {
 fn a_workflow_is_seen_and_revoked_as_a_whole() {
     let spool = Spool::temporary().unwrap();
     let chord = spool.chord((0..3).map(|i| add(i, 1)), XSum).unwrap();
-    let first = chord.members.members()[0].id();
+    let first = chord.members.member(0).unwrap().id();
     let body = spool.status(chord.body.id()).unwrap();
     assert_eq!(body.workflow, Some(first));
     assert_eq!(
         body.parents,
-        chord
-            .members
-            .members()
-            .iter()
-            .map(|m| m.id())
-            .collect::<Vec<_>>()
+        chord.members.members().map(|m| m.id()).collect::<Vec<_>>()
     );
     assert_eq!(spool.status(first).unwrap().children, vec![chord.body.id()]);
     let wf = spool.workflow_status(first).unwrap();

@@ -6,7 +6,7 @@ use crossbeam_channel::Sender;
 use crate::error::Error;
 use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId};
 use crate::store::verbs::{
-    Completion, Enqueued, FlowOp, Job, NewTask, PoolSpec, ScheduleOp, Serves,
+    Completion, Enqueued, FlowOp, Job, NewTask, PartOp, PoolSpec, ScheduleOp, Serves,
 };
 use crate::sync::Promise;
 
@@ -50,6 +50,8 @@ pub(crate) enum Command {
     Schedule { op: ScheduleOp, reply: Reply<bool> },
     /// Declare or remove a limit, pause or resume a queue; replies whether it changed.
     Flow { op: FlowOp, reply: Reply<bool> },
+    /// One step of storing a chord in parts.
+    Parts { op: PartOp, reply: Reply<u64> },
     /// Revoke a task; reply with what was done.
     Revoke { id: TaskId, reply: Reply<Revoke> },
     /// Revoke every unfinished task a filter matches.
@@ -95,6 +97,7 @@ impl Command {
                 | Command::RetryWhere { .. }
                 | Command::Forget { .. }
                 | Command::Flow { .. }
+                | Command::Parts { .. }
         )
     }
 
@@ -102,6 +105,10 @@ impl Command {
     pub(crate) fn size(&self) -> usize {
         match self {
             Command::Enqueue { tasks, .. } => tasks.len(),
+            Command::Parts {
+                op: PartOp::Part { tasks, .. },
+                ..
+            } => tasks.len(),
             _ => 1,
         }
     }

@@ -363,6 +363,11 @@ impl Writer {
                 let changed = step.run(|tx| tx.flow_op(op, catalog));
                 group.reply(reply, changed);
             }
+            Command::Parts { op, reply } => {
+                let catalog = &mut self.catalog;
+                let answer = step.run(|tx| tx.part_op(op, catalog));
+                group.reply(reply, answer);
+            }
             Command::Sync { reply } => {
                 group.flush = true;
                 group.reply(reply, Ok(()));

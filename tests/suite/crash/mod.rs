@@ -207,6 +207,7 @@ fn child_process() {
         "unique" => unique::child(&spool),
         "follow" => follow_ups::child(&spool),
         "workflows" => workflows::child(&spool, Path::new(path)),
+        "chord_parts" => chord_parts::child(&spool),
         "hold" => {
             let h = spool.enqueue(CrashWork::new(7)).unwrap();
             say(&format!("OPEN {}", h.id()));
@@ -280,6 +281,7 @@ fn queue_path() -> (tempfile::TempDir, PathBuf) {
 }
 
 mod aborts;
+mod chord_parts;
 mod follow_ups;
 mod log_damage;
 mod revoke;

@@ -1,0 +1,258 @@
+//! A chord too large for one transaction, stored in parts (format 7).
+//!
+//! One transaction holds its changes in memory until it commits, so a chord of a million
+//! members stored at once costs hundreds of MiB. Instead its producer:
+//!
+//! 1. **opens** it: the ids of every member and of the body (the last one) are reserved at
+//!    once, so the chord's ids are consecutive as if one insert had stored it, and an
+//!    `open_workflows` row records them;
+//! 2. stores its members **part** by part, each record complete (its child is the body,
+//!    whose id is known) and written once, with its index position (`slot`) drawn — but
+//!    with no index entry and no count: no worker can claim it and no count shows it;
+//! 3. **seals** it by storing the body, waiting for every member: from this commit on the
+//!    chord exists;
+//! 4. **indexes** its members part by part (their ready, scheduled and expiry entries and
+//!    their counts); the last part removes the row.
+//!
+//! Every commit is a prefix of this sequence, so a crash leaves either an unsealed chord,
+//! which the next open deletes (no member ran: none was indexed), or a sealed one, whose
+//! remaining members the next open indexes. A producer that fails before the seal (a
+//! member's arguments do not encode, the disk fails) deletes what it stored ([`PartOp::Abandon`]).
+//! A member not yet indexed is invisible to revokes (see [`Tx::is_held`]).
+
+use redb::ReadableTable;
+
+use crate::error::Error;
+use crate::model::{TaskId, TaskState};
+use crate::store::catalog::Catalog;
+use crate::store::errors::Db;
+use crate::store::record::{Deps, Slot};
+use crate::store::transitions::new_record;
+use crate::store::tx::Tx;
+use crate::store::verbs::{NewTask, PartOp};
+
+/// How many members one part stores or indexes: a part's redo record (about 150 bytes a
+/// member) stays under the size that the log takes (`wal::DIRECT_BYTES`).
+pub(crate) const PART: usize = 1024;
+
+/// An open chord's row: one past its last id (its body's), the next member to index (after
+/// the seal; the next to delete before it), and whether it is sealed.
+type Row = (u64, u64, bool);
+
+impl Tx<'_> {
+    /// Applies one step of storing a chord in parts; see [`PartOp`] for the answers.
+    pub(crate) fn part_op(&mut self, op: PartOp, catalog: &mut Catalog) -> Result<u64, Error> {
+        match op {
+            PartOp::Open { count } => {
+                let base = self.reserve_ids(count);
+                self.tables()
+                    .open_workflows()?
+                    .insert(base, (base + count, base, false))?;
+                Ok(base)
+            }
+            PartOp::Part { base, first, tasks } => {
+                let (end, _, _) = self.open_row(base, false)?;
+                let len = tasks.len() as u64;
+                if first < base || first + len > end - 1 {
+                    // Only a producer that lost count gets here.
+                    return Err(Error::NotFound(TaskId(first)));
+                }
+                for (id, task) in (first..).zip(tasks) {
+                    self.store_held(id, task, end - 1, base, catalog)?;
+                }
+                Ok(len)
+            }
+            PartOp::Seal { base, body } => {
+                let (end, _, _) = self.open_row(base, false)?;
+                let id = end - 1;
+                self.store_body(id, base, body, catalog)?;
+                self.tables()
+                    .open_workflows()?
+                    .insert(base, (end, base, true))?;
+                Ok(id)
+            }
+            PartOp::Index { base } => self.index_part(base),
+            PartOp::Abandon { base } => self.abandon_part(base),
+        }
+    }
+
+    /// Indexes the next members of sealed chord `base`; returns how many are left.
+    fn index_part(&mut self, base: u64) -> Result<u64, Error> {
+        let (end, next, _) = self.open_row(base, true)?;
+        let stop = (next + PART as u64).min(end - 1);
+        for id in next..stop {
+            self.index_held(id)?;
+        }
+        let mut rows = self.tables().open_workflows()?;
+        if stop == end - 1 {
+            rows.remove(base)?;
+        } else {
+            rows.insert(base, (end, stop, true))?;
+        }
+        Ok(end - 1 - stop)
+    }
+
+    /// Deletes the next stored members of unsealed chord `base`; returns 0 once nothing of
+    /// it is left, else how many ids it spans.
+    fn abandon_part(&mut self, base: u64) -> Result<u64, Error> {
+        let (end, _, _) = self.open_row(base, false)?;
+        let ids: Vec<u64> = self
+            .tables()
+            .tasks()?
+            .range(base..end)
+            .db()?
+            .take(PART)
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()
+            .db()?;
+        {
+            let mut tasks = self.tables().tasks()?;
+            for &id in &ids {
+                tasks.remove(id)?;
+            }
+        }
+        if ids.len() < PART {
+            self.tables().open_workflows()?.remove(base)?;
+            return Ok(0);
+        }
+        Ok(end - base)
+    }
+
+    /// The row of open chord `base`, which must be sealed (or not, as `sealed` says).
+    fn open_row(&mut self, base: u64, sealed: bool) -> Result<Row, Error> {
+        match self.tables().open_workflows()?.get(base).db()? {
+            Some(row) if row.value().2 == sealed => Ok(row.value()),
+            _ => Err(Error::NotFound(TaskId(base))),
+        }
+    }
+
+    /// Stores member `id` of chord `base`, whose body is `body`: complete, with its place in
+    /// its index drawn, but neither indexed nor counted.
+    fn store_held(
+        &mut self,
+        id: u64,
+        task: NewTask,
+        body: u64,
+        base: u64,
+        catalog: &mut Catalog,
+    ) -> Result<(), Error> {
+        let interned = self.intern(&task.opts.queue, &task.name, catalog)?;
+        let deps = Deps {
+            workflow: Some(base),
+            children: vec![body],
+            ..Deps::default()
+        };
+        let mut rec = new_record(task, interned, deps, None);
+        let seq = self.next_seq();
+        if rec.due_at_ms > self.now() {
+            rec.state = TaskState::Scheduled;
+            rec.slot = Slot::Scheduled {
+                at_ms: rec.due_at_ms,
+                seq,
+            };
+        } else {
+            rec.slot = Slot::Ready { seq };
+        }
+        self.put(id, &rec)
+    }
+
+    /// Stores the body of chord `base` under `id`, waiting for every member before it.
+    fn store_body(
+        &mut self,
+        id: u64,
+        base: u64,
+        mut body: NewTask,
+        catalog: &mut Catalog,
+    ) -> Result<(), Error> {
+        let members = u32::try_from(id - base).map_err(|_| {
+            Error::InvalidOption(format!(
+                "a chord has at most {} members; this one has {}",
+                u32::MAX,
+                id - base
+            ))
+        })?;
+        let links = self.store_links(&mut body, catalog)?;
+        let settled = body.step.as_ref().is_some_and(|s| s.settled);
+        let interned = self.intern(&body.opts.queue, &body.name, catalog)?;
+        let deps = Deps {
+            workflow: Some(base),
+            parents_left: members,
+            children: Vec::new(),
+            inputs: vec![(base, members)],
+            links,
+            settled,
+        };
+        let mut rec = new_record(body, interned, deps, None);
+        rec.state = TaskState::Waiting;
+        if let Some(exp) = rec.expires_at_ms {
+            self.tables().task_expiry()?.insert((exp, id), ())?;
+            self.note_wake(exp);
+        }
+        self.count(rec.queue, rec.state, 1);
+        self.put(id, &rec)
+    }
+
+    /// Gives stored member `id` its index entries and its count, unless something changed it
+    /// since it was stored.
+    fn index_held(&mut self, id: u64) -> Result<(), Error> {
+        let Some(rec) = self.get(id)? else {
+            return Ok(());
+        };
+        match (rec.state, rec.slot) {
+            (TaskState::Ready, Slot::Ready { seq }) => {
+                self.insert_ready(rec.ready_key(seq), id)?;
+            }
+            (TaskState::Scheduled, Slot::Scheduled { at_ms, seq }) => {
+                self.tables().scheduled()?.insert((at_ms, seq), id)?;
+                self.note_wake(at_ms);
+            }
+            _ => return Ok(()),
+        }
+        if let Some(exp) = rec.expires_at_ms {
+            self.tables().task_expiry()?.insert((exp, id), ())?;
+            self.note_wake(exp);
+        }
+        self.count(rec.queue, rec.state, 1);
+        Ok(())
+    }
+
+    /// Whether `id` is a member of a chord being stored in parts that is not indexed yet: such
+    /// a task is not counted and no index holds it, so a revoke must leave it alone.
+    pub(crate) fn is_held(&mut self, id: u64) -> Result<bool, Error> {
+        let rows = self.tables().open_workflows()?;
+        let Some(entry) = rows.range(..=id).db()?.next_back() else {
+            return Ok(false);
+        };
+        let (key, row) = entry.db()?;
+        let (base, (end, next, sealed)) = (key.value(), row.value());
+        Ok(if sealed {
+            (next..end - 1).contains(&id)
+        } else {
+            (base..end).contains(&id)
+        })
+    }
+
+    /// At open: finishes every chord a crash left open — indexes the rest of a sealed one,
+    /// deletes an unsealed one. Returns how many of each.
+    pub(crate) fn finish_open_workflows(&mut self) -> Result<(usize, usize), Error> {
+        let rows: Vec<(u64, Row)> = self
+            .tables()
+            .open_workflows()?
+            .iter()
+            .db()?
+            .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+            .collect::<Result<_, _>>()
+            .db()?;
+        let (mut finished, mut deleted) = (0, 0);
+        for (base, (_, _, sealed)) in rows {
+            if sealed {
+                while self.index_part(base)? > 0 {}
+                finished += 1;
+            } else {
+                while self.abandon_part(base)? > 0 {}
+                deleted += 1;
+            }
+        }
+        Ok((finished, deleted))
+    }
+}

@@ -1,0 +1,141 @@
+//! Large chords across `kill -9`: a child stores chords of 3,000 members one after another —
+//! each in parts: ids reserved, members stored unindexed part by part, the body sealing it,
+//! then the members indexed part by part — while a pool runs them, and the parent kills it at
+//! random points, 10 times in a row. Every chord the child acknowledged must end with its
+//! exact sum; a chord cut before its seal must leave no task at all, one cut after it must
+//! be finished by the next open: after the last reopen and a drain, the file holds only whole
+//! chords, every one of them finished.
+
+use super::*;
+
+/// Members per chord: three parts of 1,024 or less.
+const MEMBERS: u64 = 3_000;
+
+/// Returns `n`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Member {
+    n: u64,
+}
+
+impl Task for Member {
+    const NAME: &'static str = "test.part_member";
+    type Output = u64;
+    fn run(self, _ctx: &Context) -> Result<u64, TaskError> {
+        Ok(self.n)
+    }
+}
+
+/// Sums its inputs.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Total;
+
+impl Task for Total {
+    const NAME: &'static str = "test.part_total";
+    type Output = u64;
+    fn run(self, ctx: &Context) -> Result<u64, TaskError> {
+        Ok(ctx.inputs::<u64>()?.iter().sum())
+    }
+}
+
+/// The child: runs a pool, and stores chord after chord, saying each body's id once its
+/// enqueue returned.
+pub(super) fn child(spool: &Spool) {
+    let _worker = spool
+        .worker()
+        .concurrency(2)
+        .register::<Member>()
+        .register::<Total>()
+        .start()
+        .unwrap();
+    say("RUNNING");
+    loop {
+        let chord = spool
+            .chord((0..MEMBERS).map(|n| Member { n }), Total)
+            .unwrap();
+        say(&format!("SEALED {}", chord.body.id()));
+    }
+}
+
+#[test]
+fn large_chords_killed_while_stored_are_whole_or_gone() {
+    let (_dir, path) = queue_path();
+    // Kill delays (ms after the child's pool runs): a chord takes tens of ms to store.
+    let delays = [30u64, 410, 170, 80, 290, 550, 120, 350, 50, 230];
+    let mut acked = Vec::new();
+    for (round, delay) in delays.into_iter().enumerate() {
+        let (child, lines) = spawn_child("chord_parts", &path);
+        let mut child = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("round {round}: the child did not start"));
+            if line == "RUNNING" {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        kill_and_drain(&mut child, &lines, |line| {
+            if let Some(id) = line.strip_prefix("SEALED ") {
+                acked.push(id.parse::<u64>().unwrap());
+            }
+        });
+        // Each reopen finishes or deletes the chord the kill cut: only whole chords remain.
+        let stats = Spool::open(&path).unwrap().stats().unwrap();
+        assert_eq!(
+            stats.total() % (MEMBERS + 1),
+            0,
+            "round {round}: a partial chord is left: {stats:?}"
+        );
+    }
+
+    let spool = Spool::open(&path).unwrap();
+    spool
+        .worker()
+        .register::<Member>()
+        .register::<Total>()
+        .drain()
+        .unwrap();
+    let sum = MEMBERS * (MEMBERS - 1) / 2;
+    for &id in &acked {
+        let body = spool.handle::<Total>(TaskId::from_u64(id));
+        assert_eq!(body.wait(WAIT).unwrap(), sum, "chord of body {id}");
+    }
+    // Only whole chords: every task is a member or a body, each chord has all of them, and
+    // every one ended (a chord cut before its seal left nothing; one cut after it was
+    // finished at the next open and has run).
+    let stats = spool.stats().unwrap();
+    let total = stats.total();
+    assert_eq!(stats.count(TaskState::Succeeded), total, "{stats:?}");
+    assert_eq!(
+        total % (MEMBERS + 1),
+        0,
+        "a partial chord is left: {stats:?}"
+    );
+    let chords = total / (MEMBERS + 1);
+    assert!(
+        chords >= acked.len() as u64 && chords <= (acked.len() + delays.len()) as u64,
+        "{chords} chords in the file, {} acknowledged",
+        acked.len()
+    );
+    // Nor anything no count shows: the members a deleted chord had stored are gone, not
+    // left unindexed (every id the child can have reserved is looked up).
+    let reserved = (chords + delays.len() as u64 + 1) * (MEMBERS + 1);
+    let mut found = 0;
+    for id in 1..=reserved {
+        match spool.status(TaskId::from_u64(id)) {
+            Ok(status) => {
+                assert_eq!(status.state, TaskState::Succeeded, "task {id}");
+                found += 1;
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => panic!("task {id}: {e}"),
+        }
+    }
+    assert_eq!(found, total);
+    eprintln!(
+        "{} kills: {chords} whole chords in the file, {} acknowledged",
+        delays.len(),
+        acked.len()
+    );
+}
