@@ -228,6 +228,9 @@ impl Tx<'_> {
             }));
         }
         self.unprune(id, &rec)?;
+        if let Some(workflow) = rec.deps.workflow {
+            self.workflow_task_ended(workflow, -1);
+        }
         let base = rec.base_retries();
         rec.control.base_retries = Some(base);
         rec.max_retries = rec.attempts.saturating_add(base);

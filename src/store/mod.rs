@@ -53,6 +53,7 @@ mod unique;
 mod verbs;
 mod wal;
 mod workflow;
+mod workflow_end;
 mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};

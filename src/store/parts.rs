@@ -66,6 +66,7 @@ impl Tx<'_> {
                 let (end, _, _) = self.open_row(base, false)?;
                 let id = end - 1;
                 self.store_body(id, base, body, catalog)?;
+                self.start_workflow(base, end - base)?;
                 self.tables()
                     .open_workflows()?
                     .insert(base, (end, base, true))?;

@@ -113,6 +113,11 @@ tables! {
     /// are stored unindexed until it is sealed; after the seal, members from `next to index`
     /// on still wait for their index entries (format 7, see `store::parts`).
     15 OPEN_WORKFLOWS open_workflows: u64 => (u64, u64, bool) = "taskspool.open_workflows";
+
+    /// `first id → (tasks not yet final, ended at ms)`: each workflow stored since format 7,
+    /// so that its results are kept a TTL past its end (`ended at` is 0 while tasks are
+    /// left; see `store::workflow_end`).
+    16 WORKFLOWS workflows: u64 => (u64, u64) = "taskspool.workflows";
 }
 
 /// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.

@@ -200,6 +200,9 @@ impl Tx<'_> {
         }
         self.put(id, rec)?;
         self.mark_final(id);
+        if let Some(base) = rec.deps.workflow {
+            self.workflow_task_ended(base, 1);
+        }
         if !rec.deps.children.is_empty() || !rec.deps.links.is_empty() {
             self.after_final(id, rec)?;
         }
@@ -439,10 +442,10 @@ impl Tx<'_> {
             match self.get(id)? {
                 // Retried by hand since it finished: not a result any more.
                 Some(rec) if !rec.state.is_final() => continue,
-                Some(rec) if self.output_still_needed(&rec)? => {
-                    // A step after it has yet to read its output: kept one more TTL.
-                    let again = now.saturating_add(self.result_ttl_ms().unwrap_or(0));
-                    self.tables().result_expiry()?.insert((again, id), ())?;
+                Some(rec) if let Some(at) = self.kept_until(id, &rec)? => {
+                    // Its workflow has not ended a TTL ago, or a task that reads its output
+                    // has not ended.
+                    self.tables().result_expiry()?.insert((at, id), ())?;
                     continue;
                 }
                 Some(rec) => {

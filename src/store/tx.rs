@@ -78,6 +78,9 @@ pub(crate) struct Tx<'t> {
     /// the members completed in it): written once, by `finish`, instead of once per member.
     /// Each is also in the table, as it stood before this transaction.
     counted: IdMap<TaskRecord>,
+    /// Per workflow touched in this transaction, how many of its tasks became final (less
+    /// those that left a final state), written by `finish` (see `store::workflow_end`).
+    pub(crate) workflow_ends: Vec<(u64, i64)>,
 }
 
 impl<'t> Tx<'t> {
@@ -101,6 +104,7 @@ impl<'t> Tx<'t> {
             counters,
             counters_dirty: false,
             count_delta: Vec::new(),
+            workflow_ends: Vec::new(),
             finalized: Vec::new(),
             wake_hint: None,
             running,
@@ -139,6 +143,9 @@ impl<'t> Tx<'t> {
             for (id, rec) in counted {
                 tasks.insert(id, rec.encode()?.as_slice())?;
             }
+        }
+        if !self.workflow_ends.is_empty() {
+            self.store_workflow_ends()?;
         }
         if !self.pending_ready.is_empty() {
             let pending = std::mem::take(&mut self.pending_ready);

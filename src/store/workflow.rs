@@ -88,6 +88,7 @@ impl Tx<'_> {
         catalog: &mut Catalog,
     ) -> Result<Vec<Enqueued>, Error> {
         let base = self.peek_next_id();
+        self.start_workflow(base, tasks.len() as u64)?;
         let mut children: Vec<Vec<u64>> = vec![Vec::new(); tasks.len()];
         for (j, task) in tasks.iter().enumerate() {
             for &i in task.after() {

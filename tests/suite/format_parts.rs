@@ -4,8 +4,9 @@
 //!
 //! | id | task | how it was left |
 //! |---|---|---|
-//! | 1 | `PAdd(2, 3)` | ready |
-//! | 2..=2002 | a chord of 2,000 `PStop` members and a `PSum` body | ids reserved; members 2..=1025 (the first part) stored unindexed; the process exited while it encoded the second part |
+//! | 1 | `PStop(7)` | ready |
+//! | 2, 3 | a chain of `PAdd(1, 1)` then `PAdd(2, 2)` | succeeded: the first step at the fixture's time `T0`, the second an hour later, when the workflow ended (its `workflows` row) |
+//! | 4..=2004 | a chord of 2,000 `PStop` members and a `PSum` body | ids reserved; members 4..=1027 (the first part) stored unindexed; the process exited while it encoded the second part |
 
 use serde::{Deserialize, Serialize, Serializer};
 use taskspool::{Context, Error, ManualClock, Task, TaskError, TaskId, TaskState};
@@ -56,6 +57,18 @@ impl Task for PStop {
     }
 }
 
+/// A chain's second step: its parent's output plus two.
+#[derive(Serialize, Deserialize)]
+struct PSecond;
+
+impl Task for PSecond {
+    const NAME: &'static str = "parts.second";
+    type Output = i64;
+    fn run(self, ctx: &Context) -> Result<i64, TaskError> {
+        Ok(ctx.input::<i64>()? + 2)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct PSum;
 
@@ -73,10 +86,21 @@ impl Task for PSum {
 #[test]
 #[ignore = "writes a format fixture; run by hand only"]
 fn write_parts_fixture() {
-    let Some(spool) = fixture_writer() else {
+    let Ok(dir) = std::env::var(WRITE_ENV) else {
         return;
     };
-    spool.enqueue(PAdd { a: 2, b: 3 }).unwrap();
+    let clock = manual_clock();
+    let spool = manual_spool_at(&clock, &std::path::Path::new(&dir).join("queue.redb"));
+    spool.enqueue(PStop { n: 7 }).unwrap();
+    let chain = spool
+        .chain(PAdd { a: 1, b: 1 })
+        .then(PSecond)
+        .enqueue()
+        .unwrap();
+    spool.worker().register::<PAdd>().drain().unwrap();
+    clock.advance(std::time::Duration::from_secs(3_600));
+    spool.worker().register::<PSecond>().drain().unwrap();
+    assert_eq!(chain.wait(WAIT).unwrap(), 4);
     WRITING.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = spool.chord((0..2_000).map(|n| PStop { n }), PSum);
     unreachable!("the process exits while the chord's second part is encoded");
@@ -85,13 +109,24 @@ fn write_parts_fixture() {
 #[test]
 fn a_format_7_file_left_midway_through_a_chord_opens_without_it() {
     let (_dir, path) = copy_fixture("format-7-parts");
-    let clock = ManualClock::from_unix_ms(T0 + 100_000);
+    // Half an hour past the first step's TTL (a day): kept, since its workflow ended only an
+    // hour after it.
+    let hour = std::time::Duration::from_secs(3_600);
+    let clock = ManualClock::from_unix_ms(T0 + 24 * 3_600_000 + 1_800_000);
     let spool = manual_spool_at(&clock, &path);
     assert_eq!(
         spool.status(TaskId::from_u64(1)).unwrap().state,
         TaskState::Ready
     );
-    for id in [2, 3, 1025, 1026, 2002] {
+    spool.worker().register::<PAdd>().drain().unwrap();
+    let (step1, step2) = (TaskId::from_u64(2), TaskId::from_u64(3));
+    assert_eq!(spool.status(step1).unwrap().state, TaskState::Succeeded);
+    // A TTL past the workflow's end, both steps go.
+    clock.advance(hour);
+    eventually("the ended chain pruned", || {
+        is_not_found(&spool, step1) && is_not_found(&spool, step2)
+    });
+    for id in [4, 5, 1027, 1028, 2004] {
         assert!(
             matches!(spool.status(TaskId::from_u64(id)), Err(Error::NotFound(_))),
             "task {id} of the unsealed chord is gone"
@@ -108,7 +143,7 @@ fn a_format_7_file_left_midway_through_a_chord_opens_without_it() {
     assert_eq!(report.attempts, 1, "only the task before the chord runs");
     // The reserved ids are not given again.
     let next = spool.enqueue(PAdd { a: 1, b: 1 }).unwrap();
-    assert!(next.id().as_u64() > 2002, "{}", next.id());
+    assert!(next.id().as_u64() > 2004, "{}", next.id());
     // And a chord stored now is whole.
     let chord = spool.chord((0..2_000).map(|n| PStop { n }), PSum).unwrap();
     spool

@@ -36,4 +36,5 @@ mod unique;
 mod unregistered;
 mod views;
 mod workflow_links;
+mod workflow_ttl;
 mod workflows;
