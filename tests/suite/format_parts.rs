@@ -13,6 +13,19 @@ use taskspool::{Context, Error, ManualClock, Task, TaskError, TaskId, TaskState}
 
 use super::common::*;
 
+/// Runs every task of the fixture's types; returns how many attempts ran.
+fn drain(spool: &taskspool::Spool) -> usize {
+    spool
+        .worker()
+        .register::<PAdd>()
+        .register::<PStop>()
+        .register::<PSecond>()
+        .register::<PSum>()
+        .drain()
+        .unwrap()
+        .attempts
+}
+
 #[derive(Serialize, Deserialize)]
 struct PAdd {
     a: i64,
@@ -133,25 +146,12 @@ fn a_format_7_file_left_midway_through_a_chord_opens_without_it() {
         );
     }
     assert_eq!(spool.stats().unwrap().total(), 1);
-    let report = spool
-        .worker()
-        .register::<PAdd>()
-        .register::<PStop>()
-        .register::<PSum>()
-        .drain()
-        .unwrap();
-    assert_eq!(report.attempts, 1, "only the task before the chord runs");
+    assert_eq!(drain(&spool), 1, "only the task before the chord runs");
     // The reserved ids are not given again.
     let next = spool.enqueue(PAdd { a: 1, b: 1 }).unwrap();
     assert!(next.id().as_u64() > 2004, "{}", next.id());
     // And a chord stored now is whole.
     let chord = spool.chord((0..2_000).map(|n| PStop { n }), PSum).unwrap();
-    spool
-        .worker()
-        .register::<PAdd>()
-        .register::<PStop>()
-        .register::<PSum>()
-        .drain()
-        .unwrap();
+    drain(&spool);
     assert_eq!(chord.body.wait(WAIT).unwrap(), 1_999 * 2_000 / 2);
 }

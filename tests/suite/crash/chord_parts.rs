@@ -63,17 +63,7 @@ fn large_chords_killed_while_stored_are_whole_or_gone() {
     let delays = [30u64, 410, 170, 80, 290, 550, 120, 350, 50, 230];
     let mut acked = Vec::new();
     for (round, delay) in delays.into_iter().enumerate() {
-        let (child, lines) = spawn_child("chord_parts", &path);
-        let mut child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("round {round}: the child did not start"));
-            if line == "RUNNING" {
-                break;
-            }
-        }
+        let (mut child, lines) = spawn_running("chord_parts", &path, round);
         std::thread::sleep(Duration::from_millis(delay));
         kill_and_drain(&mut child, &lines, |line| {
             if let Some(id) = line.strip_prefix("SEALED ") {

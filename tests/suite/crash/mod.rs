@@ -256,6 +256,22 @@ fn spawn_child(mode: &str, path: &Path) -> (Child, Receiver<String>) {
     (child, rx)
 }
 
+/// Starts the child and waits until it says `RUNNING` (round `round` of a test, for the
+/// message if it does not).
+fn spawn_running(mode: &str, path: &Path, round: usize) -> (KillOnDrop, Receiver<String>) {
+    let (child, lines) = spawn_child(mode, path);
+    let child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("round {round}: the child did not start"));
+        if line == "RUNNING" {
+            return (child, lines);
+        }
+    }
+}
+
 /// Kills the child if a test fails before it could.
 struct KillOnDrop(Child);
 

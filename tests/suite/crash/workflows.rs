@@ -109,17 +109,7 @@ fn workflows_killed_at_random_points_end_with_exactly_their_results() {
     // A fixed sequence of kill delays (ms after the child says it runs), from 2 to 40.
     let delays = [7u64, 23, 2, 31, 11, 40, 5, 17, 29, 3, 13, 37];
     for (round, delay) in delays.into_iter().enumerate() {
-        let (child, lines) = spawn_child("workflows", &path);
-        let mut child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("round {round}: the child did not start"));
-            if line == "RUNNING" {
-                break;
-            }
-        }
+        let (mut child, lines) = spawn_running("workflows", &path, round);
         std::thread::sleep(Duration::from_millis(delay));
         kill_and_drain(&mut child, &lines, |_| {});
     }
