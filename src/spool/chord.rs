@@ -57,14 +57,14 @@ impl Spool {
     /// in one transaction; a larger one in parts of 1,024, none of which a worker can claim
     /// before the body is stored last, so its memory is a part's, not the chord's (if the
     /// call fails or the process dies before that, what was stored is deleted — at the
-    /// latest by the next open; once the body is stored, the next open finishes the chord).
+    /// latest after the next open; once the body is stored, a reopen finishes the chord).
     ///
     /// # Errors
     /// `InvalidOption` for a chord without members, or for a member or body with a unique
     /// key; `Json` for bad arguments (nothing is stored); as
     /// [`Spool::enqueue`](crate::Spool::enqueue) (nothing is stored, unless the failure came
     /// after a large chord's body was stored: the chord then exists, and whatever of it is
-    /// not yet claimable becomes so at the next open).
+    /// not yet claimable becomes so after the next open).
     pub fn chord<T: Task, B: Task>(
         &self,
         members: impl IntoIterator<Item = T>,

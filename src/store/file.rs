@@ -90,7 +90,13 @@ impl FileEngine {
                 result_ttl_ms: config.result_ttl_ms,
                 buffered: config.buffered,
             },
-            (opened.counters, opened.counts, opened.catalog, opened.flow),
+            (
+                opened.counters,
+                opened.counts,
+                opened.catalog,
+                opened.flow,
+                opened.orphan_chords,
+            ),
             opened.wal,
             waiters,
         )?;

@@ -38,6 +38,9 @@ pub(crate) struct Opened {
     pub counts: Counts,
     /// The declared limits and pauses, for the writer's mirror.
     pub flow: Flow,
+    /// Chords a dead process left open while it stored them in parts (first id, sealed):
+    /// the writer finishes or deletes them, a part per group (see `store::parts`).
+    pub orphan_chords: Vec<(u64, bool)>,
 }
 
 /// How to open a queue file.
@@ -169,6 +172,7 @@ fn prepare_with(
     let (counters, mut counts);
     let next_generation;
     let (lost, unstarted);
+    let orphan_chords;
     // What the open needs free on the disk: room for the log's records in the queue file
     // (their pages, written twice by the copy-on-write commit), and for the log's first chunk.
     let room;
@@ -227,13 +231,15 @@ fn prepare_with(
         let tally = {
             let mut tx = Tx::open(&txn, now_ms, loaded, result_ttl_ms, Lent::default());
             (lost, unstarted) = tx.recover_orphans(&started)?;
-            let (finished, deleted) = tx.finish_open_workflows()?;
-            if finished + deleted > 0 {
+            orphan_chords = tx.open_chords()?;
+            if !orphan_chords.is_empty() {
+                let sealed = orphan_chords.iter().filter(|(_, sealed)| *sealed).count();
                 tracing::warn!(
-                    finished,
-                    deleted,
+                    sealed,
+                    unsealed = orphan_chords.len() - sealed,
                     "a process died while it stored chords in parts: the sealed ones are \
-                     finished, the others (whose enqueue never returned) deleted"
+                     finished, the others (whose enqueue never returned) deleted, a part at \
+                     a time"
                 );
             }
             tx.finish(&counts)?
@@ -277,6 +283,7 @@ fn prepare_with(
         wal,
         counts,
         flow,
+        orphan_chords,
     })
 }
 

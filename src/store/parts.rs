@@ -15,8 +15,9 @@
 //!    their counts); the last part removes the row.
 //!
 //! Every commit is a prefix of this sequence, so a crash leaves either an unsealed chord,
-//! which the next open deletes (no member ran: none was indexed), or a sealed one, whose
-//! remaining members the next open indexes. A producer that fails before the seal (a
+//! which is deleted after the next open (no member ran: none was indexed), or a sealed one,
+//! whose remaining members are indexed after it — by the writer, a part per group from its
+//! first on, so that finishing a huge chord costs a part's memory too. A producer that fails before the seal (a
 //! member's arguments do not encode, the disk fails) deletes what it stored ([`PartOp::Abandon`]).
 //! A member not yet indexed is invisible to revokes (see [`Tx::is_held`]).
 
@@ -233,27 +234,25 @@ impl Tx<'_> {
         })
     }
 
-    /// At open: finishes every chord a crash left open — indexes the rest of a sealed one,
-    /// deletes an unsealed one. Returns how many of each.
-    pub(crate) fn finish_open_workflows(&mut self) -> Result<(usize, usize), Error> {
-        let rows: Vec<(u64, Row)> = self
-            .tables()
+    /// The chords being stored in parts (first id, sealed): at open, those a dead process
+    /// left.
+    pub(crate) fn open_chords(&mut self) -> Result<Vec<(u64, bool)>, Error> {
+        self.tables()
             .open_workflows()?
             .iter()
             .db()?
-            .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+            .map(|e| e.map(|(k, v)| (k.value(), v.value().2)))
             .collect::<Result<_, _>>()
-            .db()?;
-        let (mut finished, mut deleted) = (0, 0);
-        for (base, (_, _, sealed)) in rows {
-            if sealed {
-                while self.index_part(base)? > 0 {}
-                finished += 1;
-            } else {
-                while self.abandon_part(base)? > 0 {}
-                deleted += 1;
-            }
-        }
-        Ok((finished, deleted))
+            .db()
+    }
+
+    /// One part of the work on a chord a dead process left open: indexes the next members of
+    /// a sealed one, deletes the next of an unsealed one. Returns whether some is left.
+    pub(crate) fn finish_orphan_part(&mut self, base: u64, sealed: bool) -> Result<bool, Error> {
+        let left = match sealed {
+            true => self.index_part(base)?,
+            false => self.abandon_part(base)?,
+        };
+        Ok(left > 0)
     }
 }

@@ -145,6 +145,13 @@ impl Writer {
         let (tally, redo, changed) = {
             let mut tx = self.apply_commands(&txn, now, cmds, gather, group)?;
             let due = self.maintain(&mut tx, now, group)?;
+            if let Some(&(base, sealed)) = self.orphan_chords.last() {
+                // A part per group; if the group fails, the next open finds the chord again.
+                if !tx.finish_orphan_part(base, sealed)? {
+                    self.orphan_chords.pop();
+                }
+                group.next.more |= !self.orphan_chords.is_empty();
+            }
             self.claim(&mut tx, group)?;
             if tx.changed() {
                 // Progress reported since the last commit goes with this one (no sync of its

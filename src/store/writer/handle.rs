@@ -10,14 +10,12 @@ use crossbeam_channel::{Receiver, Sender};
 use redb::Database;
 
 use crate::error::Error;
-use crate::store::catalog::Catalog;
-use crate::store::counts::{Counters, Counts, CountsView};
-use crate::store::flow::Flow;
+use crate::store::counts::CountsView;
 use crate::store::pools::LivePools;
 use crate::store::progress::Progress;
 use crate::store::wal::Wal;
 use crate::store::writer::command::{Command, Reply};
-use crate::store::writer::state::{Core, Writer, WriterConfig, lock};
+use crate::store::writer::state::{Core, Loaded, Writer, WriterConfig, lock};
 use crate::store::writer::thread::{self, Exited};
 use crate::sync::{Waiters, oneshot};
 
@@ -45,7 +43,7 @@ impl WriterHandle {
     pub(crate) fn spawn(
         db: Arc<Database>,
         config: WriterConfig,
-        state: (Counters, Counts, Catalog, Flow),
+        state: Loaded,
         wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Result<WriterHandle, Error> {
@@ -231,7 +229,13 @@ pub(crate) fn spawn_opened(
         result_ttl_ms: None,
         buffered,
     };
-    let state = (opened.counters, opened.counts, opened.catalog, opened.flow);
+    let state = (
+        opened.counters,
+        opened.counts,
+        opened.catalog,
+        opened.flow,
+        opened.orphan_chords,
+    );
     let writer = WriterHandle::spawn(
         db.clone(),
         config,

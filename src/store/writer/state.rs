@@ -81,6 +81,9 @@ pub(crate) struct Writer {
     pub(super) running_cache: Running,
     /// The declared limits and pauses, lent to each transaction (see `store::flow`).
     pub(super) flow_cache: Flow,
+    /// Chords a dead process left open (first id, sealed), finished or deleted a part per
+    /// group (see `store::parts`); the last one first.
+    pub(super) orphan_chords: Vec<(u64, bool)>,
     /// The write-ahead log that makes groups durable between checkpoints.
     pub(super) wal: Wal,
     /// The log is full: the next group commits durably to the queue file and restarts it.
@@ -122,12 +125,16 @@ pub(crate) fn lock(core: &Core) -> std::sync::MutexGuard<'_, Writer> {
     core.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What the open loaded for the writer: the counters, the counts, the catalog, the flow
+/// mirror, and the chords a dead process left open.
+pub(crate) type Loaded = (Counters, Counts, Catalog, Flow, Vec<(u64, bool)>);
+
 impl Writer {
     /// A writer over an opened, recovered database.
     pub(super) fn new(
         db: Arc<Database>,
         config: WriterConfig,
-        (counters, counts, catalog, flow): (Counters, Counts, Catalog, Flow),
+        (counters, counts, catalog, flow, orphan_chords): Loaded,
         wal: Wal,
         waiters: Arc<Waiters>,
     ) -> Writer {
@@ -155,6 +162,7 @@ impl Writer {
             last_callers: 0,
             running_cache: Running::default(),
             flow_cache: flow,
+            orphan_chords,
             wal,
             checkpoint_due: false,
             redo: Redo::default(),
