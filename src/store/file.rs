@@ -458,4 +458,31 @@ mod tests {
             }
         }
     }
+
+    /// A step of a chord stored in parts that does not apply (here: indexing a chord that is
+    /// not open) fails only its own caller, not an enqueue in the same group.
+    #[test]
+    fn a_part_step_that_does_not_apply_fails_only_its_caller() {
+        let (_dir, engine) = temporary();
+        let engine = Arc::new(engine);
+        let busy = lock(engine.writer.core());
+        let e = engine.clone();
+        let parts = std::thread::spawn(move || e.parts(PartOp::Index { base: 999 }));
+        let e = engine.clone();
+        let insert = std::thread::spawn(move || {
+            e.insert(vec![NewTask {
+                name: Arc::from("test.ping"),
+                payload: b"null".to_vec(),
+                opts: Arc::new(Options::new().resolve(0).unwrap()),
+                enqueued_at_ms: 0,
+                origin: None,
+                step: None,
+            }])
+        });
+        // Both wait for the writer, and go in its next group.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(busy);
+        assert!(matches!(parts.join().unwrap(), Err(Error::NotFound(_))));
+        assert_eq!(insert.join().unwrap().unwrap().len(), 1);
+    }
 }

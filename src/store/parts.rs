@@ -17,8 +17,9 @@
 //! Every commit is a prefix of this sequence, so a crash leaves either an unsealed chord,
 //! which is deleted after the next open (no member ran: none was indexed), or a sealed one,
 //! whose remaining members are indexed after it — by the writer, a part per group from its
-//! first on, so that finishing a huge chord costs a part's memory too. A producer that fails before the seal (a
-//! member's arguments do not encode, the disk fails) deletes what it stored ([`PartOp::Abandon`]).
+//! first on, so that finishing a huge chord costs a part's memory too. A producer that fails
+//! before the seal (a member's arguments do not encode, the disk fails) deletes what it
+//! stored ([`PartOp::Abandon`]).
 //! A member not yet indexed is invisible to revokes (see [`Tx::is_held`]).
 
 use redb::ReadableTable;
@@ -42,45 +43,70 @@ type Row = (u64, u64, bool);
 
 impl Tx<'_> {
     /// Applies one step of storing a chord in parts; see [`PartOp`] for the answers.
-    pub(crate) fn part_op(&mut self, op: PartOp, catalog: &mut Catalog) -> Result<u64, Error> {
-        match op {
+    ///
+    /// The outer result is the transaction's; the inner one the caller's: `NotFound` for a
+    /// chord that is not open (or not in the state the step needs), which fails only this
+    /// request (nothing is changed).
+    pub(crate) fn part_op(
+        &mut self,
+        op: PartOp,
+        catalog: &mut Catalog,
+    ) -> Result<Result<u64, Error>, Error> {
+        let (base, sealed) = match &op {
             PartOp::Open { count } => {
-                let base = self.reserve_ids(count);
+                if !(2..=u64::from(u32::MAX) + 1).contains(count) {
+                    return Ok(Err(Error::InvalidOption(format!(
+                        "a chord has 1 to {} members and a body; this one has {count} tasks",
+                        u32::MAX
+                    ))));
+                }
+                let base = self.reserve_ids(*count);
                 self.tables()
                     .open_workflows()?
                     .insert(base, (base + count, base, false))?;
-                Ok(base)
+                return Ok(Ok(base));
             }
-            PartOp::Part { base, first, tasks } => {
-                let (end, _, _) = self.open_row(base, false)?;
+            PartOp::Part { base, .. } | PartOp::Seal { base, .. } | PartOp::Abandon { base } => {
+                (*base, false)
+            }
+            PartOp::Index { base } => (*base, true),
+        };
+        let Some((end, _, _)) = self.open_row(base, sealed)? else {
+            return Ok(Err(Error::NotFound(TaskId(base))));
+        };
+        Ok(Ok(match op {
+            PartOp::Open { .. } => unreachable!("answered above"),
+            PartOp::Part { first, tasks, .. } => {
                 let len = tasks.len() as u64;
                 if first < base || first + len > end - 1 {
                     // Only a producer that lost count gets here.
-                    return Err(Error::NotFound(TaskId(first)));
+                    return Ok(Err(Error::NotFound(TaskId(first))));
                 }
                 for (id, task) in (first..).zip(tasks) {
                     self.store_held(id, task, end - 1, base, catalog)?;
                 }
-                Ok(len)
+                len
             }
-            PartOp::Seal { base, body } => {
-                let (end, _, _) = self.open_row(base, false)?;
+            PartOp::Seal { body, .. } => {
                 let id = end - 1;
                 self.store_body(id, base, body, catalog)?;
                 self.start_workflow(base, end - base)?;
                 self.tables()
                     .open_workflows()?
                     .insert(base, (end, base, true))?;
-                Ok(id)
+                id
             }
-            PartOp::Index { base } => self.index_part(base),
-            PartOp::Abandon { base } => self.abandon_part(base),
-        }
+            PartOp::Index { .. } => self.index_part(base)?,
+            PartOp::Abandon { .. } => self.abandon_part(base)?,
+        }))
     }
 
-    /// Indexes the next members of sealed chord `base`; returns how many are left.
+    /// Indexes the next members of sealed chord `base`; returns how many are left (0 if it
+    /// is not open).
     fn index_part(&mut self, base: u64) -> Result<u64, Error> {
-        let (end, next, _) = self.open_row(base, true)?;
+        let Some((end, next, _)) = self.open_row(base, true)? else {
+            return Ok(0);
+        };
         let stop = (next + PART as u64).min(end - 1);
         for id in next..stop {
             self.index_held(id)?;
@@ -95,9 +121,11 @@ impl Tx<'_> {
     }
 
     /// Deletes the next stored members of unsealed chord `base`; returns 0 once nothing of
-    /// it is left, else how many ids it spans.
+    /// it is left (or it is not open), else how many ids it spans.
     fn abandon_part(&mut self, base: u64) -> Result<u64, Error> {
-        let (end, _, _) = self.open_row(base, false)?;
+        let Some((end, _, _)) = self.open_row(base, false)? else {
+            return Ok(0);
+        };
         let ids: Vec<u64> = self
             .tables()
             .tasks()?
@@ -120,12 +148,15 @@ impl Tx<'_> {
         Ok(end - base)
     }
 
-    /// The row of open chord `base`, which must be sealed (or not, as `sealed` says).
-    fn open_row(&mut self, base: u64, sealed: bool) -> Result<Row, Error> {
-        match self.tables().open_workflows()?.get(base).db()? {
-            Some(row) if row.value().2 == sealed => Ok(row.value()),
-            _ => Err(Error::NotFound(TaskId(base))),
-        }
+    /// The row of open chord `base`, if it is open and sealed (or not, as `sealed` says).
+    fn open_row(&mut self, base: u64, sealed: bool) -> Result<Option<Row>, Error> {
+        Ok(self
+            .tables()
+            .open_workflows()?
+            .get(base)
+            .db()?
+            .map(|row| row.value())
+            .filter(|row| row.2 == sealed))
     }
 
     /// Stores member `id` of chord `base`, whose body is `body`: complete, with its place in

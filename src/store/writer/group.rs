@@ -372,7 +372,7 @@ impl Writer {
             }
             Command::Parts { op, reply } => {
                 let catalog = &mut self.catalog;
-                let answer = step.run(|tx| tx.part_op(op, catalog));
+                let answer = step.run(|tx| tx.part_op(op, catalog)).and_then(|a| a);
                 group.reply(reply, answer);
             }
             Command::Sync { reply } => {
