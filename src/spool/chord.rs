@@ -137,7 +137,7 @@ impl Spool {
         let n = u32::try_from(members.len()).map_err(|_| {
             Error::InvalidOption(format!(
                 "a chord has at most {} members; this one has {}",
-                u32::MAX - 1,
+                u32::MAX,
                 members.len()
             ))
         })?;
