@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -107,43 +105,25 @@ fn repeated(name: &str, mut run: impl FnMut() -> f64) {
 /// The physical reference: overwrite a 4 KiB block and `fdatasync`, in a loop, in the same
 /// directory as the queue files.
 fn fsync_limit(dir: &Path) {
-    let path = dir.join("fsync.bin");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open fsync file");
-    let block = [0xA5u8; 4096];
-    // Allocate the blocks first so the loop measures data syncs, not file growth.
-    for _ in 0..256 {
-        file.write_all(&block).unwrap();
-    }
-    file.sync_all().unwrap();
+    // Allocated first (256 blocks) so the loop measures data syncs, not file growth.
+    let mut probe = SyncProbe::new(dir, 256);
     let limit = timed();
     let start = Instant::now();
     let mut n = 0u64;
     let mut each_us = Vec::new();
     while start.elapsed() < limit {
-        let t = Instant::now();
-        file.seek(SeekFrom::Start((n % 256) * 4096)).unwrap();
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        each_us.push(t.elapsed().as_secs_f64() * 1e6);
+        each_us.push(probe.sync_once());
         n += 1;
     }
     let secs = start.elapsed().as_secs_f64();
     each_us.sort_by(f64::total_cmp);
-    let pct = |p: f64| each_us[((each_us.len() - 1) as f64 * p).round() as usize];
     note(format!(
         "fsync_limit: {n} syncs in {secs:.2} s ({:.0} us each; p50 {:.0} us, p99 {:.0} us)",
         secs * 1e6 / n as f64,
-        pct(0.5),
-        pct(0.99)
+        pct(&each_us, 0.5),
+        pct(&each_us, 0.99)
     ));
     report("fsync_limit", n as f64 / secs, "syncs/s");
-    let _ = std::fs::remove_file(path);
 }
 
 /// `threads` producers, each calling `enqueue` in a loop; every call is acknowledged durable

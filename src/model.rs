@@ -26,6 +26,19 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// stays a date that prints in RFC 3339.)
 pub const MAX_DELAY: Duration = Duration::from_secs(36_500 * 24 * 60 * 60);
 
+/// `ids` as runs of consecutive ids (first, how many), in order: how a workflow step stores
+/// its parents and a group handle its members.
+pub(crate) fn id_runs(ids: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = Vec::new();
+    for id in ids {
+        match out.last_mut() {
+            Some((first, n)) if *first + u64::from(*n) == id && *n < u32::MAX => *n += 1,
+            _ => out.push((id, 1)),
+        }
+    }
+    out
+}
+
 /// Longest accepted queue name, in bytes.
 pub(crate) const MAX_QUEUE_NAME: usize = 200;
 

@@ -230,34 +230,64 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A file of `blocks` 4 KiB blocks in a directory, allocated and synced first, so that each
+/// [`sync_once`](Self::sync_once) measures a data sync, not file growth. Removed when dropped.
+pub struct SyncProbe {
+    file: std::fs::File,
+    path: PathBuf,
+    blocks: u64,
+    next: u64,
+}
+
+impl SyncProbe {
+    /// The probe file `fsync.bin` in `dir`, of `blocks` blocks.
+    pub fn new(dir: &Path, blocks: u64) -> Self {
+        use std::io::Write;
+        let path = dir.join("fsync.bin");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open fsync file");
+        for _ in 0..blocks {
+            file.write_all(&[0xA5u8; 4096]).unwrap();
+        }
+        file.sync_all().unwrap();
+        SyncProbe {
+            file,
+            path,
+            blocks,
+            next: 0,
+        }
+    }
+
+    /// Overwrites the next block and `fdatasync`s; returns how long that took, in µs.
+    pub fn sync_once(&mut self) -> f64 {
+        use std::io::{Seek, SeekFrom, Write};
+        let t = Instant::now();
+        let at = (self.next % self.blocks) * 4096;
+        self.file.seek(SeekFrom::Start(at)).unwrap();
+        self.file.write_all(&[0xA5u8; 4096]).unwrap();
+        self.file.sync_data().unwrap();
+        self.next += 1;
+        t.elapsed().as_secs_f64() * 1e6
+    }
+}
+
+impl Drop for SyncProbe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// `n` single 4 KiB overwrites + `fdatasync` in this directory, one at a time (the pace of
 /// one-at-a-time samples): each one's time in µs, sorted. The reference for targets stated
 /// in fsyncs.
 pub fn fsync_us(dir: &Path, n: u64) -> Vec<f64> {
-    use std::fs::OpenOptions;
-    use std::io::{Seek, SeekFrom, Write};
-    let path = dir.join("fsync.bin");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open fsync file");
-    let block = [0xA5u8; 4096];
-    for _ in 0..16 {
-        file.write_all(&block).unwrap();
-    }
-    file.sync_all().unwrap();
-    let mut us = Vec::new();
-    for i in 0..n {
-        let t = Instant::now();
-        file.seek(SeekFrom::Start((i % 16) * 4096)).unwrap();
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        us.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let _ = std::fs::remove_file(path);
+    let mut probe = SyncProbe::new(dir, 16);
+    let mut us: Vec<f64> = (0..n).map(|_| probe.sync_once()).collect();
     us.sort_by(f64::total_cmp);
     us
 }

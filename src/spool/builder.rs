@@ -155,16 +155,17 @@ impl SpoolBuilder {
     }
 
     /// The hard time limit of every attempt whose task sets none (Celery's
-    /// `task_time_limit`); see [`Options::time_limit`](crate::Options::time_limit). Applied when an attempt starts, so a
-    /// changed default applies to tasks already queued. Zero or over
-    /// [`MAX_DELAY`](crate::MAX_DELAY) is refused at open.
+    /// `task_time_limit`); see [`Options::time_limit`](crate::Options::time_limit). Applied
+    /// when an attempt starts, so a changed default applies to tasks already queued. Zero or
+    /// over [`MAX_DELAY`](crate::MAX_DELAY) is refused at open.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = Some(limit);
         self
     }
 
     /// The soft time limit of every attempt whose task sets none (Celery's
-    /// `task_soft_time_limit`); see [`Options::soft_time_limit`](crate::Options::soft_time_limit). A soft limit that is not
+    /// `task_soft_time_limit`); see
+    /// [`Options::soft_time_limit`](crate::Options::soft_time_limit). A soft limit that is not
     /// shorter than the attempt's hard limit (its own or this default) is not applied.
     pub fn soft_time_limit(mut self, limit: Duration) -> Self {
         self.soft_time_limit = Some(limit);

@@ -3,8 +3,8 @@
 //! group of tasks that run in parallel ([`GroupHandle`]); a chord, a group and a body that
 //! runs once after every member succeeded and receives their outputs in order (`chord.rs`). A
 //! workflow is stored in one transaction (a large chord in parts) — when the call returns,
-//! every step exists, waiting for its parents or ready — and advances in the transactions of the completions that trigger it
-//! (`store::workflow`): no polling, no expiring counter.
+//! every step exists, waiting for its parents or ready — and advances in the transactions of
+//! the completions that trigger it (`store::workflow`): no polling, no expiring counter.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::model::{Revoked, TaskId};
+use crate::model::{Revoked, TaskId, id_runs};
 use crate::options::Options;
 use crate::result::TaskHandle;
 use crate::shared::Spool;
@@ -195,23 +195,13 @@ pub struct GroupHandle<O> {
 impl<O: DeserializeOwned> GroupHandle<O> {
     /// The group of these handles, in order.
     pub(crate) fn of(handles: Vec<TaskHandle<O>>) -> Self {
-        let mut runs: Vec<(u64, u32)> = Vec::new();
-        let mut duplicates = Vec::new();
-        for (i, h) in handles.iter().enumerate() {
-            let id = h.id().0;
-            match runs.last_mut() {
-                Some((first, n)) if *first + u64::from(*n) == id && *n < u32::MAX => *n += 1,
-                _ => runs.push((id, 1)),
-            }
-            if h.is_duplicate() {
-                duplicates.push(i);
-            }
-        }
         GroupHandle {
             len: handles.len(),
+            runs: id_runs(handles.iter().map(|h| h.id().0)),
+            duplicates: (0..handles.len())
+                .filter(|&i| handles[i].is_duplicate())
+                .collect(),
             first: handles.into_iter().next(),
-            runs,
-            duplicates,
         }
     }
 

@@ -342,14 +342,7 @@ mod tests {
     fn stats_never_waits_for_the_writer_and_status_sees_every_acknowledged_task() {
         let (_dir, engine) = temporary();
         let engine = Arc::new(engine);
-        let task = NewTask {
-            name: Arc::from("test.ping"),
-            payload: b"null".to_vec(),
-            opts: Arc::new(Options::new().resolve(0).unwrap()),
-            enqueued_at_ms: 0,
-            origin: None,
-            step: None,
-        };
+        let task = ping();
         let id = engine.insert(vec![task]).unwrap()[0].id;
         let busy = lock(engine.writer.core());
 
@@ -469,16 +462,7 @@ mod tests {
         let e = engine.clone();
         let parts = std::thread::spawn(move || e.parts(PartOp::Index { base: 999 }));
         let e = engine.clone();
-        let insert = std::thread::spawn(move || {
-            e.insert(vec![NewTask {
-                name: Arc::from("test.ping"),
-                payload: b"null".to_vec(),
-                opts: Arc::new(Options::new().resolve(0).unwrap()),
-                enqueued_at_ms: 0,
-                origin: None,
-                step: None,
-            }])
-        });
+        let insert = std::thread::spawn(move || e.insert(vec![ping()]));
         // Both wait for the writer, and go in its next group.
         std::thread::sleep(Duration::from_millis(50));
         drop(busy);

@@ -217,10 +217,7 @@ impl Tx<'_> {
         };
         let mut rec = new_record(body, interned, deps, None);
         rec.state = TaskState::Waiting;
-        if let Some(exp) = rec.expires_at_ms {
-            self.tables().task_expiry()?.insert((exp, id), ())?;
-            self.note_wake(exp);
-        }
+        self.index_expiry(id, &rec)?;
         self.count(rec.queue, rec.state, 1);
         self.put(id, &rec)
     }
@@ -241,10 +238,7 @@ impl Tx<'_> {
             }
             _ => return Ok(()),
         }
-        if let Some(exp) = rec.expires_at_ms {
-            self.tables().task_expiry()?.insert((exp, id), ())?;
-            self.note_wake(exp);
-        }
+        self.index_expiry(id, &rec)?;
         self.count(rec.queue, rec.state, 1);
         Ok(())
     }

@@ -135,10 +135,7 @@ impl Tx<'_> {
         }
         let due = new.opts.due_ms;
         let mut rec = new_record(new, ids, deps, unique);
-        if let Some(exp) = rec.expires_at_ms {
-            self.tables().task_expiry()?.insert((exp, id), ())?;
-            self.note_wake(exp);
-        }
+        self.index_expiry(id, &rec)?;
         if rec.deps.parents_left > 0 {
             // Made ready (or scheduled) by its last parent's success.
             rec.state = TaskState::Waiting;

@@ -419,6 +419,15 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// Adds a new task's entry to the expiry index, if it expires.
+    pub(crate) fn index_expiry(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
+        if let Some(exp) = rec.expires_at_ms {
+            self.tables.task_expiry()?.insert((exp, id), ())?;
+            self.note_wake(exp);
+        }
+        Ok(())
+    }
+
     /// Puts the task in the scheduled index, due at `at_ms`.
     pub(crate) fn make_scheduled(
         &mut self,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use redb::ReadableTable;
 
 use crate::error::{Error, Failure};
-use crate::model::{AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState};
+use crate::model::{AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState, id_runs};
 use crate::options::{FlowKeys, Resolved};
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
@@ -65,18 +65,6 @@ fn push_input(json: &mut Vec<u8>, count: &mut usize, output: Option<&[u8]>) {
     *count += 1;
 }
 
-/// `ids` as runs of consecutive ids (first, how many), in order.
-fn runs(ids: impl IntoIterator<Item = u64>) -> Vec<(u64, u32)> {
-    let mut out: Vec<(u64, u32)> = Vec::new();
-    for id in ids {
-        match out.last_mut() {
-            Some((first, n)) if *first + u64::from(*n) == id && *n < u32::MAX => *n += 1,
-            _ => out.push((id, 1)),
-        }
-    }
-    out
-}
-
 impl Tx<'_> {
     /// Stores a workflow: tasks whose `after` name earlier tasks of the same insert. Each
     /// task's id is known before it is stored (ids are given in order), so every record is
@@ -106,7 +94,7 @@ impl Tx<'_> {
                 workflow: Some(base),
                 parents_left: u32::try_from(spec.after.len()).unwrap_or(u32::MAX),
                 children: std::mem::take(&mut children[j]),
-                inputs: runs(spec.after.iter().map(|&i| base + i as u64)),
+                inputs: id_runs(spec.after.iter().map(|&i| base + i as u64)),
                 links,
                 settled: spec.settled,
             };
@@ -385,9 +373,9 @@ mod tests {
     #[test]
     fn inputs_are_stored_as_runs_of_consecutive_ids() {
         assert_eq!(
-            super::runs([5, 6, 7, 9, 10, 3]),
+            crate::model::id_runs([5, 6, 7, 9, 10, 3]),
             vec![(5, 3), (9, 2), (3, 1)]
         );
-        assert_eq!(super::runs([]), Vec::<(u64, u32)>::new());
+        assert_eq!(crate::model::id_runs([]), Vec::<(u64, u32)>::new());
     }
 }

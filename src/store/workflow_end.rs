@@ -54,14 +54,16 @@ impl Tx<'_> {
     pub(crate) fn kept_until(&mut self, id: u64, rec: &TaskRecord) -> Result<Option<u64>, Error> {
         let now = self.now();
         let ttl = self.result_ttl_ms().unwrap_or(0);
-        if let Some(base) = rec.deps.workflow
-            && let Some((left, ended)) = self
+        let row = match rec.deps.workflow {
+            Some(base) => self
                 .tables()
                 .workflows()?
                 .get(base)
                 .db()?
-                .map(|r| r.value())
-        {
+                .map(|r| r.value()),
+            None => None,
+        };
+        if let Some((left, ended)) = row {
             if left > 0 {
                 return Ok(Some(now.saturating_add(ttl)));
             }
@@ -69,14 +71,25 @@ impl Tx<'_> {
             if at > now {
                 return Ok(Some(at));
             }
+            // Every step after it is final: only a callback it fired may still read it (so a
+            // chord's members need not each read their body's record here).
+            if rec.deps.links.is_empty() {
+                self.forget_workflow_with(id, rec)?;
+                return Ok(None);
+            }
         }
         if self.output_still_needed(rec)? {
             return Ok(Some(now.saturating_add(ttl)));
         }
+        self.forget_workflow_with(id, rec)?;
+        Ok(None)
+    }
+
+    /// Task `id` is pruned: if it is its workflow's first, the workflow's row goes with it.
+    fn forget_workflow_with(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
         if rec.deps.workflow == Some(id) {
-            // The workflow's first task goes: its row with it.
             self.tables().workflows()?.remove(id)?;
         }
-        Ok(None)
+        Ok(())
     }
 }

@@ -262,6 +262,18 @@ impl Writer {
         }
     }
 
+    /// Asks the running attempts `running` (id, attempt) a revoke reached to stop, once the
+    /// group is durable (an attempt that has ended since has no signal).
+    fn stop_running(&self, running: impl IntoIterator<Item = (u64, u32)>, group: &mut Group) {
+        for (id, attempt) in running {
+            if let Some((a, signal)) = self.signals.get(&id)
+                && *a == attempt
+            {
+                group.stops.push(signal.clone());
+            }
+        }
+    }
+
     /// Applies one command: its change to the transaction, its effect on the writer's memory,
     /// and the answer its caller will hear.
     fn apply(&mut self, step: &mut Applying<'_>, cmd: Command, group: &mut Group) {
@@ -288,12 +300,7 @@ impl Writer {
             Command::Revoke { id, reply } => {
                 let done = step.run(|tx| tx.revoke(id.0)).and_then(|answer| answer);
                 let answer = done.map(|revoking| {
-                    if let Some(attempt) = revoking.running
-                        && let Some((a, signal)) = self.signals.get(&id.0)
-                        && *a == attempt
-                    {
-                        group.stops.push(signal.clone());
-                    }
+                    self.stop_running(revoking.running.map(|a| (id.0, a)), group);
                     revoking.answer
                 });
                 group.reply(reply, answer);
@@ -302,13 +309,7 @@ impl Writer {
                 let catalog = &self.catalog;
                 let done = step.run(|tx| tx.revoke_where(&filter, catalog));
                 let answer = done.map(|(revoked, running)| {
-                    for (id, attempt) in running {
-                        if let Some((a, signal)) = self.signals.get(&id)
-                            && *a == attempt
-                        {
-                            group.stops.push(signal.clone());
-                        }
-                    }
+                    self.stop_running(running, group);
                     revoked
                 });
                 group.reply(reply, answer);
@@ -318,13 +319,7 @@ impl Writer {
                     .run(|tx| tx.revoke_workflow(id.0))
                     .and_then(|answer| answer);
                 let answer = done.map(|(revoked, running)| {
-                    for (id, attempt) in running {
-                        if let Some((a, signal)) = self.signals.get(&id)
-                            && *a == attempt
-                        {
-                            group.stops.push(signal.clone());
-                        }
-                    }
+                    self.stop_running(running, group);
                     revoked
                 });
                 group.reply(reply, answer);
