@@ -189,14 +189,12 @@ pub struct GroupHandle<O> {
     runs: Vec<(u64, u32)>,
     /// The indexes of the members whose enqueue found a task holding their unique key.
     duplicates: Vec<usize>,
-    len: usize,
 }
 
 impl<O: DeserializeOwned> GroupHandle<O> {
     /// The group of these handles, in order.
     pub(crate) fn of(handles: Vec<TaskHandle<O>>) -> Self {
         GroupHandle {
-            len: handles.len(),
             runs: id_runs(handles.iter().map(|h| h.id().0)),
             duplicates: (0..handles.len())
                 .filter(|&i| handles[i].is_duplicate())
@@ -211,18 +209,17 @@ impl<O: DeserializeOwned> GroupHandle<O> {
             runs: vec![(first.id().0, n)],
             first: Some(first),
             duplicates: Vec::new(),
-            len: n as usize,
         }
     }
 
     /// How many members it has.
     pub fn len(&self) -> usize {
-        self.len
+        self.runs.iter().map(|&(_, n)| n as usize).sum()
     }
 
     /// Whether it has no members.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.runs.is_empty()
     }
 
     /// Member `index`'s handle (in the order given), if there is one.
