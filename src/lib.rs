@@ -139,6 +139,7 @@ mod task_error;
 
 mod flow;
 mod options;
+mod query;
 mod views;
 
 mod store;
@@ -168,12 +169,13 @@ pub use error::{Error, ErrorKind, Failure};
 pub use flow::{Limit, LimitTarget, Rate};
 pub use model::{
     AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,
-    Revoke, Revoked, TaskFilter, TaskId, TaskState,
+    Revoke, Revoked, TaskId, TaskState,
 };
 pub use options::{Expiry, MAX_KEY_BYTES, Options, Unique};
 pub use pool::{
     DEFAULT_MAX_PREFETCH, DEFAULT_SHUTDOWN_TIMEOUT, DrainReport, Worker, WorkerBuilder,
 };
+pub use query::{MAX_PAGE, Paging, SCAN_BUDGET, TaskFilter};
 pub use result::TaskHandle;
 pub use retry::RetryPolicy;
 pub use schedule::{MISFIRE_GRACE, MisfirePolicy, Schedule, ScheduleInfo};
@@ -183,4 +185,4 @@ pub use spool::{
 };
 pub use task::Task;
 pub use task_error::TaskError;
-pub use views::{PoolStats, QueueStats, Stats, TaskStatus, WorkflowStatus};
+pub use views::{PoolStats, QueueStats, Stats, TaskPage, TaskStatus, WorkflowStatus};

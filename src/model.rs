@@ -281,56 +281,6 @@ pub(crate) enum Disposition {
     Stopped,
 }
 
-/// Which tasks a bulk request applies to ([`Spool::revoke_where`](crate::Spool::revoke_where),
-/// [`Spool::retry_where`](crate::Spool::retry_where)): every condition given must hold.
-///
-/// ```
-/// use taskspool::{TaskFilter, TaskState};
-///
-/// let mail_waiting = TaskFilter::new().queue("mail").state(TaskState::Ready);
-/// # let _ = mail_waiting;
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskFilter {
-    pub(crate) queue: Option<String>,
-    pub(crate) name: Option<String>,
-    pub(crate) states: Vec<TaskState>,
-}
-
-impl TaskFilter {
-    /// Every task (of the states the request applies to).
-    pub fn new() -> Self {
-        TaskFilter::default()
-    }
-
-    /// Only tasks on this queue.
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = Some(queue.into());
-        self
-    }
-
-    /// Only tasks of this name (a task type's `NAME`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Only tasks in this state; call again to add states (any of them matches).
-    pub fn state(mut self, state: TaskState) -> Self {
-        if !self.states.contains(&state) {
-            self.states.push(state);
-        }
-        self
-    }
-
-    /// Whether a task on `queue`, named `name`, in `state`, matches.
-    pub(crate) fn matches(&self, queue: &str, name: &str, state: TaskState) -> bool {
-        self.queue.as_deref().is_none_or(|q| q == queue)
-            && self.name.as_deref().is_none_or(|n| n == name)
-            && (self.states.is_empty() || self.states.contains(&state))
-    }
-}
-
 /// What [`Spool::revoke_where`](crate::Spool::revoke_where) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

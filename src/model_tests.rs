@@ -399,6 +399,31 @@ fn check(world: &World, tasks: &BTreeMap<u64, Model>, next_id: u64, step: usize)
         spool.status(TaskId::from_u64(next_id)),
         Err(Error::NotFound(_))
     ));
+    // Every state's listing holds exactly the tasks in that state, and all of them together
+    // every task once.
+    let mut listed = Vec::new();
+    for state in TaskState::ALL {
+        let filter = crate::TaskFilter::new().state(state);
+        let mut paging = crate::Paging::first(3);
+        loop {
+            let page = spool.tasks(&filter, &paging).unwrap();
+            for t in &page.tasks {
+                assert_eq!(
+                    t.state, state,
+                    "step {step}: task {} listed as {state:?}",
+                    t.id
+                );
+                listed.push(t.id.as_u64());
+            }
+            match page.next {
+                Some(next) => paging = paging.after(next),
+                None => break,
+            }
+        }
+    }
+    listed.sort_unstable();
+    let known: Vec<u64> = tasks.keys().copied().collect();
+    assert_eq!(listed, known, "step {step}: the listings");
     let stats = spool.stats().unwrap();
     assert_eq!(stats.total(), tasks.len() as u64, "step {step}: {stats:?}");
     for (q, name) in QUEUES.iter().enumerate() {

@@ -219,3 +219,17 @@ mod by_state {
         Ok(counts)
     }
 }
+
+/// A page of a listing ([`Spool::tasks`](crate::Spool::tasks)): the tasks that matched, in
+/// the order asked for, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskPage {
+    /// The tasks, oldest or newest first as asked.
+    pub tasks: Vec<TaskStatus>,
+    /// Where the next page starts (pass it to [`Paging::after`](crate::Paging::after)), or
+    /// `None` if no task is left to look at. A page can hold fewer tasks than asked and still
+    /// have a next one: a listing reads at most [`SCAN_BUDGET`](crate::SCAN_BUDGET) index
+    /// entries per page, so that a filter few tasks match never makes one call long.
+    pub next: Option<TaskId>,
+}

@@ -4,9 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::model::{Revoke, Revoked, TaskFilter, TaskId};
+use crate::model::{Revoke, Revoked, TaskId};
 use crate::options::Options;
 use crate::pool::WorkerBuilder;
+use crate::query::{Paging, TaskFilter};
 use crate::registry::decode_json;
 use crate::result::TaskHandle;
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
@@ -21,7 +22,7 @@ mod graph;
 mod workflow;
 
 use crate::task::Task;
-use crate::views::{Stats, TaskStatus};
+use crate::views::{Stats, TaskPage, TaskStatus};
 pub use builder::{
     DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL, Durability, SpoolBuilder,
 };
@@ -144,7 +145,7 @@ impl Spool {
         self.shared.engine.revoke(id)
     }
 
-    /// Revokes every task `filter` matches that has not finished (by queue, name and state),
+    /// Revokes every task `filter` matches that has not finished,
     /// in one durable change, each as [`revoke`](Self::revoke) does it; says how many were
     /// revoked at once and how many running ones were asked to stop.
     ///
@@ -200,6 +201,39 @@ impl Spool {
     /// "pending"; `Storage` on a read failure.
     pub fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
         self.shared.engine.status(id)
+    }
+
+    /// A page of the tasks `filter` matches — by state, queue, name, schedule and enqueue
+    /// time — oldest or newest first, from a cursor on: what `celery inspect`, Flower's task
+    /// list and Oban Web's job list show. Read from an index of tasks by state, so a page of
+    /// the few failed tasks among a million succeeded ones reads those few; each page reads at
+    /// most [`SCAN_BUDGET`](crate::SCAN_BUDGET) index entries and may hold fewer tasks than
+    /// asked when few match (its `next` says where to go on). A running task is listed as
+    /// running.
+    ///
+    /// ```
+    /// # use taskspool::{Paging, Spool, TaskFilter, TaskState};
+    /// # let spool = Spool::temporary()?;
+    /// let filter = TaskFilter::new().state(TaskState::Failed);
+    /// let mut paging = Paging::first(100).newest_first();
+    /// loop {
+    ///     let page = spool.tasks(&filter, &paging)?;
+    ///     for task in &page.tasks {
+    ///         println!("{} {} {:?}", task.id, task.name, task.errors.last());
+    ///     }
+    ///     match page.next {
+    ///         Some(next) => paging = paging.after(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok::<(), taskspool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidOption` for a page size out of 1 to [`MAX_PAGE`](crate::MAX_PAGE); `Storage`
+    /// on a read failure.
+    pub fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error> {
+        self.shared.engine.tasks(filter, paging)
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.

@@ -289,6 +289,13 @@ fn check_layout(read: &redb::ReadTransaction, path: &Path) -> Result<(), Error> 
                          made by an incompatible taskspool build"
                     ),
                 }),
+                Err(TableError::TypeDefinitionChanged { name, .. }) => Err(Error::Corrupt {
+                    path: self.1.to_path_buf(),
+                    detail: format!(
+                        "the stored definition of a table's type {} is damaged or not this                          build's; restore the file from a backup",
+                        name.name()
+                    ),
+                }),
                 Err(e) => Err(redb_error(e.into())),
             }
         }

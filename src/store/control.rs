@@ -7,9 +7,9 @@ use redb::ReadableTable;
 
 use crate::clock::{duration_ms, to_system_time};
 use crate::error::Error;
-use crate::model::{
-    AttemptError, AttemptErrorKind, MAX_DELAY, Revoke, Revoked, TaskFilter, TaskId, TaskState,
-};
+use crate::model::{AttemptError, AttemptErrorKind, MAX_DELAY, Revoke, Revoked, TaskId, TaskState};
+use crate::query::TaskFilter;
+use crate::store::by_state::stored;
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::record::TaskRecord;
@@ -202,7 +202,7 @@ impl Tx<'_> {
             },
         });
         tracing::info!(task.id = id, task.name = %rec.name, attempt, "task snoozed for {secs}s");
-        self.set_state(&mut rec, TaskState::Scheduled);
+        self.set_state(id, &mut rec, TaskState::Scheduled)?;
         self.make_scheduled(id, &mut rec, now.saturating_add(duration_ms(delay)))?;
         self.put(id, &rec)
     }
@@ -242,7 +242,7 @@ impl Tx<'_> {
         }
         rec.due_at_ms = now;
         tracing::info!(task.id = id, task.name = %rec.name, "task retried by hand");
-        self.set_state(&mut rec, TaskState::Ready);
+        self.set_state(id, &mut rec, TaskState::Ready)?;
         self.make_ready(id, &mut rec)?;
         self.put(id, &rec)?;
         Ok(Ok(()))
@@ -265,27 +265,31 @@ impl Tx<'_> {
             }));
         }
         self.unprune(id, &rec)?;
-        self.count(rec.queue, rec.state, -1);
+        self.drop_task(id, &rec)?;
         self.drop_unique(id, &rec)?;
         self.tables().tasks()?.remove(id)?;
         Ok(Ok(()))
     }
 
-    /// The tasks that match `filter` and are in a state `applies` to, a batch of up to
-    /// `BULK_BATCH` ids at a time, from `after` on; returns them and where to go on (`None`
-    /// at the end of the table).
+    /// The tasks that match `filter` and are in a state `applies` to, among those stored in
+    /// state `code` (see `store::by_state`), a batch of up to `BULK_BATCH` ids at a time, from
+    /// `after` on; returns them and where to go on (`None` at the end of that state).
     fn matching(
         &mut self,
         filter: &TaskFilter,
         catalog: &Catalog,
         applies: fn(TaskState) -> bool,
-        after: u64,
+        (code, after): (u8, u64),
     ) -> Result<(Vec<u64>, Option<u64>), Error> {
         let keys: Vec<u64> = {
-            let tasks = self.tables().tasks()?;
+            let index = self.tables().by_state()?;
             let mut keys = Vec::with_capacity(BULK_BATCH);
-            for entry in tasks.range(after..).db()?.take(BULK_BATCH) {
-                keys.push(entry.db()?.0.value());
+            for entry in index
+                .range((code, after)..=(code, u64::MAX))
+                .db()?
+                .take(BULK_BATCH)
+            {
+                keys.push(entry.db()?.0.value().1);
             }
             keys
         };
@@ -295,13 +299,47 @@ impl Tx<'_> {
             let Some(rec) = self.get(id)? else {
                 continue;
             };
+            let schedule = rec.origin.as_ref().map(|o| o.schedule.as_str());
             if applies(rec.state)
-                && filter.matches(&catalog.queues.name(rec.queue), &rec.name, rec.state)
+                && filter.matches(
+                    &catalog.queues.name(rec.queue),
+                    &rec.name,
+                    rec.state,
+                    rec.enqueued_at_ms,
+                    schedule,
+                )
             {
                 ids.push(id);
             }
         }
         Ok((ids, next))
+    }
+
+    /// Calls `each` with every batch of tasks that match `filter` and are in a state
+    /// `applies` to, reading only the index entries of those states.
+    fn each_matching(
+        &mut self,
+        filter: &TaskFilter,
+        catalog: &Catalog,
+        applies: fn(TaskState) -> bool,
+        mut each: impl FnMut(&mut Self, Vec<u64>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut codes: Vec<u8> = TaskState::ALL
+            .into_iter()
+            .filter(|&s| applies(s) && (filter.states.is_empty() || filter.states.contains(&s)))
+            .map(|s| stored(s).code())
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        for code in codes {
+            let mut after = Some(0);
+            while let Some(from) = after {
+                let (ids, next) = self.matching(filter, catalog, applies, (code, from))?;
+                each(self, ids)?;
+                after = next;
+            }
+        }
+        Ok(())
     }
 
     /// Revokes every task `filter` matches that has not finished; returns what it did, and
@@ -313,22 +351,25 @@ impl Tx<'_> {
     ) -> Result<(Revoked, Vec<(u64, u32)>), Error> {
         let mut done = Revoked::default();
         let mut running = Vec::new();
-        let mut after = Some(0);
-        while let Some(from) = after {
-            let (ids, next) = self.matching(filter, catalog, |s| !s.is_final(), from)?;
-            for id in ids {
-                if let Ok(revoking) = self.revoke(id)? {
-                    match revoking.running {
-                        Some(attempt) => {
-                            done.cancelling += 1;
-                            running.push((id, attempt));
+        self.each_matching(
+            filter,
+            catalog,
+            |s| !s.is_final(),
+            |tx, ids| {
+                for id in ids {
+                    if let Ok(revoking) = tx.revoke(id)? {
+                        match revoking.running {
+                            Some(attempt) => {
+                                done.cancelling += 1;
+                                running.push((id, attempt));
+                            }
+                            None => done.revoked += 1,
                         }
-                        None => done.revoked += 1,
                     }
                 }
-            }
-            after = next;
-        }
+                Ok(())
+            },
+        )?;
         Ok((done, running))
     }
 
@@ -339,22 +380,20 @@ impl Tx<'_> {
         catalog: &Catalog,
     ) -> Result<u64, Error> {
         let mut retried = 0;
-        let mut after = Some(0);
-        while let Some(from) = after {
-            let retryable = |s| {
-                matches!(
-                    s,
-                    TaskState::Failed | TaskState::Expired | TaskState::Revoked
-                )
-            };
-            let (ids, next) = self.matching(filter, catalog, retryable, from)?;
+        let retryable = |s| {
+            matches!(
+                s,
+                TaskState::Failed | TaskState::Expired | TaskState::Revoked
+            )
+        };
+        self.each_matching(filter, catalog, retryable, |tx, ids| {
             for id in ids {
-                if self.retry_final(id)?.is_ok() {
+                if tx.retry_final(id)?.is_ok() {
                     retried += 1;
                 }
             }
-            after = next;
-        }
+            Ok(())
+        })?;
         Ok(retried)
     }
 

@@ -13,20 +13,21 @@ use redb::{Database, ReadableDatabase};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::flow::Limit;
-use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId, TaskState};
+use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
+use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::store::errors::Db;
 use crate::store::inflight::Inflight;
 use crate::store::open::{Settings, open_with};
 use crate::store::progress::Progress;
-use crate::store::read;
 use crate::store::verbs::{
     Completion, Engine, Enqueued, FlowOp, Job, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp,
     Serves, ThreadSlot,
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
+use crate::store::{query, read};
 use crate::sync::Waiters;
-use crate::views::{Stats, TaskStatus, WorkflowStatus};
+use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
 
 /// How to open a queue file.
 pub(crate) struct FileConfig {
@@ -111,6 +112,15 @@ impl FileEngine {
     fn published(&self) -> Result<&Database, Error> {
         self.writer.publish()?;
         Ok(&self.db)
+    }
+
+    /// A running task's latest progress is in memory until its attempt ends.
+    fn overlay_progress(&self, status: &mut TaskStatus) {
+        if status.state == TaskState::Running
+            && let Some(json) = self.writer.progress().get(status.id, status.attempts)
+        {
+            status.progress = serde_json::from_slice(&json).ok();
+        }
     }
 
     /// Runs a read. redb panics on some damaged pages: that stops the engine, and the read
@@ -222,11 +232,7 @@ impl Engine for FileEngine {
         self.read("reading a task", || {
             let db = self.published()?;
             let mut status = read::status(db, self.writer.counts(), self.writer.live(), id)?;
-            if status.state == TaskState::Running
-                && let Some(json) = self.writer.progress().get(id, status.attempts)
-            {
-                status.progress = serde_json::from_slice(&json).ok();
-            }
+            self.overlay_progress(&mut status);
             Ok(status)
         })
     }
@@ -234,6 +240,20 @@ impl Engine for FileEngine {
     fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error> {
         self.read("reading a result", || {
             read::result(self.published()?, id, name)
+        })
+    }
+
+    fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error> {
+        self.read("listing tasks", || {
+            let read = self.published()?.begin_read().db()?;
+            let live = self.writer.live();
+            let mut page = query::tasks(&read, filter, paging, &|queue, name| {
+                live.is_unregistered(queue, name)
+            })?;
+            for status in &mut page.tasks {
+                self.overlay_progress(status);
+            }
+            Ok(page)
         })
     }
 

@@ -14,6 +14,7 @@
 //! errors into the crate's. Test-only: `faults` (full disks), `simdisk` (power cuts),
 //! `fuzz` (the fuzz targets' storage side).
 
+mod by_state;
 mod catalog;
 mod check;
 mod claim;
@@ -36,6 +37,7 @@ mod parts;
 mod paths;
 mod pools;
 mod progress;
+mod query;
 mod read;
 mod record;
 mod redo;

@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use redb::{Database, Key, Value};
+use redb::{Database, Key, ReadableTable, Value};
 
 use crate::error::Error;
+use crate::store::by_state;
 use crate::store::catalog::Catalog;
 use crate::store::check::{
     Found, check_format, check_integrity, expect_of, log_damage, needing, open_database,
@@ -21,8 +22,8 @@ use crate::store::paths;
 use crate::store::redo::Redo;
 use crate::store::replay::{self, Scanned};
 use crate::store::schema::{
-    FORMAT_VERSION, META, META_CLOSED, META_FORMAT, META_WAL_GENERATION, META_WAL_PREVIOUS, Tables,
-    each_table,
+    BY_STATE_FORMAT, FORMAT_VERSION, META, META_CLOSED, META_FORMAT, META_WAL_GENERATION,
+    META_WAL_PREVIOUS, Tables, each_table,
 };
 use crate::store::tables::TableVisitor;
 use crate::store::tx::{Lent, Tx};
@@ -185,15 +186,19 @@ fn prepare_with(
         // The format (new, or upgraded) and the log: its records since the last durable
         // commit are applied again; this commit then stores them and a new generation, which
         // retires them.
-        let expect = {
+        let (expect, format) = {
             let mut meta = txn.open_table(META).db()?;
             let expect = expect_of(&meta)?;
+            let format = match fresh {
+                true => FORMAT_VERSION,
+                false => meta.get(META_FORMAT).db()?.map_or(0, |v| v.value()),
+            };
             next_generation = wal::next_generation(expect.generation);
             meta.insert(META_FORMAT, FORMAT_VERSION).db()?;
             meta.insert(META_WAL_GENERATION, next_generation).db()?;
             meta.insert(META_WAL_PREVIOUS, expect.generation).db()?;
             meta.insert(META_CLOSED, 0).db()?;
-            expect
+            (expect, format)
         };
         let scanned = match (fresh, log.as_deref()) {
             (false, log) => replay::scan(log, &expect),
@@ -224,6 +229,14 @@ fn prepare_with(
             tracing::info!(
                 records = scanned.records.len(),
                 "applied the write-ahead log of a process that did not close the file"
+            );
+        }
+        if format < BY_STATE_FORMAT {
+            let indexed = by_state::build(&txn).map_err(|e| needing(e, room))?;
+            tracing::info!(
+                format,
+                indexed,
+                "upgraded the file: built its index of tasks by state"
             );
         }
         let loaded = load_counters(&txn)?;

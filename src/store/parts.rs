@@ -218,7 +218,7 @@ impl Tx<'_> {
         let mut rec = new_record(body, interned, deps, None);
         rec.state = TaskState::Waiting;
         self.index_expiry(id, &rec)?;
-        self.count(rec.queue, rec.state, 1);
+        self.add_task(id, &rec)?;
         self.put(id, &rec)
     }
 
@@ -239,8 +239,7 @@ impl Tx<'_> {
             _ => return Ok(()),
         }
         self.index_expiry(id, &rec)?;
-        self.count(rec.queue, rec.state, 1);
-        Ok(())
+        self.add_task(id, &rec)
     }
 
     /// Whether `id` is a member of a chord being stored in parts that is not indexed yet: such

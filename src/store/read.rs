@@ -54,6 +54,17 @@ pub(crate) fn status(
         None => format!("#{}", rec.queue),
     };
     let unregistered = rec.state == TaskState::Ready && live.is_unregistered(&queue, &rec.name);
+    Ok(view_of(id, rec, queue, unregistered))
+}
+
+/// What a reader sees of task `id`, whose record (with its `running` entry applied) is
+/// `rec`, on the queue named `queue`.
+pub(crate) fn view_of(
+    id: TaskId,
+    rec: TaskRecord,
+    queue: String,
+    unregistered: bool,
+) -> TaskStatus {
     // Both were written by serde_json (and an output is checked to read back before it is
     // stored), so they parse; an empty payload is a succeeded task's, whose arguments are gone.
     let json = |bytes: &[u8]| serde_json::from_slice(bytes).ok();
@@ -70,7 +81,7 @@ pub(crate) fn status(
         .iter()
         .flat_map(|&(first, n)| (first..first + u64::from(n)).map(TaskId))
         .collect();
-    Ok(TaskStatus {
+    TaskStatus {
         workflow: rec.deps.workflow.map(TaskId),
         parents,
         children: rec.deps.children.iter().map(|&c| TaskId(c)).collect(),
@@ -93,7 +104,7 @@ pub(crate) fn status(
         name: rec.name,
         fire_time: rec.origin.as_ref().map(|o| to_system_time(o.fire_at_ms)),
         schedule: rec.origin.map(|o| o.schedule),
-    })
+    }
 }
 
 /// Every declared schedule, by name.

@@ -22,8 +22,12 @@ use crate::store::tables::tables;
 /// record's fourth part (`record::Deps`), the `waiting` state (code 8) and the `upstream`
 /// attempt error kind (code 9). Version 7 adds the `open_workflows` table: a large chord is
 /// stored in parts, and a version-6 build would neither roll back nor finish one left open by
-/// a crash. Older files are upgraded at open.
-pub(crate) const FORMAT_VERSION: u64 = 7;
+/// a crash. Version 8 adds the `by_state` index, which a version-7 build would not keep up to
+/// date; the open of an older file builds it. Older files are upgraded at open.
+pub(crate) const FORMAT_VERSION: u64 = 8;
+
+/// The first format with the `by_state` index (an older file's is built at open).
+pub(crate) const BY_STATE_FORMAT: u64 = 8;
 
 /// The first format whose log keeps the promises `replay` checks (see [`FORMAT_VERSION`]).
 pub(crate) const STRICT_LOG_FORMAT: u64 = 3;
@@ -118,6 +122,12 @@ tables! {
     /// so that its results are kept a TTL past its end (`ended at` is 0 while tasks are
     /// left; see `store::workflow_end`).
     16 WORKFLOWS workflows: u64 => (u64, u64) = "taskspool.workflows";
+
+    /// `(stored state code, task id) → (queue id, name id)`: every stored task by the state
+    /// its record holds, in id (enqueue) order, for listings (format 8, see
+    /// `store::by_state`). A running task's record keeps the state it was claimed in
+    /// (`ready`), and so does its entry: `RUNNING` lists running tasks.
+    17 BY_STATE by_state: (u8, u64) => (u32, u32) = "taskspool.by_state";
 }
 
 /// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.

@@ -116,7 +116,7 @@ impl Tx<'_> {
         ids: (u32, u32),
         deps: Deps,
     ) -> Result<Enqueued, Error> {
-        let (queue, name_id) = ids;
+        let (_, name_id) = ids;
         let unique = match &new.opts.keys.unique {
             Some((key, until)) => {
                 if let Some(holder) = self.unique_holder(name_id, key)? {
@@ -145,7 +145,7 @@ impl Tx<'_> {
         } else {
             self.make_ready(id, &mut rec)?;
         }
-        self.count(queue, rec.state, 1);
+        self.add_task(id, &rec)?;
         self.put(id, &rec)?;
         Ok(Enqueued {
             id: TaskId(id),
@@ -159,7 +159,7 @@ impl Tx<'_> {
         rec.attempts += 1;
         let now = self.now();
         rec.started_at_ms = Some(now);
-        self.set_state(rec, TaskState::Running);
+        self.set_state(id, rec, TaskState::Running)?;
         self.tables().running()?.insert(id, (rec.attempts, now))?;
         // The worker gets the arguments; the writer's copy goes without (see `restore_payload`).
         let payload = std::mem::take(&mut rec.payload);
@@ -187,7 +187,7 @@ impl Tx<'_> {
         state: TaskState,
     ) -> Result<(), Error> {
         self.unslot(rec)?;
-        self.set_state(rec, state);
+        self.set_state(id, rec, state)?;
         let now = self.now();
         rec.finished_at_ms = Some(now);
         if let Some(ttl) = self.result_ttl_ms() {
@@ -327,7 +327,7 @@ impl Tx<'_> {
                     "task failed; retrying in {:.3}s",
                     delay as f64 / 1000.0
                 );
-                self.set_state(&mut rec, TaskState::Retrying);
+                self.set_state(id, &mut rec, TaskState::Retrying)?;
                 self.make_scheduled(id, &mut rec, now.saturating_add(delay))?;
                 self.put(id, &rec)
             }
@@ -363,7 +363,7 @@ impl Tx<'_> {
         self.restore_payload(id, &mut rec)?;
         rec.attempts = rec.attempts.saturating_sub(1);
         rec.started_at_ms = None;
-        self.set_state(&mut rec, TaskState::Ready);
+        self.set_state(id, &mut rec, TaskState::Ready)?;
         self.make_ready(id, &mut rec)?;
         self.put(id, &rec)
     }
@@ -400,7 +400,7 @@ impl Tx<'_> {
                 self.expire(id, &mut rec)?;
                 continue;
             }
-            self.set_state(&mut rec, TaskState::Ready);
+            self.set_state(id, &mut rec, TaskState::Ready)?;
             self.make_ready(id, &mut rec)?;
             self.put(id, &rec)?;
         }
@@ -446,7 +446,7 @@ impl Tx<'_> {
                     continue;
                 }
                 Some(rec) => {
-                    self.count(rec.queue, rec.state, -1);
+                    self.drop_task(id, &rec)?;
                     self.drop_unique(id, &rec)?;
                 }
                 None => {}
@@ -504,7 +504,7 @@ impl Tx<'_> {
                     "task recovered: attempt {attempt} was running when the previous owner of \
                      the file died; it runs again now"
                 );
-                self.set_state(&mut rec, TaskState::Ready);
+                self.set_state(id, &mut rec, TaskState::Ready)?;
                 self.make_ready(id, &mut rec)?;
                 self.put(id, &rec)?;
             } else {

@@ -364,19 +364,13 @@ impl<'t> Tx<'t> {
         self.finalized.push(TaskId(id));
     }
 
-    pub(crate) fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
+    /// Counts a change of the tasks in `state` on `queue` (only through `store::by_state`,
+    /// which keeps the index in step).
+    pub(super) fn count(&mut self, queue: u32, state: TaskState, delta: i64) {
         let key = (queue, state.code());
         match self.count_delta.iter_mut().find(|(k, _)| *k == key) {
             Some((_, d)) => *d += delta,
             None => self.count_delta.push((key, delta)),
-        }
-    }
-
-    pub(crate) fn set_state(&mut self, rec: &mut TaskRecord, state: TaskState) {
-        if rec.state != state {
-            self.count(rec.queue, rec.state, -1);
-            self.count(rec.queue, state, 1);
-            rec.state = state;
         }
     }
 

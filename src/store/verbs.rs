@@ -13,7 +13,7 @@
 //! | [`Reporter::release`] | a claimed attempt did not run: the task goes back with its attempt | — |
 //! | [`Engine::schedule`] | declares, removes, pauses or resumes a periodic schedule | — (Oban's cron plugin) |
 //! | [`Engine::sync`] | returns once everything acknowledged before is durable | — |
-//! | [`Engine::status`], [`Engine::result`], [`Engine::schedules`], [`Engine::stats`] | read views | — |
+//! | [`Engine::status`], [`Engine::result`], [`Engine::tasks`], [`Engine::schedules`], [`Engine::stats`] | read views | — |
 //! | (the engine's own work) | stages due work — promotes due tasks, fires schedules, expires — and prunes finished tasks, waking at the next due time | `stage_jobs`, `prune_jobs` |
 //! | (opening) | recovers the attempts a dead owner left running | Oban's `Lifeline` rescue |
 //!
@@ -44,7 +44,7 @@
 //!   attempts (they count toward `max_retries`) from claimed ones; a note lasts until the
 //!   attempt's completion is durable. File engine: a page-cache write to a ring of the
 //!   thread's in a journal next to the file; it survives a process crash, not a power cut.
-//! - **Reads see every acknowledged change.** `status`, `result` and `schedules` see every
+//! - **Reads see every acknowledged change.** `status`, `result`, `tasks` and `schedules` see every
 //!   change acknowledged before the call. File engine: they may wait for the end of the
 //!   writer's group in progress (well under a millisecond), then commit what it holds.
 //!   `stats` reads the engine's in-memory counts and never waits.
@@ -59,11 +59,12 @@ use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::flow::{Limit, LimitTarget};
-use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskFilter, TaskId};
+use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskId};
 use crate::options::{Limits, Resolved};
+use crate::query::{Paging, TaskFilter};
 use crate::schedule::{ScheduleDef, ScheduleInfo};
 use crate::signal::AttemptSignal;
-use crate::views::{Stats, TaskStatus, WorkflowStatus};
+use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
 
 /// A task as the caller built it, validated, waiting for the engine to give it an id.
 #[derive(Debug, Clone)]
@@ -389,6 +390,13 @@ pub(crate) trait Engine: Send + Sync {
     /// [`Engine::status`].
     /// `WrongTask` first if the task's name is not `name` (the handle's type).
     fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// A page of the tasks `filter` matches, oldest or newest first, from the cursor on (see
+    /// `store::query`).
+    ///
+    /// # Errors
+    /// `InvalidOption` for a page size out of range; `Storage` on a read failure.
+    fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error>;
 
     /// Every declared schedule with its next and last fire, by name.
     ///

@@ -255,11 +255,11 @@ impl Tx<'_> {
             return Ok(());
         }
         if rec.due_at_ms > self.now() {
-            self.set_state(&mut rec, TaskState::Scheduled);
+            self.set_state(child, &mut rec, TaskState::Scheduled)?;
             let due = rec.due_at_ms;
             self.make_scheduled(child, &mut rec, due)?;
         } else {
-            self.set_state(&mut rec, TaskState::Ready);
+            self.set_state(child, &mut rec, TaskState::Ready)?;
             self.make_ready(child, &mut rec)?;
         }
         self.put(child, &rec)

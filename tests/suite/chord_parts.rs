@@ -47,6 +47,7 @@ fn a_chord_larger_than_a_part_runs_as_one() {
         ),
         (N as u64 + 1, 1)
     );
+    assert_listed_as_counted(&spool);
     let last = spool
         .status(chord.members.member(N as usize - 1).unwrap().id())
         .unwrap();
@@ -64,6 +65,7 @@ fn a_chord_larger_than_a_part_runs_as_one() {
     );
     assert_eq!(chord.members.member(7).unwrap().wait(WAIT).unwrap(), 14);
     assert!(spool.workflow_status(first).unwrap().is_finished());
+    assert_listed_as_counted(&spool);
 }
 
 #[test]
@@ -100,6 +102,7 @@ fn revoking_a_large_chord_revokes_every_member() {
         spool.stats().unwrap().count(TaskState::Revoked),
         N as u64 + 1
     );
+    assert_listed_as_counted(&spool);
 }
 
 /// A member whose arguments do not encode, after more than a part of good ones: the call
@@ -114,6 +117,7 @@ fn a_large_chord_that_fails_midway_leaves_nothing() {
     let err = spool.chord(members, XSum).unwrap_err();
     assert!(matches!(err, Error::Json(_)), "{err:?}");
     assert_eq!(spool.stats().unwrap().total(), 0);
+    assert_listed_as_counted(&spool);
     assert_eq!(drain(&spool), 0);
     // The spool goes on; the ids the chord had reserved are simply not used.
     let after = spool.enqueue_with(add(2, 3), Options::new()).unwrap();

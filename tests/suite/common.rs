@@ -376,3 +376,27 @@ impl Task for Introspect {
         Ok(seen)
     }
 }
+
+/// Every state's listing holds as many tasks as `stats` counts in that state.
+pub fn assert_listed_as_counted(spool: &Spool) {
+    let stats = spool.stats().unwrap();
+    for state in TaskState::ALL {
+        let filter = taskspool::TaskFilter::new().state(state);
+        let mut paging = taskspool::Paging::first(taskspool::MAX_PAGE);
+        let mut listed = 0;
+        loop {
+            let page = spool.tasks(&filter, &paging).unwrap();
+            assert!(page.tasks.iter().all(|t| t.state == state));
+            listed += page.tasks.len() as u64;
+            match page.next {
+                Some(next) => paging = paging.after(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            listed,
+            stats.count(state),
+            "{state:?} tasks listed against counted"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use redb::{ReadableDatabase, TableDefinition};
-use taskspool::{Error, ErrorKind, Options, Spool, TaskState};
+use taskspool::{Error, ErrorKind, Options, Paging, Spool, TaskFilter, TaskState};
 
 use super::common::*;
 
@@ -251,8 +251,9 @@ fn a_newer_format_is_refused_and_the_file_untouched() {
 }
 
 /// A file of format 1 (before the write-ahead log: no log generation, no `.wal` file) opens,
-/// keeps its tasks, and is marked with the current format (3), which a format-1 build
-/// refuses: that build would ignore the log and lose what it holds.
+/// keeps its tasks (and lists them: its index by state is built), and is marked with the
+/// current format, which a format-1 build refuses: that build would ignore the log and lose
+/// what it holds.
 #[test]
 fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
     let (_dir, path) = temp_queue();
@@ -264,7 +265,7 @@ fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
         let get = |key: &str| table.get(key).unwrap().map(|v| v.value());
         (get("format_version"), get("wal_generation").is_some())
     };
-    assert_eq!(meta(&path), (Some(7), true));
+    assert_eq!(meta(&path), (Some(8), true));
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
@@ -281,8 +282,20 @@ fn a_format_1_file_is_upgraded_and_keeps_its_tasks() {
     let stats = spool.stats().unwrap();
     assert_eq!(stats.count(TaskState::Succeeded), 5);
     assert_eq!(stats.count(TaskState::Ready), 5);
+    let listed = |state| {
+        let filter = TaskFilter::new().state(state);
+        spool
+            .tasks(&filter, &Paging::first(100))
+            .unwrap()
+            .tasks
+            .len()
+    };
+    assert_eq!(
+        (listed(TaskState::Succeeded), listed(TaskState::Ready)),
+        (5, 5)
+    );
     drop(spool);
-    assert_eq!(meta(&path), (Some(7), true));
+    assert_eq!(meta(&path), (Some(8), true));
 }
 
 #[test]

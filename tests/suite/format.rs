@@ -281,6 +281,8 @@ fn opens_reads_and_runs(name: &str) {
     let (_dir, path) = copy_fixture(name);
     let clock = ManualClock::from_unix_ms(T0 + 100_000);
     let spool = manual_spool_at(&clock, &path);
+    // The upgrade indexed every task by state (and recovery moved its entries).
+    assert_listed_as_counted(&spool);
 
     // Every task, as the dead process left it (and recovery at open made of it).
     let s = expect(&spool, 1, "fixture.add", "default", TaskState::Succeeded, 1);

@@ -131,6 +131,8 @@ fn a_format_7_file_left_midway_through_a_chord_opens_without_it() {
         spool.status(TaskId::from_u64(1)).unwrap().state,
         TaskState::Ready
     );
+    // The upgrade indexed its tasks, not the held members of the unsealed chord.
+    assert_listed_as_counted(&spool);
     spool.worker().register::<PAdd>().drain().unwrap();
     let (step1, step2) = (TaskId::from_u64(2), TaskId::from_u64(3));
     assert_eq!(spool.status(step1).unwrap().state, TaskState::Succeeded);
@@ -146,6 +148,7 @@ fn a_format_7_file_left_midway_through_a_chord_opens_without_it() {
             .all(|id| matches!(spool.status(TaskId::from_u64(id)), Err(Error::NotFound(_))))
     });
     assert_eq!(spool.stats().unwrap().total(), 1);
+    assert_listed_as_counted(&spool);
     assert_eq!(drain(&spool), 1, "only the task before the chord runs");
     // The reserved ids are not given again.
     let next = spool.enqueue(PAdd { a: 1, b: 1 }).unwrap();

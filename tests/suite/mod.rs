@@ -22,6 +22,7 @@ mod format_workflow;
 mod handlers;
 mod lifecycle;
 mod limits;
+mod listing;
 mod names;
 mod options;
 mod panics;

@@ -4,7 +4,8 @@
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
-use crate::model::{PoolId, Revoke, Revoked, TaskFilter, TaskId};
+use crate::model::{PoolId, Revoke, Revoked, TaskId};
+use crate::query::TaskFilter;
 use crate::store::verbs::{
     Completion, Enqueued, FlowOp, Job, NewTask, PartOp, PoolSpec, ScheduleOp, Serves,
 };

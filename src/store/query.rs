@@ -1,0 +1,188 @@
+//! Listings (`Spool::tasks`): a page of tasks read from a snapshot of the file, from the
+//! `by_state` index (see `store::by_state`) and, for running tasks, from `running`.
+//!
+//! Each state asked for is one ordered run of ids — its index entries, or the `running`
+//! table for `running` — and the page merges the runs by id, oldest or newest first, from the
+//! cursor on. An entry names its task's queue and name, so those filters cost no record read;
+//! the record of each task that passes them is read for its view and the other conditions.
+//! Running tasks keep their `ready` entries (a claim does not touch the index), so a listing
+//! of ready tasks passes over the running ones. A page reads at most [`SCAN_BUDGET`] entries.
+
+use std::collections::HashMap;
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
+
+use crate::error::Error;
+use crate::model::{TaskId, TaskState};
+use crate::query::{Paging, SCAN_BUDGET, TaskFilter};
+use crate::store::by_state::stored;
+use crate::store::errors::Db;
+use crate::store::read::view_of;
+use crate::store::record::TaskRecord;
+use crate::store::schema::{BY_STATE, NAMES, QUEUES, RUNNING, TASKS};
+use crate::views::TaskPage;
+
+/// An entry of a run: a task id, and its (queue id, name id) when the entry names them.
+type Entry = (u64, Option<(u32, u32)>);
+
+/// One state's ordered run of ids, with its next entry.
+struct Run<'a> {
+    entries: Box<dyn Iterator<Item = Result<Entry, Error>> + 'a>,
+    head: Option<Entry>,
+    /// Entries of running tasks are passed over (a `ready` run: they are listed as running).
+    skip_running: bool,
+}
+
+impl Run<'_> {
+    fn advance(&mut self) -> Result<(), Error> {
+        self.head = self.entries.next().transpose()?;
+        Ok(())
+    }
+}
+
+/// The page `paging` asks for of the tasks `filter` matches, from the snapshot `read`.
+/// `unregistered(queue, name)` tells whether a ready task waits for a name no live pool
+/// knows.
+pub(crate) fn tasks(
+    read: &ReadTransaction,
+    filter: &TaskFilter,
+    paging: &Paging,
+    unregistered: &dyn Fn(&str, &str) -> bool,
+) -> Result<TaskPage, Error> {
+    let limit = paging.checked_limit()?;
+    let empty = TaskPage {
+        tasks: Vec::new(),
+        next: None,
+    };
+    let queues: HashMap<u32, String> = {
+        let table = read.open_table(QUEUES).db()?;
+        let mut queues = HashMap::new();
+        for entry in table.iter().db()? {
+            let (name, id) = entry.db()?;
+            queues.insert(id.value(), name.value().to_string());
+        }
+        queues
+    };
+    let queue_id = match &filter.queue {
+        Some(queue) => match queues.iter().find(|(_, name)| *name == queue) {
+            Some((&id, _)) => Some(id),
+            None => return Ok(empty),
+        },
+        None => None,
+    };
+    let name_id = match &filter.name {
+        Some(name) => match read.open_table(NAMES).db()?.get(name.as_str()).db()? {
+            Some(id) => Some(id.value()),
+            None => return Ok(empty),
+        },
+        None => None,
+    };
+    let index = read.open_table(BY_STATE).db()?;
+    let running = read.open_table(RUNNING).db()?;
+    let tasks = read.open_table(TASKS).db()?;
+    let mut runs = runs(&index, &running, filter, paging)?;
+    let newest = paging.newest_first;
+    let mut page = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let pick = runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, run)| run.head.map(|(id, _)| (id, i)))
+            .reduce(|a, b| if (b.0 < a.0) != newest { b } else { a });
+        let Some((id, i)) = pick else {
+            return Ok(TaskPage {
+                tasks: page,
+                next: None,
+            });
+        };
+        let (_, names) = runs[i].head.take().unwrap_or((id, None));
+        let skip_running = runs[i].skip_running;
+        runs[i].advance()?;
+        scanned += 1;
+        let passes = names.is_none_or(|(q, n)| {
+            queue_id.is_none_or(|want| want == q) && name_id.is_none_or(|want| want == n)
+        });
+        if passes && !(skip_running && running.get(id).db()?.is_some()) {
+            let Some(bytes) = tasks.get(id).db()? else {
+                continue;
+            };
+            let mut rec = TaskRecord::decode(bytes.value())?;
+            if let Some(entry) = running.get(id).db()? {
+                let (attempt, started_at_ms) = entry.value();
+                rec.overlay_running(attempt, started_at_ms);
+            }
+            let schedule = rec.origin.as_ref().map(|o| o.schedule.as_str());
+            if queue_id.is_none_or(|q| q == rec.queue)
+                && name_id.is_none_or(|n| n == rec.name_id)
+                && filter.matches_record(rec.enqueued_at_ms, schedule)
+            {
+                let queue = queues
+                    .get(&rec.queue)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", rec.queue));
+                let waits = rec.state == TaskState::Ready && unregistered(&queue, &rec.name);
+                page.push(view_of(TaskId(id), rec, queue, waits));
+            }
+        }
+        if page.len() == limit || scanned == SCAN_BUDGET {
+            let more = runs.iter().any(|run| run.head.is_some());
+            return Ok(TaskPage {
+                tasks: page,
+                next: more.then_some(TaskId(id)),
+            });
+        }
+    }
+}
+
+/// The runs of the states `filter` asks for (all of them if none), from the cursor on.
+fn runs<'a>(
+    index: &'a ReadOnlyTable<(u8, u64), (u32, u32)>,
+    running: &'a ReadOnlyTable<u64, (u32, u64)>,
+    filter: &TaskFilter,
+    paging: &Paging,
+) -> Result<Vec<Run<'a>>, Error> {
+    let (from, to) = match (paging.after, paging.newest_first) {
+        (None, _) => (0, u64::MAX),
+        (Some(after), false) => match after.0.checked_add(1) {
+            Some(from) => (from, u64::MAX),
+            None => return Ok(Vec::new()),
+        },
+        (Some(after), true) => match after.0.checked_sub(1) {
+            Some(to) => (0, to),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let wanted = |s: TaskState| filter.states.is_empty() || filter.states.contains(&s);
+    let mut runs = Vec::new();
+    for state in TaskState::ALL.into_iter().filter(|&s| wanted(s)) {
+        let entries: Box<dyn Iterator<Item = Result<Entry, Error>> + 'a> =
+            if state == TaskState::Running {
+                let range = running.range(from..=to).db()?;
+                let ids = range.map(|e| e.db().map(|(id, _)| (id.value(), None)));
+                match paging.newest_first {
+                    true => Box::new(ids.rev()),
+                    false => Box::new(ids),
+                }
+            } else {
+                debug_assert_eq!(stored(state), state);
+                let range = index
+                    .range((state.code(), from)..=(state.code(), to))
+                    .db()?;
+                let ids = range.map(|e| e.db().map(|(k, v)| (k.value().1, Some(v.value()))));
+                match paging.newest_first {
+                    true => Box::new(ids.rev()),
+                    false => Box::new(ids),
+                }
+            };
+        let mut run = Run {
+            entries,
+            head: None,
+            // Those tasks are running, not ready (and listed by the running run if asked for).
+            skip_running: state == TaskState::Ready,
+        };
+        run.advance()?;
+        runs.push(run);
+    }
+    Ok(runs)
+}
