@@ -146,6 +146,7 @@ mod store;
 
 mod clock;
 mod error;
+mod events;
 mod model;
 mod retry;
 mod signal;
@@ -166,6 +167,7 @@ mod power_tests;
 pub use clock::ManualClock;
 pub use context::{Context, MAX_PROGRESS_BYTES};
 pub use error::{Error, ErrorKind, Failure};
+pub use events::{DEFAULT_EVENT_BUFFER, Event, Events, TaskEvent};
 pub use flow::{Limit, LimitTarget, Rate};
 pub use model::{
     AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,

@@ -21,6 +21,7 @@ mod follow_ups;
 mod graph;
 mod workflow;
 
+use crate::events::Events;
 use crate::task::Task;
 use crate::views::{Stats, TaskPage, TaskStatus};
 pub use builder::{
@@ -234,6 +235,42 @@ impl Spool {
     /// on a read failure.
     pub fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error> {
         self.shared.engine.tasks(filter, paging)
+    }
+
+    /// A subscription to this spool's events — tasks enqueued, started, succeeded, failed,
+    /// retried, expired and revoked, schedules fired, attempts recovered at open — each sent
+    /// once the change is durable, like Celery's task events. It has a buffer of
+    /// [`DEFAULT_EVENT_BUFFER`](crate::DEFAULT_EVENT_BUFFER) events (see
+    /// [`events_with_buffer`](Self::events_with_buffer)); a subscriber that falls behind
+    /// misses events and hears [`Event::Lagged`](crate::Event::Lagged) with how many — it
+    /// never slows the spool down.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use taskspool::{Context, Event, Spool, Task, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Hello;
+    /// # impl Task for Hello {
+    /// #     const NAME: &'static str = "hello";
+    /// #     type Output = ();
+    /// #     fn run(self, _ctx: &Context) -> Result<(), TaskError> { Ok(()) }
+    /// # }
+    /// let spool = Spool::temporary()?;
+    /// let events = spool.events();
+    /// let handle = spool.enqueue(Hello)?;
+    /// match events.recv_timeout(Duration::from_secs(5))? {
+    ///     Some(Event::Enqueued(task)) => assert_eq!(task.id, handle.id()),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), taskspool::Error>(())
+    /// ```
+    pub fn events(&self) -> Events {
+        self.events_with_buffer(crate::DEFAULT_EVENT_BUFFER)
+    }
+
+    /// As [`events`](Self::events), with a buffer of `buffer` events (at least 1).
+    pub fn events_with_buffer(&self, buffer: usize) -> Events {
+        self.shared.engine.events(buffer)
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.

@@ -281,19 +281,7 @@ impl Tx<'_> {
         applies: fn(TaskState) -> bool,
         (code, after): (u8, u64),
     ) -> Result<(Vec<u64>, Option<u64>), Error> {
-        let keys: Vec<u64> = {
-            let index = self.tables().by_state()?;
-            let mut keys = Vec::with_capacity(BULK_BATCH);
-            for entry in index
-                .range((code, after)..=(code, u64::MAX))
-                .db()?
-                .take(BULK_BATCH)
-            {
-                keys.push(entry.db()?.0.value().1);
-            }
-            keys
-        };
-        let next = (keys.len() == BULK_BATCH).then(|| keys[keys.len() - 1] + 1);
+        let (keys, next) = self.ids_in_state(code, after, BULK_BATCH)?;
         let mut ids = Vec::new();
         for id in keys {
             let Some(rec) = self.get(id)? else {

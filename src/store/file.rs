@@ -12,6 +12,7 @@ use redb::{Database, ReadableDatabase};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::events::{Event, EventHub, Events, TaskEvent};
 use crate::flow::Limit;
 use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
@@ -55,6 +56,8 @@ pub(crate) struct FileEngine {
     writer: WriterHandle,
     db: Arc<Database>,
     journal: Arc<Inflight>,
+    events: Arc<EventHub>,
+    clock: Clock,
 }
 
 impl FileEngine {
@@ -82,6 +85,9 @@ impl FileEngine {
             disk: config.disk,
         };
         let opened = open_with(path, &settings)?;
+        let events = Arc::new(EventHub::default());
+        events.set_recovered(opened.recovered.0, opened.recovered.1);
+        let clock = config.clock.clone();
         let db = Arc::new(opened.db);
         let writer = WriterHandle::spawn(
             db.clone(),
@@ -90,6 +96,7 @@ impl FileEngine {
                 clock: config.clock,
                 result_ttl_ms: config.result_ttl_ms,
                 buffered: config.buffered,
+                events: events.clone(),
             },
             (
                 opened.counters,
@@ -105,6 +112,8 @@ impl FileEngine {
             writer,
             db,
             journal: Arc::new(opened.inflight),
+            events,
+            clock,
         })
     }
 
@@ -137,6 +146,8 @@ impl FileEngine {
 impl Drop for FileEngine {
     fn drop(&mut self) {
         self.writer.shutdown();
+        // Subscribers read what is buffered, then hear that the spool is closed.
+        self.events.close();
     }
 }
 
@@ -188,6 +199,8 @@ impl Engine for FileEngine {
             progress: self.writer.progress().clone(),
             // One more than can be pending: the note of the attempt starting now.
             ring: u64::try_from(in_flight).unwrap_or(u64::MAX / 2).max(1) + 1,
+            events: self.events.clone(),
+            clock: self.clock.clone(),
         })
     }
 
@@ -257,6 +270,10 @@ impl Engine for FileEngine {
         })
     }
 
+    fn events(&self, buffer: usize) -> Events {
+        self.events.subscribe(buffer)
+    }
+
     fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
         self.read("reading the schedules", || {
             read::schedules(self.published()?)
@@ -287,6 +304,8 @@ struct FileReporter {
     journal: Arc<Inflight>,
     progress: Arc<Progress>,
     ring: u64,
+    events: Arc<EventHub>,
+    clock: Clock,
 }
 
 impl FileReporter {
@@ -310,10 +329,19 @@ impl Reporter for FileReporter {
         self.journal.release(slot.place, self.ring);
     }
 
-    fn starting(&self, slot: &mut ThreadSlot, id: TaskId, attempt: u32) {
+    fn starting(&self, slot: &mut ThreadSlot, job: &Job) {
         let entry = slot.place + slot.started % self.ring;
         slot.started += 1;
-        self.journal.mark(entry, id.0, attempt);
+        self.journal.mark(entry, job.id.0, job.attempt);
+        if self.events.active() {
+            self.events.publish([Event::Started(TaskEvent {
+                id: job.id,
+                name: job.name.clone(),
+                queue: job.queue.to_string(),
+                attempt: job.attempt,
+                at: crate::clock::to_system_time(self.clock.now_ms()),
+            })]);
+        }
     }
 
     fn complete(&self, pool: Option<PoolId>, completion: Completion) -> Result<(), Error> {

@@ -31,6 +31,7 @@ mod flow_ops;
 pub(crate) mod fuzz;
 mod idmap;
 mod inflight;
+mod noted;
 mod open;
 mod parking;
 mod parts;

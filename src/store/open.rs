@@ -42,6 +42,8 @@ pub(crate) struct Opened {
     /// Chords a dead process left open while it stored them in parts (first id, sealed):
     /// the writer finishes or deletes them, a part per group (see `store::parts`).
     pub orphan_chords: Vec<(u64, bool)>,
+    /// Attempts recovered at open: (started ones, only claimed ones).
+    pub recovered: (u64, u64),
 }
 
 /// How to open a queue file.
@@ -297,6 +299,7 @@ fn prepare_with(
         counts,
         flow,
         orphan_chords,
+        recovered: (lost.len() as u64, unstarted as u64),
     })
 }
 

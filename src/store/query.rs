@@ -1,12 +1,11 @@
 //! Listings (`Spool::tasks`): a page of tasks read from a snapshot of the file, from the
 //! `by_state` index (see `store::by_state`) and, for running tasks, from `running`.
 //!
-//! Each state asked for is one ordered run of ids — its index entries, or the `running`
+//! Each state asked for is one ordered run of ids — its bits in the index, or the `running`
 //! table for `running` — and the page merges the runs by id, oldest or newest first, from the
-//! cursor on. An entry names its task's queue and name, so those filters cost no record read;
-//! the record of each task that passes them is read for its view and the other conditions.
-//! Running tasks keep their `ready` entries (a claim does not touch the index), so a listing
-//! of ready tasks passes over the running ones. A page reads at most [`SCAN_BUDGET`] entries.
+//! cursor on; the record of each id is read for the other conditions and the task's view.
+//! Running tasks keep their `ready` bits (a claim does not touch the index), so a listing of
+//! ready tasks passes over the running ones. A page looks at most at [`SCAN_BUDGET`] ids.
 
 use std::collections::HashMap;
 
@@ -15,20 +14,17 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 use crate::error::Error;
 use crate::model::{TaskId, TaskState};
 use crate::query::{Paging, SCAN_BUDGET, TaskFilter};
-use crate::store::by_state::stored;
+use crate::store::by_state::{CHUNK_IDS, ids_of, stored};
 use crate::store::errors::Db;
 use crate::store::read::view_of;
 use crate::store::record::TaskRecord;
 use crate::store::schema::{BY_STATE, NAMES, QUEUES, RUNNING, TASKS};
 use crate::views::TaskPage;
 
-/// An entry of a run: a task id, and its (queue id, name id) when the entry names them.
-type Entry = (u64, Option<(u32, u32)>);
-
 /// One state's ordered run of ids, with its next entry.
 struct Run<'a> {
-    entries: Box<dyn Iterator<Item = Result<Entry, Error>> + 'a>,
-    head: Option<Entry>,
+    entries: Box<dyn Iterator<Item = Result<u64, Error>> + 'a>,
+    head: Option<u64>,
     /// Entries of running tasks are passed over (a `ready` run: they are listed as running).
     skip_running: bool,
 }
@@ -88,7 +84,7 @@ pub(crate) fn tasks(
         let pick = runs
             .iter()
             .enumerate()
-            .filter_map(|(i, run)| run.head.map(|(id, _)| (id, i)))
+            .filter_map(|(i, run)| run.head.map(|id| (id, i)))
             .reduce(|a, b| if (b.0 < a.0) != newest { b } else { a });
         let Some((id, i)) = pick else {
             return Ok(TaskPage {
@@ -96,14 +92,10 @@ pub(crate) fn tasks(
                 next: None,
             });
         };
-        let (_, names) = runs[i].head.take().unwrap_or((id, None));
         let skip_running = runs[i].skip_running;
         runs[i].advance()?;
         scanned += 1;
-        let passes = names.is_none_or(|(q, n)| {
-            queue_id.is_none_or(|want| want == q) && name_id.is_none_or(|want| want == n)
-        });
-        if passes && !(skip_running && running.get(id).db()?.is_some()) {
+        if !(skip_running && running.get(id).db()?.is_some()) {
             let Some(bytes) = tasks.get(id).db()? else {
                 continue;
             };
@@ -137,7 +129,7 @@ pub(crate) fn tasks(
 
 /// The runs of the states `filter` asks for (all of them if none), from the cursor on.
 fn runs<'a>(
-    index: &'a ReadOnlyTable<(u8, u64), (u32, u32)>,
+    index: &'a ReadOnlyTable<(u8, u64), &'static [u8]>,
     running: &'a ReadOnlyTable<u64, (u32, u64)>,
     filter: &TaskFilter,
     paging: &Paging,
@@ -153,26 +145,41 @@ fn runs<'a>(
             None => return Ok(Vec::new()),
         },
     };
+    let newest = paging.newest_first;
     let wanted = |s: TaskState| filter.states.is_empty() || filter.states.contains(&s);
     let mut runs = Vec::new();
     for state in TaskState::ALL.into_iter().filter(|&s| wanted(s)) {
-        let entries: Box<dyn Iterator<Item = Result<Entry, Error>> + 'a> =
+        let entries: Box<dyn Iterator<Item = Result<u64, Error>> + 'a> =
             if state == TaskState::Running {
                 let range = running.range(from..=to).db()?;
-                let ids = range.map(|e| e.db().map(|(id, _)| (id.value(), None)));
-                match paging.newest_first {
+                let ids = range.map(|e| e.db().map(|(id, _)| id.value()));
+                match newest {
                     true => Box::new(ids.rev()),
                     false => Box::new(ids),
                 }
             } else {
                 debug_assert_eq!(stored(state), state);
+                let code = state.code();
                 let range = index
-                    .range((state.code(), from)..=(state.code(), to))
+                    .range((code, from / CHUNK_IDS)..=(code, to / CHUNK_IDS))
                     .db()?;
-                let ids = range.map(|e| e.db().map(|(k, v)| (k.value().1, Some(v.value()))));
-                match paging.newest_first {
-                    true => Box::new(ids.rev()),
-                    false => Box::new(ids),
+                // A row's ids, in the order asked for, within the cursor's bounds.
+                let row = move |row: Result<(u64, Vec<u8>), Error>| -> Vec<Result<u64, Error>> {
+                    match row {
+                        Ok((chunk, bits)) => {
+                            let ids = ids_of(chunk, &bits).filter(|id| (from..=to).contains(id));
+                            match newest {
+                                true => ids.rev().map(Ok).collect(),
+                                false => ids.map(Ok).collect(),
+                            }
+                        }
+                        Err(e) => vec![Err(e)],
+                    }
+                };
+                let rows = range.map(|r| r.db().map(|(k, v)| (k.value().1, v.value().to_vec())));
+                match newest {
+                    true => Box::new(rows.rev().flat_map(move |r| row(r).into_iter())),
+                    false => Box::new(rows.flat_map(move |r| row(r).into_iter())),
                 }
             };
         let mut run = Run {

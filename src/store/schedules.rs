@@ -15,6 +15,7 @@ use crate::schedule::{ScheduleDef, ScheduleInfo, due_fires};
 use crate::store::catalog::Catalog;
 use crate::store::codec;
 use crate::store::errors::Db;
+use crate::store::noted::{Noted, What};
 use crate::store::tx::Tx;
 use crate::store::verbs::{NewTask, ScheduleOp};
 
@@ -216,6 +217,21 @@ impl Tx<'_> {
                     },
                     ids,
                 )?;
+                if !fired.duplicate
+                    && let Some(events) = self.events_mut()
+                {
+                    events.push(Noted {
+                        what: What::Fired {
+                            schedule: name.clone(),
+                            fire_ms: fire_at_ms,
+                        },
+                        id: fired.id.as_u64(),
+                        attempt: 0,
+                        queue: ids.0,
+                        name: old.def.task_name.clone(),
+                        at_ms: now,
+                    });
+                }
                 if fired.duplicate {
                     tracing::info!(
                         schedule = %name,

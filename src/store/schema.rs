@@ -123,11 +123,11 @@ tables! {
     /// left; see `store::workflow_end`).
     16 WORKFLOWS workflows: u64 => (u64, u64) = "taskspool.workflows";
 
-    /// `(stored state code, task id) → (queue id, name id)`: every stored task by the state
-    /// its record holds, in id (enqueue) order, for listings (format 8, see
+    /// `(stored state code, id / 1,024) → bitmap`: which stored tasks are in each state, a bit
+    /// per id of a chunk of 1,024 consecutive ids, for listings (format 8, see
     /// `store::by_state`). A running task's record keeps the state it was claimed in
-    /// (`ready`), and so does its entry: `RUNNING` lists running tasks.
-    17 BY_STATE by_state: (u8, u64) => (u32, u32) = "taskspool.by_state";
+    /// (`ready`), and so does its bit: `RUNNING` lists running tasks.
+    17 BY_STATE by_state: (u8, u64) => &'static [u8] = "taskspool.by_state";
 }
 
 /// The queue id no real queue gets, whose `COUNTS` entries hold the sequence counters.

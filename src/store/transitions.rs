@@ -13,6 +13,7 @@ use crate::model::{
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
+use crate::store::noted::What;
 use crate::store::record::{Control, Deps, FlowPart, Slot, TaskRecord, UniqueKey};
 use crate::store::tx::Tx;
 use crate::store::unique;
@@ -197,6 +198,7 @@ impl Tx<'_> {
         }
         self.put(id, rec)?;
         self.mark_final(id);
+        self.note_final(id, rec);
         if let Some(base) = rec.deps.workflow {
             self.workflow_task_ended(base, 1);
         }
@@ -327,8 +329,11 @@ impl Tx<'_> {
                     "task failed; retrying in {:.3}s",
                     delay as f64 / 1000.0
                 );
+                let error = error.to_string();
                 self.set_state(id, &mut rec, TaskState::Retrying)?;
-                self.make_scheduled(id, &mut rec, now.saturating_add(delay))?;
+                let due_ms = now.saturating_add(delay);
+                self.make_scheduled(id, &mut rec, due_ms)?;
+                self.note(|| What::Retried { error, due_ms }, id, &rec);
                 self.put(id, &rec)
             }
             _ => {

@@ -15,6 +15,7 @@ use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
 use crate::store::errors::Db;
 use crate::store::flow::Flow;
 use crate::store::idmap::IdMap;
+use crate::store::noted::Noted;
 use crate::store::record::{Slot, TaskRecord};
 use crate::store::redo::Redo;
 use crate::store::running::Running;
@@ -33,6 +34,8 @@ pub(crate) struct Lent {
     pub running: Running,
     pub flow: Flow,
     pub redo: Redo,
+    /// Where the transaction notes its events, if someone subscribes (see `store::noted`).
+    pub events: Option<Vec<Noted>>,
 }
 
 /// A ready-index entry met by a claim: (position: 9 − priority and seq), the index of its
@@ -81,6 +84,11 @@ pub(crate) struct Tx<'t> {
     /// Per workflow touched in this transaction, how many of its tasks became final (less
     /// those that left a final state), written by `finish` (see `store::workflow_end`).
     pub(crate) workflow_ends: Vec<(u64, i64)>,
+    /// The events noted in this transaction, if they are collected.
+    events: Option<Vec<Noted>>,
+    /// The rows of the `by_state` index this transaction read or changed, written by
+    /// `finish` (see `store::by_state`).
+    pub(crate) state_rows: BTreeMap<(u8, u64), Vec<u8>>,
 }
 
 impl<'t> Tx<'t> {
@@ -95,6 +103,7 @@ impl<'t> Tx<'t> {
             running,
             flow,
             mut redo,
+            events,
         } = lent;
         redo.clear();
         Tx {
@@ -114,6 +123,8 @@ impl<'t> Tx<'t> {
             cascade: Vec::new(),
             cascading: false,
             counted: IdMap::default(),
+            events,
+            state_rows: BTreeMap::new(),
         }
     }
 
@@ -146,6 +157,9 @@ impl<'t> Tx<'t> {
         }
         if !self.workflow_ends.is_empty() {
             self.store_workflow_ends()?;
+        }
+        if !self.state_rows.is_empty() {
+            self.store_state_rows()?;
         }
         if !self.pending_ready.is_empty() {
             let pending = std::mem::take(&mut self.pending_ready);
@@ -210,6 +224,7 @@ impl<'t> Tx<'t> {
             running: self.running,
             flow: self.flow,
             redo: self.tables.into_redo(),
+            events: None,
         }
     }
 
@@ -357,6 +372,16 @@ impl<'t> Tx<'t> {
     /// The attempt's `running` entry goes at the end of the transaction.
     pub(crate) fn attempt_done(&mut self, id: u64, attempt: u32) {
         self.running_done.push((id, attempt));
+    }
+
+    /// Where events are noted, if they are collected.
+    pub(crate) fn events_mut(&mut self) -> Option<&mut Vec<Noted>> {
+        self.events.as_mut()
+    }
+
+    /// The events noted so far (none if they are not collected).
+    pub(crate) fn take_events(&mut self) -> Vec<Noted> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The task reached a final state in this transaction.

@@ -58,6 +58,7 @@ use std::sync::atomic::AtomicUsize;
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
+use crate::events::Events;
 use crate::flow::{Limit, LimitTarget};
 use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskId};
 use crate::options::{Limits, Resolved};
@@ -398,6 +399,10 @@ pub(crate) trait Engine: Send + Sync {
     /// `InvalidOption` for a page size out of range; `Storage` on a read failure.
     fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error>;
 
+    /// A new subscription to the engine's events, with a buffer of `buffer` events (see
+    /// `crate::events`).
+    fn events(&self, buffer: usize) -> Events;
+
     /// Every declared schedule with its next and last fire, by name.
     ///
     /// # Errors
@@ -425,8 +430,9 @@ pub(crate) trait Reporter: Send + Sync {
 
     /// The thread in `slot` is about to run this attempt's handler. The note lasts until
     /// the attempt's completion is durable. Best effort: a note that cannot be written only
-    /// makes recovery count orphans as started.
-    fn starting(&self, slot: &mut ThreadSlot, id: TaskId, attempt: u32);
+    /// makes recovery count orphans as started. Subscribers of the engine's events hear
+    /// that the attempt started.
+    fn starting(&self, slot: &mut ThreadSlot, job: &Job);
 
     /// An attempt ran; `pool` (none for a drain) has a thread free again. The outcome
     /// decides what happens to the task; a report of an attempt that is no longer current

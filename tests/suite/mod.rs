@@ -11,6 +11,7 @@ mod crash;
 mod damage;
 mod decode;
 mod delays;
+mod events;
 mod files;
 mod flow;
 mod follow_ups;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::model::{PoolId, TaskId};
 use crate::signal::{AttemptSignal, StopReason};
+use crate::store::noted::Noted;
 use crate::store::pools::ewma;
 use crate::store::tx::Tx;
 use crate::store::verbs::{Completion, Job, Serves};
@@ -48,6 +49,8 @@ pub(super) struct Group {
     completions: Vec<Completion>,
     /// Tasks this group ended, whose waiters are woken once it is readable.
     finalized: Vec<TaskId>,
+    /// The events it noted, sent once it is durable (if someone subscribes).
+    events: Vec<Noted>,
     /// Running attempts to ask to stop once the group is durable (revoked in it).
     stops: Vec<Arc<AttemptSignal>>,
     /// Enqueue callers in the group (for the gathering window, see `Writer::gather`).
@@ -176,6 +179,7 @@ impl Writer {
                     .min()
             };
             group.finalized = tx.take_finalized();
+            group.events = tx.take_events();
             let changed = tx.changed();
             (tally, self.take_back(tx), changed)
         };
@@ -429,6 +433,12 @@ impl Writer {
             Ok(()) => {
                 self.failures = 0;
                 self.retry_at = None;
+                // Before the jobs go out: a task's `Enqueued` comes before its `Started`.
+                if !group.events.is_empty() {
+                    let catalog = &self.catalog;
+                    let events = group.events.drain(..).map(|n| n.into_event(catalog));
+                    self.config.events.publish(events);
+                }
                 // Workers first: a task should not wait for its enqueuer to be woken.
                 let returned = self.pools.hand_out(std::mem::take(&mut group.handoffs));
                 for signal in group.stops.drain(..) {

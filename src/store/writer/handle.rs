@@ -228,6 +228,7 @@ pub(crate) fn spawn_opened(
         clock: crate::clock::Clock::System,
         result_ttl_ms: None,
         buffered,
+        events: Arc::default(),
     };
     let state = (
         opened.counters,

@@ -10,6 +10,7 @@ use redb::{Database, WriteTransaction};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::events::EventHub;
 use crate::signal::AttemptSignal;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView, Tally};
@@ -41,6 +42,8 @@ pub(crate) struct WriterConfig {
     /// `Some(bound)`: buffered durability, the log is synced within `bound` of a write
     /// instead of before each reply (see `crate::Durability`).
     pub buffered: Option<Duration>,
+    /// Where the events of durable groups go (see `crate::events`).
+    pub events: Arc<EventHub>,
 }
 
 /// The writer's state, shared by the writer's files (`group`, `commit`, `thread`).
@@ -188,6 +191,7 @@ impl Writer {
             running: std::mem::take(&mut self.running_cache),
             flow: std::mem::take(&mut self.flow_cache),
             redo: std::mem::take(&mut self.redo),
+            events: self.config.events.active().then(Vec::new),
         };
         Tx::open(txn, now, self.counters, self.config.result_ttl_ms, lent)
     }

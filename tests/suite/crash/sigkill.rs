@@ -73,6 +73,13 @@ fn sigkill_mid_run(mode: &str) {
     assert!(acked.windows(2).all(|w| w[0] < w[1]), "ids increase");
 
     let spool = Spool::open(&path).unwrap();
+    // A subscriber hears first what the open recovered.
+    match spool.events().try_recv() {
+        Some(taskspool::Event::Recovered { started, .. }) => {
+            assert!(started >= hanging.len() as u64, "{started} recovered")
+        }
+        other => panic!("the first event after a recovering open: {other:?}"),
+    }
     for &id in &acked {
         let id = TaskId::from_u64(id);
         match spool.status(id) {

@@ -1,0 +1,150 @@
+//! Operations figures of issue #15: `list_page_us_1m` (a page of 100 tasks of one state from a
+//! file of 1M tasks).
+//!
+//! The file: 1M tasks run to the end, one in 100 failed (10k), the rest succeeded, with no
+//! results TTL. A page is timed from the call to its return (`Spool::tasks`), the median of
+//! many pages at cursors spread over the file: failed tasks oldest first and newest first,
+//! and, for comparison, succeeded ones.
+//!
+//! Run: `cargo bench --bench ops` (all), or one figure: `cargo bench --bench ops --
+//! list_page_us_1m`. `TASKSPOOL_BENCH_SCALE=0.1` shrinks every size. See benches/README.md.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde::{Deserialize, Serialize};
+use taskspool::{Context, Paging, Spool, Task, TaskError, TaskFilter, TaskId, TaskState};
+
+/// Tasks in the file (issue #15: 1M).
+const TASKS: u64 = 1_000_000;
+/// One in this many fails.
+const FAIL_EVERY: u64 = 100;
+/// Tasks per `enqueue_many` call.
+const CHUNK: u64 = 10_000;
+/// Tasks per page (issue #15: 100).
+const PAGE: usize = 100;
+/// Pages timed per order.
+const PAGES: usize = 200;
+
+/// Fails when `fail`, else succeeds at once.
+#[derive(Serialize, Deserialize)]
+struct Maybe {
+    n: u64,
+    fail: bool,
+}
+
+impl Task for Maybe {
+    const NAME: &'static str = "bench.maybe";
+    type Output = u64;
+    fn run(self, _ctx: &Context) -> Result<u64, TaskError> {
+        match self.fail {
+            true => Err(TaskError::fail("failed on purpose")),
+            false => Ok(self.n),
+        }
+    }
+}
+
+fn main() {
+    let dir = temp_dir();
+    note(format!(
+        "ops benches in {} at scale {}",
+        dir.path().display(),
+        scale()
+    ));
+    if selected("list_page_us_1m") {
+        list_page(&dir);
+    }
+    note("ops benches done");
+}
+
+/// A file of `TASKS` finished tasks, one in `FAIL_EVERY` failed.
+fn finished_file(dir: &tempfile::TempDir) -> (Spool, u64) {
+    let path = queue_path(dir.path(), "listing");
+    let spool = Spool::builder()
+        .keep_results_forever()
+        .open(&path)
+        .expect("open");
+    let total = scaled(TASKS, 10_000);
+    let start = Instant::now();
+    let worker = spool
+        .worker()
+        .concurrency(2)
+        .register::<Maybe>()
+        .start()
+        .expect("worker");
+    let mut next = 0;
+    while next < total {
+        let hi = (next + CHUNK).min(total);
+        let tasks = (next..hi).map(|n| Maybe {
+            n,
+            fail: n % FAIL_EVERY == 0,
+        });
+        drop(spool.enqueue_many(tasks).expect("enqueue"));
+        next = hi;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let stats = spool.stats().expect("stats");
+        if stats.count(TaskState::Succeeded) + stats.count(TaskState::Failed) == total {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the file did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    note(format!(
+        "{total} tasks run in {:.1} s, file {:.1} MiB",
+        start.elapsed().as_secs_f64(),
+        file_mib(&path)
+    ));
+    (spool, total)
+}
+
+fn list_page(dir: &tempfile::TempDir) {
+    let (spool, total) = finished_file(dir);
+    let time = |filter: &TaskFilter, paging: Paging| -> f64 {
+        let start = Instant::now();
+        let page = spool.tasks(filter, &paging).expect("tasks");
+        let us = start.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(page.tasks.len(), PAGE, "a whole page");
+        us
+    };
+    let failed = TaskFilter::new().state(TaskState::Failed);
+    let succeeded = TaskFilter::new().state(TaskState::Succeeded);
+    // Cursors spread over the ids, leaving a page's worth of failed tasks after each.
+    let cursors: Vec<u64> = (0..PAGES as u64)
+        .map(|i| i * (total / 2) / PAGES as u64 + 1)
+        .collect();
+    for (what, filter, newest) in [
+        ("failed, oldest first", &failed, false),
+        ("failed, newest first", &failed, true),
+        ("succeeded, oldest first", &succeeded, false),
+    ] {
+        let mut times: Vec<f64> = cursors
+            .iter()
+            .map(|&c| {
+                let cursor = if newest { total + 1 - c } else { c };
+                let paging = Paging::first(PAGE).after(TaskId::from_u64(cursor));
+                time(
+                    filter,
+                    if newest {
+                        paging.newest_first()
+                    } else {
+                        paging
+                    },
+                )
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        note(format!(
+            "a page of {PAGE} {what}: p50 {:.0} µs, p99 {:.0} µs",
+            pct(&times, 50.0),
+            pct(&times, 99.0)
+        ));
+        if what == "failed, oldest first" {
+            report("list_page_us_1m", pct(&times, 50.0), "us");
+        }
+    }
+}
