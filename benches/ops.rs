@@ -1,5 +1,13 @@
 //! Operations figures of issue #15: `list_page_us_1m` (a page of 100 tasks of one state from a
-//! file of 1M tasks).
+//! file of 1M tasks) and `events_drain_noop` (`drain_noop` with one subscriber reading every
+//! event).
+//!
+//! `events_drain_noop`: 100k no-op tasks queued, then a 2-thread worker drains them (timed as
+//! `drain_noop` in `throughput`) while a thread reads every event of a subscription taken
+//! after the fill (a `Started` and a `Succeeded` per task). Runs alternate with and without
+//! the subscriber, three of each; the medians are `events_drain_noop` and
+//! `drain_noop_same_run`, and `events_drain_ratio` is their ratio (target ≥ 0.9). Events the
+//! reader missed (`Lagged`) are printed on stderr.
 //!
 //! The file: 1M tasks run to the end, one in 100 failed (10k), the rest succeeded, with no
 //! results TTL. A page is timed from the call to its return (`Spool::tasks`), the median of
@@ -15,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde::{Deserialize, Serialize};
-use taskspool::{Context, Paging, Spool, Task, TaskError, TaskFilter, TaskId, TaskState};
+use taskspool::{Context, Event, Paging, Spool, Task, TaskError, TaskFilter, TaskId, TaskState};
 
 /// Tasks in the file (issue #15: 1M).
 const TASKS: u64 = 1_000_000;
@@ -55,6 +63,9 @@ fn main() {
     ));
     if selected("list_page_us_1m") {
         list_page(&dir);
+    }
+    if selected("events_drain_noop") {
+        events_drain(&dir);
     }
     note("ops benches done");
 }
@@ -140,11 +151,76 @@ fn list_page(dir: &tempfile::TempDir) {
         times.sort_by(f64::total_cmp);
         note(format!(
             "a page of {PAGE} {what}: p50 {:.0} µs, p99 {:.0} µs",
-            pct(&times, 50.0),
-            pct(&times, 99.0)
+            pct(&times, 0.5),
+            pct(&times, 0.99)
         ));
         if what == "failed, oldest first" {
-            report("list_page_us_1m", pct(&times, 50.0), "us");
+            report("list_page_us_1m", pct(&times, 0.5), "us");
         }
     }
+}
+
+/// Tasks per drain of `events_drain_noop` (as `drain_noop`: 100k).
+const DRAIN: u64 = 100_000;
+
+/// One drain of `DRAIN` no-op tasks, with a subscriber reading every event or without;
+/// tasks/s, and the events the subscriber read and missed.
+fn drain_once(dir: &tempfile::TempDir, subscribe: bool) -> (f64, u64, u64) {
+    let (spool, path) = fresh_spool(dir.path(), "events");
+    let n = scaled(DRAIN, 1_000);
+    drop(
+        spool
+            .enqueue_many((0..n).map(|n| Noop { n }))
+            .expect("fill"),
+    );
+    let reader = subscribe.then(|| {
+        let mut events = spool.events();
+        std::thread::spawn(move || {
+            let (mut read, mut missed) = (0, 0);
+            for event in events.iter() {
+                match event {
+                    Event::Lagged { missed: m } => missed += m,
+                    _ => read += 1,
+                }
+            }
+            (read, missed)
+        })
+    });
+    let secs = timed_drain(
+        spool,
+        &path,
+        |spool| {
+            spool
+                .worker()
+                .concurrency(2)
+                .register::<Noop>()
+                .start()
+                .expect("worker")
+        },
+        |spool| wait_succeeded(spool, n, Duration::from_millis(1), Duration::from_secs(600)),
+    );
+    let (read, missed) = reader.map_or((0, 0), |r| r.join().expect("reader"));
+    (n as f64 / secs, read, missed)
+}
+
+fn events_drain(dir: &tempfile::TempDir) {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..repeats().max(3) {
+        for subscribe in [round % 2 == 0, round % 2 != 0] {
+            let (rate, read, missed) = drain_once(dir, subscribe);
+            if subscribe {
+                note(format!(
+                    "with a subscriber: {rate:.0} tasks/s, {read} events read, {missed} missed"
+                ));
+                with.push(rate);
+            } else {
+                note(format!("without: {rate:.0} tasks/s"));
+                without.push(rate);
+            }
+        }
+    }
+    let (with, without) = (median(with), median(without));
+    report("events_drain_noop", with, "tasks/s");
+    report("drain_noop_same_run", without, "tasks/s");
+    report("events_drain_ratio", with / without, "ratio");
 }

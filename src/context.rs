@@ -139,7 +139,7 @@ pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
 /// ```
 pub struct Context {
     pub(crate) id: TaskId,
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) queue: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_retries: u32,

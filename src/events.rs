@@ -8,10 +8,10 @@
 //! more than look at a counter once per group.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -27,9 +27,9 @@ pub struct TaskEvent {
     /// The task's id.
     pub id: TaskId,
     /// Its task name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its queue.
-    pub queue: String,
+    pub queue: Arc<str>,
     /// The attempt this is about (0 before the first one has started).
     pub attempt: u32,
     /// When it happened.
@@ -37,15 +37,15 @@ pub struct TaskEvent {
     pub at: SystemTime,
 }
 
-/// Something that happened, sent after the change that made it true is durable (a task's
-/// start: once its attempt is noted as started).
+/// Something that happened, sent after the change that made it true is durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// A task was stored (enqueued, fired by a schedule, or a callback or workflow step).
     Enqueued(TaskEvent),
-    /// An attempt's handler starts.
+    /// An attempt starts: it is claimed for a pool and the task is `Running` (sent before
+    /// the pool gets the job; a job claimed ahead of a free thread runs a little later).
     Started(TaskEvent),
     /// The task succeeded.
     Succeeded(TaskEvent),
@@ -102,7 +102,12 @@ pub enum Event {
 /// unsubscribes.
 #[derive(Debug)]
 pub struct Events {
-    rx: Receiver<Event>,
+    /// A durable group's events arrive as one batch: one wake-up of the reader per group.
+    rx: Receiver<Vec<Event>>,
+    /// The batch being read, reversed (the next event last).
+    batch: Vec<Event>,
+    /// Events sent and not yet read (the batch's included), shared with the publisher.
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Events {
@@ -110,56 +115,88 @@ impl Events {
     ///
     /// # Errors
     /// `Closed` once the spool is closed and every event sent before is read.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>, Error> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(event) => Ok(Some(event)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+        if self.batch.is_empty() {
+            match self.rx.recv_timeout(timeout) {
+                Ok(batch) => self.take(batch),
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+            }
         }
+        Ok(self.pop())
     }
 
     /// The next event if one is buffered.
-    pub fn try_recv(&self) -> Option<Event> {
-        self.rx.try_recv().ok()
+    pub fn try_recv(&mut self) -> Option<Event> {
+        if self.batch.is_empty() {
+            let batch = self.rx.try_recv().ok()?;
+            self.take(batch);
+        }
+        self.pop()
     }
 
     /// Every event as it comes, until the spool closes.
-    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.rx.iter()
+    pub fn iter(&mut self) -> impl Iterator<Item = Event> + '_ {
+        std::iter::from_fn(move || {
+            if self.batch.is_empty() {
+                let batch = self.rx.recv().ok()?;
+                self.take(batch);
+            }
+            self.pop()
+        })
+    }
+
+    fn take(&mut self, mut batch: Vec<Event>) {
+        batch.reverse();
+        self.batch = batch;
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let event = self.batch.pop()?;
+        self.buffered.fetch_sub(1, Ordering::Relaxed);
+        Some(event)
     }
 }
 
-/// One subscriber: its buffer, and how many events it missed since its last delivered one.
+/// One subscriber: where its batches go, how many events it holds unread, and how many it
+/// missed since its last delivered one.
 struct Subscriber {
-    tx: Sender<Event>,
+    tx: Sender<Vec<Event>>,
+    capacity: usize,
+    buffered: Arc<AtomicUsize>,
     missed: u64,
 }
 
 impl Subscriber {
-    /// Delivers `event`, after the `Lagged` it is owed; returns false once the subscriber is
-    /// gone.
-    fn send(&mut self, event: &Event) -> bool {
+    /// Delivers what fits of `events`, after the `Lagged` it is owed, as one batch; returns
+    /// false once the subscriber is gone.
+    fn send(&mut self, mut events: Vec<Event>) -> bool {
+        // The receiver holds the other reference to the count.
+        if Arc::strong_count(&self.buffered) < 2 {
+            return false;
+        }
+        let room = self
+            .capacity
+            .saturating_sub(self.buffered.load(Ordering::Relaxed));
+        if room == 0 {
+            self.missed += events.len() as u64;
+            return true;
+        }
         if self.missed > 0 {
-            let lagged = Event::Lagged {
-                missed: self.missed,
-            };
-            match self.tx.try_send(lagged) {
-                Ok(()) => self.missed = 0,
-                Err(TrySendError::Full(_)) => {
-                    self.missed += 1;
-                    return true;
-                }
-                Err(TrySendError::Disconnected(_)) => return false,
-            }
+            events.insert(
+                0,
+                Event::Lagged {
+                    missed: self.missed,
+                },
+            );
+            self.missed = 0;
         }
-        match self.tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.missed += 1;
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
+        if events.len() > room {
+            self.missed += (events.len() - room) as u64;
+            events.truncate(room);
         }
+        self.buffered.fetch_add(events.len(), Ordering::Relaxed);
+        self.tx.send(events).is_ok()
     }
 }
 
@@ -181,15 +218,25 @@ impl EventHub {
 
     /// A new subscriber with a buffer of `buffer` events (at least 1).
     pub(crate) fn subscribe(&self, buffer: usize) -> Events {
-        let (tx, rx) = crossbeam_channel::bounded(buffer.max(1));
-        let mut subscriber = Subscriber { tx, missed: 0 };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let mut subscriber = Subscriber {
+            tx,
+            capacity: buffer.max(1),
+            buffered: buffered.clone(),
+            missed: 0,
+        };
         if let Some(event) = &*lock(&self.recovered) {
-            subscriber.send(event);
+            subscriber.send(vec![event.clone()]);
         }
         let mut subscribers = lock(&self.subscribers);
         subscribers.push(subscriber);
         self.count.store(subscribers.len(), Ordering::Relaxed);
-        Events { rx }
+        Events {
+            rx,
+            batch: Vec::new(),
+            buffered,
+        }
     }
 
     /// Remembers what the open recovered, for every subscriber to hear first.
@@ -199,12 +246,24 @@ impl EventHub {
         }
     }
 
-    /// Sends `events` to every subscriber, in order; forgets the subscribers that are gone.
-    pub(crate) fn publish(&self, events: impl IntoIterator<Item = Event>) {
-        let mut subscribers = lock(&self.subscribers);
-        for event in events {
-            subscribers.retain_mut(|s| s.send(&event));
+    /// Sends `events` (a group's, in order) to every subscriber as one batch; forgets the
+    /// subscribers that are gone. Never waits for one.
+    pub(crate) fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
         }
+        let mut subscribers = lock(&self.subscribers);
+        let last = subscribers.len().saturating_sub(1);
+        let mut events = Some(events);
+        let mut i = 0;
+        subscribers.retain_mut(|s| {
+            let batch = match i == last {
+                true => events.take().unwrap_or_default(),
+                false => events.clone().unwrap_or_default(),
+            };
+            i += 1;
+            s.send(batch)
+        });
         self.count.store(subscribers.len(), Ordering::Relaxed);
     }
 
@@ -238,25 +297,25 @@ mod tests {
     #[test]
     fn a_slow_subscriber_misses_events_and_hears_how_many() {
         let hub = EventHub::default();
-        let slow = hub.subscribe(2);
-        let fast = hub.subscribe(100);
-        hub.publish((1..=5).map(enqueued));
+        let mut slow = hub.subscribe(2);
+        let mut fast = hub.subscribe(100);
+        hub.publish((1..=5).map(enqueued).collect());
         assert_eq!(fast.iter().take(5).count(), 5);
         assert_eq!(slow.try_recv(), Some(enqueued(1)));
         assert_eq!(slow.try_recv(), Some(enqueued(2)));
         assert_eq!(slow.try_recv(), None);
-        hub.publish([enqueued(6)]);
+        hub.publish(vec![enqueued(6)]);
         assert_eq!(slow.try_recv(), Some(Event::Lagged { missed: 3 }));
         assert_eq!(slow.try_recv(), Some(enqueued(6)));
         // With one free slot, the owed Lagged takes it and the event is missed in turn (9,
         // then 10).
-        hub.publish([enqueued(7), enqueued(8), enqueued(9)]);
+        hub.publish(vec![enqueued(7), enqueued(8), enqueued(9)]);
         assert_eq!(slow.try_recv(), Some(enqueued(7)));
-        hub.publish([enqueued(10)]);
+        hub.publish(vec![enqueued(10)]);
         assert_eq!(slow.try_recv(), Some(enqueued(8)));
         assert_eq!(slow.try_recv(), Some(Event::Lagged { missed: 1 }));
         assert_eq!(slow.try_recv(), None);
-        hub.publish([enqueued(11)]);
+        hub.publish(vec![enqueued(11)]);
         assert_eq!(slow.try_recv(), Some(Event::Lagged { missed: 1 }));
         assert_eq!(slow.try_recv(), Some(enqueued(11)));
     }
@@ -268,7 +327,7 @@ mod tests {
         let events = hub.subscribe(4);
         assert!(hub.active());
         drop(events);
-        hub.publish([enqueued(1)]);
+        hub.publish(vec![enqueued(1)]);
         assert!(!hub.active());
     }
 }

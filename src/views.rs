@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::TaskMetrics;
 use crate::model::{AttemptError, TaskId, TaskState, rfc3339};
 
 /// A task's state, times, error history, arguments and output, as stored.
@@ -152,6 +153,10 @@ pub struct Stats {
     pub unregistered: Vec<(String, u64)>,
     /// The worker pools running in this process, in the order they started.
     pub pools: Vec<PoolStats>,
+    /// What happened per (queue, task name) since the spool opened, over the last minutes,
+    /// and how long attempts ran (see [`Spool::prometheus`](crate::Spool::prometheus)).
+    #[serde(default)]
+    pub metrics: Vec<TaskMetrics>,
 }
 
 /// One running worker pool.

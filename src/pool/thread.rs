@@ -86,7 +86,7 @@ impl Runner {
             attempt = job.attempt
         );
         let _entered = span.enter();
-        reporter.starting(slot, job);
+        reporter.starting(slot, job.id, job.attempt);
         tracing::info!("task started");
         let started_at_ms = self.clock.now_ms();
         let timer = Instant::now();

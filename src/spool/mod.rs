@@ -256,7 +256,7 @@ impl Spool {
     /// #     fn run(self, _ctx: &Context) -> Result<(), TaskError> { Ok(()) }
     /// # }
     /// let spool = Spool::temporary()?;
-    /// let events = spool.events();
+    /// let mut events = spool.events();
     /// let handle = spool.enqueue(Hello)?;
     /// match events.recv_timeout(Duration::from_secs(5))? {
     ///     Some(Event::Enqueued(task)) => assert_eq!(task.id, handle.id()),
@@ -271,6 +271,17 @@ impl Spool {
     /// As [`events`](Self::events), with a buffer of `buffer` events (at least 1).
     pub fn events_with_buffer(&self, buffer: usize) -> Events {
         self.shared.engine.events(buffer)
+    }
+
+    /// [`stats`](Self::stats) as Prometheus text: `taskspool_tasks{queue,state}` (gauges),
+    /// `taskspool_queue_paused{queue}`, the `taskspool_tasks_*_total{queue,task}` counters
+    /// since the spool opened, and the `taskspool_attempt_seconds{queue,task}` histogram of
+    /// attempt run times — what a `/metrics` endpoint serves.
+    ///
+    /// # Errors
+    /// As [`stats`](Self::stats).
+    pub fn prometheus(&self) -> Result<String, Error> {
+        Ok(crate::metrics::prometheus(&self.stats()?))
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.

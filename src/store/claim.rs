@@ -229,7 +229,7 @@ impl Tx<'_> {
             id: TaskId(id),
             attempt: rec.attempts,
             queue: catalog.queues.name(rec.queue),
-            name: rec.name,
+            name: catalog.names.name(rec.name_id),
             payload,
             max_retries: rec.max_retries,
             enqueued_at_ms: rec.enqueued_at_ms,

@@ -4,7 +4,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -12,8 +12,9 @@ use redb::{Database, ReadableDatabase};
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::events::{Event, EventHub, Events, TaskEvent};
+use crate::events::{EventHub, Events};
 use crate::flow::Limit;
+use crate::metrics::Metrics;
 use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
@@ -57,6 +58,7 @@ pub(crate) struct FileEngine {
     db: Arc<Database>,
     journal: Arc<Inflight>,
     events: Arc<EventHub>,
+    metrics: Arc<Metrics>,
     clock: Clock,
 }
 
@@ -86,6 +88,7 @@ impl FileEngine {
         };
         let opened = open_with(path, &settings)?;
         let events = Arc::new(EventHub::default());
+        let metrics = Arc::new(Metrics::default());
         events.set_recovered(opened.recovered.0, opened.recovered.1);
         let clock = config.clock.clone();
         let db = Arc::new(opened.db);
@@ -97,6 +100,7 @@ impl FileEngine {
                 result_ttl_ms: config.result_ttl_ms,
                 buffered: config.buffered,
                 events: events.clone(),
+                metrics: metrics.clone(),
             },
             (
                 opened.counters,
@@ -113,6 +117,7 @@ impl FileEngine {
             db,
             journal: Arc::new(opened.inflight),
             events,
+            metrics,
             clock,
         })
     }
@@ -199,8 +204,6 @@ impl Engine for FileEngine {
             progress: self.writer.progress().clone(),
             // One more than can be pending: the note of the attempt starting now.
             ring: u64::try_from(in_flight).unwrap_or(u64::MAX / 2).max(1) + 1,
-            events: self.events.clone(),
-            clock: self.clock.clone(),
         })
     }
 
@@ -287,9 +290,22 @@ impl Engine for FileEngine {
 
     fn stats(&self) -> Result<Stats, Error> {
         self.read("counting ready tasks", || {
-            read::stats(self.writer.counts(), self.writer.live(), || {
+            let mut stats = read::stats(self.writer.counts(), self.writer.live(), || {
                 self.published()?.begin_read().db()
-            })
+            })?;
+            let view = self
+                .writer
+                .counts()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let catalog = &view.catalog;
+            stats.metrics = self.metrics.snapshot(self.clock.now_ms(), |q, n| {
+                (
+                    catalog.queues.name(q).to_string(),
+                    catalog.names.name(n).to_string(),
+                )
+            });
+            Ok(stats)
         })
     }
 }
@@ -304,8 +320,6 @@ struct FileReporter {
     journal: Arc<Inflight>,
     progress: Arc<Progress>,
     ring: u64,
-    events: Arc<EventHub>,
-    clock: Clock,
 }
 
 impl FileReporter {
@@ -329,19 +343,10 @@ impl Reporter for FileReporter {
         self.journal.release(slot.place, self.ring);
     }
 
-    fn starting(&self, slot: &mut ThreadSlot, job: &Job) {
+    fn starting(&self, slot: &mut ThreadSlot, id: TaskId, attempt: u32) {
         let entry = slot.place + slot.started % self.ring;
         slot.started += 1;
-        self.journal.mark(entry, job.id.0, job.attempt);
-        if self.events.active() {
-            self.events.publish([Event::Started(TaskEvent {
-                id: job.id,
-                name: job.name.clone(),
-                queue: job.queue.to_string(),
-                attempt: job.attempt,
-                at: crate::clock::to_system_time(self.clock.now_ms()),
-            })]);
-        }
+        self.journal.mark(entry, id.0, attempt);
     }
 
     fn complete(&self, pool: Option<PoolId>, completion: Completion) -> Result<(), Error> {

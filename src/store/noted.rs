@@ -12,6 +12,7 @@ use crate::store::tx::Tx;
 #[derive(Debug)]
 pub(crate) enum What {
     Enqueued,
+    Started,
     Succeeded,
     Failed(String),
     Retried { error: String, due_ms: u64 },
@@ -20,14 +21,14 @@ pub(crate) enum What {
     Fired { schedule: String, fire_ms: u64 },
 }
 
-/// One noted event: what, of which task (its queue by id), when.
+/// One noted event: what, of which task (its queue and name by id), when.
 #[derive(Debug)]
 pub(crate) struct Noted {
     pub what: What,
     pub id: u64,
     pub attempt: u32,
     pub queue: u32,
-    pub name: String,
+    pub name: u32,
     pub at_ms: u64,
 }
 
@@ -39,7 +40,7 @@ impl Noted {
             id,
             attempt: rec.attempts,
             queue: rec.queue,
-            name: rec.name.clone(),
+            name: rec.name_id,
             at_ms,
         }
     }
@@ -48,13 +49,14 @@ impl Noted {
     pub(crate) fn into_event(self, catalog: &Catalog) -> Event {
         let task = TaskEvent {
             id: TaskId(self.id),
-            name: self.name,
-            queue: catalog.queues.name(self.queue).to_string(),
+            name: catalog.names.name(self.name),
+            queue: catalog.queues.name(self.queue),
             attempt: self.attempt,
             at: to_system_time(self.at_ms),
         };
         match self.what {
             What::Enqueued => Event::Enqueued(task),
+            What::Started => Event::Started(task),
             What::Succeeded => Event::Succeeded(task),
             What::Failed(error) => Event::Failed { task, error },
             What::Retried { error, due_ms } => Event::Retried {

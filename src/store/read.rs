@@ -222,6 +222,7 @@ pub(crate) fn stats(
         queues,
         unregistered: unregistered(&view, live, read)?,
         pools: live.stats(),
+        metrics: Vec::new(),
     })
 }
 

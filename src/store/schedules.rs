@@ -228,7 +228,7 @@ impl Tx<'_> {
                         id: fired.id.as_u64(),
                         attempt: 0,
                         queue: ids.0,
-                        name: old.def.task_name.clone(),
+                        name: ids.1,
                         at_ms: now,
                     });
                 }

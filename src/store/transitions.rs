@@ -7,6 +7,7 @@ use redb::ReadableTable;
 
 use crate::clock::{rfc3339_ms, to_system_time};
 use crate::error::Error;
+use crate::metrics::Sample;
 use crate::model::{
     AttemptError, AttemptErrorKind, Disposition, MAX_DELAY, Outcome, TaskId, TaskState,
 };
@@ -162,6 +163,7 @@ impl Tx<'_> {
         rec.started_at_ms = Some(now);
         self.set_state(id, rec, TaskState::Running)?;
         self.tables().running()?.insert(id, (rec.attempts, now))?;
+        self.note(|| What::Started, id, rec);
         // The worker gets the arguments; the writer's copy goes without (see `restore_payload`).
         let payload = std::mem::take(&mut rec.payload);
         self.put(id, rec)?;
@@ -242,6 +244,8 @@ impl Tx<'_> {
             return Ok(false);
         }
         self.attempt_done(id, c.attempt);
+        self.samples
+            .push(Sample::Ran(rec.queue, rec.name_id, c.run_us));
         rec.started_at_ms = Some(c.started_at_ms);
         if let Some(progress) = &c.progress {
             rec.control.progress = Some(progress.to_vec());

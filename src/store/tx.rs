@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::Error;
+use crate::metrics::Sample;
 use crate::model::{TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
@@ -89,6 +90,9 @@ pub(crate) struct Tx<'t> {
     /// The rows of the `by_state` index this transaction read or changed, written by
     /// `finish` (see `store::by_state`).
     pub(crate) state_rows: BTreeMap<(u8, u64), Vec<u8>>,
+    /// What this transaction counts into the metrics once it is durable (see
+    /// `crate::metrics`).
+    pub(crate) samples: Vec<Sample>,
 }
 
 impl<'t> Tx<'t> {
@@ -125,6 +129,7 @@ impl<'t> Tx<'t> {
             counted: IdMap::default(),
             events,
             state_rows: BTreeMap::new(),
+            samples: Vec::new(),
         }
     }
 

@@ -149,7 +149,7 @@ pub(crate) enum PartOp {
 pub(crate) struct Job {
     pub id: TaskId,
     pub attempt: u32,
-    pub name: String,
+    pub name: Arc<str>,
     pub queue: Arc<str>,
     pub payload: Vec<u8>,
     pub max_retries: u32,
@@ -430,9 +430,8 @@ pub(crate) trait Reporter: Send + Sync {
 
     /// The thread in `slot` is about to run this attempt's handler. The note lasts until
     /// the attempt's completion is durable. Best effort: a note that cannot be written only
-    /// makes recovery count orphans as started. Subscribers of the engine's events hear
-    /// that the attempt started.
-    fn starting(&self, slot: &mut ThreadSlot, job: &Job);
+    /// makes recovery count orphans as started.
+    fn starting(&self, slot: &mut ThreadSlot, id: TaskId, attempt: u32);
 
     /// An attempt ran; `pool` (none for a drain) has a thread free again. The outcome
     /// decides what happens to the task; a report of an attempt that is no longer current

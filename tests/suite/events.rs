@@ -11,7 +11,7 @@ use super::common::*;
 
 /// The events buffered now (the writer publishes a group's events before its answers, so
 /// once a call returns its events are there).
-fn buffered(events: &Events) -> Vec<Event> {
+fn buffered(events: &mut Events) -> Vec<Event> {
     std::iter::from_fn(|| events.try_recv()).collect()
 }
 
@@ -36,7 +36,7 @@ fn brief(event: &Event) -> (String, u64, u32) {
 fn a_task_life_is_told_in_order() {
     let clock = manual_clock();
     let spool = manual_spool(&clock);
-    let events = spool.events();
+    let mut events = spool.events();
     let log = unique("events-life");
     let handle = spool
         .enqueue(Scripted::new(
@@ -51,7 +51,7 @@ fn a_task_life_is_told_in_order() {
         worker.drain().unwrap();
         handle.try_get().unwrap().is_some()
     });
-    let seen = buffered(&events);
+    let seen = buffered(&mut events);
     let id = handle.id().as_u64();
     let lives: Vec<(String, u64, u32)> = seen.iter().map(brief).collect();
     let want = [
@@ -71,10 +71,7 @@ fn a_task_life_is_told_in_order() {
         } => {
             assert_eq!(error, "come back in 30s");
             assert_eq!(*due_at, task.at + Duration::from_secs(30));
-            assert_eq!(
-                (task.name.as_str(), task.queue.as_str()),
-                ("test.scripted", "default")
-            );
+            assert_eq!((&*task.name, &*task.queue), ("test.scripted", "default"));
         }
         other => panic!("{other:?}"),
     }
@@ -85,7 +82,7 @@ fn a_task_life_is_told_in_order() {
 fn failures_expiries_revokes_and_fires_are_told() {
     let clock = manual_clock();
     let spool = manual_spool(&clock);
-    let events = spool.events();
+    let mut events = spool.events();
     let log = unique("events-ends");
     let failing = spool
         .enqueue_with(
@@ -111,10 +108,10 @@ fn failures_expiries_revokes_and_fires_are_told() {
             Ghost { n: 2 },
         )
         .unwrap();
-    let mut seen = buffered(&events);
+    let mut seen = buffered(&mut events);
     clock.advance(Duration::from_secs(60));
     eventually("the schedule fired and the expiry passed", || {
-        seen.extend(buffered(&events));
+        seen.extend(buffered(&mut events));
         seen.iter()
             .any(|e| matches!(e, Event::ScheduleFired { .. }))
             && seen.iter().any(|e| matches!(e, Event::Expired(_)))
@@ -173,20 +170,20 @@ fn failures_expiries_revokes_and_fires_are_told() {
 #[test]
 fn a_subscriber_that_does_not_read_misses_events_and_hears_how_many() {
     let spool = Spool::temporary().unwrap();
-    let slow = spool.events_with_buffer(4);
-    let fast = spool.events_with_buffer(20_000);
+    let mut slow = spool.events_with_buffer(4);
+    let mut fast = spool.events_with_buffer(20_000);
     spool
         .enqueue_many((0..10_000).map(|a| Add { a, b: 0 }))
         .unwrap();
     assert_eq!(
-        buffered(&fast).len(),
+        buffered(&mut fast).len(),
         10_000,
         "a big enough buffer misses nothing"
     );
-    let first: Vec<u64> = buffered(&slow).iter().map(|e| brief(e).1).collect();
+    let first: Vec<u64> = buffered(&mut slow).iter().map(|e| brief(e).1).collect();
     assert_eq!(first, vec![1, 2, 3, 4]);
     let next = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
-    let after = buffered(&slow);
+    let after = buffered(&mut slow);
     assert_eq!(after[0], Event::Lagged { missed: 9_996 });
     assert_eq!(brief(&after[1]).1, next.id().as_u64());
     assert_eq!(after.len(), 2);
@@ -196,7 +193,7 @@ fn a_subscriber_that_does_not_read_misses_events_and_hears_how_many() {
 #[test]
 fn a_subscription_ends_when_the_spool_closes() {
     let spool = Spool::temporary().unwrap();
-    let events = spool.events();
+    let mut events = spool.events();
     spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     drop(spool);
     assert!(matches!(
@@ -211,9 +208,9 @@ fn a_subscription_ends_when_the_spool_closes() {
 fn an_event_prints_as_json() {
     let clock = manual_clock();
     let spool = manual_spool(&clock);
-    let events = spool.events();
+    let mut events = spool.events();
     let handle = spool.enqueue(Add { a: 1, b: 2 }).unwrap();
-    let event = buffered(&events).remove(0);
+    let event = buffered(&mut events).remove(0);
     let printed = serde_json::to_value(&event).unwrap();
     assert_eq!(
         printed,

@@ -24,6 +24,7 @@ mod handlers;
 mod lifecycle;
 mod limits;
 mod listing;
+mod metrics;
 mod names;
 mod options;
 mod panics;

@@ -15,6 +15,7 @@ use redb::WriteTransaction;
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::metrics::Sample;
 use crate::model::{PoolId, TaskId};
 use crate::signal::{AttemptSignal, StopReason};
 use crate::store::noted::Noted;
@@ -51,6 +52,8 @@ pub(super) struct Group {
     finalized: Vec<TaskId>,
     /// The events it noted, sent once it is durable (if someone subscribes).
     events: Vec<Noted>,
+    /// What it counts into the metrics once it is durable.
+    samples: Vec<Sample>,
     /// Running attempts to ask to stop once the group is durable (revoked in it).
     stops: Vec<Arc<AttemptSignal>>,
     /// Enqueue callers in the group (for the gathering window, see `Writer::gather`).
@@ -180,6 +183,7 @@ impl Writer {
             };
             group.finalized = tx.take_finalized();
             group.events = tx.take_events();
+            group.samples = std::mem::take(&mut tx.samples);
             let changed = tx.changed();
             (tally, self.take_back(tx), changed)
         };
@@ -433,11 +437,13 @@ impl Writer {
             Ok(()) => {
                 self.failures = 0;
                 self.retry_at = None;
+                let now = self.config.clock.now_ms();
+                self.config.metrics.record(&group.samples, now);
                 // Before the jobs go out: a task's `Enqueued` comes before its `Started`.
                 if !group.events.is_empty() {
                     let catalog = &self.catalog;
                     let events = group.events.drain(..).map(|n| n.into_event(catalog));
-                    self.config.events.publish(events);
+                    self.config.events.publish(events.collect());
                 }
                 // Workers first: a task should not wait for its enqueuer to be woken.
                 let returned = self.pools.hand_out(std::mem::take(&mut group.handoffs));

@@ -229,6 +229,7 @@ pub(crate) fn spawn_opened(
         result_ttl_ms: None,
         buffered,
         events: Arc::default(),
+        metrics: Arc::default(),
     };
     let state = (
         opened.counters,

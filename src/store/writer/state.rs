@@ -11,6 +11,7 @@ use redb::{Database, WriteTransaction};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::events::EventHub;
+use crate::metrics::Metrics;
 use crate::signal::AttemptSignal;
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, CountsView, Tally};
@@ -44,6 +45,8 @@ pub(crate) struct WriterConfig {
     pub buffered: Option<Duration>,
     /// Where the events of durable groups go (see `crate::events`).
     pub events: Arc<EventHub>,
+    /// Where the durable groups' metrics are counted (see `crate::metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The writer's state, shared by the writer's files (`group`, `commit`, `thread`).

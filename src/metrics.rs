@@ -1,0 +1,350 @@
+//! Metrics per (queue, task name): what happened since the spool opened, what happened over
+//! the last minutes, and how long attempts ran — in [`Stats::metrics`](crate::Stats) and as
+//! Prometheus text ([`Spool::prometheus`](crate::Spool::prometheus)).
+//!
+//! The writer counts each durable group's transitions and attempt run times into
+//! [`Metrics`] once the group is durable (a few integers per task, no string); readers copy
+//! them out under a short lock and never wait for the writer's group.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::TaskState;
+use crate::views::Stats;
+
+/// Upper bounds of the run-time histogram's buckets, in µs (the last bucket is unbounded).
+pub const RUNTIME_BUCKETS_US: [u64; 10] = [
+    100,
+    1_000,
+    10_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    60_000_000,
+    600_000_000,
+];
+
+/// The width of one slot of the recent-activity ring, in ms.
+const SLOT_MS: u64 = 5_000;
+/// Slots kept: 15 minutes.
+const SLOTS: usize = 180;
+
+/// Tasks that succeeded and tasks that failed for good over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Outcomes {
+    /// Tasks that succeeded.
+    pub succeeded: u64,
+    /// Tasks that failed for good.
+    pub failed: u64,
+}
+
+/// How long the attempts of one task type ran: a histogram, cumulative like Prometheus's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunTimes {
+    /// For each bound of [`RUNTIME_BUCKETS_US`], how many attempts ran at most that long.
+    pub at_most_us: Vec<(u64, u64)>,
+    /// How many attempts ran (the unbounded bucket).
+    pub count: u64,
+    /// Their run times added up, in µs.
+    pub sum_us: u64,
+}
+
+/// The metrics of one (queue, task name) since the spool opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskMetrics {
+    /// The queue.
+    pub queue: String,
+    /// The task name.
+    pub name: String,
+    /// Tasks stored (enqueued, fired, or workflow steps and callbacks).
+    pub enqueued: u64,
+    /// Tasks that succeeded.
+    pub succeeded: u64,
+    /// Tasks that failed for good.
+    pub failed: u64,
+    /// Attempts that failed and were retried later.
+    pub retried: u64,
+    /// Tasks that expired before they started.
+    pub expired: u64,
+    /// Tasks revoked.
+    pub revoked: u64,
+    /// Outcomes over the last minute, five minutes and fifteen minutes (divide by 60, 300
+    /// or 900 for a rate per second).
+    pub last_1m: Outcomes,
+    /// Over the last five minutes.
+    pub last_5m: Outcomes,
+    /// Over the last fifteen minutes.
+    pub last_15m: Outcomes,
+    /// How long attempts ran.
+    pub runtime: RunTimes,
+}
+
+/// What one transaction counted, for [`Metrics::record`]: per (queue id, name id), a task
+/// entering a state, or an attempt that ran this many µs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sample {
+    Entered(u32, u32, TaskState),
+    Ran(u32, u32, u64),
+}
+
+/// One series: the counts of a (queue, name).
+#[derive(Debug, Clone)]
+struct Series {
+    entered: [u64; TaskState::ALL.len()],
+    enqueued: u64,
+    buckets: [u64; RUNTIME_BUCKETS_US.len()],
+    runs: u64,
+    run_sum_us: u64,
+    /// Outcomes per slot of `SLOT_MS`, slot `n` at `ring[n % SLOTS]`.
+    ring: Box<[(u64, u64); SLOTS]>,
+    /// The newest slot written.
+    slot: u64,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            entered: [0; TaskState::ALL.len()],
+            enqueued: 0,
+            buckets: [0; RUNTIME_BUCKETS_US.len()],
+            runs: 0,
+            run_sum_us: 0,
+            ring: Box::new([(0, 0); SLOTS]),
+            slot: 0,
+        }
+    }
+}
+
+impl Series {
+    /// Moves the ring to the slot of `now_ms`, clearing the slots passed over.
+    fn advance(&mut self, now_ms: u64) {
+        let slot = now_ms / SLOT_MS;
+        if slot <= self.slot {
+            return;
+        }
+        let passed = (slot - self.slot).min(SLOTS as u64);
+        for n in 1..=passed {
+            self.ring[((self.slot + n) % SLOTS as u64) as usize] = (0, 0);
+        }
+        self.slot = slot;
+    }
+
+    /// Outcomes over the last `slots` slots up to `now_ms`.
+    fn recent(&self, now_ms: u64, slots: u64) -> Outcomes {
+        let now = now_ms / SLOT_MS;
+        let mut out = Outcomes::default();
+        for n in now.saturating_sub(slots - 1)..=now {
+            if n + (SLOTS as u64) > self.slot && n <= self.slot {
+                let (s, f) = self.ring[(n % SLOTS as u64) as usize];
+                out.succeeded += s;
+                out.failed += f;
+            }
+        }
+        out
+    }
+}
+
+/// The metrics of one spool, kept by its writer.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    series: Mutex<HashMap<(u32, u32), Series>>,
+}
+
+impl Metrics {
+    /// Counts a durable group's samples, at `now_ms`.
+    pub(crate) fn record(&self, samples: &[Sample], now_ms: u64) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        for &sample in samples {
+            match sample {
+                Sample::Entered(q, n, state) => {
+                    let s = series.entry((q, n)).or_default();
+                    match state {
+                        TaskState::Ready | TaskState::Scheduled | TaskState::Waiting => {
+                            s.enqueued += 1
+                        }
+                        other => s.entered[usize::from(other.code())] += 1,
+                    }
+                    if matches!(state, TaskState::Succeeded | TaskState::Failed) {
+                        s.advance(now_ms);
+                        let slot = &mut s.ring[(s.slot % SLOTS as u64) as usize];
+                        match state {
+                            TaskState::Succeeded => slot.0 += 1,
+                            _ => slot.1 += 1,
+                        }
+                    }
+                }
+                Sample::Ran(q, n, us) => {
+                    let s = series.entry((q, n)).or_default();
+                    if let Some(i) = RUNTIME_BUCKETS_US.iter().position(|&le| us <= le) {
+                        s.buckets[i] += 1;
+                    }
+                    s.runs += 1;
+                    s.run_sum_us = s.run_sum_us.saturating_add(us);
+                }
+            }
+        }
+    }
+
+    /// Every series at `now_ms`, with its names from `name_of`, sorted by queue and name.
+    pub(crate) fn snapshot(
+        &self,
+        now_ms: u64,
+        name_of: impl Fn(u32, u32) -> (String, String),
+    ) -> Vec<TaskMetrics> {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<TaskMetrics> = series
+            .iter()
+            .map(|(&(q, n), s)| {
+                let (queue, name) = name_of(q, n);
+                let entered = |state: TaskState| s.entered[usize::from(state.code())];
+                let mut cumulative = 0;
+                let at_most_us = RUNTIME_BUCKETS_US
+                    .iter()
+                    .zip(s.buckets)
+                    .map(|(&le, n)| {
+                        cumulative += n;
+                        (le, cumulative)
+                    })
+                    .collect();
+                TaskMetrics {
+                    queue,
+                    name,
+                    enqueued: s.enqueued,
+                    succeeded: entered(TaskState::Succeeded),
+                    failed: entered(TaskState::Failed),
+                    retried: entered(TaskState::Retrying),
+                    expired: entered(TaskState::Expired),
+                    revoked: entered(TaskState::Revoked),
+                    last_1m: s.recent(now_ms, 60_000 / SLOT_MS),
+                    last_5m: s.recent(now_ms, 300_000 / SLOT_MS),
+                    last_15m: s.recent(now_ms, 900_000 / SLOT_MS),
+                    runtime: RunTimes {
+                        at_most_us,
+                        count: s.runs,
+                        sum_us: s.run_sum_us,
+                    },
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.queue, &a.name).cmp(&(&b.queue, &b.name)));
+        out
+    }
+}
+
+/// A counter family: its name's middle, its help, and its value in a series.
+type Counter = (&'static str, &'static str, fn(&TaskMetrics) -> u64);
+
+/// `stats` as Prometheus text (exposition format 0.0.4): the tasks per queue and state, the
+/// paused queues, and each series of `stats.metrics`.
+pub(crate) fn prometheus(stats: &Stats) -> String {
+    let mut out = String::new();
+    let label = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "taskspool_tasks",
+        "gauge",
+        "Tasks in the file, by queue and state.",
+    );
+    for q in &stats.queues {
+        for state in TaskState::ALL {
+            let _ = writeln!(
+                out,
+                "taskspool_tasks{{queue=\"{}\",state=\"{state}\"}} {}",
+                label(&q.name),
+                q.count(state)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "taskspool_queue_paused",
+        "gauge",
+        "1 if the queue is paused.",
+    );
+    for q in &stats.queues {
+        let _ = writeln!(
+            out,
+            "taskspool_queue_paused{{queue=\"{}\"}} {}",
+            label(&q.name),
+            u8::from(q.paused)
+        );
+    }
+    let counters: [Counter; 6] = [
+        ("enqueued", "Tasks stored since the spool opened.", |m| {
+            m.enqueued
+        }),
+        (
+            "succeeded",
+            "Tasks that succeeded since the spool opened.",
+            |m| m.succeeded,
+        ),
+        (
+            "failed",
+            "Tasks that failed for good since the spool opened.",
+            |m| m.failed,
+        ),
+        ("retried", "Attempts retried since the spool opened.", |m| {
+            m.retried
+        }),
+        (
+            "expired",
+            "Tasks that expired since the spool opened.",
+            |m| m.expired,
+        ),
+        ("revoked", "Tasks revoked since the spool opened.", |m| {
+            m.revoked
+        }),
+    ];
+    for (what, help, value) in counters {
+        let name = format!("taskspool_tasks_{what}_total");
+        family(&mut out, &name, "counter", help);
+        for m in &stats.metrics {
+            let _ = writeln!(
+                out,
+                "{name}{{queue=\"{}\",task=\"{}\"}} {}",
+                label(&m.queue),
+                label(&m.name),
+                value(m)
+            );
+        }
+    }
+    let name = "taskspool_attempt_seconds";
+    family(&mut out, name, "histogram", "How long attempts ran.");
+    for m in &stats.metrics {
+        let labels = format!("queue=\"{}\",task=\"{}\"", label(&m.queue), label(&m.name));
+        for &(le, n) in &m.runtime.at_most_us {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{}\"}} {n}",
+                le as f64 / 1e6
+            );
+        }
+        let count = m.runtime.count;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            m.runtime.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+    out
+}
