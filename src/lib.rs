@@ -147,6 +147,7 @@ mod store;
 mod clock;
 mod error;
 mod events;
+mod inspect;
 mod metrics;
 mod model;
 mod retry;
@@ -170,6 +171,7 @@ pub use context::{Context, MAX_PROGRESS_BYTES};
 pub use error::{Error, ErrorKind, Failure};
 pub use events::{DEFAULT_EVENT_BUFFER, Event, Events, TaskEvent};
 pub use flow::{Limit, LimitTarget, Rate};
+pub use inspect::Inspection;
 pub use metrics::{Outcomes, RUNTIME_BUCKETS_US, RunTimes, TaskMetrics};
 pub use model::{
     AttemptError, AttemptErrorKind, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, MAX_DELAY, MAX_PRIORITY,

@@ -87,12 +87,54 @@ pub struct TaskMetrics {
     pub runtime: RunTimes,
 }
 
-/// What one transaction counted, for [`Metrics::record`]: per (queue id, name id), a task
-/// entering a state, or an attempt that ran this many µs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Sample {
-    Entered(u32, u32, TaskState),
-    Ran(u32, u32, u64),
+/// What one transaction counted, per (queue id, name id), for [`Metrics::record`]: tasks
+/// entering each state, and its attempts' run times as histogram buckets. A handful of keys
+/// per transaction, so a vector searched from its newest entry beats hashing per task.
+#[derive(Debug, Default)]
+pub(crate) struct Samples {
+    keys: Vec<((u32, u32), Tally)>,
+}
+
+/// The counts of one key in one transaction.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    entered: [u64; TaskState::ALL.len()],
+    buckets: [u64; RUNTIME_BUCKETS_US.len()],
+    runs: u64,
+    run_sum_us: u64,
+}
+
+impl Samples {
+    fn tally(&mut self, key: (u32, u32)) -> &mut Tally {
+        let at = match self.keys.iter().rposition(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                self.keys.push((key, Tally::default()));
+                self.keys.len() - 1
+            }
+        };
+        &mut self.keys[at].1
+    }
+
+    /// A task of (queue id `q`, name id `n`) entered `state` (stored in a waiting state:
+    /// enqueued).
+    pub(crate) fn entered(&mut self, q: u32, n: u32, state: TaskState) {
+        self.tally((q, n)).entered[usize::from(state.code())] += 1;
+    }
+
+    /// An attempt of (`q`, `n`) ran `us` µs.
+    pub(crate) fn ran(&mut self, q: u32, n: u32, us: u64) {
+        let tally = self.tally((q, n));
+        if let Some(i) = RUNTIME_BUCKETS_US.iter().position(|&le| us <= le) {
+            tally.buckets[i] += 1;
+        }
+        tally.runs += 1;
+        tally.run_sum_us = tally.run_sum_us.saturating_add(us);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// One series: the counts of a (queue, name).
@@ -160,39 +202,35 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Counts a durable group's samples, at `now_ms`.
-    pub(crate) fn record(&self, samples: &[Sample], now_ms: u64) {
+    pub(crate) fn record(&self, samples: &Samples, now_ms: u64) {
         if samples.is_empty() {
             return;
         }
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        for &sample in samples {
-            match sample {
-                Sample::Entered(q, n, state) => {
-                    let s = series.entry((q, n)).or_default();
-                    match state {
-                        TaskState::Ready | TaskState::Scheduled | TaskState::Waiting => {
-                            s.enqueued += 1
-                        }
-                        other => s.entered[usize::from(other.code())] += 1,
-                    }
-                    if matches!(state, TaskState::Succeeded | TaskState::Failed) {
-                        s.advance(now_ms);
-                        let slot = &mut s.ring[(s.slot % SLOTS as u64) as usize];
-                        match state {
-                            TaskState::Succeeded => slot.0 += 1,
-                            _ => slot.1 += 1,
-                        }
-                    }
-                }
-                Sample::Ran(q, n, us) => {
-                    let s = series.entry((q, n)).or_default();
-                    if let Some(i) = RUNTIME_BUCKETS_US.iter().position(|&le| us <= le) {
-                        s.buckets[i] += 1;
-                    }
-                    s.runs += 1;
-                    s.run_sum_us = s.run_sum_us.saturating_add(us);
+        for (key, tally) in &samples.keys {
+            let s = series.entry(*key).or_default();
+            for state in TaskState::ALL {
+                let n = tally.entered[usize::from(state.code())];
+                match state {
+                    TaskState::Ready | TaskState::Scheduled | TaskState::Waiting => s.enqueued += n,
+                    other => s.entered[usize::from(other.code())] += n,
                 }
             }
+            let (succeeded, failed) = (
+                tally.entered[usize::from(TaskState::Succeeded.code())],
+                tally.entered[usize::from(TaskState::Failed.code())],
+            );
+            if succeeded + failed > 0 {
+                s.advance(now_ms);
+                let slot = &mut s.ring[(s.slot % SLOTS as u64) as usize];
+                slot.0 += succeeded;
+                slot.1 += failed;
+            }
+            for (total, n) in s.buckets.iter_mut().zip(tally.buckets) {
+                *total += n;
+            }
+            s.runs += tally.runs;
+            s.run_sum_us = s.run_sum_us.saturating_add(tally.run_sum_us);
         }
     }
 

@@ -22,6 +22,7 @@ mod graph;
 mod workflow;
 
 use crate::events::Events;
+use crate::inspect::Inspection;
 use crate::task::Task;
 use crate::views::{Stats, TaskPage, TaskStatus};
 pub use builder::{
@@ -32,6 +33,31 @@ pub use graph::{Step, StepId, StoredWorkflow, Workflow};
 pub use workflow::{Chain, GroupHandle, Link};
 
 impl Spool {
+    /// Looks at the queue file at `path` without opening it as its owner: nothing is written
+    /// to the file or its log — no recovery of a dead owner's attempts, no pruning, no
+    /// schedule fires — and every change its last owner acknowledged is seen (a log the owner
+    /// left is applied to a copy in memory). For tools and scripts that read a queue whose
+    /// application is not running.
+    ///
+    /// ```
+    /// # use taskspool::{Paging, Spool, TaskFilter, TaskState};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("jobs.redb");
+    /// # drop(Spool::open(&path)?);
+    /// let inspection = Spool::inspect(&path)?;
+    /// let failed = TaskFilter::new().state(TaskState::Failed);
+    /// assert!(inspection.tasks(&failed, &Paging::first(100))?.tasks.is_empty());
+    /// # Ok::<(), taskspool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `AlreadyOpen` while a process owns the file; `NotAQueue` for a missing, empty or
+    /// foreign file; `NewerFormat`, `Corrupt` (a damaged file or log) as
+    /// [`open`](Self::open) says them; `Storage` on I/O failure.
+    pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection, Error> {
+        Inspection::open(path.as_ref())
+    }
+
     /// Opens the queue file at `path` with default options. See [`SpoolBuilder::open`].
     ///
     /// # Errors

@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::Error;
-use crate::metrics::Sample;
 use crate::model::TaskState;
 use crate::store::errors::Db;
 use crate::store::noted::What;
@@ -65,8 +64,7 @@ impl Tx<'_> {
     pub(crate) fn add_task(&mut self, id: u64, rec: &TaskRecord) -> Result<(), Error> {
         self.count(rec.queue, rec.state, 1);
         self.note(|| What::Enqueued, id, rec);
-        self.samples
-            .push(Sample::Entered(rec.queue, rec.name_id, rec.state));
+        self.samples.entered(rec.queue, rec.name_id, rec.state);
         self.mark(stored(rec.state), id, true)
     }
 
@@ -89,8 +87,7 @@ impl Tx<'_> {
         self.count(rec.queue, rec.state, -1);
         self.count(rec.queue, state, 1);
         if state.is_final() || state == TaskState::Retrying {
-            self.samples
-                .push(Sample::Entered(rec.queue, rec.name_id, state));
+            self.samples.entered(rec.queue, rec.name_id, state);
         }
         let (from, to) = (stored(rec.state), stored(state));
         rec.state = state;

@@ -20,7 +20,11 @@ pub(crate) struct Interned {
 
 impl Interned {
     fn load(txn: &WriteTransaction, def: TableDefinition<&str, u32>) -> Result<Interned, Error> {
-        let table = txn.open_table(def).db()?;
+        Interned::read(&txn.open_table(def).db()?)
+    }
+
+    /// The names of `table`.
+    fn read(table: &impl ReadableTable<&'static str, u32>) -> Result<Interned, Error> {
         let mut map = Interned::default();
         for entry in table.iter().db()? {
             let (name, id) = entry.db()?;
@@ -91,6 +95,14 @@ impl Catalog {
         Ok(Catalog {
             queues: Interned::load(txn, QUEUES)?,
             names: Interned::load(txn, NAMES)?,
+        })
+    }
+
+    /// The catalog as a snapshot holds it.
+    pub(crate) fn read(read: &redb::ReadTransaction) -> Result<Catalog, Error> {
+        Ok(Catalog {
+            queues: Interned::read(&read.open_table(QUEUES).db()?)?,
+            names: Interned::read(&read.open_table(NAMES).db()?)?,
         })
     }
 }

@@ -377,6 +377,21 @@ pub(crate) fn read_limits(
         .collect())
 }
 
+/// The paused queues, by name, sorted.
+pub(crate) fn read_paused(
+    table: &impl ReadableTable<(u8, &'static str), &'static [u8]>,
+) -> Result<Vec<String>, Error> {
+    let mut paused: Vec<String> = records(table)?
+        .into_iter()
+        .filter_map(|(target, r)| match target {
+            LimitTarget::Queue(queue) if r.paused => Some(queue),
+            _ => None,
+        })
+        .collect();
+    paused.sort();
+    Ok(paused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ mod flow_ops;
 pub(crate) mod fuzz;
 mod idmap;
 mod inflight;
+mod inspect;
 mod noted;
 mod open;
 mod parking;
@@ -60,6 +61,7 @@ mod workflow_end;
 mod writer;
 
 pub(crate) use file::{FileConfig, FileEngine};
+pub(crate) use inspect::Snapshot;
 pub(crate) use parts::PART;
 pub(crate) use verbs::{
     Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PartOp, PoolGauges, PoolSpec,

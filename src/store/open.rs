@@ -303,8 +303,8 @@ fn prepare_with(
     })
 }
 
-/// Creates every table in a new file.
-struct Create<'a>(&'a redb::WriteTransaction);
+/// Creates every table in a new file (or those an older format lacks).
+pub(super) struct Create<'a>(pub(super) &'a redb::WriteTransaction);
 
 impl TableVisitor for Create<'_> {
     fn visit<K: Key + 'static, V: Value + 'static>(

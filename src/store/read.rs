@@ -25,7 +25,7 @@ use crate::store::workflow::each_member;
 use crate::views::{QueueStats, Stats, TaskStatus, WorkflowStatus};
 
 /// A task's record as it stands, with the `running` entry applied if it is running.
-fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
+pub(crate) fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
     let tasks = read.open_table(TASKS).db()?;
     let bytes = tasks.get(id.0).db()?.ok_or(Error::NotFound(id))?;
     let mut rec = TaskRecord::decode(bytes.value())?;
@@ -109,7 +109,11 @@ pub(crate) fn view_of(
 
 /// Every declared schedule, by name.
 pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
-    let read = db.begin_read().db()?;
+    schedules_of(&db.begin_read().db()?)
+}
+
+/// Every declared schedule in the snapshot `read`, by name.
+pub(crate) fn schedules_of(read: &ReadTransaction) -> Result<Vec<ScheduleInfo>, Error> {
     let table = match read.open_table(SCHEDULES) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -127,8 +131,12 @@ pub(crate) fn schedules(db: &Database) -> Result<Vec<ScheduleInfo>, Error> {
 /// A workflow's tasks by state: every task stored with it has the next ids, so one sweep
 /// from its first task finds them all.
 pub(crate) fn workflow(db: &Database, id: TaskId) -> Result<WorkflowStatus, Error> {
-    let read = db.begin_read().db()?;
-    let first = record(&read, id)?;
+    workflow_of(&db.begin_read().db()?, id)
+}
+
+/// [`workflow`] in the snapshot `read`.
+pub(crate) fn workflow_of(read: &ReadTransaction, id: TaskId) -> Result<WorkflowStatus, Error> {
+    let first = record(read, id)?;
     if first.deps.workflow != Some(id.0) {
         return Err(Error::NotFound(id));
     }

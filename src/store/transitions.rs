@@ -7,7 +7,6 @@ use redb::ReadableTable;
 
 use crate::clock::{rfc3339_ms, to_system_time};
 use crate::error::Error;
-use crate::metrics::Sample;
 use crate::model::{
     AttemptError, AttemptErrorKind, Disposition, MAX_DELAY, Outcome, TaskId, TaskState,
 };
@@ -244,8 +243,7 @@ impl Tx<'_> {
             return Ok(false);
         }
         self.attempt_done(id, c.attempt);
-        self.samples
-            .push(Sample::Ran(rec.queue, rec.name_id, c.run_us));
+        self.samples.ran(rec.queue, rec.name_id, c.run_us);
         rec.started_at_ms = Some(c.started_at_ms);
         if let Some(progress) = &c.progress {
             rec.control.progress = Some(progress.to_vec());

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::Error;
-use crate::metrics::Sample;
+use crate::metrics::Samples;
 use crate::model::{TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::counts::{Counters, Counts, Tally, log_count, log_counters};
@@ -92,7 +92,7 @@ pub(crate) struct Tx<'t> {
     pub(crate) state_rows: BTreeMap<(u8, u64), Vec<u8>>,
     /// What this transaction counts into the metrics once it is durable (see
     /// `crate::metrics`).
-    pub(crate) samples: Vec<Sample>,
+    pub(crate) samples: Samples,
 }
 
 impl<'t> Tx<'t> {
@@ -129,7 +129,7 @@ impl<'t> Tx<'t> {
             counted: IdMap::default(),
             events,
             state_rows: BTreeMap::new(),
-            samples: Vec::new(),
+            samples: Samples::default(),
         }
     }
 

@@ -21,6 +21,7 @@ mod format_flow;
 mod format_parts;
 mod format_workflow;
 mod handlers;
+mod inspect;
 mod lifecycle;
 mod limits;
 mod listing;

@@ -15,7 +15,7 @@ use redb::WriteTransaction;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::metrics::Sample;
+use crate::metrics::Samples;
 use crate::model::{PoolId, TaskId};
 use crate::signal::{AttemptSignal, StopReason};
 use crate::store::noted::Noted;
@@ -53,7 +53,7 @@ pub(super) struct Group {
     /// The events it noted, sent once it is durable (if someone subscribes).
     events: Vec<Noted>,
     /// What it counts into the metrics once it is durable.
-    samples: Vec<Sample>,
+    samples: Samples,
     /// Running attempts to ask to stop once the group is durable (revoked in it).
     stops: Vec<Arc<AttemptSignal>>,
     /// Enqueue callers in the group (for the gathering window, see `Writer::gather`).

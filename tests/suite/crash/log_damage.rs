@@ -23,7 +23,7 @@ fn records(log: &[u8]) -> Vec<(usize, usize)> {
 
 /// A queue file and its log as a killed child left them: `LOGGED` acknowledged tasks, all
 /// of them only in the log.
-fn killed_with_a_full_log() -> (tempfile::TempDir, PathBuf) {
+pub(super) fn killed_with_a_full_log() -> (tempfile::TempDir, PathBuf) {
     let (dir, path) = queue_path();
     let (child, lines) = spawn_child("log", &path);
     let mut child = KillOnDrop(child);

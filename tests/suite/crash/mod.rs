@@ -299,6 +299,7 @@ fn queue_path() -> (tempfile::TempDir, PathBuf) {
 mod aborts;
 mod chord_parts;
 mod follow_ups;
+mod inspect;
 mod log_damage;
 mod revoke;
 mod sigkill;
