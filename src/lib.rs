@@ -80,9 +80,16 @@
 //!   advanced in the transactions of the completions that trigger it; callbacks on success
 //!   or failure ([`Spool::enqueue_linked`], [`Link`]); any shape with [`Spool::workflow`];
 //!   [`Spool::workflow_status`] and [`Spool::revoke_workflow`].
+//! - **Seeing a queue.** [`Spool::tasks`] lists tasks by [`TaskFilter`] (states, queue,
+//!   name, schedule, enqueue time) a [`Paging`] at a time, from an index by state;
+//!   [`Spool::events`] subscribes to lifecycle [`Event`]s, each sent once durable, through a
+//!   bounded buffer ([`Event::Lagged`] says what a slow subscriber missed);
+//!   [`Stats::metrics`] and [`Spool::prometheus`] give counts, recent outcomes and run-time
+//!   histograms per queue and task name; [`Spool::inspect`] reads a closed file without
+//!   writing to it.
 //!
-//! Not here yet (planned): a command-line tool, a dashboard,
-//! async handlers and a PostgreSQL backend.
+//! Not here yet (planned): a second process on a live queue and a command-line tool, a
+//! dashboard, async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
 //!
