@@ -505,3 +505,8 @@ fn opens_reads_and_runs(name: &str) {
     );
     assert_eq!(stats.total(), 11);
 }
+
+#[test]
+fn a_format_8_file_left_by_a_crash_opens_reads_and_runs() {
+    opens_reads_and_runs("format-8");
+}
