@@ -1,5 +1,6 @@
 //! Operations figures of issue #15: `list_page_us_1m` (a page of 100 tasks of one state from a
-//! file of 1M tasks) and `events_drain_noop` (`drain_noop` with one subscriber reading every
+//! file of 1M tasks), `cli_ls_ms_1m` (the whole `taskspool ls` process on that file, closed)
+//! and `events_drain_noop` (`drain_noop` with one subscriber reading every
 //! event).
 //!
 //! `events_drain_noop`: 100k no-op tasks queued, then a 2-thread worker drains them (timed as
@@ -115,6 +116,7 @@ fn finished_file(dir: &tempfile::TempDir) -> (Spool, u64) {
 
 fn list_page(dir: &tempfile::TempDir) {
     let (spool, total) = finished_file(dir);
+    let path = queue_path(dir.path(), "listing");
     let time = |filter: &TaskFilter, paging: Paging| -> f64 {
         let start = Instant::now();
         let page = spool.tasks(filter, &paging).expect("tasks");
@@ -158,6 +160,42 @@ fn list_page(dir: &tempfile::TempDir) {
             report("list_page_us_1m", pct(&times, 0.5), "us");
         }
     }
+    drop(spool);
+    cli_ls(&path);
+}
+
+/// `cli_ls_ms_1m`: the whole `taskspool ls FILE --state failed --limit 100` process on the
+/// closed file, from spawn to exit; the median of 20 runs (after one unmeasured).
+fn cli_ls(path: &std::path::Path) {
+    let run = || {
+        let start = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskspool"))
+            .args(["ls", "--state", "failed", "--limit", "100"])
+            .arg(path)
+            .output()
+            .expect("run taskspool");
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.stdout.iter().filter(|&&b| b == b'\n').count(),
+            102,
+            "header, 100, next"
+        );
+        ms
+    };
+    run();
+    let mut times: Vec<f64> = (0..20).map(|_| run()).collect();
+    times.sort_by(f64::total_cmp);
+    note(format!(
+        "taskspool ls --state failed --limit 100: p50 {:.1} ms, max {:.1} ms",
+        pct(&times, 0.5),
+        times[times.len() - 1]
+    ));
+    report("cli_ls_ms_1m", pct(&times, 0.5), "ms");
 }
 
 /// Tasks per drain of `events_drain_noop` (as `drain_noop`: 100k).

@@ -51,8 +51,8 @@ impl Spool {
     /// ```
     ///
     /// # Errors
-    /// `AlreadyOpen` while a process owns the file; `NotAQueue` for a missing, empty or
-    /// foreign file; `NewerFormat`, `Corrupt` (a damaged file or log) as
+    /// `AlreadyOpen` while a process owns the file; `BadPath` for a missing or empty file;
+    /// `NotAQueue` for a foreign one; `NewerFormat`, `Corrupt` (a damaged file or log) as
     /// [`open`](Self::open) says them; `Storage` on I/O failure.
     pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection, Error> {
         Inspection::open(path.as_ref())

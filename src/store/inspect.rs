@@ -53,9 +53,11 @@ impl Snapshot {
     pub(crate) fn open(path: &Path) -> Result<Snapshot, Error> {
         paths::check(path)?;
         if !std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-            return Err(Error::NotAQueue {
+            return Err(Error::BadPath {
                 path: path.to_path_buf(),
-                detail: "there is no queue file here (missing or empty); check the path".into(),
+                problem: "no queue file is there (it is missing or empty); check the path — \
+                          an inspection never creates one"
+                    .into(),
             });
         }
         let log = replay::read(path)?;

@@ -84,7 +84,7 @@ fn a_closed_file_reads_as_its_owner_left_it_and_is_not_written() {
 }
 
 /// While a process owns the file, an inspection is refused as `AlreadyOpen`; a missing file
-/// is not a queue (and is not created).
+/// is a bad path (and is not created).
 #[test]
 fn an_owned_or_missing_file_is_refused() {
     let (dir, path) = temp_queue();
@@ -96,7 +96,7 @@ fn an_owned_or_missing_file_is_refused() {
 
     let missing = dir.path().join("nothing.redb");
     let err = Spool::inspect(&missing).unwrap_err();
-    assert!(matches!(err, Error::NotAQueue { .. }), "{err:?}");
+    assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
     assert!(!missing.exists());
 }
 

@@ -1,0 +1,192 @@
+//! The `taskspool` binary, run as a real process against a queue file: tables for people,
+//! `--json` for scripts, one-line errors and documented exit codes.
+
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use taskspool::{Context, Options, Spool, Task, TaskError};
+
+#[derive(Serialize, Deserialize)]
+struct Mail {
+    to: String,
+    fail: bool,
+}
+
+impl Task for Mail {
+    const NAME: &'static str = "mail.send";
+    type Output = String;
+    fn run(self, _ctx: &Context) -> Result<String, TaskError> {
+        match self.fail {
+            true => Err(TaskError::fail(format!("no such mailbox: {}", self.to))),
+            false => Ok(format!("sent to {}", self.to)),
+        }
+    }
+}
+
+fn taskspool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskspool"))
+        .args(args)
+        .output()
+        .expect("run taskspool")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A closed queue file: 3 sent mails, 2 failed, 1 waiting on queue `bulk`.
+fn closed_queue(dir: &Path) -> PathBuf {
+    let path = dir.join("jobs.redb");
+    let spool = Spool::open(&path).unwrap();
+    for (i, fail) in [false, true, false, true, false].into_iter().enumerate() {
+        let mail = Mail {
+            to: format!("user{i}@example.com"),
+            fail,
+        };
+        spool
+            .enqueue_with(mail, Options::new().max_retries(0))
+            .unwrap();
+    }
+    spool.worker().register::<Mail>().drain().unwrap();
+    let waiting = Mail {
+        to: "later@example.com".into(),
+        fail: false,
+    };
+    spool
+        .enqueue_with(waiting, Options::new().queue("bulk"))
+        .unwrap();
+    path
+}
+
+#[test]
+fn ls_lists_a_state_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path());
+    let file = path.to_str().unwrap();
+
+    let out = taskspool(&["ls", file, "--state", "failed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("id"), "{text}");
+    assert_eq!(lines.len(), 3, "a header and two failed tasks:\n{text}");
+    assert!(lines[1].contains("failed") && lines[1].contains("no such mailbox: user1@example.com"));
+
+    let out = taskspool(&["ls", file, "--state", "succeeded", "--limit", "2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<u64> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(page["next"], 3);
+    let out = taskspool(&["ls", file, "--state", "succeeded", "--after", "3", "--json"]);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["tasks"][0]["id"], 5);
+    assert_eq!(page["next"], Value::Null);
+
+    let out = taskspool(&["ls", file, "--queue", "bulk", "--json"]);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["tasks"][0]["arguments"]["to"], "later@example.com");
+}
+
+#[test]
+fn show_stats_and_schedules_print_what_the_file_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path());
+    let file = path.to_str().unwrap();
+
+    let out = taskspool(&["show", file, "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("state:       failed"), "{text}");
+    assert!(text.contains(r#""to":"user1@example.com""#), "{text}");
+    assert!(text.contains("attempt 1:   fatal at"), "{text}");
+
+    let out = taskspool(&["show", file, "1", "--json"]);
+    let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task["output"], "sent to user0@example.com");
+
+    let out = taskspool(&["stats", file, "--json"]);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let default = &stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "default")
+        .unwrap()["counts"];
+    assert_eq!(
+        (default["succeeded"].as_u64(), default["failed"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let out = taskspool(&["stats", file]);
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("bulk")),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = taskspool(&["schedules", file, "--json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        Value::Array(vec![])
+    );
+}
+
+/// Errors are one line on stderr, with the documented exit codes; the file is not written.
+#[test]
+fn errors_are_one_line_with_their_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path());
+    let file = path.to_str().unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let code = |out: &Output| out.status.code().unwrap();
+    let out = taskspool(&["show", file, "99"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1);
+    assert!(stderr(&out).contains("99"), "{}", stderr(&out));
+
+    let missing = dir.path().join("none.redb");
+    let out = taskspool(&["stats", missing.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(!missing.exists());
+
+    let out = taskspool(&["ls", file, "--limit", "0"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = taskspool(&["ls", file, "--state", "lost"]);
+    assert_eq!(code(&out), 2, "clap's usage error: {}", stderr(&out));
+
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, b"this is not a redb file at all, not even close").unwrap();
+    let out = taskspool(&["stats", garbage.to_str().unwrap()]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "a command wrote to the file"
+    );
+
+    // This process owns the file now: the binary, another process, is refused.
+    let _owner = Spool::open(&path).unwrap();
+    let out = taskspool(&["stats", file]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("owned by a running process"),
+        "{}",
+        stderr(&out)
+    );
+}
