@@ -15,6 +15,7 @@ pub use crate::shared::Spool;
 use crate::store::{NewTask, ScheduleOp};
 
 mod builder;
+mod by_name;
 mod chord;
 mod flow;
 mod follow_ups;

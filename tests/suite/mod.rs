@@ -4,6 +4,7 @@
 
 mod common;
 
+mod by_name;
 mod chord_parts;
 mod concurrency;
 mod control;
