@@ -15,6 +15,13 @@
 //! many pages at cursors spread over the file: failed tasks oldest first and newest first,
 //! and, for comparison, succeeded ones.
 //!
+//! `remote_enqueue_durable_1` / `_8`: a child process (this binary, re-executed) owns a queue
+//! file and serves its control socket; 1 or 8 threads of this process, each with its own
+//! `Client`, call `enqueue_json` in a loop for 3 s (each call returns once the owner's group
+//! is synced). Beside them, in the same run, `enqueue_durable_1` / `_8` as `throughput` times
+//! them (threads of the owning process calling `enqueue`), on another file, alternated, two
+//! rounds; medians, and `remote_enqueue_ratio_1` / `_8` (target ≥ 0.7).
+//!
 //! Run: `cargo bench --bench ops` (all), or one figure: `cargo bench --bench ops --
 //! list_page_us_1m`. `TASKSPOOL_BENCH_SCALE=0.1` shrinks every size. See benches/README.md.
 
@@ -56,6 +63,10 @@ impl Task for Maybe {
 }
 
 fn main() {
+    if std::env::var(CHILD_ENV).as_deref() == Ok("serve") {
+        serve_child();
+        return;
+    }
     let dir = temp_dir();
     note(format!(
         "ops benches in {} at scale {}",
@@ -67,6 +78,9 @@ fn main() {
     }
     if selected("events_drain_noop") {
         events_drain(&dir);
+    }
+    if selected("remote_enqueue_durable_1") || selected("remote_enqueue_durable_8") {
+        remote_enqueue(&dir);
     }
     note("ops benches done");
 }
@@ -261,4 +275,107 @@ fn events_drain(dir: &tempfile::TempDir) {
     report("events_drain_noop", with, "tasks/s");
     report("drain_noop_same_run", without, "tasks/s");
     report("events_drain_ratio", with / without, "ratio");
+}
+
+const CHILD_ENV: &str = "TASKSPOOL_BENCH_CHILD";
+const FILE_ENV: &str = "TASKSPOOL_BENCH_FILE";
+/// How long each enqueue loop runs.
+const LOOP: Duration = Duration::from_secs(3);
+
+/// The owner of a queue file, serving its control socket until the parent kills it.
+fn serve_child() {
+    let path = std::env::var_os(FILE_ENV).expect("queue file path");
+    let spool = Spool::open(&path).expect("open");
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = &spool;
+    }
+}
+
+/// Runs `threads` loops of `call` for `LOOP`; calls per second.
+fn rate(threads: usize, call: impl Fn(usize, u64) + Sync) -> f64 {
+    let barrier = std::sync::Barrier::new(threads);
+    let total: u64 = std::thread::scope(|s| {
+        let loops: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, call) = (&barrier, &call);
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < LOOP {
+                        call(t, n);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        loops.into_iter().map(|l| l.join().expect("loop")).sum()
+    });
+    total as f64 / LOOP.as_secs_f64()
+}
+
+fn remote_enqueue(dir: &tempfile::TempDir) {
+    use std::io::BufRead;
+    let remote_path = queue_path(dir.path(), "remote");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(CHILD_ENV, "serve")
+        .env(FILE_ENV, &remote_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the owner");
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("the owner's ready line");
+    assert_eq!(ready.trim(), "ready");
+    let local = Spool::open(queue_path(dir.path(), "local")).expect("open");
+    for threads in [1, 8] {
+        let clients: Vec<taskspool::Client> = (0..threads)
+            .map(|_| taskspool::Client::connect(&remote_path).expect("connect"))
+            .collect();
+        let (mut remote, mut inproc) = (Vec::new(), Vec::new());
+        for round in 0..2 {
+            let remote_run = || {
+                rate(threads, |t, n| {
+                    clients[t]
+                        .enqueue_json(
+                            "bench.noop",
+                            serde_json::json!({ "n": n }),
+                            Default::default(),
+                        )
+                        .expect("remote enqueue");
+                })
+            };
+            let local_run = || {
+                rate(threads, |t, n| {
+                    local
+                        .enqueue(Noop {
+                            n: (t as u64) << 32 | n,
+                        })
+                        .expect("enqueue");
+                })
+            };
+            if round % 2 == 0 {
+                remote.push(remote_run());
+                inproc.push(local_run());
+            } else {
+                inproc.push(local_run());
+                remote.push(remote_run());
+            }
+        }
+        note(format!(
+            "{threads} thread(s): remote {} tasks/s, in-process {} tasks/s",
+            list(&remote),
+            list(&inproc)
+        ));
+        let (r, l) = (median(remote), median(inproc));
+        report(&format!("remote_enqueue_durable_{threads}"), r, "tasks/s");
+        report(&format!("enqueue_durable_{threads}_same_run"), l, "tasks/s");
+        report(&format!("remote_enqueue_ratio_{threads}"), r / l, "ratio");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -109,6 +109,34 @@ pub enum Error {
     #[error("no schedule named {0:?}")]
     ScheduleNotFound(String),
 
+    /// No process serves the queue file's control socket ([`Client::connect`](crate::Client::connect)):
+    /// the queue is not open anywhere (read a closed file with
+    /// [`Spool::inspect`](crate::Spool::inspect)), or its owner turned the socket off.
+    #[error(
+        "no process owns {path} (its control socket {socket} is missing or refuses): the queue \
+         is not running; start its application, or read the file with Spool::inspect"
+    )]
+    NotRunning {
+        /// The queue file.
+        path: PathBuf,
+        /// The socket that was tried.
+        socket: PathBuf,
+    },
+
+    /// The other side of a control socket broke the protocol: another protocol version, a
+    /// malformed or oversized frame, a reply that does not fit. The connection is closed.
+    #[error("control socket protocol: {0}")]
+    Protocol(String),
+
+    /// The owning process answered a [`Client`](crate::Client) call with this error.
+    #[error("the queue's owner answered: {message}")]
+    Remote {
+        /// The category of the owner's error.
+        kind: ErrorKind,
+        /// The owner's error message.
+        message: String,
+    },
+
     /// No task with this id exists: it was never enqueued here, or its result was pruned
     /// after the results TTL.
     #[error("task {0} not found (never enqueued in this file, or pruned after its results TTL)")]
@@ -190,7 +218,8 @@ pub enum Error {
 }
 
 /// The broad category of an [`Error`], for callers that branch on what to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The file is locked by another owner.
@@ -209,6 +238,10 @@ pub enum ErrorKind {
     TaskUnsuccessful,
     /// The spool or worker is shut down.
     Closed,
+    /// No process owns the queue ([`Error::NotRunning`]).
+    NotRunning,
+    /// A control socket's peer broke the protocol ([`Error::Protocol`]).
+    Protocol,
 }
 
 impl Error {
@@ -233,6 +266,9 @@ impl Error {
                 ErrorKind::TaskUnsuccessful
             }
             Error::Closed => ErrorKind::Closed,
+            Error::NotRunning { .. } => ErrorKind::NotRunning,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Remote { kind, .. } => *kind,
         }
     }
 

@@ -146,11 +146,13 @@ mod task_error;
 
 mod flow;
 mod options;
+mod protocol;
 mod query;
 mod views;
 
 mod store;
 
+mod client;
 mod clock;
 mod error;
 mod events;
@@ -158,6 +160,7 @@ mod inspect;
 mod metrics;
 mod model;
 mod retry;
+mod serve;
 mod signal;
 mod sync;
 mod timekeeper;
@@ -173,6 +176,7 @@ mod model_tests;
 #[cfg(test)]
 mod power_tests;
 
+pub use client::{Client, RemoteEvents};
 pub use clock::ManualClock;
 pub use context::{Context, MAX_PROGRESS_BYTES};
 pub use error::{Error, ErrorKind, Failure};

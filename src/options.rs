@@ -91,7 +91,8 @@ fn within_max(what: &str, delay: Duration) -> Result<u64, Error> {
 }
 
 /// When a task expires: a delay from enqueue, or an absolute time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Expiry {
     /// Expires this long after it was enqueued.
     After(Duration),
@@ -127,7 +128,11 @@ impl From<SystemTime> for Expiry {
 ///     .countdown(Duration::from_secs(60));
 /// # let _ = opts;
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Options serialize (as the control socket carries them to a queue's owner); fields a
+/// reader does not know are ignored and missing ones are unset.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Options {
     queue: Option<String>,
     priority: Option<u8>,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::options::Limits;
+use crate::serve::ControlSocket;
 use crate::store::Engine;
 use crate::sync::Waiters;
 use crate::timekeeper::LazyKeeper;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) default_limits: Limits,
     /// Started with the first attempt that has a time limit.
     pub(crate) timekeeper: Arc<LazyKeeper>,
+    /// The control socket, while it is served (stopped first when the spool closes).
+    control: Mutex<Option<ControlSocket>>,
     /// Keeps a temporary spool's directory alive; removed after the engine is closed.
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -71,8 +74,24 @@ impl Shared {
             path,
             names: Mutex::new(HashMap::new()),
             default_limits,
+            control: Mutex::new(None),
             _temp_dir: temp_dir,
         })
+    }
+
+    /// Serves the control socket beside the file for `this` spool (see `crate::serve`); a
+    /// socket that cannot be served is logged, and the spool goes on without it.
+    pub(crate) fn serve_control(&self, this: &Arc<Shared>) {
+        match ControlSocket::start(&self.path, Arc::downgrade(this)) {
+            Ok(socket) => {
+                *self.control.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
+            }
+            Err(e) => tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                "the control socket is not served: other processes cannot reach this queue"
+            ),
+        }
     }
 
     /// Claims each task name for its Rust type, for the life of the spool: every pool of one
@@ -101,7 +120,16 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Before the engine closes: threads waiting for results return `Closed`.
+        // No process reaches the spool any more; then threads waiting for results return
+        // `Closed`, before the engine closes.
+        if let Some(socket) = self
+            .control
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            drop(socket);
+        }
         self.waiters.close();
     }
 }

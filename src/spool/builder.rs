@@ -39,6 +39,7 @@ pub struct SpoolBuilder {
     check_integrity: bool,
     time_limit: Option<Duration>,
     soft_time_limit: Option<Duration>,
+    control_socket: bool,
     #[cfg(test)]
     disk: Option<Arc<crate::store::simdisk::SimDisk>>,
 }
@@ -83,6 +84,7 @@ impl Default for SpoolBuilder {
             check_integrity: true,
             time_limit: None,
             soft_time_limit: None,
+            control_socket: true,
             #[cfg(test)]
             disk: None,
         }
@@ -151,6 +153,16 @@ impl SpoolBuilder {
     /// large files that open often.
     pub fn check_integrity(mut self, check: bool) -> Self {
         self.check_integrity = check;
+        self
+    }
+
+    /// Whether to serve the control socket beside the file (`<file>.sock`, mode 0600,
+    /// removed at close), through which another process reaches the live queue
+    /// ([`Client::connect`](crate::Client::connect)). On by default. A socket that cannot be
+    /// served (its path is longer than a Unix socket allows, about 100 bytes) is logged as a
+    /// warning and the spool opens without it.
+    pub fn control_socket(mut self, serve: bool) -> Self {
+        self.control_socket = serve;
         self
     }
 
@@ -235,15 +247,17 @@ impl SpoolBuilder {
             disk: self.disk,
         };
         let engine = FileEngine::open(&path, config, waiters.clone())?;
-        Ok(Spool {
-            shared: Shared::new(
-                Box::new(engine),
-                self.clock,
-                waiters,
-                path,
-                temp,
-                default_limits,
-            ),
-        })
+        let shared = Shared::new(
+            Box::new(engine),
+            self.clock,
+            waiters,
+            path,
+            temp,
+            default_limits,
+        );
+        if self.control_socket {
+            shared.serve_control(&shared);
+        }
+        Ok(Spool { shared })
     }
 }

@@ -63,6 +63,7 @@ mod writer;
 pub(crate) use file::{FileConfig, FileEngine};
 pub(crate) use inspect::Snapshot;
 pub(crate) use parts::PART;
+pub(crate) use paths::{PRIVATE, socket as socket_path};
 pub(crate) use verbs::{
     Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PartOp, PoolGauges, PoolSpec,
     Reporter, ScheduleOp, Serves, ThreadSlot,

@@ -1,5 +1,6 @@
-//! The files of one queue: the queue file itself, its write-ahead log (`<file>.wal`) and its
-//! start journal (`<file>.inflight`), and the mode a spool creates them with.
+//! The files of one queue: the queue file itself, its write-ahead log (`<file>.wal`), its
+//! start journal (`<file>.inflight`) and its owner's control socket (`<file>.sock`), and the
+//! mode a spool creates them with.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,11 @@ pub(crate) fn log(queue: &Path) -> PathBuf {
 /// The start journal's path for a queue file.
 pub(crate) fn journal(queue: &Path) -> PathBuf {
     beside(queue, ".inflight")
+}
+
+/// The control socket's path for a queue file (see `crate::serve`).
+pub(crate) fn socket(queue: &Path) -> PathBuf {
+    beside(queue, ".sock")
 }
 
 fn beside(queue: &Path, suffix: &str) -> PathBuf {

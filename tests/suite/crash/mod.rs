@@ -221,6 +221,17 @@ fn child_process() {
             say("LOGGED");
             std::thread::sleep(Duration::from_secs(60));
         }
+        // The owner of a live queue, for `Client`s in the parent (see `remote`).
+        "serve" => {
+            let _worker = spool
+                .worker()
+                .concurrency(2)
+                .register::<Add>()
+                .start()
+                .unwrap();
+            say("RUNNING");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown child mode {other}"),
     }
     say("CHILD SURVIVED");
@@ -301,6 +312,7 @@ mod chord_parts;
 mod follow_ups;
 mod inspect;
 mod log_damage;
+mod remote;
 mod revoke;
 mod sigkill;
 mod unique;

@@ -1,0 +1,187 @@
+//! A live queue reached from another process (`Client`), with the owner a real child
+//! process: the spool's calls through its control socket, an enqueue acknowledged durable by
+//! the owner, events, and the owner's answer to clients that break the protocol — each
+//! connection errs alone, and the owner goes on serving.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+
+use serde_json::{Value, json};
+use taskspool::{Client, ErrorKind, Event, Paging, TaskFilter};
+
+use super::*;
+
+fn socket(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sock", path.display()))
+}
+
+/// Sends one frame of `body`.
+fn send(stream: &mut UnixStream, body: &[u8]) {
+    stream
+        .write_all(&(body.len() as u32).to_be_bytes())
+        .unwrap();
+    stream.write_all(body).unwrap();
+}
+
+/// The next frame's JSON, or `None` at the end of the stream.
+fn frame(stream: &mut UnixStream) -> Option<Value> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+fn raw(path: &Path) -> UnixStream {
+    let stream = UnixStream::connect(socket(path)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+#[test]
+fn a_client_in_another_process_uses_the_live_queue() {
+    let (_dir, path) = queue_path();
+    let (mut child, lines) = spawn_running("serve", &path, 0);
+    let mode = std::fs::metadata(socket(&path))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is private");
+    // The file is owned: opening it here is refused, a client goes through the owner.
+    assert!(matches!(Spool::open(&path), Err(Error::AlreadyOpen { .. })));
+    let client = Client::connect(&path).unwrap();
+    let mut events = client.events(1_000).unwrap();
+
+    let id = client
+        .enqueue_json("test.add", json!({ "a": 2, "b": 3 }), Options::new())
+        .unwrap();
+    eventually("the owner's worker ran it", || {
+        client.status(id).unwrap().state == TaskState::Succeeded
+    });
+    assert_eq!(client.status(id).unwrap().output, Some(json!(5)));
+    let page = client
+        .tasks(
+            &TaskFilter::new().state(TaskState::Succeeded),
+            &Paging::first(10),
+        )
+        .unwrap();
+    assert_eq!(
+        page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    assert_eq!(client.stats().unwrap().count(TaskState::Succeeded), 1);
+    assert!(client.schedules().unwrap().is_empty());
+    assert!(matches!(
+        client.status(TaskId::from_u64(99)),
+        Err(Error::NotFound(_))
+    ));
+    let bad = client
+        .enqueue_json("", json!({}), Options::new())
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        match events.recv_timeout(WAIT).unwrap() {
+            Some(Event::Enqueued(t)) if t.id == id => kinds.push("enqueued"),
+            Some(Event::Started(t)) if t.id == id => kinds.push("started"),
+            Some(Event::Succeeded(t)) if t.id == id => kinds.push("succeeded"),
+            Some(other) => panic!("{other:?}"),
+            None => panic!("no event within {WAIT:?}: {kinds:?}"),
+        }
+    }
+    assert_eq!(kinds, ["enqueued", "started", "succeeded"]);
+
+    // An enqueue acknowledged to the client is durable: it survives the owner's kill -9.
+    let id = client
+        .enqueue_json("test.nobody", json!({}), Options::new())
+        .unwrap();
+    kill_and_drain(&mut child, &lines, |_| {});
+    assert!(matches!(
+        Client::connect(&path),
+        Err(Error::NotRunning { .. })
+    ));
+    let spool = Spool::open(&path).unwrap();
+    assert_eq!(spool.status(id).unwrap().name, "test.nobody");
+}
+
+#[test]
+fn a_closed_queue_is_not_running() {
+    let (_dir, path) = queue_path();
+    drop(Spool::open(&path).unwrap());
+    assert!(!socket(&path).exists(), "the socket goes with its owner");
+    let err = Client::connect(&path).unwrap_err();
+    assert!(matches!(err, Error::NotRunning { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::NotRunning);
+}
+
+/// Another protocol version, a malformed frame, an oversized one, a first frame that is no
+/// hello, a client that leaves mid-frame: each connection hears why (where it still can) and
+/// is closed, and the owner serves the next client as before.
+#[test]
+fn clients_that_break_the_protocol_are_disconnected_and_the_owner_goes_on() {
+    let (_dir, path) = queue_path();
+    let (_child, _lines) = spawn_running("serve", &path, 0);
+
+    let mut other_version = raw(&path);
+    send(&mut other_version, br#"{"type":"hello","protocol":99}"#);
+    let refused = frame(&mut other_version).unwrap();
+    assert_eq!(refused["type"], "refused", "{refused}");
+    assert_eq!(refused["error"]["kind"], "protocol");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("99"));
+    assert!(frame(&mut other_version).is_none(), "then closed");
+
+    let mut malformed = raw(&path);
+    send(&mut malformed, b"{ this is not json");
+    let closing = frame(&mut malformed).unwrap();
+    assert_eq!(closing["type"], "closing", "{closing}");
+    assert!(frame(&mut malformed).is_none());
+
+    let mut oversized = raw(&path);
+    oversized.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let closing = frame(&mut oversized).unwrap();
+    assert!(
+        closing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{closing}"
+    );
+    assert!(frame(&mut oversized).is_none());
+
+    let mut no_hello = raw(&path);
+    send(
+        &mut no_hello,
+        br#"{"type":"call","id":1,"call":{"verb":"stats"}}"#,
+    );
+    assert_eq!(frame(&mut no_hello).unwrap()["type"], "closing");
+
+    let mut leaves = raw(&path);
+    leaves.write_all(&100u32.to_be_bytes()).unwrap();
+    leaves.write_all(b"{\"type\":").unwrap();
+    drop(leaves);
+
+    // A client that sends calls and never reads the replies holds its own connection only.
+    let mut deaf = raw(&path);
+    deaf.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    send(&mut deaf, br#"{"type":"hello","protocol":1}"#);
+    for id in 0..2_000 {
+        let call = format!(r#"{{"type":"call","id":{id},"call":{{"verb":"stats"}}}}"#);
+        if deaf.write_all(&(call.len() as u32).to_be_bytes()).is_err()
+            || deaf.write_all(call.as_bytes()).is_err()
+        {
+            break;
+        }
+    }
+
+    let client = Client::connect(&path).unwrap();
+    let id = client
+        .enqueue_json("test.add", json!({ "a": 1, "b": 1 }), Options::new())
+        .unwrap();
+    eventually("the owner still runs tasks", || {
+        client.status(id).unwrap().state == TaskState::Succeeded
+    });
+    drop(deaf);
+}
