@@ -180,13 +180,103 @@ fn errors_are_one_line_with_their_exit_codes() {
         "a command wrote to the file"
     );
 
-    // This process owns the file now: the binary, another process, is refused.
-    let _owner = Spool::open(&path).unwrap();
+    // An owner that does not serve its socket: the binary, another process, is refused.
+    let _owner = Spool::builder().control_socket(false).open(&path).unwrap();
     let out = taskspool(&["stats", file]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("owned by a running process"),
+        stderr(&out).contains("does not serve its control socket"),
         "{}",
         stderr(&out)
     );
+}
+
+/// With a live owner (this test process), every command goes through its socket: reads,
+/// changes, an enqueue the owner's worker runs, and `tail`.
+#[test]
+fn commands_reach_a_live_owner_through_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path());
+    let file = path.to_str().unwrap();
+    let spool = Spool::open(&path).unwrap();
+
+    let out = taskspool(&["ls", file, "--state", "failed", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+
+    let out = taskspool(&["retry", file, "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        spool.status(taskspool::TaskId::from_u64(2)).unwrap().state,
+        taskspool::TaskState::Ready
+    );
+    let out = taskspool(&["retry", file, "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a succeeded task: {}",
+        stderr(&out)
+    );
+
+    let out = taskspool(&[
+        "enqueue",
+        file,
+        "mail.send",
+        r#"{"to":"cli@example.com","fail":false}"#,
+        "--queue",
+        "bulk",
+        "--priority",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id: u64 = stdout(&out).trim().parse().unwrap();
+    let status = spool.status(taskspool::TaskId::from_u64(id)).unwrap();
+    assert_eq!((status.queue.as_str(), status.priority), ("bulk", 5));
+
+    let out = taskspool(&["pause", file, "bulk"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(spool.stats().unwrap().queue("bulk").unwrap().paused);
+
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_taskspool"))
+        .args(["tail", file, "--count", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The subscription is taken once the binary connected; enqueue until it has one event.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tail.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "tail saw no event");
+        spool
+            .enqueue(Mail {
+                to: "t@example.com".into(),
+                fail: false,
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut line = String::new();
+    std::io::Read::read_to_string(&mut tail.stdout.take().unwrap(), &mut line).unwrap();
+    let event: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(event["event"], "enqueued", "{line}");
+}
+
+/// With no owner, a command that changes the queue opens the file as its owner, and says so.
+#[test]
+fn a_change_to_a_closed_file_opens_it_as_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path());
+    let file = path.to_str().unwrap();
+    let out = taskspool(&["retry", file, "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("opening it as its owner"),
+        "{}",
+        stderr(&out)
+    );
+    let out = taskspool(&["show", file, "4", "--json"]);
+    let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task["state"], "ready");
+    let out = taskspool(&["tail", file]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
 }

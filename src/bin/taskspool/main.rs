@@ -1,26 +1,31 @@
-//! `taskspool`: look at a queue file from the command line.
+//! `taskspool`: a queue file from the command line.
 //!
-//! This build reads files no process owns, without writing to them (`Spool::inspect`): a
-//! queue whose application is stopped, or one whose owner was killed. Reaching a live owner
-//! (and the commands that change a queue) comes with the control socket.
+//! Every command goes to the process that owns the file, through its control socket
+//! (`Client`). With no owner, reads go to the file without writing to it (`Spool::inspect`),
+//! and a command that changes the queue opens the file as its owner (and says so).
 //!
-//! Exit codes: 0 done; 1 the command failed (the message says why); 2 bad usage (also a path
-//! that holds no queue file); 3 no such task; 4 the file is owned by a running process; 5 the
-//! file is not a usable queue file.
+//! Exit codes: see `EXIT_CODES`.
 
 mod print;
+mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use taskspool::{
-    Error, ErrorKind, Inspection, MAX_PAGE, Paging, Spool, TaskFilter, TaskId, TaskState,
-};
+use std::time::Duration;
+
+use source::{Owner, Source};
+use taskspool::{Error, ErrorKind, MAX_PAGE, Options, Paging, TaskFilter, TaskId, TaskState};
 
 /// The command line.
 #[derive(Parser)]
-#[command(name = "taskspool", version, about = "Look at a taskspool queue file", after_help = EXIT_CODES)]
+#[command(
+    name = "taskspool",
+    version,
+    about = "Look at and operate a taskspool queue (live or closed)",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// Print JSON instead of tables (one document per command).
     #[arg(long, global = true)]
@@ -29,8 +34,10 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 done; 1 the command failed; 2 bad usage (also a path with no queue file); 3 no such \
-task; 4 the file is owned by a running process; 5 not a usable queue file.";
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 the command failed; 2 bad usage (also a path \
+with no queue file, or a change the task's state does not allow); 3 no such task; 4 the file \
+is owned by a process that does not serve its socket; 5 not a usable queue file; 6 the queue \
+is not running (tail).";
 
 #[derive(Subcommand)]
 enum Command {
@@ -76,6 +83,67 @@ enum Command {
     Schedules {
         /// The queue file.
         file: PathBuf,
+    },
+    /// Run a failed, expired or revoked task again.
+    Retry {
+        /// The queue file.
+        file: PathBuf,
+        /// The task id.
+        id: u64,
+    },
+    /// Revoke a task (a running one is asked to stop).
+    Revoke {
+        /// The queue file.
+        file: PathBuf,
+        /// The task id.
+        id: u64,
+    },
+    /// Delete a finished task and its result now.
+    Forget {
+        /// The queue file.
+        file: PathBuf,
+        /// The task id.
+        id: u64,
+    },
+    /// Stop claiming from a queue (also across restarts).
+    Pause {
+        /// The queue file.
+        file: PathBuf,
+        /// The queue.
+        queue: String,
+    },
+    /// Claim from a paused queue again.
+    Resume {
+        /// The queue file.
+        file: PathBuf,
+        /// The queue.
+        queue: String,
+    },
+    /// Enqueue a task by name with JSON arguments (like `celery call`); prints its id.
+    Enqueue {
+        /// The queue file.
+        file: PathBuf,
+        /// The task name (a task type's NAME).
+        name: String,
+        /// The arguments, as JSON.
+        arguments: String,
+        /// The queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// The priority, 0 to 9.
+        #[arg(long)]
+        priority: Option<u8>,
+        /// Run after this many seconds.
+        #[arg(long)]
+        countdown: Option<u64>,
+    },
+    /// Print events as they happen, one JSON line each (the queue must be live).
+    Tail {
+        /// The queue file.
+        file: PathBuf,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -123,15 +191,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(file: &PathBuf) -> Result<Inspection, Error> {
-    Spool::inspect(file)
-}
-
 fn run(cli: &Cli) -> Result<String, Error> {
     let json = cli.json;
     match &cli.command {
         Command::Stats { file } => {
-            let stats = open(file)?.stats()?;
+            let stats = Source::read(file)?.stats()?;
             Ok(if json {
                 print::json(&stats)
             } else {
@@ -173,7 +237,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             if let Some(after) = after {
                 paging = paging.after(TaskId::from_u64(*after));
             }
-            let page = open(file)?.tasks(&filter, &paging)?;
+            let page = Source::read(file)?.tasks(&filter, &paging)?;
             Ok(if json {
                 print::json(&page)
             } else {
@@ -181,7 +245,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Show { file, id } => {
-            let status = open(file)?.status(TaskId::from_u64(*id))?;
+            let status = Source::read(file)?.status(TaskId::from_u64(*id))?;
             Ok(if json {
                 print::json(&status)
             } else {
@@ -189,13 +253,84 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Schedules { file } => {
-            let schedules = open(file)?.schedules()?;
+            let schedules = Source::read(file)?.schedules()?;
             Ok(if json {
                 print::json(&schedules)
             } else {
                 print::schedules(&schedules)
             })
         }
+        Command::Retry { file, id } => {
+            Owner::get(file)?.retry(TaskId::from_u64(*id))?;
+            Ok(done(json, &format!("task {id} runs again")))
+        }
+        Command::Revoke { file, id } => {
+            let what = Owner::get(file)?.revoke(TaskId::from_u64(*id))?;
+            Ok(if json {
+                print::json(&what)
+            } else {
+                format!("task {id}: {what:?}\n")
+            })
+        }
+        Command::Forget { file, id } => {
+            Owner::get(file)?.forget(TaskId::from_u64(*id))?;
+            Ok(done(json, &format!("task {id} forgotten")))
+        }
+        Command::Pause { file, queue } | Command::Resume { file, queue } => {
+            let pause = matches!(cli.command, Command::Pause { .. });
+            let changed = Owner::get(file)?.pause(queue, pause)?;
+            let state = if pause { "paused" } else { "resumed" };
+            let note = if changed { "" } else { " (it was already)" };
+            Ok(done(json, &format!("queue {queue} {state}{note}")))
+        }
+        Command::Enqueue {
+            file,
+            name,
+            arguments,
+            queue,
+            priority,
+            countdown,
+        } => {
+            let arguments: serde_json::Value = serde_json::from_str(arguments)
+                .map_err(|e| Error::InvalidOption(format!("the arguments are not JSON: {e}")))?;
+            let mut options = Options::new();
+            if let Some(q) = queue {
+                options = options.queue(q);
+            }
+            if let Some(p) = priority {
+                options = options.priority(*p);
+            }
+            if let Some(c) = countdown {
+                options = options.countdown(Duration::from_secs(*c));
+            }
+            let id = Owner::get(file)?.enqueue(name, arguments, options)?;
+            Ok(if json {
+                print::json(&id)
+            } else {
+                format!("{id}\n")
+            })
+        }
+        Command::Tail { file, count } => {
+            let mut events = taskspool::Client::connect(file)?.events(4_096)?;
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                if let Some(event) = events.recv_timeout(Duration::from_secs(3600))? {
+                    let line = serde_json::to_string(&event).unwrap_or_default();
+                    println!("{line}");
+                    seen += 1;
+                }
+            }
+            Ok(String::new())
+        }
+    }
+}
+
+/// A change's confirmation: a line, or `{"done": "..."}`.
+fn done(json: bool, what: &str) -> String {
+    if json {
+        print::json(&serde_json::json!({ "done": what }))
+    } else {
+        format!("{what}\n")
     }
 }
 
@@ -203,8 +338,8 @@ fn run(cli: &Cli) -> Result<String, Error> {
 fn one_line(e: &Error) -> String {
     let text = match e {
         Error::AlreadyOpen { path } => format!(
-            "{} is owned by a running process; this build reads only files no process owns \
-             (stop the application, or wait for the control socket)",
+            "{} is owned by a running process that does not serve its control socket \
+             (SpoolBuilder::control_socket(false)); stop it, or let it serve the socket",
             path.display()
         ),
         other => other.to_string(),
@@ -218,6 +353,7 @@ fn exit_code(e: &Error) -> u8 {
         ErrorKind::AlreadyOpen => 4,
         ErrorKind::BadFile => 5,
         ErrorKind::InvalidInput => 2,
+        ErrorKind::NotRunning => 6,
         _ => 1,
     }
 }
