@@ -87,9 +87,13 @@
 //!   [`Stats::metrics`] and [`Spool::prometheus`] give counts, recent outcomes and run-time
 //!   histograms per queue and task name; [`Spool::inspect`] reads a closed file without
 //!   writing to it.
+//! - **Other processes.** The owner serves a control socket beside the file;
+//!   [`Client::connect`] in another process offers the spool's calls (an enqueue by name with
+//!   [`Client::enqueue_json`], durable after the owner's sync) and its events. The
+//!   `taskspool` binary (feature `cli`) uses it, and reads closed files through
+//!   [`Spool::inspect`].
 //!
-//! Not here yet (planned): a second process on a live queue and a command-line tool, a
-//! dashboard, async handlers and a PostgreSQL backend.
+//! Not here yet (planned): a dashboard, async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
 //!
