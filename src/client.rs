@@ -1,6 +1,7 @@
 //! [`Client`]: a live queue reached from another process, through its owner's control socket
 //! (see `protocol` for the frames).
 
+use std::io::{BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -50,11 +51,13 @@ impl std::fmt::Debug for Client {
 
 struct Conn {
     stream: UnixStream,
+    /// Reads through a buffer: a whole small frame in one read.
+    input: BufReader<UnixStream>,
     next: u64,
 }
 
-/// Connects to the owner of `queue` and says hello.
-fn connect(queue: &Path) -> Result<UnixStream, Error> {
+/// Connects to the owner of `queue` and says hello; the stream, and its reading side.
+fn connect(queue: &Path) -> Result<(UnixStream, BufReader<UnixStream>), Error> {
     let socket = socket_path(queue);
     let mut stream = UnixStream::connect(&socket).map_err(|_| Error::NotRunning {
         path: queue.to_path_buf(),
@@ -64,16 +67,17 @@ fn connect(queue: &Path) -> Result<UnixStream, Error> {
     stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
     write_frame(&mut stream, &ToOwner::Hello { protocol: PROTOCOL }).map_err(io)?;
-    match receive(&mut stream)? {
-        FromOwner::Welcome { .. } => Ok(stream),
+    let mut input = BufReader::new(stream.try_clone().map_err(io)?);
+    match receive(&mut input)? {
+        FromOwner::Welcome { .. } => Ok((stream, input)),
         FromOwner::Refused { error } | FromOwner::Closing { error } => Err(error.into_error()),
         other => Err(Error::Protocol(format!("a hello answered with {other:?}"))),
     }
 }
 
 /// The owner's next frame.
-fn receive(stream: &mut UnixStream) -> Result<FromOwner, Error> {
-    match read_frame(stream)? {
+fn receive(input: &mut impl Read) -> Result<FromOwner, Error> {
+    match read_frame(input)? {
         Frame::Bytes(body) => decode(&body),
         Frame::Closed => Err(Error::Protocol("the owner closed the connection".into())),
         Frame::Idle => Err(Error::Protocol(format!(
@@ -93,15 +97,20 @@ impl Client {
     /// protocol version or breaks it.
     pub fn connect(queue: impl AsRef<Path>) -> Result<Client, Error> {
         let path = queue.as_ref().to_path_buf();
-        let stream = connect(&path)?;
+        let (stream, input) = connect(&path)?;
         Ok(Client {
             path,
-            conn: Mutex::new(Conn { stream, next: 1 }),
+            conn: Mutex::new(Conn {
+                stream,
+                input,
+                next: 1,
+            }),
         })
     }
 
     fn call<T: DeserializeOwned>(&self, call: Call) -> Result<T, Error> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = &mut *guard;
         let id = conn.next;
         conn.next += 1;
         write_frame(
@@ -112,7 +121,7 @@ impl Client {
             },
         )
         .map_err(|e| Error::Protocol(format!("the call was not sent: {e}")))?;
-        match receive(&mut conn.stream)? {
+        match receive(&mut conn.input)? {
             FromOwner::Reply { id: got, ok, error } if got == id => match (ok, error) {
                 (_, Some(error)) => Err(error.into_error()),
                 (value, None) => serde_json::from_value(value.unwrap_or(Value::Null))
@@ -228,7 +237,7 @@ impl Client {
     /// # Errors
     /// As [`connect`](Self::connect).
     pub fn events(&self, buffer: usize) -> Result<RemoteEvents, Error> {
-        let mut stream = connect(&self.path)?;
+        let (mut stream, mut input) = connect(&self.path)?;
         write_frame(
             &mut stream,
             &ToOwner::Call {
@@ -237,8 +246,8 @@ impl Client {
             },
         )
         .map_err(|e| Error::Protocol(format!("the subscription was not sent: {e}")))?;
-        match receive(&mut stream)? {
-            FromOwner::Reply { error: None, .. } => Ok(RemoteEvents { stream }),
+        match receive(&mut input)? {
+            FromOwner::Reply { error: None, .. } => Ok(RemoteEvents { stream, input }),
             FromOwner::Reply {
                 error: Some(error), ..
             }
@@ -254,6 +263,7 @@ impl Client {
 #[derive(Debug)]
 pub struct RemoteEvents {
     stream: UnixStream,
+    input: BufReader<UnixStream>,
 }
 
 impl RemoteEvents {
@@ -266,7 +276,7 @@ impl RemoteEvents {
         self.stream
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .map_err(io)?;
-        match read_frame(&mut self.stream) {
+        match read_frame(&mut self.input) {
             Ok(Frame::Bytes(body)) => match decode(&body)? {
                 FromOwner::Event { event } => Ok(Some(event)),
                 FromOwner::Closing { error } => Err(error.into_error()),

@@ -150,6 +150,7 @@ mod task_error;
 
 mod flow;
 mod options;
+mod prometheus;
 mod protocol;
 mod query;
 mod views;

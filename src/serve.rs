@@ -9,16 +9,18 @@
 //! sync, like a local one. Nothing a client does reaches the writer other than through those
 //! verbs: a malformed or oversized frame, another protocol version, a client that stalls
 //! mid-frame or stops reading its replies gets an error (where it can still hear one) and is
-//! disconnected; its thread holds at most one frame. The threads hold the spool weakly: the
-//! spool closes when the application drops it, and then the socket goes.
+//! disconnected; its thread holds at most one frame. The threads reach the spool through an
+//! [`Owner`] that holds it weakly: the spool closes when the application drops it, and then
+//! the socket goes.
 
 use std::collections::HashMap;
+use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,13 +30,23 @@ use crate::error::Error;
 use crate::protocol::{
     Call, Frame, FromOwner, PROTOCOL, RemoteError, ToOwner, decode, read_frame, write_frame,
 };
-use crate::shared::{Shared, Spool};
 use crate::store::{PRIVATE, socket_path};
 
 /// Connections served at once; more are told so and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 32;
 /// How long a frame may take to arrive once it started, and a reply to be taken.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the socket serves: the spool's verbs (implemented above this module, by
+/// `spool::remote`, on a weak handle to the spool).
+pub(crate) trait Owner: Send + Sync + 'static {
+    /// The answer to `call` as JSON; `None` once the spool is closed.
+    fn answer(&self, call: Call) -> Option<Result<Value, Error>>;
+    /// A subscription to the spool's events; `None` once it is closed.
+    fn subscribe(&self, buffer: usize) -> Option<crate::events::Events>;
+    /// Whether the spool is closed.
+    fn closed(&self) -> bool;
+}
 
 /// The open connections, by number (each thread removes its own when it ends).
 type Connections = Arc<Mutex<HashMap<u64, UnixStream>>>;
@@ -56,7 +68,7 @@ impl ControlSocket {
     /// # Errors
     /// `Storage` if the socket cannot be bound (its path is too long for a Unix socket, or
     /// the directory refuses).
-    pub(crate) fn start(queue: &Path, spool: Weak<Shared>) -> Result<ControlSocket, Error> {
+    pub(crate) fn start(queue: &Path, spool: Arc<dyn Owner>) -> Result<ControlSocket, Error> {
         let path = socket_path(queue);
         let listener = bind_private(&path)?;
         let waker = listener
@@ -122,7 +134,7 @@ fn bind_private(path: &Path) -> Result<UnixListener, Error> {
 
 fn accept_loop(
     listener: UnixListener,
-    spool: Weak<Shared>,
+    spool: Arc<dyn Owner>,
     stop: Arc<AtomicBool>,
     connections: Connections,
 ) {
@@ -151,7 +163,7 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name("taskspool-client".into())
             .spawn(move || {
-                if let Err(e) = serve(&mut stream, &spool) {
+                if let Err(e) = serve(&mut stream, &*spool) {
                     tracing::debug!(error = %e, "control socket connection closed");
                 }
                 lock(&open).remove(&n);
@@ -177,7 +189,7 @@ fn refuse(stream: &mut UnixStream, error: &Error) {
 }
 
 /// One connection: the hello, then calls until the peer leaves or breaks the protocol.
-fn serve(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> {
+fn serve(stream: &mut UnixStream, spool: &dyn Owner) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::Protocol(format!("the connection failed: {e}"));
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
@@ -188,12 +200,18 @@ fn serve(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> {
     result
 }
 
-fn converse(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> {
+fn converse(stream: &mut UnixStream, spool: &dyn Owner) -> Result<(), Error> {
+    // Reads through a buffer: a whole small frame in one read.
+    let mut input = BufReader::new(
+        stream
+            .try_clone()
+            .map_err(|e| Error::Protocol(format!("the connection failed: {e}")))?,
+    );
     let send = |stream: &mut UnixStream, msg: &FromOwner| {
         write_frame(stream, msg).map_err(|e| Error::Protocol(format!("a reply was not taken: {e}")))
     };
     // The hello.
-    let hello = match read_frame(stream)? {
+    let hello = match read_frame(&mut input)? {
         Frame::Bytes(body) => decode::<ToOwner>(&body)?,
         Frame::Closed => return Ok(()),
         Frame::Idle => {
@@ -229,11 +247,11 @@ fn converse(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> 
         }
     }
     loop {
-        let body = match read_frame(stream)? {
+        let body = match read_frame(&mut input)? {
             Frame::Bytes(body) => body,
             Frame::Closed => return Ok(()),
             Frame::Idle => {
-                if spool.strong_count() == 0 {
+                if spool.closed() {
                     return Ok(());
                 }
                 continue;
@@ -243,13 +261,8 @@ fn converse(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> 
             ToOwner::Call { id, call } => (id, *call),
             ToOwner::Hello { .. } => return Err(Error::Protocol("a second hello".into())),
         };
-        let Some(shared) = spool.upgrade() else {
-            return Err(Error::Closed);
-        };
-        let spool = Spool { shared };
         if let Call::Subscribe { buffer } = call {
-            let events = spool.events_with_buffer(buffer);
-            drop(spool);
+            let events = spool.subscribe(buffer).ok_or(Error::Closed)?;
             send(
                 stream,
                 &FromOwner::Reply {
@@ -260,7 +273,7 @@ fn converse(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> 
             )?;
             return stream_events(stream, events);
         }
-        let reply = match answer(&spool, call) {
+        let reply = match spool.answer(call).ok_or(Error::Closed)? {
             Ok(value) => FromOwner::Reply {
                 id,
                 ok: Some(value),
@@ -272,7 +285,6 @@ fn converse(stream: &mut UnixStream, spool: &Weak<Shared>) -> Result<(), Error> 
                 error: Some(RemoteError::of(&e)),
             },
         };
-        drop(spool);
         send(stream, &reply)?;
     }
 }
@@ -301,43 +313,5 @@ fn stream_events(stream: &mut UnixStream, mut events: crate::Events) -> Result<(
             }
             Err(_) => return Ok(()),
         }
-    }
-}
-
-/// Runs one call on the spool; its value as JSON.
-fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
-    fn json(value: impl serde::Serialize) -> Result<Value, Error> {
-        serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
-    }
-    match call {
-        Call::Stats => json(spool.stats()?),
-        Call::Status { task } => json(spool.status(task)?),
-        Call::Tasks {
-            filter,
-            limit,
-            newest_first,
-            after,
-        } => {
-            let mut paging = crate::Paging::first(limit);
-            if newest_first {
-                paging = paging.newest_first();
-            }
-            if let Some(after) = after {
-                paging = paging.after(after);
-            }
-            json(spool.tasks(&filter.filter(), &paging)?)
-        }
-        Call::Schedules => json(spool.schedules()?),
-        Call::Enqueue {
-            name,
-            arguments,
-            options,
-        } => json(spool.enqueue_json(&name, arguments, options)?),
-        Call::Revoke { task } => json(spool.revoke(task)?),
-        Call::Retry { task } => json(spool.retry(task)?),
-        Call::Forget { task } => json(spool.forget(task)?),
-        Call::PauseQueue { queue } => json(spool.pause_queue(&queue)?),
-        Call::ResumeQueue { queue } => json(spool.resume_queue(&queue)?),
-        Call::Subscribe { .. } => Err(Error::Protocol("subscribe is answered apart".into())),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::options::Limits;
-use crate::serve::ControlSocket;
+use crate::serve::{ControlSocket, Owner};
 use crate::store::Engine;
 use crate::sync::Waiters;
 use crate::timekeeper::LazyKeeper;
@@ -79,10 +79,10 @@ impl Shared {
         })
     }
 
-    /// Serves the control socket beside the file for `this` spool (see `crate::serve`); a
-    /// socket that cannot be served is logged, and the spool goes on without it.
-    pub(crate) fn serve_control(&self, this: &Arc<Shared>) {
-        match ControlSocket::start(&self.path, Arc::downgrade(this)) {
+    /// Serves the control socket beside the file for `owner` (see `crate::serve`); a socket
+    /// that cannot be served is logged, and the spool goes on without it.
+    pub(crate) fn serve_control(&self, owner: Arc<dyn Owner>) {
+        match ControlSocket::start(&self.path, owner) {
             Ok(socket) => {
                 *self.control.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
             }

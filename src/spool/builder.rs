@@ -256,7 +256,7 @@ impl SpoolBuilder {
             default_limits,
         );
         if self.control_socket {
-            shared.serve_control(&shared);
+            shared.serve_control(Arc::new(super::remote::Remote(Arc::downgrade(&shared))));
         }
         Ok(Spool { shared })
     }

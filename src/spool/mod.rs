@@ -20,6 +20,7 @@ mod chord;
 mod flow;
 mod follow_ups;
 mod graph;
+mod remote;
 mod workflow;
 
 use crate::events::Events;
@@ -308,7 +309,7 @@ impl Spool {
     /// # Errors
     /// As [`stats`](Self::stats).
     pub fn prometheus(&self) -> Result<String, Error> {
-        Ok(crate::metrics::prometheus(&self.stats()?))
+        Ok(crate::prometheus::prometheus(&self.stats()?))
     }
 
     /// Task counts per queue and state, and the task names waiting for a worker.

@@ -1,12 +1,12 @@
-//! The events a transaction notes (see `crate::events`): collected only while someone
-//! subscribes, and turned into [`Event`]s, with their queue names, once the group is durable.
+//! The events a transaction notes (see `crate::events`; `Tx::note` in `transitions`):
+//! collected only while someone subscribes, and turned into [`Event`]s, with their queue and
+//! task names, once the group is durable.
 
 use crate::clock::to_system_time;
 use crate::events::{Event, TaskEvent};
-use crate::model::{TaskId, TaskState};
+use crate::model::TaskId;
 use crate::store::catalog::Catalog;
 use crate::store::record::TaskRecord;
-use crate::store::tx::Tx;
 
 /// What happened to a task.
 #[derive(Debug)]
@@ -72,34 +72,5 @@ impl Noted {
                 task: task.id,
             },
         }
-    }
-}
-
-impl Tx<'_> {
-    /// Notes `what` of task `id` now, if events are collected.
-    pub(crate) fn note(&mut self, what: impl FnOnce() -> What, id: u64, rec: &TaskRecord) {
-        let now = self.now();
-        if let Some(events) = self.events_mut() {
-            events.push(Noted::of(what(), id, rec, now));
-        }
-    }
-
-    /// Notes a task's final state.
-    pub(crate) fn note_final(&mut self, id: u64, rec: &TaskRecord) {
-        self.note(
-            || match rec.state {
-                TaskState::Succeeded => What::Succeeded,
-                TaskState::Expired => What::Expired,
-                TaskState::Revoked => What::Revoked,
-                _ => What::Failed(
-                    rec.errors
-                        .last()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_default(),
-                ),
-            },
-            id,
-            rec,
-        );
     }
 }

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
-use crate::store::noted::What;
+use crate::store::noted::{Noted, What};
 use crate::store::record::{Control, Deps, FlowPart, Slot, TaskRecord, UniqueKey};
 use crate::store::tx::Tx;
 use crate::store::unique;
@@ -527,5 +527,35 @@ impl Tx<'_> {
         }
         let unstarted = orphans.len() - lost.len();
         Ok((lost, unstarted))
+    }
+}
+
+/// Noting events (see `store::noted`).
+impl Tx<'_> {
+    /// Notes `what` of task `id` now, if events are collected.
+    pub(crate) fn note(&mut self, what: impl FnOnce() -> What, id: u64, rec: &TaskRecord) {
+        let now = self.now();
+        if let Some(events) = self.events_mut() {
+            events.push(Noted::of(what(), id, rec, now));
+        }
+    }
+
+    /// Notes a task's final state.
+    pub(crate) fn note_final(&mut self, id: u64, rec: &TaskRecord) {
+        self.note(
+            || match rec.state {
+                TaskState::Succeeded => What::Succeeded,
+                TaskState::Expired => What::Expired,
+                TaskState::Revoked => What::Revoked,
+                _ => What::Failed(
+                    rec.errors
+                        .last()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_default(),
+                ),
+            },
+            id,
+            rec,
+        );
     }
 }

@@ -1,0 +1,73 @@
+//! The spool's side of its control socket (see `crate::serve`): each call a client sends is
+//! the spool's own verb, on a weak handle, so the socket never keeps the spool open.
+
+use std::sync::Weak;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::events::Events;
+use crate::protocol::Call;
+use crate::serve::Owner;
+use crate::shared::{Shared, Spool};
+
+/// The spool, as its control socket reaches it.
+pub(crate) struct Remote(pub(crate) Weak<Shared>);
+
+impl Remote {
+    fn spool(&self) -> Option<Spool> {
+        self.0.upgrade().map(|shared| Spool { shared })
+    }
+}
+
+impl Owner for Remote {
+    fn answer(&self, call: Call) -> Option<Result<Value, Error>> {
+        Some(answer(&self.spool()?, call))
+    }
+
+    fn subscribe(&self, buffer: usize) -> Option<Events> {
+        Some(self.spool()?.events_with_buffer(buffer))
+    }
+
+    fn closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
+/// Runs one call on the spool; its value as JSON.
+fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
+    fn json(value: impl serde::Serialize) -> Result<Value, Error> {
+        serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
+    }
+    match call {
+        Call::Stats => json(spool.stats()?),
+        Call::Status { task } => json(spool.status(task)?),
+        Call::Tasks {
+            filter,
+            limit,
+            newest_first,
+            after,
+        } => {
+            let mut paging = crate::Paging::first(limit);
+            if newest_first {
+                paging = paging.newest_first();
+            }
+            if let Some(after) = after {
+                paging = paging.after(after);
+            }
+            json(spool.tasks(&filter.filter(), &paging)?)
+        }
+        Call::Schedules => json(spool.schedules()?),
+        Call::Enqueue {
+            name,
+            arguments,
+            options,
+        } => json(spool.enqueue_json(&name, arguments, options)?),
+        Call::Revoke { task } => json(spool.revoke(task)?),
+        Call::Retry { task } => json(spool.retry(task)?),
+        Call::Forget { task } => json(spool.forget(task)?),
+        Call::PauseQueue { queue } => json(spool.pause_queue(&queue)?),
+        Call::ResumeQueue { queue } => json(spool.resume_queue(&queue)?),
+        Call::Subscribe { .. } => Err(Error::Protocol("subscribe is answered apart".into())),
+    }
+}
