@@ -12,9 +12,11 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::events::Event;
-use crate::model::{Revoke, TaskId};
+use crate::model::{Revoke, Revoked, TaskId};
 use crate::options::Options;
-use crate::protocol::{Call, Frame, FromOwner, PROTOCOL, ToOwner, decode, read_frame, write_frame};
+use crate::protocol::{
+    Call, FilterSpec, Frame, FromOwner, PROTOCOL, ToOwner, decode, read_frame, write_frame,
+};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::store::socket_path;
@@ -192,6 +194,16 @@ impl Client {
     /// `NotFound` for an unknown id; the owner's others as `Remote`.
     pub fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
         self.call(Call::Revoke { task: id })
+    }
+
+    /// As [`Spool::revoke_where`](crate::Spool::revoke_where).
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote`.
+    pub fn revoke_where(&self, filter: &TaskFilter) -> Result<Revoked, Error> {
+        self.call(Call::RevokeWhere {
+            filter: FilterSpec::of(filter),
+        })
     }
 
     /// As [`Spool::retry`](crate::Spool::retry).

@@ -56,6 +56,9 @@ pub(crate) enum Call {
     Revoke {
         task: TaskId,
     },
+    RevokeWhere {
+        filter: FilterSpec,
+    },
     Retry {
         task: TaskId,
     },

@@ -237,6 +237,12 @@ fn commands_reach_a_live_owner_through_its_socket() {
     let out = taskspool(&["pause", file, "bulk"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(spool.stats().unwrap().queue("bulk").unwrap().paused);
+    // Both waiting tasks of `bulk` (the file's and the one just enqueued) are revoked.
+    let out = taskspool(&["purge", file, "--queue", "bulk"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2 waiting tasks revoked\n");
+    let bulk = spool.stats().unwrap();
+    assert_eq!(bulk.queue("bulk").unwrap().count(taskspool::TaskState::Revoked), 2);
 
     let mut tail = Command::new(env!("CARGO_BIN_EXE_taskspool"))
         .args(["tail", file, "--count", "1"])

@@ -64,6 +64,7 @@ fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
             options,
         } => json(spool.enqueue_json(&name, arguments, options)?),
         Call::Revoke { task } => json(spool.revoke(task)?),
+        Call::RevokeWhere { filter } => json(spool.revoke_where(filter.filter())?),
         Call::Retry { task } => json(spool.retry(task)?),
         Call::Forget { task } => json(spool.forget(task)?),
         Call::PauseQueue { queue } => json(spool.pause_queue(&queue)?),

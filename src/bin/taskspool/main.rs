@@ -98,6 +98,18 @@ enum Command {
         /// The task id.
         id: u64,
     },
+    /// Revoke every waiting task (scheduled, ready, retrying, waiting; not running ones) of a
+    /// queue or task name, or of the whole file.
+    Purge {
+        /// The queue file.
+        file: PathBuf,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only tasks of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Delete a finished task and its result now.
     Forget {
         /// The queue file.
@@ -270,6 +282,29 @@ fn run(cli: &Cli) -> Result<String, Error> {
                 print::json(&what)
             } else {
                 format!("task {id}: {what:?}\n")
+            })
+        }
+        Command::Purge { file, queue, name } => {
+            let mut filter = TaskFilter::new();
+            for state in [
+                TaskState::Scheduled,
+                TaskState::Ready,
+                TaskState::Retrying,
+                TaskState::Waiting,
+            ] {
+                filter = filter.state(state);
+            }
+            if let Some(q) = queue {
+                filter = filter.queue(q);
+            }
+            if let Some(n) = name {
+                filter = filter.name(n);
+            }
+            let revoked = Owner::get(file)?.revoke_where(filter)?;
+            Ok(if json {
+                print::json(&revoked)
+            } else {
+                format!("{} waiting tasks revoked\n", revoked.revoked)
             })
         }
         Command::Forget { file, id } => {

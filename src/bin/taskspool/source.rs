@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 use taskspool::{
-    Client, Error, Inspection, Options, Paging, Revoke, ScheduleInfo, Spool, Stats, TaskFilter,
-    TaskId, TaskPage, TaskStatus,
+    Client, Error, Inspection, Options, Paging, Revoke, Revoked, ScheduleInfo, Spool, Stats,
+    TaskFilter, TaskId, TaskPage, TaskStatus,
 };
 
 /// The queue a read goes to.
@@ -91,6 +91,13 @@ impl Owner {
         match self {
             Owner::Live(c) => c.revoke(id),
             Owner::Opened(s) => s.revoke(id),
+        }
+    }
+
+    pub fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error> {
+        match self {
+            Owner::Live(c) => c.revoke_where(&filter),
+            Owner::Opened(s) => s.revoke_where(filter),
         }
     }
 
