@@ -242,7 +242,12 @@ fn commands_reach_a_live_owner_through_its_socket() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "2 waiting tasks revoked\n");
     let bulk = spool.stats().unwrap();
-    assert_eq!(bulk.queue("bulk").unwrap().count(taskspool::TaskState::Revoked), 2);
+    assert_eq!(
+        bulk.queue("bulk")
+            .unwrap()
+            .count(taskspool::TaskState::Revoked),
+        2
+    );
 
     let mut tail = Command::new(env!("CARGO_BIN_EXE_taskspool"))
         .args(["tail", file, "--count", "1"])
