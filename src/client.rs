@@ -188,6 +188,24 @@ impl Client {
         })
     }
 
+    /// As [`Spool::enqueue_many_json`](crate::Spool::enqueue_many_json): one transaction in
+    /// the owner, durable when it returns.
+    ///
+    /// # Errors
+    /// As [`enqueue_json`](Self::enqueue_json).
+    pub fn enqueue_many_json(
+        &self,
+        name: &str,
+        arguments: Vec<Value>,
+        options: Options,
+    ) -> Result<Vec<TaskId>, Error> {
+        self.call(Call::EnqueueMany {
+            name: name.to_string(),
+            arguments,
+            options,
+        })
+    }
+
     /// As [`Spool::revoke`](crate::Spool::revoke).
     ///
     /// # Errors

@@ -53,6 +53,11 @@ pub(crate) enum Call {
         arguments: Value,
         options: Options,
     },
+    EnqueueMany {
+        name: String,
+        arguments: Vec<Value>,
+        options: Options,
+    },
     Revoke {
         task: TaskId,
     },

@@ -36,20 +36,45 @@ impl Spool {
         arguments: serde_json::Value,
         options: Options,
     ) -> Result<TaskId, Error> {
+        let mut ids = self.enqueue_many_json(name, vec![arguments], options)?;
+        ids.pop().ok_or(Error::Closed)
+    }
+
+    /// As [`enqueue_json`](Self::enqueue_json) for many tasks of one name, with the same
+    /// options, in one transaction: all are stored, or none. Returns their ids in order.
+    ///
+    /// # Errors
+    /// As [`enqueue_json`](Self::enqueue_json).
+    pub fn enqueue_many_json(
+        &self,
+        name: &str,
+        arguments: Vec<serde_json::Value>,
+        options: Options,
+    ) -> Result<Vec<TaskId>, Error> {
         check_name(name)?;
+        if arguments.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.shared.clock.now_ms();
-        let task = NewTask {
-            name: Arc::from(name),
-            payload: serde_json::to_vec(&arguments).map_err(|e| {
-                Error::Json(format!("cannot encode the arguments of `{name}`: {e}"))
-            })?,
-            opts: Arc::new(options.resolve(now)?),
-            enqueued_at_ms: now,
-            origin: None,
-            step: None,
-        };
-        let mut ids = self.shared.engine.insert(vec![task])?;
-        ids.pop().map(|e| e.id).ok_or(Error::Closed)
+        let opts = Arc::new(options.resolve(now)?);
+        let task_name: Arc<str> = Arc::from(name);
+        let tasks = arguments
+            .iter()
+            .map(|arguments| {
+                Ok(NewTask {
+                    name: task_name.clone(),
+                    payload: serde_json::to_vec(arguments).map_err(|e| {
+                        Error::Json(format!("cannot encode the arguments of `{name}`: {e}"))
+                    })?,
+                    opts: opts.clone(),
+                    enqueued_at_ms: now,
+                    origin: None,
+                    step: None,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let ids = self.shared.engine.insert(tasks)?;
+        Ok(ids.into_iter().map(|e| e.id).collect())
     }
 }
 

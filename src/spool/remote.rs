@@ -63,6 +63,11 @@ fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
             arguments,
             options,
         } => json(spool.enqueue_json(&name, arguments, options)?),
+        Call::EnqueueMany {
+            name,
+            arguments,
+            options,
+        } => json(spool.enqueue_many_json(&name, arguments, options)?),
         Call::Revoke { task } => json(spool.revoke(task)?),
         Call::RevokeWhere { filter } => json(spool.revoke_where(filter.filter())?),
         Call::Retry { task } => json(spool.retry(task)?),

@@ -25,6 +25,31 @@ fn a_task_enqueued_by_name_runs_with_its_registered_type() {
 }
 
 #[test]
+fn many_tasks_by_name_are_stored_in_one_call_in_order() {
+    let spool = Spool::temporary().unwrap();
+    let ids = spool
+        .enqueue_many_json(
+            "test.add",
+            (0..10).map(|a| json!({ "a": a, "b": a })).collect(),
+            Options::new(),
+        )
+        .unwrap();
+    assert_eq!(ids.len(), 10);
+    assert!(
+        spool
+            .enqueue_many_json("test.add", Vec::new(), Options::new())
+            .unwrap()
+            .is_empty()
+    );
+    spool.worker().register::<Add>().drain().unwrap();
+    let outputs: Vec<i64> = ids
+        .iter()
+        .map(|&id| spool.handle::<Add>(id).wait(WAIT).unwrap())
+        .collect();
+    assert_eq!(outputs, (0..10).map(|a| 2 * a).collect::<Vec<_>>());
+}
+
+#[test]
 fn arguments_that_do_not_fit_fail_the_task_with_a_decode_error() {
     let spool = Spool::temporary().unwrap();
     let id = spool

@@ -76,6 +76,19 @@ fn a_client_in_another_process_uses_the_live_queue() {
         client.status(TaskId::from_u64(99)),
         Err(Error::NotFound(_))
     ));
+    let many = client
+        .enqueue_many_json(
+            "test.add",
+            (0..100).map(|a| json!({ "a": a, "b": 1 })).collect(),
+            Options::new().queue("elsewhere"),
+        )
+        .unwrap();
+    assert_eq!(many.len(), 100);
+    assert!(many.windows(2).all(|w| w[1].as_u64() == w[0].as_u64() + 1));
+    assert_eq!(
+        client.status(many[99]).unwrap().arguments,
+        Some(json!({ "a": 99, "b": 1 }))
+    );
     let bad = client
         .enqueue_json("", json!({}), Options::new())
         .unwrap_err();
