@@ -20,7 +20,7 @@ use crate::protocol::{
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::store::socket_path;
-use crate::views::{Stats, TaskPage, TaskStatus};
+use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
 
 /// How long a call waits for its reply (an enqueue's includes the owner's sync).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -239,6 +239,34 @@ impl Client {
     /// As [`retry`](Self::retry).
     pub fn forget(&self, id: TaskId) -> Result<(), Error> {
         self.call(Call::Forget { task: id })
+    }
+
+    /// As [`Spool::workflow_status`](crate::Spool::workflow_status).
+    ///
+    /// # Errors
+    /// `NotFound` if `id` is not the first task of a workflow.
+    pub fn workflow_status(&self, id: TaskId) -> Result<WorkflowStatus, Error> {
+        self.call(Call::WorkflowStatus { task: id })
+    }
+
+    /// As [`Spool::pause_schedule`](crate::Spool::pause_schedule).
+    ///
+    /// # Errors
+    /// The owner's `ScheduleNotFound` as `Remote` (kind `NotFound`).
+    pub fn pause_schedule(&self, name: &str) -> Result<(), Error> {
+        self.call(Call::PauseSchedule {
+            schedule: name.to_string(),
+        })
+    }
+
+    /// As [`Spool::resume_schedule`](crate::Spool::resume_schedule).
+    ///
+    /// # Errors
+    /// As [`pause_schedule`](Self::pause_schedule).
+    pub fn resume_schedule(&self, name: &str) -> Result<(), Error> {
+        self.call(Call::ResumeSchedule {
+            schedule: name.to_string(),
+        })
     }
 
     /// As [`Spool::pause_queue`](crate::Spool::pause_queue).

@@ -70,6 +70,15 @@ pub(crate) enum Call {
     Forget {
         task: TaskId,
     },
+    WorkflowStatus {
+        task: TaskId,
+    },
+    PauseSchedule {
+        schedule: String,
+    },
+    ResumeSchedule {
+        schedule: String,
+    },
     PauseQueue {
         queue: String,
     },

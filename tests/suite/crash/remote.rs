@@ -72,6 +72,13 @@ fn a_client_in_another_process_uses_the_live_queue() {
     );
     assert_eq!(client.stats().unwrap().count(TaskState::Succeeded), 1);
     assert!(client.schedules().unwrap().is_empty());
+    let missing = client.pause_schedule("nightly").unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    let not_a_workflow = client.workflow_status(id).unwrap_err();
+    assert!(
+        matches!(not_a_workflow, Error::NotFound(_)),
+        "{not_a_workflow:?}"
+    );
     assert!(matches!(
         client.status(TaskId::from_u64(99)),
         Err(Error::NotFound(_))
