@@ -14,9 +14,7 @@ use crate::error::Error;
 use crate::events::Event;
 use crate::model::{Revoke, Revoked, TaskId};
 use crate::options::Options;
-use crate::protocol::{
-    Call, FilterSpec, Frame, FromOwner, PROTOCOL, ToOwner, decode, read_frame, write_frame,
-};
+use crate::protocol::{Call, Frame, FromOwner, PROTOCOL, ToOwner, decode, read_frame, write_frame};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::store::socket_path;
@@ -158,7 +156,10 @@ impl Client {
     /// As there (the owner's `InvalidOption` comes back as `Remote`); `Protocol`/`Timeout`
     /// if the connection fails.
     pub fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error> {
-        self.call(Call::tasks(filter, paging))
+        self.call(Call::Tasks {
+            filter: filter.clone(),
+            paging: *paging,
+        })
     }
 
     /// As [`Spool::schedules`](crate::Spool::schedules).
@@ -220,7 +221,7 @@ impl Client {
     /// The owner's errors as `Remote`.
     pub fn revoke_where(&self, filter: &TaskFilter) -> Result<Revoked, Error> {
         self.call(Call::RevokeWhere {
-            filter: FilterSpec::of(filter),
+            filter: filter.clone(),
         })
     }
 

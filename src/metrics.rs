@@ -93,13 +93,39 @@ pub(crate) struct Samples {
     keys: Vec<((u32, u32), Tally)>,
 }
 
-/// The counts of one key in one transaction.
+/// The counts of one key: in one transaction, and added up in its series. A task stored in
+/// a waiting state (ready, scheduled, waiting) counts as enqueued; only final states and
+/// `retrying` are counted as entered later (see `store::by_state`).
 #[derive(Debug, Clone, Copy, Default)]
 struct Tally {
     entered: [u64; TaskState::ALL.len()],
     buckets: [u64; RUNTIME_BUCKETS_US.len()],
     runs: u64,
     run_sum_us: u64,
+}
+
+impl Tally {
+    fn count(&self, state: TaskState) -> u64 {
+        self.entered[usize::from(state.code())]
+    }
+
+    fn enqueued(&self) -> u64 {
+        [TaskState::Ready, TaskState::Scheduled, TaskState::Waiting]
+            .into_iter()
+            .map(|s| self.count(s))
+            .sum()
+    }
+
+    fn add(&mut self, other: &Tally) {
+        for (total, n) in self.entered.iter_mut().zip(other.entered) {
+            *total += n;
+        }
+        for (total, n) in self.buckets.iter_mut().zip(other.buckets) {
+            *total += n;
+        }
+        self.runs += other.runs;
+        self.run_sum_us = self.run_sum_us.saturating_add(other.run_sum_us);
+    }
 }
 
 impl Samples {
@@ -138,11 +164,8 @@ impl Samples {
 /// One series: the counts of a (queue, name).
 #[derive(Debug, Clone)]
 struct Series {
-    entered: [u64; TaskState::ALL.len()],
-    enqueued: u64,
-    buckets: [u64; RUNTIME_BUCKETS_US.len()],
-    runs: u64,
-    run_sum_us: u64,
+    /// Everything counted since the spool opened.
+    total: Tally,
     /// Outcomes per slot of `SLOT_MS`, slot `n` at `ring[n % SLOTS]`.
     ring: Box<[(u64, u64); SLOTS]>,
     /// The newest slot written.
@@ -152,11 +175,7 @@ struct Series {
 impl Default for Series {
     fn default() -> Self {
         Series {
-            entered: [0; TaskState::ALL.len()],
-            enqueued: 0,
-            buckets: [0; RUNTIME_BUCKETS_US.len()],
-            runs: 0,
-            run_sum_us: 0,
+            total: Tally::default(),
             ring: Box::new([(0, 0); SLOTS]),
             slot: 0,
         }
@@ -207,16 +226,10 @@ impl Metrics {
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         for (key, tally) in &samples.keys {
             let s = series.entry(*key).or_default();
-            for state in TaskState::ALL {
-                let n = tally.entered[usize::from(state.code())];
-                match state {
-                    TaskState::Ready | TaskState::Scheduled | TaskState::Waiting => s.enqueued += n,
-                    other => s.entered[usize::from(other.code())] += n,
-                }
-            }
+            s.total.add(tally);
             let (succeeded, failed) = (
-                tally.entered[usize::from(TaskState::Succeeded.code())],
-                tally.entered[usize::from(TaskState::Failed.code())],
+                tally.count(TaskState::Succeeded),
+                tally.count(TaskState::Failed),
             );
             if succeeded + failed > 0 {
                 s.advance(now_ms);
@@ -224,11 +237,6 @@ impl Metrics {
                 slot.0 += succeeded;
                 slot.1 += failed;
             }
-            for (total, n) in s.buckets.iter_mut().zip(tally.buckets) {
-                *total += n;
-            }
-            s.runs += tally.runs;
-            s.run_sum_us = s.run_sum_us.saturating_add(tally.run_sum_us);
         }
     }
 
@@ -243,11 +251,11 @@ impl Metrics {
             .iter()
             .map(|(&(q, n), s)| {
                 let (queue, name) = name_of(q, n);
-                let entered = |state: TaskState| s.entered[usize::from(state.code())];
+                let t = &s.total;
                 let mut cumulative = 0;
                 let at_most_us = RUNTIME_BUCKETS_US
                     .iter()
-                    .zip(s.buckets)
+                    .zip(t.buckets)
                     .map(|(&le, n)| {
                         cumulative += n;
                         (le, cumulative)
@@ -256,19 +264,19 @@ impl Metrics {
                 TaskMetrics {
                     queue,
                     name,
-                    enqueued: s.enqueued,
-                    succeeded: entered(TaskState::Succeeded),
-                    failed: entered(TaskState::Failed),
-                    retried: entered(TaskState::Retrying),
-                    expired: entered(TaskState::Expired),
-                    revoked: entered(TaskState::Revoked),
+                    enqueued: t.enqueued(),
+                    succeeded: t.count(TaskState::Succeeded),
+                    failed: t.count(TaskState::Failed),
+                    retried: t.count(TaskState::Retrying),
+                    expired: t.count(TaskState::Expired),
+                    revoked: t.count(TaskState::Revoked),
                     last_1m: s.recent(now_ms, 60_000 / SLOT_MS),
                     last_5m: s.recent(now_ms, 300_000 / SLOT_MS),
                     last_15m: s.recent(now_ms, 900_000 / SLOT_MS),
                     runtime: RunTimes {
                         at_most_us,
-                        count: s.runs,
-                        sum_us: s.run_sum_us,
+                        count: t.runs,
+                        sum_us: t.run_sum_us,
                     },
                 }
             })

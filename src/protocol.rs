@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
-use crate::model::{TaskId, TaskState};
+use crate::model::TaskId;
 use crate::options::Options;
 use crate::query::{Paging, TaskFilter};
 
@@ -42,10 +42,8 @@ pub(crate) enum Call {
         task: TaskId,
     },
     Tasks {
-        filter: FilterSpec,
-        limit: usize,
-        newest_first: bool,
-        after: Option<TaskId>,
+        filter: TaskFilter,
+        paging: Paging,
     },
     Schedules,
     Enqueue {
@@ -62,7 +60,7 @@ pub(crate) enum Call {
         task: TaskId,
     },
     RevokeWhere {
-        filter: FilterSpec,
+        filter: TaskFilter,
     },
     Retry {
         task: TaskId,
@@ -88,54 +86,6 @@ pub(crate) enum Call {
     Subscribe {
         buffer: usize,
     },
-}
-
-/// A [`TaskFilter`] on the wire.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub(crate) struct FilterSpec {
-    pub queue: Option<String>,
-    pub name: Option<String>,
-    pub states: Vec<TaskState>,
-    pub schedule: Option<String>,
-    pub enqueued_from_ms: Option<u64>,
-    pub enqueued_until_ms: Option<u64>,
-}
-
-impl FilterSpec {
-    pub(crate) fn of(f: &TaskFilter) -> FilterSpec {
-        FilterSpec {
-            queue: f.queue.clone(),
-            name: f.name.clone(),
-            states: f.states.clone(),
-            schedule: f.schedule.clone(),
-            enqueued_from_ms: f.enqueued_from,
-            enqueued_until_ms: f.enqueued_until,
-        }
-    }
-
-    pub(crate) fn filter(self) -> TaskFilter {
-        TaskFilter {
-            queue: self.queue,
-            name: self.name,
-            states: self.states,
-            schedule: self.schedule,
-            enqueued_from: self.enqueued_from_ms,
-            enqueued_until: self.enqueued_until_ms,
-        }
-    }
-}
-
-impl Call {
-    /// A listing call for `filter` and `paging`.
-    pub(crate) fn tasks(filter: &TaskFilter, paging: &Paging) -> Call {
-        Call::Tasks {
-            filter: FilterSpec::of(filter),
-            limit: paging.limit,
-            newest_first: paging.newest_first,
-            after: paging.after,
-        }
-    }
 }
 
 /// What the owner sends.

@@ -25,7 +25,11 @@ pub const SCAN_BUDGET: usize = 20_000;
 /// let mail_waiting = TaskFilter::new().queue("mail").state(TaskState::Ready);
 /// # let _ = mail_waiting;
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A filter serializes (as the control socket carries it); fields a reader does not know are
+/// ignored and missing ones are unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TaskFilter {
     pub(crate) queue: Option<String>,
     pub(crate) name: Option<String>,
@@ -111,7 +115,9 @@ impl TaskFilter {
 /// let latest = Paging::first(50).newest_first();
 /// # let _ = latest;
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Paging serializes, as [`TaskFilter`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Paging {
     pub(crate) limit: usize,
     pub(crate) newest_first: bool,

@@ -292,12 +292,12 @@ fn converse(stream: &mut UnixStream, spool: &dyn Owner) -> Result<(), Error> {
 /// Sends events until the spool closes or the peer stops taking them.
 fn stream_events(stream: &mut UnixStream, mut events: crate::Events) -> Result<(), Error> {
     loop {
-        match events.recv_timeout(Duration::from_secs(1)) {
+        match events.recv_timeout(IO_TIMEOUT) {
             Ok(Some(event)) => write_frame(stream, &FromOwner::Event { event })
                 .map_err(|e| Error::Protocol(format!("events were not taken: {e}")))?,
             Ok(None) => {
-                // Notice a peer that left while nothing happened: it sends nothing after its
-                // subscribe, so a read finds the end of the stream, or times out.
+                // Notice, once per quiet `IO_TIMEOUT`, a peer that left: it sends nothing
+                // after its subscribe, so a read finds the end of the stream, or times out.
                 let mut byte = [0u8; 1];
                 let _ = stream.set_read_timeout(Some(Duration::from_millis(1)));
                 match std::io::Read::read(stream, &mut byte) {

@@ -122,14 +122,12 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // No process reaches the spool any more; then threads waiting for results return
         // `Closed`, before the engine closes.
-        if let Some(socket) = self
-            .control
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            drop(socket);
-        }
+        drop(
+            self.control
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         self.waiters.close();
     }
 }

@@ -42,21 +42,7 @@ fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
     match call {
         Call::Stats => json(spool.stats()?),
         Call::Status { task } => json(spool.status(task)?),
-        Call::Tasks {
-            filter,
-            limit,
-            newest_first,
-            after,
-        } => {
-            let mut paging = crate::Paging::first(limit);
-            if newest_first {
-                paging = paging.newest_first();
-            }
-            if let Some(after) = after {
-                paging = paging.after(after);
-            }
-            json(spool.tasks(&filter.filter(), &paging)?)
-        }
+        Call::Tasks { filter, paging } => json(spool.tasks(&filter, &paging)?),
         Call::Schedules => json(spool.schedules()?),
         Call::Enqueue {
             name,
@@ -69,7 +55,7 @@ fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
             options,
         } => json(spool.enqueue_many_json(&name, arguments, options)?),
         Call::Revoke { task } => json(spool.revoke(task)?),
-        Call::RevokeWhere { filter } => json(spool.revoke_where(filter.filter())?),
+        Call::RevokeWhere { filter } => json(spool.revoke_where(filter)?),
         Call::Retry { task } => json(spool.retry(task)?),
         Call::Forget { task } => json(spool.forget(task)?),
         Call::WorkflowStatus { task } => json(spool.workflow_status(task)?),

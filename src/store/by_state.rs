@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::model::TaskState;
 use crate::store::errors::Db;
 use crate::store::noted::What;
+use crate::store::parts;
 use crate::store::record::TaskRecord;
 use crate::store::schema::{BY_STATE, OPEN_WORKFLOWS, TASKS};
 use crate::store::tx::Tx;
@@ -189,13 +190,12 @@ impl Tx<'_> {
 /// before its orphans are recovered): a bit for every stored task but the held members of
 /// chords being stored in parts. Returns how many it set.
 pub(crate) fn build(txn: &WriteTransaction) -> Result<u64, Error> {
-    let held: Vec<(u64, u64)> = {
+    let held: Vec<std::ops::Range<u64>> = {
         let rows = txn.open_table(OPEN_WORKFLOWS).db()?;
         let mut held = Vec::new();
         for row in rows.iter().db()? {
             let (base, row) = row.db()?;
-            let (base, (end, next, sealed)) = (base.value(), row.value());
-            held.push(if sealed { (next, end - 1) } else { (base, end) });
+            held.push(parts::held(base.value(), row.value()));
         }
         held
     };
@@ -205,7 +205,7 @@ pub(crate) fn build(txn: &WriteTransaction) -> Result<u64, Error> {
     for entry in tasks.iter().db()? {
         let (id, bytes) = entry.db()?;
         let id = id.value();
-        if held.iter().any(|&(from, to)| (from..to).contains(&id)) {
+        if held.iter().any(|ids| ids.contains(&id)) {
             continue;
         }
         let rec = TaskRecord::decode(bytes.value())?;

@@ -80,7 +80,11 @@ pub(crate) fn log_counters(redo: &mut Redo, counters: Counters) {
 
 /// Reads the task counts.
 pub(crate) fn load_counts(txn: &WriteTransaction) -> Result<Counts, Error> {
-    let table = txn.open_table(COUNTS).db()?;
+    read_counts(&txn.open_table(COUNTS).db()?)
+}
+
+/// The task counts of a `COUNTS` table (of a write transaction, or of a snapshot).
+pub(crate) fn read_counts(table: &impl ReadableTable<(u32, u8), u64>) -> Result<Counts, Error> {
     let mut counts = Counts::new();
     for entry in table.range((0, 0)..(COUNTERS_QUEUE, 0)).db()? {
         let (key, n) = entry.db()?;

@@ -22,7 +22,7 @@ use crate::schedule::ScheduleInfo;
 use crate::store::by_state;
 use crate::store::catalog::Catalog;
 use crate::store::check::{check_format, database_error, expect_of, log_damage};
-use crate::store::counts::{Counts, CountsView};
+use crate::store::counts::{CountsView, read_counts};
 use crate::store::errors::{Db, redb_error};
 use crate::store::flow::read_paused;
 use crate::store::open::Create;
@@ -33,8 +33,7 @@ use crate::store::read::{self, view_of};
 use crate::store::redo::Redo;
 use crate::store::replay;
 use crate::store::schema::{
-    BY_STATE_FORMAT, COUNTERS_QUEUE, COUNTS, FLOW, FORMAT_VERSION, META, META_FORMAT, Tables,
-    each_table,
+    BY_STATE_FORMAT, COUNTS, FLOW, FORMAT_VERSION, META, META_FORMAT, Tables, each_table,
 };
 use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
 
@@ -108,16 +107,7 @@ impl Snapshot {
     /// The counts per queue and state, as the file holds them.
     pub(crate) fn stats(&self) -> Result<Stats, Error> {
         let read = self.begin_read()?;
-        let mut counts = Counts::new();
-        for entry in read
-            .open_table(COUNTS)
-            .db()?
-            .range((0, 0)..(COUNTERS_QUEUE, 0))
-            .db()?
-        {
-            let (key, n) = entry.db()?;
-            counts.insert(key.value(), n.value());
-        }
+        let counts = read_counts(&read.open_table(COUNTS).db()?)?;
         let paused = match read.open_table(FLOW) {
             Ok(table) => read_paused(&table)?,
             Err(TableError::TableDoesNotExist(_)) => Vec::new(),

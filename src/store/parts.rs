@@ -41,6 +41,13 @@ pub(crate) const PART: usize = 1024;
 /// the seal; the next to delete before it), and whether it is sealed.
 type Row = (u64, u64, bool);
 
+/// The ids of chord `base` (with its `open_workflows` row) stored but not yet indexed: all of
+/// them until it is sealed, then the members from `next to index` on (the body is indexed at
+/// the seal).
+pub(crate) fn held(base: u64, (end, next, sealed): Row) -> std::ops::Range<u64> {
+    if sealed { next..end - 1 } else { base..end }
+}
+
 impl Tx<'_> {
     /// Applies one step of storing a chord in parts; see [`PartOp`] for the answers.
     ///
@@ -250,12 +257,7 @@ impl Tx<'_> {
             return Ok(false);
         };
         let (key, row) = entry.db()?;
-        let (base, (end, next, sealed)) = (key.value(), row.value());
-        Ok(if sealed {
-            (next..end - 1).contains(&id)
-        } else {
-            (base..end).contains(&id)
-        })
+        Ok(held(key.value(), row.value()).contains(&id))
     }
 
     /// The chords being stored in parts (first id, sealed): at open, those a dead process

@@ -7,18 +7,16 @@
 //! Running tasks keep their `ready` bits (a claim does not touch the index), so a listing of
 //! ready tasks passes over the running ones. A page looks at most at [`SCAN_BUDGET`] ids.
 
-use std::collections::HashMap;
-
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
+use redb::{ReadOnlyTable, ReadTransaction};
 
 use crate::error::Error;
 use crate::model::{TaskId, TaskState};
 use crate::query::{Paging, SCAN_BUDGET, TaskFilter};
 use crate::store::by_state::{CHUNK_IDS, ids_of, stored};
+use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
-use crate::store::read::view_of;
-use crate::store::record::TaskRecord;
-use crate::store::schema::{BY_STATE, NAMES, QUEUES, RUNNING, TASKS};
+use crate::store::read::{view_of, with_running};
+use crate::store::schema::{BY_STATE, RUNNING, TASKS};
 use crate::views::TaskPage;
 
 /// One state's ordered run of ids, with its next entry.
@@ -50,25 +48,17 @@ pub(crate) fn tasks(
         tasks: Vec::new(),
         next: None,
     };
-    let queues: HashMap<u32, String> = {
-        let table = read.open_table(QUEUES).db()?;
-        let mut queues = HashMap::new();
-        for entry in table.iter().db()? {
-            let (name, id) = entry.db()?;
-            queues.insert(id.value(), name.value().to_string());
-        }
-        queues
-    };
+    let catalog = Catalog::read(read)?;
     let queue_id = match &filter.queue {
-        Some(queue) => match queues.iter().find(|(_, name)| *name == queue) {
-            Some((&id, _)) => Some(id),
+        Some(queue) => match catalog.queues.id(queue) {
+            Some(id) => Some(id),
             None => return Ok(empty),
         },
         None => None,
     };
     let name_id = match &filter.name {
-        Some(name) => match read.open_table(NAMES).db()?.get(name.as_str()).db()? {
-            Some(id) => Some(id.value()),
+        Some(name) => match catalog.names.id(name) {
+            Some(id) => Some(id),
             None => return Ok(empty),
         },
         None => None,
@@ -95,24 +85,20 @@ pub(crate) fn tasks(
         let skip_running = runs[i].skip_running;
         runs[i].advance()?;
         scanned += 1;
-        if !(skip_running && running.get(id).db()?.is_some()) {
-            let Some(bytes) = tasks.get(id).db()? else {
-                continue;
-            };
-            let mut rec = TaskRecord::decode(bytes.value())?;
-            if let Some(entry) = running.get(id).db()? {
-                let (attempt, started_at_ms) = entry.value();
-                rec.overlay_running(attempt, started_at_ms);
-            }
+        let entry = running.get(id).db()?.map(|e| e.value());
+        // A running task's `ready` bit: it is listed as running, not as ready.
+        let listed = !(skip_running && entry.is_some());
+        if let Some(bytes) = tasks.get(id).db()?.filter(|_| listed) {
+            let rec = with_running(bytes.value(), entry)?;
             let schedule = rec.origin.as_ref().map(|o| o.schedule.as_str());
             if queue_id.is_none_or(|q| q == rec.queue)
                 && name_id.is_none_or(|n| n == rec.name_id)
                 && filter.matches_record(rec.enqueued_at_ms, schedule)
             {
-                let queue = queues
-                    .get(&rec.queue)
-                    .cloned()
-                    .unwrap_or_else(|| format!("#{}", rec.queue));
+                let queue = match catalog.queues.lookup(rec.queue) {
+                    Some(name) => name.to_string(),
+                    None => format!("#{}", rec.queue),
+                };
                 let waits = rec.state == TaskState::Ready && unregistered(&queue, &rec.name);
                 page.push(view_of(TaskId(id), rec, queue, waits));
             }

@@ -28,10 +28,15 @@ use crate::views::{QueueStats, Stats, TaskStatus, WorkflowStatus};
 pub(crate) fn record(read: &ReadTransaction, id: TaskId) -> Result<TaskRecord, Error> {
     let tasks = read.open_table(TASKS).db()?;
     let bytes = tasks.get(id.0).db()?.ok_or(Error::NotFound(id))?;
-    let mut rec = TaskRecord::decode(bytes.value())?;
     let running = read.open_table(RUNNING).db()?;
-    if let Some(entry) = running.get(id.0).db()? {
-        let (attempt, started_at_ms) = entry.value();
+    let entry = running.get(id.0).db()?.map(|e| e.value());
+    with_running(bytes.value(), entry)
+}
+
+/// A stored record, with its `running` entry (attempt, started at ms) applied if it has one.
+pub(crate) fn with_running(bytes: &[u8], running: Option<(u32, u64)>) -> Result<TaskRecord, Error> {
+    let mut rec = TaskRecord::decode(bytes)?;
+    if let Some((attempt, started_at_ms)) = running {
         rec.overlay_running(attempt, started_at_ms);
     }
     Ok(rec)

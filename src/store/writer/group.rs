@@ -52,8 +52,9 @@ pub(super) struct Group {
     finalized: Vec<TaskId>,
     /// The events it noted, sent once it is durable (if someone subscribes).
     events: Vec<Noted>,
-    /// What it counts into the metrics once it is durable.
+    /// What it counts into the metrics once it is durable, at the group's time.
     samples: Samples,
+    at_ms: u64,
     /// Running attempts to ask to stop once the group is durable (revoked in it).
     stops: Vec<Arc<AttemptSignal>>,
     /// Enqueue callers in the group (for the gathering window, see `Writer::gather`).
@@ -140,6 +141,7 @@ impl Writer {
             panic!("injected: redb would panic here on a damaged page");
         }
         let now = self.config.clock.now_ms();
+        group.at_ms = now;
         self.publish_before(&cmds);
         let txn = match self.take_txn() {
             Ok(txn) => txn,
@@ -437,8 +439,7 @@ impl Writer {
             Ok(()) => {
                 self.failures = 0;
                 self.retry_at = None;
-                let now = self.config.clock.now_ms();
-                self.config.metrics.record(&group.samples, now);
+                self.config.metrics.record(&group.samples, group.at_ms);
                 // Before the jobs go out: a task's `Enqueued` comes before its `Started`.
                 if !group.events.is_empty() {
                     let catalog = &self.catalog;
