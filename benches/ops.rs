@@ -6,9 +6,10 @@
 //! `events_drain_noop`: 100k no-op tasks queued, then a 2-thread worker drains them (timed as
 //! `drain_noop` in `throughput`) while a thread reads every event of a subscription taken
 //! after the fill (a `Started` and a `Succeeded` per task). Runs alternate with and without
-//! the subscriber, three of each; the medians are `events_drain_noop` and
-//! `drain_noop_same_run`, and `events_drain_ratio` is their ratio (target ≥ 0.9). Events the
-//! reader missed (`Lagged`) are printed on stderr.
+//! the subscriber (`common::alternate`, at least three pairs); the medians are
+//! `events_drain_noop` and `drain_noop_same_run`, and `events_drain_noop_ratio` the median
+//! ratio pair by pair (target ≥ 0.9). Events the reader missed (`Lagged`) are printed on
+//! stderr.
 //!
 //! The file: 1M tasks run to the end, one in 100 failed (10k), the rest succeeded, with no
 //! results TTL. A page is timed from the call to its return (`Spool::tasks`), the median of
@@ -19,8 +20,9 @@
 //! file and serves its control socket; 1 or 8 threads of this process, each with its own
 //! `Client`, call `enqueue_json` in a loop for 3 s (each call returns once the owner's group
 //! is synced). Beside them, in the same run, `enqueue_durable_1` / `_8` as `throughput` times
-//! them (threads of the owning process calling `enqueue`), on another file, alternated, two
-//! rounds; medians, and `remote_enqueue_ratio_1` / `_8` (target ≥ 0.7).
+//! them (threads of the owning process calling `enqueue`), on another file, alternated
+//! (`common::alternate`); medians, and `remote_enqueue_durable_1_ratio` / `_8_ratio`
+//! (target ≥ 0.7).
 //!
 //! Run: `cargo bench --bench ops` (all), or one figure: `cargo bench --bench ops --
 //! list_page_us_1m`. `TASKSPOOL_BENCH_SCALE=0.1` shrinks every size. See benches/README.md.
@@ -256,25 +258,21 @@ fn drain_once(dir: &tempfile::TempDir, subscribe: bool) -> (f64, u64, u64) {
 }
 
 fn events_drain(dir: &tempfile::TempDir) {
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for round in 0..repeats().max(3) {
-        for subscribe in [round % 2 == 0, round % 2 != 0] {
-            let (rate, read, missed) = drain_once(dir, subscribe);
-            if subscribe {
-                note(format!(
-                    "with a subscriber: {rate:.0} tasks/s, {read} events read, {missed} missed"
-                ));
-                with.push(rate);
-            } else {
-                note(format!("without: {rate:.0} tasks/s"));
-                without.push(rate);
-            }
+    let run = |subscribe: bool| {
+        let (rate, read, missed) = drain_once(dir, subscribe);
+        if subscribe {
+            note(format!(
+                "with a subscriber: {read} events read, {missed} missed"
+            ));
         }
-    }
-    let (with, without) = (median(with), median(without));
-    report("events_drain_noop", with, "tasks/s");
-    report("drain_noop_same_run", without, "tasks/s");
-    report("events_drain_ratio", with / without, "ratio");
+        rate
+    };
+    alternate(
+        ("drain_noop_same_run", || run(false)),
+        ("events_drain_noop", || run(true)),
+        "tasks/s",
+        ">= 0.9",
+    );
 }
 
 const CHILD_ENV: &str = "TASKSPOOL_BENCH_CHILD";
@@ -336,45 +334,32 @@ fn remote_enqueue(dir: &tempfile::TempDir) {
         let clients: Vec<taskspool::Client> = (0..threads)
             .map(|_| taskspool::Client::connect(&remote_path).expect("connect"))
             .collect();
-        let (mut remote, mut inproc) = (Vec::new(), Vec::new());
-        for round in 0..2 {
-            let remote_run = || {
-                rate(threads, |t, n| {
-                    clients[t]
-                        .enqueue_json(
-                            "bench.noop",
-                            serde_json::json!({ "n": n }),
-                            Default::default(),
-                        )
-                        .expect("remote enqueue");
-                })
-            };
-            let local_run = || {
-                rate(threads, |t, n| {
-                    local
-                        .enqueue(Noop {
-                            n: (t as u64) << 32 | n,
-                        })
-                        .expect("enqueue");
-                })
-            };
-            if round % 2 == 0 {
-                remote.push(remote_run());
-                inproc.push(local_run());
-            } else {
-                inproc.push(local_run());
-                remote.push(remote_run());
-            }
-        }
-        note(format!(
-            "{threads} thread(s): remote {} tasks/s, in-process {} tasks/s",
-            list(&remote),
-            list(&inproc)
-        ));
-        let (r, l) = (median(remote), median(inproc));
-        report(&format!("remote_enqueue_durable_{threads}"), r, "tasks/s");
-        report(&format!("enqueue_durable_{threads}_same_run"), l, "tasks/s");
-        report(&format!("remote_enqueue_ratio_{threads}"), r / l, "ratio");
+        let remote = || {
+            rate(threads, |t, n| {
+                clients[t]
+                    .enqueue_json(
+                        "bench.noop",
+                        serde_json::json!({ "n": n }),
+                        Default::default(),
+                    )
+                    .expect("remote enqueue");
+            })
+        };
+        let local = || {
+            rate(threads, |t, n| {
+                local
+                    .enqueue(Noop {
+                        n: (t as u64) << 32 | n,
+                    })
+                    .expect("enqueue");
+            })
+        };
+        alternate(
+            (&format!("enqueue_durable_{threads}_same_run"), local),
+            (&format!("remote_enqueue_durable_{threads}"), remote),
+            "tasks/s",
+            ">= 0.7",
+        );
     }
     let _ = child.kill();
     let _ = child.wait();
