@@ -5,19 +5,23 @@ use std::io::{BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::Error;
 use crate::events::Event;
+use crate::flow::{Limit, LimitTarget};
 use crate::model::{Revoke, Revoked, TaskId};
 use crate::options::Options;
-use crate::protocol::{Call, Frame, FromOwner, PROTOCOL, ToOwner, decode, read_frame, write_frame};
+use crate::protocol::{
+    Call, Frame, FromOwner, MAX_WAIT_MS, PROTOCOL, ToOwner, decode, read_frame, write_frame,
+};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::store::socket_path;
+use crate::task::Task;
 use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
 
 /// How long a call waits for its reply (an enqueue's includes the owner's sync).
@@ -290,6 +294,165 @@ impl Client {
         })
     }
 
+    /// Enqueues a task of type `T` in the owner, with its type's default options, durably
+    /// (returns after the owner's sync). The owner needs no knowledge of `T`: the task goes
+    /// by its name and JSON arguments, as with [`enqueue_json`](Self::enqueue_json).
+    ///
+    /// # Errors
+    /// `Json` if the task does not serialize; as [`enqueue_json`](Self::enqueue_json).
+    pub fn enqueue<T: Task>(&self, task: T) -> Result<TaskId, Error> {
+        self.enqueue_with(task, Options::new())
+    }
+
+    /// As [`enqueue`](Self::enqueue), with options layered over the type's defaults.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_with<T: Task>(&self, task: T, options: Options) -> Result<TaskId, Error> {
+        self.enqueue_json(T::NAME, arguments(&task)?, options.over(T::defaults()))
+    }
+
+    /// Enqueues many tasks of type `T` with their type's default options, in one
+    /// transaction of the owner. Their ids, in order.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_many<T: Task>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<TaskId>, Error> {
+        self.enqueue_many_with(tasks, Options::new())
+    }
+
+    /// Enqueues many tasks of type `T` with the same options (over the type's defaults), in
+    /// one transaction of the owner: all are stored, or none. Their ids, in order.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_many_with<T: Task>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+        options: Options,
+    ) -> Result<Vec<TaskId>, Error> {
+        let arguments = tasks
+            .into_iter()
+            .map(|task| arguments(&task))
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.enqueue_many_json(T::NAME, arguments, options.over(T::defaults()))
+    }
+
+    /// Blocks until task `id`, of type `T`, reaches a final state or `timeout` passes, as
+    /// [`TaskHandle::wait`](crate::TaskHandle::wait): the owner answers on the commit that
+    /// stores the result (no polling on either side).
+    ///
+    /// # Errors
+    /// As [`TaskHandle::wait`](crate::TaskHandle::wait): `Timeout`, `TaskFailed` (with the
+    /// error history), `TaskExpired`, `TaskRevoked`, `NotFound`, `WrongTask` (as `Remote`,
+    /// kind `InvalidInput`) if the task is of another type, `Json` if the output does not
+    /// decode into `T::Output`; `Closed` if the owner closes the queue meanwhile.
+    pub fn wait<T: Task>(&self, id: TaskId, timeout: Duration) -> Result<T::Output, Error> {
+        let output = self.wait_for(id, Some(T::NAME), timeout)?;
+        serde_json::from_value(output)
+            .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
+    }
+
+    /// As [`wait`](Self::wait) for a task of any type: its output as JSON.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_json(&self, id: TaskId, timeout: Duration) -> Result<Value, Error> {
+        self.wait_for(id, None, timeout)
+    }
+
+    /// A wait in calls of at most `MAX_WAIT_MS` each, so the owner's connection thread never
+    /// waits long for a client that may have gone.
+    fn wait_for(&self, id: TaskId, name: Option<&str>, timeout: Duration) -> Result<Value, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            let answer = self.call(Call::Wait {
+                task: id,
+                name: name.map(str::to_string),
+                timeout_ms,
+            });
+            match answer {
+                Err(Error::Timeout(_)) if timeout_ms > MAX_WAIT_MS => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// As [`Spool::retry_where`](crate::Spool::retry_where): how many tasks go again.
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote`; `Protocol` if the connection fails.
+    pub fn retry_where(&self, filter: &TaskFilter) -> Result<u64, Error> {
+        self.call(Call::RetryWhere {
+            filter: filter.clone(),
+        })
+    }
+
+    /// As [`Spool::revoke_workflow`](crate::Spool::revoke_workflow).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; the owner's others as `Remote`.
+    pub fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error> {
+        self.call(Call::RevokeWorkflow { task: id })
+    }
+
+    /// As [`Spool::unschedule`](crate::Spool::unschedule): whether the schedule existed.
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote`; `Protocol` if the connection fails.
+    pub fn unschedule(&self, name: &str) -> Result<bool, Error> {
+        self.call(Call::Unschedule {
+            schedule: name.to_string(),
+        })
+    }
+
+    /// As [`Spool::limit`](crate::Spool::limit): declares or replaces a limit in the
+    /// owner; whether it changed anything.
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote` (an invalid limit: kind `InvalidInput`).
+    pub fn limit(&self, limit: Limit) -> Result<bool, Error> {
+        self.call(Call::Limit { limit })
+    }
+
+    /// As [`Spool::remove_limit`](crate::Spool::remove_limit).
+    ///
+    /// # Errors
+    /// As [`limit`](Self::limit).
+    pub fn remove_limit(&self, target: LimitTarget) -> Result<bool, Error> {
+        self.call(Call::RemoveLimit { target })
+    }
+
+    /// As [`Spool::limits`](crate::Spool::limits).
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote`; `Protocol` if the connection fails.
+    pub fn limits(&self) -> Result<Vec<Limit>, Error> {
+        self.call(Call::Limits)
+    }
+
+    /// As [`Spool::flush`](crate::Spool::flush).
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote`; `Protocol` if the connection fails.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.call(Call::Flush)
+    }
+
+    /// As [`Spool::checkpoint`](crate::Spool::checkpoint): returns once everything the owner
+    /// acknowledged is in the queue file itself.
+    ///
+    /// # Errors
+    /// The owner's errors as `Remote`; `Protocol` if the connection fails.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        self.call(Call::Checkpoint)
+    }
+
     /// A subscription to the owner's events, on a connection of its own, with a buffer of
     /// `buffer` events in the owner (as [`Spool::events_with_buffer`](crate::Spool::events_with_buffer)).
     ///
@@ -316,6 +479,12 @@ impl Client {
             ))),
         }
     }
+}
+
+/// A task's arguments as JSON.
+fn arguments<T: Task>(task: &T) -> Result<Value, Error> {
+    serde_json::to_value(task)
+        .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))
 }
 
 /// A subscription to a live queue's events from another process ([`Client::events`]).

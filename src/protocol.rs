@@ -13,8 +13,9 @@ use std::io::{ErrorKind as IoKind, Read, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Failure};
 use crate::events::Event;
+use crate::flow::{Limit, LimitTarget};
 use crate::model::TaskId;
 use crate::options::Options;
 use crate::query::{Paging, TaskFilter};
@@ -86,7 +87,37 @@ pub(crate) enum Call {
     Subscribe {
         buffer: usize,
     },
+    /// Answered when the task is final, or with `timeout` after `timeout_ms` (at most
+    /// [`MAX_WAIT_MS`]: a longer wait is several calls).
+    Wait {
+        task: TaskId,
+        #[serde(default)]
+        name: Option<String>,
+        timeout_ms: u64,
+    },
+    RetryWhere {
+        filter: TaskFilter,
+    },
+    RevokeWorkflow {
+        task: TaskId,
+    },
+    Unschedule {
+        schedule: String,
+    },
+    Limit {
+        limit: Limit,
+    },
+    RemoveLimit {
+        target: LimitTarget,
+    },
+    Limits,
+    Flush,
+    Checkpoint,
 }
+
+/// The longest one `wait` call waits in the owner, in ms: a connection thread never waits
+/// longer for a peer that may have left.
+pub(crate) const MAX_WAIT_MS: u64 = 30_000;
 
 /// What the owner sends.
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,14 +145,27 @@ pub(crate) enum FromOwner {
     },
 }
 
-/// An error as it crosses the socket.
+/// An error as it crosses the socket: its kind and message, and what a client needs to
+/// return the owner's own error where it names a task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RemoteError {
     pub kind: ErrorKind,
     pub message: String,
-    /// The task a `not_found` error is about.
     #[serde(default)]
-    pub task: Option<TaskId>,
+    pub detail: Option<Detail>,
+}
+
+/// The errors a client gives back as the owner's own (anything else is `Error::Remote`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub(crate) enum Detail {
+    NotFound { task: TaskId },
+    Timeout { task: TaskId },
+    TaskFailed { failure: Box<Failure> },
+    TaskExpired { task: TaskId },
+    TaskRevoked { task: TaskId },
+    ScheduleNotFound { schedule: String },
+    Closed,
 }
 
 impl RemoteError {
@@ -129,8 +173,18 @@ impl RemoteError {
         RemoteError {
             kind: e.kind(),
             message: e.to_string(),
-            task: match e {
-                Error::NotFound(id) => Some(*id),
+            detail: match e {
+                Error::NotFound(task) => Some(Detail::NotFound { task: *task }),
+                Error::Timeout(task) => Some(Detail::Timeout { task: *task }),
+                Error::TaskFailed(failure) => Some(Detail::TaskFailed {
+                    failure: failure.clone(),
+                }),
+                Error::TaskExpired(task) => Some(Detail::TaskExpired { task: *task }),
+                Error::TaskRevoked(task) => Some(Detail::TaskRevoked { task: *task }),
+                Error::ScheduleNotFound(schedule) => Some(Detail::ScheduleNotFound {
+                    schedule: schedule.clone(),
+                }),
+                Error::Closed => Some(Detail::Closed),
                 _ => None,
             },
         }
@@ -138,10 +192,16 @@ impl RemoteError {
 
     /// The error a client returns for it.
     pub(crate) fn into_error(self) -> Error {
-        match (self.kind, self.task) {
-            (ErrorKind::NotFound, Some(id)) => Error::NotFound(id),
-            (ErrorKind::Protocol, _) => Error::Protocol(self.message),
-            (kind, _) => Error::Remote {
+        match (self.kind, self.detail) {
+            (_, Some(Detail::NotFound { task })) => Error::NotFound(task),
+            (_, Some(Detail::Timeout { task })) => Error::Timeout(task),
+            (_, Some(Detail::TaskFailed { failure })) => Error::TaskFailed(failure),
+            (_, Some(Detail::TaskExpired { task })) => Error::TaskExpired(task),
+            (_, Some(Detail::TaskRevoked { task })) => Error::TaskRevoked(task),
+            (_, Some(Detail::ScheduleNotFound { schedule })) => Error::ScheduleNotFound(schedule),
+            (_, Some(Detail::Closed)) => Error::Closed,
+            (ErrorKind::Protocol, None) => Error::Protocol(self.message),
+            (kind, None) => Error::Remote {
                 kind,
                 message: self.message,
             },

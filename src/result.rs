@@ -129,7 +129,7 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// pruning; `Json` if the stored output does not decode into `O`; `Closed` once the
     /// spool is closed.
     pub fn try_get(&self) -> Result<Option<O>, Error> {
-        match self.shared()?.engine.result(self.id, self.name)? {
+        match self.shared()?.engine.result(self.id, Some(self.name))? {
             Some(bytes) => decode_output(&bytes).map(Some),
             None => Ok(None),
         }
@@ -144,30 +144,52 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// `Timeout` if the task is still unfinished at the deadline (it keeps going); `Closed`
     /// as soon as the spool closes; plus every error of [`try_get`](Self::try_get).
     pub fn wait(&self, timeout: Duration) -> Result<O, Error> {
-        let deadline = Instant::now() + timeout;
-        let waiters = &self.waiters;
-        loop {
-            let reg = waiters.register(self.id);
-            // Held only for the read: a waiting handle does not keep the spool open.
-            let read = self
-                .shared()
-                .and_then(|shared| shared.engine.result(self.id, self.name));
-            match read {
-                Ok(None) => {}
-                done => {
-                    waiters.forget(reg);
-                    return done.and_then(|bytes| decode_output(&bytes.unwrap_or_default()));
-                }
+        let output = wait_output(
+            &self.shared,
+            &self.waiters,
+            self.id,
+            Some(self.name),
+            Instant::now() + timeout,
+        )?;
+        decode_output(&output)
+    }
+}
+
+/// Blocks until task `id` reaches a final state or `deadline` passes; its output's JSON
+/// bytes. `name`: the task name it must have (`WrongTask` otherwise). Holds the spool only
+/// for each read, so a waiter never keeps it open (it hears `Closed` when it closes). What
+/// [`TaskHandle::wait`] and a remote client's wait run.
+///
+/// # Errors
+/// As [`TaskHandle::wait`], before the output is decoded.
+pub(crate) fn wait_output(
+    shared: &Weak<Shared>,
+    waiters: &Waiters,
+    id: TaskId,
+    name: Option<&str>,
+    deadline: Instant,
+) -> Result<Vec<u8>, Error> {
+    loop {
+        let reg = waiters.register(id);
+        let read = shared
+            .upgrade()
+            .ok_or(Error::Closed)
+            .and_then(|shared| shared.engine.result(id, name));
+        match read {
+            Ok(None) => {}
+            done => {
+                waiters.forget(reg);
+                return done.map(Option::unwrap_or_default);
             }
-            match reg.wait(deadline) {
-                // The registration was used up by the notification; read again.
-                Woken::Notified => {}
-                Woken::TimedOut => {
-                    waiters.forget(reg);
-                    return Err(Error::Timeout(self.id));
-                }
-                Woken::Closed => return Err(Error::Closed),
+        }
+        match reg.wait(deadline) {
+            // The registration was used up by the notification; read again.
+            Woken::Notified => {}
+            Woken::TimedOut => {
+                waiters.forget(reg);
+                return Err(Error::Timeout(id));
             }
+            Woken::Closed => return Err(Error::Closed),
         }
     }
 }

@@ -234,6 +234,22 @@ fn commands_reach_a_live_owner_through_its_socket() {
     let status = spool.status(taskspool::TaskId::from_u64(id)).unwrap();
     assert_eq!((status.queue.as_str(), status.priority), ("bulk", 5));
 
+    let out = taskspool(&["checkpoint", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let copy = dir.path().join("backup.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    let backup = Spool::builder()
+        .accept_log_damage()
+        .control_socket(false)
+        .open(&copy)
+        .unwrap();
+    assert_eq!(
+        backup.status(taskspool::TaskId::from_u64(id)).unwrap().name,
+        "mail.send",
+        "the checkpoint put the enqueue in the file itself"
+    );
+    drop(backup);
+
     let out = taskspool(&["pause", file, "bulk"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(spool.stats().unwrap().queue("bulk").unwrap().paused);
@@ -290,4 +306,12 @@ fn a_change_to_a_closed_file_opens_it_as_its_owner() {
     assert_eq!(task["state"], "ready");
     let out = taskspool(&["tail", file]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let out = taskspool(&["checkpoint", file, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("opening it as its owner"));
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        done["done"].as_str().unwrap().ends_with("checkpointed"),
+        "{done}"
+    );
 }

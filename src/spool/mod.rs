@@ -418,6 +418,20 @@ impl Spool {
     pub fn flush(&self) -> Result<(), Error> {
         self.shared.engine.sync()
     }
+
+    /// Returns once every change acknowledged before the call is in the queue file itself
+    /// and the write-ahead log beside it has started over — what the spool does on its own
+    /// after [`SpoolBuilder::checkpoint_after`](crate::SpoolBuilder::checkpoint_after) bytes
+    /// of log, and at close. A copy of the queue file alone taken after it (a backup) holds
+    /// every change acknowledged before the call; since such a copy cannot tell whether its
+    /// log had more, it opens with [`SpoolBuilder::accept_log_damage`](crate::SpoolBuilder::accept_log_damage).
+    ///
+    /// # Errors
+    /// `Storage` or `DiskFull` if the commit fails (nothing is lost: the log still has the
+    /// changes); `Closed` if the spool is shutting down.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        self.shared.engine.checkpoint()
+    }
 }
 
 /// Tasks of one type with the same options, validated and encoded at `now`, ready for the

@@ -2,12 +2,14 @@
 //! the spool's own verb, on a weak handle, so the socket never keeps the spool open.
 
 use std::sync::Weak;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::error::Error;
 use crate::events::Events;
-use crate::protocol::Call;
+use crate::protocol::{Call, MAX_WAIT_MS};
+use crate::result::wait_output;
 use crate::serve::Owner;
 use crate::shared::{Shared, Spool};
 
@@ -22,6 +24,22 @@ impl Remote {
 
 impl Owner for Remote {
     fn answer(&self, call: Call) -> Option<Result<Value, Error>> {
+        if let Call::Wait {
+            task,
+            name,
+            timeout_ms,
+        } = call
+        {
+            // Waits on the weak handle, as a `TaskHandle` does: a waiting client never keeps
+            // the spool open.
+            let waiters = self.0.upgrade()?.waiters.clone();
+            let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
+            let output = wait_output(&self.0, &waiters, task, name.as_deref(), deadline);
+            return Some(output.and_then(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
+            }));
+        }
         Some(answer(&self.spool()?, call))
     }
 
@@ -63,6 +81,16 @@ fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
         Call::ResumeSchedule { schedule } => json(spool.resume_schedule(&schedule)?),
         Call::PauseQueue { queue } => json(spool.pause_queue(&queue)?),
         Call::ResumeQueue { queue } => json(spool.resume_queue(&queue)?),
-        Call::Subscribe { .. } => Err(Error::Protocol("subscribe is answered apart".into())),
+        Call::RetryWhere { filter } => json(spool.retry_where(filter)?),
+        Call::RevokeWorkflow { task } => json(spool.revoke_workflow(task)?),
+        Call::Unschedule { schedule } => json(spool.unschedule(&schedule)?),
+        Call::Limit { limit } => json(spool.limit(limit)?),
+        Call::RemoveLimit { target } => json(spool.remove_limit(target)?),
+        Call::Limits => json(spool.limits()?),
+        Call::Flush => json(spool.flush()?),
+        Call::Checkpoint => json(spool.checkpoint()?),
+        Call::Subscribe { .. } | Call::Wait { .. } => Err(Error::Protocol(
+            "subscribe and wait are answered apart".into(),
+        )),
     }
 }

@@ -211,6 +211,10 @@ impl Engine for FileEngine {
         self.writer.request(|reply| Command::Sync { reply })
     }
 
+    fn checkpoint(&self) -> Result<(), Error> {
+        self.writer.request(|reply| Command::Checkpoint { reply })
+    }
+
     fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
         self.writer.request(|reply| Command::Revoke { id, reply })
     }
@@ -253,7 +257,7 @@ impl Engine for FileEngine {
         })
     }
 
-    fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error> {
+    fn result(&self, id: TaskId, name: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
         self.read("reading a result", || {
             read::result(self.published()?, id, name)
         })

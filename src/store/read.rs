@@ -169,9 +169,13 @@ pub(crate) fn limits(db: &Database) -> Result<Vec<Limit>, Error> {
 
 /// The JSON output of a finished task; `None` while unfinished; the matching error for the
 /// other final states; `WrongTask` if the task is not a `name` task.
-pub(crate) fn result(db: &Database, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error> {
+pub(crate) fn result(
+    db: &Database,
+    id: TaskId,
+    name: Option<&str>,
+) -> Result<Option<Vec<u8>>, Error> {
     let rec = record(&db.begin_read().db()?, id)?;
-    if rec.name != name {
+    if let Some(name) = name.filter(|&name| name != rec.name) {
         return Err(Error::WrongTask {
             id,
             requested: name.to_string(),

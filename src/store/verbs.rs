@@ -378,6 +378,13 @@ pub(crate) trait Engine: Send + Sync {
     /// `DiskFull`/`Storage` if a sync fails; `Closed` if the engine has stopped.
     fn sync(&self) -> Result<(), Error>;
 
+    /// Returns once everything acknowledged before the call is in the queue file itself and
+    /// the write-ahead log has started over (what a close does, without closing).
+    ///
+    /// # Errors
+    /// `DiskFull`/`Storage` if the commit fails; `Closed` if the engine has stopped.
+    fn checkpoint(&self) -> Result<(), Error>;
+
     /// A task's state, times, attempts and error history.
     ///
     /// # Errors
@@ -389,8 +396,8 @@ pub(crate) trait Engine: Send + Sync {
     /// # Errors
     /// `TaskFailed`, `TaskExpired` (or the reserved `TaskRevoked`) for the other final states; as
     /// [`Engine::status`].
-    /// `WrongTask` first if the task's name is not `name` (the handle's type).
-    fn result(&self, id: TaskId, name: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// `WrongTask` first if the task's name is not `name` (the handle's type), when given.
+    fn result(&self, id: TaskId, name: Option<&str>) -> Result<Option<Vec<u8>>, Error>;
 
     /// A page of the tasks `filter` matches, oldest or newest first, from the cursor on (see
     /// `store::query`).

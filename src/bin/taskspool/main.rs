@@ -149,6 +149,12 @@ enum Command {
         #[arg(long)]
         countdown: Option<u64>,
     },
+    /// Move every acknowledged change from the write-ahead log into the queue file itself
+    /// (after it, a copy of the file alone is a complete backup).
+    Checkpoint {
+        /// The queue file.
+        file: PathBuf,
+    },
     /// Print events as they happen, one JSON line each (the queue must be live).
     Tail {
         /// The queue file.
@@ -344,6 +350,10 @@ fn run(cli: &Cli) -> Result<String, Error> {
             } else {
                 format!("{id}\n")
             })
+        }
+        Command::Checkpoint { file } => {
+            Owner::get(file)?.checkpoint()?;
+            Ok(done(json, &format!("{} checkpointed", file.display())))
         }
         Command::Tail { file, count } => {
             let mut events = taskspool::Client::connect(file)?.events(4_096)?;

@@ -123,4 +123,11 @@ impl Owner {
             Owner::Opened(s) => s.enqueue_json(name, arguments, options),
         }
     }
+
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        match self {
+            Owner::Live(c) => c.checkpoint(),
+            Owner::Opened(s) => s.checkpoint(),
+        }
+    }
 }

@@ -73,6 +73,8 @@ pub(crate) enum Command {
     Forget { id: TaskId, reply: Reply<()> },
     /// Reply once everything sent before is committed (and synced, in buffered mode).
     Sync { reply: Reply<()> },
+    /// Reply once everything sent before is in the queue file itself, the log started over.
+    Checkpoint { reply: Reply<()> },
     /// The manual clock moved, or a caller's own group changed the next wake-up.
     Tick,
     /// Commit what is pending and exit.

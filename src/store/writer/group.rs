@@ -62,6 +62,9 @@ pub(super) struct Group {
     next: Next,
     /// A `Sync` asked for everything before it to be on disk (buffered durability).
     flush: bool,
+    /// `Checkpoint`s: everything before them goes into the queue file once the group is
+    /// logged; each hears how that went (a failed checkpoint fails no one else's group).
+    checkpoints: Vec<Reply<()>>,
 }
 
 impl Group {
@@ -81,6 +84,9 @@ impl Group {
         // Claims the group did not reach (it failed first) hear its error.
         for (_, _, reply) in self.claims.drain(..) {
             reply.send(result.clone().map(|()| Vec::new()));
+        }
+        for reply in self.checkpoints.drain(..) {
+            reply.send(result.clone());
         }
         for answer in self.answers.drain(..) {
             answer(result);
@@ -196,7 +202,14 @@ impl Writer {
             self.redo = redo;
             self.held = Some(txn);
         }
-        if group.flush {
+        if !group.checkpoints.is_empty() {
+            let done = self
+                .take_txn()
+                .and_then(|txn| self.commit_durable(txn, None, false));
+            for reply in std::mem::take(&mut group.checkpoints) {
+                group.reply(reply, done.clone());
+            }
+        } else if group.flush {
             self.sync_log()?;
         }
         Ok(())
@@ -384,6 +397,7 @@ impl Writer {
                 group.flush = true;
                 group.reply(reply, Ok(()));
             }
+            Command::Checkpoint { reply } => group.checkpoints.push(reply),
             Command::Tick => {}
             Command::Shutdown => group.next.shutdown = true,
         }

@@ -227,6 +227,7 @@ fn child_process() {
                 .worker()
                 .concurrency(2)
                 .register::<Add>()
+                .register::<Scripted>()
                 .start()
                 .unwrap();
             say("RUNNING");

@@ -126,6 +126,131 @@ fn a_client_in_another_process_uses_the_live_queue() {
     assert_eq!(spool.status(id).unwrap().name, "test.nobody");
 }
 
+/// A client waits as a handle does: woken by the owner's commit of the result, with the
+/// owner's own errors for a failed, revoked, unknown or unfinished task.
+#[test]
+fn a_client_waits_for_results_in_the_owner() {
+    let (_dir, path) = queue_path();
+    let (_child, _lines) = spawn_running("serve", &path, 0);
+    let client = Client::connect(&path).unwrap();
+
+    let id = client.enqueue(Add { a: 20, b: 22 }).unwrap();
+    assert_eq!(client.wait::<Add>(id, WAIT).unwrap(), 42);
+    assert_eq!(client.wait_json(id, WAIT).unwrap(), json!(42));
+
+    // A wait that starts before the task can run is answered when it has run.
+    assert!(client.pause_queue("default").unwrap());
+    let later = client.enqueue(Add { a: 1, b: 1 }).unwrap();
+    let waiting = {
+        let path = path.clone();
+        std::thread::spawn(move || Client::connect(&path).unwrap().wait::<Add>(later, WAIT))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!waiting.is_finished(), "nothing ran yet");
+    assert!(client.resume_queue("default").unwrap());
+    assert_eq!(waiting.join().unwrap().unwrap(), 2);
+
+    let failed = client
+        .enqueue(Scripted::new("remote", [Step::Fail]))
+        .unwrap();
+    match client.wait::<Scripted>(failed, WAIT) {
+        Err(Error::TaskFailed(failure)) => {
+            assert_eq!(failure.id, failed);
+            assert_eq!(failure.message, "gave up on attempt 1");
+            assert_eq!(failure.errors.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let nobody = client
+        .enqueue_with(Add { a: 0, b: 0 }, Options::new().queue("nobody"))
+        .unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        client.wait::<Add>(nobody, Duration::from_millis(200)),
+        Err(Error::Timeout(t)) if t == nobody
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.revoke(nobody).unwrap(), taskspool::Revoke::Revoked);
+    assert!(matches!(
+        client.wait_json(nobody, WAIT),
+        Err(Error::TaskRevoked(t)) if t == nobody
+    ));
+    let wrong = client.wait::<Scripted>(id, WAIT).unwrap_err();
+    assert_eq!(wrong.kind(), ErrorKind::InvalidInput, "{wrong}");
+    assert!(wrong.to_string().contains("test.add"), "{wrong}");
+    assert!(matches!(
+        client.wait_json(TaskId::from_u64(999), WAIT),
+        Err(Error::NotFound(_))
+    ));
+}
+
+/// Limits, bulk retries, schedules and checkpoints are the owner's, from a client too.
+#[test]
+fn a_client_controls_limits_retries_and_checkpoints() {
+    let (dir, path) = queue_path();
+    let (_child, _lines) = spawn_running("serve", &path, 0);
+    let client = Client::connect(&path).unwrap();
+
+    let limit = taskspool::Limit::queue("mail").concurrency(2).unwrap();
+    assert!(client.limit(limit.clone()).unwrap());
+    assert_eq!(client.limits().unwrap(), vec![limit]);
+    assert!(
+        client
+            .remove_limit(taskspool::LimitTarget::Queue("mail".into()))
+            .unwrap()
+    );
+    assert!(client.limits().unwrap().is_empty());
+    let bad = client.limit(taskspool::Limit::queue("mail")).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+
+    let failed = client
+        .enqueue_many_with(
+            (0..3).map(|_| Scripted::new("retried", [Step::Fail, Step::Succeed])),
+            Options::new(),
+        )
+        .unwrap();
+    for &id in &failed {
+        assert!(matches!(
+            client.wait::<Scripted>(id, WAIT),
+            Err(Error::TaskFailed(_))
+        ));
+    }
+    let again = client
+        .retry_where(&TaskFilter::new().state(TaskState::Failed))
+        .unwrap();
+    assert_eq!(again, 3);
+    for &id in &failed {
+        assert_eq!(client.wait::<Scripted>(id, WAIT).unwrap(), 2);
+    }
+    assert!(!client.unschedule("nightly").unwrap());
+
+    // After a checkpoint the queue file alone holds every acknowledged task: a copy without
+    // its log (a backup) has them, once opened accepting that it has no log.
+    let ids = client
+        .enqueue_many_with(
+            (0..50).map(|a| Add { a, b: 0 }),
+            Options::new().queue("nobody"),
+        )
+        .unwrap();
+    client.flush().unwrap();
+    client.checkpoint().unwrap();
+    let copy = dir.path().join("backup.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    assert!(matches!(Spool::inspect(&copy), Err(Error::Corrupt { .. })));
+    let backup = Spool::builder()
+        .accept_log_damage()
+        .control_socket(false)
+        .open(&copy)
+        .unwrap();
+    for id in ids {
+        assert_eq!(backup.status(id).unwrap().state, TaskState::Ready);
+    }
+}
+
 #[test]
 fn a_closed_queue_is_not_running() {
     let (_dir, path) = queue_path();
