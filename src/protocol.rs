@@ -211,6 +211,12 @@ impl RemoteError {
 
 /// Writes one frame holding `message`.
 pub(crate) fn write_frame(out: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
+    out.write_all(&frame(message)?)?;
+    out.flush()
+}
+
+/// One frame holding `message`: its length, then its JSON.
+pub(crate) fn frame(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
     let body = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     let len = u32::try_from(body.len())
         .ok()
@@ -219,8 +225,7 @@ pub(crate) fn write_frame(out: &mut impl Write, message: &impl Serialize) -> std
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);
-    out.write_all(&frame)?;
-    out.flush()
+    Ok(frame)
 }
 
 /// What reading a frame found.

@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::protocol::{
-    Call, Frame, FromOwner, PROTOCOL, RemoteError, ToOwner, decode, read_frame, write_frame,
+    Call, Frame, FromOwner, PROTOCOL, RemoteError, ToOwner, decode, frame, read_frame, write_frame,
 };
 use crate::store::{PRIVATE, socket_path};
 
@@ -40,13 +40,18 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the socket serves: the spool's verbs (implemented above this module, by
 /// `spool::remote`, on a weak handle to the spool).
 pub(crate) trait Owner: Send + Sync + 'static {
-    /// The answer to `call` as JSON; `None` once the spool is closed.
-    fn answer(&self, call: Call) -> Option<Result<Value, Error>>;
+    /// Answers `call` through `done`, with its JSON, or `None` once the spool is closed:
+    /// before returning, for most calls; for an enqueue, once the writer made it durable, on
+    /// whichever thread answers (the writer's, usually), so `done` never blocks.
+    fn answer(&self, call: Call, done: Done);
     /// A subscription to the spool's events; `None` once it is closed.
     fn subscribe(&self, buffer: usize) -> Option<crate::events::Events>;
     /// Whether the spool is closed.
     fn closed(&self) -> bool;
 }
+
+/// What hears a call's answer (see [`Owner::answer`]).
+pub(crate) type Done = Box<dyn FnOnce(Option<Result<Value, Error>>) + Send>;
 
 /// The open connections, by number (each thread removes its own when it ends).
 type Connections = Arc<Mutex<HashMap<u64, UnixStream>>>;
@@ -178,7 +183,8 @@ fn accept_loop(
 
 /// Tells the peer why it is disconnected, if it still listens, and closes.
 fn refuse(stream: &mut UnixStream, error: &Error) {
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    // Said if the socket takes it soon: a peer that does not read is not waited for again.
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = write_frame(
         stream,
         &FromOwner::Closing {
@@ -207,6 +213,13 @@ fn converse(stream: &mut UnixStream, spool: &dyn Owner) -> Result<(), Error> {
             .try_clone()
             .map_err(|e| Error::Protocol(format!("the connection failed: {e}")))?,
     );
+    let outbox = Arc::new(Outbox {
+        stream: stream
+            .try_clone()
+            .map_err(|e| Error::Protocol(format!("the connection failed: {e}")))?,
+        state: Mutex::new(Due::Idle),
+        sent: Condvar::new(),
+    });
     let send = |stream: &mut UnixStream, msg: &FromOwner| {
         write_frame(stream, msg).map_err(|e| Error::Protocol(format!("a reply was not taken: {e}")))
     };
@@ -262,6 +275,7 @@ fn converse(stream: &mut UnixStream, spool: &dyn Owner) -> Result<(), Error> {
             ToOwner::Hello { .. } => return Err(Error::Protocol("a second hello".into())),
         };
         if let Call::Subscribe { buffer } = call {
+            outbox.wait_idle();
             let events = spool.subscribe(buffer).ok_or(Error::Closed)?;
             send(
                 stream,
@@ -273,20 +287,123 @@ fn converse(stream: &mut UnixStream, spool: &dyn Owner) -> Result<(), Error> {
             )?;
             return stream_events(stream, events);
         }
-        let reply = match spool.answer(call).ok_or(Error::Closed)? {
-            Ok(value) => FromOwner::Reply {
+        outbox.call(id, call, spool)?;
+    }
+}
+
+/// Where a connection's replies go out. A reply given while the connection's thread is still
+/// in [`Owner::answer`] is written by that thread (blocking, within `IO_TIMEOUT`); one given
+/// later — an enqueue's, from the writer's thread once durable — is written by whoever gives
+/// it, at once and without blocking, so the connection's thread does not wake for it. The
+/// client sends its next call after the reply: then the socket has room for a small reply,
+/// which an enqueue's is (see `spool::remote`); a peer that fills it by not reading its
+/// replies is disconnected. The next call waits for a reply still due, so replies keep the
+/// order of their calls.
+struct Outbox {
+    stream: UnixStream,
+    state: Mutex<Due>,
+    sent: Condvar,
+}
+
+/// Where a connection's reply stands.
+enum Due {
+    /// Nothing is due.
+    Idle,
+    /// The call is being answered on the connection's thread.
+    Calling,
+    /// Answered while `Calling`: for the connection's thread to write.
+    Answered(FromOwner),
+    /// Whoever answers writes it.
+    Later,
+}
+
+impl Outbox {
+    /// Answers call `id` (after the reply before it is out).
+    fn call(self: &Arc<Self>, id: u64, call: Call, spool: &dyn Owner) -> Result<(), Error> {
+        self.wait_idle();
+        *lock(&self.state) = Due::Calling;
+        let outbox = self.clone();
+        spool.answer(call, Box::new(move |answer| outbox.answered(id, answer)));
+        let mut due = lock(&self.state);
+        match std::mem::replace(&mut *due, Due::Later) {
+            Due::Answered(reply) => {
+                *due = Due::Idle;
+                drop(due);
+                if matches!(reply, FromOwner::Closing { .. }) {
+                    // The spool closed: `serve` says so as it disconnects.
+                    return Err(Error::Closed);
+                }
+                write_frame(&mut &self.stream, &reply)
+                    .map_err(|e| Error::Protocol(format!("a reply was not taken: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns once no reply is due.
+    fn wait_idle(&self) {
+        let mut due = lock(&self.state);
+        while matches!(*due, Due::Later) {
+            due = self.sent.wait(due).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The reply to call `id`: kept for the connection's thread, or written now.
+    fn answered(&self, id: u64, answer: Option<Result<Value, Error>>) {
+        let reply = match answer {
+            Some(Ok(value)) => FromOwner::Reply {
                 id,
                 ok: Some(value),
                 error: None,
             },
-            Err(e) => FromOwner::Reply {
+            Some(Err(e)) => FromOwner::Reply {
                 id,
                 ok: None,
                 error: Some(RemoteError::of(&e)),
             },
+            None => FromOwner::Closing {
+                error: RemoteError::of(&Error::Closed),
+            },
         };
-        send(stream, &reply)?;
+        let mut due = lock(&self.state);
+        if matches!(*due, Due::Calling) {
+            *due = Due::Answered(reply);
+            return;
+        }
+        let closing = matches!(reply, FromOwner::Closing { .. });
+        if !frame(&reply).is_ok_and(|bytes| send_now(&self.stream, &bytes)) || closing {
+            tracing::debug!("a control socket client left unread replies; disconnecting it");
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
+        *due = Due::Idle;
+        drop(due);
+        self.sent.notify_all();
     }
+}
+
+/// Writes all of `bytes` if the socket takes them now; whether it did.
+fn send_now(stream: &UnixStream, bytes: &[u8]) -> bool {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let rest = &bytes[sent..];
+        // SAFETY: the pointer and length describe `rest`, alive and unchanged for the call,
+        // which only reads from it; the descriptor is valid, owned by `stream` throughout.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => sent += n,
+            Err(_) if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+            }
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Sends events until the spool closes or the peer stops taking them.

@@ -16,8 +16,20 @@ use crate::model::TaskId;
 /// the writer and the workers; a channel's receive spins and yields first, which showed up
 /// as hundreds of thousands of `sched_yield` calls per second under concurrent enqueues.
 pub(crate) struct Promise<T> {
-    inner: Arc<Slot<T>>,
+    to: To<T>,
 }
+
+/// Who hears a promise's answer.
+enum To<T> {
+    /// A caller blocked in [`Answer::recv`].
+    Waiting(Arc<Slot<T>>),
+    /// A function, run by whoever answers (the writer's thread, or the caller's own when it
+    /// led its group): `None` if the promise was dropped unanswered. It must not block.
+    Call(Option<Then<T>>),
+}
+
+/// What a callback promise runs with its answer.
+pub(crate) type Then<T> = Box<dyn FnOnce(Option<T>) + Send>;
 
 /// The receiving half of a one-shot reply.
 pub(crate) struct Answer<T> {
@@ -43,39 +55,55 @@ pub(crate) fn oneshot<T>() -> (Promise<T>, Answer<T>) {
     });
     (
         Promise {
-            inner: inner.clone(),
+            to: To::Waiting(inner.clone()),
         },
         Answer { inner },
     )
 }
 
 impl<T> Promise<T> {
-    /// Answers the waiting caller (if it is still waiting).
-    pub(crate) fn send(self, value: T) {
-        self.settle(State::Answered(value));
+    /// A promise whose answer is handed to `then` by whoever answers: for a caller that
+    /// does not wait on a thread of its own (a control socket's enqueue).
+    pub(crate) fn calling(then: Then<T>) -> Promise<T> {
+        Promise {
+            to: To::Call(Some(then)),
+        }
     }
 
-    fn settle(&self, state: State<T>) {
-        let mut slot = self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    /// Answers the waiting caller (if it is still waiting).
+    pub(crate) fn send(mut self, value: T) {
+        self.settle(Some(value));
+    }
+
+    fn settle(&mut self, value: Option<T>) {
+        let inner = match &mut self.to {
+            To::Call(then) => {
+                if let Some(then) = then.take() {
+                    then(value);
+                }
+                return;
+            }
+            To::Waiting(inner) => inner,
+        };
+        let mut slot = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !matches!(*slot, State::Waiting) {
             return;
         }
-        *slot = state;
+        *slot = match value {
+            Some(value) => State::Answered(value),
+            None => State::Abandoned,
+        };
         drop(slot);
         // Woken after the lock is released: a caller woken while it is still held would
         // block on it at once and need a second wake-up.
-        self.inner.ready.notify_one();
+        inner.ready.notify_one();
     }
 }
 
 impl<T> Drop for Promise<T> {
     /// A promise dropped unanswered (the writer stopped) wakes the caller with an error.
     fn drop(&mut self) {
-        self.settle(State::Abandoned);
+        self.settle(None);
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::model::TaskId;
 use crate::options::Options;
 use crate::shared::Spool;
-use crate::store::NewTask;
+use crate::store::{NewTask, Then};
 
 /// Longest task name accepted by name, in bytes.
 const MAX_NAME_BYTES: usize = 255;
@@ -51,14 +51,52 @@ impl Spool {
         arguments: Vec<serde_json::Value>,
         options: Options,
     ) -> Result<Vec<TaskId>, Error> {
-        check_name(name)?;
         if arguments.is_empty() {
+            check_name(name)?;
             return Ok(Vec::new());
         }
+        let ids = self
+            .shared
+            .engine
+            .insert(self.json_tasks(name, &arguments, options)?)?;
+        Ok(ids.into_iter().map(|e| e.id).collect())
+    }
+
+    /// As [`enqueue_many_json`](Self::enqueue_many_json) without waiting for the commit:
+    /// `then` hears the ids once the tasks are durable, or the error (at once for an invalid
+    /// name, option or argument), on whichever thread answers — it must not block. What the
+    /// control socket runs for a client's enqueue, so that no thread of the owner waits for
+    /// the sync on the client's behalf.
+    pub(crate) fn enqueue_many_json_then(
+        &self,
+        name: &str,
+        arguments: &[serde_json::Value],
+        options: Options,
+        then: Then<Vec<TaskId>>,
+    ) {
+        let tasks = match self.json_tasks(name, arguments, options) {
+            Ok(tasks) if tasks.is_empty() => return then(Ok(Vec::new())),
+            Ok(tasks) => tasks,
+            Err(e) => return then(Err(e)),
+        };
+        self.shared.engine.insert_then(
+            tasks,
+            Box::new(move |ids| then(ids.map(|ids| ids.into_iter().map(|e| e.id).collect()))),
+        );
+    }
+
+    /// Tasks named `name` with these JSON arguments and options, validated at now.
+    fn json_tasks(
+        &self,
+        name: &str,
+        arguments: &[serde_json::Value],
+        options: Options,
+    ) -> Result<Vec<NewTask>, Error> {
+        check_name(name)?;
         let now = self.shared.clock.now_ms();
         let opts = Arc::new(options.resolve(now)?);
         let task_name: Arc<str> = Arc::from(name);
-        let tasks = arguments
+        arguments
             .iter()
             .map(|arguments| {
                 Ok(NewTask {
@@ -72,9 +110,7 @@ impl Spool {
                     step: None,
                 })
             })
-            .collect::<Result<Vec<_>, Error>>()?;
-        let ids = self.shared.engine.insert(tasks)?;
-        Ok(ids.into_iter().map(|e| e.id).collect())
+            .collect()
     }
 }
 

@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::events::Events;
+use crate::model::TaskId;
 use crate::protocol::{Call, MAX_WAIT_MS};
 use crate::result::wait_output;
-use crate::serve::Owner;
+use crate::serve::{Done, Owner};
 use crate::shared::{Shared, Spool};
 
 /// The spool, as its control socket reaches it.
@@ -22,25 +23,67 @@ impl Remote {
     }
 }
 
+/// The most tasks of one `enqueue_many` answered from the writer's thread: the reply (their
+/// ids) is then small enough to go out at once (see `serve`). A larger one is answered by
+/// the connection's thread, which waits for the commit.
+const MAX_DEFERRED_TASKS: usize = 1_000;
+
 impl Owner for Remote {
-    fn answer(&self, call: Call) -> Option<Result<Value, Error>> {
-        if let Call::Wait {
-            task,
-            name,
-            timeout_ms,
-        } = call
-        {
-            // Waits on the weak handle, as a `TaskHandle` does: a waiting client never keeps
-            // the spool open.
-            let waiters = self.0.upgrade()?.waiters.clone();
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
-            let output = wait_output(&self.0, &waiters, task, name.as_deref(), deadline);
-            return Some(output.and_then(|bytes| {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
-            }));
+    fn answer(&self, call: Call, done: Done) {
+        match call {
+            Call::Wait {
+                task,
+                name,
+                timeout_ms,
+            } => {
+                // Waits on the weak handle, as a `TaskHandle` does: a waiting client never
+                // keeps the spool open.
+                let Some(waiters) = self.0.upgrade().map(|shared| shared.waiters.clone()) else {
+                    return done(None);
+                };
+                let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
+                let output = wait_output(&self.0, &waiters, task, name.as_deref(), deadline);
+                done(Some(output.and_then(|bytes| {
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
+                })));
+            }
+            Call::Enqueue {
+                name,
+                arguments,
+                options,
+            } => {
+                let Some(spool) = self.spool() else {
+                    return done(None);
+                };
+                let then = move |ids: Result<Vec<TaskId>, Error>| {
+                    done(Some(
+                        ids.and_then(|ids| json(ids.first().ok_or(Error::Closed)?)),
+                    ));
+                };
+                spool.enqueue_many_json_then(
+                    &name,
+                    std::slice::from_ref(&arguments),
+                    options,
+                    Box::new(then),
+                );
+            }
+            Call::EnqueueMany {
+                name,
+                arguments,
+                options,
+            } if arguments.len() <= MAX_DEFERRED_TASKS => {
+                let Some(spool) = self.spool() else {
+                    return done(None);
+                };
+                let then = move |ids: Result<Vec<TaskId>, Error>| done(Some(ids.and_then(json)));
+                spool.enqueue_many_json_then(&name, &arguments, options, Box::new(then));
+            }
+            call => match self.spool() {
+                Some(spool) => done(Some(answer(&spool, call))),
+                None => done(None),
+            },
         }
-        Some(answer(&self.spool()?, call))
     }
 
     fn subscribe(&self, buffer: usize) -> Option<Events> {
@@ -52,11 +95,12 @@ impl Owner for Remote {
     }
 }
 
+fn json(value: impl serde::Serialize) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
+}
+
 /// Runs one call on the spool; its value as JSON.
 fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
-    fn json(value: impl serde::Serialize) -> Result<Value, Error> {
-        serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
-    }
     match call {
         Call::Stats => json(spool.stats()?),
         Call::Status { task } => json(spool.status(task)?),

@@ -24,7 +24,7 @@ use crate::store::open::{Settings, open_with};
 use crate::store::progress::Progress;
 use crate::store::verbs::{
     Completion, Engine, Enqueued, FlowOp, Job, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp,
-    Serves, ThreadSlot,
+    Serves, Then, ThreadSlot,
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
 use crate::store::{query, read};
@@ -160,6 +160,11 @@ impl Engine for FileEngine {
     fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, Error> {
         self.writer
             .request(|reply| Command::Enqueue { tasks, reply })
+    }
+
+    fn insert_then(&self, tasks: Vec<NewTask>, then: Then<Vec<Enqueued>>) {
+        self.writer
+            .request_then(|reply| Command::Enqueue { tasks, reply }, then);
     }
 
     fn schedule(&self, op: ScheduleOp) -> Result<bool, Error> {

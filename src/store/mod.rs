@@ -66,7 +66,7 @@ pub(crate) use parts::PART;
 pub(crate) use paths::{PRIVATE, socket as socket_path};
 pub(crate) use verbs::{
     Completion, Engine, FlowOp, Inputs, Job, NewLink, NewTask, PartOp, PoolGauges, PoolSpec,
-    Reporter, ScheduleOp, Serves, ThreadSlot,
+    Reporter, ScheduleOp, Serves, Then, ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
 #[cfg(test)]

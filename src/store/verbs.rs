@@ -258,6 +258,9 @@ pub(crate) struct ThreadSlot {
     pub(crate) started: u64,
 }
 
+/// What hears the result of a verb that does not wait ([`Engine::insert_then`]).
+pub(crate) type Then<T> = Box<dyn FnOnce(Result<T, Error>) + Send>;
+
 /// The storage engine of a spool: every verb the public handles use. See the module docs
 /// for the list and for the properties a caller may rely on. Dropping the engine applies
 /// what is pending, makes it durable and stops it; reporters then get `Closed`.
@@ -270,6 +273,11 @@ pub(crate) trait Engine: Send + Sync {
     /// `DiskFull`/`Storage` if the change could not be made durable (nothing was stored);
     /// `Closed` if the engine has stopped.
     fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, Error>;
+
+    /// As [`Engine::insert`], without waiting for the commit: `then` hears the result once
+    /// the tasks are durable (or not stored), on whichever thread answers — it must not
+    /// block.
+    fn insert_then(&self, tasks: Vec<NewTask>, then: Then<Vec<Enqueued>>);
 
     /// Declares, removes, pauses or resumes a schedule; returns whether anything changed
     /// (for a removal: whether the schedule existed). Durable when it returns.

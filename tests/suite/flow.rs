@@ -509,11 +509,12 @@ fn a_rate_limited_backlog_drains_on_its_own_at_the_rate() {
         .iter()
         .map(|h| spool.status(h.id()).unwrap().started_at.unwrap())
         .collect();
-    // 20/s: claims 50 ms apart. A start can lag its claim by a thread's wake-up, so the
-    // gaps are checked loosely and the whole span closely.
+    // 20/s: claims 50 ms apart. A start can lag its claim by a thread's wake-up (tens of
+    // ms on a loaded machine, seen with the whole suite running), so the gaps are checked
+    // loosely — never two at once — and the whole span closely.
     for pair in times.windows(2) {
         let gap = pair[1].duration_since(pair[0]).unwrap();
-        assert!(gap >= Duration::from_millis(25), "{gap:?}");
+        assert!(gap >= Duration::from_millis(5), "{gap:?}");
     }
     let span = times[4].duration_since(times[0]).unwrap();
     assert!(span >= Duration::from_millis(190), "{span:?}");

@@ -17,7 +17,7 @@ use crate::store::wal::Wal;
 use crate::store::writer::command::{Command, Reply};
 use crate::store::writer::state::{Core, Loaded, Writer, WriterConfig, lock};
 use crate::store::writer::thread::{self, Exited};
-use crate::sync::{Waiters, oneshot};
+use crate::sync::{Promise, Waiters, oneshot};
 
 /// The running writer thread, the channel to it, and the views readers take of its state.
 pub(crate) struct WriterHandle {
@@ -124,6 +124,36 @@ impl WriterHandle {
                     self.exited.wait();
                 }
                 Err(lock(&self.core).stopped_error())
+            }
+        }
+    }
+
+    /// As [`request`](Self::request), without waiting: `then` hears the answer, on the
+    /// writer's thread (or on this one, if it ran its own group, or at once if the writer no
+    /// longer runs). `then` must not block: it holds up the writer.
+    pub(crate) fn request_then<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(Reply<T>) -> Command,
+        then: Box<dyn FnOnce(Result<T, Error>) + Send>,
+    ) {
+        let stopped = self.stopped.clone();
+        let cmd = build(Promise::calling(Box::new(move |answer| {
+            // Dropped unanswered: the writer stopped (and says why), or is closing.
+            then(answer.unwrap_or_else(|| Err(stopped.get().cloned().unwrap_or(Error::Closed))))
+        })));
+        let not_led = match self.core.try_lock() {
+            Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
+            Err(TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().lead(cmd, &self.rx, &self.tx)
+            }
+            Err(TryLockError::WouldBlock) => Some(cmd),
+        };
+        if let Some(cmd) = not_led {
+            // A writer that has exited answers what is queued (see `request`); a command the
+            // channel refused is dropped here, which answers it.
+            if self.send(cmd).is_ok() && self.exited.is_set() {
+                let mut writer = lock(&self.core);
+                writer.refuse(self.rx.try_iter());
             }
         }
     }

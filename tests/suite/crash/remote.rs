@@ -321,6 +321,35 @@ fn clients_that_break_the_protocol_are_disconnected_and_the_owner_goes_on() {
         }
     }
 
+    // A client that pipelines enqueues and reads none of the replies fills its socket (a few
+    // hundred replies), and is disconnected then: by the writer's thread, which writes a
+    // deferred reply without waiting, or by its connection's thread after the reply timeout.
+    // Its writes fail as on a closed connection, not by timing out.
+    let mut deaf_enqueuer = raw(&path);
+    deaf_enqueuer
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    send(&mut deaf_enqueuer, br#"{"type":"hello","protocol":1}"#);
+    let mut sent = 0u64;
+    let refused = loop {
+        let call = format!(
+            r#"{{"type":"call","id":{sent},"call":{{"verb":"enqueue","name":"test.nobody","arguments":{{}},"options":{{}}}}}}"#
+        );
+        let mut bytes = (call.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(call.as_bytes());
+        if let Err(e) = deaf_enqueuer.write_all(&bytes) {
+            break e;
+        }
+        sent += 1;
+    };
+    assert!(
+        !matches!(
+            refused.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "after {sent} calls: {refused:?}"
+    );
+
     let client = Client::connect(&path).unwrap();
     let id = client
         .enqueue_json("test.add", json!({ "a": 1, "b": 1 }), Options::new())
