@@ -81,6 +81,10 @@ pub struct TaskMetrics {
     pub last_5m: Outcomes,
     /// Over the last fifteen minutes.
     pub last_15m: Outcomes,
+    /// Per minute over the last fifteen minutes, oldest first (15 entries; the last one is
+    /// the minute up to now).
+    #[serde(default)]
+    pub per_minute: Vec<Outcomes>,
     /// How long attempts ran.
     pub runtime: RunTimes,
 }
@@ -199,8 +203,26 @@ impl Series {
     /// Outcomes over the last `slots` slots up to `now_ms`.
     fn recent(&self, now_ms: u64, slots: u64) -> Outcomes {
         let now = now_ms / SLOT_MS;
+        self.between(now.saturating_sub(slots - 1), now)
+    }
+
+    /// Outcomes per minute over the last 15 minutes up to `now_ms`, oldest first.
+    fn per_minute(&self, now_ms: u64) -> Vec<Outcomes> {
+        let now = now_ms / SLOT_MS;
+        let per = 60_000 / SLOT_MS;
+        (0..15)
+            .rev()
+            .map(|m| match (now + 1).checked_sub((m + 1) * per) {
+                Some(first) => self.between(first, now - m * per),
+                None => Outcomes::default(),
+            })
+            .collect()
+    }
+
+    /// Outcomes in slots `first..=last`, as far as the ring still holds them.
+    fn between(&self, first: u64, last: u64) -> Outcomes {
         let mut out = Outcomes::default();
-        for n in now.saturating_sub(slots - 1)..=now {
+        for n in first..=last {
             if n + (SLOTS as u64) > self.slot && n <= self.slot {
                 let (s, f) = self.ring[(n % SLOTS as u64) as usize];
                 out.succeeded += s;
@@ -273,6 +295,7 @@ impl Metrics {
                     last_1m: s.recent(now_ms, 60_000 / SLOT_MS),
                     last_5m: s.recent(now_ms, 300_000 / SLOT_MS),
                     last_15m: s.recent(now_ms, 900_000 / SLOT_MS),
+                    per_minute: s.per_minute(now_ms),
                     runtime: RunTimes {
                         at_most_us,
                         count: t.runs,

@@ -175,6 +175,9 @@ pub struct PoolStats {
     /// Threads whose attempt a hard time limit ended while the handler kept running (a
     /// thread cannot be stopped from outside). Each was replaced, up to the concurrency.
     pub abandoned: usize,
+    /// Threads running an attempt now.
+    #[serde(default)]
+    pub busy: usize,
 }
 
 impl Stats {

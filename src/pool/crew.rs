@@ -27,12 +27,10 @@ pub(super) struct Crew {
     pub(super) reporter: Arc<dyn Reporter>,
     /// Set at shutdown: threads hand back what they hold instead of running it.
     pub(super) stopping: AtomicBool,
-    /// The task each thread slot is running (0 while idle: ids start at 1).
-    slots: Box<[AtomicU64]>,
     threads: Mutex<Threads>,
     /// Signalled when a thread exits.
     changed: Condvar,
-    /// What `stats` shows of the pool's threads.
+    /// What `stats` shows of the pool's threads, and the task each thread slot is running.
     gauges: Arc<PoolGauges>,
 }
 
@@ -55,7 +53,6 @@ impl Crew {
         runner: Arc<Runner>,
         jobs: Receiver<Job>,
         reporter: Arc<dyn Reporter>,
-        concurrency: usize,
         gauges: Arc<PoolGauges>,
     ) -> Arc<Crew> {
         Arc::new(Crew {
@@ -64,7 +61,6 @@ impl Crew {
             jobs,
             reporter,
             stopping: AtomicBool::new(false),
-            slots: (0..concurrency).map(|_| AtomicU64::new(0)).collect(),
             threads: Mutex::new(Threads::default()),
             changed: Condvar::new(),
             gauges,
@@ -109,13 +105,14 @@ impl Crew {
 
     /// The slot `index` of the running tasks.
     pub(super) fn slot(&self, index: usize) -> &AtomicU64 {
-        &self.slots[index]
+        &self.gauges.running[index]
     }
 
     /// The tasks running now, by id.
     pub(super) fn running(&self) -> Vec<TaskId> {
         let mut ids: Vec<TaskId> = self
-            .slots
+            .gauges
+            .running
             .iter()
             .map(|s| s.load(Ordering::SeqCst))
             .filter(|id| *id != 0)
@@ -134,9 +131,9 @@ impl Crew {
         threads.handles.remove(&number);
         threads.alive = threads.alive.saturating_sub(1);
         threads.hung += 1;
-        self.slots[index].store(0, Ordering::SeqCst);
+        self.gauges.running[index].store(0, Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
-        if !stopping && threads.hung <= self.slots.len() {
+        if !stopping && threads.hung <= self.gauges.running.len() {
             if let Err(e) = self.spawn(&mut threads, index) {
                 tracing::error!(error = %e, "cannot replace a worker thread whose attempt was abandoned");
                 threads.missing += 1;

@@ -214,13 +214,12 @@ impl WorkerBuilder {
             .shared
             .engine
             .reporter(self.concurrency.saturating_add(self.prefetch));
-        let gauges = Arc::new(PoolGauges::default());
+        let gauges = Arc::new(PoolGauges::new(self.concurrency));
         let crew = Crew::new(
             id,
             self.runner(&reporter),
             jobs_rx,
             reporter,
-            self.concurrency,
             gauges.clone(),
         );
         for index in 0..self.concurrency {

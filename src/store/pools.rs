@@ -198,6 +198,12 @@ impl LivePools {
                     concurrency: p.threads,
                     threads: p.gauges.threads.load(Ordering::SeqCst),
                     abandoned: p.gauges.abandoned.load(Ordering::SeqCst),
+                    busy: p
+                        .gauges
+                        .running
+                        .iter()
+                        .filter(|slot| slot.load(Ordering::SeqCst) != 0)
+                        .count(),
                 }
             })
             .collect()

@@ -53,7 +53,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use crossbeam_channel::Sender;
 
@@ -224,6 +224,19 @@ pub(crate) struct PoolGauges {
     pub threads: AtomicUsize,
     /// Threads whose attempt its hard time limit ended, and whose handler has not returned.
     pub abandoned: AtomicUsize,
+    /// The task each thread slot runs now (its id; 0 while idle: ids start at 1).
+    pub running: Box<[AtomicU64]>,
+}
+
+impl PoolGauges {
+    /// The gauges of a pool of `concurrency` threads.
+    pub(crate) fn new(concurrency: usize) -> PoolGauges {
+        PoolGauges {
+            threads: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
+            running: (0..concurrency).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 /// A change to the set of schedules.

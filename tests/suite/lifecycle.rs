@@ -458,3 +458,40 @@ fn every_acknowledged_task_is_readable_at_once_while_others_write() {
     assert_eq!(total, 600);
     worker.shutdown(WAIT).unwrap();
 }
+
+/// `stats` shows how many of a pool's threads run an attempt now.
+#[test]
+fn pool_stats_count_busy_threads() {
+    let key = unique("busy");
+    let spool = Spool::temporary().unwrap();
+    let worker = spool
+        .worker()
+        .concurrency(3)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    assert_eq!(spool.stats().unwrap().pools[0].busy, 0);
+    let handles: Vec<_> = (0..2)
+        .map(|value| {
+            spool
+                .enqueue(Gated {
+                    gate: key.clone(),
+                    wait: true,
+                    work_ms: 0,
+                    value,
+                })
+                .unwrap()
+        })
+        .collect();
+    gate(&key).wait_started(2);
+    let pool = &spool.stats().unwrap().pools[0];
+    assert_eq!((pool.concurrency, pool.busy), (3, 2));
+    gate(&key).open();
+    for h in handles {
+        h.wait(WAIT).unwrap();
+    }
+    eventually("the threads are idle again", || {
+        spool.stats().unwrap().pools[0].busy == 0
+    });
+    worker.shutdown(WAIT).unwrap();
+}

@@ -68,6 +68,17 @@ fn counts_windows_and_run_times_follow_what_happened() {
         "cumulative"
     );
     assert_eq!((s.last_1m.succeeded, s.last_1m.failed), (4, 1));
+    let total = |per_minute: &[taskspool::Outcomes]| {
+        per_minute
+            .iter()
+            .fold((0, 0), |(s, f), o| (s + o.succeeded, f + o.failed))
+    };
+    assert_eq!(s.per_minute.len(), 15);
+    assert_eq!(total(&s.per_minute), (4, 1));
+    assert_eq!(
+        s.per_minute[14], s.last_1m,
+        "the last minute is the newest entry"
+    );
     let math = series(&stats.metrics, "math", "test.add");
     assert_eq!(
         (math.enqueued, math.succeeded, math.runtime.count),
@@ -78,9 +89,19 @@ fn counts_windows_and_run_times_follow_what_happened() {
     let s = series(&spool.stats().unwrap().metrics, "default", "test.scripted").clone();
     assert_eq!((s.last_1m.succeeded, s.last_1m.failed), (0, 0));
     assert_eq!((s.last_5m.succeeded, s.last_5m.failed), (4, 1));
+    assert_eq!(
+        total(&s.per_minute),
+        (4, 1),
+        "two minutes ago is still in the chart"
+    );
+    assert_eq!(
+        (s.per_minute[14].succeeded, s.per_minute[14].failed),
+        (0, 0)
+    );
     clock.advance(Duration::from_secs(15 * 60));
     let s = series(&spool.stats().unwrap().metrics, "default", "test.scripted").clone();
     assert_eq!((s.last_15m.succeeded, s.last_15m.failed), (0, 0));
+    assert_eq!(total(&s.per_minute), (0, 0));
     assert_eq!(s.succeeded, 4, "counts since the open stay");
 }
 
