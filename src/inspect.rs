@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::flow::Limit;
 use crate::model::TaskId;
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
@@ -80,6 +81,14 @@ impl Inspection {
     /// `Storage` on a read failure.
     pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
         self.snapshot.schedules()
+    }
+
+    /// As [`Spool::limits`](crate::Spool::limits): the limits declared in the file.
+    ///
+    /// # Errors
+    /// `Storage` on a read failure.
+    pub fn limits(&self) -> Result<Vec<Limit>, Error> {
+        self.snapshot.limits()
     }
 
     /// As [`Spool::workflow_status`](crate::Spool::workflow_status).

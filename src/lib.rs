@@ -159,6 +159,8 @@ mod store;
 
 mod client;
 mod clock;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod error;
 mod events;
 mod inspect;
@@ -184,6 +186,8 @@ mod power_tests;
 pub use client::{Client, RemoteEvents};
 pub use clock::ManualClock;
 pub use context::{Context, MAX_PROGRESS_BYTES};
+#[cfg(feature = "dashboard")]
+pub use dashboard::{DEFAULT_DASHBOARD_ADDR, Dashboard, DashboardOptions};
 pub use error::{Error, ErrorKind, Failure};
 pub use events::{DEFAULT_EVENT_BUFFER, Event, Events, TaskEvent};
 pub use flow::{Limit, LimitTarget, Rate};

@@ -17,6 +17,8 @@ use crate::store::{NewTask, ScheduleOp};
 mod builder;
 mod by_name;
 mod chord;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod flow;
 mod follow_ups;
 mod graph;

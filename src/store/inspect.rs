@@ -16,6 +16,7 @@ use redb::{
 };
 
 use crate::error::Error;
+use crate::flow::Limit;
 use crate::model::TaskId;
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
@@ -124,6 +125,11 @@ impl Snapshot {
     /// Every schedule, as declared.
     pub(crate) fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
         read::schedules_of(&self.begin_read()?)
+    }
+
+    /// Every declared limit.
+    pub(crate) fn limits(&self) -> Result<Vec<Limit>, Error> {
+        read::limits_of(&self.begin_read()?)
     }
 
     /// A workflow's tasks by state.

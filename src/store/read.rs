@@ -158,7 +158,11 @@ pub(crate) fn workflow_of(read: &ReadTransaction, id: TaskId) -> Result<Workflow
 
 /// The declared limits (see `store::flow`).
 pub(crate) fn limits(db: &Database) -> Result<Vec<Limit>, Error> {
-    let read = db.begin_read().db()?;
+    limits_of(&db.begin_read().db()?)
+}
+
+/// Every declared limit, as of the read `read`.
+pub(crate) fn limits_of(read: &ReadTransaction) -> Result<Vec<Limit>, Error> {
     let table = match read.open_table(FLOW) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

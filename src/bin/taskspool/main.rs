@@ -155,6 +155,19 @@ enum Command {
         /// The queue file.
         file: PathBuf,
     },
+    /// Serve the web dashboard: through the owner's socket when the queue is live, read-only
+    /// from the file when it is not (feature `dashboard`). Runs until interrupted.
+    #[cfg(feature = "dashboard")]
+    Dashboard {
+        /// The queue file.
+        file: PathBuf,
+        /// Where to listen; an address other than a loopback one needs --token.
+        #[arg(long, default_value = "127.0.0.1:5555")]
+        listen: std::net::SocketAddr,
+        /// The token that allows changes (retry, revoke, pause, resume, purge).
+        #[arg(long, env = "TASKSPOOL_DASHBOARD_TOKEN")]
+        token: Option<String>,
+    },
     /// Print events as they happen, one JSON line each (the queue must be live).
     Tail {
         /// The queue file.
@@ -354,6 +367,31 @@ fn run(cli: &Cli) -> Result<String, Error> {
         Command::Checkpoint { file } => {
             Owner::get(file)?.checkpoint()?;
             Ok(done(json, &format!("{} checkpointed", file.display())))
+        }
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard {
+            file,
+            listen,
+            token,
+        } => {
+            let mut options = taskspool::DashboardOptions::new().listen(*listen);
+            if let Some(t) = token {
+                options = options.token(t);
+            }
+            let dashboard = match Source::read(file)? {
+                Source::Live(client) => client.serve_dashboard(options)?,
+                Source::Closed(inspection) => {
+                    eprintln!(
+                        "taskspool: no process owns {}: serving it read-only",
+                        file.display()
+                    );
+                    inspection.serve_dashboard(options)?
+                }
+            };
+            println!("{}", dashboard.url());
+            loop {
+                std::thread::park();
+            }
         }
         Command::Tail { file, count } => {
             let mut events = taskspool::Client::connect(file)?.events(4_096)?;
