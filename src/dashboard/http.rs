@@ -95,7 +95,7 @@ pub(super) fn run(
 }
 
 fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let reads = Router::new()
         .route("/", get(page))
         .route("/assets/app.js", get(script))
         .route("/assets/style.css", get(style))
@@ -105,7 +105,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/tasks/{id}", get(task))
         .route("/api/schedules", get(schedules))
         .route("/api/limits", get(limits))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    // The changes' own guard runs only for a request that matched one (so a wrong method
+    // is a 405 first).
+    let changes = Router::new()
         .route("/api/tasks/{id}/retry", post(retry))
         .route("/api/tasks/{id}/revoke", post(revoke))
         .route("/api/queues/{queue}/pause", post(pause_queue))
@@ -113,6 +116,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/schedules/{name}/pause", post(pause_schedule))
         .route("/api/schedules/{name}/resume", post(resume_schedule))
         .route("/api/purge", post(purge))
+        .route_layer(middleware::from_fn_with_state(app.clone(), guard_change));
+    reads
+        .merge(changes)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -145,70 +151,80 @@ fn same_token(given: &[u8], token: &[u8]) -> bool {
     given.len() == token.len() && given.iter().zip(token).fold(0, |d, (a, b)| d | (a ^ b)) == 0
 }
 
-/// Every request passes here: the host check (loopback), the token (for changes; off
-/// loopback, for everything but the page itself), the cross-site checks (changes); then the
-/// security headers go on the answer.
+/// Every request passes here: the host check (loopback) and, off loopback, the token for
+/// everything but the page itself; then the security headers go on the answer.
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if let Some(refusal) = admit(
-        &app,
-        request.method(),
-        request.uri().path(),
-        request.headers(),
-    ) {
-        return with_headers(refusal);
-    }
-    with_headers(next.run(request).await)
-}
-
-/// The refusal of a request the guard does not let through; `None` lets it through.
-fn admit(app: &App, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let headers = request.headers();
     if let Some(hosts) = &app.hosts
-        && !text(header::HOST.as_str()).is_some_and(|host| hosts.iter().any(|h| h == host))
+        && !text(headers, header::HOST.as_str()).is_some_and(|host| hosts.iter().any(|h| h == host))
     {
-        return Some(refuse(
+        return with_headers(refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "wrong_host",
             "this dashboard answers only to its own address (127.0.0.1 or localhost)",
         ));
     }
-    let change = method == Method::POST;
+    let path = request.uri().path();
     let asset = path == "/" || path.starts_with("/assets/");
-    let needs_token = change || (app.hosts.is_none() && !asset);
-    if needs_token {
-        let Some(token) = &app.token else {
-            return Some(refuse(
-                StatusCode::FORBIDDEN,
-                "read_only",
-                "this dashboard is read-only: start it with a token to retry, revoke, pause \
-                 or purge",
-            ));
-        };
-        let given = text(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
-            return Some(refuse(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "a missing or wrong token: send `Authorization: Bearer <token>` (the page \
-                 asks for it)",
-            ));
-        }
+    if app.hosts.is_none()
+        && !asset
+        && let Some(refusal) = check_token(&app, headers)
+    {
+        return with_headers(refusal);
     }
-    if change {
-        let cross_site = text("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none");
-        let foreign_origin = text(header::ORIGIN.as_str()).is_some_and(|origin| {
-            let host = text(header::HOST.as_str()).unwrap_or_default();
-            origin != format!("http://{host}")
-        });
-        if cross_site || foreign_origin {
-            return Some(refuse(
-                StatusCode::FORBIDDEN,
-                "cross_site",
-                "a change from another site is refused",
-            ));
-        }
+    with_headers(next.run(request).await)
+}
+
+/// A change passes here too: the token, and the cross-site checks.
+async fn guard_change(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        // Answered 405 by the route.
+        return next.run(request).await;
     }
-    None
+    let headers = request.headers();
+    if let Some(refusal) = check_token(&app, headers) {
+        return refusal;
+    }
+    let cross_site =
+        text(headers, "sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none");
+    let foreign_origin = text(headers, header::ORIGIN.as_str()).is_some_and(|origin| {
+        let host = text(headers, header::HOST.as_str()).unwrap_or_default();
+        origin != format!("http://{host}")
+    });
+    if cross_site || foreign_origin {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            "a change from another site is refused",
+        );
+    }
+    next.run(request).await
+}
+
+fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The refusal of a request without the right token; `None` lets it through.
+fn check_token(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &app.token else {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "this dashboard is read-only: start it with a token to retry, revoke, pause or \
+             purge",
+        ));
+    };
+    let given =
+        text(headers, header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    Some(refuse(
+        StatusCode::UNAUTHORIZED,
+        "bad_token",
+        "a missing or wrong token: send `Authorization: Bearer <token>` (the page asks for it)",
+    ))
 }
 
 fn with_headers(mut response: Response) -> Response {
