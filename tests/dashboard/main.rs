@@ -19,7 +19,7 @@ pub const HOSTILE: [&str; 2] = [
     "\"><img src=x onerror=\"window.pwned = 2\">",
 ];
 
-/// Sends a mail, or fails for a mailbox named `fail`.
+/// Sends a mail; a mailbox named `fail…` fails its first attempt (a retry succeeds).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Mail {
     pub to: String,
@@ -28,16 +28,32 @@ pub struct Mail {
 impl Task for Mail {
     const NAME: &'static str = "mail.send";
     type Output = String;
-    fn run(self, _ctx: &Context) -> Result<String, TaskError> {
-        if FAIL_MAIL.load(Ordering::SeqCst) && self.to.starts_with("fail") {
+    fn run(self, ctx: &Context) -> Result<String, TaskError> {
+        if ctx.attempt() == 1 && self.to.starts_with("fail") {
             return Err(TaskError::fail(format!("no such mailbox: {}", self.to)));
         }
         Ok(format!("sent to {}", self.to))
     }
 }
 
-/// Whether `fail…` mailboxes fail (a test lets them succeed on retry).
-pub static FAIL_MAIL: AtomicBool = AtomicBool::new(true);
+/// Runs until `RELEASE` is set (at most 60 s): a task that stays running.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hold;
+
+/// Ends every `Hold`.
+pub static RELEASE: AtomicBool = AtomicBool::new(false);
+
+impl Task for Hold {
+    const NAME: &'static str = "hold";
+    type Output = ();
+    fn run(self, _ctx: &Context) -> Result<(), TaskError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !RELEASE.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
 
 /// Asks to be retried in an hour.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,7 +74,6 @@ impl Task for Later {
 /// is returned, its arguments hostile), ready (on `bulk`, which nothing serves), scheduled,
 /// retrying, waiting (a chain's second step), revoked and expired.
 pub fn every_state(spool: &Spool) -> TaskId {
-    FAIL_MAIL.store(true, Ordering::SeqCst);
     let once = Options::new().max_retries(0);
     let failed = spool
         .enqueue_with(

@@ -20,11 +20,16 @@ function el(tag, attrs, ...children) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+// Replaces `root`'s children (absent ones — null, undefined — are left out).
+function fill(root, ...children) {
+  root.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 async function api(path, method) {
@@ -125,7 +130,7 @@ const views = {
         ? el("button", { onclick: () => change(`/api/queues/${encodeURIComponent(q.name)}/${q.paused ? "resume" : "pause"}`) },
           q.paused ? "Resume" : "Pause")
         : null)));
-    root.replaceChildren(
+    fill(root,
       el("h2", {}, "Queues"),
       o.stats.queues.length ? table([{ label: "queue" }, ...STATES.map((s) => ({ label: s, num: true })), ""], rows)
         : el("p", { class: "muted" }, "No tasks yet."),
@@ -165,7 +170,7 @@ const views = {
       el("input", { name: "name", placeholder: "task name", value: query.get("name") || "" }),
       el("input", { name: "id", placeholder: "task id", inputmode: "numeric" }),
       el("button", { type: "submit" }, "Filter"));
-      root.replaceChildren(el("h2", {}, fixed ? "Failures" : "Tasks"), form, el("div", { id: "rows" }));
+      fill(root, el("h2", {}, fixed ? "Failures" : "Tasks"), form, el("div", { id: "rows" }));
     }
     const page = await api("/api/tasks?" + query.toString());
     const rows = page.tasks.map((t) => el("tr", { "data-task": t.id },
@@ -176,7 +181,7 @@ const views = {
     const more = page.next !== null && page.next !== undefined
       ? el("a", { href: (fixed ? "#/failures?" : "#/tasks?") + (() => { const n = new URLSearchParams(params); n.set("after", page.next); return n.toString(); })() }, "Next page →")
       : null;
-    root.querySelector("#rows").replaceChildren(
+    fill(root.querySelector("#rows"),
       page.tasks.length ? table(["id", "name", "queue", "state", { label: "attempts", num: true }, "enqueued", "last error"], rows)
         : el("p", { class: "muted" }, "No tasks match."),
       el("p", {}, more));
@@ -194,7 +199,7 @@ const views = {
         ? el("button", { class: "primary", id: "retry", onclick: () => change(`/api/tasks/${t.id}/retry`) }, "Retry") : null,
       ["scheduled", "ready", "running", "retrying", "waiting"].includes(t.state)
         ? el("button", { id: "revoke", onclick: () => change(`/api/tasks/${t.id}/revoke`) }, "Revoke") : null) : null;
-    root.replaceChildren(
+    fill(root,
       el("h2", {}, "Task ", taskLink(t.id), " ", t.name, " ", stateBadge(t.state)),
       buttons,
       el("dl", {},
@@ -216,13 +221,13 @@ const views = {
       t.progress !== null && t.progress !== undefined ? [el("h2", {}, "Progress"), json(t.progress)] : null,
       el("h2", {}, "Attempts with errors"),
       t.errors.length ? table(["attempt", "at", "kind", "message"], t.errors.map((e) => el("tr", {},
-        el("td", {}, e.attempt), el("td", {}, when(e.at)), el("td", {}, JSON.stringify(e.kind)), el("td", {}, e.message))))
+        el("td", {}, e.attempt), el("td", {}, when(e.at)), el("td", {}, typeof e.kind === "string" ? e.kind : JSON.stringify(e.kind)), el("td", {}, e.message))))
         : el("p", { class: "muted" }, "No errors."));
   },
 
   async schedules(root) {
     const list = await api("/api/schedules");
-    root.replaceChildren(el("h2", {}, "Schedules"),
+    fill(root, el("h2", {}, "Schedules"),
       list.length ? table(["name", "schedule", "task", "queue", "next fire", "last fire", ""], list.map((s) => el("tr", { "data-schedule": s.name },
         el("td", {}, s.name, " ", s.paused ? el("span", { class: "badge" }, "paused") : null),
         el("td", {}, s.schedule), el("td", {}, s.task), el("td", {}, s.queue),
@@ -233,7 +238,7 @@ const views = {
 
   async pools(root) {
     const stats = await api("/api/stats");
-    root.replaceChildren(el("h2", {}, "Pools"),
+    fill(root, el("h2", {}, "Pools"),
       stats.pools.length ? table(["queues", "tasks", { label: "concurrency", num: true }, { label: "busy", num: true }, { label: "threads", num: true }, { label: "abandoned", num: true }],
         stats.pools.map((p) => el("tr", {}, el("td", {}, p.queues.join(", ")), el("td", {}, p.tasks.join(", ")),
           el("td", { class: "num" }, p.concurrency), el("td", { class: "num" }, p.busy),
@@ -258,7 +263,7 @@ async function refresh() {
   const root = document.getElementById("view");
   if (key !== current) {
     current = key;
-    root.replaceChildren();
+    fill(root);
     for (const a of document.querySelectorAll("nav a")) {
       a.classList.toggle("active", a.dataset.view === r.name || (r.name === "task" && a.dataset.view === "tasks"));
     }
