@@ -411,6 +411,18 @@ impl Client {
         })
     }
 
+    /// As [`Spool::run_schedule_now`](crate::Spool::run_schedule_now): whether a task was
+    /// created.
+    ///
+    /// # Errors
+    /// `ScheduleNotFound` if the owner has no schedule of this name; `Protocol` if the
+    /// connection fails.
+    pub fn run_schedule_now(&self, name: &str) -> Result<bool, Error> {
+        self.call(Call::RunScheduleNow {
+            schedule: name.to_string(),
+        })
+    }
+
     /// As [`Spool::limit`](crate::Spool::limit): declares or replaces a limit in the
     /// owner; whether it changed anything.
     ///

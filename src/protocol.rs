@@ -104,6 +104,9 @@ pub(crate) enum Call {
     Unschedule {
         schedule: String,
     },
+    RunScheduleNow {
+        schedule: String,
+    },
     Limit {
         limit: Limit,
     },

@@ -115,6 +115,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/queues/{queue}/resume", post(resume_queue))
         .route("/api/schedules/{name}/pause", post(pause_schedule))
         .route("/api/schedules/{name}/resume", post(resume_schedule))
+        .route("/api/schedules/{name}/run", post(run_schedule))
         .route("/api/purge", post(purge))
         .route_layer(middleware::from_fn_with_state(app.clone(), guard_change));
     reads
@@ -478,6 +479,10 @@ async fn pause_schedule(State(app): State<Arc<App>>, Path(name): Path<String>) -
 
 async fn resume_schedule(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
     act(&app, Action::ResumeSchedule(name)).await
+}
+
+async fn run_schedule(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    act(&app, Action::RunSchedule(name)).await
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,7 @@ pub(crate) enum Action {
     ResumeQueue(String),
     PauseSchedule(String),
     ResumeSchedule(String),
+    RunSchedule(String),
     /// Revoke every waiting task of a queue and/or task name (`taskspool purge`).
     Purge {
         queue: Option<String>,
@@ -101,6 +102,7 @@ impl Source for Client {
             Action::ResumeQueue(q) => json(self.resume_queue(&q)?),
             Action::PauseSchedule(s) => json(self.pause_schedule(&s)?),
             Action::ResumeSchedule(s) => json(self.resume_schedule(&s)?),
+            Action::RunSchedule(s) => json(self.run_schedule_now(&s)?),
             Action::Purge { queue, name } => json(self.revoke_where(&purge_filter(queue, name))?),
         }
     }

@@ -63,6 +63,7 @@ impl Source for Local {
             Action::ResumeQueue(q) => json(spool.resume_queue(&q)?),
             Action::PauseSchedule(s) => json(spool.pause_schedule(&s)?),
             Action::ResumeSchedule(s) => json(spool.resume_schedule(&s)?),
+            Action::RunSchedule(s) => json(spool.run_schedule_now(&s)?),
             Action::Purge { queue, name } => json(spool.revoke_where(purge_filter(queue, name))?),
         }
     }

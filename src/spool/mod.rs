@@ -393,6 +393,19 @@ impl Spool {
             .map(drop)
     }
 
+    /// Enqueues a schedule's task now, as a fire at this moment (the task's origin names the
+    /// schedule and now), durably — Flower's and Oban Web's "run now". The schedule's timing
+    /// is left as it is: its next fire stays, its last fire is its last scheduled one, and a
+    /// paused schedule stays paused. Returns whether a task was created: `false` when the
+    /// task's unique key ([`Options::unique`](crate::Options::unique)) was held.
+    ///
+    /// # Errors
+    /// `ScheduleNotFound` if no schedule has this name; `DiskFull`/`Storage` if the change
+    /// could not be made durable.
+    pub fn run_schedule_now(&self, name: &str) -> Result<bool, Error> {
+        self.schedule_op(ScheduleOp::RunNow(name.to_string()))
+    }
+
     /// Every declared schedule with its next and last fire.
     ///
     /// # Errors

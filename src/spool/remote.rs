@@ -128,6 +128,7 @@ fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
         Call::RetryWhere { filter } => json(spool.retry_where(filter)?),
         Call::RevokeWorkflow { task } => json(spool.revoke_workflow(task)?),
         Call::Unschedule { schedule } => json(spool.unschedule(&schedule)?),
+        Call::RunScheduleNow { schedule } => json(spool.run_schedule_now(&schedule)?),
         Call::Limit { limit } => json(spool.limit(limit)?),
         Call::RemoveLimit { target } => json(spool.remove_limit(target)?),
         Call::Limits => json(spool.limits()?),

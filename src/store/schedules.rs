@@ -103,7 +103,11 @@ impl Tx<'_> {
     /// Applies a schedule change. The outer result is the transaction's; the inner one is the
     /// caller's answer: whether anything changed (for `Remove`: whether the schedule
     /// existed), or `ScheduleNotFound`, which fails only this change.
-    pub(crate) fn schedule_op(&mut self, op: ScheduleOp) -> Result<Result<bool, Error>, Error> {
+    pub(crate) fn schedule_op(
+        &mut self,
+        op: ScheduleOp,
+        catalog: &mut Catalog,
+    ) -> Result<Result<bool, Error>, Error> {
         let now = self.now();
         let changed = match op {
             ScheduleOp::Declare { name, def } => {
@@ -142,6 +146,13 @@ impl Tx<'_> {
                 }
                 self.tables().schedules()?.remove(name.as_str())?;
                 true
+            }
+            ScheduleOp::RunNow(name) => {
+                let Some(record) = self.schedule(&name)? else {
+                    return Ok(Err(Error::ScheduleNotFound(name)));
+                };
+                let now = self.now();
+                return Ok(Ok(self.fire(&name, &record, &[now], catalog)?));
             }
             ScheduleOp::Pause(name) => return self.set_paused(&name, true),
             ScheduleOp::Resume(name) => return self.set_paused(&name, false),
@@ -199,47 +210,7 @@ impl Tx<'_> {
                 continue;
             }
             let fires = due_fires(&old.def.kind, old.def.misfire, at, now);
-            let ids = self.intern(&old.def.template.queue, &old.def.task_name, catalog)?;
-            let opts = Arc::new(old.def.template.resolve_at(now));
-            let task_name: Arc<str> = Arc::from(old.def.task_name.as_str());
-            for &fire_at_ms in &fires.run {
-                let fired = self.insert(
-                    NewTask {
-                        name: task_name.clone(),
-                        payload: old.def.payload.clone(),
-                        opts: opts.clone(),
-                        enqueued_at_ms: now,
-                        origin: Some(Origin {
-                            schedule: name.clone(),
-                            fire_at_ms,
-                        }),
-                        step: None,
-                    },
-                    ids,
-                )?;
-                if !fired.duplicate
-                    && let Some(events) = self.events_mut()
-                {
-                    events.push(Noted {
-                        what: What::Fired {
-                            schedule: name.clone(),
-                            fire_ms: fire_at_ms,
-                        },
-                        id: fired.id.as_u64(),
-                        attempt: 0,
-                        queue: ids.0,
-                        name: ids.1,
-                        at_ms: now,
-                    });
-                }
-                if fired.duplicate {
-                    tracing::info!(
-                        schedule = %name,
-                        holder = fired.id.as_u64(),
-                        "a fire's unique key was held: no task created"
-                    );
-                }
-            }
+            self.fire(&name, &old, &fires.run, catalog)?;
             if fires.run.is_empty() {
                 tracing::info!(schedule = %name, "skipped missed fires (misfire policy Skip)");
             }
@@ -251,5 +222,61 @@ impl Tx<'_> {
             self.put_schedule(&name, Some(&old), &new)?;
         }
         Ok(more)
+    }
+
+    /// Enqueues the task of schedule `name` once per fire time in `fires`, at now; whether
+    /// the last one created a task (not when its unique key was held).
+    fn fire(
+        &mut self,
+        name: &str,
+        record: &ScheduleRecord,
+        fires: &[u64],
+        catalog: &mut Catalog,
+    ) -> Result<bool, Error> {
+        let now = self.now();
+        let ids = self.intern(&record.def.template.queue, &record.def.task_name, catalog)?;
+        let opts = Arc::new(record.def.template.resolve_at(now));
+        let task_name: Arc<str> = Arc::from(record.def.task_name.as_str());
+        let mut created = false;
+        for &fire_at_ms in fires {
+            let fired = self.insert(
+                NewTask {
+                    name: task_name.clone(),
+                    payload: record.def.payload.clone(),
+                    opts: opts.clone(),
+                    enqueued_at_ms: now,
+                    origin: Some(Origin {
+                        schedule: name.to_string(),
+                        fire_at_ms,
+                    }),
+                    step: None,
+                },
+                ids,
+            )?;
+            created = !fired.duplicate;
+            if !fired.duplicate
+                && let Some(events) = self.events_mut()
+            {
+                events.push(Noted {
+                    what: What::Fired {
+                        schedule: name.to_string(),
+                        fire_ms: fire_at_ms,
+                    },
+                    id: fired.id.as_u64(),
+                    attempt: 0,
+                    queue: ids.0,
+                    name: ids.1,
+                    at_ms: now,
+                });
+            }
+            if fired.duplicate {
+                tracing::info!(
+                    schedule = %name,
+                    holder = fired.id.as_u64(),
+                    "a fire's unique key was held: no task created"
+                );
+            }
+        }
+        Ok(created)
     }
 }

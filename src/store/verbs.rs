@@ -250,6 +250,9 @@ pub(crate) enum ScheduleOp {
     Pause(String),
     /// Fire again from the next time after now (fires missed while paused are not run).
     Resume(String),
+    /// Enqueue the schedule's task now, as a fire at now, leaving its timing as it is;
+    /// `false` if the task's unique key was held.
+    RunNow(String),
 }
 
 /// A change to the declared limits and pauses (see `store::flow`).

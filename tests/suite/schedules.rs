@@ -79,6 +79,46 @@ fn interval_schedule_fires_once_per_interval() {
     assert_eq!(info.next_fire.map(ms), Some(t0 + 3 * MIN));
 }
 
+/// "Run now" enqueues the schedule's task at once, as a fire at now, with the schedule's
+/// options, and leaves its timing (and a pause) as it was.
+#[test]
+fn run_now_fires_once_and_leaves_the_timing() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let key = unique("run-now");
+    let t0 = clock.now_ms();
+    spool
+        .schedule_with(
+            "tick",
+            Schedule::every(Duration::from_secs(60)),
+            Beat { key: key.clone() },
+            Options::new().priority(7),
+        )
+        .unwrap();
+    let before = spool.schedules().unwrap().remove(0);
+    clock.advance(Duration::from_secs(5));
+    assert!(spool.run_schedule_now("tick").unwrap());
+    assert_eq!(drain(&spool), 1);
+    assert_eq!(logged(&key), vec![t0 + 5_000], "its fire time is now");
+    let fired = spool.status(TaskId::from_u64(1)).unwrap();
+    assert_eq!((fired.schedule.as_deref(), fired.priority), (Some("tick"), 7));
+    let after = spool.schedules().unwrap().remove(0);
+    assert_eq!(
+        (after.next_fire, after.last_fire),
+        (before.next_fire, before.last_fire),
+        "the timing is unchanged"
+    );
+
+    spool.pause_schedule("tick").unwrap();
+    assert!(spool.run_schedule_now("tick").unwrap(), "a paused one runs when asked");
+    assert_eq!(drain(&spool), 1);
+    assert!(spool.schedules().unwrap()[0].paused, "and stays paused");
+    let missing = spool.run_schedule_now("tock").unwrap_err();
+    assert!(matches!(missing, Error::ScheduleNotFound(ref n) if n == "tock"), "{missing:?}");
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(drain(&spool), 0, "paused: no scheduled fire");
+}
+
 #[test]
 fn fired_task_status_names_its_schedule_and_fire_time() {
     let clock = manual_clock();

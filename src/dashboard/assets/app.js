@@ -232,7 +232,11 @@ const views = {
         el("td", {}, s.name, " ", s.paused ? el("span", { class: "badge" }, "paused") : null),
         el("td", {}, s.schedule), el("td", {}, s.task), el("td", {}, s.queue),
         el("td", {}, when(s.next_fire)), el("td", {}, when(s.last_fire)),
-        el("td", {}, actions ? el("button", { onclick: () => change(`/api/schedules/${encodeURIComponent(s.name)}/${s.paused ? "resume" : "pause"}`) }, s.paused ? "Resume" : "Pause") : null))))
+        el("td", {}, actions ? [
+          el("button", { onclick: () => change(`/api/schedules/${encodeURIComponent(s.name)}/${s.paused ? "resume" : "pause"}`) }, s.paused ? "Resume" : "Pause"),
+          " ",
+          el("button", { class: "run", onclick: () => change(`/api/schedules/${encodeURIComponent(s.name)}/run`) }, "Run now"),
+        ] : null))))
         : el("p", { class: "muted" }, "No schedules."));
   },
 

@@ -380,7 +380,10 @@ impl Writer {
             Command::Claim { serves, max, reply } => group.claims.push((serves, max, reply)),
             Command::Schedule { op, reply } => {
                 // A missing schedule is the caller's error, not the group's.
-                let changed = step.run(|tx| tx.schedule_op(op)).and_then(|answer| answer);
+                let catalog = &mut self.catalog;
+                let changed = step
+                    .run(|tx| tx.schedule_op(op, catalog))
+                    .and_then(|answer| answer);
                 group.reply(reply, changed);
             }
             Command::Flow { op, reply } => {
