@@ -31,38 +31,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::finished::finished_file;
 use common::*;
-use serde::{Deserialize, Serialize};
-use taskspool::{Context, Event, Paging, Spool, Task, TaskError, TaskFilter, TaskId, TaskState};
+use taskspool::{Event, Paging, Spool, TaskFilter, TaskId, TaskState};
 
-/// Tasks in the file (issue #15: 1M).
-const TASKS: u64 = 1_000_000;
-/// One in this many fails.
-const FAIL_EVERY: u64 = 100;
-/// Tasks per `enqueue_many` call.
-const CHUNK: u64 = 10_000;
 /// Tasks per page (issue #15: 100).
 const PAGE: usize = 100;
 /// Pages timed per order.
 const PAGES: usize = 200;
-
-/// Fails when `fail`, else succeeds at once.
-#[derive(Serialize, Deserialize)]
-struct Maybe {
-    n: u64,
-    fail: bool,
-}
-
-impl Task for Maybe {
-    const NAME: &'static str = "bench.maybe";
-    type Output = u64;
-    fn run(self, _ctx: &Context) -> Result<u64, TaskError> {
-        match self.fail {
-            true => Err(TaskError::fail("failed on purpose")),
-            false => Ok(self.n),
-        }
-    }
-}
 
 fn main() {
     if std::env::var(CHILD_ENV).as_deref() == Ok("serve") {
@@ -85,49 +61,6 @@ fn main() {
         remote_enqueue(&dir);
     }
     note("ops benches done");
-}
-
-/// A file of `TASKS` finished tasks, one in `FAIL_EVERY` failed.
-fn finished_file(dir: &tempfile::TempDir) -> (Spool, u64) {
-    let path = queue_path(dir.path(), "listing");
-    let spool = Spool::builder()
-        .keep_results_forever()
-        .open(&path)
-        .expect("open");
-    let total = scaled(TASKS, 10_000);
-    let start = Instant::now();
-    let worker = spool
-        .worker()
-        .concurrency(2)
-        .register::<Maybe>()
-        .start()
-        .expect("worker");
-    let mut next = 0;
-    while next < total {
-        let hi = (next + CHUNK).min(total);
-        let tasks = (next..hi).map(|n| Maybe {
-            n,
-            fail: n % FAIL_EVERY == 0,
-        });
-        drop(spool.enqueue_many(tasks).expect("enqueue"));
-        next = hi;
-    }
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let stats = spool.stats().expect("stats");
-        if stats.count(TaskState::Succeeded) + stats.count(TaskState::Failed) == total {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the file did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
-    note(format!(
-        "{total} tasks run in {:.1} s, file {:.1} MiB",
-        start.elapsed().as_secs_f64(),
-        file_mib(&path)
-    ));
-    (spool, total)
 }
 
 fn list_page(dir: &tempfile::TempDir) {

@@ -92,8 +92,12 @@
 //!   [`Client::enqueue_json`], durable after the owner's sync) and its events. The
 //!   `taskspool` binary (feature `cli`) uses it, and reads closed files through
 //!   [`Spool::inspect`].
+//! - **A web dashboard** (feature `dashboard`): `Spool::serve_dashboard`,
+//!   `Client::serve_dashboard` and `Inspection::serve_dashboard` serve an overview, task
+//!   lists and pages, failures, schedules and pools in a browser, a JSON API and `/metrics`;
+//!   read-only unless given a token (`DashboardOptions`); `taskspool dashboard FILE`.
 //!
-//! Not here yet (planned): a dashboard, async handlers and a PostgreSQL backend.
+//! Not here yet (planned): async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees
 //!

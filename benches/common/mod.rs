@@ -3,6 +3,8 @@
 //! Each bench binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod finished;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

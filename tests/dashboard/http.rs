@@ -370,10 +370,20 @@ fn changes_need_the_token_a_post_and_the_same_site() {
     assert!(!spool.schedules().unwrap()[0].paused);
     let unknown = http.post_token("/api/schedules/hourly/pause");
     assert_eq!(unknown.status, 404);
-    let fired = spool.stats().unwrap().queue("default").unwrap().count(TaskState::Ready);
+    let fired = spool
+        .stats()
+        .unwrap()
+        .queue("default")
+        .unwrap()
+        .count(TaskState::Ready);
     assert_eq!(http.post_token("/api/schedules/nightly/run").json(), true);
     assert_eq!(
-        spool.stats().unwrap().queue("default").unwrap().count(TaskState::Ready),
+        spool
+            .stats()
+            .unwrap()
+            .queue("default")
+            .unwrap()
+            .count(TaskState::Ready),
         fired + 1,
         "run now enqueued the schedule's task"
     );

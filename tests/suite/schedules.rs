@@ -101,7 +101,10 @@ fn run_now_fires_once_and_leaves_the_timing() {
     assert_eq!(drain(&spool), 1);
     assert_eq!(logged(&key), vec![t0 + 5_000], "its fire time is now");
     let fired = spool.status(TaskId::from_u64(1)).unwrap();
-    assert_eq!((fired.schedule.as_deref(), fired.priority), (Some("tick"), 7));
+    assert_eq!(
+        (fired.schedule.as_deref(), fired.priority),
+        (Some("tick"), 7)
+    );
     let after = spool.schedules().unwrap().remove(0);
     assert_eq!(
         (after.next_fire, after.last_fire),
@@ -110,11 +113,17 @@ fn run_now_fires_once_and_leaves_the_timing() {
     );
 
     spool.pause_schedule("tick").unwrap();
-    assert!(spool.run_schedule_now("tick").unwrap(), "a paused one runs when asked");
+    assert!(
+        spool.run_schedule_now("tick").unwrap(),
+        "a paused one runs when asked"
+    );
     assert_eq!(drain(&spool), 1);
     assert!(spool.schedules().unwrap()[0].paused, "and stays paused");
     let missing = spool.run_schedule_now("tock").unwrap_err();
-    assert!(matches!(missing, Error::ScheduleNotFound(ref n) if n == "tock"), "{missing:?}");
+    assert!(
+        matches!(missing, Error::ScheduleNotFound(ref n) if n == "tock"),
+        "{missing:?}"
+    );
     clock.advance(Duration::from_secs(120));
     assert_eq!(drain(&spool), 0, "paused: no scheduled fire");
 }
