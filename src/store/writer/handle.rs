@@ -98,23 +98,7 @@ impl WriterHandle {
     /// runs answers at once, with why it stopped.
     pub(crate) fn request<T>(&self, build: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot();
-        let cmd = build(tx);
-        let not_led = match self.core.try_lock() {
-            Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
-            Err(TryLockError::Poisoned(poisoned)) => {
-                poisoned.into_inner().lead(cmd, &self.rx, &self.tx)
-            }
-            Err(TryLockError::WouldBlock) => Some(cmd),
-        };
-        if let Some(cmd) = not_led {
-            self.send(cmd)?;
-            // The thread sets `exited` before it answers what is queued: if it is not set
-            // yet, the thread will answer this command.
-            if self.exited.is_set() {
-                let mut writer = lock(&self.core);
-                writer.refuse(self.rx.try_iter());
-            }
-        }
+        self.submit(build(tx))?;
         match rx.recv() {
             Ok(answer) => answer,
             Err(_) => {
@@ -141,6 +125,14 @@ impl WriterHandle {
             // Dropped unanswered: the writer stopped (and says why), or is closing.
             then(answer.unwrap_or_else(|| Err(stopped.get().cloned().unwrap_or(Error::Closed))))
         })));
+        // A command the channel refused is dropped there, which answers it.
+        let _ = self.submit(cmd);
+    }
+
+    /// Runs `cmd` as this caller's own group if the writer is idle (see `Writer::lead`),
+    /// else queues it for the writer thread. A writer that no longer runs answers at once,
+    /// with why it stopped.
+    fn submit(&self, cmd: Command) -> Result<(), Error> {
         let not_led = match self.core.try_lock() {
             Ok(mut writer) => writer.lead(cmd, &self.rx, &self.tx),
             Err(TryLockError::Poisoned(poisoned)) => {
@@ -149,13 +141,15 @@ impl WriterHandle {
             Err(TryLockError::WouldBlock) => Some(cmd),
         };
         if let Some(cmd) = not_led {
-            // A writer that has exited answers what is queued (see `request`); a command the
-            // channel refused is dropped here, which answers it.
-            if self.send(cmd).is_ok() && self.exited.is_set() {
+            self.send(cmd)?;
+            // The thread sets `exited` before it answers what is queued: if it is not set
+            // yet, the thread will answer this command.
+            if self.exited.is_set() {
                 let mut writer = lock(&self.core);
                 writer.refuse(self.rx.try_iter());
             }
         }
+        Ok(())
     }
 
     /// What tells whether the writer stopped for good (for reporters, which do not hold the
