@@ -97,6 +97,10 @@
 //!   lists and pages, failures, schedules and pools in a browser, a JSON API and `/metrics`;
 //!   read-only unless given a token (`DashboardOptions`); `taskspool dashboard FILE`.
 //!
+//! - **From async code** (feature `tokio`): `Spool::enqueue_async` and its batch forms
+//!   resolve once durable without syncing on the runtime's thread;
+//!   `TaskHandle::wait_async` is woken by the writer through a one-shot.
+//!
 //! Not here yet (planned): async handlers and a PostgreSQL backend.
 //!
 //! # Guarantees

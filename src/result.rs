@@ -155,6 +155,35 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl<O: DeserializeOwned> TaskHandle<O> {
+    /// As [`wait`](Self::wait), awaited (feature `tokio`): the task is woken by the commit
+    /// that stores the result, through a one-shot — no thread per waiter, no polling. The
+    /// timeout needs the runtime's timer (`enable_time`, or `enable_all`). Dropping the
+    /// future leaves nothing registered.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub async fn wait_async(&self, timeout: Duration) -> Result<O, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut reg = self.waiters.register_async(self.id);
+            let read = self
+                .shared()
+                .and_then(|shared| shared.engine.result(self.id, Some(self.name)));
+            match read {
+                Ok(None) => {}
+                done => return done.and_then(|bytes| decode_output(&bytes.unwrap_or_default())),
+            }
+            match reg.wait(deadline).await {
+                Woken::Notified => {}
+                Woken::TimedOut => return Err(Error::Timeout(self.id)),
+                Woken::Closed => return Err(Error::Closed),
+            }
+        }
+    }
+}
+
 /// Blocks until task `id` reaches a final state or `deadline` passes; its output's JSON
 /// bytes. `name`: the task name it must have (`WrongTask` otherwise). Holds the spool only
 /// for each read, so a waiter never keeps it open (it hears `Closed` when it closes). What

@@ -148,8 +148,30 @@ pub(crate) struct Waiters {
     closed: AtomicBool,
 }
 
-/// A registration token and the channel that wakes it.
-type Waker = (u64, Sender<()>);
+/// A registration token and what wakes it.
+type Waker = (u64, Wake);
+
+/// How a registered waiter is woken: a thread blocked on a channel, or (feature `tokio`) an
+/// awaiting task, through a one-shot. Dropping it unwoken wakes the waiter as closed.
+enum Wake {
+    Thread(Sender<()>),
+    #[cfg(feature = "tokio")]
+    Task(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Wake {
+    fn wake(self) {
+        match self {
+            Wake::Thread(tx) => {
+                let _ = tx.try_send(());
+            }
+            #[cfg(feature = "tokio")]
+            Wake::Task(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
 
 /// One registered waiter.
 pub(crate) struct Registration {
@@ -179,30 +201,86 @@ impl Registration {
     }
 }
 
+/// One registered waiter that awaits (feature `tokio`): [`Waiters::register_async`].
+#[cfg(feature = "tokio")]
+pub(crate) struct AsyncRegistration {
+    waiters: Arc<Waiters>,
+    id: TaskId,
+    token: u64,
+    wake: tokio::sync::oneshot::Receiver<()>,
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncRegistration {
+    /// Waits until the task is notified, the deadline passes or the engine stops. The
+    /// deadline needs the runtime's timer (a runtime built with `enable_time`).
+    pub(crate) async fn wait(&mut self, deadline: Instant) -> Woken {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, &mut self.wake).await {
+            Ok(Ok(())) => Woken::Notified,
+            Ok(Err(_)) => Woken::Closed,
+            Err(_) => Woken::TimedOut,
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for AsyncRegistration {
+    fn drop(&mut self) {
+        // Already removed if it was woken; otherwise it goes now.
+        self.waiters.forget_token(self.id, self.token);
+    }
+}
+
 impl Waiters {
     /// Registers interest in `id` before its state is read (so a commit in between is not missed).
     pub(crate) fn register(&self, id: TaskId) -> Registration {
         let (tx, wake) = crossbeam_channel::bounded(1);
+        let token = self.enroll(id, Wake::Thread(tx));
+        Registration { id, token, wake }
+    }
+
+    /// As [`register`](Self::register), for a task that awaits (feature `tokio`); the
+    /// registration forgets itself when dropped, so a wait whose future is dropped leaves
+    /// nothing behind.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register_async(self: &Arc<Self>, id: TaskId) -> AsyncRegistration {
+        let (tx, wake) = tokio::sync::oneshot::channel();
+        let token = self.enroll(id, Wake::Task(tx));
+        AsyncRegistration {
+            waiters: self.clone(),
+            id,
+            token,
+            wake,
+        }
+    }
+
+    /// Adds `wake` under `id`; its token. Once closed, `wake` is dropped at once, which wakes
+    /// its waiter as closed.
+    fn enroll(&self, id: TaskId, wake: Wake) -> u64 {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if self.closed.load(Ordering::Acquire) {
-            // Dropping the sender makes `wait` return `Closed` at once.
-            return Registration { id, token, wake };
+            return token;
         }
-        map.entry(id).or_default().push((token, tx));
+        map.entry(id).or_default().push((token, wake));
         self.count.fetch_add(1, Ordering::Release);
-        Registration { id, token, wake }
+        token
     }
 
     /// Removes a registration whose waiter returned without being woken.
     pub(crate) fn forget(&self, reg: Registration) {
+        self.forget_token(reg.id, reg.token);
+    }
+
+    fn forget_token(&self, id: TaskId, token: u64) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = map.get_mut(&reg.id) {
+        if let Some(list) = map.get_mut(&id) {
             let before = list.len();
-            list.retain(|(token, _)| *token != reg.token);
+            list.retain(|(t, _)| *t != token);
             self.count.fetch_sub(before - list.len(), Ordering::Release);
             if list.is_empty() {
-                map.remove(&reg.id);
+                map.remove(&id);
             }
         }
     }
@@ -236,8 +314,8 @@ impl Waiters {
         for id in ids {
             if let Some(list) = map.remove(id) {
                 self.count.fetch_sub(list.len(), Ordering::Release);
-                for (_, tx) in list {
-                    let _ = tx.try_send(());
+                for (_, wake) in list {
+                    wake.wake();
                 }
             }
         }
@@ -257,5 +335,44 @@ mod tests {
         let (promise, answer) = oneshot::<u8>();
         drop(promise);
         assert!(answer.recv().is_err());
+    }
+
+    #[test]
+    fn a_callback_promise_hears_its_answer_or_its_abandonment() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        Promise::calling(Box::new(move |v: Option<u8>| h.lock().unwrap().push(v))).send(7);
+        let h = heard.clone();
+        drop(Promise::calling(Box::new(move |v: Option<u8>| {
+            h.lock().unwrap().push(v)
+        })));
+        assert_eq!(*heard.lock().unwrap(), vec![Some(7), None]);
+    }
+
+    /// An awaiting waiter forgets itself when dropped, woken or not, and a notification wakes
+    /// it; a close wakes it as closed.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn async_registrations_are_woken_and_forget_themselves() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let waiters = Arc::new(Waiters::default());
+        let id = TaskId(7);
+        drop(waiters.register_async(id));
+        assert_eq!(waiters.count.load(Ordering::SeqCst), 0, "dropped unwoken");
+        let mut reg = waiters.register_async(id);
+        assert!(waiters.any(&[id]));
+        waiters.notify(&[id]);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(matches!(rt.block_on(reg.wait(deadline)), Woken::Notified));
+        drop(reg);
+        assert_eq!(waiters.count.load(Ordering::SeqCst), 0);
+        let mut reg = waiters.register_async(id);
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        assert!(matches!(rt.block_on(reg.wait(soon)), Woken::TimedOut));
+        waiters.close();
+        assert!(matches!(rt.block_on(reg.wait(deadline)), Woken::Closed));
     }
 }

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::model::TaskId;
 use crate::options::Options;
 use crate::shared::Spool;
-use crate::store::{NewTask, Then};
+use crate::store::{Lead, NewTask, Then};
 
 /// Longest task name accepted by name, in bytes.
 const MAX_NAME_BYTES: usize = 255;
@@ -81,6 +81,7 @@ impl Spool {
         };
         self.shared.engine.insert_then(
             tasks,
+            Lead::Allowed,
             Box::new(move |ids| then(ids.map(|ids| ids.into_iter().map(|e| e.id).collect()))),
         );
     }

@@ -14,6 +14,8 @@ use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
 pub use crate::shared::Spool;
 use crate::store::{NewTask, ScheduleOp};
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod builder;
 mod by_name;
 mod chord;

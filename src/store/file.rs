@@ -23,8 +23,8 @@ use crate::store::inflight::Inflight;
 use crate::store::open::{Settings, open_with};
 use crate::store::progress::Progress;
 use crate::store::verbs::{
-    Completion, Engine, Enqueued, FlowOp, Job, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp,
-    Serves, Then, ThreadSlot,
+    Completion, Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolSpec, Reporter,
+    ScheduleOp, Serves, Then, ThreadSlot,
 };
 use crate::store::writer::{Command, WriterConfig, WriterHandle};
 use crate::store::{query, read};
@@ -162,9 +162,9 @@ impl Engine for FileEngine {
             .request(|reply| Command::Enqueue { tasks, reply })
     }
 
-    fn insert_then(&self, tasks: Vec<NewTask>, then: Then<Vec<Enqueued>>) {
+    fn insert_then(&self, tasks: Vec<NewTask>, lead: Lead, then: Then<Vec<Enqueued>>) {
         self.writer
-            .request_then(|reply| Command::Enqueue { tasks, reply }, then);
+            .request_then(|reply| Command::Enqueue { tasks, reply }, lead, then);
     }
 
     fn schedule(&self, op: ScheduleOp) -> Result<bool, Error> {

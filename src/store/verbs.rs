@@ -277,6 +277,17 @@ pub(crate) struct ThreadSlot {
 /// What hears the result of a verb that does not wait ([`Engine::insert_then`]).
 pub(crate) type Then<T> = Box<dyn FnOnce(Result<T, Error>) + Send>;
 
+/// Whether a caller that does not wait may run the group itself when the writer is idle
+/// (sparing the writer thread's wake-up), or must leave it to the writer thread (an async
+/// caller: its thread is a runtime's and must not do the sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lead {
+    Allowed,
+    /// Only async callers (feature `tokio`) need it.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Never,
+}
+
 /// The storage engine of a spool: every verb the public handles use. See the module docs
 /// for the list and for the properties a caller may rely on. Dropping the engine applies
 /// what is pending, makes it durable and stops it; reporters then get `Closed`.
@@ -292,8 +303,8 @@ pub(crate) trait Engine: Send + Sync {
 
     /// As [`Engine::insert`], without waiting for the commit: `then` hears the result once
     /// the tasks are durable (or not stored), on whichever thread answers — it must not
-    /// block.
-    fn insert_then(&self, tasks: Vec<NewTask>, then: Then<Vec<Enqueued>>);
+    /// block. With `Lead::Never` this thread never runs the group (nor its sync).
+    fn insert_then(&self, tasks: Vec<NewTask>, lead: Lead, then: Then<Vec<Enqueued>>);
 
     /// Declares, removes, pauses or resumes a schedule; returns whether anything changed
     /// (for a removal: whether the schedule existed). Durable when it returns.

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::store::counts::CountsView;
 use crate::store::pools::LivePools;
 use crate::store::progress::Progress;
+use crate::store::verbs::Lead;
 use crate::store::wal::Wal;
 use crate::store::writer::command::{Command, Reply};
 use crate::store::writer::state::{Core, Loaded, Writer, WriterConfig, lock};
@@ -118,6 +119,7 @@ impl WriterHandle {
     pub(crate) fn request_then<T: Send + 'static>(
         &self,
         build: impl FnOnce(Reply<T>) -> Command,
+        lead: Lead,
         then: Box<dyn FnOnce(Result<T, Error>) + Send>,
     ) {
         let stopped = self.stopped.clone();
@@ -126,7 +128,10 @@ impl WriterHandle {
             then(answer.unwrap_or_else(|| Err(stopped.get().cloned().unwrap_or(Error::Closed))))
         })));
         // A command the channel refused is dropped there, which answers it.
-        let _ = self.submit(cmd);
+        let _ = match lead {
+            Lead::Allowed => self.submit(cmd),
+            Lead::Never => self.queue(cmd),
+        };
     }
 
     /// Runs `cmd` as this caller's own group if the writer is idle (see `Writer::lead`),
@@ -140,14 +145,20 @@ impl WriterHandle {
             }
             Err(TryLockError::WouldBlock) => Some(cmd),
         };
-        if let Some(cmd) = not_led {
-            self.send(cmd)?;
-            // The thread sets `exited` before it answers what is queued: if it is not set
-            // yet, the thread will answer this command.
-            if self.exited.is_set() {
-                let mut writer = lock(&self.core);
-                writer.refuse(self.rx.try_iter());
-            }
+        match not_led {
+            Some(cmd) => self.queue(cmd),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `cmd` for the writer thread. A writer that no longer runs answers at once.
+    fn queue(&self, cmd: Command) -> Result<(), Error> {
+        self.send(cmd)?;
+        // The thread sets `exited` before it answers what is queued: if it is not set yet,
+        // the thread will answer this command.
+        if self.exited.is_set() {
+            let mut writer = lock(&self.core);
+            writer.refuse(self.rx.try_iter());
         }
         Ok(())
     }
