@@ -89,9 +89,6 @@ impl Spool {
             }),
         );
         let ids = rx.await.map_err(|_| Error::Closed)??;
-        Ok(ids
-            .into_iter()
-            .map(|e| TaskHandle::enqueued(e.id, e.duplicate, T::NAME, &self.shared))
-            .collect())
+        Ok(self.handles::<T>(ids))
     }
 }

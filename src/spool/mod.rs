@@ -12,7 +12,7 @@ use crate::registry::decode_json;
 use crate::result::TaskHandle;
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
 pub use crate::shared::Spool;
-use crate::store::{NewTask, ScheduleOp};
+use crate::store::{Enqueued, NewTask, ScheduleOp};
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
@@ -143,10 +143,14 @@ impl Spool {
             return Ok(Vec::new());
         }
         let ids = self.shared.engine.insert(new)?;
-        Ok(ids
-            .into_iter()
+        Ok(self.handles::<T>(ids))
+    }
+
+    /// The handles of tasks of type `T` just enqueued (a duplicate's is its holder's).
+    pub(crate) fn handles<T: Task>(&self, ids: Vec<Enqueued>) -> Vec<TaskHandle<T::Output>> {
+        ids.into_iter()
             .map(|e| TaskHandle::enqueued(e.id, e.duplicate, T::NAME, &self.shared))
-            .collect())
+            .collect()
     }
 
     /// A typed handle for a task enqueued earlier (for example by another run of the program).

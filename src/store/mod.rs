@@ -65,8 +65,8 @@ pub(crate) use inspect::Snapshot;
 pub(crate) use parts::PART;
 pub(crate) use paths::{PRIVATE, socket as socket_path};
 pub(crate) use verbs::{
-    Completion, Engine, FlowOp, Inputs, Job, Lead, NewLink, NewTask, PartOp, PoolGauges, PoolSpec,
-    Reporter, ScheduleOp, Serves, Then, ThreadSlot,
+    Completion, Engine, Enqueued, FlowOp, Inputs, Job, Lead, NewLink, NewTask, PartOp, PoolGauges,
+    PoolSpec, Reporter, ScheduleOp, Serves, Then, ThreadSlot,
 };
 pub(crate) use wal::CHECKPOINT_BYTES;
 #[cfg(test)]
