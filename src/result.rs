@@ -138,7 +138,8 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// Blocks until the task reaches a final state or `timeout` passes.
     ///
     /// The wait wakes on the commit that stores the result (no polling), so an output seen
-    /// here is already durable.
+    /// here is already durable. It blocks the calling thread: from async code, await
+    /// `wait_async` instead (feature `tokio`), or the runtime's thread waits with it.
     ///
     /// # Errors
     /// `Timeout` if the task is still unfinished at the deadline (it keeps going); `Closed`

@@ -96,7 +96,9 @@ impl Spool {
         WorkerBuilder::new(self.shared.clone())
     }
 
-    /// Enqueues a task with its type's default options. Durable when it returns.
+    /// Enqueues a task with its type's default options. Durable when it returns: the call
+    /// blocks for the commit's sync (from async code, await `enqueue_async` instead, feature
+    /// `tokio`, which leaves the runtime's thread free meanwhile).
     ///
     /// # Errors
     /// `InvalidOption` if the type's defaults are invalid; `Json` if the task does not
