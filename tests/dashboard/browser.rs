@@ -51,17 +51,43 @@ async fn shot(client: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
-/// The text of the first element `css` selects, once it exists.
+/// The text of the first element `css` selects, once it exists. The page redraws every 2 s,
+/// which can replace an element between finding and reading it: then it is found again.
 async fn text_of(client: &Client, css: &str) -> String {
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = match client.find(Locator::Css(css)).await {
+            Ok(el) => el.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match read {
+            Ok(text) => return text,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "no `{css}` on the page: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Clicks the first element `css` selects, finding it again if a redraw replaced it.
+async fn click(client: &Client, css: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let clicked = match client.find(Locator::Css(css)).await {
+            Ok(el) => el.click().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "cannot click `{css}`: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the page's `css` element reads `want` (the page redraws every 2 s).
@@ -249,22 +275,8 @@ fn the_overview_a_failed_task_and_a_retry_in_a_real_browser() {
             .unwrap();
         let token = client.find(Locator::Id("token")).await.unwrap();
         token.send_keys(TOKEN).await.unwrap();
-        client
-            .find(Locator::Css("#token-form button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Id("retry"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "#token-form button").await;
+        click(&client, "#retry").await;
         until_text(&client, "h2 .state", "succeeded").await;
         assert_eq!(text_of(&client, "#error").await, "", "no error shown");
         assert_eq!(
