@@ -19,6 +19,7 @@ use crate::protocol::{
     Call, Frame, FromOwner, MAX_WAIT_MS, PROTOCOL, ToOwner, decode, read_frame, write_frame,
 };
 use crate::query::{Paging, TaskFilter};
+use crate::registry::encode_arguments;
 use crate::schedule::ScheduleInfo;
 use crate::store::socket_path;
 use crate::task::Task;
@@ -493,9 +494,11 @@ impl Client {
     }
 }
 
-/// A task's arguments as JSON.
+/// A task's arguments as JSON, checked as a local enqueue checks them (`encode_arguments`:
+/// a NaN would otherwise reach the owner as `null`).
 fn arguments<T: Task>(task: &T) -> Result<Value, Error> {
-    serde_json::to_value(task)
+    let bytes = encode_arguments(task)?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))
 }
 

@@ -279,6 +279,14 @@ pub(crate) fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), IoKind::WouldBlock | IoKind::TimedOut)
 }
 
+/// A reply's value as JSON (a view, an id, a count…).
+///
+/// # Errors
+/// `Json` if it does not serialize.
+pub(crate) fn to_json(value: impl Serialize) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
+}
+
 /// Decodes a frame's message.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("a malformed frame: {e}")))

@@ -120,6 +120,28 @@ fn encode_output<T: Task>(output: &T::Output) -> Result<Vec<u8>, String> {
 }
 
 /// Decodes JSON, naming the field that failed.
+/// A task's arguments as the JSON stored with it.
+///
+/// serde_json writes a NaN or an infinite float as `null`, which then does not decode as the
+/// float: when the JSON holds a `null`, it is decoded again here, so such arguments are
+/// refused at enqueue instead of failing the task when it runs. (Without a `null` nothing was
+/// lost that way, and the check is skipped: it would cost an enqueue a second decode.)
+pub(crate) fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
+    let bytes = serde_json::to_vec(task)
+        .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))?;
+    if bytes.windows(4).any(|w| w == b"null")
+        && let Err(e) = decode_json::<T>(&bytes)
+    {
+        return Err(Error::Json(format!(
+            "the arguments of `{}` do not read back from JSON ({e}); JSON has no NaN or \
+             infinity (serde_json writes them as null): use a type that round-trips, for \
+             example an Option<f64>",
+            T::NAME
+        )));
+    }
+    Ok(bytes)
+}
+
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -224,7 +224,11 @@ pub(crate) fn wait_output(
     }
 }
 
-fn decode_output<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, Error> {
+/// A stored output (JSON bytes) as `O`.
+///
+/// # Errors
+/// `Json` if it does not decode into `O`.
+pub(crate) fn decode_output<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, Error> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
 }

@@ -251,15 +251,27 @@ async fn call<T: Serialize + Send + 'static>(
     app: &Arc<App>,
     f: impl FnOnce(&dyn Source) -> Result<T, Error> + Send + 'static,
 ) -> Response {
+    match off_runtime(app, f).await {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+/// Runs a read or change of the source on the runtime's blocking pool; its value, or the
+/// error's answer.
+async fn off_runtime<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&dyn Source) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Response> {
     let source = app.source.clone();
     match tokio::task::spawn_blocking(move || f(&*source)).await {
-        Ok(Ok(value)) => axum::Json(value).into_response(),
-        Ok(Err(e)) => failure(&e),
-        Err(_) => refuse(
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(failure(&e)),
+        Err(_) => Err(refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage",
             "the read failed unexpectedly",
-        ),
+        )),
     }
 }
 
@@ -326,9 +338,10 @@ async fn overview(State(app): State<Arc<App>>) -> Response {
                 name: t.name,
                 queue: t.queue,
             });
+        let reach = source.reach();
         Ok(Overview {
-            reach: source.reach(),
-            actions: actions && source.reach() != Reach::ClosedFile,
+            reach,
+            actions: actions && reach != Reach::ClosedFile,
             stats,
             limits,
             oldest_ready: oldest,
@@ -438,9 +451,8 @@ async fn limits(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let source = app.source.clone();
-    match tokio::task::spawn_blocking(move || source.stats()).await {
-        Ok(Ok(stats)) => (
+    match off_runtime(&app, |source| source.stats()).await {
+        Ok(stats) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -448,8 +460,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             crate::prometheus::prometheus(&stats),
         )
             .into_response(),
-        Ok(Err(e)) => failure(&e),
-        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "storage", "stats failed"),
+        Err(refusal) => refusal,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::flow::Limit;
 use crate::inspect::Inspection;
 use crate::model::TaskId;
+use crate::protocol::to_json;
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
@@ -56,10 +57,6 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn act(&self, action: Action) -> Result<Value, Error>;
 }
 
-fn json(value: impl Serialize) -> Result<Value, Error> {
-    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
-}
-
 /// The filter of a purge: every waiting state, of a queue and/or name.
 pub(crate) fn purge_filter(queue: Option<String>, name: Option<String>) -> TaskFilter {
     let mut filter = TaskFilter::new();
@@ -96,14 +93,16 @@ impl Source for Client {
     }
     fn act(&self, action: Action) -> Result<Value, Error> {
         match action {
-            Action::Retry(id) => json(self.retry(id)?),
-            Action::Revoke(id) => json(self.revoke(id)?),
-            Action::PauseQueue(q) => json(self.pause_queue(&q)?),
-            Action::ResumeQueue(q) => json(self.resume_queue(&q)?),
-            Action::PauseSchedule(s) => json(self.pause_schedule(&s)?),
-            Action::ResumeSchedule(s) => json(self.resume_schedule(&s)?),
-            Action::RunSchedule(s) => json(self.run_schedule_now(&s)?),
-            Action::Purge { queue, name } => json(self.revoke_where(&purge_filter(queue, name))?),
+            Action::Retry(id) => to_json(self.retry(id)?),
+            Action::Revoke(id) => to_json(self.revoke(id)?),
+            Action::PauseQueue(q) => to_json(self.pause_queue(&q)?),
+            Action::ResumeQueue(q) => to_json(self.resume_queue(&q)?),
+            Action::PauseSchedule(s) => to_json(self.pause_schedule(&s)?),
+            Action::ResumeSchedule(s) => to_json(self.resume_schedule(&s)?),
+            Action::RunSchedule(s) => to_json(self.run_schedule_now(&s)?),
+            Action::Purge { queue, name } => {
+                to_json(self.revoke_where(&purge_filter(queue, name))?)
+            }
         }
     }
 }

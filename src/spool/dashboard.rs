@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::flow::Limit;
 use crate::inspect::Inspection;
 use crate::model::TaskId;
+use crate::protocol::to_json;
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::shared::{Shared, Spool};
@@ -26,10 +27,6 @@ impl Local {
             .map(|shared| Spool { shared })
             .ok_or(Error::Closed)
     }
-}
-
-fn json(value: impl serde::Serialize) -> Result<Value, Error> {
-    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
 }
 
 impl Source for Local {
@@ -57,14 +54,16 @@ impl Source for Local {
     fn act(&self, action: Action) -> Result<Value, Error> {
         let spool = self.spool()?;
         match action {
-            Action::Retry(id) => json(spool.retry(id)?),
-            Action::Revoke(id) => json(spool.revoke(id)?),
-            Action::PauseQueue(q) => json(spool.pause_queue(&q)?),
-            Action::ResumeQueue(q) => json(spool.resume_queue(&q)?),
-            Action::PauseSchedule(s) => json(spool.pause_schedule(&s)?),
-            Action::ResumeSchedule(s) => json(spool.resume_schedule(&s)?),
-            Action::RunSchedule(s) => json(spool.run_schedule_now(&s)?),
-            Action::Purge { queue, name } => json(spool.revoke_where(purge_filter(queue, name))?),
+            Action::Retry(id) => to_json(spool.retry(id)?),
+            Action::Revoke(id) => to_json(spool.revoke(id)?),
+            Action::PauseQueue(q) => to_json(spool.pause_queue(&q)?),
+            Action::ResumeQueue(q) => to_json(spool.resume_queue(&q)?),
+            Action::PauseSchedule(s) => to_json(spool.pause_schedule(&s)?),
+            Action::ResumeSchedule(s) => to_json(spool.resume_schedule(&s)?),
+            Action::RunSchedule(s) => to_json(spool.run_schedule_now(&s)?),
+            Action::Purge { queue, name } => {
+                to_json(spool.revoke_where(purge_filter(queue, name))?)
+            }
         }
     }
 }

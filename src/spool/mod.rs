@@ -8,7 +8,7 @@ use crate::model::{Revoke, Revoked, TaskId};
 use crate::options::Options;
 use crate::pool::WorkerBuilder;
 use crate::query::{Paging, TaskFilter};
-use crate::registry::decode_json;
+use crate::registry::encode_arguments;
 use crate::result::TaskHandle;
 use crate::schedule::{Schedule, ScheduleDef, ScheduleInfo};
 pub use crate::shared::Spool;
@@ -493,26 +493,4 @@ pub(crate) fn new_task<T: Task>(task: T, options: Options, now: u64) -> Result<N
     let mut one = new_tasks([task], options, now)?;
     // Exactly one task went in.
     Ok(one.swap_remove(0))
-}
-
-/// A task's arguments as the JSON stored with it.
-///
-/// serde_json writes a NaN or an infinite float as `null`, which then does not decode as the
-/// float: when the JSON holds a `null`, it is decoded again here, so such arguments are
-/// refused at enqueue instead of failing the task when it runs. (Without a `null` nothing was
-/// lost that way, and the check is skipped: it would cost an enqueue a second decode.)
-fn encode_arguments<T: Task>(task: &T) -> Result<Vec<u8>, Error> {
-    let bytes = serde_json::to_vec(task)
-        .map_err(|e| Error::Json(format!("cannot encode the arguments of `{}`: {e}", T::NAME)))?;
-    if bytes.windows(4).any(|w| w == b"null")
-        && let Err(e) = decode_json::<T>(&bytes)
-    {
-        return Err(Error::Json(format!(
-            "the arguments of `{}` do not read back from JSON ({e}); JSON has no NaN or \
-             infinity (serde_json writes them as null): use a type that round-trips, for \
-             example an Option<f64>",
-            T::NAME
-        )));
-    }
-    Ok(bytes)
 }

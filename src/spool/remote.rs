@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::events::Events;
 use crate::model::TaskId;
-use crate::protocol::{Call, MAX_WAIT_MS};
-use crate::result::wait_output;
+use crate::protocol::{Call, MAX_WAIT_MS, to_json};
+use crate::result::{decode_output, wait_output};
 use crate::serve::{Done, Owner};
 use crate::shared::{Shared, Spool};
 
@@ -43,10 +43,7 @@ impl Owner for Remote {
                 };
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
                 let output = wait_output(&self.0, &waiters, task, name.as_deref(), deadline);
-                done(Some(output.and_then(|bytes| {
-                    serde_json::from_slice(&bytes)
-                        .map_err(|e| Error::Json(format!("the stored result does not decode: {e}")))
-                })));
+                done(Some(output.and_then(|bytes| decode_output(&bytes))));
             }
             Call::Enqueue {
                 name,
@@ -58,7 +55,7 @@ impl Owner for Remote {
                 };
                 let then = move |ids: Result<Vec<TaskId>, Error>| {
                     done(Some(
-                        ids.and_then(|ids| json(ids.first().ok_or(Error::Closed)?)),
+                        ids.and_then(|ids| to_json(ids.first().ok_or(Error::Closed)?)),
                     ));
                 };
                 spool.enqueue_many_json_then(
@@ -76,7 +73,7 @@ impl Owner for Remote {
                 let Some(spool) = self.spool() else {
                     return done(None);
                 };
-                let then = move |ids: Result<Vec<TaskId>, Error>| done(Some(ids.and_then(json)));
+                let then = move |ids: Result<Vec<TaskId>, Error>| done(Some(ids.and_then(to_json)));
                 spool.enqueue_many_json_then(&name, &arguments, options, Box::new(then));
             }
             call => match self.spool() {
@@ -95,45 +92,41 @@ impl Owner for Remote {
     }
 }
 
-fn json(value: impl serde::Serialize) -> Result<Value, Error> {
-    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot encode a reply: {e}")))
-}
-
 /// Runs one call on the spool; its value as JSON.
 fn answer(spool: &Spool, call: Call) -> Result<Value, Error> {
     match call {
-        Call::Stats => json(spool.stats()?),
-        Call::Status { task } => json(spool.status(task)?),
-        Call::Tasks { filter, paging } => json(spool.tasks(&filter, &paging)?),
-        Call::Schedules => json(spool.schedules()?),
+        Call::Stats => to_json(spool.stats()?),
+        Call::Status { task } => to_json(spool.status(task)?),
+        Call::Tasks { filter, paging } => to_json(spool.tasks(&filter, &paging)?),
+        Call::Schedules => to_json(spool.schedules()?),
         Call::Enqueue {
             name,
             arguments,
             options,
-        } => json(spool.enqueue_json(&name, arguments, options)?),
+        } => to_json(spool.enqueue_json(&name, arguments, options)?),
         Call::EnqueueMany {
             name,
             arguments,
             options,
-        } => json(spool.enqueue_many_json(&name, arguments, options)?),
-        Call::Revoke { task } => json(spool.revoke(task)?),
-        Call::RevokeWhere { filter } => json(spool.revoke_where(filter)?),
-        Call::Retry { task } => json(spool.retry(task)?),
-        Call::Forget { task } => json(spool.forget(task)?),
-        Call::WorkflowStatus { task } => json(spool.workflow_status(task)?),
-        Call::PauseSchedule { schedule } => json(spool.pause_schedule(&schedule)?),
-        Call::ResumeSchedule { schedule } => json(spool.resume_schedule(&schedule)?),
-        Call::PauseQueue { queue } => json(spool.pause_queue(&queue)?),
-        Call::ResumeQueue { queue } => json(spool.resume_queue(&queue)?),
-        Call::RetryWhere { filter } => json(spool.retry_where(filter)?),
-        Call::RevokeWorkflow { task } => json(spool.revoke_workflow(task)?),
-        Call::Unschedule { schedule } => json(spool.unschedule(&schedule)?),
-        Call::RunScheduleNow { schedule } => json(spool.run_schedule_now(&schedule)?),
-        Call::Limit { limit } => json(spool.limit(limit)?),
-        Call::RemoveLimit { target } => json(spool.remove_limit(target)?),
-        Call::Limits => json(spool.limits()?),
-        Call::Flush => json(spool.flush()?),
-        Call::Checkpoint => json(spool.checkpoint()?),
+        } => to_json(spool.enqueue_many_json(&name, arguments, options)?),
+        Call::Revoke { task } => to_json(spool.revoke(task)?),
+        Call::RevokeWhere { filter } => to_json(spool.revoke_where(filter)?),
+        Call::Retry { task } => to_json(spool.retry(task)?),
+        Call::Forget { task } => to_json(spool.forget(task)?),
+        Call::WorkflowStatus { task } => to_json(spool.workflow_status(task)?),
+        Call::PauseSchedule { schedule } => to_json(spool.pause_schedule(&schedule)?),
+        Call::ResumeSchedule { schedule } => to_json(spool.resume_schedule(&schedule)?),
+        Call::PauseQueue { queue } => to_json(spool.pause_queue(&queue)?),
+        Call::ResumeQueue { queue } => to_json(spool.resume_queue(&queue)?),
+        Call::RetryWhere { filter } => to_json(spool.retry_where(filter)?),
+        Call::RevokeWorkflow { task } => to_json(spool.revoke_workflow(task)?),
+        Call::Unschedule { schedule } => to_json(spool.unschedule(&schedule)?),
+        Call::RunScheduleNow { schedule } => to_json(spool.run_schedule_now(&schedule)?),
+        Call::Limit { limit } => to_json(spool.limit(limit)?),
+        Call::RemoveLimit { target } => to_json(spool.remove_limit(target)?),
+        Call::Limits => to_json(spool.limits()?),
+        Call::Flush => to_json(spool.flush()?),
+        Call::Checkpoint => to_json(spool.checkpoint()?),
         Call::Subscribe { .. } | Call::Wait { .. } => Err(Error::Protocol(
             "subscribe and wait are answered apart".into(),
         )),

@@ -98,6 +98,19 @@ impl Http {
     }
 }
 
+/// Declares the schedule `nightly` (03:00 every day).
+fn nightly(spool: &Spool) {
+    spool
+        .schedule(
+            "nightly",
+            Schedule::cron("0 3 * * *").unwrap(),
+            Mail {
+                to: "ops@example.com".into(),
+            },
+        )
+        .unwrap();
+}
+
 fn local(token: Option<&str>) -> DashboardOptions {
     let options = DashboardOptions::new().listen("127.0.0.1:0".parse().unwrap());
     match token {
@@ -127,15 +140,7 @@ fn raw_status(addr: SocketAddr, host: &str) -> u16 {
 fn the_api_serves_every_view_as_json() {
     let spool = Spool::temporary().unwrap();
     let failed = every_state(&spool);
-    spool
-        .schedule(
-            "nightly",
-            Schedule::cron("0 3 * * *").unwrap(),
-            Mail {
-                to: "ops@example.com".into(),
-            },
-        )
-        .unwrap();
+    nightly(&spool);
     spool
         .limit(Limit::queue("bulk").concurrency(2).unwrap())
         .unwrap();
@@ -282,15 +287,7 @@ fn the_api_serves_every_view_as_json() {
 fn changes_need_the_token_a_post_and_the_same_site() {
     let spool = Spool::temporary().unwrap();
     let failed = every_state(&spool);
-    spool
-        .schedule(
-            "nightly",
-            Schedule::cron("0 3 * * *").unwrap(),
-            Mail {
-                to: "ops@example.com".into(),
-            },
-        )
-        .unwrap();
+    nightly(&spool);
     let retry = format!("/api/tasks/{}/retry", failed.as_u64());
 
     let read_only = spool.serve_dashboard(local(None)).unwrap();
