@@ -1,4 +1,9 @@
-//! Async figures of issue #17 (so far: the awaited enqueue and `wait_async`).
+//! Async figures of issue #17: async handlers, the awaited enqueue, and `wait_async`.
+//!
+//! `drain_noop_async`: 100k no-op async tasks (`AsyncTask`) queued, then a pool of
+//! concurrency 64 on a 2-thread tokio runtime drains them; alternated with `drain_noop` as
+//! `throughput` times it (100k sync no-ops, a 2-thread pool), fresh files (`common::alternate`);
+//! tasks/s, medians, and the ratio pair by pair (target ≥ 0.7).
 //!
 //! `enqueue_async_durable_8`: eight tasks on a one-thread tokio runtime, each awaiting
 //! `enqueue_async` in a loop for 3 s (each resolves once its group is synced), alternated
@@ -20,7 +25,21 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use taskspool::Spool;
+use taskspool::{AsyncTask, Context, Spool, TaskError};
+
+/// An async task that does nothing.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AsyncNoop {
+    n: u64,
+}
+
+impl AsyncTask for AsyncNoop {
+    const NAME: &'static str = "bench.async_noop";
+    type Output = ();
+    async fn run(self, _ctx: Context) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
 
 /// The system allocator, counting the bytes live.
 struct Counting;
@@ -51,6 +70,9 @@ const LOOP: Duration = Duration::from_secs(3);
 fn main() {
     let dir = temp_dir();
     note(format!("async benches in {}", dir.path().display()));
+    if selected("drain_noop_async") {
+        drain_async(&dir);
+    }
     if selected("enqueue_async_durable_8") {
         enqueue_async(&dir);
     }
@@ -65,6 +87,71 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Tasks in the drain figures.
+const DRAIN_TASKS: u64 = 100_000;
+
+fn drain_async(dir: &tempfile::TempDir) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let n = scaled(DRAIN_TASKS, 1_000);
+    let poll = Duration::from_millis(1);
+    let long = Duration::from_secs(600);
+    let sync = || {
+        let (spool, path) = fresh_spool(dir.path(), "drain_sync");
+        drop(
+            spool
+                .enqueue_many((0..n).map(|n| Noop { n }))
+                .expect("fill"),
+        );
+        let secs = timed_drain(
+            spool,
+            &path,
+            |spool| {
+                spool
+                    .worker()
+                    .concurrency(2)
+                    .register::<Noop>()
+                    .start()
+                    .expect("worker")
+            },
+            |spool| wait_succeeded(spool, n, poll, long),
+        );
+        n as f64 / secs
+    };
+    let on_runtime = || {
+        let (spool, path) = fresh_spool(dir.path(), "drain_async");
+        drop(
+            spool
+                .enqueue_many((0..n).map(|n| AsyncNoop { n }))
+                .expect("fill"),
+        );
+        let secs = timed_drain(
+            spool,
+            &path,
+            |spool| {
+                spool
+                    .worker()
+                    .runtime(rt.handle().clone())
+                    .concurrency(64)
+                    .register_async::<AsyncNoop>()
+                    .start()
+                    .expect("worker")
+            },
+            |spool| wait_succeeded(spool, n, poll, long),
+        );
+        n as f64 / secs
+    };
+    alternate(
+        ("drain_noop_same_run", sync),
+        ("drain_noop_async", on_runtime),
+        "tasks/s",
+        ">= 0.7",
+    );
 }
 
 fn enqueue_async(dir: &tempfile::TempDir) {

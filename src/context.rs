@@ -391,6 +391,36 @@ impl Context {
         self.check()
     }
 
+    /// Resolves once this attempt is asked to stop, as [`is_cancelled`](Self::is_cancelled)
+    /// turns true (feature `tokio`): for an [`AsyncTask`](crate::AsyncTask) to race its work
+    /// against with `tokio::select!` and stop cleanly at the soft time limit. (A revoke does
+    /// not need it: it drops the attempt's future.) The future holds no borrow of the
+    /// context. A sync handler uses [`sleep`](Self::sleep) or [`check`](Self::check).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use taskspool::{AsyncTask, Context, TaskError};
+    /// # #[derive(Serialize, Deserialize)] struct Crawl;
+    /// impl AsyncTask for Crawl {
+    ///     const NAME: &'static str = "crawl";
+    ///     type Output = u32;
+    ///     async fn run(self, ctx: Context) -> Result<u32, TaskError> {
+    ///         let mut pages = 0;
+    ///         loop {
+    ///             tokio::select! {
+    ///                 _ = ctx.cancelled() => return Ok(pages), // keep what was done
+    ///                 _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => pages += 1,
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let signal = self.signal.clone();
+        std::future::poll_fn(move |cx| signal.poll_interrupt(cx, true, true).map(|_| ()))
+    }
+
     /// When the hard time limit ends this attempt ([`Options::time_limit`](crate::Options::time_limit)),
     /// on the spool's clock; `None` without a hard limit.
     pub fn deadline(&self) -> Option<SystemTime> {

@@ -215,6 +215,12 @@ pub enum Error {
         /// Which tasks, by id.
         tasks: Vec<TaskId>,
     },
+
+    /// A blocking call was made on the thread of a current-thread tokio runtime that the
+    /// work it would wait for needs (feature `tokio`): waiting there could never end. The
+    /// message names the call and its awaited form.
+    #[error("{0}")]
+    WouldDeadlock(String),
 }
 
 /// The broad category of an [`Error`], for callers that branch on what to do next.
@@ -259,6 +265,7 @@ impl Error {
             | Error::WrongTask { .. }
             | Error::WrongState { .. }
             | Error::AttemptEnded(_)
+            | Error::WouldDeadlock(_)
             | Error::BadPath { .. } => ErrorKind::InvalidInput,
             Error::NotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) | Error::ShutdownTimeout { .. } => ErrorKind::Timeout,

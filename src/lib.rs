@@ -151,6 +151,8 @@ mod registry;
 
 mod schedule;
 mod task;
+#[cfg(feature = "tokio")]
+mod task_async;
 
 mod context;
 mod shared;
@@ -218,5 +220,7 @@ pub use spool::{
     Durability, GroupHandle, Link, Spool, SpoolBuilder, Step, StepId, StoredWorkflow, Workflow,
 };
 pub use task::Task;
+#[cfg(feature = "tokio")]
+pub use task_async::AsyncTask;
 pub use task_error::TaskError;
 pub use views::{PoolStats, QueueStats, Stats, TaskPage, TaskStatus, WorkflowStatus};

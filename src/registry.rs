@@ -3,6 +3,10 @@
 
 use std::any::type_name;
 use std::collections::HashMap;
+#[cfg(feature = "tokio")]
+use std::future::Future;
+#[cfg(feature = "tokio")]
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -11,10 +15,30 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::model::Outcome;
 use crate::task::Task;
+#[cfg(feature = "tokio")]
+use crate::task_async::AsyncTask;
 use crate::task_error::TaskError;
 
 /// A type-erased handler: decode the JSON arguments, run, encode the output.
-pub(crate) type Handler = Arc<dyn Fn(&[u8], &Context) -> Outcome + Send + Sync>;
+#[derive(Clone)]
+pub(crate) enum Handler {
+    /// A [`Task`]: runs on the calling thread.
+    Sync(Arc<RunFn>),
+    /// An [`AsyncTask`]: decodes on the calling thread and returns the attempt's future.
+    #[cfg(feature = "tokio")]
+    Async(Arc<StartFn>),
+}
+
+/// A sync task's attempt.
+pub(crate) type RunFn = dyn Fn(&[u8], &Context) -> Outcome + Send + Sync;
+
+/// An async task's attempt, as its future.
+#[cfg(feature = "tokio")]
+pub(crate) type StartFn = dyn Fn(&[u8], Context) -> AttemptFuture + Send + Sync;
+
+/// One attempt of an async task, ending in its outcome.
+#[cfg(feature = "tokio")]
+pub(crate) type AttemptFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// Task names a worker can run, mapped to their Rust types and handlers.
 #[derive(Clone, Default)]
@@ -28,18 +52,51 @@ impl Registry {
     /// Adds `T`. Registering a type again changes nothing; registering another type under a
     /// name already taken is remembered and refused by [`check`](Self::check).
     pub(crate) fn register<T: Task>(&mut self) {
-        let ty = type_name::<T>();
-        if let Some((other, _)) = self.handlers.get(T::NAME) {
-            if *other != ty && self.conflict.is_none() {
-                self.conflict = Some(format!(
-                    "task name `{}` is registered twice in one worker, with types `{other}` and \
-                     `{ty}`: a name must mean one type — give one of them another `NAME`",
-                    T::NAME
+        if T::ASYNC {
+            self.refuse(format!(
+                "`{}` (task `{}`) is an AsyncTask: register it with register_async::<T>() on a \
+                 pool given a runtime",
+                type_name::<T>(),
+                T::NAME
+            ));
+            return;
+        }
+        self.insert(T::NAME, type_name::<T>(), Handler::Sync(Arc::new(run::<T>)));
+    }
+
+    /// Adds the async task `T` (see [`register`](Self::register)).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register_async<T: AsyncTask>(&mut self) {
+        let handler = Handler::Async(Arc::new(start::<T>));
+        self.insert(<T as AsyncTask>::NAME, type_name::<T>(), handler);
+    }
+
+    fn insert(&mut self, name: &'static str, ty: &'static str, handler: Handler) {
+        if let Some((other, _)) = self.handlers.get(name) {
+            if *other != ty {
+                self.refuse(format!(
+                    "task name `{name}` is registered twice in one worker, with types `{other}` \
+                     and `{ty}`: a name must mean one type — give one of them another `NAME`"
                 ));
             }
             return;
         }
-        self.handlers.insert(T::NAME, (ty, Arc::new(run::<T>)));
+        self.handlers.insert(name, (ty, handler));
+    }
+
+    /// Remembers the first registration to refuse at [`check`](Self::check).
+    fn refuse(&mut self, problem: String) {
+        if self.conflict.is_none() {
+            self.conflict = Some(problem);
+        }
+    }
+
+    /// Whether an async task is registered.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn has_async(&self) -> bool {
+        self.handlers
+            .values()
+            .any(|(_, h)| matches!(h, Handler::Async(_)))
     }
 
     /// # Errors
@@ -77,16 +134,34 @@ impl Registry {
 
 /// One attempt of `T`: decode, run, encode.
 fn run<T: Task>(payload: &[u8], ctx: &Context) -> Outcome {
-    let task: T = match decode_json(payload) {
-        Ok(task) => task,
-        Err(e) => {
-            return Outcome::Undecodable(format!(
-                "cannot decode the arguments of task `{}`: {e}",
-                T::NAME
-            ));
-        }
-    };
-    match task.run(ctx) {
+    match decode_task::<T>(payload) {
+        Ok(task) => outcome::<T>(task.run(ctx)),
+        Err(undecodable) => undecodable,
+    }
+}
+
+/// One attempt of the async task `T`: decode now, then run and encode in the future.
+#[cfg(feature = "tokio")]
+fn start<T: AsyncTask>(payload: &[u8], ctx: Context) -> AttemptFuture {
+    match decode_task::<T>(payload) {
+        Ok(task) => Box::pin(async move { outcome::<T>(AsyncTask::run(task, ctx).await) }),
+        Err(undecodable) => Box::pin(std::future::ready(undecodable)),
+    }
+}
+
+/// The task's arguments, or the outcome of arguments that do not decode.
+fn decode_task<T: Task>(payload: &[u8]) -> Result<T, Outcome> {
+    decode_json(payload).map_err(|e| {
+        Outcome::Undecodable(format!(
+            "cannot decode the arguments of task `{}`: {e}",
+            T::NAME
+        ))
+    })
+}
+
+/// The outcome of what a handler returned.
+fn outcome<T: Task>(returned: Result<T::Output, TaskError>) -> Outcome {
+    match returned {
         Ok(output) => match encode_output::<T>(&output) {
             Ok(bytes) => Outcome::Succeeded(bytes),
             Err(message) => TaskError::fail(message).into_outcome(),

@@ -4,7 +4,9 @@
 //! (exactly one of them wins).
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+#[cfg(feature = "tokio")]
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A revoke was requested while the attempt ran.
@@ -25,14 +27,31 @@ pub(crate) enum StopReason {
     SoftLimit,
 }
 
+/// What interrupts an async attempt (feature `tokio`): see [`AttemptSignal::poll_interrupt`].
+#[cfg(feature = "tokio")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    /// The hard time limit ended the attempt.
+    Abandoned,
+    /// A stop was asked: a revoke, or (when asked for) the soft time limit.
+    Stopped,
+}
+
 /// One attempt's signal.
 #[derive(Debug, Default)]
 pub(crate) struct AttemptSignal {
     state: AtomicU8,
-    /// Wakes handlers in `Context::sleep` when a stop is asked.
-    lock: Mutex<()>,
+    /// Wakes handlers in `Context::sleep` when a stop is asked, and (feature `tokio`) the
+    /// futures registered by [`poll_interrupt`](Self::poll_interrupt), kept here.
+    lock: Mutex<Wakers>,
     wake: Condvar,
 }
+
+/// The futures to wake when the attempt is asked to stop or abandoned.
+#[cfg(feature = "tokio")]
+type Wakers = Vec<Waker>;
+#[cfg(not(feature = "tokio"))]
+type Wakers = ();
 
 impl AttemptSignal {
     /// Asks the attempt to stop (the first reason asked is kept by [`stop_reason`]).
@@ -42,8 +61,54 @@ impl AttemptSignal {
             StopReason::SoftLimit => SOFT_LIMIT,
         };
         self.state.fetch_or(bit, Ordering::SeqCst);
-        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wake_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Wakers> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every sleeper and registered future (after a state change).
+    fn wake_all(&self) {
+        let guard = self.lock();
         self.wake.notify_all();
+        #[cfg(feature = "tokio")]
+        {
+            let mut guard = guard;
+            let wakers = std::mem::take(&mut *guard);
+            drop(guard);
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+        #[cfg(not(feature = "tokio"))]
+        drop(guard);
+    }
+
+    /// Whether the attempt was interrupted — abandoned at its hard limit, or (as asked)
+    /// revoked or past its soft limit; if not, `cx`'s waker is woken when it is.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_interrupt(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        revoke: bool,
+        soft_limit: bool,
+    ) -> Poll<Interrupt> {
+        let stops = if revoke { REVOKED } else { 0 } | if soft_limit { SOFT_LIMIT } else { 0 };
+        let mut wakers = self.lock();
+        // Read under the lock that `wake_all` takes after changing the state: either the
+        // change is seen here, or the waker registered here is woken.
+        let state = self.state.load(Ordering::SeqCst);
+        if state & ABANDONED != 0 {
+            return Poll::Ready(Interrupt::Abandoned);
+        }
+        if state & stops != 0 {
+            return Poll::Ready(Interrupt::Stopped);
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Whether the attempt was asked to stop. One atomic load.
@@ -66,7 +131,7 @@ impl AttemptSignal {
     /// Sleeps until `timeout` passes or a stop is asked; returns whether a stop was asked.
     pub(crate) fn sleep(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
-        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.lock();
         loop {
             if self.is_stopped() {
                 return true;
@@ -95,7 +160,12 @@ impl AttemptSignal {
     /// The hard limit passed: the attempt ends now, unless the handler returned first
     /// (then `false`).
     pub(crate) fn abandon(&self) -> bool {
-        self.claim_end(ABANDONED, RETURNED)
+        let won = self.claim_end(ABANDONED, RETURNED);
+        if won {
+            // An async attempt waits on this to drop its future.
+            self.wake_all();
+        }
+        won
     }
 
     /// Whether the hard limit ended the attempt.

@@ -51,4 +51,9 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     fn defaults() -> Options {
         Options::new()
     }
+
+    /// Whether this is an [`AsyncTask`](crate::AsyncTask) (set by its blanket impl of
+    /// `Task`, which enqueues it): such a type is registered with `register_async`.
+    #[doc(hidden)]
+    const ASYNC: bool = false;
 }

@@ -16,11 +16,14 @@ use crate::store::{PoolGauges, PoolSpec, Reporter, Serves, ThreadSlot};
 use crate::task::Task;
 
 mod crew;
+#[cfg(feature = "tokio")]
+mod runtime;
 mod thread;
 mod worker;
 
 use crew::Crew;
 use thread::{Owner, Runner, Watcher};
+use worker::Running;
 pub use worker::Worker;
 
 /// How long dropping a [`Worker`] waits for running tasks, unless configured otherwise.
@@ -64,6 +67,9 @@ pub struct WorkerBuilder {
     data: AppData,
     prefetch: usize,
     shutdown_timeout: Duration,
+    /// Where attempts run as futures (feature `tokio`); `None`: on the pool's threads.
+    #[cfg(feature = "tokio")]
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -88,10 +94,15 @@ impl WorkerBuilder {
             data: AppData::default(),
             prefetch: DEFAULT_MAX_PREFETCH,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            #[cfg(feature = "tokio")]
+            runtime: None,
         }
     }
 
     /// How many tasks run at once (one thread each). Default: the number of CPUs.
+    ///
+    /// On a runtime ([`runtime`](Self::runtime), feature `tokio`) it bounds the attempts in
+    /// flight instead, not threads: a pool of 1,000 waits on 1,000 HTTP calls at once.
     pub fn concurrency(mut self, threads: usize) -> Self {
         self.concurrency = threads;
         self
@@ -139,8 +150,66 @@ impl WorkerBuilder {
     /// [`start`](Self::start) and [`drain`](Self::drain) fail with `InvalidOption` naming
     /// both types. (Otherwise a task could run with another type's handler whenever its JSON
     /// happened to fit.)
+    ///
+    /// An [`AsyncTask`](crate::AsyncTask) is registered with `register_async` instead:
+    /// registering one here makes `start` fail with `InvalidOption`.
     pub fn register<T: Task>(mut self) -> Self {
         self.registry.register::<T>();
+        self
+    }
+
+    /// Runs this pool's attempts on a tokio runtime (feature `tokio`): each attempt is a
+    /// task spawned with `handle`, and [`concurrency`](Self::concurrency) bounds how many
+    /// are in flight. Async tasks ([`register_async`](Self::register_async)) need it; sync
+    /// tasks of the same pool run on the runtime's blocking threads (`spawn_blocking`).
+    ///
+    /// The runtime must be running while the pool is: a multi-thread runtime, or a
+    /// current-thread one whose thread is in `block_on`. If it shuts down while the pool
+    /// runs, its attempts' futures are dropped — an attempt that had started fails and is
+    /// retried by its policy, one that had not goes back to its queue — and the pool stops
+    /// claiming (a line is logged); its tasks wait for another pool. A blocking
+    /// [`Worker::shutdown`] on the thread of the current-thread runtime the pool runs on
+    /// cannot wait for the attempts, which need that thread: it stops claiming and returns
+    /// [`Error::WouldDeadlock`]; await [`Worker::shutdown_async`] there instead.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use taskspool::{AsyncTask, Context, Spool, TaskError};
+    /// # #[derive(Serialize, Deserialize)] struct Ping;
+    /// # impl AsyncTask for Ping {
+    /// #     const NAME: &'static str = "ping";
+    /// #     type Output = ();
+    /// #     async fn run(self, _: Context) -> Result<(), TaskError> { Ok(()) }
+    /// # }
+    /// let runtime = tokio::runtime::Builder::new_multi_thread()
+    ///     .worker_threads(2)
+    ///     .enable_all()
+    ///     .build()
+    ///     .unwrap();
+    /// let spool = Spool::temporary()?;
+    /// let worker = spool
+    ///     .worker()
+    ///     .runtime(runtime.handle().clone())
+    ///     .concurrency(64)
+    ///     .register_async::<Ping>()
+    ///     .start()?;
+    /// let handle = spool.enqueue(Ping)?;
+    /// handle.wait(std::time::Duration::from_secs(5))?;
+    /// worker.shutdown(std::time::Duration::from_secs(5))?;
+    /// # Ok::<(), taskspool::Error>(())
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Registers an async task type this pool can run (feature `tokio`), on the runtime
+    /// given with [`runtime`](Self::runtime) (without one, `start` and `drain` fail with
+    /// `InvalidOption`). Names are checked as for [`register`](Self::register).
+    #[cfg(feature = "tokio")]
+    pub fn register_async<T: crate::AsyncTask>(mut self) -> Self {
+        self.registry.register_async::<T>();
         self
     }
 
@@ -162,6 +231,14 @@ impl WorkerBuilder {
     /// and valid queue names (`"default"` when none is named).
     fn serves(&self) -> Result<Serves, Error> {
         self.registry.check()?;
+        #[cfg(feature = "tokio")]
+        if self.registry.has_async() && self.runtime.is_none() {
+            return Err(Error::InvalidOption(
+                "register_async::<T>() needs a runtime to run the task's futures on: give the \
+                 pool one with .runtime(handle) (for example tokio::runtime::Handle::current())"
+                    .into(),
+            ));
+        }
         self.data.check()?;
         let queues = match &self.queues {
             None => vec![DEFAULT_QUEUE.to_string()],
@@ -215,17 +292,18 @@ impl WorkerBuilder {
             .engine
             .reporter(self.concurrency.saturating_add(self.prefetch));
         let gauges = Arc::new(PoolGauges::new(self.concurrency));
-        let crew = Crew::new(
-            id,
-            self.runner(&reporter),
-            jobs_rx,
-            reporter,
-            gauges.clone(),
-        );
-        for index in 0..self.concurrency {
-            // On error, the threads started exit once the job channel (`jobs_tx`) is dropped.
-            crew.start(index)?;
-        }
+        let runner = self.runner(&reporter);
+        // On error, the threads started exit once the job channel (`jobs_tx`) is dropped.
+        let running = match self.on_runtime(id, &runner, &jobs_rx, &reporter, &gauges)? {
+            Some(running) => running,
+            None => {
+                let crew = Crew::new(id, runner, jobs_rx, reporter, gauges.clone());
+                for index in 0..self.concurrency {
+                    crew.start(index)?;
+                }
+                Running::Threads(crew)
+            }
+        };
         let spec = PoolSpec {
             id,
             serves,
@@ -238,7 +316,44 @@ impl WorkerBuilder {
             self.shared.engine.unregister(id);
             return Err(e);
         }
-        Ok(Worker::new(crew, self.shared, self.shutdown_timeout))
+        Ok(Worker::new(running, self.shared, self.shutdown_timeout))
+    }
+
+    /// The pool on its runtime, if it was given one.
+    #[cfg(feature = "tokio")]
+    fn on_runtime(
+        &self,
+        id: PoolId,
+        runner: &Arc<Runner>,
+        jobs: &crossbeam_channel::Receiver<crate::store::Job>,
+        reporter: &Arc<dyn Reporter>,
+        gauges: &Arc<PoolGauges>,
+    ) -> Result<Option<Running>, Error> {
+        let Some(handle) = &self.runtime else {
+            return Ok(None);
+        };
+        let pool = runtime::RuntimePool::start(
+            id,
+            runner.clone(),
+            jobs.clone(),
+            reporter.clone(),
+            handle.clone(),
+            &self.shared,
+            gauges.clone(),
+        )?;
+        Ok(Some(Running::Runtime(pool)))
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    fn on_runtime(
+        &self,
+        _id: PoolId,
+        _runner: &Arc<Runner>,
+        _jobs: &crossbeam_channel::Receiver<crate::store::Job>,
+        _reporter: &Arc<dyn Reporter>,
+        _gauges: &Arc<PoolGauges>,
+    ) -> Result<Option<Running>, Error> {
+        Ok(None)
     }
 
     /// Runs everything that is due, synchronously, on the calling thread, and returns when
@@ -246,10 +361,28 @@ impl WorkerBuilder {
     /// due; with a [`ManualClock`](crate::ManualClock), advance it and drain again with the
     /// same builder.
     ///
+    /// Async tasks (feature `tokio`) run one at a time on the pool's runtime while this
+    /// thread waits: call it outside the runtime, or inside a multi-thread one (in a
+    /// current-thread runtime's own thread it returns [`Error::WouldDeadlock`]).
+    ///
     /// # Errors
-    /// `InvalidOption` as for [`start`](Self::start); `Storage`/`Closed` from the writer.
+    /// `InvalidOption` as for [`start`](Self::start); `Storage`/`Closed` from the writer;
+    /// `WouldDeadlock` as above.
     pub fn drain(&self) -> Result<DrainReport, Error> {
         let serves = self.serves()?;
+        #[cfg(feature = "tokio")]
+        if let Some(handle) = &self.runtime
+            && self.registry.has_async()
+            && runtime::drives(handle)
+        {
+            return Err(Error::WouldDeadlock(
+                "drain waits on the calling thread for async attempts, which run on the \
+                 pool's runtime — and this is the thread of that current-thread runtime: call \
+                 drain from outside the runtime (for example in spawn_blocking), or use a \
+                 multi-thread runtime"
+                    .into(),
+            ));
+        }
         let mut report = DrainReport::default();
         let reporter = self.shared.engine.reporter(DRAIN_BATCH);
         let runner = self.runner(&reporter);
@@ -261,7 +394,7 @@ impl WorkerBuilder {
 
     fn drain_rounds(
         &self,
-        runner: &Runner,
+        runner: &Arc<Runner>,
         serves: &Serves,
         reporter: &Arc<dyn Reporter>,
         slot: &mut ThreadSlot,
@@ -275,12 +408,12 @@ impl WorkerBuilder {
                 return Ok(());
             }
             for job in jobs {
-                let Some(completion) = runner.attempt(reporter, slot, &job, &mut watcher) else {
+                report.attempts += 1;
+                let Some(completion) = self.drain_one(runner, reporter, slot, job, &mut watcher)?
+                else {
                     // Ended by its hard limit while it ran: already reported.
-                    report.attempts += 1;
                     continue;
                 };
-                report.attempts += 1;
                 if matches!(completion.outcome, Outcome::Succeeded(_)) {
                     report.succeeded += 1;
                 }
@@ -288,6 +421,24 @@ impl WorkerBuilder {
             }
             engine.sync()?;
         }
+    }
+
+    /// One attempt of a drain: on this thread, or an async task's on the pool's runtime.
+    fn drain_one(
+        &self,
+        runner: &Arc<Runner>,
+        reporter: &Arc<dyn Reporter>,
+        slot: &mut ThreadSlot,
+        job: crate::store::Job,
+        watcher: &mut Watcher,
+    ) -> Result<Option<crate::store::Completion>, Error> {
+        #[cfg(feature = "tokio")]
+        if let Some(handle) = &self.runtime
+            && runner.is_async(&job.name)
+        {
+            return runtime::drain_one(handle, runner, reporter, slot, job, watcher);
+        }
+        Ok(runner.attempt(reporter, slot, &job, watcher))
     }
 }
 

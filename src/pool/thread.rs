@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::context::{Context, Env};
 use crate::model::{Outcome, PoolId};
 use crate::options::Limits;
-use crate::registry::Registry;
+use crate::registry::{Handler, Registry};
 use crate::signal::StopReason;
 use crate::store::{Completion, Job, NewTask, Reporter, ThreadSlot};
 use crate::task_error::TaskError;
@@ -39,7 +39,8 @@ pub(super) trait PoolThreads: Send + Sync {
 }
 
 /// Who runs an attempt: a pool's thread (which a hard time limit can abandon and replace),
-/// or a drain's caller.
+/// a place of a pool on a runtime (whose future the attempt's end drops: nothing to
+/// replace), or a drain's caller.
 #[derive(Clone)]
 pub(super) enum Owner {
     Pool {
@@ -47,6 +48,8 @@ pub(super) enum Owner {
         index: usize,
         number: u64,
     },
+    #[cfg(feature = "tokio")]
+    Runtime(PoolId),
     Drain,
 }
 
@@ -78,24 +81,46 @@ impl Runner {
         job: &Job,
         watcher: &mut Watcher,
     ) -> Option<Completion> {
-        let span = tracing::info_span!(
-            "task",
-            id = job.id.0,
-            name = %job.name,
-            queue = %job.queue,
-            attempt = job.attempt
-        );
+        let span = span(job);
         let _entered = span.enter();
+        let begun = self.begin(reporter, slot, job, watcher);
+        let (outcome, follow_ups) = self.run_job(job, begun.deadline_ms);
+        self.finish(job, begun, outcome, follow_ups)
+    }
+
+    /// Notes the attempt's start (in `slot`) and hands its time limits to the timekeeper.
+    pub(super) fn begin(
+        &self,
+        reporter: &Arc<dyn Reporter>,
+        slot: &mut ThreadSlot,
+        job: &Job,
+        watcher: &mut Watcher,
+    ) -> Begun {
         reporter.starting(slot, job.id, job.attempt);
         tracing::info!("task started");
         let started_at_ms = self.clock.now_ms();
         let timer = Instant::now();
         let (watch, deadline_ms) = self.watch(reporter, job, started_at_ms, watcher);
-        let (outcome, follow_ups) = self.run_job(job, deadline_ms);
-        if let Some(slot) = watch {
-            slot.clear();
+        Begun {
+            started_at_ms,
+            timer,
+            watch,
+            deadline_ms,
         }
-        let elapsed = timer.elapsed();
+    }
+
+    /// What the handler returned, as the attempt's completion — `None` if the hard time
+    /// limit ended the attempt first (the timekeeper reported it; the late outcome is
+    /// dropped).
+    pub(super) fn finish(
+        &self,
+        job: &Job,
+        begun: Begun,
+        outcome: Outcome,
+        follow_ups: Vec<NewTask>,
+    ) -> Option<Completion> {
+        begun.unwatch();
+        let elapsed = begun.timer.elapsed();
         if !job.signal.returned() {
             tracing::warn!(
                 run_time_s = elapsed.as_secs_f64(),
@@ -114,7 +139,7 @@ impl Runner {
         Some(Completion {
             id: job.id,
             attempt: job.attempt,
-            started_at_ms,
+            started_at_ms: begun.started_at_ms,
             run_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             // Follow-ups go with a success only.
             follow_ups: if matches!(outcome, Outcome::Succeeded(_)) {
@@ -156,6 +181,14 @@ impl Runner {
                             index,
                             number,
                         } => Some((threads.clone(), *index, *number)),
+                        #[cfg(feature = "tokio")]
+                        Owner::Runtime(_) => None,
+                        Owner::Drain => None,
+                    },
+                    pool: match &watcher.owner {
+                        Owner::Pool { threads, .. } => Some(threads.pool()),
+                        #[cfg(feature = "tokio")]
+                        Owner::Runtime(pool) => Some(*pool),
                         Owner::Drain => None,
                     },
                 };
@@ -181,14 +214,34 @@ impl Runner {
         (Some(slot), hard_at)
     }
 
-    /// Runs one attempt's handler under `catch_unwind`. Never panics.
-    /// Runs the handler; returns its outcome and the follow-ups it enqueued.
+    /// Runs the handler under `catch_unwind`; returns its outcome and the follow-ups it
+    /// enqueued. Never panics.
     fn run_job(&self, job: &Job, deadline_ms: Option<u64>) -> (Outcome, Vec<NewTask>) {
-        let Some(handler) = self.registry.get(&job.name) else {
-            let error = format!("no handler registered for task `{}`", job.name);
-            return (TaskError::retry(error).into_outcome(), Vec::new());
+        let handler = match self.registry.get(&job.name) {
+            Some(Handler::Sync(handler)) => handler,
+            #[cfg(feature = "tokio")]
+            Some(Handler::Async(_)) => {
+                // `WorkerBuilder` gives a pool with async tasks a runtime.
+                let error = format!("async task `{}` reached a pool without a runtime", job.name);
+                return (TaskError::retry(error).into_outcome(), Vec::new());
+            }
+            None => return (unregistered(job), Vec::new()),
         };
-        let ctx = Context {
+        let ctx = self.context(job, deadline_ms);
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
+            .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())));
+        (outcome, ctx.take_follow_ups())
+    }
+
+    /// Whether task `name` is an async task.
+    #[cfg(feature = "tokio")]
+    pub(super) fn is_async(&self, name: &str) -> bool {
+        matches!(self.registry.get(name), Some(Handler::Async(_)))
+    }
+
+    /// The context the attempt's handler sees.
+    pub(super) fn context(&self, job: &Job, deadline_ms: Option<u64>) -> Context {
+        Context {
             id: job.id,
             name: job.name.clone(),
             queue: job.queue.clone(),
@@ -201,10 +254,43 @@ impl Runner {
             deadline_ms,
             follow_ups: OnceLock::new(),
             inputs: job.inputs.clone(),
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &ctx)))
-            .unwrap_or_else(|panic| Outcome::Panicked(panic_message(panic.as_ref())));
-        (outcome, ctx.take_follow_ups())
+        }
+    }
+}
+
+/// The outcome of an attempt of a task no handler is registered for (the pool's names are
+/// checked when it claims, so only a race with a change of registry gets here).
+pub(super) fn unregistered(job: &Job) -> Outcome {
+    let error = format!("no handler registered for task `{}`", job.name);
+    TaskError::retry(error).into_outcome()
+}
+
+/// The `task` span an attempt runs in.
+pub(super) fn span(job: &Job) -> tracing::Span {
+    tracing::info_span!(
+        "task",
+        id = job.id.0,
+        name = %job.name,
+        queue = %job.queue,
+        attempt = job.attempt
+    )
+}
+
+/// An attempt that has begun: when, and the watch on its time limits.
+pub(super) struct Begun {
+    pub(super) started_at_ms: u64,
+    timer: Instant,
+    watch: Option<Arc<Slot>>,
+    /// The hard time limit's deadline, on the spool's clock.
+    pub(super) deadline_ms: Option<u64>,
+}
+
+impl Begun {
+    /// Takes the attempt's time limits back from the timekeeper.
+    pub(super) fn unwatch(&self) {
+        if let Some(slot) = &self.watch {
+            slot.clear();
+        }
     }
 }
 
@@ -213,8 +299,11 @@ impl Runner {
 /// timed out.
 struct HardLimit {
     reporter: Arc<dyn Reporter>,
-    /// A pool's thread: its pool's threads, its slot and number. `None` for a drain.
+    /// A pool's thread: its pool's threads, its slot and number. `None` for a drain or a
+    /// pool on a runtime.
     threads: Option<(Arc<dyn PoolThreads>, usize, u64)>,
+    /// The pool the attempt is of; `None` for a drain.
+    pool: Option<PoolId>,
 }
 
 impl OnHardLimit for HardLimit {
@@ -223,13 +312,19 @@ impl OnHardLimit for HardLimit {
             return;
         }
         let limit = Duration::from_millis(attempt.limit_ms);
+        // On a runtime, an async attempt's future is dropped (and a sync one's blocking
+        // thread abandoned); elsewhere the thread is abandoned.
+        let ended = if cfg!(feature = "tokio") && self.threads.is_none() && self.pool.is_some() {
+            "its handler abandoned (an async task's future is dropped)"
+        } else {
+            "its handler abandoned"
+        };
         tracing::error!(
             task.id = attempt.id.0,
             attempt = attempt.attempt,
-            "task ran past its hard time limit of {limit:?}; the attempt is over and its \
-             thread abandoned"
+            "task ran past its hard time limit of {limit:?}; the attempt is over and {ended}"
         );
-        let pool = self.threads.as_ref().map(|(threads, _, _)| threads.pool());
+        let pool = self.pool;
         if let Some((threads, index, number)) = &self.threads {
             threads.clone().abandon(*index, *number);
         }
@@ -239,8 +334,8 @@ impl OnHardLimit for HardLimit {
             started_at_ms: attempt.started_at_ms,
             run_us: attempt.limit_ms.saturating_mul(1000),
             outcome: Outcome::TimedOut(format!(
-                "the hard time limit of {limit:?} passed; the attempt was ended and its \
-                 handler abandoned (what it returns later is dropped)"
+                "the hard time limit of {limit:?} passed; the attempt was ended and {ended} \
+                 (what it returns later is dropped)"
             )),
             progress: None,
             past_soft_limit: false,
@@ -251,7 +346,7 @@ impl OnHardLimit for HardLimit {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
     let text = if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {

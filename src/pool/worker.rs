@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::model::TaskId;
+use crate::model::{PoolId, TaskId};
 use crate::pool::crew::Crew;
+#[cfg(feature = "tokio")]
+use crate::pool::runtime::{self, RuntimePool};
 use crate::shared::Shared;
 
 /// A running worker pool. Dropping it shuts it down gracefully (see
@@ -18,8 +20,76 @@ pub struct Worker {
     shutdown_timeout: Duration,
 }
 
-/// The threads of a pool that has not finished shutting down.
-pub(super) type Running = Arc<Crew>;
+/// A pool that has not finished shutting down: its threads, or its place on a runtime.
+#[derive(Clone)]
+pub(super) enum Running {
+    Threads(Arc<Crew>),
+    #[cfg(feature = "tokio")]
+    Runtime(Arc<RuntimePool>),
+}
+
+impl Running {
+    fn pool(&self) -> PoolId {
+        match self {
+            Running::Threads(crew) => crew.pool,
+            #[cfg(feature = "tokio")]
+            Running::Runtime(pool) => pool.pool,
+        }
+    }
+
+    /// Stops running what the pool is handed; returns whether this call stopped it.
+    fn stop(&self) -> bool {
+        match self {
+            Running::Threads(crew) => !crew.stopping.swap(true, Ordering::SeqCst),
+            #[cfg(feature = "tokio")]
+            Running::Runtime(pool) => pool.stop(),
+        }
+    }
+
+    /// Waits until the pool's attempts have ended, or `deadline`; returns whether they have.
+    fn wait(&self, deadline: Instant) -> bool {
+        match self {
+            Running::Threads(crew) => crew.wait(deadline),
+            #[cfg(feature = "tokio")]
+            Running::Runtime(pool) => pool.wait(deadline),
+        }
+    }
+
+    fn running(&self) -> Vec<TaskId> {
+        match self {
+            Running::Threads(crew) => crew.running(),
+            #[cfg(feature = "tokio")]
+            Running::Runtime(pool) => pool.running(),
+        }
+    }
+
+    /// Whether waiting on this thread would stop the pool's attempts: it drives the
+    /// current-thread runtime they run on.
+    fn blocks_its_runtime(&self) -> bool {
+        match self {
+            Running::Threads(_) => false,
+            #[cfg(feature = "tokio")]
+            Running::Runtime(pool) => runtime::drives(&pool.handle),
+        }
+    }
+}
+
+/// Stops a pool claiming: the engine drops its job channel, and what the pool is handed
+/// still goes back to the queue.
+fn stop_claiming(shared: &Shared, running: &Running) {
+    if running.stop() {
+        shared.engine.unregister(running.pool());
+    }
+}
+
+/// Waits until the outcomes reported so far are durable (a closed spool has nothing left to
+/// wait for).
+fn sync_outcomes(shared: &Shared) -> Result<(), Error> {
+    match shared.engine.sync() {
+        Ok(()) | Err(Error::Closed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,9 +116,52 @@ impl Worker {
     /// # Errors
     /// `ShutdownTimeout`, with the ids of the tasks still running at the deadline: they keep
     /// their threads and report when they finish, if the spool is still open; if the process
-    /// exits first, they run again at the next open.
+    /// exits first, they run again at the next open. `WouldDeadlock` (feature `tokio`) when
+    /// called on the thread of the current-thread runtime the pool's attempts run on: it
+    /// stopped claiming, but cannot wait for attempts that need this thread — await
+    /// [`shutdown_async`](Self::shutdown_async) there, which lets them run.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         Worker::shutdown_all([self], timeout)
+    }
+
+    /// As [`shutdown`](Self::shutdown), awaited (feature `tokio`): the waiting happens on
+    /// one of the runtime's blocking threads, so this runtime's thread — and the pool's
+    /// attempts, if they run on it — go on meanwhile. Works for any pool, on a runtime or
+    /// on threads.
+    ///
+    /// # Errors
+    /// As `shutdown` (never `WouldDeadlock`); `Closed` if the runtime is shutting down and
+    /// did not run the wait.
+    #[cfg(feature = "tokio")]
+    pub async fn shutdown_async(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let Some(running) = self.take_running() else {
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        let waited = tokio::task::spawn_blocking(move || {
+            stop_claiming(&shared, &running);
+            let stopped = running.wait(deadline);
+            let synced = if stopped {
+                sync_outcomes(&shared)
+            } else {
+                Ok(())
+            };
+            (running, stopped, synced)
+        })
+        .await;
+        match waited {
+            Ok((_, true, synced)) => synced,
+            Ok((running, false, _)) => {
+                let tasks = running.running();
+                self.put_back(running);
+                Err(Error::ShutdownTimeout {
+                    running: tasks.len(),
+                    tasks,
+                })
+            }
+            Err(_) => Err(Error::Closed),
+        }
     }
 
     /// Shuts down several pools together: all stop claiming at once, then their running
@@ -86,22 +199,42 @@ impl Worker {
             .collect();
         // First every pool stops claiming, so none runs more while another is waited for.
         for (worker, running) in &taken {
-            if !running.stopping.swap(true, Ordering::SeqCst) {
-                // The engine drops the pool's job channel: threads finish what they hold and
-                // exit.
-                worker.shared.engine.unregister(running.pool);
-            }
+            stop_claiming(&worker.shared, running);
         }
         let mut still_running: Vec<TaskId> = Vec::new();
         let mut stopped: Vec<&Worker> = Vec::new();
+        let mut starved: Vec<TaskId> = Vec::new();
         for (worker, running) in taken {
-            if running.wait(deadline) {
+            // On the thread its attempts need, only what has already ended can be seen.
+            let blocks = running.blocks_its_runtime();
+            if running.wait(if blocks { Instant::now() } else { deadline }) {
                 stopped.push(worker);
             } else {
-                still_running.extend(running.running());
+                let tasks = running.running();
+                if blocks {
+                    starved.extend(tasks);
+                } else {
+                    still_running.extend(tasks);
+                }
                 // Not finished: a later call waits again.
                 worker.put_back(running);
             }
+        }
+        if !starved.is_empty() {
+            starved.extend(still_running);
+            starved.sort_unstable();
+            return Err(Error::WouldDeadlock(format!(
+                "Worker::shutdown was called on the thread of the current-thread tokio runtime \
+                 that a pool's attempts run on, so it cannot wait for them: the pool stopped \
+                 claiming, and {} attempt(s) still run (tasks {}); await \
+                 Worker::shutdown_async instead, or shut down from outside the runtime",
+                starved.len(),
+                starved
+                    .iter()
+                    .map(TaskId::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         if !still_running.is_empty() {
             still_running.sort_unstable();
@@ -112,13 +245,10 @@ impl Worker {
         }
         let mut result = Ok(());
         for worker in stopped {
-            match worker.shared.engine.sync() {
-                Ok(()) | Err(Error::Closed) => {}
-                Err(e) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
+            if let Err(e) = sync_outcomes(&worker.shared)
+                && result.is_ok()
+            {
+                result = Err(e);
             }
         }
         result
