@@ -370,7 +370,7 @@ fn dropping_the_runtime_fails_the_running_attempt_and_the_pool_stops_claiming() 
         .unwrap();
     let fixed = taskspool::RetryPolicy::immediate();
     let forever = spool
-        .enqueue_with(Forever, Options::new().retry_policy(fixed.clone()))
+        .enqueue_with(Forever, Options::new().retry_policy(fixed))
         .unwrap();
     until("it runs", || seen.started.load(Ordering::SeqCst) == 1);
     drop(rt);

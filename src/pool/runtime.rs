@@ -202,31 +202,38 @@ impl RuntimePool {
         }
     }
 
-    /// Notes the attempt's start and spawns it on the runtime.
-    fn launch(self: &Arc<Self>, mut place: Place, job: Job) {
-        self.gauges.running[place.index].store(job.id.0, Ordering::SeqCst);
-        let span = span(&job);
-        let begun = {
-            let _entered = span.enter();
-            let Place { notes, watcher, .. } = &mut place;
-            self.runner.begin(&self.reporter, notes, &job, watcher)
-        };
+    /// Notes the attempt's start and spawns it on the runtime. The spawned task then runs
+    /// the jobs already waiting in the channel, one after the other, before it gives its
+    /// place back: under load, an attempt costs no spawn and no wake of the dispatcher.
+    fn launch(self: &Arc<Self>, place: Place, job: Job) {
         let mut flight = Flight {
             pool: self.clone(),
             place: Some(place),
             job,
-            begun: Some(begun),
+            begun: None,
             stage: Stage::Spawned,
         };
-        let attempt = async move {
-            flight.stage = Stage::Running;
-            let deadline_ms = flight.begun.as_ref().and_then(|b| b.deadline_ms);
-            let ran = execute(&flight.pool.runner, &flight.job, deadline_ms).await;
-            flight.end(ran);
+        let span = flight.begin();
+        let attempts = async move {
+            let mut span = span;
+            loop {
+                flight.stage = Stage::Running;
+                let deadline_ms = flight.begun.as_ref().and_then(|b| b.deadline_ms);
+                let ran = execute(&flight.pool.runner, &flight.job, deadline_ms)
+                    .instrument(span)
+                    .await;
+                flight.end(ran);
+                // Lets the runtime's other tasks in when this one has run for long.
+                tokio::task::coop::consume_budget().await;
+                match flight.next() {
+                    Some(next) => span = next,
+                    None => break,
+                }
+            }
         };
-        // Detached: the flight reports its attempt and gives its place back, also when the
+        // Detached: the flight reports its attempts and gives its place back, also when the
         // runtime drops the future.
-        drop(self.handle.spawn(attempt.instrument(span)));
+        drop(self.handle.spawn(attempts));
     }
 
     /// The tasks running now, by id.
@@ -293,6 +300,30 @@ struct Flight {
 }
 
 impl Flight {
+    /// Notes the start of the flight's job in its place; returns the attempt's span.
+    fn begin(&mut self) -> tracing::Span {
+        let span = span(&self.job);
+        if let Some(place) = &mut self.place {
+            let pool = &self.pool;
+            pool.gauges.running[place.index].store(self.job.id.0, Ordering::SeqCst);
+            let _entered = span.enter();
+            let Place { notes, watcher, .. } = place;
+            self.begun = Some(pool.runner.begin(&pool.reporter, notes, &self.job, watcher));
+        }
+        span
+    }
+
+    /// The next job waiting in the channel, begun in this flight's place; `None` when
+    /// there is none (or the pool is stopping: the dispatcher hands back what is left).
+    fn next(&mut self) -> Option<tracing::Span> {
+        if self.pool.stopped() {
+            return None;
+        }
+        self.job = self.pool.jobs.try_recv().ok()?;
+        self.stage = Stage::Spawned;
+        Some(self.begin())
+    }
+
     /// The attempt ended: its completion goes to the engine, unless the hard limit ended it
     /// (the timekeeper reported that).
     fn end(&mut self, ran: Ran) {
