@@ -139,12 +139,27 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     ///
     /// The wait wakes on the commit that stores the result (no polling), so an output seen
     /// here is already durable. It blocks the calling thread: from async code, await
-    /// `wait_async` instead (feature `tokio`), or the runtime's thread waits with it.
+    /// `wait_async` instead (feature `tokio`), or the runtime's thread waits with it. On the
+    /// thread of a current-thread runtime, nothing else of that runtime runs meanwhile — a
+    /// pool on it cannot run the task, and the wait ends only at its timeout — so there it
+    /// logs a warning that says so (feature `tokio`).
     ///
     /// # Errors
     /// `Timeout` if the task is still unfinished at the deadline (it keeps going); `Closed`
     /// as soon as the spool closes; plus every error of [`try_get`](Self::try_get).
     pub fn wait(&self, timeout: Duration) -> Result<O, Error> {
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::worker_index().is_some()
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+        {
+            tracing::warn!(
+                task.id = self.id.0,
+                "TaskHandle::wait blocks the thread of a current-thread tokio runtime: nothing \
+                 else on that runtime runs until it returns (a pool on it cannot run the task, \
+                 so the wait could only end at its timeout); await wait_async instead"
+            );
+        }
         let output = wait_output(
             &self.shared,
             &self.waiters,

@@ -196,3 +196,43 @@ fn a_recovered_attempt_is_logged() {
         "{recovered:#?}"
     );
 }
+
+/// A blocking wait on the thread of a current-thread runtime warns that it blocks the
+/// runtime (where a pool on it cannot run the task: the wait ends only at its timeout).
+#[cfg(feature = "tokio")]
+#[test]
+fn a_blocking_wait_on_a_current_thread_runtime_says_to_await_wait_async() {
+    logs();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let spool = Spool::temporary().unwrap();
+    let worker = spool
+        .worker()
+        .runtime(rt.handle().clone())
+        .register::<Flaky>()
+        .start()
+        .unwrap();
+    let handle = spool.enqueue(Flaky).unwrap();
+    let blocked = rt.block_on(async { handle.wait(Duration::from_millis(200)) });
+    assert!(
+        matches!(blocked, Err(taskspool::Error::Timeout(_))),
+        "{blocked:?}"
+    );
+    let warned = lines_with("TaskHandle::wait blocks the thread of a current-thread");
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(&format!("task.id={}", handle.id()))),
+        "{warned:#?}"
+    );
+    // Awaited, the same wait ends with the result.
+    assert_eq!(
+        rt.block_on(handle.wait_async(Duration::from_secs(20)))
+            .unwrap(),
+        2
+    );
+    rt.block_on(worker.shutdown_async(Duration::from_secs(20)))
+        .unwrap();
+}

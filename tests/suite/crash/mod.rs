@@ -204,6 +204,8 @@ fn child_process() {
             std::thread::sleep(Duration::from_secs(60));
         }
         "revoke" => revoke::child(&spool),
+        #[cfg(feature = "tokio")]
+        "async_abort" => async_attempts::child(&spool),
         "unique" => unique::child(&spool),
         "follow" => follow_ups::child(&spool),
         "workflows" => workflows::child(&spool, Path::new(path)),
@@ -309,6 +311,8 @@ fn queue_path() -> (tempfile::TempDir, PathBuf) {
 }
 
 mod aborts;
+#[cfg(feature = "tokio")]
+mod async_attempts;
 mod chord_parts;
 mod follow_ups;
 mod inspect;
