@@ -97,11 +97,16 @@
 //!   lists and pages, failures, schedules and pools in a browser, a JSON API and `/metrics`;
 //!   read-only unless given a token (`DashboardOptions`); `taskspool dashboard FILE`.
 //!
-//! - **From async code** (feature `tokio`): `Spool::enqueue_async` and its batch forms
-//!   resolve once durable without syncing on the runtime's thread;
-//!   `TaskHandle::wait_async` is woken by the writer through a one-shot.
+//! - **From async code** (feature `tokio`): an `AsyncTask` is an async handler, registered
+//!   with `WorkerBuilder::register_async` on the application's runtime
+//!   (`WorkerBuilder::runtime`): concurrency bounds the attempts in flight, a revoke or the
+//!   hard time limit drops the future, `Context::cancelled` resolves at the soft limit.
+//!   `Spool::enqueue_async` and its batch forms resolve once durable without syncing on the
+//!   runtime's thread; `TaskHandle::wait_async` is woken by the writer through a one-shot;
+//!   `Worker::shutdown_async` waits off the runtime's threads. `examples/web_service.rs` is
+//!   an axum service built on them.
 //!
-//! Not here yet (planned): async handlers and a PostgreSQL backend.
+//! Not here yet (planned): a PostgreSQL backend.
 //!
 //! # Guarantees
 //!

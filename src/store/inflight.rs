@@ -19,7 +19,9 @@
 //! started without their completions being durable — a pool's threads plus its prefetch
 //! (the engine hands a pool new attempts only once the completions applied before them are
 //! durable, and never more than that many ahead), a drain's batch — so an entry is only
-//! overwritten once its attempt's completion is in the log.
+//! overwritten once its attempt's completion is in the log. A pool on a tokio runtime (feature
+//! `tokio`) runs many attempts at once on few threads, so it takes a ring for each of its
+//! places instead (a place runs one attempt at a time, as a thread does).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
