@@ -170,7 +170,9 @@ pub struct PoolStats {
     /// How many tasks it runs at once, as configured.
     pub concurrency: usize,
     /// Threads serving it now: its concurrency, unless more threads are hung past their hard
-    /// time limit than it has replaced (at most its concurrency are).
+    /// time limit than it has replaced (at most its concurrency are). A pool on a tokio
+    /// runtime (feature `tokio`) has no threads of its own: its places for attempts in
+    /// flight, its concurrency while it runs.
     pub threads: usize,
     /// Threads whose attempt a hard time limit ended while the handler kept running (a
     /// thread cannot be stopped from outside). Each was replaced, up to the concurrency.

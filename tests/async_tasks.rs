@@ -183,9 +183,9 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_revoke_drops_the_running_future_and_frees_its_place() {
-    let rt = runtime(1);
+/// A spool with a pool of one place on `rt` that runs `Forever` and `Nap`, and what
+/// `Forever` reports.
+fn one_place(rt: &tokio::runtime::Runtime) -> (Spool, Arc<Seen>, taskspool::Worker) {
     let spool = Spool::temporary().unwrap();
     let seen = Arc::new(Seen::default());
     let worker = spool
@@ -197,6 +197,13 @@ fn a_revoke_drops_the_running_future_and_frees_its_place() {
         .register_async::<Nap>()
         .start()
         .unwrap();
+    (spool, seen, worker)
+}
+
+#[test]
+fn a_revoke_drops_the_running_future_and_frees_its_place() {
+    let rt = runtime(1);
+    let (spool, seen, worker) = one_place(&rt);
     let forever = spool.enqueue(Forever).unwrap();
     until("it runs", || seen.started.load(Ordering::SeqCst) == 1);
     assert_eq!(worker.running_tasks(), vec![forever.id()]);
@@ -222,17 +229,7 @@ fn a_revoke_drops_the_running_future_and_frees_its_place() {
 #[test]
 fn the_hard_time_limit_drops_the_future() {
     let rt = runtime(1);
-    let spool = Spool::temporary().unwrap();
-    let seen = Arc::new(Seen::default());
-    let worker = spool
-        .worker()
-        .runtime(rt.handle().clone())
-        .concurrency(1)
-        .data(seen.clone())
-        .register_async::<Forever>()
-        .register_async::<Nap>()
-        .start()
-        .unwrap();
+    let (spool, seen, worker) = one_place(&rt);
     let options = Options::new()
         .time_limit(Duration::from_millis(100))
         .max_retries(0);
@@ -357,17 +354,7 @@ fn an_async_task_needs_register_async_and_a_runtime() {
 #[test]
 fn dropping_the_runtime_fails_the_running_attempt_and_the_pool_stops_claiming() {
     let rt = runtime(1);
-    let spool = Spool::temporary().unwrap();
-    let seen = Arc::new(Seen::default());
-    let worker = spool
-        .worker()
-        .runtime(rt.handle().clone())
-        .concurrency(1)
-        .data(seen.clone())
-        .register_async::<Forever>()
-        .register_async::<Nap>()
-        .start()
-        .unwrap();
+    let (spool, seen, worker) = one_place(&rt);
     let fixed = taskspool::RetryPolicy::immediate();
     let forever = spool
         .enqueue_with(Forever, Options::new().retry_policy(fixed))

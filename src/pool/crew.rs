@@ -110,16 +110,7 @@ impl Crew {
 
     /// The tasks running now, by id.
     pub(super) fn running(&self) -> Vec<TaskId> {
-        let mut ids: Vec<TaskId> = self
-            .gauges
-            .running
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .filter(|id| *id != 0)
-            .map(TaskId)
-            .collect();
-        ids.sort_unstable();
-        ids
+        self.gauges.running_tasks()
     }
 
     /// The hard time limit ended the attempt of thread `number` (in slot `index`): the

@@ -293,8 +293,23 @@ impl WorkerBuilder {
             .reporter(self.concurrency.saturating_add(self.prefetch));
         let gauges = Arc::new(PoolGauges::new(self.concurrency));
         let runner = self.runner(&reporter);
+        #[cfg(feature = "tokio")]
+        let on_runtime = match &self.runtime {
+            Some(handle) => Some(Running::Runtime(runtime::RuntimePool::start(
+                id,
+                runner.clone(),
+                jobs_rx.clone(),
+                reporter.clone(),
+                handle.clone(),
+                &self.shared,
+                gauges.clone(),
+            )?)),
+            None => None,
+        };
+        #[cfg(not(feature = "tokio"))]
+        let on_runtime = None;
         // On error, the threads started exit once the job channel (`jobs_tx`) is dropped.
-        let running = match self.on_runtime(id, &runner, &jobs_rx, &reporter, &gauges)? {
+        let running = match on_runtime {
             Some(running) => running,
             None => {
                 let crew = Crew::new(id, runner, jobs_rx, reporter, gauges.clone());
@@ -317,43 +332,6 @@ impl WorkerBuilder {
             return Err(e);
         }
         Ok(Worker::new(running, self.shared, self.shutdown_timeout))
-    }
-
-    /// The pool on its runtime, if it was given one.
-    #[cfg(feature = "tokio")]
-    fn on_runtime(
-        &self,
-        id: PoolId,
-        runner: &Arc<Runner>,
-        jobs: &crossbeam_channel::Receiver<crate::store::Job>,
-        reporter: &Arc<dyn Reporter>,
-        gauges: &Arc<PoolGauges>,
-    ) -> Result<Option<Running>, Error> {
-        let Some(handle) = &self.runtime else {
-            return Ok(None);
-        };
-        let pool = runtime::RuntimePool::start(
-            id,
-            runner.clone(),
-            jobs.clone(),
-            reporter.clone(),
-            handle.clone(),
-            &self.shared,
-            gauges.clone(),
-        )?;
-        Ok(Some(Running::Runtime(pool)))
-    }
-
-    #[cfg(not(feature = "tokio"))]
-    fn on_runtime(
-        &self,
-        _id: PoolId,
-        _runner: &Arc<Runner>,
-        _jobs: &crossbeam_channel::Receiver<crate::store::Job>,
-        _reporter: &Arc<dyn Reporter>,
-        _gauges: &Arc<PoolGauges>,
-    ) -> Result<Option<Running>, Error> {
-        Ok(None)
     }
 
     /// Runs everything that is due, synchronously, on the calling thread, and returns when

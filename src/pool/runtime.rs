@@ -238,16 +238,7 @@ impl RuntimePool {
 
     /// The tasks running now, by id.
     pub(super) fn running(&self) -> Vec<TaskId> {
-        let mut ids: Vec<TaskId> = self
-            .gauges
-            .running
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .filter(|id| *id != 0)
-            .map(TaskId)
-            .collect();
-        ids.sort_unstable();
-        ids
+        self.gauges.running_tasks()
     }
 
     /// Waits until the dispatcher has exited and no attempt is in flight, or `deadline`

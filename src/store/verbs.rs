@@ -53,7 +53,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_channel::Sender;
 
@@ -236,6 +236,19 @@ impl PoolGauges {
             abandoned: AtomicUsize::new(0),
             running: (0..concurrency).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// The tasks running now, by id.
+    pub(crate) fn running_tasks(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self
+            .running
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|id| *id != 0)
+            .map(TaskId)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
