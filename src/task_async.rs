@@ -22,7 +22,8 @@ use crate::task_error::TaskError;
 /// The future is dropped — so the attempt really stops at its next `.await` — when the task
 /// is revoked while it runs, and when its hard time limit passes. The soft time limit only
 /// asks it to stop: see [`Context::cancelled`]. A panic while it is polled is caught and
-/// retried, as for a `Task`.
+/// retried, as for a `Task`. The context's blocking calls ([`Context::sleep`]) block the
+/// runtime's thread: await `tokio::time::sleep` or `ctx.cancelled()` instead.
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
