@@ -216,6 +216,21 @@ pub enum Error {
         tasks: Vec<TaskId>,
     },
 
+    /// A PostgreSQL schema was migrated by a newer taskspool than this one (feature
+    /// `postgres`): this version cannot use it, and changed nothing.
+    #[cfg(feature = "postgres")]
+    #[error(
+        "PostgreSQL schema {schema} is at migration {found}; this taskspool knows migrations up to {supported}: upgrade taskspool — nothing was changed"
+    )]
+    NewerSchema {
+        /// The schema.
+        schema: String,
+        /// Its migration.
+        found: u64,
+        /// The newest migration this build knows.
+        supported: u64,
+    },
+
     /// A blocking call was made on the thread of a current-thread tokio runtime that the
     /// work it would wait for needs (feature `tokio`): waiting there could never end. The
     /// message names the call and its awaited form.
@@ -258,6 +273,8 @@ impl Error {
             Error::Corrupt { .. } | Error::NotAQueue { .. } | Error::NewerFormat { .. } => {
                 ErrorKind::BadFile
             }
+            #[cfg(feature = "postgres")]
+            Error::NewerSchema { .. } => ErrorKind::BadFile,
             Error::DiskFull { .. } | Error::Storage { .. } => ErrorKind::Storage,
             Error::InvalidOption(_)
             | Error::InvalidSchedule(_)

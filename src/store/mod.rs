@@ -37,6 +37,8 @@ mod open;
 mod parking;
 mod parts;
 mod paths;
+#[cfg(feature = "postgres")]
+mod pg;
 mod pools;
 mod progress;
 mod query;

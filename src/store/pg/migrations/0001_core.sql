@@ -1,0 +1,61 @@
+-- taskspool's schema on PostgreSQL, migration 1: the tables the engine's claims, leases and
+-- schedule fires need. `{schema}` is the schema the user chose (checked to be a plain
+-- identifier, then quoted). A task keeps the columns that are indexed or locked on, and the
+-- rest of its record in `record`: the same postcard record, in its version envelope, that the
+-- file engine stores (`store::record`), so both engines evolve one record format.
+
+-- The processes that own attempts: a lease each, kept alive by a heartbeat. A rescuer requeues
+-- the attempts of a process whose lease has expired.
+CREATE TABLE {schema}.processes (
+    id           bigserial   PRIMARY KEY,
+    host         text        NOT NULL,
+    pid          integer     NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    lease_ms     bigint      NOT NULL
+);
+
+CREATE TABLE {schema}.tasks (
+    id         bigserial PRIMARY KEY,
+    name       text      NOT NULL,
+    queue      text      NOT NULL,
+    priority   smallint  NOT NULL,
+    -- `TaskState::code`: 0 scheduled, 1 ready, 2 running, 3 retrying, 4 succeeded, 5 failed,
+    -- 6 revoked, 7 expired, 8 waiting.
+    state      smallint  NOT NULL,
+    -- When a scheduled or retrying task is due, on the spool's clock (ms since the epoch).
+    due_at_ms  bigint    NOT NULL,
+    attempts   integer   NOT NULL DEFAULT 0,
+    -- The process running its current attempt (while `state` is running).
+    owner      bigint    REFERENCES {schema}.processes (id) ON DELETE SET NULL,
+    record     bytea     NOT NULL
+);
+
+-- Claims: ready tasks of a queue, higher priority first, then older (FOR UPDATE SKIP LOCKED).
+CREATE INDEX tasks_ready ON {schema}.tasks (queue, priority DESC, id) WHERE state = 1;
+-- Promotion of due work, and the next due time to sleep until.
+CREATE INDEX tasks_due ON {schema}.tasks (due_at_ms) WHERE state IN (0, 3);
+-- Listings by state, and the attempts of a process whose lease expired.
+CREATE INDEX tasks_state ON {schema}.tasks (state, id);
+CREATE INDEX tasks_owner ON {schema}.tasks (owner) WHERE state = 2;
+
+CREATE TABLE {schema}.schedules (
+    name         text   PRIMARY KEY,
+    next_fire_ms bigint,
+    record       bytea  NOT NULL
+);
+
+-- Exactly-once fires across processes: a fire is inserted in the transaction that advances
+-- its schedule, and a second process's insert of the same (schedule, fire time) conflicts.
+CREATE TABLE {schema}.schedule_fires (
+    schedule text   NOT NULL,
+    fire_ms  bigint NOT NULL,
+    task     bigint NOT NULL,
+    PRIMARY KEY (schedule, fire_ms)
+);
+
+-- Unique keys held by waiting tasks (`Options::unique`).
+CREATE TABLE {schema}.unique_keys (
+    key  text   PRIMARY KEY,
+    task bigint NOT NULL REFERENCES {schema}.tasks (id) ON DELETE CASCADE
+);

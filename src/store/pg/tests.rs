@@ -1,0 +1,205 @@
+//! The migrations against a real PostgreSQL server: `TASKSPOOL_TEST_POSTGRES` names it (a URL
+//! or `key=value` pairs; `.ci/run` starts one). Without it these tests pass after saying they
+//! were skipped — unless `TASKSPOOL_REQUIRE_POSTGRES=1`, which makes a missing server a
+//! failure. Each test works in a schema of its own and drops it.
+
+use std::io::Write;
+
+use super::migrate::{LATEST, Migrated, SchemaName, connect, migrate};
+use crate::error::{Error, ErrorKind};
+
+/// The test server's URL, or `None` (said on the real stderr) when there is none.
+fn server(test: &str) -> Option<String> {
+    match std::env::var("TASKSPOOL_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("TASKSPOOL_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TASKSPOOL_REQUIRE_POSTGRES=1 but TASKSPOOL_TEST_POSTGRES names no server"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: no PostgreSQL server (set TASKSPOOL_TEST_POSTGRES to a URL, \
+                 or run .ci/run, which starts one)"
+            );
+            None
+        }
+    }
+}
+
+/// A schema of this test's own, dropped first and when the guard goes.
+struct Scratch {
+    url: String,
+    schema: SchemaName,
+}
+
+impl Scratch {
+    fn new(url: String, test: &str) -> Scratch {
+        let schema = SchemaName::new(&format!("ts_{test}_{}", std::process::id())).unwrap();
+        let scratch = Scratch { url, schema };
+        scratch.drop_schema();
+        scratch
+    }
+
+    fn client(&self) -> postgres::Client {
+        connect(&self.url).unwrap()
+    }
+
+    fn drop_schema(&self) {
+        self.client()
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                self.schema.quoted()
+            ))
+            .unwrap();
+    }
+
+    fn versions(&self) -> Vec<i64> {
+        self.client()
+            .query(
+                &format!(
+                    "SELECT version FROM {}.migrations ORDER BY version",
+                    self.schema.quoted()
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    fn tables(&self) -> Vec<String> {
+        self.client()
+            .query(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = $1 ORDER BY table_name",
+                &[&self.schema.as_str()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.drop_schema();
+        }
+    }
+}
+
+#[test]
+fn a_new_schema_is_created_and_migrated_once() {
+    let Some(url) = server("a_new_schema_is_created_and_migrated_once") else {
+        return;
+    };
+    let scratch = Scratch::new(url, "fresh");
+    let done = migrate(&mut scratch.client(), &scratch.schema).unwrap();
+    assert_eq!(
+        done,
+        Migrated {
+            from: 0,
+            to: LATEST
+        }
+    );
+    assert_eq!(
+        scratch.tables(),
+        [
+            "migrations",
+            "processes",
+            "schedule_fires",
+            "schedules",
+            "tasks",
+            "unique_keys"
+        ]
+    );
+    assert_eq!(scratch.versions(), [1]);
+    // Again: nothing to do, nothing changed.
+    let again = migrate(&mut scratch.client(), &scratch.schema).unwrap();
+    assert_eq!(again, Migrated { from: 1, to: 1 });
+    assert_eq!(scratch.versions(), [1]);
+}
+
+#[test]
+fn processes_that_start_together_migrate_once() {
+    let Some(url) = server("processes_that_start_together_migrate_once") else {
+        return;
+    };
+    let scratch = Scratch::new(url, "together");
+    let results: Vec<Migrated> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| migrate(&mut scratch.client(), &scratch.schema).unwrap()))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|m| m.from == 0).count(),
+        1,
+        "exactly one applied the migrations: {results:?}"
+    );
+    assert_eq!(scratch.versions(), [1]);
+}
+
+#[test]
+fn a_schema_migrated_by_a_newer_taskspool_is_refused_unchanged() {
+    let Some(url) = server("a_schema_migrated_by_a_newer_taskspool_is_refused_unchanged") else {
+        return;
+    };
+    let scratch = Scratch::new(url, "newer");
+    migrate(&mut scratch.client(), &scratch.schema).unwrap();
+    scratch
+        .client()
+        .execute(
+            &format!(
+                "INSERT INTO {}.migrations (version, name) VALUES (99, 'from the future')",
+                scratch.schema.quoted()
+            ),
+            &[],
+        )
+        .unwrap();
+    let err = migrate(&mut scratch.client(), &scratch.schema).unwrap_err();
+    let Error::NewerSchema {
+        found, supported, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!((*found, *supported), (99, LATEST));
+    assert_eq!(err.kind(), ErrorKind::BadFile);
+    assert!(err.to_string().contains("upgrade taskspool"), "{err}");
+    assert_eq!(scratch.versions(), [1, 99]);
+}
+
+#[test]
+fn a_schema_name_must_be_a_plain_identifier() {
+    for bad in [
+        "",
+        "Upper",
+        "9lives",
+        "pg_catalog",
+        "a-b",
+        "x\"; DROP TABLE y; --",
+    ] {
+        let err = SchemaName::new(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+    }
+    assert_eq!(
+        SchemaName::new("taskspool").unwrap().quoted(),
+        "\"taskspool\""
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_a_storage_error_that_says_so() {
+    let Err(err) = connect("host=127.0.0.1 port=1 user=nobody connect_timeout=2") else {
+        panic!("nothing listens on port 1");
+    };
+    assert_eq!(err.kind(), ErrorKind::Storage);
+    assert!(
+        err.to_string().contains("cannot connect to PostgreSQL"),
+        "{err}"
+    );
+}
