@@ -287,10 +287,16 @@ impl WorkerBuilder {
         let serves = self.serves()?;
         let id = PoolId(NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed));
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-        let reporter = self
-            .shared
-            .engine
-            .reporter(self.concurrency.saturating_add(self.prefetch));
+        // A thread's ring of start notes outlives its attempts' completions until they are
+        // durable (see `store::inflight`); a runtime's places share a bounded journal.
+        let ring = self.concurrency.saturating_add(self.prefetch);
+        #[cfg(feature = "tokio")]
+        let ring = if self.runtime.is_some() {
+            runtime::notes_per_place(self.concurrency, self.prefetch)
+        } else {
+            ring
+        };
+        let reporter = self.shared.engine.reporter(ring);
         let gauges = Arc::new(PoolGauges::new(self.concurrency));
         let runner = self.runner(&reporter);
         #[cfg(feature = "tokio")]

@@ -68,6 +68,25 @@ struct Place {
     watcher: Watcher,
 }
 
+/// Start-journal entries a pool on a runtime may use, at most, beyond 16 per place.
+const JOURNAL_ENTRIES: usize = 65_536;
+
+/// How long each place's ring of start notes is: as a thread's (`concurrency + prefetch`,
+/// which keeps every note until its attempt's completion is durable), unless the pool's
+/// places would then take more than [`JOURNAL_ENTRIES`] (a pool of 10,000 places would
+/// otherwise write a journal of 1.7 GB, read whole at the next open); then shorter, at
+/// least 16. A place's note is only overwritten by that place's later starts, which come
+/// after its attempt returned: an attempt that never returns (one that kills the process)
+/// always keeps its note, so it counts toward its retries however short the ring. What a
+/// short ring can lose is the note of an attempt that returned but whose completion was not
+/// yet durable at a crash: its attempt is then given back instead of counted.
+pub(super) fn notes_per_place(concurrency: usize, prefetch: usize) -> usize {
+    let places = concurrency.max(1);
+    concurrency
+        .saturating_add(prefetch)
+        .min((JOURNAL_ENTRIES / places).max(16))
+}
+
 impl RuntimePool {
     /// Starts the pool's dispatcher thread.
     ///
@@ -545,5 +564,19 @@ impl Future for Race<'_> {
                 panic.as_ref(),
             )))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_places_ring_is_a_threads_unless_the_journal_would_grow_past_its_bound() {
+        assert_eq!(notes_per_place(8, 1024), 1032);
+        assert_eq!(notes_per_place(64, 1024), 1024);
+        assert_eq!(notes_per_place(1_000, 1024), 65);
+        assert_eq!(notes_per_place(100_000, 1024), 16);
+        assert_eq!(notes_per_place(4, 0), 4);
     }
 }

@@ -21,7 +21,9 @@
 //! durable, and never more than that many ahead), a drain's batch — so an entry is only
 //! overwritten once its attempt's completion is in the log. A pool on a tokio runtime (feature
 //! `tokio`) runs many attempts at once on few threads, so it takes a ring for each of its
-//! places instead (a place runs one attempt at a time, as a thread does).
+//! places instead (a place runs one attempt at a time, as a thread does), of the same length
+//! unless its places would take more than 64k entries in all (`pool::runtime`): then shorter,
+//! which can only lose the note of an attempt that returned, never of one still running.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};

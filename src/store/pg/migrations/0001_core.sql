@@ -1,8 +1,8 @@
 -- taskspool's schema on PostgreSQL, migration 1: the tables the engine's claims, leases and
 -- schedule fires need. `{schema}` is the schema the user chose (checked to be a plain
--- identifier, then quoted). A task keeps the columns that are indexed or locked on, and the
--- rest of its record in `record`: the same postcard record, in its version envelope, that the
--- file engine stores (`store::record`), so both engines evolve one record format.
+-- identifier, then quoted). A task keeps the columns that are indexed or locked on as
+-- columns, and the rest of its record in `record`: postcard in a version envelope, as every
+-- record the library stores.
 
 -- The processes that own attempts: a lease each, kept alive by a heartbeat. A rescuer requeues
 -- the attempts of a process whose lease has expired.
