@@ -33,11 +33,12 @@ pub(crate) struct SchemaName(String);
 
 impl SchemaName {
     /// # Errors
-    /// `InvalidOption` unless `name` is 1–63 characters of `a-z`, `0-9` and `_`, not
-    /// starting with a digit, and not a name PostgreSQL reserves (`pg_…`).
+    /// `InvalidOption` unless `name` is 1–48 characters of `a-z`, `0-9` and `_`, not
+    /// starting with a digit, and not a name PostgreSQL reserves (`pg_…`). (48: the wake-up
+    /// channel, `taskspool_<schema>`, must fit PostgreSQL's 63-byte identifiers.)
     pub(crate) fn new(name: &str) -> Result<SchemaName, Error> {
         let plain = !name.is_empty()
-            && name.len() <= 63
+            && name.len() <= 48
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -45,7 +46,7 @@ impl SchemaName {
             && !name.starts_with("pg_");
         if !plain {
             return Err(Error::InvalidOption(format!(
-                "PostgreSQL schema name {name:?} is not a plain identifier: use 1 to 63 \
+                "PostgreSQL schema name {name:?} is not a plain identifier: use 1 to 48 \
                  lowercase letters, digits and underscores, not starting with a digit or `pg_` \
                  (for example \"taskspool\")"
             )));
@@ -61,10 +62,15 @@ impl SchemaName {
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The channel the schema's wake-ups are notified on (`LISTEN`, quoted).
+    pub(crate) fn channel(&self) -> String {
+        format!("\"taskspool_{}\"", self.0)
+    }
 }
 
 /// A PostgreSQL failure of `context`.
-fn pg(context: &str) -> impl Fn(postgres::Error) -> Error + '_ {
+pub(super) fn pg(context: &str) -> impl Fn(postgres::Error) -> Error + '_ {
     move |e| Error::storage_from(&format!("PostgreSQL: {context}"), e)
 }
 

@@ -31,8 +31,10 @@ CREATE TABLE {schema}.tasks (
     record     bytea     NOT NULL
 );
 
--- Claims: ready tasks of a queue, higher priority first, then older (FOR UPDATE SKIP LOCKED).
-CREATE INDEX tasks_ready ON {schema}.tasks (queue, priority DESC, id) WHERE state = 1;
+-- Claims: the ready tasks of each (queue, task name) a pool serves, higher priority first,
+-- then older — the heads of these runs are merged (FOR UPDATE SKIP LOCKED), so tasks of a
+-- name no pool knows never stand in the way.
+CREATE INDEX tasks_ready ON {schema}.tasks (queue, name, priority DESC, id) WHERE state = 1;
 -- Promotion of due work, and the next due time to sleep until.
 CREATE INDEX tasks_due ON {schema}.tasks (due_at_ms) WHERE state IN (0, 3);
 -- Listings by state, and the attempts of a process whose lease expired.

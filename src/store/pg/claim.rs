@@ -1,0 +1,228 @@
+//! Tasks in and out on PostgreSQL: inserting ready or due tasks (one statement for a batch,
+//! ids in the batch's order, a wake-up notified with the commit), claiming the next ready
+//! ones for a process with `FOR UPDATE SKIP LOCKED` — across the (queue, task name) pairs a
+//! pool serves, higher priority first, then older, as the file engine claims — and the
+//! wake-ups a waiting process listens for instead of polling.
+
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, GenericClient};
+
+use crate::error::Error;
+use crate::store::pg::migrate::{SchemaName, connect, pg};
+
+/// A task to insert: its indexed columns and the rest of its record.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRow {
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) priority: u8,
+    /// Ready now, or scheduled until `due_at_ms`.
+    pub(crate) ready: bool,
+    pub(crate) due_at_ms: u64,
+    pub(crate) record: Vec<u8>,
+}
+
+/// A claimed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) priority: u8,
+    /// The attempt's number (attempts so far, this one included).
+    pub(crate) attempt: u32,
+    pub(crate) record: Vec<u8>,
+}
+
+/// `TaskState::code` of the states these statements set.
+const SCHEDULED: i16 = 0;
+const READY: i16 = 1;
+const RUNNING: i16 = 2;
+
+/// Inserts `rows` in one statement; returns their ids, ascending in the order of `rows` (so
+/// a batch keeps its FIFO order), and notifies the schema's wake-up channel, which listeners
+/// hear when the caller's transaction commits.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn insert(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    rows: &[NewRow],
+) -> Result<Vec<u64>, Error> {
+    let q = schema.quoted();
+    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    // Ids first, so that they follow the batch's order whatever order the rows go in.
+    let mut ids: Vec<i64> = db
+        .query(
+            &format!(
+                "SELECT nextval(pg_get_serial_sequence('{q}.tasks', 'id')) \
+                 FROM generate_series(1, $1::int8)"
+            ),
+            &[&count],
+        )
+        .map_err(pg("allocate task ids"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    ids.sort_unstable();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
+    let priorities: Vec<i16> = rows.iter().map(|r| i16::from(r.priority)).collect();
+    let states: Vec<i16> = rows
+        .iter()
+        .map(|r| if r.ready { READY } else { SCHEDULED })
+        .collect();
+    let due: Vec<i64> = rows
+        .iter()
+        .map(|r| i64::try_from(r.due_at_ms).unwrap_or(i64::MAX))
+        .collect();
+    let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
+    db.execute(
+        &format!(
+            "INSERT INTO {q}.tasks (id, name, queue, priority, state, due_at_ms, record) \
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::int2[], \
+                                  $6::int8[], $7::bytea[])"
+        ),
+        &[&ids, &names, &queues, &priorities, &states, &due, &records],
+    )
+    .map_err(pg("insert tasks"))?;
+    db.execute("SELECT pg_notify($1, '')", &[&unquoted_channel(schema)])
+        .map_err(pg("notify the wake-up channel"))?;
+    Ok(ids.into_iter().map(|id| id as u64).collect())
+}
+
+/// The channel's name as `pg_notify` takes it (not quoted).
+fn unquoted_channel(schema: &SchemaName) -> String {
+    format!("taskspool_{}", schema.as_str())
+}
+
+/// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` for process
+/// `owner`: each becomes running, its attempt counted. Higher priority first, then older,
+/// across all the pairs; rows another claimer holds are skipped, never waited for, so
+/// concurrent claimers never get the same task.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn claim(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    serves: &[(String, String)],
+    max: usize,
+    owner: u64,
+) -> Result<Vec<Claimed>, Error> {
+    if serves.is_empty() || max == 0 {
+        return Ok(Vec::new());
+    }
+    let q = schema.quoted();
+    let queues: Vec<&str> = serves.iter().map(|(queue, _)| queue.as_str()).collect();
+    let names: Vec<&str> = serves.iter().map(|(_, name)| name.as_str()).collect();
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let owner = i64::try_from(owner).unwrap_or(i64::MAX);
+    // The head of each pair's run of the ready index, locked, then the best `max` of them.
+    let rows = db
+        .query(
+            &format!(
+                "WITH heads AS (
+                     SELECT t.id
+                     FROM unnest($1::text[], $2::text[]) AS p(queue, name)
+                     CROSS JOIN LATERAL (
+                         SELECT id, priority FROM {q}.tasks
+                         WHERE state = {READY} AND queue = p.queue AND name = p.name
+                         ORDER BY priority DESC, id
+                         LIMIT $3
+                         FOR UPDATE SKIP LOCKED
+                     ) AS t
+                     ORDER BY t.priority DESC, t.id
+                     LIMIT $3
+                 )
+                 UPDATE {q}.tasks AS task
+                 SET state = {RUNNING}, attempts = task.attempts + 1, owner = $4
+                 FROM heads WHERE task.id = heads.id
+                 RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
+                           task.record"
+            ),
+            &[&queues, &names, &max, &owner],
+        )
+        .map_err(pg("claim tasks"))?;
+    let mut claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|r| Claimed {
+            id: r.get::<_, i64>(0) as u64,
+            name: r.get(1),
+            queue: r.get(2),
+            priority: u8::try_from(r.get::<_, i16>(3)).unwrap_or(0),
+            attempt: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
+            record: r.get(5),
+        })
+        .collect();
+    // RETURNING keeps no order: the claim's order is the index's.
+    claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+    Ok(claimed)
+}
+
+/// A process's lease: a row in `processes`, alive while its heartbeat is younger than
+/// `lease`. Returns the process's id.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn register_process(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    lease: Duration,
+) -> Result<u64, Error> {
+    let q = schema.quoted();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let pid = i32::try_from(std::process::id()).unwrap_or(0);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO {q}.processes (host, pid, lease_ms) VALUES ($1, $2, $3) \
+                 RETURNING id"
+            ),
+            &[&host, &pid, &lease_ms],
+        )
+        .map_err(pg("register the process"))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// A connection that listens on a schema's wake-up channel.
+pub(crate) struct Listener {
+    client: Client,
+}
+
+impl Listener {
+    /// # Errors
+    /// `Storage` if the server cannot be reached or refuses the `LISTEN`.
+    pub(crate) fn new(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
+        let mut client = connect(url)?;
+        client
+            .batch_execute(&format!("LISTEN {}", schema.channel()))
+            .map_err(pg("listen for wake-ups"))?;
+        Ok(Listener { client })
+    }
+
+    /// Waits until a wake-up is notified or `timeout` passes (the next due time, when there
+    /// is one); returns whether one was. Wake-ups that arrived while nobody waited are taken
+    /// together with the first.
+    ///
+    /// # Errors
+    /// `Storage` if the connection failed.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<bool, Error> {
+        let mut notifications = self.client.notifications();
+        let woke = notifications
+            .timeout_iter(timeout)
+            .next()
+            .map_err(pg("wait for a wake-up"))?
+            .is_some();
+        // Take the ones already arrived behind it: one wake-up serves them all.
+        let mut queued = notifications.timeout_iter(Duration::from_millis(1));
+        while queued.next().map_err(pg("wait for a wake-up"))?.is_some() {}
+        Ok(woke)
+    }
+}
