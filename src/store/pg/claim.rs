@@ -2,7 +2,7 @@
 //! ids in the batch's order, a wake-up notified with the commit), claiming the next ready
 //! ones for a process with `FOR UPDATE SKIP LOCKED` — across the (queue, task name) pairs a
 //! pool serves, higher priority first, then older, as the file engine claims — and the
-//! wake-ups a waiting process listens for instead of polling.
+//! wake-ups a waiting process listens for instead of polling. Leases are in `lease`.
 
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ pub(crate) struct NewRow {
     /// Ready now, or scheduled until `due_at_ms`.
     pub(crate) ready: bool,
     pub(crate) due_at_ms: u64,
+    pub(crate) max_retries: u32,
     pub(crate) record: Vec<u8>,
 }
 
@@ -79,14 +80,28 @@ pub(crate) fn insert(
         .iter()
         .map(|r| i64::try_from(r.due_at_ms).unwrap_or(i64::MAX))
         .collect();
+    let retries: Vec<i32> = rows
+        .iter()
+        .map(|r| i32::try_from(r.max_retries).unwrap_or(i32::MAX))
+        .collect();
     let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
     db.execute(
         &format!(
-            "INSERT INTO {q}.tasks (id, name, queue, priority, state, due_at_ms, record) \
+            "INSERT INTO {q}.tasks \
+                 (id, name, queue, priority, state, due_at_ms, max_retries, record) \
              SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::int2[], \
-                                  $6::int8[], $7::bytea[])"
+                                  $6::int8[], $7::int4[], $8::bytea[])"
         ),
-        &[&ids, &names, &queues, &priorities, &states, &due, &records],
+        &[
+            &ids,
+            &names,
+            &queues,
+            &priorities,
+            &states,
+            &due,
+            &retries,
+            &records,
+        ],
     )
     .map_err(pg("insert tasks"))?;
     db.execute("SELECT pg_notify($1, '')", &[&unquoted_channel(schema)])
@@ -139,7 +154,8 @@ pub(crate) fn claim(
                      LIMIT $3
                  )
                  UPDATE {q}.tasks AS task
-                 SET state = {RUNNING}, attempts = task.attempts + 1, owner = $4
+                 SET state = {RUNNING}, attempts = task.attempts + 1, owner = $4,
+                     started_at_ms = NULL
                  FROM heads WHERE task.id = heads.id
                  RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
                            task.record"
@@ -161,34 +177,6 @@ pub(crate) fn claim(
     // RETURNING keeps no order: the claim's order is the index's.
     claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
     Ok(claimed)
-}
-
-/// A process's lease: a row in `processes`, alive while its heartbeat is younger than
-/// `lease`. Returns the process's id.
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn register_process(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    lease: Duration,
-) -> Result<u64, Error> {
-    let q = schema.quoted();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let pid = i32::try_from(std::process::id()).unwrap_or(0);
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let row = db
-        .query_one(
-            &format!(
-                "INSERT INTO {q}.processes (host, pid, lease_ms) VALUES ($1, $2, $3) \
-                 RETURNING id"
-            ),
-            &[&host, &pid, &lease_ms],
-        )
-        .map_err(pg("register the process"))?;
-    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// A connection that listens on a schema's wake-up channel.

@@ -69,9 +69,23 @@ impl SchemaName {
     }
 }
 
-/// A PostgreSQL failure of `context`.
+/// A PostgreSQL failure of `context`, with the server's own message when it sent one (the
+/// client's `Display` of a server error says only "db error").
 pub(super) fn pg(context: &str) -> impl Fn(postgres::Error) -> Error + '_ {
-    move |e| Error::storage_from(&format!("PostgreSQL: {context}"), e)
+    move |e| match e.as_db_error() {
+        Some(db) => {
+            let message = format!(
+                "PostgreSQL: {context}: {} (SQLSTATE {})",
+                db.message(),
+                db.code().code()
+            );
+            Error::Storage {
+                message,
+                source: Some(std::sync::Arc::new(e)),
+            }
+        }
+        None => Error::storage_from(&format!("PostgreSQL: {context}"), e),
+    }
 }
 
 /// A connection to the server at `url` (a `postgres://` URL or `key=value` pairs).

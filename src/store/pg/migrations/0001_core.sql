@@ -25,10 +25,26 @@ CREATE TABLE {schema}.tasks (
     state      smallint  NOT NULL,
     -- When a scheduled or retrying task is due, on the spool's clock (ms since the epoch).
     due_at_ms  bigint    NOT NULL,
-    attempts   integer   NOT NULL DEFAULT 0,
+    -- Attempts claimed so far (an attempt given back uncounted is subtracted again).
+    attempts    integer  NOT NULL DEFAULT 0,
+    max_retries integer  NOT NULL DEFAULT 3,
     -- The process running its current attempt (while `state` is running).
-    owner      bigint    REFERENCES {schema}.processes (id) ON DELETE SET NULL,
-    record     bytea     NOT NULL
+    owner       bigint   REFERENCES {schema}.processes (id) ON DELETE SET NULL,
+    -- When the current attempt's handler started (on the spool's clock); NULL while it was
+    -- only claimed, so that a rescue gives an attempt that never started back uncounted.
+    started_at_ms  bigint,
+    finished_at_ms bigint,
+    record      bytea    NOT NULL
+);
+
+-- Every attempt's error, in order (`AttemptError`; `kind` is `AttemptErrorKind::code`).
+CREATE TABLE {schema}.attempt_errors (
+    task    bigint   NOT NULL REFERENCES {schema}.tasks (id) ON DELETE CASCADE,
+    attempt integer  NOT NULL,
+    at_ms   bigint   NOT NULL,
+    kind    smallint NOT NULL,
+    message text     NOT NULL,
+    PRIMARY KEY (task, attempt)
 );
 
 -- Claims: the ready tasks of each (queue, task name) a pool serves, higher priority first,

@@ -4,15 +4,17 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{Scratch, server};
-use crate::store::pg::claim::{Listener, NewRow, claim, insert, register_process};
+use crate::store::pg::claim::{Listener, NewRow, claim, insert};
+use crate::store::pg::lease::register_process;
 
-fn row(name: &str, queue: &str, priority: u8) -> NewRow {
+pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
     NewRow {
         name: name.into(),
         queue: queue.into(),
         priority,
         ready: true,
         due_at_ms: 0,
+        max_retries: 3,
         record: format!("{name}/{queue}/{priority}").into_bytes(),
     }
 }

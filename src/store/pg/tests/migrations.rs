@@ -21,6 +21,7 @@ fn a_new_schema_is_created_and_migrated_once() {
     assert_eq!(
         scratch.tables(),
         [
+            "attempt_errors",
             "migrations",
             "processes",
             "schedule_fires",

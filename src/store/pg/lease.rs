@@ -1,0 +1,210 @@
+//! Who owns an attempt on PostgreSQL, where no file lock says that the last owner is gone: a
+//! process holds a lease (a `processes` row) that its heartbeat keeps alive; any process may
+//! rescue the attempts of a process whose lease expired. Leases are timed on the server's
+//! clock (`now()`), the one clock every machine sharing the database reads alike; a long
+//! task is never rescued while its process heartbeats.
+//!
+//! A rescued attempt that had started counts as lost (a `WorkerLost` error; the task runs
+//! again at once, or ends `Failed` when it was its last allowed attempt), as after a crash of
+//! the file engine's owner; one only claimed (its start never noted) is given back uncounted.
+
+use std::time::Duration;
+
+use postgres::GenericClient;
+
+use crate::error::Error;
+use crate::model::{AttemptErrorKind, TaskState};
+use crate::store::pg::migrate::{SchemaName, pg};
+
+/// Registers this process with a lease of `lease`; returns its id.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn register_process(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    lease: Duration,
+) -> Result<u64, Error> {
+    let q = schema.quoted();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let pid = i32::try_from(std::process::id()).unwrap_or(0);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO {q}.processes (host, pid, lease_ms) VALUES ($1, $2, $3) \
+                 RETURNING id"
+            ),
+            &[&host, &pid, &lease_ms],
+        )
+        .map_err(pg("register the process"))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Renews `process`'s lease; `false` if it is gone — rescued as dead by another process,
+/// whose rescue then owns its attempts: this process must stop reporting them.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn heartbeat(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    process: u64,
+) -> Result<bool, Error> {
+    let q = schema.quoted();
+    let id = i64::try_from(process).unwrap_or(i64::MAX);
+    let renewed = db
+        .execute(
+            &format!("UPDATE {q}.processes SET heartbeat_at = now() WHERE id = $1"),
+            &[&id],
+        )
+        .map_err(pg("renew the lease"))?;
+    Ok(renewed == 1)
+}
+
+/// Notes that these claimed attempts (task id, attempt) are starting, at `now_ms`.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn note_started(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    attempts: &[(u64, u32)],
+    now_ms: u64,
+) -> Result<(), Error> {
+    let q = schema.quoted();
+    let ids: Vec<i64> = attempts.iter().map(|&(id, _)| id as i64).collect();
+    let numbers: Vec<i32> = attempts
+        .iter()
+        .map(|&(_, a)| i32::try_from(a).unwrap_or(i32::MAX))
+        .collect();
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    db.execute(
+        &format!(
+            "UPDATE {q}.tasks AS t SET started_at_ms = $3
+             FROM unnest($1::int8[], $2::int4[]) AS a(id, attempt)
+             WHERE t.id = a.id AND t.attempts = a.attempt AND t.state = {running}",
+            running = TaskState::Running.code()
+        ),
+        &[&ids, &numbers, &now],
+    )
+    .map_err(pg("note attempt starts"))?;
+    Ok(())
+}
+
+/// What a rescue did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Rescued {
+    /// Processes whose lease had expired, now removed.
+    pub(crate) processes: Vec<u64>,
+    /// Tasks whose started attempt was lost, ready again.
+    pub(crate) retried: Vec<u64>,
+    /// Tasks whose lost attempt was their last allowed one, now failed.
+    pub(crate) failed: Vec<u64>,
+    /// Tasks only claimed, given back uncounted.
+    pub(crate) given_back: Vec<u64>,
+}
+
+/// Rescues the attempts of every process whose lease has expired, in one transaction: the
+/// expired processes are locked (`SKIP LOCKED`: two rescuers never rescue one process twice)
+/// and removed, and their running tasks requeued, failed or given back.
+///
+/// # Errors
+/// `Storage` on a failure of the server (nothing is changed).
+pub(crate) fn rescue_expired(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    now_ms: u64,
+) -> Result<Rescued, Error> {
+    let q = schema.quoted();
+    let running = i16::from(TaskState::Running.code());
+    let ready = i16::from(TaskState::Ready.code());
+    let failed = i16::from(TaskState::Failed.code());
+    let lost = i16::from(AttemptErrorKind::WorkerLost.code());
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let mut tx = db.transaction().map_err(pg("begin a rescue"))?;
+    let processes: Vec<i64> = tx
+        .query(
+            &format!(
+                "SELECT id FROM {q}.processes
+                 WHERE heartbeat_at < now() - lease_ms * interval '1 millisecond'
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            &[],
+        )
+        .map_err(pg("find expired leases"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut rescued = Rescued {
+        processes: processes.iter().map(|&id| id as u64).collect(),
+        ..Rescued::default()
+    };
+    if processes.is_empty() {
+        return Ok(rescued);
+    }
+    // Claimed, never started: the attempt goes back uncounted.
+    rescued.given_back = ids(tx
+        .query(
+            &format!(
+                "UPDATE {q}.tasks SET state = {ready}, owner = NULL, attempts = attempts - 1
+                 WHERE owner = ANY($1) AND state = {running} AND started_at_ms IS NULL
+                 RETURNING id"
+            ),
+            &[&processes],
+        )
+        .map_err(pg("give back unstarted attempts"))?);
+    // Started: a lost attempt, recorded; the task runs again or has failed for good.
+    let message = "worker lost: the process running the attempt stopped renewing its lease";
+    tx.execute(
+        &format!(
+            "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
+             SELECT id, attempts, $2, {lost}, $3 FROM {q}.tasks
+             WHERE owner = ANY($1) AND state = {running}
+             ON CONFLICT (task, attempt) DO NOTHING"
+        ),
+        &[&processes, &now, &message],
+    )
+    .map_err(pg("record lost attempts"))?;
+    let ended = tx
+        .query(
+            &format!(
+                "UPDATE {q}.tasks
+                 SET owner = NULL,
+                     state = CASE WHEN attempts <= max_retries THEN {ready} ELSE {failed} END,
+                     finished_at_ms = CASE WHEN attempts <= max_retries THEN NULL ELSE $2::int8 END
+                 WHERE owner = ANY($1) AND state = {running}
+                 RETURNING id, state"
+            ),
+            &[&processes, &now],
+        )
+        .map_err(pg("requeue lost attempts"))?;
+    for row in &ended {
+        let id = row.get::<_, i64>(0) as u64;
+        if row.get::<_, i16>(1) == ready {
+            rescued.retried.push(id);
+        } else {
+            rescued.failed.push(id);
+        }
+    }
+    tx.execute(
+        &format!("DELETE FROM {q}.processes WHERE id = ANY($1)"),
+        &[&processes],
+    )
+    .map_err(pg("remove expired processes"))?;
+    tx.commit().map_err(pg("commit a rescue"))?;
+    for list in [
+        &mut rescued.retried,
+        &mut rescued.failed,
+        &mut rescued.given_back,
+    ] {
+        list.sort_unstable();
+    }
+    Ok(rescued)
+}
+
+fn ids(rows: Vec<postgres::Row>) -> Vec<u64> {
+    rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect()
+}
