@@ -10,6 +10,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
+use crate::store::pg::complete::done_channel;
 use crate::store::pg::migrate::{SchemaName, connect, pg};
 
 /// A task to insert: its indexed columns and the rest of its record.
@@ -22,6 +23,8 @@ pub(crate) struct NewRow {
     pub(crate) ready: bool,
     pub(crate) due_at_ms: u64,
     pub(crate) max_retries: u32,
+    /// The JSON arguments.
+    pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
 }
 
@@ -34,6 +37,7 @@ pub(crate) struct Claimed {
     pub(crate) priority: u8,
     /// The attempt's number (attempts so far, this one included).
     pub(crate) attempt: u32,
+    pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
 }
 
@@ -84,13 +88,14 @@ pub(crate) fn insert(
         .iter()
         .map(|r| i32::try_from(r.max_retries).unwrap_or(i32::MAX))
         .collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
     let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
     db.execute(
         &format!(
             "INSERT INTO {q}.tasks \
-                 (id, name, queue, priority, state, due_at_ms, max_retries, record) \
+                 (id, name, queue, priority, state, due_at_ms, max_retries, payload, record) \
              SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::int2[], \
-                                  $6::int8[], $7::int4[], $8::bytea[])"
+                                  $6::int8[], $7::int4[], $8::bytea[], $9::bytea[])"
         ),
         &[
             &ids,
@@ -100,6 +105,7 @@ pub(crate) fn insert(
             &states,
             &due,
             &retries,
+            &payloads,
             &records,
         ],
     )
@@ -158,7 +164,7 @@ pub(crate) fn claim(
                      started_at_ms = NULL
                  FROM heads WHERE task.id = heads.id
                  RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
-                           task.record"
+                           task.payload, task.record"
             ),
             &[&queues, &names, &max, &owner],
         )
@@ -171,7 +177,8 @@ pub(crate) fn claim(
             queue: r.get(2),
             priority: u8::try_from(r.get::<_, i16>(3)).unwrap_or(0),
             attempt: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
-            record: r.get(5),
+            payload: r.get::<_, Option<Vec<u8>>>(5).unwrap_or_default(),
+            record: r.get(6),
         })
         .collect();
     // RETURNING keeps no order: the claim's order is the index's.
@@ -188,11 +195,37 @@ impl Listener {
     /// # Errors
     /// `Storage` if the server cannot be reached or refuses the `LISTEN`.
     pub(crate) fn new(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
+        Listener::on(url, &schema.channel())
+    }
+
+    /// A listener on the schema's `done` channel: the ids of tasks that reached a final
+    /// state, for waiters ([`next`](Self::next)).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub(crate) fn for_results(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
+        Listener::on(url, &format!("\"{}\"", done_channel(schema)))
+    }
+
+    fn on(url: &str, quoted_channel: &str) -> Result<Listener, Error> {
         let mut client = connect(url)?;
         client
-            .batch_execute(&format!("LISTEN {}", schema.channel()))
-            .map_err(pg("listen for wake-ups"))?;
+            .batch_execute(&format!("LISTEN {quoted_channel}"))
+            .map_err(pg("listen for notifications"))?;
         Ok(Listener { client })
+    }
+
+    /// The next notification's payload, or `None` once `timeout` passes without one.
+    ///
+    /// # Errors
+    /// `Storage` if the connection failed.
+    pub(crate) fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error> {
+        let mut notifications = self.client.notifications();
+        let next = notifications
+            .timeout_iter(timeout)
+            .next()
+            .map_err(pg("wait for a notification"))?;
+        Ok(next.map(|n| n.payload().to_string()))
     }
 
     /// Waits until a wake-up is notified or `timeout` passes (the next due time, when there

@@ -1,12 +1,14 @@
 //! The PostgreSQL engine (feature `postgres`), being built (issue #18): so far, connecting and
 //! the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
-//! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — and leases with the
-//! rescue of an expired one's attempts (`lease`).
+//! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
+//! due work and results (`complete`), and leases with the rescue of an expired one's
+//! attempts (`lease`).
 //! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
 //! the engine implements the verbs.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod claim;
+mod complete;
 mod lease;
 mod migrate;
 #[cfg(test)]

@@ -34,6 +34,11 @@ CREATE TABLE {schema}.tasks (
     -- only claimed, so that a rescue gives an attempt that never started back uncounted.
     started_at_ms  bigint,
     finished_at_ms bigint,
+    -- The JSON arguments (NULL once it succeeded: the output replaces them) and the JSON
+    -- output of a success, as stored by the file engine; bytes, so that they read back
+    -- exactly (`convert_from(payload, 'UTF8')::json` shows them in SQL).
+    payload     bytea,
+    output      bytea,
     record      bytea    NOT NULL
 );
 

@@ -15,6 +15,7 @@ pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
         ready: true,
         due_at_ms: 0,
         max_retries: 3,
+        payload: br#"{"n":1}"#.to_vec(),
         record: format!("{name}/{queue}/{priority}").into_bytes(),
     }
 }

@@ -4,6 +4,7 @@
 //! failure. Each test works in a schema of its own and drops it.
 
 mod claims;
+mod completions;
 mod leases;
 mod migrations;
 

@@ -1,0 +1,206 @@
+//! How an attempt ends on PostgreSQL, and due work: a completion is applied only to the
+//! attempt it reports — the task still running that very attempt for that very process — so
+//! a late report, or one from a process whose lease was rescued, changes nothing (as the
+//! file engine fences a stale completion). A final state is notified on the schema's `done`
+//! channel with the task's id, for waiters in any process. Due scheduled and retrying tasks
+//! are made ready by whoever promotes them.
+
+use postgres::GenericClient;
+
+use crate::error::Error;
+use crate::model::{AttemptErrorKind, TaskState};
+use crate::store::pg::migrate::{SchemaName, pg};
+
+/// How an attempt ended, as the engine decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// It succeeded with this JSON output.
+    Succeeded { output: Vec<u8> },
+    /// It failed: retried at `retry_at_ms` if the task has an attempt left (and a retry was
+    /// decided), else the task fails for good.
+    Failed {
+        kind: AttemptErrorKind,
+        message: String,
+        retry_at_ms: Option<u64>,
+    },
+}
+
+/// The channel final states are notified on (not quoted, as `pg_notify` takes it).
+pub(crate) fn done_channel(schema: &SchemaName) -> String {
+    format!("taskspool_{}_done", schema.as_str())
+}
+
+/// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`. Returns the
+/// task's new state, or `None` when the report is not of the task's current attempt in
+/// this process (discarded, changing nothing).
+///
+/// # Errors
+/// `Storage` on a failure of the server (nothing is changed).
+pub(crate) fn complete(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    (id, attempt, owner): (u64, u32, u64),
+    now_ms: u64,
+    ending: &Ending,
+) -> Result<Option<TaskState>, Error> {
+    let q = schema.quoted();
+    let running = i16::from(TaskState::Running.code());
+    let id = id as i64;
+    let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+    let owner = owner as i64;
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let mut tx = db.transaction().map_err(pg("begin a completion"))?;
+    // The fence: only the current attempt, of this process, may end.
+    let current = tx
+        .query_opt(
+            &format!(
+                "SELECT attempts, max_retries FROM {q}.tasks
+                 WHERE id = $1 AND state = {running} AND attempts = $2 AND owner = $3
+                 FOR UPDATE"
+            ),
+            &[&id, &attempt, &owner],
+        )
+        .map_err(pg("read the running attempt"))?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let (attempts, max_retries): (i32, i32) = (current.get(0), current.get(1));
+    let state = match ending {
+        Ending::Succeeded { output } => {
+            tx.execute(
+                &format!(
+                    "UPDATE {q}.tasks SET state = {succeeded}, owner = NULL, output = $2,
+                         payload = NULL, finished_at_ms = $3
+                     WHERE id = $1",
+                    succeeded = TaskState::Succeeded.code()
+                ),
+                &[&id, output, &now],
+            )
+            .map_err(pg("store a success"))?;
+            TaskState::Succeeded
+        }
+        Ending::Failed {
+            kind,
+            message,
+            retry_at_ms,
+        } => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
+                     VALUES ($1, $2, $3, $4, $5)"
+                ),
+                &[&id, &attempt, &now, &i16::from(kind.code()), message],
+            )
+            .map_err(pg("record an attempt's error"))?;
+            match retry_at_ms {
+                Some(at) if attempts <= max_retries => {
+                    let at = i64::try_from(*at).unwrap_or(i64::MAX);
+                    tx.execute(
+                        &format!(
+                            "UPDATE {q}.tasks SET state = {retrying}, owner = NULL,
+                                 due_at_ms = $2
+                             WHERE id = $1",
+                            retrying = TaskState::Retrying.code()
+                        ),
+                        &[&id, &at],
+                    )
+                    .map_err(pg("schedule a retry"))?;
+                    TaskState::Retrying
+                }
+                _ => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {q}.tasks SET state = {failed}, owner = NULL,
+                                 finished_at_ms = $2
+                             WHERE id = $1",
+                            failed = TaskState::Failed.code()
+                        ),
+                        &[&id, &now],
+                    )
+                    .map_err(pg("end a task failed"))?;
+                    TaskState::Failed
+                }
+            }
+        }
+    };
+    if state.is_final() {
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&done_channel(schema), &id.to_string()],
+        )
+        .map_err(pg("notify a final state"))?;
+    }
+    tx.commit().map_err(pg("commit a completion"))?;
+    Ok(Some(state))
+}
+
+/// Makes every scheduled or retrying task due at `now_ms` ready; returns how many, and the
+/// next due time after them (for the wake-up's timeout). Notifies the wake-up channel when
+/// any became ready.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn promote_due(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    now_ms: u64,
+) -> Result<(u64, Option<u64>), Error> {
+    let q = schema.quoted();
+    let due = format!(
+        "state IN ({}, {})",
+        TaskState::Scheduled.code(),
+        TaskState::Retrying.code()
+    );
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let mut tx = db.transaction().map_err(pg("begin a promotion"))?;
+    let promoted = tx
+        .execute(
+            &format!(
+                "UPDATE {q}.tasks SET state = {ready} WHERE {due} AND due_at_ms <= $1",
+                ready = TaskState::Ready.code()
+            ),
+            &[&now],
+        )
+        .map_err(pg("promote due tasks"))?;
+    let next: Option<i64> = tx
+        .query_one(
+            &format!("SELECT min(due_at_ms) FROM {q}.tasks WHERE {due}"),
+            &[],
+        )
+        .map_err(pg("read the next due time"))?
+        .get(0);
+    if promoted > 0 {
+        tx.execute(
+            "SELECT pg_notify($1, '')",
+            &[&format!("taskspool_{}", schema.as_str())],
+        )
+        .map_err(pg("notify the wake-up channel"))?;
+    }
+    tx.commit().map_err(pg("commit a promotion"))?;
+    Ok((promoted, next.map(|ms| ms as u64)))
+}
+
+/// A task's state and, once it succeeded, its output.
+pub(crate) type Outcome = (TaskState, Option<Vec<u8>>);
+
+/// A task's state and, once it succeeded, its output; `None` for an unknown id.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn result(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    id: u64,
+) -> Result<Option<Outcome>, Error> {
+    let q = schema.quoted();
+    let row = db
+        .query_opt(
+            &format!("SELECT state, output FROM {q}.tasks WHERE id = $1"),
+            &[&(id as i64)],
+        )
+        .map_err(pg("read a result"))?;
+    Ok(row.and_then(|r| {
+        let code = u8::try_from(r.get::<_, i16>(0)).ok()?;
+        Some((TaskState::from_code(code)?, r.get(1)))
+    }))
+}
