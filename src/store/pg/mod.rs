@@ -1,8 +1,8 @@
 //! The PostgreSQL engine (feature `postgres`), being built (issue #18): so far, connecting and
 //! the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
-//! due work and results (`complete`), and leases with the rescue of an expired one's
-//! attempts (`lease`).
+//! due work and results (`complete`), leases with the rescue of an expired one's attempts
+//! (`lease`), and schedules fired exactly once across processes (`schedules`).
 //! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
 //! the engine implements the verbs.
 #![cfg_attr(not(test), allow(dead_code))]
@@ -11,5 +11,6 @@ mod claim;
 mod complete;
 mod lease;
 mod migrate;
+mod schedules;
 #[cfg(test)]
 mod tests;

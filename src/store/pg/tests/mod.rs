@@ -7,6 +7,7 @@ mod claims;
 mod completions;
 mod leases;
 mod migrations;
+mod schedules;
 
 use std::io::Write;
 
