@@ -2,13 +2,15 @@
 //! the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
 //! due work and results (`complete`), leases with the rescue of an expired one's attempts
-//! (`lease`), and schedules fired exactly once across processes (`schedules`).
+//! (`lease`), schedules fired exactly once across processes (`schedules`), and group commit
+//! of concurrent enqueues (`group`).
 //! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
 //! the engine implements the verbs.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod claim;
 mod complete;
+mod group;
 mod lease;
 mod migrate;
 mod schedules;

@@ -5,6 +5,7 @@
 
 mod claims;
 mod completions;
+mod group;
 mod leases;
 mod migrations;
 mod schedules;
