@@ -24,14 +24,11 @@ fn a_task_that_aborts_the_process_ends_failed_after_its_retries() {
     for crash in 1..=3u32 {
         let (child, lines) = spawn_child("abort", &path);
         let mut child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(8);
-        let status = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "child {crash} did not abort");
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = exit_within(
+            &mut child,
+            Duration::from_secs(8),
+            &format!("child {crash}"),
+        );
         // The child is gone: its output ends (EOF) once the reader has forwarded every line.
         let out: Vec<String> = lines.iter().collect();
         assert!(
@@ -94,14 +91,7 @@ fn prefetched_attempts_that_never_started_are_given_back_after_a_crash() {
     let (_dir, path) = queue_path();
     let (child, lines) = spawn_child("prefetch", &path);
     let mut child = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the child did not abort");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(8), "the child");
     {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");

@@ -80,14 +80,11 @@ fn an_async_task_that_aborts_the_process_ends_failed_after_its_retries() {
         }
         let (child, lines) = spawn_child("async_abort", &path);
         let mut child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "child {crash} did not abort");
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = exit_within(
+            &mut child,
+            Duration::from_secs(20),
+            &format!("child {crash}"),
+        );
         let out: Vec<String> = lines.iter().collect();
         assert!(
             out.iter().any(|l| *l == format!("ASYNC BOMB {crash}")),

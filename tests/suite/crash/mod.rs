@@ -296,6 +296,18 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Waits until the child exits on its own (it aborts itself), at most `within`; its status.
+fn exit_within(child: &mut KillOnDrop, within: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not abort");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// SIGKILLs the child (on Unix: no destructor, no flush, no clean close of the file), then
 /// hands `on_line` what it printed before it died: acknowledged too.
 fn kill_and_drain(child: &mut KillOnDrop, lines: &Receiver<String>, mut on_line: impl FnMut(&str)) {
