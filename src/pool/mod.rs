@@ -101,7 +101,7 @@ impl WorkerBuilder {
 
     /// How many tasks run at once (one thread each). Default: the number of CPUs.
     ///
-    /// On a runtime ([`runtime`](Self::runtime), feature `tokio`) it bounds the attempts in
+    /// On a runtime (`WorkerBuilder::runtime`, feature `tokio`) it bounds the attempts in
     /// flight instead, not threads: a pool of 1,000 waits on 1,000 HTTP calls at once.
     pub fn concurrency(mut self, threads: usize) -> Self {
         self.concurrency = threads;
@@ -151,7 +151,7 @@ impl WorkerBuilder {
     /// both types. (Otherwise a task could run with another type's handler whenever its JSON
     /// happened to fit.)
     ///
-    /// An [`AsyncTask`](crate::AsyncTask) is registered with `register_async` instead:
+    /// An `AsyncTask` (feature `tokio`) is registered with `register_async` instead:
     /// registering one here makes `start` fail with `InvalidOption`.
     pub fn register<T: Task>(mut self) -> Self {
         self.registry.register::<T>();

@@ -119,7 +119,7 @@ impl Worker {
     /// exits first, they run again at the next open. `WouldDeadlock` (feature `tokio`) when
     /// called on the thread of the current-thread runtime the pool's attempts run on: it
     /// stopped claiming, but cannot wait for attempts that need this thread — await
-    /// [`shutdown_async`](Self::shutdown_async) there, which lets them run.
+    /// `shutdown_async` there, which lets them run.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         Worker::shutdown_all([self], timeout)
     }
