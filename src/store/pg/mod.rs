@@ -2,8 +2,8 @@
 //! the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
 //! due work and results (`complete`), leases with the rescue of an expired one's attempts
-//! (`lease`), schedules fired exactly once across processes (`schedules`), and group commit
-//! of concurrent enqueues (`group`).
+//! (`lease`), schedules fired exactly once across processes (`schedules`), group commit of
+//! concurrent enqueues (`group`), and a new task as its row and record (`record`).
 //! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
 //! the engine implements the verbs.
 #![cfg_attr(not(test), allow(dead_code))]
@@ -13,6 +13,7 @@ mod complete;
 mod group;
 mod lease;
 mod migrate;
+mod record;
 mod schedules;
 #[cfg(test)]
 mod tests;

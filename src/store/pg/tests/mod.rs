@@ -8,6 +8,7 @@ mod completions;
 mod group;
 mod leases;
 mod migrations;
+mod records;
 mod schedules;
 
 use std::io::Write;
