@@ -211,6 +211,66 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wakes.
+    #[cfg(feature = "tokio")]
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    #[cfg(feature = "tokio")]
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_interrupt_wakes_the_futures_that_wait_for_it_and_only_what_they_ask_ends_them() {
+        let count = Arc::new(Count::default());
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let woken = || count.0.load(Ordering::SeqCst);
+        let s = AttemptSignal::default();
+        // A sync task's race: only the hard limit ends it.
+        assert!(s.poll_interrupt(&mut cx, false, false).is_pending());
+        assert!(
+            s.poll_interrupt(&mut cx, false, false).is_pending(),
+            "registered once"
+        );
+        s.stop(StopReason::SoftLimit);
+        assert_eq!(woken(), 1, "every stop wakes the waiters, once");
+        assert!(
+            s.poll_interrupt(&mut cx, true, false).is_pending(),
+            "no revoke yet"
+        );
+        assert_eq!(
+            s.poll_interrupt(&mut cx, true, true),
+            Poll::Ready(Interrupt::Stopped),
+            "`cancelled()` sees the soft limit"
+        );
+        s.stop(StopReason::Revoked);
+        assert_eq!(woken(), 2);
+        assert_eq!(
+            s.poll_interrupt(&mut cx, true, false),
+            Poll::Ready(Interrupt::Stopped)
+        );
+        assert!(s.poll_interrupt(&mut cx, false, false).is_pending());
+        assert!(s.abandon());
+        assert_eq!(
+            woken(),
+            3,
+            "the hard limit wakes the race to drop its future"
+        );
+        assert_eq!(
+            s.poll_interrupt(&mut cx, false, false),
+            Poll::Ready(Interrupt::Abandoned)
+        );
+        assert!(
+            !s.returned(),
+            "abandoned: the handler's late outcome is dropped"
+        );
+    }
+
     #[test]
     fn a_stop_wakes_a_sleeper_and_a_revoke_wins_over_the_soft_limit() {
         let s = Arc::new(AttemptSignal::default());
