@@ -10,7 +10,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
-use crate::store::pg::complete::done_channel;
+use crate::store::pg::complete::{done_channel, stop_channel};
 use crate::store::pg::migrate::{SchemaName, connect, pg};
 
 /// A task to insert: its indexed columns and the rest of its record.
@@ -205,6 +205,15 @@ impl Listener {
     /// As [`new`](Self::new).
     pub(crate) fn for_results(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
         Listener::on(url, &format!("\"{}\"", done_channel(schema)))
+    }
+
+    /// A listener on the schema's `stop` channel: the ids of running tasks revoked, for the
+    /// processes running them.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub(crate) fn on_stop(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
+        Listener::on(url, &format!("\"{}\"", stop_channel(schema)))
     }
 
     fn on(url: &str, quoted_channel: &str) -> Result<Listener, Error> {

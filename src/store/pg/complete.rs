@@ -30,6 +30,30 @@ pub(crate) fn done_channel(schema: &SchemaName) -> String {
     format!("taskspool_{}_done", schema.as_str())
 }
 
+/// The channel a revoke of a running attempt is notified on, for the process running it.
+pub(crate) fn stop_channel(schema: &SchemaName) -> String {
+    format!("taskspool_{}_stop", schema.as_str())
+}
+
+/// Notifies the `done` channel of each of `ids` (heard when the transaction commits).
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn notify_done(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    ids: &[i64],
+) -> Result<(), Error> {
+    if !ids.is_empty() {
+        db.execute(
+            "SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id",
+            &[&done_channel(schema), &ids],
+        )
+        .map_err(pg("notify final states"))?;
+    }
+    Ok(())
+}
+
 /// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`. Returns the
 /// task's new state, or `None` when the report is not of the task's current attempt in
 /// this process (discarded, changing nothing).
@@ -54,7 +78,7 @@ pub(crate) fn complete(
     let current = tx
         .query_opt(
             &format!(
-                "SELECT attempts, max_retries FROM {q}.tasks
+                "SELECT attempts, max_retries, revoke_requested FROM {q}.tasks
                  WHERE id = $1 AND state = {running} AND attempts = $2 AND owner = $3
                  FOR UPDATE"
             ),
@@ -64,7 +88,29 @@ pub(crate) fn complete(
     let Some(current) = current else {
         return Ok(None);
     };
-    let (attempts, max_retries): (i32, i32) = (current.get(0), current.get(1));
+    let (attempts, max_retries, revoke_requested): (i32, i32, bool) =
+        (current.get(0), current.get(1), current.get(2));
+    if revoke_requested {
+        // Revoked while it ran: whatever the attempt returned, the task ends here.
+        let returned = match ending {
+            Ending::Succeeded { .. } => "a success",
+            Ending::Failed { .. } => "a failure",
+        };
+        let message = format!(
+            "revoked while attempt {attempt} ran; what it returned ({returned}) was discarded"
+        );
+        end(
+            &mut tx,
+            schema,
+            id,
+            (attempt, now),
+            TaskState::Revoked,
+            AttemptErrorKind::Revoked,
+            &message,
+        )?;
+        tx.commit().map_err(pg("commit a completion"))?;
+        return Ok(Some(TaskState::Revoked));
+    }
     let state = match ending {
         Ending::Succeeded { output } => {
             tx.execute(
@@ -124,14 +170,43 @@ pub(crate) fn complete(
         }
     };
     if state.is_final() {
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&done_channel(schema), &id.to_string()],
-        )
-        .map_err(pg("notify a final state"))?;
+        notify_done(&mut tx, schema, &[id])?;
     }
     tx.commit().map_err(pg("commit a completion"))?;
     Ok(Some(state))
+}
+
+/// Ends task `id` in the final `state` with an error of `kind` for `attempt`, at `now`; its
+/// `done` is notified with the transaction.
+pub(super) fn end(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    id: i64,
+    (attempt, now): (i32, i64),
+    state: TaskState,
+    kind: AttemptErrorKind,
+    message: &str,
+) -> Result<(), Error> {
+    let q = schema.quoted();
+    db.execute(
+        &format!(
+            "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
+             VALUES ($1, $2, $3, $4, $5)"
+        ),
+        &[&id, &attempt, &now, &i16::from(kind.code()), &message],
+    )
+    .map_err(pg("record an attempt's error"))?;
+    db.execute(
+        &format!(
+            "UPDATE {q}.tasks SET state = {state}, owner = NULL, output = NULL,
+                 revoke_requested = false, finished_at_ms = $2
+             WHERE id = $1",
+            state = state.code()
+        ),
+        &[&id, &now],
+    )
+    .map_err(pg("end a task"))?;
+    notify_done(db, schema, &[id])
 }
 
 /// Makes every scheduled or retrying task due at `now_ms` ready; returns how many, and the

@@ -14,6 +14,7 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
+use crate::store::pg::complete::notify_done;
 use crate::store::pg::migrate::{SchemaName, pg};
 
 /// Registers this process with a lease of `lease`; returns its id.
@@ -103,6 +104,8 @@ pub(crate) struct Rescued {
     pub(crate) retried: Vec<u64>,
     /// Tasks whose lost attempt was their last allowed one, now failed.
     pub(crate) failed: Vec<u64>,
+    /// Tasks revoked while their lost attempt ran, now revoked.
+    pub(crate) revoked: Vec<u64>,
     /// Tasks only claimed, given back uncounted.
     pub(crate) given_back: Vec<u64>,
 }
@@ -122,7 +125,9 @@ pub(crate) fn rescue_expired(
     let running = i16::from(TaskState::Running.code());
     let ready = i16::from(TaskState::Ready.code());
     let failed = i16::from(TaskState::Failed.code());
+    let revoked = i16::from(TaskState::Revoked.code());
     let lost = i16::from(AttemptErrorKind::WorkerLost.code());
+    let revoked_kind = i16::from(AttemptErrorKind::Revoked.code());
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     let mut tx = db.transaction().map_err(pg("begin a rescue"))?;
     let processes: Vec<i64> = tx
@@ -145,36 +150,48 @@ pub(crate) fn rescue_expired(
     if processes.is_empty() {
         return Ok(rescued);
     }
-    // Claimed, never started: the attempt goes back uncounted.
+    // Claimed, never started: the attempt goes back uncounted (unless a revoke waits for it
+    // to end).
     rescued.given_back = ids(tx
         .query(
             &format!(
                 "UPDATE {q}.tasks SET state = {ready}, owner = NULL, attempts = attempts - 1
                  WHERE owner = ANY($1) AND state = {running} AND started_at_ms IS NULL
+                     AND NOT revoke_requested
                  RETURNING id"
             ),
             &[&processes],
         )
         .map_err(pg("give back unstarted attempts"))?);
-    // Started: a lost attempt, recorded; the task runs again or has failed for good.
-    let message = "worker lost: the process running the attempt stopped renewing its lease";
+    // Started: a lost attempt, recorded; the task runs again or has failed for good — or,
+    // revoked while it ran, ends revoked.
+    let lost_message = "worker lost: the process running the attempt stopped renewing its lease";
+    let revoked_message = "revoked while the attempt ran; the process running it stopped \
+                           renewing its lease before it returned";
     tx.execute(
         &format!(
             "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
-             SELECT id, attempts, $2, {lost}, $3 FROM {q}.tasks
+             SELECT id, attempts, $2,
+                    CASE WHEN revoke_requested THEN {revoked_kind} ELSE {lost} END,
+                    CASE WHEN revoke_requested THEN $4 ELSE $3 END
+             FROM {q}.tasks
              WHERE owner = ANY($1) AND state = {running}
-             ON CONFLICT (task, attempt) DO NOTHING"
+             ORDER BY id"
         ),
-        &[&processes, &now, &message],
+        &[&processes, &now, &lost_message, &revoked_message],
     )
     .map_err(pg("record lost attempts"))?;
     let ended = tx
         .query(
             &format!(
                 "UPDATE {q}.tasks
-                 SET owner = NULL,
-                     state = CASE WHEN attempts <= max_retries THEN {ready} ELSE {failed} END,
-                     finished_at_ms = CASE WHEN attempts <= max_retries THEN NULL ELSE $2::int8 END
+                 SET owner = NULL, revoke_requested = false,
+                     state = CASE WHEN revoke_requested THEN {revoked}
+                                  WHEN attempts <= max_retries THEN {ready}
+                                  ELSE {failed} END,
+                     finished_at_ms = CASE WHEN attempts <= max_retries
+                                               AND NOT revoke_requested THEN NULL
+                                           ELSE $2::int8 END
                  WHERE owner = ANY($1) AND state = {running}
                  RETURNING id, state"
             ),
@@ -183,12 +200,19 @@ pub(crate) fn rescue_expired(
         .map_err(pg("requeue lost attempts"))?;
     for row in &ended {
         let id = row.get::<_, i64>(0) as u64;
-        if row.get::<_, i16>(1) == ready {
-            rescued.retried.push(id);
-        } else {
-            rescued.failed.push(id);
+        match row.get::<_, i16>(1) {
+            s if s == ready => rescued.retried.push(id),
+            s if s == revoked => rescued.revoked.push(id),
+            _ => rescued.failed.push(id),
         }
     }
+    let finals: Vec<i64> = rescued
+        .failed
+        .iter()
+        .chain(&rescued.revoked)
+        .map(|&id| id as i64)
+        .collect();
+    notify_done(&mut tx, schema, &finals)?;
     tx.execute(
         &format!("DELETE FROM {q}.processes WHERE id = ANY($1)"),
         &[&processes],
@@ -198,6 +222,7 @@ pub(crate) fn rescue_expired(
     for list in [
         &mut rescued.retried,
         &mut rescued.failed,
+        &mut rescued.revoked,
         &mut rescued.given_back,
     ] {
         list.sort_unstable();

@@ -3,13 +3,15 @@
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
 //! due work and results (`complete`), leases with the rescue of an expired one's attempts
 //! (`lease`), schedules fired exactly once across processes (`schedules`), group commit of
-//! concurrent enqueues (`group`), and a new task as its row and record (`record`).
+//! concurrent enqueues (`group`), a new task as its row and record (`record`), and exact
+//! revokes (`control`).
 //! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
 //! the engine implements the verbs.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod claim;
 mod complete;
+mod control;
 mod group;
 mod lease;
 mod migrate;

@@ -30,6 +30,9 @@ CREATE TABLE {schema}.tasks (
     max_retries integer  NOT NULL DEFAULT 3,
     -- The process running its current attempt (while `state` is running).
     owner       bigint   REFERENCES {schema}.processes (id) ON DELETE SET NULL,
+    -- A revoke was asked while an attempt ran: however the attempt ends (or is rescued),
+    -- the task ends revoked.
+    revoke_requested boolean NOT NULL DEFAULT false,
     -- When the current attempt's handler started (on the spool's clock); NULL while it was
     -- only claimed, so that a rescue gives an attempt that never started back uncounted.
     started_at_ms  bigint,
@@ -42,15 +45,17 @@ CREATE TABLE {schema}.tasks (
     record      bytea    NOT NULL
 );
 
--- Every attempt's error, in order (`AttemptError`; `kind` is `AttemptErrorKind::code`).
+-- Every attempt's error, in order (`AttemptError`; `kind` is `AttemptErrorKind::code`). An
+-- attempt may have two (a failure, then a revoke before the retry ran).
 CREATE TABLE {schema}.attempt_errors (
+    id      bigserial PRIMARY KEY,
     task    bigint   NOT NULL REFERENCES {schema}.tasks (id) ON DELETE CASCADE,
     attempt integer  NOT NULL,
     at_ms   bigint   NOT NULL,
     kind    smallint NOT NULL,
-    message text     NOT NULL,
-    PRIMARY KEY (task, attempt)
+    message text     NOT NULL
 );
+CREATE INDEX attempt_errors_task ON {schema}.attempt_errors (task, id);
 
 -- Claims: the ready tasks of each (queue, task name) a pool serves, higher priority first,
 -- then older — the heads of these runs are merged (FOR UPDATE SKIP LOCKED), so tasks of a

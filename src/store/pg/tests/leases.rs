@@ -60,6 +60,7 @@ fn an_expired_lease_is_rescued_and_a_renewed_one_never_is() {
             processes: vec![dying],
             retried: vec![ids[1]],
             failed: vec![ids[0]],
+            revoked: vec![],
             given_back: vec![ids[2]],
         }
     );

@@ -5,6 +5,7 @@
 
 mod claims;
 mod completions;
+mod control;
 mod group;
 mod leases;
 mod migrations;
