@@ -3,8 +3,8 @@
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
 //! due work and results (`complete`), leases with the rescue of an expired one's attempts
 //! (`lease`), schedules fired exactly once across processes (`schedules`), group commit of
-//! concurrent enqueues (`group`), a new task as its row and record (`record`), and exact
-//! revokes (`control`).
+//! concurrent enqueues (`group`), a new task as its row and record (`record`), exact
+//! revokes (`control`), and a task's status (`read`).
 //! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
 //! the engine implements the verbs.
 #![cfg_attr(not(test), allow(dead_code))]
@@ -15,6 +15,7 @@ mod control;
 mod group;
 mod lease;
 mod migrate;
+mod read;
 mod record;
 mod schedules;
 #[cfg(test)]

@@ -6,13 +6,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Scratch, server};
+use crate::clock::to_system_time;
 use crate::context::Context;
+use crate::model::{AttemptErrorKind, TaskState};
 use crate::options::Options;
 use crate::retry::RetryPolicy;
 use crate::spool::new_task;
 use crate::store::pg::claim::{claim, insert};
-use crate::store::pg::complete::promote_due;
-use crate::store::pg::lease::register_process;
+use crate::store::pg::complete::{Ending, complete, promote_due};
+use crate::store::pg::lease::{note_started, register_process};
+use crate::store::pg::read;
 use crate::store::pg::record::{PgRecord, new_row};
 use crate::task::Task;
 use crate::task_error::TaskError;
@@ -107,4 +110,67 @@ fn a_task_with_a_countdown_waits_in_the_table_until_it_is_due() {
         PgRecord::decode(&second[0].record).unwrap().enqueued_at_ms,
         now
     );
+}
+
+#[test]
+fn a_tasks_status_shows_its_options_history_arguments_and_output() {
+    let Some(url) = server("a_tasks_status_shows_its_options_history_arguments_and_output") else {
+        return;
+    };
+    let scratch = Scratch::migrated(url, "status");
+    let schema = &scratch.schema;
+    let mut db = scratch.client();
+    let now = 1_000_000;
+    let options = Options::new()
+        .priority(4)
+        .max_retries(2)
+        .expires(Duration::from_secs(3600));
+    let task = new_task(mail(), options, now).unwrap();
+    let id = insert(&mut db, schema, &[new_row(&task, now).unwrap()]).unwrap()[0];
+    let status = read::status(&mut db, schema, id).unwrap();
+    assert_eq!(status.state, TaskState::Ready);
+    assert_eq!(
+        (status.priority, status.max_retries, status.attempts),
+        (4, 2, 0)
+    );
+    assert_eq!(status.enqueued_at, to_system_time(now));
+    assert_eq!(status.expires_at, Some(to_system_time(now + 3_600_000)));
+    assert_eq!(status.arguments, Some(serde_json::json!({"to": "a@b.c"})));
+    let me = register_process(&mut db, schema, Duration::from_secs(30)).unwrap();
+    let pairs = vec![("default".to_string(), "mail.send".to_string())];
+    claim(&mut db, schema, &pairs, 1, me).unwrap();
+    note_started(&mut db, schema, &[(id, 1)], now + 10).unwrap();
+    let failed = Ending::Failed {
+        kind: AttemptErrorKind::Error,
+        message: "smtp said no".into(),
+        retry_at_ms: Some(now + 20),
+    };
+    complete(&mut db, schema, (id, 1, me), now + 15, &failed).unwrap();
+    promote_due(&mut db, schema, now + 20).unwrap();
+    claim(&mut db, schema, &pairs, 1, me).unwrap();
+    note_started(&mut db, schema, &[(id, 2)], now + 30).unwrap();
+    let ok = Ending::Succeeded {
+        output: br#"{"sent":true}"#.to_vec(),
+    };
+    complete(&mut db, schema, (id, 2, me), now + 40, &ok).unwrap();
+    let status = read::status(&mut db, schema, id).unwrap();
+    assert_eq!((status.state, status.attempts), (TaskState::Succeeded, 2));
+    assert_eq!(status.started_at, Some(to_system_time(now + 30)));
+    assert_eq!(status.finished_at, Some(to_system_time(now + 40)));
+    assert_eq!(status.output, Some(serde_json::json!({"sent": true})));
+    assert_eq!(
+        status.arguments, None,
+        "a success's output replaces its arguments"
+    );
+    assert_eq!(status.errors.len(), 1);
+    assert_eq!(
+        (status.errors[0].attempt, status.errors[0].kind),
+        (1, AttemptErrorKind::Error)
+    );
+    assert_eq!(status.errors[0].message, "smtp said no");
+    assert_eq!(status.errors[0].at, to_system_time(now + 15));
+    assert!(matches!(
+        read::status(&mut db, schema, 999_999),
+        Err(crate::error::Error::NotFound(_))
+    ));
 }
