@@ -37,6 +37,7 @@ pub(crate) struct Claimed {
     pub(crate) priority: u8,
     /// The attempt's number (attempts so far, this one included).
     pub(crate) attempt: u32,
+    pub(crate) max_retries: u32,
     pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
 }
@@ -164,7 +165,7 @@ pub(crate) fn claim(
                      started_at_ms = NULL
                  FROM heads WHERE task.id = heads.id
                  RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
-                           task.payload, task.record"
+                           task.payload, task.record, task.max_retries"
             ),
             &[&queues, &names, &max, &owner],
         )
@@ -179,6 +180,7 @@ pub(crate) fn claim(
             attempt: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
             payload: r.get::<_, Option<Vec<u8>>>(5).unwrap_or_default(),
             record: r.get(6),
+            max_retries: u32::try_from(r.get::<_, i32>(7)).unwrap_or(0),
         })
         .collect();
     // RETURNING keeps no order: the claim's order is the index's.

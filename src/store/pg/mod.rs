@@ -12,6 +12,7 @@
 mod claim;
 mod complete;
 mod control;
+mod engine;
 mod group;
 mod lease;
 mod migrate;

@@ -6,6 +6,7 @@
 mod claims;
 mod completions;
 mod control;
+mod engine;
 mod group;
 mod leases;
 mod migrations;

@@ -1,0 +1,125 @@
+//! The first cut of the PostgreSQL engine under the public API, against a real server: a
+//! spool on it enqueues, a worker pool runs the tasks, a failure retries, and a second
+//! spool on the same schema — another process, as far as the database can tell — runs
+//! what the first enqueued.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Scratch, server};
+use crate::clock::Clock;
+use crate::context::Context;
+use crate::error::Error;
+use crate::model::TaskState;
+use crate::options::{Limits, Options};
+use crate::retry::RetryPolicy;
+use crate::shared::{Shared, Spool};
+use crate::store::pg::engine::PgEngine;
+use crate::sync::Waiters;
+use crate::task::Task;
+use crate::task_error::TaskError;
+
+/// A spool on the PostgreSQL engine (no public constructor exists yet).
+fn spool(scratch: &Scratch) -> Spool {
+    let waiters = Arc::new(Waiters::default());
+    let engine = PgEngine::open(
+        &scratch.url,
+        scratch.schema.clone(),
+        Clock::System,
+        waiters.clone(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let shared = Shared::new(
+        Box::new(engine),
+        Clock::System,
+        waiters,
+        PathBuf::from("postgres"),
+        None,
+        Limits::default(),
+    );
+    Spool { shared }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+    /// Fails its first attempt.
+    flaky: bool,
+}
+
+impl Task for Add {
+    const NAME: &'static str = "pg.add";
+    type Output = i64;
+    fn run(self, ctx: &Context) -> Result<i64, TaskError> {
+        if self.flaky && ctx.attempt() == 1 {
+            return Err(TaskError::retry("the first attempt fails"));
+        }
+        Ok(self.a + self.b)
+    }
+}
+
+#[test]
+fn a_spool_on_postgres_enqueues_runs_retries_and_waits_across_processes() {
+    let Some(url) = server("a_spool_on_postgres_enqueues_runs_retries_and_waits") else {
+        return;
+    };
+    let scratch = Scratch::migrated(url, "engine");
+    let producer = spool(&scratch);
+    let handles: Vec<_> = (0..50)
+        .map(|n| {
+            producer
+                .enqueue(Add {
+                    a: n,
+                    b: 1,
+                    flaky: false,
+                })
+                .unwrap()
+        })
+        .collect();
+    let flaky = producer
+        .enqueue_with(
+            Add {
+                a: 40,
+                b: 2,
+                flaky: true,
+            },
+            Options::new().retry_policy(RetryPolicy::immediate()),
+        )
+        .unwrap();
+    // Another process runs them: a spool of its own on the same schema.
+    let consumer = spool(&scratch);
+    let worker = consumer
+        .worker()
+        .concurrency(4)
+        .register::<Add>()
+        .start()
+        .unwrap();
+    for (n, handle) in (0..50).zip(&handles) {
+        assert_eq!(handle.wait(Duration::from_secs(30)).unwrap(), n + 1);
+    }
+    assert_eq!(flaky.wait(Duration::from_secs(30)).unwrap(), 42);
+    let status = producer.status(flaky.id()).unwrap();
+    assert_eq!((status.state, status.attempts), (TaskState::Succeeded, 2));
+    assert_eq!(status.errors[0].message, "the first attempt fails");
+    // A task that fails for good is a typed failure for its waiter.
+    let doomed = producer
+        .enqueue_with(
+            Add {
+                a: 0,
+                b: 0,
+                flaky: true,
+            },
+            Options::new().max_retries(0),
+        )
+        .unwrap();
+    let Err(Error::TaskFailed(failure)) = doomed.wait(Duration::from_secs(30)) else {
+        panic!("its only attempt failed");
+    };
+    assert_eq!(failure.attempts, 1);
+    worker.shutdown(Duration::from_secs(30)).unwrap();
+}
