@@ -3,7 +3,8 @@
 //! results, on the pieces of this module — group-committed inserts, claims for each pool's
 //! free slots woken by `LISTEN` or the next due time, fenced completions, a lease renewed
 //! by heartbeat with the rescue of expired ones, and waiters woken by the `done` channel.
-//! The verbs not built yet answer an `InvalidOption` that says so.
+//! Schedules are declared and fired exactly once across processes. The verbs not built yet
+//! answer an `InvalidOption` that says so.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ use crate::store::pg::lease::{heartbeat, note_started, register_process, rescue_
 use crate::store::pg::migrate::{SchemaName, connect, migrate, pg};
 use crate::store::pg::read;
 use crate::store::pg::record::{PgRecord, new_row};
+use crate::store::pg::schedules;
 use crate::store::verbs::{
     Completion, Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolSpec, Reporter,
     ScheduleOp, Serves, Then, ThreadSlot,
@@ -203,12 +205,24 @@ fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()
 fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
     let mut pools: HashMap<PoolId, Pool> = HashMap::new();
     loop {
-        let next_due = match promote_due(&mut db, &inner.schema, inner.clock.now_ms()) {
+        let now = inner.clock.now_ms();
+        let next_fire = match schedules::fire_due(&mut db, &inner.schema, now) {
+            Ok((_, next)) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fire due schedules");
+                None
+            }
+        };
+        let next_due = match promote_due(&mut db, &inner.schema, now) {
             Ok((_, next)) => next,
             Err(e) => {
                 tracing::warn!(error = %e, "could not promote due tasks");
                 None
             }
+        };
+        let next_due = match (next_due, next_fire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         for (id, pool) in &mut pools {
             let free = pool.slots.saturating_sub(pool.outstanding);
@@ -325,8 +339,17 @@ impl Engine for PgEngine {
         then(result);
     }
 
-    fn schedule(&self, _op: ScheduleOp) -> Result<bool, Error> {
-        Err(not_yet("declaring a schedule"))
+    fn schedule(&self, op: ScheduleOp) -> Result<bool, Error> {
+        let now = self.inner.clock.now_ms();
+        let changed = match op {
+            ScheduleOp::Declare { name, def } => {
+                schedules::declare(&mut *self.inner.db(), &self.inner.schema, &name, *def, now)?
+            }
+            _ => return Err(not_yet("removing, pausing or running a schedule")),
+        };
+        // Its first fire may be sooner than what the dispatcher sleeps until.
+        let _ = self.inner.to_dispatcher.send(Event::Wake);
+        Ok(changed)
     }
 
     fn flow(&self, _op: FlowOp) -> Result<bool, Error> {
@@ -471,7 +494,7 @@ impl Engine for PgEngine {
     }
 
     fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
-        Ok(Vec::new())
+        schedules::list(&mut *self.inner.db(), &self.inner.schema)
     }
 
     fn stats(&self) -> Result<Stats, Error> {

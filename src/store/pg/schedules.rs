@@ -1,19 +1,68 @@
-//! Periodic schedules on PostgreSQL, fired exactly once across processes: any number of
-//! processes may declare the same schedule and try to fire it; a fire of (schedule, fire
-//! time) is inserted in the transaction that enqueues its task and advances the schedule,
-//! under the schedule row's lock and the primary key of `schedule_fires` — so of processes
-//! racing for one fire, one enqueues it and the others change nothing.
+//! Periodic schedules on PostgreSQL, fired exactly once across processes. A schedule is the
+//! file engine's `ScheduleRecord` (definition, next and last fire, pause) in `record`, its
+//! next fire also a column to find what is due. Any number of processes may declare the
+//! same schedule (an identical declaration changes nothing; the rules for a changed one
+//! are the file engine's) and fire what is due: a firing process locks the due schedules
+//! (`SKIP LOCKED`: another process fires the others meanwhile), and in one transaction
+//! enqueues each fire its misfire policy runs, records it in `schedule_fires` (primary key
+//! (schedule, fire time): a fire made once is never made again) and advances the schedule.
+
+use std::sync::Arc;
 
 use postgres::GenericClient;
 
 use crate::error::Error;
-use crate::store::pg::claim::{NewRow, insert};
+use crate::model::Origin;
+use crate::schedule::{ScheduleDef, due_fires};
+use crate::store::pg::claim::insert;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::record::new_row;
+use crate::store::schedules::ScheduleRecord;
+use crate::store::verbs::NewTask;
 
-/// Declares (or updates) schedule `name`: its stored definition and its next fire. A
-/// declaration identical to the stored one changes nothing (so every process of a service
-/// may declare its schedules at start); a changed one takes the new next fire.
-/// Returns whether anything changed.
+fn ms(v: Option<u64>) -> Option<i64> {
+    v.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// Stores `record` as schedule `name`'s.
+fn put(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    name: &str,
+    record: &ScheduleRecord,
+) -> Result<(), Error> {
+    let q = schema.quoted();
+    db.execute(
+        &format!(
+            "INSERT INTO {q}.schedules (name, next_fire_ms, record) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+                 SET next_fire_ms = EXCLUDED.next_fire_ms, record = EXCLUDED.record"
+        ),
+        &[&name, &ms(record.next_fire_ms), &record.encode()?],
+    )
+    .map_err(pg("store a schedule"))?;
+    Ok(())
+}
+
+/// Schedule `name`, locked until the transaction ends.
+fn locked(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    name: &str,
+) -> Result<Option<ScheduleRecord>, Error> {
+    let q = schema.quoted();
+    let row = db
+        .query_opt(
+            &format!("SELECT record FROM {q}.schedules WHERE name = $1 FOR UPDATE"),
+            &[&name],
+        )
+        .map_err(pg("lock a schedule"))?;
+    row.map(|r| ScheduleRecord::decode(r.get(0))).transpose()
+}
+
+/// Declares (or updates) schedule `name` at `now_ms`; whether anything changed. As in the
+/// file engine: an identical definition changes nothing; one with the same timing keeps
+/// the next fire and the pause; another timing starts from the next fire after now.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -21,101 +70,149 @@ pub(crate) fn declare(
     db: &mut impl GenericClient,
     schema: &SchemaName,
     name: &str,
-    record: &[u8],
-    next_fire_ms: Option<u64>,
-) -> Result<bool, Error> {
-    let q = schema.quoted();
-    let next = next_fire_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
-    let changed = db
-        .execute(
-            &format!(
-                "INSERT INTO {q}.schedules (name, next_fire_ms, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO UPDATE
-                     SET record = EXCLUDED.record, next_fire_ms = EXCLUDED.next_fire_ms
-                     WHERE {q}.schedules.record IS DISTINCT FROM EXCLUDED.record"
-            ),
-            &[&name, &next, &record],
-        )
-        .map_err(pg("declare a schedule"))?;
-    Ok(changed == 1)
-}
-
-/// The schedules due at `now_ms`, soonest first, with their next fire and definition. Any
-/// number of processes may read and fire them: [`fire`] makes each fire once.
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn due(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
+    def: ScheduleDef,
     now_ms: u64,
-) -> Result<Vec<(String, u64, Vec<u8>)>, Error> {
-    let q = schema.quoted();
-    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-    let rows = db
-        .query(
-            &format!(
-                "SELECT name, next_fire_ms, record FROM {q}.schedules
-                 WHERE next_fire_ms <= $1 ORDER BY next_fire_ms, name"
-            ),
-            &[&now],
-        )
-        .map_err(pg("read due schedules"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2)))
-        .collect())
+) -> Result<bool, Error> {
+    let mut tx = db.transaction().map_err(pg("begin a declaration"))?;
+    // A first declaration has no row to lock: two processes inserting it at once would both
+    // see none, so they take turns on the name first.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('taskspool schedule ' || $1))",
+        &[&name],
+    )
+    .map_err(pg("lock a schedule's name"))?;
+    let old = locked(&mut tx, schema, name)?;
+    let new = match &old {
+        Some(old) if old.def == def => return Ok(false),
+        Some(old) if old.def.kind == def.kind => ScheduleRecord { def, ..old.clone() },
+        Some(old) => ScheduleRecord {
+            next_fire_ms: if old.paused {
+                None
+            } else {
+                def.kind.next_after(now_ms)
+            },
+            def,
+            last_fire_ms: old.last_fire_ms,
+            paused: old.paused,
+        },
+        None => ScheduleRecord {
+            next_fire_ms: def.kind.next_after(now_ms),
+            def,
+            last_fire_ms: None,
+            paused: false,
+        },
+    };
+    put(&mut tx, schema, name, &new)?;
+    tx.commit().map_err(pg("commit a declaration"))?;
+    Ok(true)
 }
 
-/// Fires `schedule` at `fire_ms`: enqueues `task`, records the fire and advances the
-/// schedule to `next_fire_ms`, all in one transaction — unless this fire was already made
-/// (by any process) or the schedule has moved on, when nothing changes. Returns the new
-/// task's id when this call made the fire.
+/// Fires every schedule due at `now_ms` that no other process is firing; returns the tasks
+/// enqueued, in fire order, and the next fire time after them (for the wake-up's timeout).
 ///
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
-pub(crate) fn fire(
+pub(crate) fn fire_due(
     db: &mut impl GenericClient,
     schema: &SchemaName,
-    (schedule, fire_ms): (&str, u64),
-    next_fire_ms: Option<u64>,
-    task: NewRow,
+    now_ms: u64,
+) -> Result<(Vec<u64>, Option<u64>), Error> {
+    let q = schema.quoted();
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let mut tx = db.transaction().map_err(pg("begin firing schedules"))?;
+    let due = tx
+        .query(
+            &format!(
+                "SELECT name, record FROM {q}.schedules WHERE next_fire_ms <= $1
+                 ORDER BY next_fire_ms, name FOR UPDATE SKIP LOCKED"
+            ),
+            &[&now],
+        )
+        .map_err(pg("lock due schedules"))?;
+    let mut fired = Vec::new();
+    for row in &due {
+        let name: String = row.get(0);
+        let old = ScheduleRecord::decode(row.get(1))?;
+        let Some(at) = old.next_fire_ms.filter(|_| !old.paused) else {
+            continue;
+        };
+        let fires = due_fires(&old.def.kind, old.def.misfire, at, now_ms);
+        for &fire_ms in &fires.run {
+            if let Some(id) = fire_one(&mut tx, schema, &name, &old.def, fire_ms, now_ms)? {
+                fired.push(id);
+            }
+        }
+        let new = ScheduleRecord {
+            next_fire_ms: fires.next,
+            last_fire_ms: fires.run.last().copied().or(old.last_fire_ms),
+            ..old
+        };
+        put(&mut tx, schema, &name, &new)?;
+    }
+    let next: Option<i64> = tx
+        .query_one(&format!("SELECT min(next_fire_ms) FROM {q}.schedules"), &[])
+        .map_err(pg("read the next fire"))?
+        .get(0);
+    tx.commit().map_err(pg("commit fired schedules"))?;
+    Ok((fired, next.map(|ms| ms as u64)))
+}
+
+/// Enqueues schedule `name`'s task for `fire_ms`, unless that fire was already made.
+fn fire_one(
+    tx: &mut impl GenericClient,
+    schema: &SchemaName,
+    name: &str,
+    def: &ScheduleDef,
+    fire_ms: u64,
+    now_ms: u64,
 ) -> Result<Option<u64>, Error> {
     let q = schema.quoted();
     let at = i64::try_from(fire_ms).unwrap_or(i64::MAX);
-    let next = next_fire_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
-    let mut tx = db.transaction().map_err(pg("begin a fire"))?;
-    // The schedule's lock: processes firing it take turns, and the one that comes second
-    // finds the schedule advanced.
-    let current = tx
+    // Under the schedule's lock no other process fires it; the primary key is the backstop.
+    let made = tx
         .query_opt(
-            &format!("SELECT next_fire_ms FROM {q}.schedules WHERE name = $1 FOR UPDATE"),
-            &[&schedule],
+            &format!("SELECT task FROM {q}.schedule_fires WHERE schedule = $1 AND fire_ms = $2"),
+            &[&name, &at],
         )
-        .map_err(pg("lock a schedule"))?;
-    if current.and_then(|r| r.get::<_, Option<i64>>(0)) != Some(at) {
+        .map_err(pg("look for a fire"))?;
+    if made.is_some() {
         return Ok(None);
     }
-    let id = insert(&mut tx, schema, std::slice::from_ref(&task))?[0];
-    let recorded = tx
-        .execute(
-            &format!(
-                "INSERT INTO {q}.schedule_fires (schedule, fire_ms, task) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING"
-            ),
-            &[&schedule, &at, &(id as i64)],
-        )
-        .map_err(pg("record a fire"))?;
-    if recorded == 0 {
-        // Made before (the schedule was set back to a fire time already fired): the task
-        // inserted above goes with the rolled-back transaction.
-        return Ok(None);
-    }
+    let task = NewTask {
+        name: Arc::from(def.task_name.as_str()),
+        payload: def.payload.clone(),
+        opts: Arc::new(def.template.resolve_at(now_ms)),
+        enqueued_at_ms: now_ms,
+        origin: Some(Origin {
+            schedule: name.to_string(),
+            fire_at_ms: fire_ms,
+        }),
+        step: None,
+    };
+    let id = insert(tx, schema, &[new_row(&task, now_ms)?])?[0];
     tx.execute(
-        &format!("UPDATE {q}.schedules SET next_fire_ms = $2 WHERE name = $1"),
-        &[&schedule, &next],
+        &format!("INSERT INTO {q}.schedule_fires (schedule, fire_ms, task) VALUES ($1, $2, $3)"),
+        &[&name, &at, &(id as i64)],
     )
-    .map_err(pg("advance a schedule"))?;
-    tx.commit().map_err(pg("commit a fire"))?;
+    .map_err(pg("record a fire"))?;
     Ok(Some(id))
+}
+
+/// Every schedule with its next and last fire, by name.
+///
+/// # Errors
+/// `Storage` on a failure of the server or a record this build cannot read.
+pub(crate) fn list(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+) -> Result<Vec<crate::schedule::ScheduleInfo>, Error> {
+    let q = schema.quoted();
+    db.query(
+        &format!("SELECT name, record FROM {q}.schedules ORDER BY name"),
+        &[],
+    )
+    .map_err(pg("list schedules"))?
+    .iter()
+    .map(|r| Ok(ScheduleRecord::decode(r.get(1))?.info(r.get(0))))
+    .collect()
 }

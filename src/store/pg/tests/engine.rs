@@ -123,3 +123,58 @@ fn a_spool_on_postgres_enqueues_runs_retries_and_waits_across_processes() {
     assert_eq!(failure.attempts, 1);
     worker.shutdown(Duration::from_secs(30)).unwrap();
 }
+
+#[test]
+fn a_schedule_declared_by_two_processes_fires_once_per_tick() {
+    let Some(url) = server("a_schedule_declared_by_two_processes_fires_once_per_tick") else {
+        return;
+    };
+    let scratch = Scratch::migrated(url, "engine_beat");
+    let (a, b) = (spool(&scratch), spool(&scratch));
+    let tick = crate::schedule::Schedule::every(Duration::from_millis(100));
+    let task = || Add {
+        a: 1,
+        b: 1,
+        flaky: false,
+    };
+    // Both processes declare it at start, and both run workers.
+    a.schedule("tick", tick.clone(), task()).unwrap();
+    b.schedule("tick", tick, task()).unwrap();
+    let workers = [
+        a.worker().register::<Add>().start().unwrap(),
+        b.worker().register::<Add>().start().unwrap(),
+    ];
+    std::thread::sleep(Duration::from_millis(1_000));
+    let infos = a.schedules().unwrap();
+    assert_eq!(infos.len(), 1);
+    assert!(infos[0].last_fire.is_some(), "it fired: {infos:?}");
+    for w in &workers {
+        w.shutdown(Duration::from_secs(30)).unwrap();
+    }
+    drop(workers);
+    let mut db = scratch.client();
+    let q = scratch.schema.quoted();
+    let fires: Vec<i64> = db
+        .query(
+            &format!("SELECT fire_ms FROM {q}.schedule_fires ORDER BY fire_ms"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let tasks: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {q}.tasks"), &[])
+        .unwrap()
+        .get(0);
+    assert!(fires.len() >= 5, "about ten ticks in a second: {fires:?}");
+    assert_eq!(tasks as usize, fires.len(), "one task per fire");
+    // On the interval's grid, each fire time once (a late tick may be skipped under the
+    // default misfire policy, never made twice).
+    assert!(
+        fires
+            .windows(2)
+            .all(|w| w[1] > w[0] && (w[1] - w[0]) % 100 == 0),
+        "every tick at most once: {fires:?}"
+    );
+}

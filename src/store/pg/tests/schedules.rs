@@ -1,39 +1,57 @@
 //! Schedules declared and fired by several processes at once, against a real server.
 
-use super::claims::row;
+use std::time::Duration;
+
 use super::{Scratch, server};
-use crate::store::pg::schedules::{declare, due, fire};
+use crate::options::Options;
+use crate::schedule::{MisfirePolicy, Schedule, ScheduleDef};
+use crate::store::pg::schedules::{declare, fire_due};
+use crate::store::schedules::ScheduleRecord;
+
+fn every_second(payload: &str) -> ScheduleDef {
+    let template = Options::new().template().unwrap();
+    ScheduleDef::new(
+        Schedule::every(Duration::from_secs(1)).misfire(MisfirePolicy::CatchUp { max: 10 }),
+        "report",
+        payload.as_bytes().to_vec(),
+        template,
+    )
+}
 
 #[test]
-fn a_fire_raced_by_four_processes_is_made_once() {
-    let Some(url) = server("a_fire_raced_by_four_processes_is_made_once") else {
+fn fires_raced_by_four_processes_are_made_once_each() {
+    let Some(url) = server("fires_raced_by_four_processes_are_made_once_each") else {
         return;
     };
     let scratch = Scratch::migrated(url, "fires");
     let schema = &scratch.schema;
     let mut db = scratch.client();
     // Every process declares it at start: the first declaration stores it, the same one
-    // again changes nothing, a changed one takes its next fire.
-    assert!(declare(&mut db, schema, "nightly", b"v1", Some(1_000)).unwrap());
-    assert!(!declare(&mut scratch.client(), schema, "nightly", b"v1", Some(5_000)).unwrap());
-    assert_eq!(due(&mut db, schema, 999).unwrap(), []);
-    assert_eq!(
-        due(&mut db, schema, 1_000).unwrap(),
-        [("nightly".to_string(), 1_000, b"v1".to_vec())]
+    // again (later, from another process) changes nothing — not even its next fire.
+    assert!(declare(&mut db, schema, "tick", every_second("{}"), 1_000).unwrap());
+    assert!(
+        !declare(
+            &mut scratch.client(),
+            schema,
+            "tick",
+            every_second("{}"),
+            5_500
+        )
+        .unwrap()
     );
-    let made: Vec<Option<u64>> = std::thread::scope(|s| {
+    assert_eq!(
+        fire_due(&mut db, schema, 1_999).unwrap(),
+        (vec![], Some(2_000))
+    );
+    // At 5.5 s, four processes fire at once: the catch-up fires (2, 3, 4, 5 s) are made
+    // once in all.
+    let made: Vec<Vec<u64>> = std::thread::scope(|s| {
         let racers: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut db = scratch.client();
-                    let task = row("report", "default", 0);
-                    fire(&mut db, schema, ("nightly", 1_000), Some(2_000), task).unwrap()
-                })
-            })
+            .map(|_| s.spawn(|| fire_due(&mut scratch.client(), schema, 5_500).unwrap().0))
             .collect();
         racers.into_iter().map(|r| r.join().unwrap()).collect()
     });
-    assert_eq!(made.iter().flatten().count(), 1, "one fire made: {made:?}");
+    assert_eq!(made.iter().map(Vec::len).sum::<usize>(), 4, "{made:?}");
     let count = |table: &str| -> i64 {
         scratch
             .client()
@@ -44,25 +62,44 @@ fn a_fire_raced_by_four_processes_is_made_once() {
             .unwrap()
             .get(0)
     };
-    assert_eq!((count("tasks"), count("schedule_fires")), (1, 1));
+    assert_eq!((count("tasks"), count("schedule_fires")), (4, 4));
+    let fires: Vec<i64> = db
+        .query(
+            &format!(
+                "SELECT fire_ms FROM {}.schedule_fires ORDER BY fire_ms",
+                schema.quoted()
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(fires, [2_000, 3_000, 4_000, 5_000]);
     assert_eq!(
-        due(&mut db, schema, 1_999).unwrap(),
-        [],
-        "advanced to 2,000"
+        fire_due(&mut db, schema, 5_999).unwrap(),
+        (vec![], Some(6_000))
     );
-    // A schedule set back to a fire time already made does not make it again.
-    assert!(declare(&mut db, schema, "nightly", b"v2", Some(1_000)).unwrap());
-    let task = row("report", "default", 0);
-    assert_eq!(
-        fire(&mut db, schema, ("nightly", 1_000), Some(2_000), task).unwrap(),
-        None
-    );
-    assert_eq!((count("tasks"), count("schedule_fires")), (1, 1));
-    // A fire for a time the schedule is not at changes nothing either.
-    let task = row("report", "default", 0);
-    assert_eq!(
-        fire(&mut db, schema, ("nightly", 7_000), Some(8_000), task).unwrap(),
-        None
-    );
-    assert_eq!(count("tasks"), 1);
+    // A changed task, same timing: the next fire stays; a fire time made once is never
+    // made again, even by a schedule set back to it.
+    assert!(declare(&mut db, schema, "tick", every_second("{\"v\":2}"), 5_999).unwrap());
+    assert_eq!(fire_due(&mut db, schema, 5_999).unwrap().1, Some(6_000));
+    let q = schema.quoted();
+    let stored: Vec<u8> = db
+        .query_one(
+            &format!("SELECT record FROM {q}.schedules WHERE name = 'tick'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut set_back = ScheduleRecord::decode(&stored).unwrap();
+    set_back.next_fire_ms = Some(5_000);
+    db.execute(
+        &format!("UPDATE {q}.schedules SET next_fire_ms = 5000, record = $1 WHERE name = 'tick'"),
+        &[&set_back.encode().unwrap()],
+    )
+    .unwrap();
+    let (again, _) = fire_due(&mut db, schema, 5_999).unwrap();
+    assert!(again.is_empty(), "5,000 was fired already: {again:?}");
+    assert_eq!(count("tasks"), 4);
 }
