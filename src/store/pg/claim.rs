@@ -23,6 +23,8 @@ pub(crate) struct NewRow {
     pub(crate) ready: bool,
     pub(crate) due_at_ms: u64,
     pub(crate) max_retries: u32,
+    /// When it expires if it has not started by then.
+    pub(crate) expires_at_ms: Option<u64>,
     /// The JSON arguments.
     pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
@@ -89,14 +91,23 @@ pub(crate) fn insert(
         .iter()
         .map(|r| i32::try_from(r.max_retries).unwrap_or(i32::MAX))
         .collect();
+    let expiries: Vec<Option<i64>> = rows
+        .iter()
+        .map(|r| {
+            r.expires_at_ms
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+        })
+        .collect();
     let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
     let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
     db.execute(
         &format!(
             "INSERT INTO {q}.tasks \
-                 (id, name, queue, priority, state, due_at_ms, max_retries, payload, record) \
+                 (id, name, queue, priority, state, due_at_ms, max_retries, payload, record, \
+                  expires_at_ms) \
              SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::int2[], \
-                                  $6::int8[], $7::int4[], $8::bytea[], $9::bytea[])"
+                                  $6::int8[], $7::int4[], $8::bytea[], $9::bytea[], \
+                                  $10::int8[])"
         ),
         &[
             &ids,
@@ -108,6 +119,7 @@ pub(crate) fn insert(
             &retries,
             &payloads,
             &records,
+            &expiries,
         ],
     )
     .map_err(pg("insert tasks"))?;
@@ -122,7 +134,8 @@ fn unquoted_channel(schema: &SchemaName) -> String {
 }
 
 /// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` for process
-/// `owner`: each becomes running, its attempt counted. Higher priority first, then older,
+/// `owner` at `now_ms`: each becomes running, its attempt counted; one whose expiry has
+/// passed is left for [`expire_due`](crate::store::pg::complete::expire_due) to end. Higher priority first, then older,
 /// across all the pairs; rows another claimer holds are skipped, never waited for, so
 /// concurrent claimers never get the same task.
 ///
@@ -133,7 +146,7 @@ pub(crate) fn claim(
     schema: &SchemaName,
     serves: &[(String, String)],
     max: usize,
-    owner: u64,
+    (owner, now_ms): (u64, u64),
 ) -> Result<Vec<Claimed>, Error> {
     if serves.is_empty() || max == 0 {
         return Ok(Vec::new());
@@ -143,6 +156,7 @@ pub(crate) fn claim(
     let names: Vec<&str> = serves.iter().map(|(_, name)| name.as_str()).collect();
     let max = i64::try_from(max).unwrap_or(i64::MAX);
     let owner = i64::try_from(owner).unwrap_or(i64::MAX);
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     // The head of each pair's run of the ready index, locked, then the best `max` of them.
     let rows = db
         .query(
@@ -153,6 +167,7 @@ pub(crate) fn claim(
                      CROSS JOIN LATERAL (
                          SELECT id, priority FROM {q}.tasks
                          WHERE state = {READY} AND queue = p.queue AND name = p.name
+                             AND (expires_at_ms IS NULL OR expires_at_ms > $5)
                          ORDER BY priority DESC, id
                          LIMIT $3
                          FOR UPDATE SKIP LOCKED
@@ -167,7 +182,7 @@ pub(crate) fn claim(
                  RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
                            task.payload, task.record, task.max_retries"
             ),
-            &[&queues, &names, &max, &owner],
+            &[&queues, &names, &max, &owner, &now],
         )
         .map_err(pg("claim tasks"))?;
     let mut claimed: Vec<Claimed> = rows

@@ -279,3 +279,78 @@ pub(crate) fn result(
         Some((TaskState::from_code(code)?, r.get(1)))
     }))
 }
+
+/// Ends every task that has not started and whose expiry has passed at `now_ms` as
+/// `Expired`, with the reason in its history; returns them, and the next expiry after them
+/// (for the wake-up's timeout).
+///
+/// # Errors
+/// `Storage` on a failure of the server (nothing is changed).
+pub(crate) fn expire_due(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    now_ms: u64,
+) -> Result<(Vec<u64>, Option<u64>), Error> {
+    let q = schema.quoted();
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let waiting = format!(
+        "state IN ({}, {}, {})",
+        TaskState::Scheduled.code(),
+        TaskState::Ready.code(),
+        TaskState::Retrying.code()
+    );
+    let mut tx = db.transaction().map_err(pg("begin an expiry"))?;
+    let gone = tx
+        .query(
+            &format!(
+                "UPDATE {q}.tasks SET state = {expired}, finished_at_ms = $1
+                 WHERE {waiting} AND expires_at_ms <= $1
+                 RETURNING id, attempts, expires_at_ms",
+                expired = TaskState::Expired.code()
+            ),
+            &[&now],
+        )
+        .map_err(pg("expire tasks"))?;
+    let ids: Vec<i64> = gone.iter().map(|r| r.get(0)).collect();
+    if !ids.is_empty() {
+        let attempts: Vec<i32> = gone.iter().map(|r| r.get(1)).collect();
+        let messages: Vec<String> = gone
+            .iter()
+            .map(|r| {
+                let at = r.get::<_, i64>(2) as u64;
+                format!(
+                    "expired at {} before it started",
+                    crate::clock::rfc3339_ms(at)
+                )
+            })
+            .collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
+                 SELECT id, attempt, $4, $5, message
+                 FROM unnest($1::int8[], $2::int4[], $3::text[]) AS e(id, attempt, message)"
+            ),
+            &[
+                &ids,
+                &attempts,
+                &messages,
+                &now,
+                &i16::from(AttemptErrorKind::Expired.code()),
+            ],
+        )
+        .map_err(pg("record expiries"))?;
+        notify_done(&mut tx, schema, &ids)?;
+    }
+    let next: Option<i64> = tx
+        .query_one(
+            &format!("SELECT min(expires_at_ms) FROM {q}.tasks WHERE {waiting}"),
+            &[],
+        )
+        .map_err(pg("read the next expiry"))?
+        .get(0);
+    tx.commit().map_err(pg("commit an expiry"))?;
+    Ok((
+        ids.into_iter().map(|id| id as u64).collect(),
+        next.map(|ms| ms as u64),
+    ))
+}

@@ -27,7 +27,7 @@ use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::signal::AttemptSignal;
 use crate::store::pg::claim::{Claimed, Listener, claim};
-use crate::store::pg::complete::{Ending, complete, promote_due};
+use crate::store::pg::complete::{Ending, complete, expire_due, promote_due};
 use crate::store::pg::control;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{heartbeat, note_started, register_process, rescue_expired};
@@ -213,6 +213,13 @@ fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
                 None
             }
         };
+        let next_expiry = match expire_due(&mut db, &inner.schema, now) {
+            Ok((_, next)) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not expire tasks");
+                None
+            }
+        };
         let next_due = match promote_due(&mut db, &inner.schema, now) {
             Ok((_, next)) => next,
             Err(e) => {
@@ -220,16 +227,17 @@ fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
                 None
             }
         };
-        let next_due = match (next_due, next_fire) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next_due = [next_due, next_fire, next_expiry]
+            .into_iter()
+            .flatten()
+            .min();
         for (id, pool) in &mut pools {
             let free = pool.slots.saturating_sub(pool.outstanding);
             if free == 0 {
                 continue;
             }
-            match claim(&mut db, &inner.schema, &pool.pairs, free, inner.process) {
+            let who = (inner.process, inner.clock.now_ms());
+            match claim(&mut db, &inner.schema, &pool.pairs, free, who) {
                 Ok(claimed) => {
                     for c in claimed {
                         pool.outstanding += 1;
@@ -390,13 +398,15 @@ impl Engine for PgEngine {
             .flat_map(|q| serves.names.iter().map(move |n| (q.clone(), n.clone())))
             .collect();
         let mut db = self.inner.db();
-        promote_due(&mut *db, &self.inner.schema, self.inner.clock.now_ms())?;
+        let now = self.inner.clock.now_ms();
+        expire_due(&mut *db, &self.inner.schema, now)?;
+        promote_due(&mut *db, &self.inner.schema, now)?;
         let claimed = claim(
             &mut *db,
             &self.inner.schema,
             &pairs,
             max,
-            self.inner.process,
+            (self.inner.process, now),
         )?;
         Ok(claimed.into_iter().map(job).collect())
     }

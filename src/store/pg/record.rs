@@ -70,6 +70,7 @@ pub(crate) fn new_row(task: &NewTask, now_ms: u64) -> Result<NewRow, Error> {
         ready: opts.due_ms <= now_ms,
         due_at_ms: opts.due_ms,
         max_retries: opts.max_retries,
+        expires_at_ms: opts.expires_ms,
         payload: task.payload.clone(),
         record: record.encode()?,
     })

@@ -37,6 +37,8 @@ CREATE TABLE {schema}.tasks (
     -- only claimed, so that a rescue gives an attempt that never started back uncounted.
     started_at_ms  bigint,
     finished_at_ms bigint,
+    -- When it expires if it has not started by then (`Options::expires`).
+    expires_at_ms  bigint,
     -- The JSON arguments (NULL once it succeeded: the output replaces them) and the JSON
     -- output of a success, as stored by the file engine; bytes, so that they read back
     -- exactly (`convert_from(payload, 'UTF8')::json` shows them in SQL).
@@ -66,6 +68,9 @@ CREATE INDEX tasks_due ON {schema}.tasks (due_at_ms) WHERE state IN (0, 3);
 -- Listings by state, and the attempts of a process whose lease expired.
 CREATE INDEX tasks_state ON {schema}.tasks (state, id);
 CREATE INDEX tasks_owner ON {schema}.tasks (owner) WHERE state = 2;
+-- Expiry of what has not started (scheduled, ready, retrying).
+CREATE INDEX tasks_expiry ON {schema}.tasks (expires_at_ms)
+    WHERE expires_at_ms IS NOT NULL AND state IN (0, 1, 3);
 
 CREATE TABLE {schema}.schedules (
     name         text   PRIMARY KEY,

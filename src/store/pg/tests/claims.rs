@@ -15,6 +15,7 @@ pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
         ready: true,
         due_at_ms: 0,
         max_retries: 3,
+        expires_at_ms: None,
         payload: br#"{"n":1}"#.to_vec(),
         record: format!("{name}/{queue}/{priority}").into_bytes(),
     }
@@ -50,7 +51,7 @@ fn a_batch_keeps_its_order_and_claims_take_priority_then_age_across_queues() {
         "ids in the batch's order: {ids:?}"
     );
     let pairs = serves(&[("default", "mail"), ("images", "resize")]);
-    let first = claim(&mut db, &scratch.schema, &pairs, 3, owner).unwrap();
+    let first = claim(&mut db, &scratch.schema, &pairs, 3, (owner, 0)).unwrap();
     let order: Vec<u64> = first.iter().map(|c| c.id).collect();
     assert_eq!(
         order,
@@ -59,11 +60,11 @@ fn a_batch_keeps_its_order_and_claims_take_priority_then_age_across_queues() {
     );
     assert!(first.iter().all(|c| c.attempt == 1));
     assert_eq!(first[1].record, b"resize/images/5");
-    let rest = claim(&mut db, &scratch.schema, &pairs, 10, owner).unwrap();
+    let rest = claim(&mut db, &scratch.schema, &pairs, 10, (owner, 0)).unwrap();
     let order: Vec<u64> = rest.iter().map(|c| c.id).collect();
     assert_eq!(order, [ids[0], ids[5]]);
     assert!(
-        claim(&mut db, &scratch.schema, &pairs, 10, owner)
+        claim(&mut db, &scratch.schema, &pairs, 10, (owner, 0))
             .unwrap()
             .is_empty()
     );
@@ -101,7 +102,7 @@ fn concurrent_claimers_never_get_the_same_task() {
                         .unwrap();
                     let mut mine = Vec::new();
                     loop {
-                        let got = claim(&mut db, &scratch.schema, &pairs, 16, owner).unwrap();
+                        let got = claim(&mut db, &scratch.schema, &pairs, 16, (owner, 0)).unwrap();
                         if got.is_empty() {
                             return mine;
                         }

@@ -33,7 +33,7 @@ fn a_revoke_is_exact_for_waiting_running_and_orphaned_tasks() {
     let me = register_process(&mut db, schema, Duration::from_millis(200)).unwrap();
     let pairs = vec![("default".to_string(), "a".to_string())];
     // Two run (one started, one only claimed); the third waits.
-    let running = claim(&mut db, schema, &pairs, 2, me).unwrap();
+    let running = claim(&mut db, schema, &pairs, 2, (me, 0)).unwrap();
     assert_eq!(running.len(), 2);
     note_started(&mut db, schema, &[(ids[0], 1)], 10).unwrap();
     // The waiting one ends at once and never runs.
@@ -45,7 +45,11 @@ fn a_revoke_is_exact_for_waiting_running_and_orphaned_tasks() {
         done.next(Duration::from_secs(30)).unwrap(),
         Some(ids[2].to_string())
     );
-    assert!(claim(&mut db, schema, &pairs, 5, me).unwrap().is_empty());
+    assert!(
+        claim(&mut db, schema, &pairs, 5, (me, 0))
+            .unwrap()
+            .is_empty()
+    );
     // The running ones are asked to stop; their owner hears it.
     let mut stops = Listener::on_stop(&url, schema).unwrap();
     assert_eq!(

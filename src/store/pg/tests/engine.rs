@@ -122,6 +122,21 @@ fn a_spool_on_postgres_enqueues_runs_retries_and_waits_across_processes() {
     };
     assert_eq!(failure.attempts, 1);
     worker.shutdown(Duration::from_secs(30)).unwrap();
+    // With no worker to run it before its expiry, a task ends expired, and its waiter says so.
+    let stale = producer
+        .enqueue_with(
+            Add {
+                a: 0,
+                b: 0,
+                flaky: false,
+            },
+            Options::new().expires(Duration::from_millis(50)),
+        )
+        .unwrap();
+    assert!(matches!(
+        stale.wait(Duration::from_secs(30)),
+        Err(Error::TaskExpired(_))
+    ));
 }
 
 #[test]

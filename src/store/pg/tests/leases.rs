@@ -34,13 +34,13 @@ fn an_expired_lease_is_rescued_and_a_renewed_one_never_is() {
     let pairs = vec![("default".to_string(), "mail".to_string())];
     // The process that dies: a lease of 250 ms, three attempts claimed, two of them started.
     let dying = register_process(&mut db, schema, Duration::from_millis(250)).unwrap();
-    let claimed = claim(&mut db, schema, &pairs, 3, dying).unwrap();
+    let claimed = claim(&mut db, schema, &pairs, 3, (dying, 0)).unwrap();
     assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), &ids[..3]);
     note_started(&mut db, schema, &[(ids[0], 1), (ids[1], 1)], 1_000).unwrap();
     // The process that lives: a lease of 250 ms too, renewed; its one attempt started.
     let mut other = scratch.client();
     let living = register_process(&mut other, schema, Duration::from_millis(250)).unwrap();
-    let mine = claim(&mut other, schema, &pairs, 1, living).unwrap();
+    let mine = claim(&mut other, schema, &pairs, 1, (living, 0)).unwrap();
     assert_eq!(mine[0].id, ids[3]);
     note_started(&mut other, schema, &[(ids[3], 1)], 1_000).unwrap();
     // Both leases are fresh: nothing to rescue.
@@ -117,7 +117,7 @@ fn an_expired_lease_is_rescued_and_a_renewed_one_never_is() {
         Rescued::default()
     );
     // The rescued attempt is claimed again as attempt 2.
-    let again = claim(&mut db, schema, &pairs, 5, living).unwrap();
+    let again = claim(&mut db, schema, &pairs, 5, (living, 0)).unwrap();
     let attempts: Vec<(u64, u32)> = again.iter().map(|c| (c.id, c.attempt)).collect();
     assert_eq!(attempts, [(ids[1], 2), (ids[2], 1)]);
 }

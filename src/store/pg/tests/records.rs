@@ -97,13 +97,13 @@ fn a_task_with_a_countdown_waits_in_the_table_until_it_is_due() {
     let ids = insert(&mut db, schema, &rows).unwrap();
     let me = register_process(&mut db, schema, Duration::from_secs(30)).unwrap();
     let pairs = vec![("default".to_string(), "mail.send".to_string())];
-    let first = claim(&mut db, schema, &pairs, 10, me).unwrap();
+    let first = claim(&mut db, schema, &pairs, 10, (me, 0)).unwrap();
     assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [ids[1]]);
     assert_eq!(
         promote_due(&mut db, schema, now + 5_000).unwrap(),
         (1, None)
     );
-    let second = claim(&mut db, schema, &pairs, 10, me).unwrap();
+    let second = claim(&mut db, schema, &pairs, 10, (me, 0)).unwrap();
     assert_eq!(second[0].id, ids[0]);
     assert_eq!(second[0].payload, br#"{"to":"a@b.c"}"#);
     assert_eq!(
@@ -138,7 +138,7 @@ fn a_tasks_status_shows_its_options_history_arguments_and_output() {
     assert_eq!(status.arguments, Some(serde_json::json!({"to": "a@b.c"})));
     let me = register_process(&mut db, schema, Duration::from_secs(30)).unwrap();
     let pairs = vec![("default".to_string(), "mail.send".to_string())];
-    claim(&mut db, schema, &pairs, 1, me).unwrap();
+    claim(&mut db, schema, &pairs, 1, (me, 0)).unwrap();
     note_started(&mut db, schema, &[(id, 1)], now + 10).unwrap();
     let failed = Ending::Failed {
         kind: AttemptErrorKind::Error,
@@ -147,7 +147,7 @@ fn a_tasks_status_shows_its_options_history_arguments_and_output() {
     };
     complete(&mut db, schema, (id, 1, me), now + 15, &failed).unwrap();
     promote_due(&mut db, schema, now + 20).unwrap();
-    claim(&mut db, schema, &pairs, 1, me).unwrap();
+    claim(&mut db, schema, &pairs, 1, (me, 0)).unwrap();
     note_started(&mut db, schema, &[(id, 2)], now + 30).unwrap();
     let ok = Ending::Succeeded {
         output: br#"{"sent":true}"#.to_vec(),
