@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::record::PgRecord;
-use crate::views::TaskStatus;
+use crate::views::{QueueStats, TaskStatus};
 
 /// Task `id` as [`TaskStatus`].
 ///
@@ -91,4 +91,45 @@ pub(crate) fn status(
         parents: Vec::new(),
         children: Vec::new(),
     })
+}
+
+/// How many tasks each queue holds in each state, queues by name.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn counts(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+) -> Result<Vec<QueueStats>, Error> {
+    let q = schema.quoted();
+    let rows = db
+        .query(
+            &format!(
+                "SELECT queue, state, count(*) FROM {q}.tasks GROUP BY queue, state ORDER BY queue"
+            ),
+            &[],
+        )
+        .map_err(pg("count tasks"))?;
+    let mut queues: Vec<QueueStats> = Vec::new();
+    for row in &rows {
+        let name: String = row.get(0);
+        let Some(state) = u8::try_from(row.get::<_, i16>(1))
+            .ok()
+            .and_then(TaskState::from_code)
+        else {
+            continue;
+        };
+        let n = row.get::<_, i64>(2) as u64;
+        if queues.last().is_none_or(|last| last.name != name) {
+            queues.push(QueueStats {
+                name,
+                counts: [0; TaskState::ALL.len()],
+                paused: false,
+            });
+        }
+        if let Some(last) = queues.last_mut() {
+            last.counts[usize::from(state.code())] = n;
+        }
+    }
+    Ok(queues)
 }
