@@ -104,10 +104,11 @@ pub(crate) fn insert(
         &format!(
             "INSERT INTO {q}.tasks \
                  (id, name, queue, priority, state, due_at_ms, max_retries, payload, record, \
-                  expires_at_ms) \
-             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::int2[], \
-                                  $6::int8[], $7::int4[], $8::bytea[], $9::bytea[], \
-                                  $10::int8[])"
+                  expires_at_ms, base_retries) \
+             SELECT *, r FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], \
+                                     $5::int2[], $6::int8[], $7::int4[], $8::bytea[], \
+                                     $9::bytea[], $10::int8[]) \
+                 AS u(i, n, q, p, s, d, r, pl, rc, e)"
         ),
         &[
             &ids,

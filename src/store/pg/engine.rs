@@ -461,12 +461,13 @@ impl Engine for PgEngine {
         Err(not_yet("retry_where"))
     }
 
-    fn retry(&self, _id: TaskId) -> Result<(), Error> {
-        Err(not_yet("retry"))
+    fn retry(&self, id: TaskId) -> Result<(), Error> {
+        let now = self.inner.clock.now_ms();
+        control::retry(&mut *self.inner.db(), &self.inner.schema, id.0, now)
     }
 
-    fn forget(&self, _id: TaskId) -> Result<(), Error> {
-        Err(not_yet("forget"))
+    fn forget(&self, id: TaskId) -> Result<(), Error> {
+        control::forget(&mut *self.inner.db(), &self.inner.schema, id.0)
     }
 
     fn sync(&self) -> Result<(), Error> {

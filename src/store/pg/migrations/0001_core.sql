@@ -28,6 +28,8 @@ CREATE TABLE {schema}.tasks (
     -- Attempts claimed so far (an attempt given back uncounted is subtracted again).
     attempts    integer  NOT NULL DEFAULT 0,
     max_retries integer  NOT NULL DEFAULT 3,
+    -- The retries it was enqueued with: a manual retry gives a fresh budget of these.
+    base_retries integer NOT NULL DEFAULT 3,
     -- The process running its current attempt (while `state` is running).
     owner       bigint   REFERENCES {schema}.processes (id) ON DELETE SET NULL,
     -- A revoke was asked while an attempt ran: however the attempt ends (or is rescued),
