@@ -360,7 +360,18 @@ impl Engine for PgEngine {
             ScheduleOp::Declare { name, def } => {
                 schedules::declare(&mut *self.inner.db(), &self.inner.schema, &name, *def, now)?
             }
-            _ => return Err(not_yet("removing, pausing or running a schedule")),
+            ScheduleOp::Remove(name) => {
+                schedules::remove(&mut *self.inner.db(), &self.inner.schema, &name)?
+            }
+            ScheduleOp::Pause(name) => {
+                schedules::set_paused(&mut *self.inner.db(), &self.inner.schema, &name, true, now)?
+            }
+            ScheduleOp::Resume(name) => {
+                schedules::set_paused(&mut *self.inner.db(), &self.inner.schema, &name, false, now)?
+            }
+            ScheduleOp::RunNow(name) => {
+                schedules::run_now(&mut *self.inner.db(), &self.inner.schema, &name, now)?
+            }
         };
         // Its first fire may be sooner than what the dispatcher sleeps until.
         let _ = self.inner.to_dispatcher.send(Event::Wake);

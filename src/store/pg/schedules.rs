@@ -216,3 +216,73 @@ pub(crate) fn list(
     .map(|r| Ok(ScheduleRecord::decode(r.get(1))?.info(r.get(0))))
     .collect()
 }
+
+/// Removes schedule `name`; whether it existed (its fires stay recorded).
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn remove(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    name: &str,
+) -> Result<bool, Error> {
+    let q = schema.quoted();
+    let removed = db
+        .execute(
+            &format!("DELETE FROM {q}.schedules WHERE name = $1"),
+            &[&name],
+        )
+        .map_err(pg("remove a schedule"))?;
+    Ok(removed == 1)
+}
+
+/// Pauses (no fires until resumed) or resumes (from the next fire after `now_ms`: fires
+/// missed while paused are not run) schedule `name`; whether it changed.
+///
+/// # Errors
+/// `ScheduleNotFound` for an unknown name; `Storage` on a failure of the server.
+pub(crate) fn set_paused(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    name: &str,
+    paused: bool,
+    now_ms: u64,
+) -> Result<bool, Error> {
+    let mut tx = db.transaction().map_err(pg("begin a pause"))?;
+    let old =
+        locked(&mut tx, schema, name)?.ok_or_else(|| Error::ScheduleNotFound(name.to_string()))?;
+    if old.paused == paused {
+        return Ok(false);
+    }
+    let new = ScheduleRecord {
+        paused,
+        next_fire_ms: if paused {
+            None
+        } else {
+            old.def.kind.next_after(now_ms)
+        },
+        ..old
+    };
+    put(&mut tx, schema, name, &new)?;
+    tx.commit().map_err(pg("commit a pause"))?;
+    Ok(true)
+}
+
+/// Enqueues schedule `name`'s task now, as a fire at `now_ms`, leaving its timing as it is;
+/// whether a task was enqueued (not when that fire time was already made).
+///
+/// # Errors
+/// `ScheduleNotFound` for an unknown name; `Storage` on a failure of the server.
+pub(crate) fn run_now(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    name: &str,
+    now_ms: u64,
+) -> Result<bool, Error> {
+    let mut tx = db.transaction().map_err(pg("begin a run now"))?;
+    let record =
+        locked(&mut tx, schema, name)?.ok_or_else(|| Error::ScheduleNotFound(name.to_string()))?;
+    let made = fire_one(&mut tx, schema, name, &record.def, now_ms, now_ms)?.is_some();
+    tx.commit().map_err(pg("commit a run now"))?;
+    Ok(made)
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{Scratch, server};
 use crate::options::Options;
 use crate::schedule::{MisfirePolicy, Schedule, ScheduleDef};
-use crate::store::pg::schedules::{declare, fire_due};
+use crate::store::pg::schedules::{declare, fire_due, list, remove, run_now, set_paused};
 use crate::store::schedules::ScheduleRecord;
 
 fn every_second(payload: &str) -> ScheduleDef {
@@ -102,4 +102,50 @@ fn fires_raced_by_four_processes_are_made_once_each() {
     let (again, _) = fire_due(&mut db, schema, 5_999).unwrap();
     assert!(again.is_empty(), "5,000 was fired already: {again:?}");
     assert_eq!(count("tasks"), 4);
+}
+
+#[test]
+fn a_schedule_is_paused_resumed_run_now_and_removed() {
+    let Some(url) = server("a_schedule_is_paused_resumed_run_now_and_removed") else {
+        return;
+    };
+    let scratch = Scratch::migrated(url, "schedule_ops");
+    let schema = &scratch.schema;
+    let mut db = scratch.client();
+    declare(&mut db, schema, "tick", every_second("{}"), 1_000).unwrap();
+    assert!(set_paused(&mut db, schema, "tick", true, 1_500).unwrap());
+    assert!(
+        !set_paused(&mut db, schema, "tick", true, 1_500).unwrap(),
+        "already paused"
+    );
+    assert_eq!(
+        fire_due(&mut db, schema, 9_000).unwrap().0,
+        Vec::<u64>::new(),
+        "paused: no fires"
+    );
+    assert!(list(&mut db, schema).unwrap()[0].paused);
+    // Resumed at 9.5 s: from the next fire after then (a second on); what was missed is
+    // not run.
+    assert!(set_paused(&mut db, schema, "tick", false, 9_500).unwrap());
+    assert_eq!(
+        fire_due(&mut db, schema, 10_499).unwrap(),
+        (vec![], Some(10_500))
+    );
+    let (fired, next) = fire_due(&mut db, schema, 10_500).unwrap();
+    assert_eq!((fired.len(), next), (1, Some(11_500)));
+    // Run now: one fire at now, the timing left as it was.
+    assert!(run_now(&mut db, schema, "tick", 10_600).unwrap());
+    assert_eq!(
+        fire_due(&mut db, schema, 11_499).unwrap(),
+        (vec![], Some(11_500))
+    );
+    let info = &list(&mut db, schema).unwrap()[0];
+    assert_eq!(info.name, "tick");
+    assert!(matches!(
+        set_paused(&mut db, schema, "nope", true, 0),
+        Err(crate::error::Error::ScheduleNotFound(_))
+    ));
+    assert!(remove(&mut db, schema, "tick").unwrap());
+    assert!(!remove(&mut db, schema, "tick").unwrap());
+    assert!(list(&mut db, schema).unwrap().is_empty());
 }
