@@ -101,17 +101,26 @@ fn drain_async(dir: &tempfile::TempDir) {
     let n = scaled(DRAIN_TASKS, 1_000);
     let poll = Duration::from_millis(1);
     let long = Duration::from_secs(600);
+    // Tasks/s of one drain: a fresh file filled by `fill`, drained by the pool `start` makes.
+    let drain = |name: &str, fill: &dyn Fn(&Spool), start: &dyn Fn(&Spool) -> taskspool::Worker| {
+        let (spool, path) = fresh_spool(dir.path(), name);
+        fill(&spool);
+        let secs = timed_drain(spool, &path, start, |spool| {
+            wait_succeeded(spool, n, poll, long)
+        });
+        n as f64 / secs
+    };
     let sync = || {
-        let (spool, path) = fresh_spool(dir.path(), "drain_sync");
-        drop(
-            spool
-                .enqueue_many((0..n).map(|n| Noop { n }))
-                .expect("fill"),
-        );
-        let secs = timed_drain(
-            spool,
-            &path,
-            |spool| {
+        drain(
+            "drain_sync",
+            &|spool| {
+                drop(
+                    spool
+                        .enqueue_many((0..n).map(|n| Noop { n }))
+                        .expect("fill"),
+                )
+            },
+            &|spool| {
                 spool
                     .worker()
                     .concurrency(2)
@@ -119,21 +128,19 @@ fn drain_async(dir: &tempfile::TempDir) {
                     .start()
                     .expect("worker")
             },
-            |spool| wait_succeeded(spool, n, poll, long),
-        );
-        n as f64 / secs
+        )
     };
     let on_runtime = || {
-        let (spool, path) = fresh_spool(dir.path(), "drain_async");
-        drop(
-            spool
-                .enqueue_many((0..n).map(|n| AsyncNoop { n }))
-                .expect("fill"),
-        );
-        let secs = timed_drain(
-            spool,
-            &path,
-            |spool| {
+        drain(
+            "drain_async",
+            &|spool| {
+                drop(
+                    spool
+                        .enqueue_many((0..n).map(|n| AsyncNoop { n }))
+                        .expect("fill"),
+                )
+            },
+            &|spool| {
                 spool
                     .worker()
                     .runtime(rt.handle().clone())
@@ -142,9 +149,7 @@ fn drain_async(dir: &tempfile::TempDir) {
                     .start()
                     .expect("worker")
             },
-            |spool| wait_succeeded(spool, n, poll, long),
-        );
-        n as f64 / secs
+        )
     };
     alternate(
         ("drain_noop_same_run", sync),

@@ -281,6 +281,23 @@ pub(crate) enum Disposition {
     Stopped,
 }
 
+impl Disposition {
+    /// How long until the retry a failure asks for, in ms: `None` to fail for good; the
+    /// task's backoff (`backoff_ms`) for a plain retry, or the delay it names, at most
+    /// [`MAX_DELAY`].
+    pub(crate) fn retry_delay_ms(self, backoff_ms: impl FnOnce() -> u64) -> Option<u64> {
+        match self {
+            Disposition::Fail => None,
+            Disposition::Retry | Disposition::Stopped | Disposition::Snooze(_) => {
+                Some(backoff_ms())
+            }
+            Disposition::RetryAfter(d) => {
+                Some(u64::try_from(d.min(MAX_DELAY).as_millis()).unwrap_or(u64::MAX))
+            }
+        }
+    }
+}
+
 /// What [`Spool::revoke_where`](crate::Spool::revoke_where) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -327,6 +344,32 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// A failed attempt's error kind, message and what it asks for; `None` for a success.
+    /// An attempt that failed past its soft time limit failed of the time limit.
+    pub(crate) fn failure(
+        &self,
+        past_soft_limit: bool,
+    ) -> Option<(AttemptErrorKind, &str, Disposition)> {
+        Some(match self {
+            Outcome::Succeeded(_) => return None,
+            Outcome::Failed {
+                disposition,
+                message,
+            } => {
+                let kind = match disposition {
+                    _ if past_soft_limit => AttemptErrorKind::TimeLimit,
+                    Disposition::Fail => AttemptErrorKind::Fatal,
+                    Disposition::Stopped => AttemptErrorKind::TimeLimit,
+                    _ => AttemptErrorKind::Error,
+                };
+                (kind, message.as_str(), *disposition)
+            }
+            Outcome::Panicked(m) => (AttemptErrorKind::Panic, m.as_str(), Disposition::Retry),
+            Outcome::Undecodable(m) => (AttemptErrorKind::Decode, m.as_str(), Disposition::Fail),
+            Outcome::TimedOut(m) => (AttemptErrorKind::TimeLimit, m.as_str(), Disposition::Retry),
+        })
+    }
+
     /// What the attempt returned, in a few words (for a history entry).
     pub(crate) fn describe(&self) -> String {
         match self {

@@ -7,9 +7,7 @@ use redb::ReadableTable;
 
 use crate::clock::{rfc3339_ms, to_system_time};
 use crate::error::Error;
-use crate::model::{
-    AttemptError, AttemptErrorKind, Disposition, MAX_DELAY, Outcome, TaskId, TaskState,
-};
+use crate::model::{AttemptError, AttemptErrorKind, Disposition, Outcome, TaskId, TaskState};
 use crate::store::catalog::Catalog;
 use crate::store::errors::Db;
 use crate::store::inflight::Started;
@@ -253,49 +251,24 @@ impl Tx<'_> {
             self.end_revoked(id, &mut rec, c)?;
             return Ok(true);
         }
-        let (kind, message, disposition) = match &c.outcome {
-            Outcome::Succeeded(output) => {
+        let Some((kind, message, disposition)) = c.outcome.failure(c.past_soft_limit) else {
+            if let Outcome::Succeeded(output) = &c.outcome {
                 rec.output = Some(output.clone());
-                self.finalize(id, &mut rec, TaskState::Succeeded)?;
-                // The handler's follow-ups exist exactly when its success does.
-                if !c.follow_ups.is_empty() {
-                    self.insert_all(c.follow_ups.clone(), catalog)?;
-                }
-                return Ok(true);
             }
-            Outcome::Failed {
-                disposition: Disposition::Snooze(delay),
-                message,
-            } => {
-                return self
-                    .snooze(id, rec, c.attempt, *delay, message)
-                    .map(|()| true);
+            self.finalize(id, &mut rec, TaskState::Succeeded)?;
+            // The handler's follow-ups exist exactly when its success does.
+            if !c.follow_ups.is_empty() {
+                self.insert_all(c.follow_ups.clone(), catalog)?;
             }
-            Outcome::Failed {
-                disposition,
-                message,
-            } => {
-                let kind = match disposition {
-                    _ if c.past_soft_limit => AttemptErrorKind::TimeLimit,
-                    Disposition::Fail => AttemptErrorKind::Fatal,
-                    Disposition::Stopped => AttemptErrorKind::TimeLimit,
-                    _ => AttemptErrorKind::Error,
-                };
-                (kind, message.clone(), *disposition)
-            }
-            Outcome::Panicked(msg) => (AttemptErrorKind::Panic, msg.clone(), Disposition::Retry),
-            Outcome::Undecodable(msg) => (AttemptErrorKind::Decode, msg.clone(), Disposition::Fail),
-            Outcome::TimedOut(msg) => {
-                (AttemptErrorKind::TimeLimit, msg.clone(), Disposition::Retry)
-            }
+            return Ok(true);
         };
-        let delay = match disposition {
-            Disposition::Fail => None,
-            Disposition::Retry | Disposition::Stopped | Disposition::Snooze(_) => {
-                Some(rec.retry.delay_ms(rec.attempts))
-            }
-            Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(d.min(MAX_DELAY))),
-        };
+        if let Disposition::Snooze(delay) = disposition {
+            return self
+                .snooze(id, rec, c.attempt, delay, message)
+                .map(|()| true);
+        }
+        let message = message.to_string();
+        let delay = disposition.retry_delay_ms(|| rec.retry.delay_ms(rec.attempts));
         self.fail_attempt(id, rec, c.attempt, (kind, message), delay)?;
         Ok(true)
     }

@@ -10,7 +10,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
-use crate::store::pg::complete::{done_channel, stop_channel};
+use crate::store::pg::complete::notify_wake;
 use crate::store::pg::migrate::{SchemaName, connect, pg};
 
 /// A task to insert: its indexed columns and the rest of its record.
@@ -124,14 +124,8 @@ pub(crate) fn insert(
         ],
     )
     .map_err(pg("insert tasks"))?;
-    db.execute("SELECT pg_notify($1, '')", &[&unquoted_channel(schema)])
-        .map_err(pg("notify the wake-up channel"))?;
+    notify_wake(db, schema)?;
     Ok(ids.into_iter().map(|id| id as u64).collect())
-}
-
-/// The channel's name as `pg_notify` takes it (not quoted).
-fn unquoted_channel(schema: &SchemaName) -> String {
-    format!("taskspool_{}", schema.as_str())
 }
 
 /// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` for process
@@ -213,7 +207,7 @@ impl Listener {
     /// # Errors
     /// `Storage` if the server cannot be reached or refuses the `LISTEN`.
     pub(crate) fn new(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
-        Listener::on(url, &schema.channel())
+        Listener::on(url, &schema.wake_channel())
     }
 
     /// A listener on the schema's `done` channel: the ids of tasks that reached a final
@@ -222,7 +216,7 @@ impl Listener {
     /// # Errors
     /// As [`new`](Self::new).
     pub(crate) fn for_results(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
-        Listener::on(url, &format!("\"{}\"", done_channel(schema)))
+        Listener::on(url, &schema.done_channel())
     }
 
     /// A listener on the schema's `stop` channel: the ids of running tasks revoked, for the
@@ -231,13 +225,13 @@ impl Listener {
     /// # Errors
     /// As [`new`](Self::new).
     pub(crate) fn on_stop(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
-        Listener::on(url, &format!("\"{}\"", stop_channel(schema)))
+        Listener::on(url, &schema.stop_channel())
     }
 
-    fn on(url: &str, quoted_channel: &str) -> Result<Listener, Error> {
+    fn on(url: &str, channel: &str) -> Result<Listener, Error> {
         let mut client = connect(url)?;
         client
-            .batch_execute(&format!("LISTEN {quoted_channel}"))
+            .batch_execute(&format!("LISTEN \"{channel}\""))
             .map_err(pg("listen for notifications"))?;
         Ok(Listener { client })
     }

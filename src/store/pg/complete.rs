@@ -25,14 +25,14 @@ pub(crate) enum Ending {
     },
 }
 
-/// The channel final states are notified on (not quoted, as `pg_notify` takes it).
-pub(crate) fn done_channel(schema: &SchemaName) -> String {
-    format!("taskspool_{}_done", schema.as_str())
-}
-
-/// The channel a revoke of a running attempt is notified on, for the process running it.
-pub(crate) fn stop_channel(schema: &SchemaName) -> String {
-    format!("taskspool_{}_stop", schema.as_str())
+/// Notifies the wake-up channel (heard when the transaction commits): work may be ready.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn notify_wake(db: &mut impl GenericClient, schema: &SchemaName) -> Result<(), Error> {
+    db.execute("SELECT pg_notify($1, '')", &[&schema.wake_channel()])
+        .map_err(pg("notify the wake-up channel"))?;
+    Ok(())
 }
 
 /// Notifies the `done` channel of each of `ids` (heard when the transaction commits).
@@ -47,7 +47,7 @@ pub(crate) fn notify_done(
     if !ids.is_empty() {
         db.execute(
             "SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id",
-            &[&done_channel(schema), &ids],
+            &[&schema.done_channel(), &ids],
         )
         .map_err(pg("notify final states"))?;
     }
@@ -123,57 +123,58 @@ pub(crate) fn complete(
                 &[&id, output, &now],
             )
             .map_err(pg("store a success"))?;
+            notify_done(&mut tx, schema, &[id])?;
             TaskState::Succeeded
         }
         Ending::Failed {
             kind,
             message,
             retry_at_ms,
-        } => {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
-                     VALUES ($1, $2, $3, $4, $5)"
-                ),
-                &[&id, &attempt, &now, &i16::from(kind.code()), message],
-            )
-            .map_err(pg("record an attempt's error"))?;
-            match retry_at_ms {
-                Some(at) if attempts <= max_retries => {
-                    let at = i64::try_from(*at).unwrap_or(i64::MAX);
-                    tx.execute(
-                        &format!(
-                            "UPDATE {q}.tasks SET state = {retrying}, owner = NULL,
-                                 due_at_ms = $2
-                             WHERE id = $1",
-                            retrying = TaskState::Retrying.code()
-                        ),
-                        &[&id, &at],
-                    )
-                    .map_err(pg("schedule a retry"))?;
-                    TaskState::Retrying
-                }
-                _ => {
-                    tx.execute(
-                        &format!(
-                            "UPDATE {q}.tasks SET state = {failed}, owner = NULL,
-                                 finished_at_ms = $2
-                             WHERE id = $1",
-                            failed = TaskState::Failed.code()
-                        ),
-                        &[&id, &now],
-                    )
-                    .map_err(pg("end a task failed"))?;
-                    TaskState::Failed
-                }
+        } => match retry_at_ms {
+            Some(at) if attempts <= max_retries => {
+                record_error(&mut tx, schema, id, (attempt, now), *kind, message)?;
+                let at = i64::try_from(*at).unwrap_or(i64::MAX);
+                tx.execute(
+                    &format!(
+                        "UPDATE {q}.tasks SET state = {retrying}, owner = NULL, due_at_ms = $2
+                         WHERE id = $1",
+                        retrying = TaskState::Retrying.code()
+                    ),
+                    &[&id, &at],
+                )
+                .map_err(pg("schedule a retry"))?;
+                TaskState::Retrying
             }
-        }
+            _ => {
+                let failed = TaskState::Failed;
+                end(&mut tx, schema, id, (attempt, now), failed, *kind, message)?;
+                failed
+            }
+        },
     };
-    if state.is_final() {
-        notify_done(&mut tx, schema, &[id])?;
-    }
     tx.commit().map_err(pg("commit a completion"))?;
     Ok(Some(state))
+}
+
+/// Adds an error of `kind` for `attempt` of task `id`, at `now`, to its history.
+fn record_error(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    id: i64,
+    (attempt, now): (i32, i64),
+    kind: AttemptErrorKind,
+    message: &str,
+) -> Result<(), Error> {
+    let q = schema.quoted();
+    db.execute(
+        &format!(
+            "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
+             VALUES ($1, $2, $3, $4, $5)"
+        ),
+        &[&id, &attempt, &now, &i16::from(kind.code()), &message],
+    )
+    .map_err(pg("record an attempt's error"))?;
+    Ok(())
 }
 
 /// Ends task `id` in the final `state` with an error of `kind` for `attempt`, at `now`; its
@@ -188,14 +189,7 @@ pub(super) fn end(
     message: &str,
 ) -> Result<(), Error> {
     let q = schema.quoted();
-    db.execute(
-        &format!(
-            "INSERT INTO {q}.attempt_errors (task, attempt, at_ms, kind, message)
-             VALUES ($1, $2, $3, $4, $5)"
-        ),
-        &[&id, &attempt, &now, &i16::from(kind.code()), &message],
-    )
-    .map_err(pg("record an attempt's error"))?;
+    record_error(db, schema, id, (attempt, now), kind, message)?;
     db.execute(
         &format!(
             "UPDATE {q}.tasks SET state = {state}, owner = NULL, output = NULL,
@@ -245,11 +239,7 @@ pub(crate) fn promote_due(
         .map_err(pg("read the next due time"))?
         .get(0);
     if promoted > 0 {
-        tx.execute(
-            "SELECT pg_notify($1, '')",
-            &[&format!("taskspool_{}", schema.as_str())],
-        )
-        .map_err(pg("notify the wake-up channel"))?;
+        notify_wake(&mut tx, schema)?;
     }
     tx.commit().map_err(pg("commit a promotion"))?;
     Ok((promoted, next.map(|ms| ms as u64)))

@@ -8,7 +8,7 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
-use crate::store::pg::complete::{end, stop_channel};
+use crate::store::pg::complete::{end, notify_wake};
 use crate::store::pg::migrate::{SchemaName, pg};
 
 /// Revokes task `id` at `now_ms`; `None` for an unknown id.
@@ -51,7 +51,7 @@ pub(crate) fn revoke(
             .map_err(pg("mark a running task revoked"))?;
             tx.execute(
                 "SELECT pg_notify($1, $2)",
-                &[&stop_channel(schema), &id.to_string()],
+                &[&schema.stop_channel(), &id.to_string()],
             )
             .map_err(pg("notify the running attempt's owner"))?;
             Revoke::Cancelling
@@ -110,11 +110,7 @@ pub(crate) fn retry(
         &[&(id as i64), &now],
     )
     .map_err(pg("retry a task"))?;
-    tx.execute(
-        "SELECT pg_notify($1, '')",
-        &[&format!("taskspool_{}", schema.as_str())],
-    )
-    .map_err(pg("notify the wake-up channel"))?;
+    notify_wake(&mut tx, schema)?;
     tx.commit().map_err(pg("commit a retry"))?;
     Ok(())
 }

@@ -6,39 +6,35 @@
 //! Schedules are declared and fired exactly once across processes. The verbs not built yet
 //! answer an `InvalidOption` that says so.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use postgres::Client;
 
 use crate::clock::Clock;
 use crate::error::{Error, Failure};
 use crate::events::{EventHub, Events};
 use crate::flow::Limit;
-use crate::model::{
-    AttemptErrorKind, Disposition, Outcome, PoolId, Revoke, Revoked, TaskId, TaskState,
-};
-use crate::options::Limits;
+use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
-use crate::signal::AttemptSignal;
-use crate::store::pg::claim::{Claimed, Listener, claim};
-use crate::store::pg::complete::{Ending, complete, expire_due, promote_due};
+use crate::store::pg::claim::{Listener, claim};
+use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::control;
+use crate::store::pg::dispatch::{dispatch, job, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
-use crate::store::pg::lease::{heartbeat, note_started, register_process, rescue_expired};
-use crate::store::pg::migrate::{SchemaName, connect, migrate, pg};
+use crate::store::pg::lease::register_process;
+use crate::store::pg::migrate::{SchemaName, connect, migrate};
 use crate::store::pg::read;
-use crate::store::pg::record::{PgRecord, new_row};
+use crate::store::pg::record::new_row;
+use crate::store::pg::reporter::PgReporter;
 use crate::store::pg::schedules;
-use crate::store::verbs::PoolGauges;
 use crate::store::verbs::{
-    Completion, Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolSpec, Reporter,
-    ScheduleOp, Serves, Then, ThreadSlot,
+    Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolGauges, PoolSpec, Reporter,
+    ScheduleOp, Serves, Then,
 };
 use crate::sync::Waiters;
 use crate::views::{PoolStats, Stats, TaskPage, TaskStatus, WorkflowStatus};
@@ -51,27 +47,27 @@ pub(crate) struct PgEngine {
     stop_lease: Mutex<Option<Sender<()>>>,
 }
 
-struct Inner {
-    schema: SchemaName,
+pub(super) struct Inner {
+    pub(super) schema: SchemaName,
     /// This process's lease.
-    process: u64,
-    clock: Clock,
+    pub(super) process: u64,
+    pub(super) clock: Clock,
     /// For reads, completions and revokes (one at a time, for now).
-    db: Mutex<Client>,
-    grouper: Grouper,
-    waiters: Arc<Waiters>,
-    to_dispatcher: Sender<Event>,
-    closed: AtomicBool,
-    hub: EventHub,
+    pub(super) db: Mutex<Client>,
+    pub(super) grouper: Grouper,
+    pub(super) waiters: Arc<Waiters>,
+    pub(super) to_dispatcher: Sender<Event>,
+    pub(super) closed: AtomicBool,
+    pub(super) hub: EventHub,
     /// This process's live pools, for `stats`.
-    live: Mutex<Vec<Live>>,
+    pub(super) live: Mutex<Vec<Live>>,
 }
 
 /// A live pool of this process: its id, what it serves, its concurrency and its gauges.
 type Live = (PoolId, Serves, usize, Arc<PoolGauges>);
 
 /// What the dispatcher hears.
-enum Event {
+pub(super) enum Event {
     /// Work may be ready (a notification, or a freed slot).
     Wake,
     Register(PoolSpec, Sender<Job>),
@@ -79,14 +75,6 @@ enum Event {
     /// A pool's attempt ended (or was handed back): a slot is free.
     Freed(PoolId),
     Stop,
-}
-
-/// A pool as the dispatcher keeps it.
-struct Pool {
-    pairs: Vec<(String, String)>,
-    slots: usize,
-    outstanding: usize,
-    jobs: Sender<Job>,
 }
 
 impl PgEngine {
@@ -180,148 +168,8 @@ impl PgEngine {
 }
 
 impl Inner {
-    fn db(&self) -> MutexGuard<'_, Client> {
+    pub(super) fn db(&self) -> MutexGuard<'_, Client> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Renews the lease a third of its length at a time, rescuing expired ones meanwhile.
-fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()>) {
-    let period = lease / 3;
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
-        match heartbeat(&mut db, &inner.schema, inner.process) {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::error!("this process's PostgreSQL lease was rescued by another");
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "could not renew the PostgreSQL lease"),
-        }
-        match rescue_expired(&mut db, &inner.schema, inner.clock.now_ms()) {
-            Ok(r) if !r.processes.is_empty() => {
-                let _ = inner.to_dispatcher.send(Event::Wake);
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not rescue expired leases"),
-        }
-    }
-}
-
-/// The dispatcher: claims for every pool with free slots, then waits for a wake-up or the
-/// next due time.
-fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
-    let mut pools: HashMap<PoolId, Pool> = HashMap::new();
-    loop {
-        let now = inner.clock.now_ms();
-        let next_fire = match schedules::fire_due(&mut db, &inner.schema, now) {
-            Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not fire due schedules");
-                None
-            }
-        };
-        let next_expiry = match expire_due(&mut db, &inner.schema, now) {
-            Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not expire tasks");
-                None
-            }
-        };
-        let next_due = match promote_due(&mut db, &inner.schema, now) {
-            Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not promote due tasks");
-                None
-            }
-        };
-        let next_due = [next_due, next_fire, next_expiry]
-            .into_iter()
-            .flatten()
-            .min();
-        for (id, pool) in &mut pools {
-            let free = pool.slots.saturating_sub(pool.outstanding);
-            if free == 0 {
-                continue;
-            }
-            let who = (inner.process, inner.clock.now_ms());
-            match claim(&mut db, &inner.schema, &pool.pairs, free, who) {
-                Ok(claimed) => {
-                    for c in claimed {
-                        pool.outstanding += 1;
-                        if pool.jobs.send(job(c)).is_err() {
-                            tracing::debug!(pool = id.0, "a pool left with a job in hand");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not claim tasks"),
-            }
-        }
-        let timeout = next_due.map_or(Duration::from_secs(3600), |at| {
-            Duration::from_millis(at.saturating_sub(inner.clock.now_ms()))
-        });
-        let event = match events.recv_timeout(timeout) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        for event in std::iter::once(event).chain(events.try_iter()) {
-            match event {
-                Event::Wake => {}
-                Event::Register(spec, jobs) => {
-                    let pairs = spec
-                        .serves
-                        .queues
-                        .iter()
-                        .flat_map(|q| {
-                            spec.serves
-                                .names
-                                .iter()
-                                .map(move |n| (q.clone(), n.clone()))
-                        })
-                        .collect();
-                    pools.insert(
-                        spec.id,
-                        Pool {
-                            pairs,
-                            slots: spec.threads,
-                            outstanding: 0,
-                            jobs,
-                        },
-                    );
-                }
-                Event::Unregister(id, done) => {
-                    pools.remove(&id);
-                    let _ = done.send(());
-                }
-                Event::Freed(id) => {
-                    if let Some(pool) = pools.get_mut(&id) {
-                        pool.outstanding = pool.outstanding.saturating_sub(1);
-                    }
-                }
-                Event::Stop => return,
-            }
-        }
-    }
-}
-
-/// A claimed attempt as the job a pool runs.
-fn job(c: Claimed) -> Job {
-    let record = PgRecord::decode(&c.record).ok();
-    Job {
-        id: TaskId(c.id),
-        attempt: c.attempt,
-        name: Arc::from(c.name.as_str()),
-        queue: Arc::from(c.queue.as_str()),
-        payload: c.payload,
-        max_retries: c.max_retries,
-        enqueued_at_ms: record.as_ref().map_or(0, |r| r.enqueued_at_ms),
-        origin: record.as_ref().and_then(|r| r.origin.clone()),
-        limits: Limits {
-            time_limit_ms: record.as_ref().and_then(|r| r.time_limit_ms),
-            soft_time_limit_ms: record.as_ref().and_then(|r| r.soft_time_limit_ms),
-        },
-        signal: Arc::new(AttemptSignal::default()),
-        inputs: None,
     }
 }
 
@@ -425,11 +273,7 @@ impl Engine for PgEngine {
     }
 
     fn claim(&self, serves: &Serves, max: usize) -> Result<Vec<Job>, Error> {
-        let pairs: Vec<(String, String)> = serves
-            .queues
-            .iter()
-            .flat_map(|q| serves.names.iter().map(move |n| (q.clone(), n.clone())))
-            .collect();
+        let pairs = pairs(serves);
         let mut db = self.inner.db();
         let now = self.inner.clock.now_ms();
         expire_due(&mut *db, &self.inner.schema, now)?;
@@ -587,8 +431,8 @@ impl Drop for PgEngine {
                 .take(),
         );
         // The listeners wait on the server: a notification on each channel wakes them.
-        let wake = format!("taskspool_{}", self.inner.schema.as_str());
-        let done = crate::store::pg::complete::done_channel(&self.inner.schema);
+        let wake = self.inner.schema.wake_channel();
+        let done = self.inner.schema.done_channel();
         {
             let mut db = self.inner.db();
             let _ = db.execute(
@@ -608,125 +452,5 @@ impl Drop for PgEngine {
         for t in threads {
             let _ = t.join();
         }
-    }
-}
-
-/// How a pool's attempts reach the engine.
-struct PgReporter {
-    inner: Arc<Inner>,
-}
-
-impl Reporter for PgReporter {
-    fn join(&self) -> ThreadSlot {
-        ThreadSlot {
-            place: 0,
-            started: 0,
-        }
-    }
-
-    fn leave(&self, _slot: ThreadSlot) {}
-
-    fn starting(&self, _slot: &mut ThreadSlot, id: TaskId, attempt: u32) {
-        let now = self.inner.clock.now_ms();
-        if let Err(e) = note_started(
-            &mut *self.inner.db(),
-            &self.inner.schema,
-            &[(id.0, attempt)],
-            now,
-        ) {
-            tracing::warn!(error = %e, "could not note an attempt's start");
-        }
-    }
-
-    fn complete(&self, pool: Option<PoolId>, c: Completion) -> Result<(), Error> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
-        let now = self.inner.clock.now_ms();
-        let ending = self.ending(&c, now)?;
-        complete(
-            &mut *self.inner.db(),
-            &self.inner.schema,
-            (c.id.0, c.attempt, self.inner.process),
-            now,
-            &ending,
-        )?;
-        if let Some(pool) = pool {
-            let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
-        }
-        Ok(())
-    }
-
-    fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
-        let q = self.inner.schema.quoted();
-        self.inner
-            .db()
-            .execute(
-                &format!(
-                    "UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
-                     WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2"
-                ),
-                &[
-                    &(id.0 as i64),
-                    &(attempt as i32),
-                    &(self.inner.process as i64),
-                ],
-            )
-            .map_err(pg("hand back an attempt"))?;
-        let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
-        Ok(())
-    }
-
-    fn progress(&self, _id: TaskId, _attempt: u32, _json: Vec<u8>) {}
-}
-
-impl PgReporter {
-    /// What the attempt's outcome means for the task, as the file engine decides it.
-    fn ending(&self, c: &Completion, now: u64) -> Result<Ending, Error> {
-        let retry_in = |attempt: u32| -> Result<u64, Error> {
-            let q = self.inner.schema.quoted();
-            let row = self
-                .inner
-                .db()
-                .query_one(
-                    &format!("SELECT record FROM {q}.tasks WHERE id = $1"),
-                    &[&(c.id.0 as i64)],
-                )
-                .map_err(pg("read a task's retry policy"))?;
-            let record = PgRecord::decode(row.get(0))?;
-            Ok(record.retry.delay_ms(attempt))
-        };
-        let failed = |kind, message: &str, retry: Option<u64>| Ending::Failed {
-            kind,
-            message: message.to_string(),
-            retry_at_ms: retry.map(|d| now.saturating_add(d)),
-        };
-        Ok(match &c.outcome {
-            Outcome::Succeeded(output) => Ending::Succeeded {
-                output: output.clone(),
-            },
-            Outcome::Failed {
-                disposition,
-                message,
-            } => {
-                let kind = match disposition {
-                    _ if c.past_soft_limit => AttemptErrorKind::TimeLimit,
-                    Disposition::Fail => AttemptErrorKind::Fatal,
-                    Disposition::Stopped => AttemptErrorKind::TimeLimit,
-                    _ => AttemptErrorKind::Error,
-                };
-                let delay = match disposition {
-                    Disposition::Fail => None,
-                    Disposition::RetryAfter(d) => Some(crate::clock::duration_ms(*d)),
-                    _ => Some(retry_in(c.attempt)?),
-                };
-                failed(kind, message, delay)
-            }
-            Outcome::Panicked(m) => failed(AttemptErrorKind::Panic, m, Some(retry_in(c.attempt)?)),
-            Outcome::Undecodable(m) => failed(AttemptErrorKind::Decode, m, None),
-            Outcome::TimedOut(m) => {
-                failed(AttemptErrorKind::TimeLimit, m, Some(retry_in(c.attempt)?))
-            }
-        })
     }
 }

@@ -63,9 +63,21 @@ impl SchemaName {
         &self.0
     }
 
-    /// The channel the schema's wake-ups are notified on (`LISTEN`, quoted).
-    pub(crate) fn channel(&self) -> String {
-        format!("\"taskspool_{}\"", self.0)
+    /// The channel wake-ups are notified on: work may be ready. Channel names are as
+    /// `pg_notify` takes them; `LISTEN` takes them quoted.
+    pub(crate) fn wake_channel(&self) -> String {
+        format!("taskspool_{}", self.0)
+    }
+
+    /// The channel final states are notified on, with the task's id.
+    pub(crate) fn done_channel(&self) -> String {
+        format!("taskspool_{}_done", self.0)
+    }
+
+    /// The channel a revoke of a running attempt is notified on, with the task's id, for
+    /// the process running it.
+    pub(crate) fn stop_channel(&self) -> String {
+        format!("taskspool_{}_stop", self.0)
     }
 }
 

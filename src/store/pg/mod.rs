@@ -12,12 +12,14 @@
 mod claim;
 mod complete;
 mod control;
+mod dispatch;
 mod engine;
 mod group;
 mod lease;
 mod migrate;
 mod read;
 mod record;
+mod reporter;
 mod schedules;
 #[cfg(test)]
 mod tests;

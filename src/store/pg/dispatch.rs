@@ -1,0 +1,169 @@
+//! The threads of the PostgreSQL engine that wait on the server: the dispatcher, which
+//! fires due schedules, expires and promotes due tasks, claims for each pool's free slots
+//! and sleeps until a wake-up, a freed slot or the next due time; and the lease keeper,
+//! which renews this process's lease and rescues expired ones. (The listeners that turn
+//! notifications into wake-ups are started by `engine`.)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use postgres::Client;
+
+use crate::model::{PoolId, TaskId};
+use crate::options::Limits;
+use crate::signal::AttemptSignal;
+use crate::store::pg::claim::{Claimed, claim};
+use crate::store::pg::complete::{expire_due, promote_due};
+use crate::store::pg::engine::{Event, Inner};
+use crate::store::pg::lease::{heartbeat, rescue_expired};
+use crate::store::pg::record::PgRecord;
+use crate::store::pg::schedules;
+use crate::store::verbs::{Job, Serves};
+
+/// A pool as the dispatcher keeps it.
+struct Pool {
+    pairs: Vec<(String, String)>,
+    slots: usize,
+    outstanding: usize,
+    jobs: Sender<Job>,
+}
+
+/// The (queue, task name) pairs a pool's claims merge.
+pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
+    serves
+        .queues
+        .iter()
+        .flat_map(|q| serves.names.iter().map(move |n| (q.clone(), n.clone())))
+        .collect()
+}
+
+/// Renews the lease a third of its length at a time, rescuing expired ones meanwhile.
+pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()>) {
+    let period = lease / 3;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
+        match heartbeat(&mut db, &inner.schema, inner.process) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!("this process's PostgreSQL lease was rescued by another");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the PostgreSQL lease"),
+        }
+        match rescue_expired(&mut db, &inner.schema, inner.clock.now_ms()) {
+            Ok(r) if !r.processes.is_empty() => {
+                let _ = inner.to_dispatcher.send(Event::Wake);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not rescue expired leases"),
+        }
+    }
+}
+
+/// The dispatcher: claims for every pool with free slots, then waits for a wake-up or the
+/// next due time.
+pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
+    let mut pools: HashMap<PoolId, Pool> = HashMap::new();
+    loop {
+        let now = inner.clock.now_ms();
+        let next_fire = match schedules::fire_due(&mut db, &inner.schema, now) {
+            Ok((_, next)) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fire due schedules");
+                None
+            }
+        };
+        let next_expiry = match expire_due(&mut db, &inner.schema, now) {
+            Ok((_, next)) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not expire tasks");
+                None
+            }
+        };
+        let next_due = match promote_due(&mut db, &inner.schema, now) {
+            Ok((_, next)) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not promote due tasks");
+                None
+            }
+        };
+        let next_due = [next_due, next_fire, next_expiry]
+            .into_iter()
+            .flatten()
+            .min();
+        for (id, pool) in &mut pools {
+            let free = pool.slots.saturating_sub(pool.outstanding);
+            if free == 0 {
+                continue;
+            }
+            let who = (inner.process, inner.clock.now_ms());
+            match claim(&mut db, &inner.schema, &pool.pairs, free, who) {
+                Ok(claimed) => {
+                    for c in claimed {
+                        pool.outstanding += 1;
+                        if pool.jobs.send(job(c)).is_err() {
+                            tracing::debug!(pool = id.0, "a pool left with a job in hand");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not claim tasks"),
+            }
+        }
+        let timeout = next_due.map_or(Duration::from_secs(3600), |at| {
+            Duration::from_millis(at.saturating_sub(inner.clock.now_ms()))
+        });
+        let event = match events.recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        for event in std::iter::once(event).chain(events.try_iter()) {
+            match event {
+                Event::Wake => {}
+                Event::Register(spec, jobs) => {
+                    pools.insert(
+                        spec.id,
+                        Pool {
+                            pairs: pairs(&spec.serves),
+                            slots: spec.threads,
+                            outstanding: 0,
+                            jobs,
+                        },
+                    );
+                }
+                Event::Unregister(id, done) => {
+                    pools.remove(&id);
+                    let _ = done.send(());
+                }
+                Event::Freed(id) => {
+                    if let Some(pool) = pools.get_mut(&id) {
+                        pool.outstanding = pool.outstanding.saturating_sub(1);
+                    }
+                }
+                Event::Stop => return,
+            }
+        }
+    }
+}
+
+/// A claimed attempt as the job a pool runs.
+pub(super) fn job(c: Claimed) -> Job {
+    let record = PgRecord::decode(&c.record).ok();
+    Job {
+        id: TaskId(c.id),
+        attempt: c.attempt,
+        name: Arc::from(c.name.as_str()),
+        queue: Arc::from(c.queue.as_str()),
+        payload: c.payload,
+        max_retries: c.max_retries,
+        enqueued_at_ms: record.as_ref().map_or(0, |r| r.enqueued_at_ms),
+        origin: record.as_ref().and_then(|r| r.origin.clone()),
+        limits: Limits {
+            time_limit_ms: record.as_ref().and_then(|r| r.time_limit_ms),
+            soft_time_limit_ms: record.as_ref().and_then(|r| r.soft_time_limit_ms),
+        },
+        signal: Arc::new(AttemptSignal::default()),
+        inputs: None,
+    }
+}

@@ -1,0 +1,115 @@
+//! How a pool's attempts reach the PostgreSQL engine: start notes, completions (fenced,
+//! and decided as the file engine decides them) and hand-backs, each followed by a freed
+//! slot for the dispatcher.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::Error;
+use crate::model::{Outcome, PoolId, TaskId};
+use crate::store::pg::complete::{Ending, complete};
+use crate::store::pg::engine::{Event, Inner};
+use crate::store::pg::lease::note_started;
+use crate::store::pg::migrate::pg;
+use crate::store::pg::record::PgRecord;
+use crate::store::verbs::{Completion, Reporter, ThreadSlot};
+
+/// How a pool's attempts reach the engine.
+pub(super) struct PgReporter {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl Reporter for PgReporter {
+    fn join(&self) -> ThreadSlot {
+        ThreadSlot {
+            place: 0,
+            started: 0,
+        }
+    }
+
+    fn leave(&self, _slot: ThreadSlot) {}
+
+    fn starting(&self, _slot: &mut ThreadSlot, id: TaskId, attempt: u32) {
+        let now = self.inner.clock.now_ms();
+        if let Err(e) = note_started(
+            &mut *self.inner.db(),
+            &self.inner.schema,
+            &[(id.0, attempt)],
+            now,
+        ) {
+            tracing::warn!(error = %e, "could not note an attempt's start");
+        }
+    }
+
+    fn complete(&self, pool: Option<PoolId>, c: Completion) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let now = self.inner.clock.now_ms();
+        let ending = self.ending(&c, now)?;
+        complete(
+            &mut *self.inner.db(),
+            &self.inner.schema,
+            (c.id.0, c.attempt, self.inner.process),
+            now,
+            &ending,
+        )?;
+        if let Some(pool) = pool {
+            let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
+        }
+        Ok(())
+    }
+
+    fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
+        let q = self.inner.schema.quoted();
+        self.inner
+            .db()
+            .execute(
+                &format!(
+                    "UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
+                     WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2"
+                ),
+                &[
+                    &(id.0 as i64),
+                    &(attempt as i32),
+                    &(self.inner.process as i64),
+                ],
+            )
+            .map_err(pg("hand back an attempt"))?;
+        let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
+        Ok(())
+    }
+
+    fn progress(&self, _id: TaskId, _attempt: u32, _json: Vec<u8>) {}
+}
+
+impl PgReporter {
+    /// What the attempt's outcome means for the task, as the file engine decides it
+    /// (`Outcome::failure`, `Disposition::retry_delay_ms`), with the backoff of the task's
+    /// stored retry policy.
+    fn ending(&self, c: &Completion, now: u64) -> Result<Ending, Error> {
+        let Some((kind, message, disposition)) = c.outcome.failure(c.past_soft_limit) else {
+            let output = match &c.outcome {
+                Outcome::Succeeded(output) => output.clone(),
+                _ => Vec::new(),
+            };
+            return Ok(Ending::Succeeded { output });
+        };
+        let q = self.inner.schema.quoted();
+        let row = self
+            .inner
+            .db()
+            .query_one(
+                &format!("SELECT record FROM {q}.tasks WHERE id = $1"),
+                &[&(c.id.0 as i64)],
+            )
+            .map_err(pg("read a task's retry policy"))?;
+        let policy = PgRecord::decode(row.get(0))?.retry;
+        let delay = disposition.retry_delay_ms(|| policy.delay_ms(c.attempt));
+        Ok(Ending::Failed {
+            kind,
+            message: message.to_string(),
+            retry_at_ms: delay.map(|d| now.saturating_add(d)),
+        })
+    }
+}
