@@ -231,6 +231,18 @@ pub enum Error {
         supported: u64,
     },
 
+    /// The storage engine the spool runs on does not offer this feature (yet): the README's
+    /// table of backends lists what each engine lacks. Nothing was changed.
+    #[error(
+        "{feature} is not available on the {engine} engine yet: nothing was changed (the README's table of backends lists what each engine offers)"
+    )]
+    Unsupported {
+        /// What was asked for.
+        feature: String,
+        /// The engine: `"PostgreSQL"`.
+        engine: &'static str,
+    },
+
     /// A blocking call was made on the thread of a current-thread tokio runtime that the
     /// work it would wait for needs (feature `tokio`): waiting there could never end. The
     /// message names the call and its awaited form.
@@ -263,6 +275,8 @@ pub enum ErrorKind {
     NotRunning,
     /// A control socket's peer broke the protocol ([`Error::Protocol`]).
     Protocol,
+    /// The spool's storage engine does not offer the feature ([`Error::Unsupported`]).
+    Unsupported,
 }
 
 impl Error {
@@ -292,6 +306,7 @@ impl Error {
             Error::Closed => ErrorKind::Closed,
             Error::NotRunning { .. } => ErrorKind::NotRunning,
             Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Remote { kind, .. } => *kind,
         }
     }

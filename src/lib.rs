@@ -224,6 +224,8 @@ pub use spool::{
     Chain, ChordHandle, DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, DEFAULT_RESULT_TTL,
     Durability, GroupHandle, Link, Spool, SpoolBuilder, Step, StepId, StoredWorkflow, Workflow,
 };
+#[cfg(feature = "postgres")]
+pub use spool::{DEFAULT_LEASE, DEFAULT_POSTGRES_SCHEMA, MIN_LEASE};
 pub use task::Task;
 #[cfg(feature = "tokio")]
 pub use task_async::AsyncTask;

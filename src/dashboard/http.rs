@@ -135,6 +135,7 @@ fn failure(e: &Error) -> Response {
     let status = match e.kind() {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
         ErrorKind::Closed | ErrorKind::NotRunning | ErrorKind::Protocol => {
             StatusCode::SERVICE_UNAVAILABLE
         }

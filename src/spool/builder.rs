@@ -30,18 +30,21 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// ```
 #[derive(Debug, Clone)]
 pub struct SpoolBuilder {
-    result_ttl: Option<Duration>,
-    clock: Clock,
-    cache_bytes: usize,
-    checkpoint_bytes: u64,
-    durability: Durability,
-    accept_log_damage: bool,
-    check_integrity: bool,
-    time_limit: Option<Duration>,
-    soft_time_limit: Option<Duration>,
-    control_socket: bool,
+    pub(super) result_ttl: Option<Duration>,
+    pub(super) clock: Clock,
+    pub(super) cache_bytes: usize,
+    pub(super) checkpoint_bytes: u64,
+    pub(super) durability: Durability,
+    pub(super) accept_log_damage: bool,
+    pub(super) check_integrity: bool,
+    pub(super) time_limit: Option<Duration>,
+    pub(super) soft_time_limit: Option<Duration>,
+    pub(super) control_socket: bool,
     #[cfg(test)]
-    disk: Option<Arc<crate::store::simdisk::SimDisk>>,
+    pub(super) disk: Option<Arc<crate::store::simdisk::SimDisk>>,
+    /// The PostgreSQL schema and lease (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    pub(super) postgres: super::postgres::PgOptions,
 }
 
 /// When a change the spool acknowledges is on disk.
@@ -87,6 +90,8 @@ impl Default for SpoolBuilder {
             control_socket: true,
             #[cfg(test)]
             disk: None,
+            #[cfg(feature = "postgres")]
+            postgres: super::postgres::PgOptions::default(),
         }
     }
 }

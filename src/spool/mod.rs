@@ -24,6 +24,8 @@ mod dashboard;
 mod flow;
 mod follow_ups;
 mod graph;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod remote;
 mod workflow;
 
@@ -36,6 +38,8 @@ pub use builder::{
 };
 pub use chord::ChordHandle;
 pub use graph::{Step, StepId, StoredWorkflow, Workflow};
+#[cfg(feature = "postgres")]
+pub use postgres::{DEFAULT_LEASE, DEFAULT_POSTGRES_SCHEMA, MIN_LEASE};
 pub use workflow::{Chain, GroupHandle, Link};
 
 impl Spool {

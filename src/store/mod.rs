@@ -66,6 +66,8 @@ pub(crate) use file::{FileConfig, FileEngine};
 pub(crate) use inspect::Snapshot;
 pub(crate) use parts::PART;
 pub(crate) use paths::{PRIVATE, socket as socket_path};
+#[cfg(feature = "postgres")]
+pub(crate) use pg::{PgConfig, PgEngine};
 pub(crate) use verbs::{
     Completion, Engine, Enqueued, FlowOp, Inputs, Job, Lead, NewLink, NewTask, PartOp, PoolGauges,
     PoolSpec, Reporter, ScheduleOp, Serves, Then, ThreadSlot,

@@ -14,7 +14,7 @@ use crate::store::pg::complete::notify_wake;
 use crate::store::pg::migrate::{SchemaName, connect, pg};
 
 /// A task to insert: its indexed columns and the rest of its record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NewRow {
     pub(crate) name: String,
     pub(crate) queue: String,
@@ -25,6 +25,9 @@ pub(crate) struct NewRow {
     pub(crate) max_retries: u32,
     /// When it expires if it has not started by then.
     pub(crate) expires_at_ms: Option<u64>,
+    /// When it was enqueued, and the schedule that enqueued it (for listings).
+    pub(crate) enqueued_at_ms: u64,
+    pub(crate) schedule: Option<String>,
     /// The JSON arguments.
     pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
@@ -98,17 +101,22 @@ pub(crate) fn insert(
                 .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
         })
         .collect();
+    let enqueued: Vec<i64> = rows
+        .iter()
+        .map(|r| i64::try_from(r.enqueued_at_ms).unwrap_or(i64::MAX))
+        .collect();
+    let schedules: Vec<Option<&str>> = rows.iter().map(|r| r.schedule.as_deref()).collect();
     let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
     let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
     db.execute(
         &format!(
             "INSERT INTO {q}.tasks \
                  (id, name, queue, priority, state, due_at_ms, max_retries, payload, record, \
-                  expires_at_ms, base_retries) \
+                  expires_at_ms, enqueued_at_ms, schedule, base_retries) \
              SELECT *, r FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], \
                                      $5::int2[], $6::int8[], $7::int4[], $8::bytea[], \
-                                     $9::bytea[], $10::int8[]) \
-                 AS u(i, n, q, p, s, d, r, pl, rc, e)"
+                                     $9::bytea[], $10::int8[], $11::int8[], $12::text[]) \
+                 AS u(i, n, q, p, s, d, r, pl, rc, e, en, sc)"
         ),
         &[
             &ids,
@@ -121,6 +129,8 @@ pub(crate) fn insert(
             &payloads,
             &records,
             &expiries,
+            &enqueued,
+            &schedules,
         ],
     )
     .map_err(pg("insert tasks"))?;

@@ -9,13 +9,19 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
+use crate::store::pg::claim::{NewRow, insert};
 use crate::store::pg::migrate::{SchemaName, pg};
 
 /// How an attempt ended, as the engine decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ending {
-    /// It succeeded with this JSON output.
-    Succeeded { output: Vec<u8> },
+    /// It succeeded with this JSON output; the tasks its handler enqueued through its
+    /// context are stored with the success, in its transaction (and dropped with any other
+    /// end, as on the file engine).
+    Succeeded {
+        output: Vec<u8>,
+        follow_ups: Vec<NewRow>,
+    },
     /// It failed: retried at `retry_at_ms` if the task has an attempt left (and a retry was
     /// decided), else the task fails for good.
     Failed {
@@ -54,9 +60,10 @@ pub(crate) fn notify_done(
     Ok(())
 }
 
-/// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`. Returns the
-/// task's new state, or `None` when the report is not of the task's current attempt in
-/// this process (discarded, changing nothing).
+/// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`, keeping the
+/// handler's latest `progress` (JSON) if it reported any. Returns the task's new state, or
+/// `None` when the report is not of the task's current attempt in this process (discarded,
+/// changing nothing).
 ///
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
@@ -65,7 +72,7 @@ pub(crate) fn complete(
     schema: &SchemaName,
     (id, attempt, owner): (u64, u32, u64),
     now_ms: u64,
-    ending: &Ending,
+    (ending, progress): (&Ending, Option<&[u8]>),
 ) -> Result<Option<TaskState>, Error> {
     let q = schema.quoted();
     let running = i16::from(TaskState::Running.code());
@@ -90,6 +97,13 @@ pub(crate) fn complete(
     };
     let (attempts, max_retries, revoke_requested): (i32, i32, bool) =
         (current.get(0), current.get(1), current.get(2));
+    if let Some(progress) = progress {
+        tx.execute(
+            &format!("UPDATE {q}.tasks SET progress = $2 WHERE id = $1"),
+            &[&id, &progress],
+        )
+        .map_err(pg("keep an attempt's progress"))?;
+    }
     if revoke_requested {
         // Revoked while it ran: whatever the attempt returned, the task ends here.
         let returned = match ending {
@@ -112,7 +126,10 @@ pub(crate) fn complete(
         return Ok(Some(TaskState::Revoked));
     }
     let state = match ending {
-        Ending::Succeeded { output } => {
+        Ending::Succeeded { output, follow_ups } => {
+            if !follow_ups.is_empty() {
+                insert(&mut tx, schema, follow_ups)?;
+            }
             tx.execute(
                 &format!(
                     "UPDATE {q}.tasks SET state = {succeeded}, owner = NULL, output = $2,
@@ -246,12 +263,14 @@ pub(crate) fn promote_due(
 }
 
 /// A task's state and, once it succeeded, its output.
+#[cfg(test)]
 pub(crate) type Outcome = (TaskState, Option<Vec<u8>>);
 
 /// A task's state and, once it succeeded, its output; `None` for an unknown id.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
+#[cfg(test)]
 pub(crate) fn result(
     db: &mut impl GenericClient,
     schema: &SchemaName,
@@ -343,4 +362,31 @@ pub(crate) fn expire_due(
         ids.into_iter().map(|id| id as u64).collect(),
         next.map(|ms| ms as u64),
     ))
+}
+
+/// The most finished tasks one [`prune_finished`] deletes (the next period goes on).
+const PRUNE_BATCH: i64 = 10_000;
+
+/// Deletes up to [`PRUNE_BATCH`] tasks that finished before `before_ms`, with their errors
+/// (the results TTL); returns how many.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn prune_finished(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    before_ms: u64,
+) -> Result<u64, Error> {
+    let q = schema.quoted();
+    let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+    db.execute(
+        &format!(
+            "DELETE FROM {q}.tasks WHERE id IN (
+                 SELECT id FROM {q}.tasks
+                 WHERE state IN (4, 5, 6, 7) AND finished_at_ms < $1
+                 ORDER BY finished_at_ms LIMIT $2)"
+        ),
+        &[&before, &PRUNE_BATCH],
+    )
+    .map_err(pg("delete finished tasks past the results TTL"))
 }

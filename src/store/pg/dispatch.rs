@@ -15,6 +15,7 @@ use crate::model::{PoolId, TaskId};
 use crate::options::Limits;
 use crate::signal::AttemptSignal;
 use crate::store::pg::claim::{Claimed, claim};
+use crate::store::pg::complete::prune_finished;
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::engine::{Event, Inner};
 use crate::store::pg::lease::{heartbeat, rescue_expired};
@@ -39,7 +40,8 @@ pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Renews the lease a third of its length at a time, rescuing expired ones meanwhile.
+/// Renews the lease a third of its length at a time, rescuing expired ones and deleting the
+/// tasks finished longer ago than the results TTL meanwhile.
 pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()>) {
     let period = lease / 3;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
@@ -57,6 +59,12 @@ pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not rescue expired leases"),
+        }
+        if let Some(ttl) = inner.result_ttl_ms {
+            let before = inner.clock.now_ms().saturating_sub(ttl);
+            if let Err(e) = prune_finished(&mut db, &inner.schema, before) {
+                tracing::warn!(error = %e, "could not delete finished tasks past the results TTL");
+            }
         }
     }
 }
@@ -102,7 +110,7 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                 Ok(claimed) => {
                     for c in claimed {
                         pool.outstanding += 1;
-                        if pool.jobs.send(job(c)).is_err() {
+                        if pool.jobs.send(inner.job(c)).is_err() {
                             tracing::debug!(pool = id.0, "a pool left with a job in hand");
                         }
                     }

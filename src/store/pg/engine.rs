@@ -1,13 +1,13 @@
-//! The first cut of the PostgreSQL engine (issue #18, internal: no public constructor yet):
-//! the storage verbs a spool needs to enqueue, run pools, report attempts and wait for
+//! The PostgreSQL engine (`SpoolBuilder::connect_postgres`): the storage verbs a spool needs to enqueue, run pools, report attempts and wait for
 //! results, on the pieces of this module — group-committed inserts, claims for each pool's
 //! free slots woken by `LISTEN` or the next due time, fenced completions, a lease renewed
 //! by heartbeat with the rescue of expired ones, and waiters woken by the `done` channel.
 //! Schedules are declared and fired exactly once across processes. The verbs not built yet
-//! answer an `InvalidOption` that says so.
+//! answer `Unsupported` (the README's table of backends lists them).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,12 +21,15 @@ use crate::flow::Limit;
 use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
+use crate::signal::{AttemptSignal, StopReason};
+use crate::store::pg::claim::Claimed;
 use crate::store::pg::claim::{Listener, claim};
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::control;
 use crate::store::pg::dispatch::{dispatch, job, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::register_process;
+use crate::store::pg::list;
 use crate::store::pg::migrate::{SchemaName, connect, migrate};
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
@@ -39,9 +42,25 @@ use crate::store::verbs::{
 use crate::sync::Waiters;
 use crate::views::{PoolStats, Stats, TaskPage, TaskStatus, WorkflowStatus};
 
+/// How a process's PostgreSQL engine is opened.
+#[derive(Debug, Clone)]
+pub(crate) struct PgConfig {
+    /// The schema to use, created or migrated at open.
+    pub(crate) schema: String,
+    /// How long this process's lease lasts without a heartbeat.
+    pub(crate) lease: Duration,
+    /// The schema is this spool's alone, dropped with everything in it when it closes.
+    pub(crate) temporary: bool,
+    pub(crate) clock: Clock,
+    /// Finished tasks are deleted this long after they finished (`None`: kept).
+    pub(crate) result_ttl_ms: Option<u64>,
+}
+
 /// The PostgreSQL engine of one process.
 pub(crate) struct PgEngine {
     inner: Arc<Inner>,
+    /// Drop the schema at close (`PgConfig::temporary`).
+    temporary: bool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Dropped to stop the lease thread at once.
     stop_lease: Mutex<Option<Sender<()>>>,
@@ -61,6 +80,11 @@ pub(super) struct Inner {
     pub(super) hub: EventHub,
     /// This process's live pools, for `stats`.
     pub(super) live: Mutex<Vec<Live>>,
+    /// Finished tasks are deleted this long after they finished (`None`: kept).
+    pub(super) result_ttl_ms: Option<u64>,
+    /// The attempts this process runs, by task: what a revoke from any process asks to
+    /// stop (heard on the schema's `stop` channel).
+    pub(super) running: Mutex<HashMap<u64, (u32, Weak<AttemptSignal>)>>,
 }
 
 /// A live pool of this process: its id, what it serves, its concurrency and its gauges.
@@ -84,11 +108,17 @@ impl PgEngine {
     /// As [`connect`] and [`migrate`]; `Storage` if a thread cannot start.
     pub(crate) fn open(
         url: &str,
-        schema: SchemaName,
-        clock: Clock,
+        config: PgConfig,
         waiters: Arc<Waiters>,
-        lease: Duration,
     ) -> Result<PgEngine, Error> {
+        let PgConfig {
+            schema,
+            lease,
+            temporary,
+            clock,
+            result_ttl_ms,
+        } = config;
+        let schema = SchemaName::new(&schema)?;
         let mut db = connect(url)?;
         migrate(&mut db, &schema)?;
         let process = register_process(&mut db, &schema, lease)?;
@@ -104,10 +134,13 @@ impl PgEngine {
             closed: AtomicBool::new(false),
             hub: EventHub::default(),
             live: Mutex::new(Vec::new()),
+            result_ttl_ms,
+            running: Mutex::new(HashMap::new()),
         });
         let mut threads = Vec::new();
         let mut listener = Listener::new(url, &inner.schema)?;
         let mut done = Listener::for_results(url, &inner.schema)?;
+        let mut stops = Listener::on_stop(url, &inner.schema)?;
         let dispatcher_db = connect(url)?;
         let heartbeat_db = connect(url)?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -154,6 +187,23 @@ impl PgEngine {
             }),
         )?);
         let i = inner.clone();
+        threads.push(spawn(
+            "taskspool-pg-stop",
+            Box::new(move || {
+                while !i.closed.load(Ordering::SeqCst) {
+                    match stops.next(Duration::from_secs(3600)) {
+                        Ok(Some(id)) => {
+                            if let Ok(id) = id.parse::<u64>() {
+                                i.ask_to_stop(id);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(_) => return,
+                    }
+                }
+            }),
+        )?);
+        let i = inner.clone();
         let (stop_lease, stopped) = crossbeam_channel::bounded::<()>(0);
         threads.push(spawn(
             "taskspool-pg-lease",
@@ -161,6 +211,7 @@ impl PgEngine {
         )?);
         Ok(PgEngine {
             inner,
+            temporary,
             threads: Mutex::new(threads),
             stop_lease: Mutex::new(Some(stop_lease)),
         })
@@ -171,12 +222,46 @@ impl Inner {
     pub(super) fn db(&self) -> MutexGuard<'_, Client> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// A claimed attempt, as its pool or drain runs it: tracked until it is reported, so
+    /// that a revoke can ask it to stop.
+    pub(super) fn job(&self, claimed: Claimed) -> Job {
+        let job = job(claimed);
+        self.running_attempts()
+            .insert(job.id.0, (job.attempt, Arc::downgrade(&job.signal)));
+        job
+    }
+
+    /// Attempt `attempt` of task `id` was reported (or handed back): no longer tracked.
+    pub(super) fn reported(&self, id: u64, attempt: u32) {
+        let mut running = self.running_attempts();
+        if running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+            running.remove(&id);
+        }
+    }
+
+    /// A revoke of task `id` was heard: its attempt here, if any, is asked to stop.
+    fn ask_to_stop(&self, id: u64) {
+        let signal = self
+            .running_attempts()
+            .get(&id)
+            .and_then(|(_, s)| s.upgrade());
+        if let Some(signal) = signal {
+            signal.stop(StopReason::Revoked);
+        }
+    }
+
+    fn running_attempts(&self) -> MutexGuard<'_, HashMap<u64, (u32, Weak<AttemptSignal>)>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-fn not_yet(verb: &str) -> Error {
-    Error::InvalidOption(format!(
-        "{verb} is not on the PostgreSQL engine yet (issue #18)"
-    ))
+/// What the PostgreSQL engine does not offer yet (see the README's table of backends).
+pub(super) fn not_yet(feature: &str) -> Error {
+    Error::Unsupported {
+        feature: feature.to_string(),
+        engine: "PostgreSQL",
+    }
 }
 
 impl Engine for PgEngine {
@@ -285,7 +370,7 @@ impl Engine for PgEngine {
             max,
             (self.inner.process, now),
         )?;
-        Ok(claimed.into_iter().map(job).collect())
+        Ok(claimed.into_iter().map(|c| self.inner.job(c)).collect())
     }
 
     fn reporter(&self, _in_flight: usize) -> Arc<dyn Reporter> {
@@ -300,8 +385,9 @@ impl Engine for PgEngine {
             .ok_or(Error::NotFound(id))
     }
 
-    fn revoke_where(&self, _filter: TaskFilter) -> Result<Revoked, Error> {
-        Err(not_yet("revoke_where"))
+    fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error> {
+        let now = self.inner.clock.now_ms();
+        list::revoke_where(&mut *self.inner.db(), &self.inner.schema, &filter, now)
     }
 
     fn revoke_workflow(&self, _id: TaskId) -> Result<Revoked, Error> {
@@ -312,8 +398,9 @@ impl Engine for PgEngine {
         Err(not_yet("workflows"))
     }
 
-    fn retry_where(&self, _filter: TaskFilter) -> Result<u64, Error> {
-        Err(not_yet("retry_where"))
+    fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error> {
+        let now = self.inner.clock.now_ms();
+        list::retry_where(&mut *self.inner.db(), &self.inner.schema, &filter, now)
     }
 
     fn retry(&self, id: TaskId) -> Result<(), Error> {
@@ -373,8 +460,8 @@ impl Engine for PgEngine {
         }
     }
 
-    fn tasks(&self, _filter: &TaskFilter, _paging: &Paging) -> Result<TaskPage, Error> {
-        Err(not_yet("listing tasks"))
+    fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error> {
+        list::tasks(&mut *self.inner.db(), &self.inner.schema, filter, paging)
     }
 
     fn events(&self, buffer: usize) -> Events {
@@ -433,11 +520,12 @@ impl Drop for PgEngine {
         // The listeners wait on the server: a notification on each channel wakes them.
         let wake = self.inner.schema.wake_channel();
         let done = self.inner.schema.done_channel();
+        let stop = self.inner.schema.stop_channel();
         {
             let mut db = self.inner.db();
             let _ = db.execute(
-                "SELECT pg_notify($1, ''), pg_notify($2, '')",
-                &[&wake, &done],
+                "SELECT pg_notify($1, ''), pg_notify($2, ''), pg_notify($3, '')",
+                &[&wake, &done, &stop],
             );
             // The lease ends with the process: its attempts are reported or rescued.
             let q = self.inner.schema.quoted();
@@ -451,6 +539,17 @@ impl Drop for PgEngine {
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for t in threads {
             let _ = t.join();
+        }
+        if self.temporary {
+            let q = self.inner.schema.quoted();
+            let dropped = self
+                .inner
+                .db()
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {q} CASCADE"));
+            if let Err(e) = dropped {
+                tracing::warn!(error = %e, schema = %self.inner.schema.as_str(),
+                    "could not drop a temporary PostgreSQL schema");
+            }
         }
     }
 }

@@ -1,13 +1,12 @@
-//! The PostgreSQL engine (feature `postgres`), being built (issue #18): so far, connecting and
-//! the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
-//! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions,
-//! due work and results (`complete`), leases with the rescue of an expired one's attempts
-//! (`lease`), schedules fired exactly once across processes (`schedules`), group commit of
-//! concurrent enqueues (`group`), a new task as its row and record (`record`), exact
-//! revokes (`control`), and a task's status (`read`).
-//! Nothing outside its tests uses it yet, hence the `dead_code` allowance below, to go when
-//! the engine implements the verbs.
-#![cfg_attr(not(test), allow(dead_code))]
+//! The PostgreSQL engine (feature `postgres`, `SpoolBuilder::connect_postgres`): connecting
+//! and the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
+//! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions
+//! with their follow-ups, due work and the results TTL (`complete`), leases with the rescue
+//! of an expired one's attempts (`lease`), schedules fired exactly once across processes
+//! (`schedules`), group commit of concurrent enqueues (`group`), a new task as its row and
+//! record (`record`), exact revokes and manual retries (`control`), listings and bulk
+//! requests (`list`), a task's status (`read`), and the engine's verbs and threads on top
+//! (`engine`, `dispatch`, `reporter`). What it does not offer yet answers `Unsupported`.
 
 mod claim;
 mod complete;
@@ -16,6 +15,7 @@ mod dispatch;
 mod engine;
 mod group;
 mod lease;
+mod list;
 mod migrate;
 mod read;
 mod record;
@@ -23,3 +23,5 @@ mod reporter;
 mod schedules;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use engine::{PgConfig, PgEngine};

@@ -1,7 +1,7 @@
 //! Reading a task on PostgreSQL as the public views show it: its columns, its record and
 //! its errors, in one round trip.
 
-use postgres::GenericClient;
+use postgres::{GenericClient, Row};
 
 use crate::clock::to_system_time;
 use crate::error::Error;
@@ -9,6 +9,25 @@ use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::record::PgRecord;
 use crate::views::{QueueStats, TaskStatus};
+
+/// The columns [`from_row`] reads, of the task `t`: its columns, then its errors in order.
+pub(super) fn columns(q: &str) -> String {
+    let errors = |column: &str| {
+        format!(
+            "coalesce((SELECT array_agg(e.{column} ORDER BY e.id) \
+                       FROM {q}.attempt_errors e WHERE e.task = t.id), '{{}}')"
+        )
+    };
+    format!(
+        "t.id, t.name, t.queue, t.priority, t.state, t.attempts, t.max_retries, t.due_at_ms, \
+         t.started_at_ms, t.finished_at_ms, t.payload, t.output, t.record, {}, {}, {}, {}, \
+         t.progress",
+        errors("attempt"),
+        errors("at_ms"),
+        errors("kind"),
+        errors("message")
+    )
+}
 
 /// Task `id` as [`TaskStatus`].
 ///
@@ -23,33 +42,29 @@ pub(crate) fn status(
     let q = schema.quoted();
     let row = db
         .query_opt(
-            &format!(
-                "SELECT t.name, t.queue, t.priority, t.state, t.attempts, t.max_retries,
-                        t.due_at_ms, t.started_at_ms, t.finished_at_ms, t.payload, t.output,
-                        t.record,
-                        coalesce((SELECT array_agg(e.attempt ORDER BY e.id)
-                                  FROM {q}.attempt_errors e WHERE e.task = t.id), '{{}}'),
-                        coalesce((SELECT array_agg(e.at_ms ORDER BY e.id)
-                                  FROM {q}.attempt_errors e WHERE e.task = t.id), '{{}}'),
-                        coalesce((SELECT array_agg(e.kind ORDER BY e.id)
-                                  FROM {q}.attempt_errors e WHERE e.task = t.id), '{{}}'),
-                        coalesce((SELECT array_agg(e.message ORDER BY e.id)
-                                  FROM {q}.attempt_errors e WHERE e.task = t.id), '{{}}')
-                 FROM {q}.tasks t WHERE t.id = $1"
-            ),
+            &format!("SELECT {} FROM {q}.tasks t WHERE t.id = $1", columns(&q)),
             &[&(id as i64)],
         )
         .map_err(pg("read a task"))?;
-    let Some(row) = row else {
-        return Err(Error::NotFound(TaskId(id)));
-    };
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(Error::NotFound(TaskId(id))),
+    }
+}
+
+/// A row of [`columns`] as [`TaskStatus`].
+///
+/// # Errors
+/// `Storage` for a row this build cannot read.
+pub(super) fn from_row(row: &Row) -> Result<TaskStatus, Error> {
+    let id = row.get::<_, i64>(0) as u64;
     let unreadable = |what: &str| Error::storage(format!("task {id} has {what}"));
-    let code = u8::try_from(row.get::<_, i16>(3)).unwrap_or(u8::MAX);
+    let code = u8::try_from(row.get::<_, i16>(4)).unwrap_or(u8::MAX);
     let state = TaskState::from_code(code)
         .ok_or_else(|| unreadable(&format!("the state code {code}, unknown to this build")))?;
-    let record = PgRecord::decode(row.get(11))?;
+    let record = PgRecord::decode(row.get(12))?;
     let (attempts, ats, kinds, messages): (Vec<i32>, Vec<i64>, Vec<i16>, Vec<String>) =
-        (row.get(12), row.get(13), row.get(14), row.get(15));
+        (row.get(13), row.get(14), row.get(15), row.get(16));
     let mut errors = Vec::with_capacity(attempts.len());
     for (((attempt, at), kind), message) in attempts.into_iter().zip(ats).zip(kinds).zip(messages) {
         let kind = u8::try_from(kind)
@@ -68,25 +83,25 @@ pub(crate) fn status(
     let ms = |v: Option<i64>| v.map(|ms| to_system_time(ms as u64));
     Ok(TaskStatus {
         id: TaskId(id),
-        name: row.get(0),
-        queue: row.get(1),
-        priority: u8::try_from(row.get::<_, i16>(2)).unwrap_or(0),
+        name: row.get(1),
+        queue: row.get(2),
+        priority: u8::try_from(row.get::<_, i16>(3)).unwrap_or(0),
         state,
-        attempts: u32::try_from(row.get::<_, i32>(4)).unwrap_or(0),
-        max_retries: u32::try_from(row.get::<_, i32>(5)).unwrap_or(0),
+        attempts: u32::try_from(row.get::<_, i32>(5)).unwrap_or(0),
+        max_retries: u32::try_from(row.get::<_, i32>(6)).unwrap_or(0),
         enqueued_at: to_system_time(record.enqueued_at_ms),
-        due_at: to_system_time(row.get::<_, i64>(6) as u64),
-        started_at: ms(row.get(7)),
-        finished_at: ms(row.get(8)),
+        due_at: to_system_time(row.get::<_, i64>(7) as u64),
+        started_at: ms(row.get(8)),
+        finished_at: ms(row.get(9)),
         expires_at: record.expires_at_ms.map(to_system_time),
         // Which names live pools know is the engine's to say; a row alone cannot.
         unregistered: false,
         errors,
         fire_time: record.origin.as_ref().map(|o| to_system_time(o.fire_at_ms)),
         schedule: record.origin.map(|o| o.schedule),
-        arguments: json(row.get(9)),
-        output: json(row.get(10)),
-        progress: None,
+        arguments: json(row.get(10)),
+        output: json(row.get(11)),
+        progress: json(row.get(17)),
         workflow: None,
         parents: Vec::new(),
         children: Vec::new(),

@@ -11,6 +11,7 @@ use crate::model::Origin;
 use crate::retry::RetryPolicy;
 use crate::store::codec;
 use crate::store::pg::claim::NewRow;
+use crate::store::pg::engine::not_yet;
 use crate::store::verbs::NewTask;
 
 /// The record's first part.
@@ -45,14 +46,15 @@ impl PgRecord {
 /// The row a new task is stored as, ready when it is due at `now_ms`.
 ///
 /// # Errors
-/// `Storage` if the record cannot be encoded; `InvalidOption` for what the PostgreSQL
-/// engine does not store yet (a unique key, a workflow step): it is being built (#18).
+/// `Storage` if the record cannot be encoded; `Unsupported` for what the PostgreSQL engine
+/// does not store yet (a unique key, a workflow step).
 pub(crate) fn new_row(task: &NewTask, now_ms: u64) -> Result<NewRow, Error> {
     let opts = &task.opts;
-    if opts.keys.unique.is_some() || task.step.is_some() {
-        return Err(Error::InvalidOption(
-            "unique keys and workflow steps are not stored by the PostgreSQL engine yet".into(),
-        ));
+    if opts.keys.unique.is_some() {
+        return Err(not_yet("a unique task (Options::unique)"));
+    }
+    if task.step.is_some() {
+        return Err(not_yet("a workflow (chain, group or chord)"));
     }
     let record = PgRecord {
         retry: opts.retry,
@@ -71,6 +73,8 @@ pub(crate) fn new_row(task: &NewTask, now_ms: u64) -> Result<NewRow, Error> {
         due_at_ms: opts.due_ms,
         max_retries: opts.max_retries,
         expires_at_ms: opts.expires_ms,
+        enqueued_at_ms: task.enqueued_at_ms,
+        schedule: task.origin.as_ref().map(|o| o.schedule.clone()),
         payload: task.payload.clone(),
         record: record.encode()?,
     })

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
-use crate::model::{Outcome, PoolId, TaskId};
+use crate::model::{AttemptErrorKind, Outcome, PoolId, TaskId};
 use crate::store::pg::complete::{Ending, complete};
 use crate::store::pg::engine::{Event, Inner};
 use crate::store::pg::lease::note_started;
 use crate::store::pg::migrate::pg;
-use crate::store::pg::record::PgRecord;
+use crate::store::pg::record::{PgRecord, new_row};
 use crate::store::verbs::{Completion, Reporter, ThreadSlot};
 
 /// How a pool's attempts reach the engine.
@@ -45,6 +45,7 @@ impl Reporter for PgReporter {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
+        self.inner.reported(c.id.0, c.attempt);
         let now = self.inner.clock.now_ms();
         let ending = self.ending(&c, now)?;
         complete(
@@ -52,7 +53,7 @@ impl Reporter for PgReporter {
             &self.inner.schema,
             (c.id.0, c.attempt, self.inner.process),
             now,
-            &ending,
+            (&ending, c.progress.as_deref()),
         )?;
         if let Some(pool) = pool {
             let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
@@ -61,6 +62,7 @@ impl Reporter for PgReporter {
     }
 
     fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
+        self.inner.reported(id.0, attempt);
         let q = self.inner.schema.quoted();
         self.inner
             .db()
@@ -80,7 +82,26 @@ impl Reporter for PgReporter {
         Ok(())
     }
 
-    fn progress(&self, _id: TaskId, _attempt: u32, _json: Vec<u8>) {}
+    /// Kept in the task's row while the attempt runs (fenced to it), for `status` in any
+    /// process; a failure to write it is logged and the attempt goes on.
+    fn progress(&self, id: TaskId, attempt: u32, json: Vec<u8>) {
+        let q = self.inner.schema.quoted();
+        let written = self.inner.db().execute(
+            &format!(
+                "UPDATE {q}.tasks SET progress = $3
+                 WHERE id = $1 AND attempts = $2 AND owner = $4 AND state = 2"
+            ),
+            &[
+                &(id.0 as i64),
+                &(attempt as i32),
+                &json,
+                &(self.inner.process as i64),
+            ],
+        );
+        if let Err(e) = written {
+            tracing::warn!(error = %e, task = %id, "could not keep an attempt's progress");
+        }
+    }
 }
 
 impl PgReporter {
@@ -93,7 +114,18 @@ impl PgReporter {
                 Outcome::Succeeded(output) => output.clone(),
                 _ => Vec::new(),
             };
-            return Ok(Ending::Succeeded { output });
+            let follow_ups: Result<Vec<_>, Error> =
+                c.follow_ups.iter().map(|t| new_row(t, now)).collect();
+            return Ok(match follow_ups {
+                Ok(follow_ups) => Ending::Succeeded { output, follow_ups },
+                // A follow-up this engine cannot store fails the attempt, for good and
+                // saying why, rather than dropping the follow-up or the report.
+                Err(e) => Ending::Failed {
+                    kind: AttemptErrorKind::Fatal,
+                    message: format!("the task's follow-up could not be stored: {e}"),
+                    retry_at_ms: None,
+                },
+            });
         };
         let q = self.inner.schema.quoted();
         let row = self

@@ -41,11 +41,17 @@ CREATE TABLE {schema}.tasks (
     finished_at_ms bigint,
     -- When it expires if it has not started by then (`Options::expires`).
     expires_at_ms  bigint,
+    -- When it was enqueued, and the periodic schedule that enqueued it: what listings filter
+    -- on (`TaskFilter`).
+    enqueued_at_ms bigint NOT NULL,
+    schedule       text,
     -- The JSON arguments (NULL once it succeeded: the output replaces them) and the JSON
     -- output of a success, as stored by the file engine; bytes, so that they read back
     -- exactly (`convert_from(payload, 'UTF8')::json` shows them in SQL).
     payload     bytea,
     output      bytea,
+    -- The handler's latest progress (JSON, `Context::progress`), kept after the attempt.
+    progress    bytea,
     record      bytea    NOT NULL
 );
 
@@ -70,6 +76,8 @@ CREATE INDEX tasks_due ON {schema}.tasks (due_at_ms) WHERE state IN (0, 3);
 -- Listings by state, and the attempts of a process whose lease expired.
 CREATE INDEX tasks_state ON {schema}.tasks (state, id);
 CREATE INDEX tasks_owner ON {schema}.tasks (owner) WHERE state = 2;
+-- The results TTL: finished tasks (succeeded, failed, revoked, expired), oldest first.
+CREATE INDEX tasks_finished ON {schema}.tasks (finished_at_ms) WHERE state IN (4, 5, 6, 7);
 -- Expiry of what has not started (scheduled, ready, retrying).
 CREATE INDEX tasks_expiry ON {schema}.tasks (expires_at_ms)
     WHERE expires_at_ms IS NOT NULL AND state IN (0, 1, 3);

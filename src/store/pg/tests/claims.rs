@@ -16,6 +16,8 @@ pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
         due_at_ms: 0,
         max_retries: 3,
         expires_at_ms: None,
+        enqueued_at_ms: 0,
+        schedule: None,
         payload: br#"{"n":1}"#.to_vec(),
         record: format!("{name}/{queue}/{priority}").into_bytes(),
     }

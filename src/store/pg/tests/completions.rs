@@ -30,18 +30,19 @@ fn a_success_is_stored_once_and_only_by_its_own_attempt() {
     );
     let ok = Ending::Succeeded {
         output: b"42".to_vec(),
+        follow_ups: Vec::new(),
     };
     // Another process, or another attempt, cannot end it.
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, other), 5, &ok).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, other), 5, (&ok, None)).unwrap(),
         None
     );
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 2, me), 5, &ok).unwrap(),
+        complete(&mut db, schema, (ids[0], 2, me), 5, (&ok, None)).unwrap(),
         None
     );
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, me), 5, &ok).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, me), 5, (&ok, None)).unwrap(),
         Some(TaskState::Succeeded)
     );
     assert_eq!(
@@ -56,9 +57,10 @@ fn a_success_is_stored_once_and_only_by_its_own_attempt() {
     // A late second report changes nothing.
     let late = Ending::Succeeded {
         output: b"0".to_vec(),
+        follow_ups: Vec::new(),
     };
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, me), 6, &late).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, me), 6, (&late, None)).unwrap(),
         None
     );
     assert_eq!(
@@ -90,7 +92,14 @@ fn a_failure_retries_when_due_until_its_last_attempt_fails_it() {
     };
     claim(&mut db, schema, &pairs, 1, (me, 0)).unwrap();
     assert_eq!(
-        complete(&mut db, schema, (id, 1, me), 1_000, &failed("timeout")).unwrap(),
+        complete(
+            &mut db,
+            schema,
+            (id, 1, me),
+            1_000,
+            (&failed("timeout"), None)
+        )
+        .unwrap(),
         Some(TaskState::Retrying)
     );
     // Not due yet: nothing to claim; the next due time is the retry's.
@@ -107,7 +116,14 @@ fn a_failure_retries_when_due_until_its_last_attempt_fails_it() {
     let again = claim(&mut db, schema, &pairs, 1, (me, 0)).unwrap();
     assert_eq!(again[0].attempt, 2);
     assert_eq!(
-        complete(&mut db, schema, (id, 2, me), 3_000, &failed("refused")).unwrap(),
+        complete(
+            &mut db,
+            schema,
+            (id, 2, me),
+            3_000,
+            (&failed("refused"), None)
+        )
+        .unwrap(),
         Some(TaskState::Failed),
         "max_retries 1: the second attempt was the last"
     );

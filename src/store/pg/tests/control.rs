@@ -67,9 +67,10 @@ fn a_revoke_is_exact_for_waiting_running_and_orphaned_tasks() {
     // One attempt returns a success: the task ends revoked all the same, its output dropped.
     let ok = Ending::Succeeded {
         output: b"1".to_vec(),
+        follow_ups: Vec::new(),
     };
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, me), 40, &ok).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, me), 40, (&ok, None)).unwrap(),
         Some(TaskState::Revoked)
     );
     assert_eq!(

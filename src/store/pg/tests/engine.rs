@@ -3,45 +3,27 @@
 //! spool on the same schema — another process, as far as the database can tell — runs
 //! what the first enqueued.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Scratch, server};
-use crate::clock::Clock;
 use crate::context::Context;
 use crate::error::Error;
 use crate::model::TaskState;
-use crate::options::{Limits, Options};
+use crate::options::Options;
 use crate::retry::RetryPolicy;
-use crate::shared::{Shared, Spool};
-use crate::store::pg::engine::PgEngine;
-use crate::sync::Waiters;
+use crate::shared::Spool;
 use crate::task::Task;
 use crate::task_error::TaskError;
 
-/// A spool on the PostgreSQL engine (no public constructor exists yet).
+/// A spool on the scratch schema, as a user opens one.
 fn spool(scratch: &Scratch) -> Spool {
-    let waiters = Arc::new(Waiters::default());
-    let engine = PgEngine::open(
-        &scratch.url,
-        scratch.schema.clone(),
-        Clock::System,
-        waiters.clone(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    let shared = Shared::new(
-        Box::new(engine),
-        Clock::System,
-        waiters,
-        PathBuf::from("postgres"),
-        None,
-        Limits::default(),
-    );
-    Spool { shared }
+    Spool::builder()
+        .postgres_schema(scratch.schema.as_str())
+        .lease(Duration::from_secs(10))
+        .connect_postgres(&scratch.url)
+        .unwrap()
 }
 
 #[derive(Serialize, Deserialize)]

@@ -145,14 +145,15 @@ fn a_tasks_status_shows_its_options_history_arguments_and_output() {
         message: "smtp said no".into(),
         retry_at_ms: Some(now + 20),
     };
-    complete(&mut db, schema, (id, 1, me), now + 15, &failed).unwrap();
+    complete(&mut db, schema, (id, 1, me), now + 15, (&failed, None)).unwrap();
     promote_due(&mut db, schema, now + 20).unwrap();
     claim(&mut db, schema, &pairs, 1, (me, 0)).unwrap();
     note_started(&mut db, schema, &[(id, 2)], now + 30).unwrap();
     let ok = Ending::Succeeded {
         output: br#"{"sent":true}"#.to_vec(),
+        follow_ups: Vec::new(),
     };
-    complete(&mut db, schema, (id, 2, me), now + 40, &ok).unwrap();
+    complete(&mut db, schema, (id, 2, me), now + 40, (&ok, None)).unwrap();
     let status = read::status(&mut db, schema, id).unwrap();
     assert_eq!((status.state, status.attempts), (TaskState::Succeeded, 2));
     assert_eq!(status.started_at, Some(to_system_time(now + 30)));

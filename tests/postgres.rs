@@ -1,0 +1,357 @@
+//! A spool on PostgreSQL, as a user opens one (`Spool::builder().connect_postgres…`), against
+//! a real server: `TASKSPOOL_TEST_POSTGRES` names it (a URL or `key=value` pairs; `.ci/run`
+//! starts one). Without it each test passes after saying it was skipped, unless
+//! `TASKSPOOL_REQUIRE_POSTGRES=1`. Every test opens temporary schemas (dropped at close);
+//! "another process" is a second spool on the same schema, which the database cannot tell
+//! from one (the multi-process tests with real processes are in `postgres_processes.rs`).
+#![cfg(feature = "postgres")]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use taskspool::{
+    Context, Error, ErrorKind, Options, Paging, Revoke, Spool, Task, TaskError, TaskFilter,
+    TaskState,
+};
+
+/// The test server's URL, or `None` (said on the real stderr) when there is none.
+fn server(test: &str) -> Option<String> {
+    match std::env::var("TASKSPOOL_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("TASKSPOOL_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TASKSPOOL_REQUIRE_POSTGRES=1 but TASKSPOOL_TEST_POSTGRES names no server"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: no PostgreSQL server (set TASKSPOOL_TEST_POSTGRES to a URL, \
+                 or run .ci/run, which starts one)"
+            );
+            None
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Serialize, Deserialize)]
+struct Job {
+    n: u32,
+    fail: bool,
+}
+
+impl Task for Job {
+    const NAME: &'static str = "pg.job";
+    type Output = u32;
+    fn run(self, ctx: &Context) -> Result<u32, TaskError> {
+        ctx.set_progress(&serde_json::json!({ "done": self.n }))
+            .map_err(|e| TaskError::fail(e.to_string()))?;
+        if self.fail {
+            return Err(TaskError::fail("asked to fail"));
+        }
+        Ok(self.n)
+    }
+}
+
+/// Enqueues a follow-up with its success.
+#[derive(Serialize, Deserialize)]
+struct Parent {
+    n: u32,
+}
+
+impl Task for Parent {
+    const NAME: &'static str = "pg.parent";
+    type Output = ();
+    fn run(self, ctx: &Context) -> Result<(), TaskError> {
+        ctx.enqueue(Job {
+            n: self.n * 10,
+            fail: false,
+        })
+        .map_err(|e| TaskError::fail(e.to_string()))
+    }
+}
+
+static STOP_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Runs until it is asked to stop.
+#[derive(Serialize, Deserialize)]
+struct UntilStopped;
+
+impl Task for UntilStopped {
+    const NAME: &'static str = "pg.until_stopped";
+    type Output = ();
+    fn run(self, ctx: &Context) -> Result<(), TaskError> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if ctx.is_cancelled() {
+                STOP_SEEN.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(TaskError::fail("never asked to stop"))
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn listings_page_by_state_and_bulk_requests_act_on_what_matches() {
+    let Some(url) = server("listings_page_by_state_and_bulk_requests_act_on_what_matches") else {
+        return;
+    };
+    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let ids: Vec<_> = (0..25)
+        .map(|n| {
+            let queue = if n % 5 == 0 { "slow" } else { "default" };
+            spool
+                .enqueue_with(
+                    Job {
+                        n,
+                        fail: n % 2 == 1,
+                    },
+                    Options::new().queue(queue),
+                )
+                .unwrap()
+                .id()
+        })
+        .collect();
+    let worker = spool
+        .worker()
+        .queues(["default"])
+        .register::<Job>()
+        .start()
+        .unwrap();
+    // 20 on `default`: the 10 odd ones fail, the 10 even ones succeed; 5 wait on `slow`.
+    wait_for("the default queue to finish", || {
+        let s = spool.stats().unwrap();
+        let q = s.queues.iter().find(|q| q.name == "default");
+        q.is_some_and(|q| q.count(TaskState::Succeeded) + q.count(TaskState::Failed) == 20)
+    });
+    worker.shutdown(WAIT).unwrap();
+
+    let failed = TaskFilter::new().state(TaskState::Failed);
+    let first = spool.tasks(&failed, &Paging::first(4)).unwrap();
+    // The odd ones of the default queue, in id order.
+    let expected: Vec<_> = (0..25)
+        .filter(|n| n % 2 == 1 && n % 5 != 0)
+        .map(|n| ids[n])
+        .collect();
+    assert_eq!(
+        first.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        expected[..4]
+    );
+    assert!(first.tasks.iter().all(|t| t.state == TaskState::Failed));
+    assert_eq!(first.tasks[0].errors.len(), 1, "its error is listed");
+    assert_eq!(
+        first.tasks[0].progress,
+        Some(serde_json::json!({ "done": 1 })),
+        "the failed attempt's progress is kept"
+    );
+    let mut all = first.tasks.clone();
+    let mut next = first.next;
+    while let Some(cursor) = next {
+        let page = spool
+            .tasks(&failed, &Paging::first(4).after(cursor))
+            .unwrap();
+        all.extend(page.tasks);
+        next = page.next;
+    }
+    assert_eq!(all.len(), 10, "every failed task, once, across the pages");
+    let newest = spool
+        .tasks(&failed, &Paging::first(2).newest_first())
+        .unwrap();
+    assert_eq!(newest.tasks[0].id, *expected.last().unwrap());
+    let slow = TaskFilter::new().queue("slow");
+    assert_eq!(
+        spool.tasks(&slow, &Paging::first(100)).unwrap().tasks.len(),
+        5
+    );
+    assert!(matches!(
+        spool.tasks(&slow, &Paging::first(0)),
+        Err(Error::InvalidOption(_))
+    ));
+
+    // Bulk: the failed ones back to ready, the slow queue revoked.
+    assert_eq!(spool.retry_where(failed.clone()).unwrap(), 10);
+    assert_eq!(spool.status(expected[0]).unwrap().state, TaskState::Ready);
+    let revoked = spool.revoke_where(slow.clone()).unwrap();
+    assert_eq!((revoked.revoked, revoked.cancelling), (5, 0));
+    let slow_states: Vec<_> = spool
+        .tasks(&slow, &Paging::first(100))
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(slow_states, vec![TaskState::Revoked; 5]);
+    assert_eq!(
+        spool.retry_where(slow).unwrap(),
+        5,
+        "revoked ones retry too"
+    );
+}
+
+#[test]
+fn a_success_stores_its_follow_ups_and_its_output() {
+    let Some(url) = server("a_success_stores_its_follow_ups_and_its_output") else {
+        return;
+    };
+    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let parent = spool.enqueue(Parent { n: 4 }).unwrap();
+    let worker = spool
+        .worker()
+        .register::<Parent>()
+        .register::<Job>()
+        .start()
+        .unwrap();
+    parent.wait(WAIT).unwrap();
+    let children = spool
+        .tasks(&TaskFilter::new().name(Job::NAME), &Paging::first(10))
+        .unwrap();
+    assert_eq!(
+        children.tasks.len(),
+        1,
+        "the follow-up was stored with the success"
+    );
+    let child = children.tasks[0].id;
+    wait_for("the follow-up to run", || {
+        spool.status(child).unwrap().state == TaskState::Succeeded
+    });
+    assert_eq!(
+        spool.status(child).unwrap().output,
+        Some(serde_json::json!(40))
+    );
+    worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn a_revoke_from_another_process_asks_the_running_attempt_to_stop() {
+    let Some(url) = server("a_revoke_from_another_process_asks_the_running_attempt_to_stop") else {
+        return;
+    };
+    let runner = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    // The same schema, opened again: another process as far as the database can tell.
+    let schema = runner
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let other = Spool::builder()
+        .postgres_schema(&schema)
+        .connect_postgres(&url)
+        .unwrap();
+    let handle = runner.enqueue(UntilStopped).unwrap();
+    let worker = runner.worker().register::<UntilStopped>().start().unwrap();
+    wait_for("the attempt to start", || {
+        other.status(handle.id()).unwrap().state == TaskState::Running
+    });
+    assert_eq!(other.revoke(handle.id()).unwrap(), Revoke::Cancelling);
+    assert!(matches!(handle.wait(WAIT), Err(Error::TaskRevoked(_))));
+    assert!(
+        STOP_SEEN.load(Ordering::SeqCst),
+        "the handler saw is_cancelled"
+    );
+    worker.shutdown(WAIT).unwrap();
+    drop(other);
+}
+
+#[test]
+fn finished_tasks_are_deleted_after_the_results_ttl() {
+    let Some(url) = server("finished_tasks_are_deleted_after_the_results_ttl") else {
+        return;
+    };
+    let spool = Spool::builder()
+        .result_ttl(Duration::from_millis(200))
+        .lease(Duration::from_millis(300))
+        .connect_postgres_temporary(&url)
+        .unwrap();
+    let done = spool.enqueue(Job { n: 1, fail: false }).unwrap();
+    let waiting = spool
+        .enqueue_with(Job { n: 2, fail: false }, Options::new().queue("nobody"))
+        .unwrap();
+    let worker = spool.worker().register::<Job>().start().unwrap();
+    assert_eq!(done.wait(WAIT).unwrap(), 1);
+    wait_for("the finished task to be deleted", || {
+        matches!(spool.status(done.id()), Err(Error::NotFound(_)))
+    });
+    assert_eq!(
+        spool.status(waiting.id()).unwrap().state,
+        TaskState::Ready,
+        "an unfinished task is kept"
+    );
+    worker.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn what_the_engine_does_not_offer_yet_is_refused_as_unsupported_and_changes_nothing() {
+    let Some(url) = server("what_the_engine_does_not_offer_yet_is_refused_as_unsupported") else {
+        return;
+    };
+    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let unique = spool.enqueue_with(Job { n: 1, fail: false }, Options::new().unique("k"));
+    let Err(e) = unique else {
+        panic!("a unique task was accepted");
+    };
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("PostgreSQL"), "{e}");
+    let all = spool.tasks(&TaskFilter::new(), &Paging::first(10)).unwrap();
+    assert!(all.tasks.is_empty(), "nothing was stored");
+}
+
+#[test]
+fn a_temporary_schema_is_dropped_when_the_spool_closes_and_bad_options_are_refused() {
+    let Some(url) = server("a_temporary_schema_is_dropped_when_the_spool_closes") else {
+        return;
+    };
+    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let schema = spool
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(schema.starts_with("taskspool_tmp_"), "{schema}");
+    spool.enqueue(Job { n: 1, fail: false }).unwrap();
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let exists = |db: &mut postgres::Client| -> bool {
+        db.query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    };
+    assert!(exists(&mut db));
+    drop(spool);
+    assert!(!exists(&mut db), "the schema went with its spool");
+
+    for (schema, lease) in [
+        ("Bad-Name", Duration::from_secs(30)),
+        ("ok", Duration::ZERO),
+    ] {
+        let refused = Spool::builder()
+            .postgres_schema(schema)
+            .lease(lease)
+            .connect_postgres(&url);
+        assert!(
+            matches!(refused, Err(Error::InvalidOption(_))),
+            "{schema} {lease:?}: {refused:?}"
+        );
+    }
+    let unreachable = Spool::connect_postgres("postgresql://nobody@127.0.0.1:1/none");
+    assert_eq!(unreachable.unwrap_err().kind(), ErrorKind::Storage);
+}
