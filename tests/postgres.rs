@@ -6,34 +6,17 @@
 //! from one (the multi-process tests with real processes are in `postgres_processes.rs`).
 #![cfg(feature = "postgres")]
 
-use std::io::Write;
+mod pg_common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use pg_common::server;
 use serde::{Deserialize, Serialize};
 use taskspool::{
     Context, Error, ErrorKind, Options, Paging, Revoke, Spool, Task, TaskError, TaskFilter,
     TaskState,
 };
-
-/// The test server's URL, or `None` (said on the real stderr) when there is none.
-fn server(test: &str) -> Option<String> {
-    match std::env::var("TASKSPOOL_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TASKSPOOL_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TASKSPOOL_REQUIRE_POSTGRES=1 but TASKSPOOL_TEST_POSTGRES names no server"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped {test}: no PostgreSQL server (set TASKSPOOL_TEST_POSTGRES to a URL, \
-                 or run .ci/run, which starts one)"
-            );
-            None
-        }
-    }
-}
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -4,10 +4,12 @@
 //! declared by both processes fires once per tick.
 #![cfg(feature = "postgres")]
 
-use std::io::Write;
+mod pg_common;
+
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use pg_common::server;
 use serde::{Deserialize, Serialize};
 use taskspool::{
     AttemptErrorKind, Context, Paging, Schedule, Spool, Task, TaskError, TaskFilter, TaskState,
@@ -17,24 +19,6 @@ const ROLE_ENV: &str = "TASKSPOOL_PG_CHILD";
 const SCHEMA_ENV: &str = "TASKSPOOL_PG_CHILD_SCHEMA";
 const LEASE: Duration = Duration::from_millis(600);
 const WAIT: Duration = Duration::from_secs(30);
-
-fn server(test: &str) -> Option<String> {
-    match std::env::var("TASKSPOOL_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TASKSPOOL_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TASKSPOOL_REQUIRE_POSTGRES=1 but TASKSPOOL_TEST_POSTGRES names no server"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped {test}: no PostgreSQL server (set TASKSPOOL_TEST_POSTGRES to a URL, \
-                 or run .ci/run, which starts one)"
-            );
-            None
-        }
-    }
-}
 
 /// Hangs on its first attempt (until its process is killed); later attempts succeed.
 #[derive(Serialize, Deserialize)]
