@@ -160,6 +160,8 @@ pub(crate) fn complete(
                     &[&id, &at],
                 )
                 .map_err(pg("schedule a retry"))?;
+                // Every dispatcher learns the new due time.
+                notify_wake(&mut tx, schema)?;
                 TaskState::Retrying
             }
             _ => {

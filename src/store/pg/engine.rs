@@ -30,7 +30,7 @@ use crate::store::pg::dispatch::{dispatch, job, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::register_process;
 use crate::store::pg::list;
-use crate::store::pg::migrate::{SchemaName, connect, migrate};
+use crate::store::pg::migrate::{SchemaName, connect, migrate, pg};
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
 use crate::store::pg::reporter::PgReporter;
@@ -141,7 +141,14 @@ impl PgEngine {
         let mut listener = Listener::new(url, &inner.schema)?;
         let mut done = Listener::for_results(url, &inner.schema)?;
         let mut stops = Listener::on_stop(url, &inner.schema)?;
-        let dispatcher_db = connect(url)?;
+        let mut dispatcher_db = connect(url)?;
+        // The dispatcher's writes — claims, promotions, expiries, schedule fires — are
+        // redone after a crash of the server that lost them (a lost claim leaves its task
+        // ready; a lost fire, its schedule not advanced), so they do not wait for the
+        // server's sync; a later synchronous commit makes them durable with it.
+        dispatcher_db
+            .batch_execute("SET synchronous_commit TO OFF")
+            .map_err(pg("set up the dispatcher's connection"))?;
         let heartbeat_db = connect(url)?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
