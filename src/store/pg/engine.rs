@@ -1,9 +1,10 @@
-//! The PostgreSQL engine (`SpoolBuilder::connect_postgres`): the storage verbs a spool needs to enqueue, run pools, report attempts and wait for
-//! results, on the pieces of this module — group-committed inserts, claims for each pool's
-//! free slots woken by `LISTEN` or the next due time, fenced completions, a lease renewed
-//! by heartbeat with the rescue of expired ones, and waiters woken by the `done` channel.
-//! Schedules are declared and fired exactly once across processes. The verbs not built yet
-//! answer `Unsupported` (the README's table of backends lists them).
+//! The PostgreSQL engine (`SpoolBuilder::connect_postgres`): the storage verbs a spool needs
+//! to enqueue, run pools, report attempts and wait for results, on the pieces of this
+//! module — group-committed inserts, claims for each pool's free slots woken by `LISTEN` or
+//! the next due time, fenced completions, a lease renewed by heartbeat with the rescue of
+//! expired ones, waiters woken by the `done` channel, running attempts stopped by the `stop`
+//! channel. Schedules are declared and fired exactly once across processes. The verbs not
+//! built yet answer `Unsupported` (the README's table of backends lists them).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,7 +106,8 @@ impl PgEngine {
     /// Connects, migrates the schema, registers this process and starts its threads.
     ///
     /// # Errors
-    /// As [`connect`] and [`migrate`]; `Storage` if a thread cannot start.
+    /// `InvalidOption` for a schema name that is not a plain identifier; as [`connect`] and
+    /// [`migrate`]; `Storage` if a thread cannot start.
     pub(crate) fn open(
         url: &str,
         config: PgConfig,
