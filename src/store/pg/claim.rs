@@ -10,8 +10,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
-use crate::store::pg::complete::notify_wake;
 use crate::store::pg::migrate::{SchemaName, connect, pg};
+use crate::store::pg::notify::notify_wake;
 
 /// A task to insert: its indexed columns and the rest of its record.
 #[derive(Debug, Clone, PartialEq, Eq)]

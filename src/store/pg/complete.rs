@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::{NewRow, insert};
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::{notify_done, notify_wake};
 
 /// How an attempt ended, as the engine decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,35 +30,6 @@ pub(crate) enum Ending {
         message: String,
         retry_at_ms: Option<u64>,
     },
-}
-
-/// Notifies the wake-up channel (heard when the transaction commits): work may be ready.
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn notify_wake(db: &mut impl GenericClient, schema: &SchemaName) -> Result<(), Error> {
-    db.execute("SELECT pg_notify($1, '')", &[&schema.wake_channel()])
-        .map_err(pg("notify the wake-up channel"))?;
-    Ok(())
-}
-
-/// Notifies the `done` channel of each of `ids` (heard when the transaction commits).
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn notify_done(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    ids: &[i64],
-) -> Result<(), Error> {
-    if !ids.is_empty() {
-        db.execute(
-            "SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id",
-            &[&schema.done_channel(), &ids],
-        )
-        .map_err(pg("notify final states"))?;
-    }
-    Ok(())
 }
 
 /// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`, keeping the

@@ -8,8 +8,9 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
-use crate::store::pg::complete::{end, notify_wake};
+use crate::store::pg::complete::end;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::notify_wake;
 
 /// Revokes task `id` at `now_ms`; `None` for an unknown id.
 ///

@@ -5,22 +5,18 @@
 //! notifications into wake-ups are started by `engine`.)
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use postgres::Client;
 
-use crate::model::{PoolId, TaskId};
-use crate::options::Limits;
-use crate::signal::AttemptSignal;
-use crate::store::pg::claim::{Claimed, claim};
+use crate::model::PoolId;
+use crate::store::pg::claim::claim;
 use crate::store::pg::complete::prune_finished;
 use crate::store::pg::complete::{expire_due, promote_due};
-use crate::store::pg::engine::{Event, Inner};
 use crate::store::pg::lease::{heartbeat, rescue_expired};
-use crate::store::pg::record::PgRecord;
 use crate::store::pg::schedules;
+use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{Job, Serves};
 
 /// A pool as the dispatcher keeps it.
@@ -152,26 +148,5 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                 Event::Stop => return,
             }
         }
-    }
-}
-
-/// A claimed attempt as the job a pool runs.
-pub(super) fn job(c: Claimed) -> Job {
-    let record = PgRecord::decode(&c.record).ok();
-    Job {
-        id: TaskId(c.id),
-        attempt: c.attempt,
-        name: Arc::from(c.name.as_str()),
-        queue: Arc::from(c.queue.as_str()),
-        payload: c.payload,
-        max_retries: c.max_retries,
-        enqueued_at_ms: record.as_ref().map_or(0, |r| r.enqueued_at_ms),
-        origin: record.as_ref().and_then(|r| r.origin.clone()),
-        limits: Limits {
-            time_limit_ms: record.as_ref().and_then(|r| r.time_limit_ms),
-            soft_time_limit_ms: record.as_ref().and_then(|r| r.soft_time_limit_ms),
-        },
-        signal: Arc::new(AttemptSignal::default()),
-        inputs: None,
     }
 }

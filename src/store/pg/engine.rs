@@ -8,12 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use postgres::Client;
 
 use crate::clock::Clock;
 use crate::error::{Error, Failure};
@@ -22,23 +21,22 @@ use crate::flow::Limit;
 use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
-use crate::signal::{AttemptSignal, StopReason};
-use crate::store::pg::claim::Claimed;
 use crate::store::pg::claim::{Listener, claim};
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::control;
-use crate::store::pg::dispatch::{dispatch, job, keep_lease, pairs};
+use crate::store::pg::dispatch::{dispatch, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::register_process;
 use crate::store::pg::list;
-use crate::store::pg::migrate::{SchemaName, connect, migrate, pg};
+use crate::store::pg::migrate::{SchemaName, connect, migrate, not_yet, pg};
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
 use crate::store::pg::reporter::PgReporter;
 use crate::store::pg::schedules;
+use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{
-    Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolGauges, PoolSpec, Reporter,
-    ScheduleOp, Serves, Then,
+    Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp, Serves,
+    Then,
 };
 use crate::sync::Waiters;
 use crate::views::{PoolStats, Stats, TaskPage, TaskStatus, WorkflowStatus};
@@ -65,41 +63,6 @@ pub(crate) struct PgEngine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Dropped to stop the lease thread at once.
     stop_lease: Mutex<Option<Sender<()>>>,
-}
-
-pub(super) struct Inner {
-    pub(super) schema: SchemaName,
-    /// This process's lease.
-    pub(super) process: u64,
-    pub(super) clock: Clock,
-    /// For reads, completions and revokes (one at a time, for now).
-    pub(super) db: Mutex<Client>,
-    pub(super) grouper: Grouper,
-    pub(super) waiters: Arc<Waiters>,
-    pub(super) to_dispatcher: Sender<Event>,
-    pub(super) closed: AtomicBool,
-    pub(super) hub: EventHub,
-    /// This process's live pools, for `stats`.
-    pub(super) live: Mutex<Vec<Live>>,
-    /// Finished tasks are deleted this long after they finished (`None`: kept).
-    pub(super) result_ttl_ms: Option<u64>,
-    /// The attempts this process runs, by task: what a revoke from any process asks to
-    /// stop (heard on the schema's `stop` channel).
-    pub(super) running: Mutex<HashMap<u64, (u32, Weak<AttemptSignal>)>>,
-}
-
-/// A live pool of this process: its id, what it serves, its concurrency and its gauges.
-type Live = (PoolId, Serves, usize, Arc<PoolGauges>);
-
-/// What the dispatcher hears.
-pub(super) enum Event {
-    /// Work may be ready (a notification, or a freed slot).
-    Wake,
-    Register(PoolSpec, Sender<Job>),
-    Unregister(PoolId, Sender<()>),
-    /// A pool's attempt ended (or was handed back): a slot is free.
-    Freed(PoolId),
-    Stop,
 }
 
 impl PgEngine {
@@ -141,8 +104,8 @@ impl PgEngine {
         });
         let mut threads = Vec::new();
         let mut listener = Listener::new(url, &inner.schema)?;
-        let mut done = Listener::for_results(url, &inner.schema)?;
-        let mut stops = Listener::on_stop(url, &inner.schema)?;
+        let done = Listener::for_results(url, &inner.schema)?;
+        let stops = Listener::on_stop(url, &inner.schema)?;
         let mut dispatcher_db = connect(url)?;
         // The dispatcher's writes — claims, promotions, expiries, schedule fires — are
         // redone after a crash of the server that lost them (a lost claim leaves its task
@@ -178,39 +141,13 @@ impl PgEngine {
                 }
             }),
         )?);
-        let i = inner.clone();
         threads.push(spawn(
             "taskspool-pg-done",
-            Box::new(move || {
-                while !i.closed.load(Ordering::SeqCst) {
-                    match done.next(Duration::from_secs(3600)) {
-                        Ok(Some(id)) => {
-                            if let Ok(id) = id.parse::<u64>() {
-                                i.waiters.notify(&[TaskId(id)]);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(_) => return,
-                    }
-                }
-            }),
+            listen_ids(inner.clone(), done, |i, id| i.waiters.notify(&[TaskId(id)])),
         )?);
-        let i = inner.clone();
         threads.push(spawn(
             "taskspool-pg-stop",
-            Box::new(move || {
-                while !i.closed.load(Ordering::SeqCst) {
-                    match stops.next(Duration::from_secs(3600)) {
-                        Ok(Some(id)) => {
-                            if let Ok(id) = id.parse::<u64>() {
-                                i.ask_to_stop(id);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(_) => return,
-                    }
-                }
-            }),
+            listen_ids(inner.clone(), stops, |i, id| i.ask_to_stop(id)),
         )?);
         let i = inner.clone();
         let (stop_lease, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -227,50 +164,26 @@ impl PgEngine {
     }
 }
 
-impl Inner {
-    pub(super) fn db(&self) -> MutexGuard<'_, Client> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A claimed attempt, as its pool or drain runs it: tracked until it is reported, so
-    /// that a revoke can ask it to stop.
-    pub(super) fn job(&self, claimed: Claimed) -> Job {
-        let job = job(claimed);
-        self.running_attempts()
-            .insert(job.id.0, (job.attempt, Arc::downgrade(&job.signal)));
-        job
-    }
-
-    /// Attempt `attempt` of task `id` was reported (or handed back): no longer tracked.
-    pub(super) fn reported(&self, id: u64, attempt: u32) {
-        let mut running = self.running_attempts();
-        if running.get(&id).is_some_and(|(a, _)| *a == attempt) {
-            running.remove(&id);
+/// A listener thread's work: each task id `listener` hears goes to `heard`, until the
+/// engine closes (or the connection fails).
+fn listen_ids(
+    inner: Arc<Inner>,
+    mut listener: Listener,
+    heard: fn(&Inner, u64),
+) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        while !inner.closed.load(Ordering::SeqCst) {
+            match listener.next(Duration::from_secs(3600)) {
+                Ok(Some(id)) => {
+                    if let Ok(id) = id.parse::<u64>() {
+                        heard(&inner, id);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
         }
-    }
-
-    /// A revoke of task `id` was heard: its attempt here, if any, is asked to stop.
-    fn ask_to_stop(&self, id: u64) {
-        let signal = self
-            .running_attempts()
-            .get(&id)
-            .and_then(|(_, s)| s.upgrade());
-        if let Some(signal) = signal {
-            signal.stop(StopReason::Revoked);
-        }
-    }
-
-    fn running_attempts(&self) -> MutexGuard<'_, HashMap<u64, (u32, Weak<AttemptSignal>)>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// What the PostgreSQL engine does not offer yet (see the README's table of backends).
-pub(super) fn not_yet(feature: &str) -> Error {
-    Error::Unsupported {
-        feature: feature.to_string(),
-        engine: "PostgreSQL",
-    }
+    })
 }
 
 impl Engine for PgEngine {

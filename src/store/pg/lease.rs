@@ -14,8 +14,8 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
-use crate::store::pg::complete::notify_done;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::notify_done;
 
 /// Registers this process with a lease of `lease`; returns its id.
 ///

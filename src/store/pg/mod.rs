@@ -17,10 +17,12 @@ mod group;
 mod lease;
 mod list;
 mod migrate;
+mod notify;
 mod read;
 mod record;
 mod reporter;
 mod schedules;
+mod state;
 #[cfg(test)]
 mod tests;
 

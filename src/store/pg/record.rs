@@ -11,7 +11,7 @@ use crate::model::Origin;
 use crate::retry::RetryPolicy;
 use crate::store::codec;
 use crate::store::pg::claim::NewRow;
-use crate::store::pg::engine::not_yet;
+use crate::store::pg::migrate::not_yet;
 use crate::store::verbs::NewTask;
 
 /// The record's first part.

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Outcome, PoolId, TaskId};
 use crate::store::pg::complete::{Ending, complete};
-use crate::store::pg::engine::{Event, Inner};
 use crate::store::pg::lease::note_started;
 use crate::store::pg::migrate::pg;
 use crate::store::pg::record::{PgRecord, new_row};
+use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{Completion, Reporter, ThreadSlot};
 
 /// How a pool's attempts reach the engine.

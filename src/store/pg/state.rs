@@ -1,0 +1,116 @@
+//! What the PostgreSQL engine's threads share (`Inner`), what its dispatcher hears
+//! (`Event`), and a claimed attempt as the job a pool runs, tracked until it is reported.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use crossbeam_channel::Sender;
+use postgres::Client;
+
+use crate::clock::Clock;
+use crate::events::EventHub;
+use crate::model::{PoolId, TaskId};
+use crate::options::Limits;
+use crate::signal::{AttemptSignal, StopReason};
+use crate::store::pg::claim::Claimed;
+use crate::store::pg::group::Grouper;
+use crate::store::pg::migrate::SchemaName;
+use crate::store::pg::record::PgRecord;
+use crate::store::verbs::{Job, PoolGauges, PoolSpec, Serves};
+use crate::sync::Waiters;
+
+/// The engine's state, shared by its threads and reporters.
+pub(super) struct Inner {
+    pub(super) schema: SchemaName,
+    /// This process's lease.
+    pub(super) process: u64,
+    pub(super) clock: Clock,
+    /// For reads, completions and revokes (one at a time, for now).
+    pub(super) db: Mutex<Client>,
+    pub(super) grouper: Grouper,
+    pub(super) waiters: Arc<Waiters>,
+    pub(super) to_dispatcher: Sender<Event>,
+    pub(super) closed: AtomicBool,
+    pub(super) hub: EventHub,
+    /// This process's live pools, for `stats`.
+    pub(super) live: Mutex<Vec<Live>>,
+    /// Finished tasks are deleted this long after they finished (`None`: kept).
+    pub(super) result_ttl_ms: Option<u64>,
+    /// The attempts this process runs, by task: what a revoke from any process asks to
+    /// stop (heard on the schema's `stop` channel).
+    pub(super) running: Mutex<HashMap<u64, (u32, Weak<AttemptSignal>)>>,
+}
+
+/// A live pool of this process: its id, what it serves, its concurrency and its gauges.
+pub(super) type Live = (PoolId, Serves, usize, Arc<PoolGauges>);
+
+/// What the dispatcher hears.
+pub(super) enum Event {
+    /// Work may be ready (a notification, or a freed slot).
+    Wake,
+    Register(PoolSpec, Sender<Job>),
+    Unregister(PoolId, Sender<()>),
+    /// A pool's attempt ended (or was handed back): a slot is free.
+    Freed(PoolId),
+    Stop,
+}
+
+impl Inner {
+    pub(super) fn db(&self) -> MutexGuard<'_, Client> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A claimed attempt, as its pool or drain runs it: tracked until it is reported, so
+    /// that a revoke can ask it to stop.
+    pub(super) fn job(&self, claimed: Claimed) -> Job {
+        let job = job(claimed);
+        self.running_attempts()
+            .insert(job.id.0, (job.attempt, Arc::downgrade(&job.signal)));
+        job
+    }
+
+    /// Attempt `attempt` of task `id` was reported (or handed back): no longer tracked.
+    pub(super) fn reported(&self, id: u64, attempt: u32) {
+        let mut running = self.running_attempts();
+        if running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+            running.remove(&id);
+        }
+    }
+
+    /// A revoke of task `id` was heard: its attempt here, if any, is asked to stop.
+    pub(super) fn ask_to_stop(&self, id: u64) {
+        let signal = self
+            .running_attempts()
+            .get(&id)
+            .and_then(|(_, s)| s.upgrade());
+        if let Some(signal) = signal {
+            signal.stop(StopReason::Revoked);
+        }
+    }
+
+    fn running_attempts(&self) -> MutexGuard<'_, HashMap<u64, (u32, Weak<AttemptSignal>)>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A claimed attempt as the job a pool runs.
+fn job(c: Claimed) -> Job {
+    let record = PgRecord::decode(&c.record).ok();
+    Job {
+        id: TaskId(c.id),
+        attempt: c.attempt,
+        name: Arc::from(c.name.as_str()),
+        queue: Arc::from(c.queue.as_str()),
+        payload: c.payload,
+        max_retries: c.max_retries,
+        enqueued_at_ms: record.as_ref().map_or(0, |r| r.enqueued_at_ms),
+        origin: record.as_ref().and_then(|r| r.origin.clone()),
+        limits: Limits {
+            time_limit_ms: record.as_ref().and_then(|r| r.time_limit_ms),
+            soft_time_limit_ms: record.as_ref().and_then(|r| r.soft_time_limit_ms),
+        },
+        signal: Arc::new(AttemptSignal::default()),
+        inputs: None,
+    }
+}
