@@ -96,29 +96,7 @@ fn main() {
         report("pg_drain_noop", n as f64 / secs, "tasks/s");
     }
     if selected("pg_latency_p50_us") || selected("pg_latency_p99_us") {
-        let s = spool();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        *PROBE_STARTS.lock().unwrap() = Some(tx);
-        let worker = s
-            .worker()
-            .concurrency(2)
-            .register::<Probe>()
-            .start()
-            .expect("worker");
-        let samples = scaled(1_000, 50);
-        let mut lat_us = Vec::new();
-        for sample in 0..samples + 10 {
-            let before = Instant::now();
-            let handle = s.enqueue(Probe { sample }).expect("enqueue");
-            let (got, started) = rx.recv_timeout(Duration::from_secs(10)).expect("start");
-            assert_eq!(got, sample);
-            handle.wait(Duration::from_secs(10)).expect("result");
-            if sample >= 10 {
-                lat_us.push(started.duration_since(before).as_secs_f64() * 1e6);
-            }
-        }
-        worker.shutdown(Duration::from_secs(30)).expect("shutdown");
-        lat_us.sort_by(f64::total_cmp);
+        let lat_us = probe_latencies_us(&spool(), 2, scaled(1_000, 50));
         report("pg_latency_p50_us", pct(&lat_us, 0.5), "us");
         report("pg_latency_p99_us", pct(&lat_us, 0.99), "us");
     }

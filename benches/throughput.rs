@@ -269,30 +269,7 @@ fn e2e_noop(dir: &Path, prefetch: Option<usize>, name: &str) -> f64 {
 /// task's result, so the worker and the writer are idle when the next enqueue begins.
 fn latency(dir: &Path) {
     let spool = Spool::open(queue_path(dir, "latency")).expect("open");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    *PROBE_STARTS.lock().unwrap() = Some(tx);
-    let worker = spool
-        .worker()
-        .concurrency(WORKERS)
-        .register::<Probe>()
-        .start()
-        .expect("worker");
-    let samples = scaled(LATENCY_SAMPLES, 50);
-    // A few warm-up rounds, not recorded.
-    let mut lat_us: Vec<f64> = Vec::with_capacity(samples as usize);
-    for sample in 0..samples + 10 {
-        let before = Instant::now();
-        let handle = spool.enqueue(Probe { sample }).expect("enqueue");
-        let (got, started) = rx.recv_timeout(Duration::from_secs(10)).expect("start");
-        assert_eq!(got, sample);
-        handle.wait(Duration::from_secs(10)).expect("result");
-        if sample >= 10 {
-            lat_us.push(started.duration_since(before).as_secs_f64() * 1e6);
-        }
-    }
-    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
-    *PROBE_STARTS.lock().unwrap() = None;
-    lat_us.sort_by(f64::total_cmp);
+    let lat_us = probe_latencies_us(&spool, WORKERS, scaled(LATENCY_SAMPLES, 50));
     let pct = |p: f64| lat_us[((lat_us.len() - 1) as f64 * p).round() as usize];
     note(format!(
         "latency: {} samples, min {:.0} us, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",

@@ -79,6 +79,12 @@ impl Task for UntilStopped {
     }
 }
 
+/// The schema a spool on PostgreSQL keeps its queue in (its path is `postgres/<schema>`).
+fn schema_of(spool: &Spool) -> String {
+    let name = spool.path().file_name().and_then(|n| n.to_str());
+    name.expect("a schema name").to_string()
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !done() {
@@ -224,13 +230,7 @@ fn a_revoke_from_another_process_asks_the_running_attempt_to_stop() {
     };
     let runner = Spool::builder().connect_postgres_temporary(&url).unwrap();
     // The same schema, opened again: another process as far as the database can tell.
-    let schema = runner
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let schema = schema_of(&runner);
     let other = Spool::builder()
         .postgres_schema(&schema)
         .connect_postgres(&url)
@@ -299,13 +299,7 @@ fn a_temporary_schema_is_dropped_when_the_spool_closes_and_bad_options_are_refus
         return;
     };
     let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let schema = spool
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let schema = schema_of(&spool);
     assert!(schema.starts_with("taskspool_tmp_"), "{schema}");
     spool.enqueue(Job { n: 1, fail: false }).unwrap();
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();

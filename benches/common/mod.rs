@@ -50,6 +50,36 @@ impl Task for Probe {
     }
 }
 
+/// Enqueue-to-start latencies of `samples` [`Probe`]s on `spool`, one at a time (each waits
+/// for the previous task's result, so the pool and the writer are idle when the next enqueue
+/// begins), a pool of `workers` threads waiting, after 10 warm-up rounds not recorded; in
+/// µs, sorted.
+pub fn probe_latencies_us(spool: &Spool, workers: usize, samples: u64) -> Vec<f64> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    *PROBE_STARTS.lock().unwrap() = Some(tx);
+    let worker = spool
+        .worker()
+        .concurrency(workers)
+        .register::<Probe>()
+        .start()
+        .expect("worker");
+    let mut lat_us: Vec<f64> = Vec::with_capacity(samples as usize);
+    for sample in 0..samples + 10 {
+        let before = Instant::now();
+        let handle = spool.enqueue(Probe { sample }).expect("enqueue");
+        let (got, started) = rx.recv_timeout(Duration::from_secs(10)).expect("start");
+        assert_eq!(got, sample);
+        handle.wait(Duration::from_secs(10)).expect("result");
+        if sample >= 10 {
+            lat_us.push(started.duration_since(before).as_secs_f64() * 1e6);
+        }
+    }
+    worker.shutdown(Duration::from_secs(30)).expect("shutdown");
+    *PROBE_STARTS.lock().unwrap() = None;
+    lat_us.sort_by(f64::total_cmp);
+    lat_us
+}
+
 /// `TASKSPOOL_BENCH_SCALE` (default 1.0): multiplies every task count, for quick runs.
 /// Reported figures must come from a run at scale 1.
 pub fn scale() -> f64 {
