@@ -3,13 +3,13 @@
 //! anything is stored; arguments that do not fit the type fail the task with a decode error.
 
 use serde_json::json;
-use taskspool::{AttemptErrorKind, Error, Options, Spool, TaskState};
+use taskspool::{AttemptErrorKind, Error, Options, TaskState};
 
 use super::common::*;
 
 #[test]
 fn a_task_enqueued_by_name_runs_with_its_registered_type() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let id = spool
         .enqueue_json(
             "test.add",
@@ -26,7 +26,7 @@ fn a_task_enqueued_by_name_runs_with_its_registered_type() {
 
 #[test]
 fn many_tasks_by_name_are_stored_in_one_call_in_order() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let ids = spool
         .enqueue_many_json(
             "test.add",
@@ -51,7 +51,7 @@ fn many_tasks_by_name_are_stored_in_one_call_in_order() {
 
 #[test]
 fn arguments_that_do_not_fit_fail_the_task_with_a_decode_error() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let id = spool
         .enqueue_json(
             "test.add",
@@ -72,7 +72,7 @@ fn arguments_that_do_not_fit_fail_the_task_with_a_decode_error() {
 
 #[test]
 fn a_bad_name_is_refused_and_nothing_is_stored() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     for name in ["", "tab\there", &"x".repeat(256)] {
         match spool.enqueue_json(name, json!({}), Options::new()) {
             Err(Error::InvalidOption(message)) => {

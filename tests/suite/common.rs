@@ -10,7 +10,9 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use taskspool::{Context, Error, ManualClock, Spool, Task, TaskError, TaskId, TaskState};
+use taskspool::{
+    Context, Error, ManualClock, Spool, SpoolBuilder, Task, TaskError, TaskId, TaskState,
+};
 
 /// Generous bound for waits that must finish quickly when the code is right.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -19,6 +21,29 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine under test: `tests/lib.rs` runs the suite on queue files, `tests/suite_postgres.rs`
+// runs the modules that are not about the file on PostgreSQL. Each root says how a fresh spool
+// opens (`crate::open_fresh`).
+
+/// Opens a fresh, empty spool with the builder's options on the engine under test: a
+/// temporary queue file, or a temporary PostgreSQL schema (dropped at close).
+pub trait OpenFresh {
+    /// The spool, or the error the builder's options give.
+    fn open_fresh(self) -> Result<Spool, Error>;
+}
+
+impl OpenFresh for SpoolBuilder {
+    fn open_fresh(self) -> Result<Spool, Error> {
+        crate::open_fresh(self)
+    }
+}
+
+/// A fresh spool with the default options on the engine under test.
+pub fn fresh_spool() -> Spool {
+    Spool::builder().open_fresh().expect("a fresh spool")
 }
 
 /// A fresh directory and a queue file path inside it (the file does not exist yet).
@@ -65,12 +90,12 @@ pub fn fixture_writer() -> Option<Spool> {
     Some(manual_spool_at(&manual_clock(), &path))
 }
 
-/// A temporary spool on a manual clock.
+/// A fresh spool on a manual clock, on the engine under test.
 pub fn manual_spool(clock: &ManualClock) -> Spool {
     Spool::builder()
         .manual_clock(clock.clone())
-        .temporary()
-        .expect("temporary spool")
+        .open_fresh()
+        .expect("a fresh spool")
 }
 
 /// The queue file at `path` on a manual clock (opened again after a "restart").

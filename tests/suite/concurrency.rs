@@ -17,7 +17,7 @@ fn gated(key: &str, value: u64) -> Gated {
 
 #[test]
 fn concurrency_bounds_running_attempts_and_claims() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("concurrency");
     let handles: Vec<_> = (0..7)
         .map(|v| spool.enqueue(gated(&key, v)).unwrap())
@@ -104,7 +104,7 @@ fn behind_a_blocker(
 
 #[test]
 fn prefetch_zero_never_claims_ahead() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("prefetch-zero");
     let worker = warmed_up(&spool, 0);
     behind_a_blocker(&spool, worker, &key, 5, || {
@@ -116,7 +116,7 @@ fn prefetch_zero_never_claims_ahead() {
 
 #[test]
 fn prefetch_claims_at_most_its_limit_ahead() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("prefetch-limit");
     let worker = warmed_up(&spool, 2);
     behind_a_blocker(&spool, worker, &key, 6, || {
@@ -131,7 +131,7 @@ fn prefetch_claims_at_most_its_limit_ahead() {
 
 #[test]
 fn pools_with_different_task_types_share_a_queue() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("shared-queue");
     let adds = spool
         .enqueue_many((0..10).map(|a| Add { a, b: 1 }))
@@ -170,7 +170,7 @@ fn pools_with_different_task_types_share_a_queue() {
 /// instead of wading through the backlog.
 #[test]
 fn an_idle_pool_finds_its_task_behind_a_long_backlog_of_another_pools_type() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("skip-budget");
     let busy = spool
         .worker()

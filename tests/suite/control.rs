@@ -110,7 +110,7 @@ fn a_waiting_task_revoked_is_revoked_at_once_and_never_runs() {
 
 #[test]
 fn revoking_a_finished_or_unknown_task_changes_nothing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let done = spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     spool.worker().register::<Add>().drain().unwrap();
     assert_eq!(
@@ -137,7 +137,7 @@ fn revoking_a_finished_or_unknown_task_changes_nothing() {
 /// `Revoked`.
 #[test]
 fn a_running_task_revoked_sees_the_cancel_and_ends_revoked() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("revoke-running");
     let worker = worker_for::<Patient>(&spool);
     let h = spool.enqueue(Patient { gate: key.clone() }).unwrap();
@@ -161,7 +161,7 @@ fn a_running_task_revoked_sees_the_cancel_and_ends_revoked() {
 /// Whatever a revoked attempt returns — here a success — is discarded.
 #[test]
 fn a_revoked_attempt_that_succeeds_anyway_still_ends_revoked() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("revoke-ignored");
     let worker = worker_for::<Ignorer>(&spool);
     let h = spool.enqueue(Ignorer { gate: key.clone() }).unwrap();
@@ -190,7 +190,7 @@ fn a_revoked_attempt_that_succeeds_anyway_still_ends_revoked() {
 /// A running task revoked in a drain: the handler's `ctx.check()` ends the attempt.
 #[test]
 fn a_revoke_from_inside_the_handler_ends_the_task_revoked() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let h = spool.enqueue(SelfRevoker).unwrap();
     spool.worker().register::<SelfRevoker>().drain().unwrap();
     assert!(matches!(h.wait(WAIT), Err(Error::TaskRevoked(_))));
@@ -369,7 +369,7 @@ fn revoked_and_expired_tasks_can_be_retried_and_others_cannot() {
 
 #[test]
 fn a_forgotten_task_is_gone_and_an_unfinished_one_cannot_be_forgotten() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let done = spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     let waiting = spool
         .enqueue_with(Add { a: 1, b: 2 }, Options::new().queue("later"))
@@ -517,9 +517,9 @@ fn requests_about_ids_not_in_the_file_are_not_found() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(Duration::from_secs(10))
-        .temporary()
+        .open_fresh()
         .unwrap();
-    let other = Spool::temporary().unwrap();
+    let other = fresh_spool();
     for _ in 0..5 {
         other.enqueue(Add { a: 0, b: 0 }).unwrap();
     }

@@ -121,7 +121,7 @@ fn missing_required_field_fails_with_decode_error_drain() {
 
 #[test]
 fn type_mismatch_fails_with_decode_error_and_the_worker_keeps_going() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let old = spool.enqueue(ShapeV1 { count: 7 }).unwrap();
     let worker = spool
         .worker()

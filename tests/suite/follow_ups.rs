@@ -87,7 +87,7 @@ fn children(spool: &Spool) -> usize {
 
 #[test]
 fn a_follow_up_exists_only_once_the_attempt_succeeded() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("follow-wait");
     let p = spool.enqueue(parent(&log, [Then::Wait])).unwrap();
     let w = spool
@@ -139,7 +139,7 @@ fn failed_retried_and_panicking_attempts_enqueue_nothing() {
 
 #[test]
 fn a_task_revoked_while_it_runs_enqueues_nothing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("follow-revoke");
     let p = spool.enqueue(parent(&log, [Then::Wait])).unwrap();
     let w = spool
@@ -187,7 +187,7 @@ impl Task for BadFollowUp {
 
 #[test]
 fn bad_follow_ups_and_late_ones_are_errors_and_enqueue_nothing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     spool.enqueue(Keeper).unwrap();
     spool.worker().register::<Keeper>().drain().unwrap();
     let kept = KEPT.lock().unwrap().take().unwrap();
@@ -228,7 +228,7 @@ impl Task for UniqueParent {
 
 #[test]
 fn follow_ups_honour_unique_keys() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("follow-unique");
     for _ in 0..2 {
         spool.enqueue(UniqueParent { log: log.clone() }).unwrap();

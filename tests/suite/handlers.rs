@@ -46,7 +46,7 @@ fn greetings() -> Greetings {
 
 #[test]
 fn a_handler_reads_the_app_data_its_worker_was_given() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(2)
@@ -115,7 +115,7 @@ fn missing_app_data_is_a_retryable_error_naming_the_type() {
 
 #[test]
 fn giving_one_type_of_app_data_twice_is_refused() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let twice = || {
         spool
             .worker()
@@ -157,7 +157,7 @@ impl Task for Spawner {
 
 #[test]
 fn a_handler_enqueues_follow_ups_through_its_context() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(1)

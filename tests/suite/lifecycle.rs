@@ -3,13 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use taskspool::{Error, ErrorKind, Spool, TaskId, TaskState};
+use taskspool::{Error, ErrorKind, TaskId, TaskState};
 
 use super::common::*;
 
 #[test]
 fn enqueue_run_wait_returns_the_output() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(2)
@@ -42,7 +42,7 @@ fn enqueue_run_wait_returns_the_output() {
 
 #[test]
 fn status_before_a_worker_runs_it_is_ready() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let handle = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
     let status = handle.status().unwrap();
     assert_eq!(status.state, TaskState::Ready);
@@ -62,7 +62,7 @@ fn status_before_a_worker_runs_it_is_ready() {
 
 #[test]
 fn unknown_id_is_not_found_never_pending() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let missing = TaskId::from_u64(12_345);
     let err = spool.status(missing).unwrap_err();
     assert!(
@@ -82,7 +82,7 @@ fn unknown_id_is_not_found_never_pending() {
 
 #[test]
 fn enqueue_many_returns_handles_in_order_and_all_complete() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let handles = spool
         .enqueue_many((0..50).map(|i| Add { a: i, b: 1000 }))
         .unwrap();
@@ -117,7 +117,7 @@ fn enqueue_many_returns_handles_in_order_and_all_complete() {
 
 #[test]
 fn enqueue_is_visible_to_status_as_soon_as_it_returns() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let ids: Vec<TaskId> = (0..20)
         .map(|i| spool.enqueue(Add { a: i, b: i }).unwrap().id())
         .collect();
@@ -258,7 +258,7 @@ impl taskspool::Task for Ratio {
 /// a message that says why, and every later read says `TaskFailed` (not a decode error).
 #[test]
 fn an_output_that_would_not_read_back_fails_the_attempt() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let nan = spool.enqueue(Ratio { num: 0.0, den: 0.0 }).unwrap();
     let half = spool.enqueue(Ratio { num: 1.0, den: 2.0 }).unwrap();
     spool.worker().register::<Ratio>().drain().unwrap();
@@ -278,7 +278,7 @@ fn an_output_that_would_not_read_back_fails_the_attempt() {
 /// stores nothing.
 #[test]
 fn arguments_that_would_not_read_back_are_refused_at_enqueue() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let err = spool
         .enqueue(Ratio {
             num: f64::NAN,
@@ -395,7 +395,7 @@ fn large_arguments_and_results_round_trip() {
 
 #[test]
 fn many_concurrent_waiters_all_see_their_results() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(4)
@@ -424,7 +424,7 @@ fn many_concurrent_waiters_all_see_their_results() {
 /// find it, never `NotFound`; and every result a `wait` returns is readable with `try_get`.
 #[test]
 fn every_acknowledged_task_is_readable_at_once_while_others_write() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(2)
@@ -463,7 +463,7 @@ fn every_acknowledged_task_is_readable_at_once_while_others_write() {
 #[test]
 fn pool_stats_count_busy_threads() {
     let key = unique("busy");
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(3)

@@ -324,7 +324,7 @@ fn the_spools_default_limits_apply_to_tasks_without_their_own() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .time_limit(Duration::from_secs(30))
-        .temporary()
+        .open_fresh()
         .unwrap();
     let key = unique("default-limit");
     let worker = pool::<Stuck>(&spool, 1);
@@ -342,7 +342,7 @@ fn the_spools_default_limits_apply_to_tasks_without_their_own() {
 
 #[test]
 fn invalid_limits_are_refused_before_anything_is_written() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let bad = [
         (
             Options::new().time_limit(Duration::ZERO),
@@ -375,7 +375,7 @@ fn invalid_limits_are_refused_before_anything_is_written() {
     let err = Spool::builder()
         .soft_time_limit(Duration::from_secs(9))
         .time_limit(Duration::from_secs(3))
-        .temporary()
+        .open_fresh()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
 }

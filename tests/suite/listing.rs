@@ -31,7 +31,7 @@ fn all_pages(spool: &Spool, filter: &TaskFilter, mut paging: Paging) -> Vec<Task
 /// pages together hold each once, oldest first or newest first.
 #[test]
 fn a_state_lists_its_tasks_a_page_at_a_time_in_either_order() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("listing");
     let mut failed = Vec::new();
     for i in 0..100 {
@@ -164,7 +164,7 @@ fn queue_name_schedule_and_time_filters_narrow_the_listing() {
 /// its final state.
 #[test]
 fn a_running_task_is_listed_as_running() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("listing-running");
     let handle = spool
         .enqueue(Gated {
@@ -217,7 +217,7 @@ fn a_running_task_is_listed_as_running() {
 /// A retried task leaves the failed listing and a forgotten one leaves every listing.
 #[test]
 fn retry_and_forget_move_a_task_out_of_its_listing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("listing-retry");
     let a = spool
         .enqueue_with(
@@ -258,7 +258,7 @@ fn retry_and_forget_move_a_task_out_of_its_listing() {
 /// range.
 #[test]
 fn a_page_size_out_of_range_is_an_invalid_option() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     for limit in [0, MAX_PAGE + 1] {
         match spool.tasks(&TaskFilter::new(), &Paging::first(limit)) {
             Err(Error::InvalidOption(message)) => {

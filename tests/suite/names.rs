@@ -3,7 +3,7 @@
 //! task never runs with another type's handler because its JSON happened to fit.
 
 use serde::{Deserialize, Serialize};
-use taskspool::{Context, Error, ErrorKind, Spool, Task, TaskError};
+use taskspool::{Context, Error, ErrorKind, Task, TaskError};
 
 use super::common::*;
 
@@ -45,7 +45,7 @@ fn assert_names_both(err: &Error) {
 
 #[test]
 fn two_types_with_one_name_in_one_pool_are_refused() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let builder = spool.worker().register::<Resize>().register::<Delete>();
     assert_names_both(&builder.drain().unwrap_err());
     assert_names_both(&builder.start().unwrap_err());
@@ -53,7 +53,7 @@ fn two_types_with_one_name_in_one_pool_are_refused() {
 
 #[test]
 fn two_types_with_one_name_in_two_pools_of_a_spool_are_refused() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let first = spool.worker().register::<Resize>().start().unwrap();
     let err = spool
         .worker()
@@ -75,7 +75,7 @@ fn two_types_with_one_name_in_two_pools_of_a_spool_are_refused() {
 
 #[test]
 fn registering_a_type_twice_is_harmless() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let h = spool.enqueue(Resize { n: 3 }).unwrap();
     spool
         .worker()
@@ -88,8 +88,8 @@ fn registering_a_type_twice_is_harmless() {
 
 #[test]
 fn another_spool_is_another_namespace() {
-    let a = Spool::temporary().unwrap();
-    let b = Spool::temporary().unwrap();
+    let a = fresh_spool();
+    let b = fresh_spool();
     let ha = a.enqueue(Resize { n: 1 }).unwrap();
     let hb = b.enqueue(Delete { n: 1 }).unwrap();
     a.worker().register::<Resize>().drain().unwrap();

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use taskspool::{Error, ErrorKind, Options, Spool};
+use taskspool::{Error, ErrorKind, Options};
 
 use super::common::*;
 
@@ -16,7 +16,7 @@ fn assert_invalid<T>(result: Result<T, Error>, what: &str) {
 
 #[test]
 fn invalid_enqueue_options_write_nothing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let first = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
     let before = spool.stats().unwrap();
 
@@ -60,7 +60,7 @@ fn invalid_enqueue_options_write_nothing() {
 /// countdown) is refused, and the message says what is wrong.
 #[test]
 fn silent_mistakes_are_refused_with_a_reason() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let before = spool.stats().unwrap();
     let far = SystemTime::now() + taskspool::MAX_DELAY + Duration::from_secs(86_400);
     let bad = [
@@ -155,7 +155,7 @@ fn silent_mistakes_are_refused_with_a_reason() {
 /// Naming one queue with `queue(..)` serves only the queues named, as Celery's `-Q` does.
 #[test]
 fn naming_a_queue_drops_the_default_one() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let default = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
     let mail = spool
         .enqueue_with(Add { a: 2, b: 2 }, Options::new().queue("mail"))
@@ -181,7 +181,7 @@ fn naming_a_queue_drops_the_default_one() {
 
 #[test]
 fn edge_values_are_accepted() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let opts = Options::new()
         .priority(taskspool::MAX_PRIORITY)
         .queue("q".repeat(200))
@@ -195,7 +195,7 @@ fn edge_values_are_accepted() {
 
 #[test]
 fn invalid_worker_settings_are_refused() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     assert_invalid(
         spool.worker().concurrency(0).register::<Add>().start(),
         "zero concurrency",
@@ -212,7 +212,7 @@ fn invalid_worker_settings_are_refused() {
 /// be enqueued under is refused, for a pool and a drain alike.
 #[test]
 fn a_worker_queue_name_is_checked_like_an_enqueues() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let long = "q".repeat(201);
     assert_invalid(
         spool.enqueue_with(Add { a: 0, b: 0 }, Options::new().queue(long.clone())),
@@ -267,7 +267,7 @@ impl MaybeUnencodable {
 
 #[test]
 fn a_batch_with_one_unencodable_task_stores_none_of_it() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let before = spool.stats().unwrap();
     let err = spool
         .enqueue_many([false, false, true, false].map(MaybeUnencodable::new))
@@ -311,7 +311,7 @@ impl taskspool::Task for BadDefaults {
 
 #[test]
 fn type_defaults_apply_and_call_options_override_them_field_by_field() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let plain = spool.enqueue(Mail).unwrap().status().unwrap();
     assert_eq!(
         (plain.queue.as_str(), plain.priority, plain.max_retries),

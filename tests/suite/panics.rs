@@ -1,13 +1,13 @@
 //! Panics: a panicking handler is an attempt error of kind `Panic` with the message; it is
 //! retried like any retryable error, and the pool keeps working afterwards.
 
-use taskspool::{AttemptErrorKind, Error, Options, RetryPolicy, Spool, TaskState};
+use taskspool::{AttemptErrorKind, Error, Options, RetryPolicy, TaskState};
 
 use super::common::*;
 
 #[test]
 fn panic_is_recorded_retried_and_the_pool_survives() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     // One thread: if a panic killed it, nothing after the panicking task could run.
     let worker = spool
         .worker()

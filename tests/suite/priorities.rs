@@ -75,7 +75,7 @@ fn higher_priority_first_across_queues_served_by_one_worker() {
 
 #[test]
 fn a_single_threaded_worker_runs_in_priority_then_fifo_order() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("prio-worker");
     let plan: Vec<(&str, u8)> = (0..30u8)
         .map(|i| (if i % 2 == 0 { "x" } else { "y" }, i % 3 * 4))

@@ -1,12 +1,12 @@
 //! Named queues: a worker only runs tasks from the queues it serves.
 
-use taskspool::{Options, Spool, TaskState};
+use taskspool::{Options, TaskState};
 
 use super::common::*;
 
 #[test]
 fn worker_serving_a_does_not_run_b() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("queues");
     let in_b: Vec<_> = (0..5)
         .map(|_| {
@@ -99,7 +99,7 @@ fn drain_serving_a_does_not_run_b_and_default_is_default() {
 
 #[test]
 fn a_worker_serves_a_queue_that_did_not_exist_when_it_started() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("late-queue");
     let worker = spool
         .worker()

@@ -14,7 +14,7 @@ fn drain(spool: &Spool) -> taskspool::DrainReport {
 
 #[test]
 fn retry_runs_max_retries_plus_one_times_then_fails_with_full_history() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(2)
@@ -275,7 +275,7 @@ fn default_policy_retries_three_times_with_bounded_exponential_backoff() {
 #[test]
 fn with_the_system_clock_the_writer_wakes_itself_for_a_retry() {
     // No manual clock: the writer must sleep until the retry is due and wake on its own.
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let worker = spool
         .worker()
         .concurrency(1)

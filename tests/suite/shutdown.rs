@@ -89,7 +89,7 @@ fn shutdown_waits_for_the_running_task_and_its_result_is_durable() {
 
 #[test]
 fn dropping_the_worker_shuts_it_down_gracefully() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("shutdown-drop");
     let worker = spool
         .worker()
@@ -114,7 +114,7 @@ fn dropping_the_worker_shuts_it_down_gracefully() {
 
 #[test]
 fn after_shutdown_tasks_stay_ready_and_a_new_worker_runs_them() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("shutdown-then-enqueue");
     let worker = spool
         .worker()
@@ -198,7 +198,7 @@ fn claimed_but_unstarted_tasks_return_to_ready_at_shutdown() {
 fn graceful_shutdown_releases_prefetched_tasks() {
     // The graceful path: shutdown blocks until the running task ends; prefetched ones are
     // handed back, so right after shutdown returns they are Ready with no attempt used.
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("shutdown-graceful-prefetch");
     let first = unique("shutdown-graceful-first");
     let worker = warmed_up_worker(&spool);
@@ -231,7 +231,7 @@ fn graceful_shutdown_releases_prefetched_tasks() {
 /// still running (and times out again while they do), and returns `Ok` once they are done.
 #[test]
 fn a_shutdown_that_timed_out_can_be_waited_for_again() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let key = unique("shutdown-again");
     let worker = spool
         .worker()
@@ -269,7 +269,7 @@ fn a_shutdown_that_timed_out_can_be_waited_for_again() {
 /// running task.
 #[test]
 fn pools_shut_down_together_within_one_deadline() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let keys = [unique("together-a"), unique("together-b")];
     let start = |queue: &str| {
         spool

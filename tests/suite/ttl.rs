@@ -13,7 +13,7 @@ fn finished_task_is_pruned_after_the_ttl_by_the_writer_itself() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(Duration::from_secs(60))
-        .temporary()
+        .open_fresh()
         .unwrap();
     let ok = spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     let failed = spool
@@ -55,7 +55,7 @@ fn pruning_counts_from_when_the_task_finished() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(Duration::from_secs(60))
-        .temporary()
+        .open_fresh()
         .unwrap();
     let early = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
     spool.worker().register::<Add>().drain().unwrap();
@@ -78,7 +78,7 @@ fn unfinished_tasks_are_never_pruned() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(Duration::from_secs(1))
-        .temporary()
+        .open_fresh()
         .unwrap();
     let waiting = spool.enqueue(Add { a: 1, b: 1 }).unwrap();
     let retrying = spool
@@ -100,7 +100,7 @@ fn keep_results_forever_keeps_them() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .keep_results_forever()
-        .temporary()
+        .open_fresh()
         .unwrap();
     let handle = spool.enqueue(Add { a: 5, b: 5 }).unwrap();
     spool.worker().register::<Add>().drain().unwrap();
@@ -128,7 +128,7 @@ fn default_ttl_is_one_day() {
 fn with_the_system_clock_the_writer_prunes_on_its_own() {
     let spool = Spool::builder()
         .result_ttl(Duration::from_millis(100))
-        .temporary()
+        .open_fresh()
         .unwrap();
     let worker = spool.worker().register::<Add>().start().unwrap();
     let handle = spool.enqueue(Add { a: 1, b: 1 }).unwrap();

@@ -9,7 +9,7 @@ use super::common::*;
 
 #[test]
 fn unknown_name_waits_visibly_until_a_worker_registers_it() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let ghosts: Vec<_> = (0..3)
         .map(|n| spool.enqueue(Ghost { n }).unwrap())
         .collect();
@@ -106,7 +106,7 @@ fn unregistered_tasks_survive_a_restart_and_run_when_registered() {
 /// queue can run it.
 #[test]
 fn a_name_known_only_to_a_pool_of_another_queue_is_flagged_unregistered() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let stranded = spool
         .enqueue_with(Ghost { n: 1 }, taskspool::Options::new().queue("q1"))
         .unwrap();

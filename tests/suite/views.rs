@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use taskspool::{
-    Error, Failure, MisfirePolicy, Options, Schedule, ScheduleInfo, Spool, Stats, TaskStatus,
+    Error, Failure, MisfirePolicy, Options, Schedule, ScheduleInfo, Stats, TaskStatus,
 };
 
 use super::common::*;
@@ -60,7 +60,7 @@ fn a_task_status_prints_as_json_with_its_arguments_then_its_output() {
 /// The final failure carried by `TaskFailed` prints too, with its whole history.
 #[test]
 fn a_failure_prints_as_json() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("views-fail");
     let handle = spool.enqueue(Scripted::new(&log, [Step::Fail])).unwrap();
     spool.worker().register::<Scripted>().drain().unwrap();
@@ -78,7 +78,7 @@ fn a_failure_prints_as_json() {
 /// Stats print each queue's counts as a map from state name to count.
 #[test]
 fn stats_print_counts_by_state_name() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     spool
         .enqueue_with(Add { a: 1, b: 2 }, Options::new().queue("mail"))

@@ -151,7 +151,35 @@ pub(crate) fn claim(
     schema: &SchemaName,
     serves: &[(String, String)],
     max: usize,
+    who: (u64, u64),
+) -> Result<Vec<Claimed>, Error> {
+    claim_locking(db, schema, serves, max, who, "FOR UPDATE SKIP LOCKED")
+}
+
+/// As [`claim`], but a ready row another transaction holds is waited for (and claimed if
+/// it is still ready then), never skipped: for a drain, which ends when a claim finds
+/// nothing, and so must not miss a task that a promoter elsewhere (this process's
+/// dispatcher, say) holds for an instant.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn claim_waiting(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    serves: &[(String, String)],
+    max: usize,
+    who: (u64, u64),
+) -> Result<Vec<Claimed>, Error> {
+    claim_locking(db, schema, serves, max, who, "FOR UPDATE")
+}
+
+fn claim_locking(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    serves: &[(String, String)],
+    max: usize,
     (owner, now_ms): (u64, u64),
+    lock: &str,
 ) -> Result<Vec<Claimed>, Error> {
     if serves.is_empty() || max == 0 {
         return Ok(Vec::new());
@@ -175,7 +203,7 @@ pub(crate) fn claim(
                              AND (expires_at_ms IS NULL OR expires_at_ms > $5)
                          ORDER BY priority DESC, id
                          LIMIT $3
-                         FOR UPDATE SKIP LOCKED
+                         {lock}
                      ) AS t
                      ORDER BY t.priority DESC, t.id
                      LIMIT $3

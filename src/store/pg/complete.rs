@@ -30,10 +30,38 @@ pub(crate) enum Ending {
         message: String,
         retry_at_ms: Option<u64>,
     },
+    /// It asked to run again at `at_ms` without using up a retry (`TaskError::snooze`);
+    /// `message` is its history entry.
+    Snoozed { at_ms: u64, message: String },
 }
 
-/// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`, keeping the
-/// handler's latest `progress` (JSON) if it reported any. Returns the task's new state, or
+/// An attempt's report: how it ended, the handler's latest progress (JSON) if it reported
+/// any, and what it returned in a few words (for the history entry of a revoke that
+/// discards it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Report<'a> {
+    pub(crate) ending: &'a Ending,
+    pub(crate) progress: Option<&'a [u8]>,
+    pub(crate) returned: &'a str,
+}
+
+impl<'a> Report<'a> {
+    /// A report of `ending` with no progress, which returned what `ending` says.
+    #[cfg(test)]
+    pub(crate) fn of(ending: &'a Ending) -> Report<'a> {
+        Report {
+            ending,
+            progress: None,
+            returned: match ending {
+                Ending::Succeeded { .. } => "a success",
+                _ => "a failure",
+            },
+        }
+    }
+}
+
+/// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`, as `report`
+/// says. Returns the task's new state, or
 /// `None` when the report is not of the task's current attempt in this process (discarded,
 /// changing nothing).
 ///
@@ -44,8 +72,13 @@ pub(crate) fn complete(
     schema: &SchemaName,
     (id, attempt, owner): (u64, u32, u64),
     now_ms: u64,
-    (ending, progress): (&Ending, Option<&[u8]>),
+    report: Report<'_>,
 ) -> Result<Option<TaskState>, Error> {
+    let Report {
+        ending,
+        progress,
+        returned,
+    } = report;
     let q = schema.quoted();
     let running = i16::from(TaskState::Running.code());
     let id = id as i64;
@@ -78,10 +111,6 @@ pub(crate) fn complete(
     }
     if revoke_requested {
         // Revoked while it ran: whatever the attempt returned, the task ends here.
-        let returned = match ending {
-            Ending::Succeeded { .. } => "a success",
-            Ending::Failed { .. } => "a failure",
-        };
         let message = format!(
             "revoked while attempt {attempt} ran; what it returned ({returned}) was discarded"
         );
@@ -142,6 +171,24 @@ pub(crate) fn complete(
                 failed
             }
         },
+        Ending::Snoozed { at_ms, message } => {
+            let snoozed = AttemptErrorKind::Snoozed;
+            record_error(&mut tx, schema, id, (attempt, now), snoozed, message)?;
+            let at = i64::try_from(*at_ms).unwrap_or(i64::MAX);
+            // One more attempt than before: a snooze uses none of the retries.
+            tx.execute(
+                &format!(
+                    "UPDATE {q}.tasks SET state = {scheduled}, owner = NULL, due_at_ms = $2,
+                         max_retries = max_retries + 1
+                     WHERE id = $1",
+                    scheduled = TaskState::Scheduled.code()
+                ),
+                &[&id, &at],
+            )
+            .map_err(pg("snooze a task"))?;
+            notify_wake(&mut tx, schema)?;
+            TaskState::Scheduled
+        }
     };
     tx.commit().map_err(pg("commit a completion"))?;
     Ok(Some(state))
@@ -338,29 +385,46 @@ pub(crate) fn expire_due(
     ))
 }
 
-/// The most finished tasks one [`prune_finished`] deletes (the next period goes on).
+/// The most finished tasks one [`prune_due`] deletes (the next one goes on at once).
 const PRUNE_BATCH: i64 = 10_000;
 
-/// Deletes up to [`PRUNE_BATCH`] tasks that finished before `before_ms`, with their errors
-/// (the results TTL); returns how many.
+/// Deletes up to [`PRUNE_BATCH`] tasks that finished `ttl_ms` or longer before `now_ms`,
+/// with their errors (the results TTL); returns when the next one is due: `now_ms` again if
+/// the batch was full, else the oldest remaining finish plus the TTL (`now_ms + ttl_ms`
+/// when nothing is finished: whatever finishes later is due later).
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn prune_finished(
+pub(crate) fn prune_due(
     db: &mut impl GenericClient,
     schema: &SchemaName,
-    before_ms: u64,
+    now_ms: u64,
+    ttl_ms: u64,
 ) -> Result<u64, Error> {
     let q = schema.quoted();
-    let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
-    db.execute(
-        &format!(
-            "DELETE FROM {q}.tasks WHERE id IN (
-                 SELECT id FROM {q}.tasks
-                 WHERE state IN (4, 5, 6, 7) AND finished_at_ms < $1
-                 ORDER BY finished_at_ms LIMIT $2)"
-        ),
-        &[&before, &PRUNE_BATCH],
-    )
-    .map_err(pg("delete finished tasks past the results TTL"))
+    let finished = "state IN (4, 5, 6, 7)";
+    let before = i64::try_from(now_ms.saturating_sub(ttl_ms)).unwrap_or(i64::MAX);
+    let pruned = db
+        .execute(
+            &format!(
+                "DELETE FROM {q}.tasks WHERE id IN (
+                     SELECT id FROM {q}.tasks
+                     WHERE {finished} AND finished_at_ms <= $1
+                     ORDER BY finished_at_ms LIMIT $2)"
+            ),
+            &[&before, &PRUNE_BATCH],
+        )
+        .map_err(pg("delete finished tasks past the results TTL"))?;
+    if pruned >= PRUNE_BATCH as u64 {
+        return Ok(now_ms);
+    }
+    let oldest: Option<i64> = db
+        .query_one(
+            &format!("SELECT min(finished_at_ms) FROM {q}.tasks WHERE {finished}"),
+            &[],
+        )
+        .map_err(pg("read the oldest finish"))?
+        .get(0);
+    let oldest = oldest.map_or(now_ms, |ms| u64::try_from(ms).unwrap_or(0));
+    Ok(oldest.saturating_add(ttl_ms))
 }

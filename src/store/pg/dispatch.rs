@@ -12,7 +12,6 @@ use postgres::Client;
 
 use crate::model::PoolId;
 use crate::store::pg::claim::claim;
-use crate::store::pg::complete::prune_finished;
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::lease::{heartbeat, rescue_expired};
 use crate::store::pg::schedules;
@@ -36,8 +35,7 @@ pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Renews the lease a third of its length at a time, rescuing expired ones and deleting the
-/// tasks finished longer ago than the results TTL meanwhile.
+/// Renews the lease a third of its length at a time, rescuing expired ones meanwhile.
 pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()>) {
     let period = lease / 3;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
@@ -56,17 +54,11 @@ pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not rescue expired leases"),
         }
-        if let Some(ttl) = inner.result_ttl_ms {
-            let before = inner.clock.now_ms().saturating_sub(ttl);
-            if let Err(e) = prune_finished(&mut db, &inner.schema, before) {
-                tracing::warn!(error = %e, "could not delete finished tasks past the results TTL");
-            }
-        }
     }
 }
 
-/// The dispatcher: claims for every pool with free slots, then waits for a wake-up or the
-/// next due time.
+/// The dispatcher: fires, expires, promotes and prunes what is due, claims for every pool
+/// with free slots, then waits for a wake-up or the next due time.
 pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
     let mut pools: HashMap<PoolId, Pool> = HashMap::new();
     loop {
@@ -92,7 +84,8 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                 None
             }
         };
-        let next_due = [next_due, next_fire, next_expiry]
+        let next_prune = inner.prune_if_due(&mut db, now);
+        let next_due = [next_due, next_fire, next_expiry, next_prune]
             .into_iter()
             .flatten()
             .min();
@@ -114,9 +107,10 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                 Err(e) => tracing::warn!(error = %e, "could not claim tasks"),
             }
         }
-        let timeout = next_due.map_or(Duration::from_secs(3600), |at| {
-            Duration::from_millis(at.saturating_sub(inner.clock.now_ms()))
-        });
+        // A manual clock wakes the dispatcher itself when it moves (subscribed at open).
+        let timeout = next_due
+            .and_then(|at| inner.clock.sleep_until(at))
+            .unwrap_or(Duration::from_secs(3600));
         let event = match events.recv_timeout(timeout) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => continue,
@@ -130,7 +124,9 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                         spec.id,
                         Pool {
                             pairs: pairs(&spec.serves),
-                            slots: spec.threads,
+                            // A pool's free threads plus its prefetch: a prefetched job
+                            // waits in its channel, handed back if the pool stops first.
+                            slots: spec.threads + spec.max_prefetch,
                             outstanding: 0,
                             jobs,
                         },

@@ -7,7 +7,7 @@
 //! built yet answer `Unsupported` (the README's table of backends lists them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::flow::Limit;
 use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
-use crate::store::pg::claim::{Listener, claim};
+use crate::store::pg::claim::{Listener, claim_waiting};
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::control;
 use crate::store::pg::dispatch::{dispatch, keep_lease, pairs};
@@ -29,6 +29,7 @@ use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::register_process;
 use crate::store::pg::list;
 use crate::store::pg::migrate::{SchemaName, connect, migrate, not_yet, pg};
+use crate::store::pg::pools;
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
 use crate::store::pg::reporter::PgReporter;
@@ -100,8 +101,14 @@ impl PgEngine {
             hub: EventHub::default(),
             live: Mutex::new(Vec::new()),
             result_ttl_ms,
+            next_prune_ms: AtomicU64::new(0),
             running: Mutex::new(HashMap::new()),
         });
+        // A manual clock that moves wakes the dispatcher (until it has stopped).
+        let wake = inner.to_dispatcher.clone();
+        inner
+            .clock
+            .subscribe(move || wake.send(Event::Wake).is_ok());
         let mut threads = Vec::new();
         let mut listener = Listener::new(url, &inner.schema)?;
         let done = Listener::for_results(url, &inner.schema)?;
@@ -246,6 +253,15 @@ impl Engine for PgEngine {
     }
 
     fn register(&self, pool: PoolSpec, jobs: Sender<Job>) -> Result<(), Error> {
+        let mut names: Vec<String> = pool.serves.names.iter().cloned().collect();
+        names.sort();
+        pools::add(
+            &mut *self.inner.db(),
+            &self.inner.schema,
+            (self.inner.process, pool.id.0),
+            (&pool.serves.queues, &names),
+            pool.threads,
+        )?;
         self.inner
             .live
             .lock()
@@ -263,6 +279,15 @@ impl Engine for PgEngine {
     }
 
     fn unregister(&self, pool: PoolId) {
+        let removed = pools::remove(
+            &mut *self.inner.db(),
+            &self.inner.schema,
+            self.inner.process,
+            Some(pool.0),
+        );
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "could not remove a stopped pool from the pools table");
+        }
         self.inner
             .live
             .lock()
@@ -283,9 +308,10 @@ impl Engine for PgEngine {
         let pairs = pairs(serves);
         let mut db = self.inner.db();
         let now = self.inner.clock.now_ms();
+        self.inner.prune_if_due(&mut *db, now);
         expire_due(&mut *db, &self.inner.schema, now)?;
         promote_due(&mut *db, &self.inner.schema, now)?;
-        let claimed = claim(
+        let claimed = claim_waiting(
             &mut *db,
             &self.inner.schema,
             &pairs,
@@ -394,11 +420,20 @@ impl Engine for PgEngine {
         schedules::list(&mut *self.inner.db(), &self.inner.schema)
     }
 
-    /// Counts per queue and state (a scan of the table, for now), and this process's pools
-    /// (pools of other processes, names no pool knows and metrics are not gathered yet).
+    /// Counts per queue and state (a scan of the table, for now), the names no live pool
+    /// knows, this process's pools and then every other process's (metrics are not
+    /// gathered yet).
     fn stats(&self) -> Result<Stats, Error> {
-        let queues = read::counts(&mut *self.inner.db(), &self.inner.schema)?;
-        let pools = self
+        let (queues, unregistered, others) = {
+            let mut db = self.inner.db();
+            let schema = &self.inner.schema;
+            (
+                read::counts(&mut *db, schema)?,
+                pools::unregistered_counts(&mut *db, schema)?,
+                pools::of_others(&mut *db, schema, self.inner.process)?,
+            )
+        };
+        let mut pools: Vec<PoolStats> = self
             .inner
             .live
             .lock()
@@ -417,9 +452,10 @@ impl Engine for PgEngine {
                 }
             })
             .collect();
+        pools.extend(others);
         Ok(Stats {
             queues,
-            unregistered: Vec::new(),
+            unregistered,
             pools,
             metrics: Vec::new(),
         })
@@ -449,6 +485,7 @@ impl Drop for PgEngine {
                 "SELECT pg_notify($1, ''), pg_notify($2, ''), pg_notify($3, '')",
                 &[&wake, &done, &stop],
             );
+            let _ = pools::remove(&mut *db, &self.inner.schema, self.inner.process, None);
             // The lease ends with the process: its attempts are reported or rescued.
             let q = self.inner.schema.quoted();
             let _ = db.execute(

@@ -5,7 +5,7 @@
 //! of an expired one's attempts (`lease`), schedules fired exactly once across processes
 //! (`schedules`), group commit of concurrent enqueues (`group`), a new task as its row and
 //! record (`record`), exact revokes and manual retries (`control`), listings and bulk
-//! requests (`list`), a task's status (`read`), and the engine's verbs and threads on top
+//! requests (`list`), a task's status (`read`), the pools of every process (`pools`), and the engine's verbs and threads on top
 //! (`engine`, `dispatch`, `reporter`). What it does not offer yet answers `Unsupported`.
 
 mod claim;
@@ -18,6 +18,7 @@ mod lease;
 mod list;
 mod migrate;
 mod notify;
+mod pools;
 mod read;
 mod record;
 mod reporter;

@@ -7,10 +7,12 @@ use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::pools::unregistered;
 use crate::store::pg::record::PgRecord;
 use crate::views::{QueueStats, TaskStatus};
 
-/// The columns [`from_row`] reads, of the task `t`: its columns, then its errors in order.
+/// The columns [`from_row`] reads, of the task `t`: its columns, then its errors in order,
+/// its progress and whether no live pool can run it.
 pub(super) fn columns(q: &str) -> String {
     let errors = |column: &str| {
         format!(
@@ -21,11 +23,12 @@ pub(super) fn columns(q: &str) -> String {
     format!(
         "t.id, t.name, t.queue, t.priority, t.state, t.attempts, t.max_retries, t.due_at_ms, \
          t.started_at_ms, t.finished_at_ms, t.payload, t.output, t.record, {}, {}, {}, {}, \
-         t.progress",
+         t.progress, {}",
         errors("attempt"),
         errors("at_ms"),
         errors("kind"),
-        errors("message")
+        errors("message"),
+        unregistered(q)
     )
 }
 
@@ -94,8 +97,7 @@ pub(super) fn from_row(row: &Row) -> Result<TaskStatus, Error> {
         started_at: ms(row.get(8)),
         finished_at: ms(row.get(9)),
         expires_at: record.expires_at_ms.map(to_system_time),
-        // Which names live pools know is the engine's to say; a row alone cannot.
-        unregistered: false,
+        unregistered: row.get(18),
         errors,
         fire_time: record.origin.as_ref().map(|o| to_system_time(o.fire_at_ms)),
         schedule: record.origin.map(|o| o.schedule),

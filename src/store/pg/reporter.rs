@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::clock::duration_ms;
 use crate::error::Error;
-use crate::model::{AttemptErrorKind, Outcome, PoolId, TaskId};
-use crate::store::pg::complete::{Ending, complete};
+use crate::model::{AttemptErrorKind, Disposition, MAX_DELAY, Outcome, PoolId, TaskId};
+use crate::store::pg::complete::{Ending, Report, complete};
 use crate::store::pg::lease::note_started;
 use crate::store::pg::migrate::pg;
 use crate::store::pg::record::{PgRecord, new_row};
@@ -53,7 +54,11 @@ impl Reporter for PgReporter {
             &self.inner.schema,
             (c.id.0, c.attempt, self.inner.process),
             now,
-            (&ending, c.progress.as_deref()),
+            Report {
+                ending: &ending,
+                progress: c.progress.as_deref(),
+                returned: &c.outcome.describe(),
+            },
         )?;
         if let Some(pool) = pool {
             let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
@@ -137,6 +142,29 @@ impl PgReporter {
             )
             .map_err(pg("read a task's retry policy"))?;
         let policy = PgRecord::decode(row.get(0))?.retry;
+        if let Disposition::Snooze(delay) = disposition {
+            if delay.is_zero() || delay > MAX_DELAY {
+                let why = format!(
+                    "TaskError::snooze({delay:?}) is not a delay a task can snooze for (it \
+                     must be more than zero and at most MAX_DELAY, 100 years); the attempt \
+                     failed instead: {message}"
+                );
+                return Ok(Ending::Failed {
+                    kind: AttemptErrorKind::Error,
+                    message: why,
+                    retry_at_ms: Some(now.saturating_add(policy.delay_ms(c.attempt))),
+                });
+            }
+            let secs = delay.as_secs_f64();
+            return Ok(Ending::Snoozed {
+                at_ms: now.saturating_add(duration_ms(delay)),
+                message: if message.is_empty() {
+                    format!("snoozed for {secs}s")
+                } else {
+                    format!("snoozed for {secs}s: {message}")
+                },
+            });
+        }
         let delay = disposition.retry_delay_ms(|| policy.delay_ms(c.attempt));
         Ok(Ending::Failed {
             kind,

@@ -138,7 +138,7 @@ pub(crate) fn fire_due(
         };
         let fires = due_fires(&old.def.kind, old.def.misfire, at, now_ms);
         for &fire_ms in &fires.run {
-            if let Some(id) = fire_one(&mut tx, schema, &name, &old.def, fire_ms, now_ms)? {
+            if let Some(id) = fire_one(&mut tx, schema, &name, &old.def, (fire_ms, now_ms), true)? {
                 fired.push(id);
             }
         }
@@ -157,26 +157,33 @@ pub(crate) fn fire_due(
     Ok((fired, next.map(|ms| ms as u64)))
 }
 
-/// Enqueues schedule `name`'s task for `fire_ms`, unless that fire was already made.
+/// Enqueues schedule `name`'s task for `fire_ms` (at `now_ms`). A `timed` fire is made once
+/// (recorded under its schedule and fire time, and skipped if it was already made); a run
+/// asked for by hand (`run_schedule_now`) always enqueues, and is not recorded.
 fn fire_one(
     tx: &mut impl GenericClient,
     schema: &SchemaName,
     name: &str,
     def: &ScheduleDef,
-    fire_ms: u64,
-    now_ms: u64,
+    (fire_ms, now_ms): (u64, u64),
+    timed: bool,
 ) -> Result<Option<u64>, Error> {
     let q = schema.quoted();
     let at = i64::try_from(fire_ms).unwrap_or(i64::MAX);
-    // Under the schedule's lock no other process fires it; the primary key is the backstop.
-    let made = tx
-        .query_opt(
-            &format!("SELECT task FROM {q}.schedule_fires WHERE schedule = $1 AND fire_ms = $2"),
-            &[&name, &at],
-        )
-        .map_err(pg("look for a fire"))?;
-    if made.is_some() {
-        return Ok(None);
+    if timed {
+        // Under the schedule's lock no other process fires it; the primary key is the
+        // backstop.
+        let made = tx
+            .query_opt(
+                &format!(
+                    "SELECT task FROM {q}.schedule_fires WHERE schedule = $1 AND fire_ms = $2"
+                ),
+                &[&name, &at],
+            )
+            .map_err(pg("look for a fire"))?;
+        if made.is_some() {
+            return Ok(None);
+        }
     }
     let task = NewTask {
         name: Arc::from(def.task_name.as_str()),
@@ -190,6 +197,9 @@ fn fire_one(
         step: None,
     };
     let id = insert(tx, schema, &[new_row(&task, now_ms)?])?[0];
+    if !timed {
+        return Ok(Some(id));
+    }
     tx.execute(
         &format!("INSERT INTO {q}.schedule_fires (schedule, fire_ms, task) VALUES ($1, $2, $3)"),
         &[&name, &at, &(id as i64)],
@@ -282,7 +292,7 @@ pub(crate) fn run_now(
     let mut tx = db.transaction().map_err(pg("begin a run now"))?;
     let record =
         locked(&mut tx, schema, name)?.ok_or_else(|| Error::ScheduleNotFound(name.to_string()))?;
-    let made = fire_one(&mut tx, schema, name, &record.def, now_ms, now_ms)?.is_some();
+    let made = fire_one(&mut tx, schema, name, &record.def, (now_ms, now_ms), false)?.is_some();
     tx.commit().map_err(pg("commit a run now"))?;
     Ok(made)
 }

@@ -2,11 +2,11 @@
 //! (`Event`), and a claimed attempt as the job a pool runs, tracked until it is reported.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crossbeam_channel::Sender;
-use postgres::Client;
+use postgres::{Client, GenericClient};
 
 use crate::clock::Clock;
 use crate::events::EventHub;
@@ -14,6 +14,7 @@ use crate::model::{PoolId, TaskId};
 use crate::options::Limits;
 use crate::signal::{AttemptSignal, StopReason};
 use crate::store::pg::claim::Claimed;
+use crate::store::pg::complete::prune_due;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::migrate::SchemaName;
 use crate::store::pg::record::PgRecord;
@@ -37,6 +38,8 @@ pub(super) struct Inner {
     pub(super) live: Mutex<Vec<Live>>,
     /// Finished tasks are deleted this long after they finished (`None`: kept).
     pub(super) result_ttl_ms: Option<u64>,
+    /// When the next deletion of finished tasks is due (`Inner::prune_if_due`).
+    pub(super) next_prune_ms: AtomicU64,
     /// The attempts this process runs, by task: what a revoke from any process asks to
     /// stop (heard on the schema's `stop` channel).
     pub(super) running: Mutex<HashMap<u64, (u32, Weak<AttemptSignal>)>>,
@@ -59,6 +62,28 @@ pub(super) enum Event {
 impl Inner {
     pub(super) fn db(&self) -> MutexGuard<'_, Client> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes the finished tasks past the results TTL if a deletion is due at `now`;
+    /// returns when the next one is (`None`: results are kept forever). On the system clock
+    /// one runs at most once a second, or a steady stream of finishes would make each one
+    /// due on its own; on a manual clock, exactly when due.
+    pub(super) fn prune_if_due(&self, db: &mut impl GenericClient, now: u64) -> Option<u64> {
+        let ttl = self.result_ttl_ms?;
+        let due = self.next_prune_ms.load(Ordering::SeqCst);
+        if now < due {
+            return Some(due);
+        }
+        let next = prune_due(db, &self.schema, now, ttl).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not delete finished tasks past the results TTL");
+            now.saturating_add(1000)
+        });
+        let next = match self.clock {
+            Clock::System => next.max(now.saturating_add(1000)),
+            Clock::Manual(_) => next,
+        };
+        self.next_prune_ms.store(next, Ordering::SeqCst);
+        Some(next)
     }
 
     /// A claimed attempt, as its pool or drain runs it: tracked until it is reported, so

@@ -102,3 +102,15 @@ CREATE TABLE {schema}.unique_keys (
     key  text   PRIMARY KEY,
     task bigint NOT NULL REFERENCES {schema}.tasks (id) ON DELETE CASCADE
 );
+
+-- The pools each live process runs: what `stats` lists in any process, and what decides that
+-- a ready task is `unregistered` (a pool serves its queue, none knows its name). Gone with
+-- their process's lease.
+CREATE TABLE {schema}.pools (
+    process     bigint  NOT NULL REFERENCES {schema}.processes (id) ON DELETE CASCADE,
+    pool        bigint  NOT NULL,
+    queues      text[]  NOT NULL,
+    names       text[]  NOT NULL,
+    concurrency integer NOT NULL,
+    PRIMARY KEY (process, pool)
+);

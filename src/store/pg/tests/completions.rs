@@ -6,7 +6,7 @@ use super::claims::row;
 use super::{Scratch, server};
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::{Listener, NewRow, claim, insert};
-use crate::store::pg::complete::{Ending, complete, expire_due, promote_due, result};
+use crate::store::pg::complete::{Ending, Report, complete, expire_due, promote_due, result};
 use crate::store::pg::lease::register_process;
 
 #[test]
@@ -34,15 +34,15 @@ fn a_success_is_stored_once_and_only_by_its_own_attempt() {
     };
     // Another process, or another attempt, cannot end it.
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, other), 5, (&ok, None)).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, other), 5, Report::of(&ok)).unwrap(),
         None
     );
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 2, me), 5, (&ok, None)).unwrap(),
+        complete(&mut db, schema, (ids[0], 2, me), 5, Report::of(&ok)).unwrap(),
         None
     );
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, me), 5, (&ok, None)).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, me), 5, Report::of(&ok)).unwrap(),
         Some(TaskState::Succeeded)
     );
     assert_eq!(
@@ -60,7 +60,7 @@ fn a_success_is_stored_once_and_only_by_its_own_attempt() {
         follow_ups: Vec::new(),
     };
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, me), 6, (&late, None)).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, me), 6, Report::of(&late)).unwrap(),
         None
     );
     assert_eq!(
@@ -97,7 +97,7 @@ fn a_failure_retries_when_due_until_its_last_attempt_fails_it() {
             schema,
             (id, 1, me),
             1_000,
-            (&failed("timeout"), None)
+            Report::of(&failed("timeout"))
         )
         .unwrap(),
         Some(TaskState::Retrying)
@@ -121,7 +121,7 @@ fn a_failure_retries_when_due_until_its_last_attempt_fails_it() {
             schema,
             (id, 2, me),
             3_000,
-            (&failed("refused"), None)
+            Report::of(&failed("refused"))
         )
         .unwrap(),
         Some(TaskState::Failed),

@@ -7,7 +7,7 @@ use super::claims::row;
 use super::{Scratch, server};
 use crate::model::{Revoke, TaskState};
 use crate::store::pg::claim::{Listener, claim, insert};
-use crate::store::pg::complete::{Ending, complete, result};
+use crate::store::pg::complete::{Ending, Report, complete, result};
 use crate::store::pg::control::revoke;
 use crate::store::pg::lease::{note_started, register_process, rescue_expired};
 
@@ -70,7 +70,7 @@ fn a_revoke_is_exact_for_waiting_running_and_orphaned_tasks() {
         follow_ups: Vec::new(),
     };
     assert_eq!(
-        complete(&mut db, schema, (ids[0], 1, me), 40, (&ok, None)).unwrap(),
+        complete(&mut db, schema, (ids[0], 1, me), 40, Report::of(&ok)).unwrap(),
         Some(TaskState::Revoked)
     );
     assert_eq!(

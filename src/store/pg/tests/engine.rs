@@ -103,18 +103,28 @@ fn a_spool_on_postgres_enqueues_runs_retries_and_waits_across_processes() {
         panic!("its only attempt failed");
     };
     assert_eq!(failure.attempts, 1);
-    // Counts per queue and state, and the process's own pool.
+    // Counts per queue and state, and the consumer's pool — in the producer's stats too.
     let stats = consumer.stats().unwrap();
     assert_eq!(stats.count(TaskState::Succeeded), 51);
     assert_eq!(stats.count(TaskState::Failed), 1);
     assert_eq!(stats.queue("default").map(|q| q.total()), Some(52));
     assert_eq!(stats.pools.len(), 1);
     assert_eq!((stats.pools[0].concurrency, stats.pools[0].threads), (4, 4));
-    assert!(
-        producer.stats().unwrap().pools.is_empty(),
-        "the producer runs no pool"
+    let seen = producer.stats().unwrap().pools;
+    assert_eq!(
+        seen.len(),
+        1,
+        "the producer runs none; it sees the consumer's"
+    );
+    assert_eq!(
+        (seen[0].concurrency, seen[0].queues.as_slice()),
+        (4, &["default".to_string()][..])
     );
     worker.shutdown(Duration::from_secs(30)).unwrap();
+    assert!(
+        producer.stats().unwrap().pools.is_empty(),
+        "a stopped pool leaves the table"
+    );
     // With no worker to run it before its expiry, a task ends expired, and its waiter says so.
     let stale = producer
         .enqueue_with(

@@ -23,6 +23,7 @@ fn a_new_schema_is_created_and_migrated_once() {
         [
             "attempt_errors",
             "migrations",
+            "pools",
             "processes",
             "schedule_fires",
             "schedules",

@@ -13,7 +13,7 @@ use crate::options::Options;
 use crate::retry::RetryPolicy;
 use crate::spool::new_task;
 use crate::store::pg::claim::{claim, insert};
-use crate::store::pg::complete::{Ending, complete, promote_due};
+use crate::store::pg::complete::{Ending, Report, complete, promote_due};
 use crate::store::pg::lease::{note_started, register_process};
 use crate::store::pg::read;
 use crate::store::pg::record::{PgRecord, new_row};
@@ -145,7 +145,7 @@ fn a_tasks_status_shows_its_options_history_arguments_and_output() {
         message: "smtp said no".into(),
         retry_at_ms: Some(now + 20),
     };
-    complete(&mut db, schema, (id, 1, me), now + 15, (&failed, None)).unwrap();
+    complete(&mut db, schema, (id, 1, me), now + 15, Report::of(&failed)).unwrap();
     promote_due(&mut db, schema, now + 20).unwrap();
     claim(&mut db, schema, &pairs, 1, (me, 0)).unwrap();
     note_started(&mut db, schema, &[(id, 2)], now + 30).unwrap();
@@ -153,7 +153,7 @@ fn a_tasks_status_shows_its_options_history_arguments_and_output() {
         output: br#"{"sent":true}"#.to_vec(),
         follow_ups: Vec::new(),
     };
-    complete(&mut db, schema, (id, 2, me), now + 40, (&ok, None)).unwrap();
+    complete(&mut db, schema, (id, 2, me), now + 40, Report::of(&ok)).unwrap();
     let status = read::status(&mut db, schema, id).unwrap();
     assert_eq!((status.state, status.attempts), (TaskState::Succeeded, 2));
     assert_eq!(status.started_at, Some(to_system_time(now + 30)));
