@@ -283,9 +283,12 @@ fn what_the_engine_does_not_offer_yet_is_refused_as_unsupported_and_changes_noth
         return;
     };
     let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let unique = spool.enqueue_with(Job { n: 1, fail: false }, Options::new().unique("k"));
-    let Err(e) = unique else {
-        panic!("a unique task was accepted");
+    let chain = spool
+        .chain(Job { n: 1, fail: false })
+        .then(Job { n: 2, fail: false })
+        .enqueue();
+    let Err(e) = chain else {
+        panic!("a chain was accepted");
     };
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("PostgreSQL"), "{e}");
@@ -331,4 +334,53 @@ fn a_temporary_schema_is_dropped_when_the_spool_closes_and_bad_options_are_refus
     }
     let unreachable = Spool::connect_postgres("postgresql://nobody@127.0.0.1:1/none");
     assert_eq!(unreachable.unwrap_err().kind(), ErrorKind::Storage);
+}
+
+/// Two processes (two spools, each with its own connections and group commit) enqueue the
+/// same unique keys at once, many times: one task per key, and every duplicate names it.
+#[test]
+fn producers_in_two_processes_racing_on_unique_keys_create_one_task_per_key() {
+    let Some(url) = server("producers_in_two_processes_racing_on_unique_keys") else {
+        return;
+    };
+    let a = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let b = Spool::builder()
+        .postgres_schema(schema_of(&a))
+        .connect_postgres(&url)
+        .unwrap();
+    let barrier = std::sync::Barrier::new(8);
+    let answers: Vec<(String, u64, bool)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (spool, barrier) = (if t % 2 == 0 { &a } else { &b }, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (0..40)
+                        .map(|i| {
+                            let key = format!("k{}", (i + t) % 4);
+                            let h = spool
+                                .enqueue_with(
+                                    Job { n: i, fail: false },
+                                    Options::new().unique(&key),
+                                )
+                                .unwrap();
+                            (key, h.id().as_u64(), h.is_duplicate())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    for key in ["k0", "k1", "k2", "k3"] {
+        let of_key: Vec<_> = answers.iter().filter(|(k, ..)| k == key).collect();
+        assert_eq!(of_key.iter().filter(|(.., dup)| !dup).count(), 1, "{key}");
+        assert!(of_key.iter().all(|(_, id, _)| *id == of_key[0].1), "{key}");
+    }
+    let all = a.tasks(&TaskFilter::new(), &Paging::first(100)).unwrap();
+    assert_eq!(all.tasks.len(), 4);
+    drop(b);
 }

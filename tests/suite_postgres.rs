@@ -25,7 +25,7 @@ fn open_fresh(builder: taskspool::SpoolBuilder) -> Result<taskspool::Spool, task
 mod suite {
     //! The engine-neutral modules of `tests/suite/`. Left out: the file itself (`damage`,
     //! `files`, `format*`, `inspect`, `crash`, `schedule_crash`); and, until the engine
-    //! offers them, unique tasks (`unique`), workflows (`workflows`, `workflow_links`,
+    //! offers them, workflows (`workflows`, `workflow_links`,
     //! `workflow_ttl`, `chord_parts`), flow control (`flow`), events (`events`) and metrics
     //! (`metrics`).
     // Helpers for the file-only modules are unused here.
@@ -51,6 +51,7 @@ mod suite {
     mod schedules;
     mod shutdown;
     mod ttl;
+    mod unique;
     mod unregistered;
     mod views;
 }

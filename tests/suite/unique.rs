@@ -15,7 +15,7 @@ fn add(n: i64) -> Add {
 
 #[test]
 fn a_second_enqueue_with_a_held_key_returns_the_first_task_as_a_duplicate() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let first = spool
         .enqueue_with(add(1), Options::new().unique("report:42"))
         .unwrap();
@@ -53,7 +53,7 @@ fn a_second_enqueue_with_a_held_key_returns_the_first_task_as_a_duplicate() {
 
 #[test]
 fn enqueue_many_deduplicates_within_the_batch_and_against_the_file() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let held = spool
         .enqueue_with(add(0), Options::new().unique("b"))
         .unwrap();
@@ -83,7 +83,7 @@ fn enqueue_many_deduplicates_within_the_batch_and_against_the_file() {
 /// Eight threads enqueue one key at once, many times: exactly one task.
 #[test]
 fn eight_racing_producers_create_exactly_one_task_per_key() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let barrier = std::sync::Barrier::new(8);
     let ids: Vec<Vec<(u64, bool)>> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..8)
@@ -112,7 +112,7 @@ fn eight_racing_producers_create_exactly_one_task_per_key() {
 /// `UntilStarted`: a task enqueued while the holder runs is a new task.
 #[test]
 fn until_started_frees_the_key_when_the_first_attempt_starts() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let g = unique("until-started");
     let opts = || Options::new().unique_with("sync", Unique::UntilStarted);
     let gated = |value| Gated {
@@ -197,7 +197,7 @@ fn a_forgotten_or_pruned_holder_leaves_no_key_behind() {
     let spool = Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(Duration::from_secs(10))
-        .temporary()
+        .open_fresh()
         .unwrap();
     let period = || Options::new().unique_with("p", Unique::For(Duration::from_secs(3600)));
     let held = spool.enqueue_with(add(1), period()).unwrap();

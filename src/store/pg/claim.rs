@@ -31,6 +31,20 @@ pub(crate) struct NewRow {
     /// The JSON arguments.
     pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
+    /// Its unique key and how long it holds it (`Options::unique`), for
+    /// [`insert_new`](crate::store::pg::unique::insert_new).
+    pub(crate) unique: Option<(String, Hold)>,
+}
+
+/// How long a task holds its unique key (`Unique`, with a period resolved to its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Until it is final.
+    Final,
+    /// Until its first attempt starts (or it is final).
+    Started,
+    /// Until this time (ms since the epoch), whatever its state.
+    Until(u64),
 }
 
 /// A claimed attempt.
@@ -54,7 +68,8 @@ const RUNNING: i16 = 2;
 
 /// Inserts `rows` in one statement; returns their ids, ascending in the order of `rows` (so
 /// a batch keeps its FIFO order), and notifies the schema's wake-up channel, which listeners
-/// hear when the caller's transaction commits.
+/// hear when the caller's transaction commits. Unique keys are not looked at here:
+/// [`insert_new`](crate::store::pg::unique::insert_new) honours them.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -63,9 +78,23 @@ pub(crate) fn insert(
     schema: &SchemaName,
     rows: &[NewRow],
 ) -> Result<Vec<u64>, Error> {
+    let ids = allocate_ids(db, schema, rows.len())?;
+    insert_with_ids(db, schema, rows, &ids)?;
+    Ok(ids)
+}
+
+/// `count` new task ids, ascending (so that a batch keeps its FIFO order whatever order the
+/// rows go in).
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn allocate_ids(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    count: usize,
+) -> Result<Vec<u64>, Error> {
     let q = schema.quoted();
-    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    // Ids first, so that they follow the batch's order whatever order the rows go in.
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
     let mut ids: Vec<i64> = db
         .query(
             &format!(
@@ -79,6 +108,22 @@ pub(crate) fn insert(
         .map(|r| r.get(0))
         .collect();
     ids.sort_unstable();
+    Ok(ids.into_iter().map(|id| id as u64).collect())
+}
+
+/// Inserts `rows` under `ids` (one each, in order) in one statement, and notifies the
+/// schema's wake-up channel.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn insert_with_ids(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    rows: &[NewRow],
+    ids: &[u64],
+) -> Result<(), Error> {
+    let q = schema.quoted();
+    let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     let queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
     let priorities: Vec<i16> = rows.iter().map(|r| i16::from(r.priority)).collect();
@@ -134,8 +179,7 @@ pub(crate) fn insert(
         ],
     )
     .map_err(pg("insert tasks"))?;
-    notify_wake(db, schema)?;
-    Ok(ids.into_iter().map(|id| id as u64).collect())
+    notify_wake(db, schema)
 }
 
 /// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` for process

@@ -9,9 +9,10 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
-use crate::store::pg::claim::{NewRow, insert};
+use crate::store::pg::claim::NewRow;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
+use crate::store::pg::unique::insert_new;
 
 /// How an attempt ended, as the engine decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +130,7 @@ pub(crate) fn complete(
     let state = match ending {
         Ending::Succeeded { output, follow_ups } => {
             if !follow_ups.is_empty() {
-                insert(&mut tx, schema, follow_ups)?;
+                insert_new(&mut tx, schema, follow_ups, now_ms)?;
             }
             tx.execute(
                 &format!(

@@ -200,12 +200,12 @@ impl Engine for PgEngine {
             .iter()
             .map(|t| new_row(t, now))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids = self.inner.grouper.insert(rows)?;
+        let ids = self.inner.grouper.insert(rows, now)?;
         Ok(ids
             .into_iter()
-            .map(|id| Enqueued {
+            .map(|(id, duplicate)| Enqueued {
                 id: TaskId(id),
-                duplicate: false,
+                duplicate,
             })
             .collect())
     }

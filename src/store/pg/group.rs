@@ -13,13 +13,16 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::Error;
-use crate::store::pg::claim::{NewRow, insert};
+use crate::store::pg::claim::NewRow;
 use crate::store::pg::migrate::{SchemaName, connect, pg};
+use crate::store::pg::unique::insert_new;
 
 /// One caller's rows, and where its answer goes.
 struct Request {
     rows: Vec<NewRow>,
-    reply: Sender<Result<Vec<u64>, Error>>,
+    /// When the caller enqueued, on the spool's clock (for unique keys' periods).
+    now_ms: u64,
+    reply: Sender<Result<Vec<(u64, bool)>, Error>>,
 }
 
 /// The group-commit thread of one process, and how to reach it.
@@ -59,17 +62,23 @@ impl Grouper {
         })
     }
 
-    /// Inserts `rows`; returns their ids once the transaction that holds them committed.
+    /// Inserts `rows`, enqueued at `now_ms`; returns for each its id and whether it is a
+    /// duplicate of a task holding its unique key, once the transaction that holds them
+    /// committed.
     ///
     /// # Errors
     /// `Storage` if the group failed (nothing of it was stored); `Closed` once the grouper
     /// is stopping.
-    pub(crate) fn insert(&self, rows: Vec<NewRow>) -> Result<Vec<u64>, Error> {
+    pub(crate) fn insert(&self, rows: Vec<NewRow>, now_ms: u64) -> Result<Vec<(u64, bool)>, Error> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.requests
             .as_ref()
             .ok_or(Error::Closed)?
-            .send(Request { rows, reply })
+            .send(Request {
+                rows,
+                now_ms,
+                reply,
+            })
             .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
@@ -95,18 +104,20 @@ fn run(mut client: postgres::Client, schema: &SchemaName, rx: &Receiver<Request>
         // Every request waiting now; their rows, moved into one batch in turn.
         let mut rows = Vec::new();
         let mut replies = Vec::new();
+        let mut now_ms = 0;
         for request in std::iter::once(first).chain(rx.try_iter()) {
             replies.push((request.rows.len(), request.reply));
             rows.extend(request.rows);
+            now_ms = now_ms.max(request.now_ms);
         }
-        let result = commit(&mut client, schema, &rows);
+        let result = commit(&mut client, schema, &rows, now_ms);
         counts.groups.fetch_add(1, Ordering::Relaxed);
         counts
             .requests
             .fetch_add(replies.len() as u64, Ordering::Relaxed);
         match result {
             Ok(mut ids) => {
-                // Ids ascend with the rows, and the rows are the requests' in turn.
+                // One answer per row, and the rows are the requests' in turn.
                 for (count, reply) in replies.iter().rev() {
                     let mine = ids.split_off(ids.len().saturating_sub(*count));
                     let _ = reply.send(Ok(mine));
@@ -126,9 +137,10 @@ fn commit(
     client: &mut postgres::Client,
     schema: &SchemaName,
     rows: &[NewRow],
-) -> Result<Vec<u64>, Error> {
+    now_ms: u64,
+) -> Result<Vec<(u64, bool)>, Error> {
     let mut tx = client.transaction().map_err(pg("begin a group"))?;
-    let ids = insert(&mut tx, schema, rows)?;
+    let ids = insert_new(&mut tx, schema, rows, now_ms)?;
     tx.commit().map_err(pg("commit a group"))?;
     Ok(ids)
 }

@@ -5,7 +5,8 @@
 //! of an expired one's attempts (`lease`), schedules fired exactly once across processes
 //! (`schedules`), group commit of concurrent enqueues (`group`), a new task as its row and
 //! record (`record`), exact revokes and manual retries (`control`), listings and bulk
-//! requests (`list`), a task's status (`read`), the pools of every process (`pools`), and the engine's verbs and threads on top
+//! requests (`list`), a task's status (`read`), the pools of every process (`pools`), unique keys
+//! (`unique`), and the engine's verbs and threads on top
 //! (`engine`, `dispatch`, `reporter`). What it does not offer yet answers `Unsupported`.
 
 mod claim;
@@ -26,5 +27,6 @@ mod schedules;
 mod state;
 #[cfg(test)]
 mod tests;
+mod unique;
 
 pub(crate) use engine::{PgConfig, PgEngine};

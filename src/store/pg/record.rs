@@ -6,11 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::duration_ms;
 use crate::error::Error;
 use crate::model::Origin;
+use crate::options::Unique;
 use crate::retry::RetryPolicy;
 use crate::store::codec;
-use crate::store::pg::claim::NewRow;
+use crate::store::pg::claim::{Hold, NewRow};
 use crate::store::pg::migrate::not_yet;
 use crate::store::verbs::NewTask;
 
@@ -47,12 +49,9 @@ impl PgRecord {
 ///
 /// # Errors
 /// `Storage` if the record cannot be encoded; `Unsupported` for what the PostgreSQL engine
-/// does not store yet (a unique key, a workflow step).
+/// does not store yet (a workflow step).
 pub(crate) fn new_row(task: &NewTask, now_ms: u64) -> Result<NewRow, Error> {
     let opts = &task.opts;
-    if opts.keys.unique.is_some() {
-        return Err(not_yet("a unique task (Options::unique)"));
-    }
     if task.step.is_some() {
         return Err(not_yet("a workflow (chain, group or chord)"));
     }
@@ -77,5 +76,16 @@ pub(crate) fn new_row(task: &NewTask, now_ms: u64) -> Result<NewRow, Error> {
         schedule: task.origin.as_ref().map(|o| o.schedule.clone()),
         payload: task.payload.clone(),
         record: record.encode()?,
+        // A period runs from the enqueue.
+        unique: opts.keys.unique.as_ref().map(|(key, until)| {
+            let hold = match until {
+                Unique::UntilFinal => Hold::Final,
+                Unique::UntilStarted => Hold::Started,
+                Unique::For(period) => {
+                    Hold::Until(task.enqueued_at_ms.saturating_add(duration_ms(*period)))
+                }
+            };
+            (key.clone(), hold)
+        }),
     })
 }

@@ -14,9 +14,9 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::Origin;
 use crate::schedule::{ScheduleDef, due_fires};
-use crate::store::pg::claim::insert;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::record::new_row;
+use crate::store::pg::unique::insert_new;
 use crate::store::schedules::ScheduleRecord;
 use crate::store::verbs::NewTask;
 
@@ -196,7 +196,12 @@ fn fire_one(
         }),
         step: None,
     };
-    let id = insert(tx, schema, &[new_row(&task, now_ms)?])?[0];
+    // A fire whose unique key a task still holds is recorded with the holder: it made
+    // nothing new.
+    let (id, _duplicate) = insert_new(tx, schema, &[new_row(&task, now_ms)?], now_ms)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::storage("a fire's insert answered nothing"))?;
     if !timed {
         return Ok(Some(id));
     }

@@ -97,11 +97,21 @@ CREATE TABLE {schema}.schedule_fires (
     PRIMARY KEY (schedule, fire_ms)
 );
 
--- Unique keys held by waiting tasks (`Options::unique`).
+-- Unique keys (`Options::unique`), by task name: the task that took each. Whether it still
+-- holds it is decided when another task asks for the key, under the key's row lock: until
+-- `until_ms` whatever its state (`Unique::For`), else until its first attempt starts
+-- (`until_started`), else until it is final. A key goes with its task (pruned, forgotten).
+-- The reference is checked at commit: a key is taken before its task's row is inserted.
 CREATE TABLE {schema}.unique_keys (
-    key  text   PRIMARY KEY,
-    task bigint NOT NULL REFERENCES {schema}.tasks (id) ON DELETE CASCADE
+    name          text    NOT NULL,
+    key           text    NOT NULL,
+    task          bigint  NOT NULL REFERENCES {schema}.tasks (id) ON DELETE CASCADE
+                          DEFERRABLE INITIALLY DEFERRED,
+    until_ms      bigint,
+    until_started boolean NOT NULL,
+    PRIMARY KEY (name, key)
 );
+CREATE INDEX unique_keys_task ON {schema}.unique_keys (task);
 
 -- The pools each live process runs: what `stats` lists in any process, and what decides that
 -- a ready task is `unregistered` (a pool serves its queue, none knows its name). Gone with

@@ -20,6 +20,7 @@ pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
         schedule: None,
         payload: br#"{"n":1}"#.to_vec(),
         record: format!("{name}/{queue}/{priority}").into_bytes(),
+        unique: None,
     }
 }
 

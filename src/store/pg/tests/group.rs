@@ -28,7 +28,12 @@ fn concurrent_enqueues_share_transactions_and_each_gets_its_own_ids_in_order() {
                                 r
                             })
                             .collect();
-                        let ids = grouper.insert(rows).unwrap();
+                        let ids: Vec<u64> = grouper
+                            .insert(rows, 0)
+                            .unwrap()
+                            .into_iter()
+                            .map(|(id, _)| id)
+                            .collect();
                         assert_eq!(ids.len(), 1 + n % 3);
                         mine.extend(ids);
                     }

@@ -9,10 +9,10 @@ use super::{Scratch, server};
 use crate::clock::to_system_time;
 use crate::context::Context;
 use crate::model::{AttemptErrorKind, TaskState};
-use crate::options::Options;
+use crate::options::{Options, Unique};
 use crate::retry::RetryPolicy;
 use crate::spool::new_task;
-use crate::store::pg::claim::{claim, insert};
+use crate::store::pg::claim::{Hold, claim, insert};
 use crate::store::pg::complete::{Ending, Report, complete, promote_due};
 use crate::store::pg::lease::{note_started, register_process};
 use crate::store::pg::read;
@@ -69,9 +69,11 @@ fn options_become_columns_and_record_and_the_record_reads_back() {
     let mut newer = row.record.clone();
     newer.push(1);
     assert!(PgRecord::decode(&newer).is_err());
-    // What is not stored yet is refused, not dropped.
-    let unique = new_task(mail(), Options::new().unique("k"), 0).unwrap();
-    assert!(new_row(&unique, 0).is_err());
+    // A unique key's period runs from the enqueue.
+    let period = Options::new().unique_with("k", Unique::For(Duration::from_secs(60)));
+    let unique = new_task(mail(), period, 1_000).unwrap();
+    let row = new_row(&unique, 1_000).unwrap();
+    assert_eq!(row.unique, Some(("k".to_string(), Hold::Until(61_000))));
 }
 
 #[test]
