@@ -305,6 +305,20 @@ impl Waiters {
         map.clear();
     }
 
+    /// Wakes every waiter, to read its task again: for an engine that may have missed
+    /// notifications (a PostgreSQL listener that reconnected).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn notify_all(&self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let waiting: usize = map.values().map(Vec::len).sum();
+        self.count.fetch_sub(waiting, Ordering::Release);
+        for (_, list) in map.drain() {
+            for (_, wake) in list {
+                wake.wake();
+            }
+        }
+    }
+
     /// Wakes every waiter of these tasks.
     pub(crate) fn notify(&self, ids: &[TaskId]) {
         if ids.is_empty() || self.count.load(Ordering::Acquire) == 0 {

@@ -384,3 +384,71 @@ fn producers_in_two_processes_racing_on_unique_keys_create_one_task_per_key() {
     assert_eq!(all.tasks.len(), 4);
     drop(b);
 }
+
+/// The server closes every connection of a spool (as a restart or a cut network would; here
+/// `pg_terminate_backend` from `psql`, another process): the spool connects again — a
+/// waiter blocked across the cut gets its result, and enqueues, runs and reads work again.
+#[test]
+fn a_spool_reconnects_after_the_server_closed_its_connections() {
+    let Some(url) = server("a_spool_reconnects_after_the_server_closed_its_connections") else {
+        return;
+    };
+    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let schema = schema_of(&spool);
+    let worker = spool.worker().register::<Job>().start().unwrap();
+    let before = spool.enqueue(Job { n: 1, fail: false }).unwrap();
+    assert_eq!(before.wait(WAIT).unwrap(), 1);
+    let terminate = |name: &str| {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-t", "-A", "-d", &url, "-c"])
+            .arg(format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = '{name}'"
+            ))
+            .output()
+            .expect("psql (Debian's postgresql-client) runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    // A task that waits out the cut: enqueued with a countdown, so it is due after it.
+    let waiting = spool
+        .enqueue_with(
+            Job { n: 2, fail: false },
+            Options::new().countdown(Duration::from_millis(1500)),
+        )
+        .unwrap();
+    let waiter = std::thread::spawn(move || waiting.wait(WAIT));
+    std::thread::sleep(Duration::from_millis(100));
+    // Every connection: reads, group commit, dispatcher, lease, the three listeners.
+    assert!(terminate(&format!("taskspool {schema}")) >= 7);
+    assert_eq!(
+        waiter.join().unwrap().unwrap(),
+        2,
+        "the waiter got its result"
+    );
+    // The first call on a connection the server closed may fail with a typed error; the
+    // next ones work.
+    let mut after = None;
+    for _ in 0..3 {
+        match spool.enqueue(Job { n: 3, fail: false }) {
+            Ok(h) => {
+                after = Some(h);
+                break;
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Storage, "{e}"),
+        }
+    }
+    assert_eq!(
+        after.expect("an enqueue after the cut").wait(WAIT).unwrap(),
+        3
+    );
+    assert_eq!(spool.stats().unwrap().count(TaskState::Succeeded), 3);
+    worker.shutdown(WAIT).unwrap();
+}

@@ -10,7 +10,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
-use crate::store::pg::migrate::{SchemaName, connect, pg};
+use crate::store::pg::migrate::{SchemaName, connect_for, pg};
 use crate::store::pg::notify::notify_wake;
 
 /// A task to insert: its indexed columns and the rest of its record.
@@ -283,13 +283,16 @@ fn claim_locking(
 /// A connection that listens on a schema's wake-up channel.
 pub(crate) struct Listener {
     client: Client,
+    url: String,
+    schema: SchemaName,
+    channel: String,
 }
 
 impl Listener {
     /// # Errors
     /// `Storage` if the server cannot be reached or refuses the `LISTEN`.
     pub(crate) fn new(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
-        Listener::on(url, &schema.wake_channel())
+        Listener::on(url, schema, schema.wake_channel())
     }
 
     /// A listener on the schema's `done` channel: the ids of tasks that reached a final
@@ -298,7 +301,7 @@ impl Listener {
     /// # Errors
     /// As [`new`](Self::new).
     pub(crate) fn for_results(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
-        Listener::on(url, &schema.done_channel())
+        Listener::on(url, schema, schema.done_channel())
     }
 
     /// A listener on the schema's `stop` channel: the ids of running tasks revoked, for the
@@ -307,15 +310,32 @@ impl Listener {
     /// # Errors
     /// As [`new`](Self::new).
     pub(crate) fn on_stop(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
-        Listener::on(url, &schema.stop_channel())
+        Listener::on(url, schema, schema.stop_channel())
     }
 
-    fn on(url: &str, channel: &str) -> Result<Listener, Error> {
-        let mut client = connect(url)?;
-        client
-            .batch_execute(&format!("LISTEN \"{channel}\""))
-            .map_err(pg("listen for notifications"))?;
-        Ok(Listener { client })
+    fn on(url: &str, schema: &SchemaName, channel: String) -> Result<Listener, Error> {
+        let client = Listener::listen(url, schema, &channel)?;
+        Ok(Listener {
+            client,
+            url: url.to_string(),
+            schema: schema.clone(),
+            channel,
+        })
+    }
+
+    fn listen(url: &str, schema: &SchemaName, channel: &str) -> Result<Client, Error> {
+        connect_for(url, schema, &format!("LISTEN \"{channel}\""))
+    }
+
+    /// Connects and listens again after the connection failed. What was notified while it
+    /// was down is lost: the caller makes up for it (a wake-up, every waiter reading
+    /// again).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); the listener stays as it was.
+    pub(crate) fn reconnect(&mut self) -> Result<(), Error> {
+        self.client = Listener::listen(&self.url, &self.schema, &self.channel)?;
+        Ok(())
     }
 
     /// The next notification's payload, or `None` once `timeout` passes without one.

@@ -10,10 +10,13 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use postgres::Client;
 
+use crate::error::Error;
 use crate::model::PoolId;
 use crate::store::pg::claim::claim;
 use crate::store::pg::complete::{expire_due, promote_due};
+use crate::store::pg::engine::DISPATCHER_SETUP;
 use crate::store::pg::lease::{heartbeat, rescue_expired};
+use crate::store::pg::migrate::reopen_if_closed;
 use crate::store::pg::schedules;
 use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{Job, Serves};
@@ -25,6 +28,9 @@ struct Pool {
     outstanding: usize,
     jobs: Sender<Job>,
 }
+
+/// How soon the dispatcher tries again after a step failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 
 /// The (queue, task name) pairs a pool's claims merge.
 pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
@@ -39,6 +45,7 @@ pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
 pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()>) {
     let period = lease / 3;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
+        reopen_if_closed(&mut db, &inner.url, &inner.schema, "");
         match heartbeat(&mut db, &inner.schema, inner.process) {
             Ok(true) => {}
             Ok(false) => {
@@ -62,27 +69,27 @@ pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &
 pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
     let mut pools: HashMap<PoolId, Pool> = HashMap::new();
     loop {
+        reopen_if_closed(&mut db, &inner.url, &inner.schema, DISPATCHER_SETUP);
         let now = inner.clock.now_ms();
+        // Whether a step failed (the server restarting, say): then the loop comes back soon
+        // rather than at the next due time, which it could not read.
+        let mut failed = false;
+        let mut warn = |what: &str, e: Error| {
+            tracing::warn!(error = %e, "could not {what}");
+            failed = true;
+            None
+        };
         let next_fire = match schedules::fire_due(&mut db, &inner.schema, now) {
             Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not fire due schedules");
-                None
-            }
+            Err(e) => warn("fire due schedules", e),
         };
         let next_expiry = match expire_due(&mut db, &inner.schema, now) {
             Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not expire tasks");
-                None
-            }
+            Err(e) => warn("expire tasks", e),
         };
         let next_due = match promote_due(&mut db, &inner.schema, now) {
             Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not promote due tasks");
-                None
-            }
+            Err(e) => warn("promote due tasks", e),
         };
         let next_prune = inner.prune_if_due(&mut db, now);
         let next_due = [next_due, next_fire, next_expiry, next_prune]
@@ -104,13 +111,19 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not claim tasks"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim tasks");
+                    failed = true;
+                }
             }
         }
         // A manual clock wakes the dispatcher itself when it moves (subscribed at open).
-        let timeout = next_due
+        let mut timeout = next_due
             .and_then(|at| inner.clock.sleep_until(at))
             .unwrap_or(Duration::from_secs(3600));
+        if failed {
+            timeout = timeout.min(RETRY_AFTER_FAILURE);
+        }
         let event = match events.recv_timeout(timeout) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => continue,

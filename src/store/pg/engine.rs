@@ -28,7 +28,7 @@ use crate::store::pg::dispatch::{dispatch, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::register_process;
 use crate::store::pg::list;
-use crate::store::pg::migrate::{SchemaName, connect, migrate, not_yet, pg};
+use crate::store::pg::migrate::{SchemaName, connect, connect_for, migrate, not_yet, pg};
 use crate::store::pg::pools;
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
@@ -87,11 +87,17 @@ impl PgEngine {
         let schema = SchemaName::new(&schema)?;
         let mut db = connect(url)?;
         migrate(&mut db, &schema)?;
+        db.batch_execute(&format!(
+            "SET application_name TO 'taskspool {}'",
+            schema.as_str()
+        ))
+        .map_err(pg("set up a connection"))?;
         let process = register_process(&mut db, &schema, lease)?;
         let (to_dispatcher, events) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             grouper: Grouper::start(url, schema.clone())?,
             schema,
+            url: url.to_string(),
             process,
             clock,
             db: Mutex::new(db),
@@ -113,15 +119,12 @@ impl PgEngine {
         let mut listener = Listener::new(url, &inner.schema)?;
         let done = Listener::for_results(url, &inner.schema)?;
         let stops = Listener::on_stop(url, &inner.schema)?;
-        let mut dispatcher_db = connect(url)?;
         // The dispatcher's writes — claims, promotions, expiries, schedule fires — are
         // redone after a crash of the server that lost them (a lost claim leaves its task
         // ready; a lost fire, its schedule not advanced), so they do not wait for the
         // server's sync; a later synchronous commit makes them durable with it.
-        dispatcher_db
-            .batch_execute("SET synchronous_commit TO OFF")
-            .map_err(pg("set up the dispatcher's connection"))?;
-        let heartbeat_db = connect(url)?;
+        let dispatcher_db = connect_for(url, &inner.schema, DISPATCHER_SETUP)?;
+        let heartbeat_db = connect_for(url, &inner.schema, "")?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_string())
@@ -143,18 +146,35 @@ impl PgEngine {
                             let _ = i.to_dispatcher.send(Event::Wake);
                         }
                         Ok(false) => {}
-                        Err(_) => return,
+                        Err(e) => {
+                            if !relisten(&i, &mut listener, &e) {
+                                return;
+                            }
+                            // Wake-ups may have been missed: the dispatcher looks again.
+                            let _ = i.to_dispatcher.send(Event::Wake);
+                        }
                     }
                 }
             }),
         )?);
         threads.push(spawn(
             "taskspool-pg-done",
-            listen_ids(inner.clone(), done, |i, id| i.waiters.notify(&[TaskId(id)])),
+            listen_ids(
+                inner.clone(),
+                done,
+                |i, id| i.waiters.notify(&[TaskId(id)]),
+                // Results may have been missed: every waiter reads its task again.
+                |i| i.waiters.notify_all(),
+            ),
         )?);
         threads.push(spawn(
             "taskspool-pg-stop",
-            listen_ids(inner.clone(), stops, |i, id| i.ask_to_stop(id)),
+            listen_ids(
+                inner.clone(),
+                stops,
+                |i, id| i.ask_to_stop(id),
+                Inner::ask_revoked,
+            ),
         )?);
         let i = inner.clone();
         let (stop_lease, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -172,11 +192,13 @@ impl PgEngine {
 }
 
 /// A listener thread's work: each task id `listener` hears goes to `heard`, until the
-/// engine closes (or the connection fails).
+/// engine closes. A failed connection is opened again, then `missed` makes up for what was
+/// notified while it was down.
 fn listen_ids(
     inner: Arc<Inner>,
     mut listener: Listener,
     heard: fn(&Inner, u64),
+    missed: fn(&Inner),
 ) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
         while !inner.closed.load(Ordering::SeqCst) {
@@ -187,11 +209,44 @@ fn listen_ids(
                     }
                 }
                 Ok(None) => {}
-                Err(_) => return,
+                Err(e) => {
+                    if !relisten(&inner, &mut listener, &e) {
+                        return;
+                    }
+                    missed(&inner);
+                }
             }
         }
     })
 }
+
+/// After `listener`'s connection failed with `error`: connects it again, trying every
+/// [`RELISTEN`] until it works (true) or the engine closes (false).
+fn relisten(inner: &Inner, listener: &mut Listener, error: &Error) -> bool {
+    if inner.closed.load(Ordering::SeqCst) {
+        return false;
+    }
+    tracing::warn!(%error, "a PostgreSQL listener lost its connection; reconnecting");
+    loop {
+        std::thread::sleep(RELISTEN);
+        if inner.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        match listener.reconnect() {
+            Ok(()) => {
+                tracing::info!("a PostgreSQL listener reconnected");
+                return true;
+            }
+            Err(e) => tracing::debug!(error = %e, "PostgreSQL is not reachable yet"),
+        }
+    }
+}
+
+/// How the dispatcher's connection is set up (see `PgEngine::open`).
+pub(super) const DISPATCHER_SETUP: &str = "SET synchronous_commit TO OFF";
+
+/// How long a listener waits between attempts to reconnect.
+const RELISTEN: Duration = Duration::from_millis(250);
 
 impl Engine for PgEngine {
     fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, Error> {
@@ -219,9 +274,9 @@ impl Engine for PgEngine {
     fn schedule(&self, op: ScheduleOp) -> Result<bool, Error> {
         let now = self.inner.clock.now_ms();
         let changed = match op {
-            ScheduleOp::Declare { name, def } => {
-                schedules::declare(&mut *self.inner.db(), &self.inner.schema, &name, *def, now)?
-            }
+            ScheduleOp::Declare { name, def } => self.inner.with_db(|db| {
+                schedules::declare(db, &self.inner.schema, &name, (*def).clone(), now)
+            })?,
             ScheduleOp::Remove(name) => {
                 schedules::remove(&mut *self.inner.db(), &self.inner.schema, &name)?
             }
@@ -370,7 +425,8 @@ impl Engine for PgEngine {
     }
 
     fn status(&self, id: TaskId) -> Result<TaskStatus, Error> {
-        read::status(&mut *self.inner.db(), &self.inner.schema, id.0)
+        self.inner
+            .with_db(|db| read::status(db, &self.inner.schema, id.0))
     }
 
     fn result(&self, id: TaskId, name: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
@@ -409,7 +465,8 @@ impl Engine for PgEngine {
     }
 
     fn tasks(&self, filter: &TaskFilter, paging: &Paging) -> Result<TaskPage, Error> {
-        list::tasks(&mut *self.inner.db(), &self.inner.schema, filter, paging)
+        self.inner
+            .with_db(|db| list::tasks(db, &self.inner.schema, filter, paging))
     }
 
     fn events(&self, buffer: usize) -> Events {
@@ -417,22 +474,22 @@ impl Engine for PgEngine {
     }
 
     fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
-        schedules::list(&mut *self.inner.db(), &self.inner.schema)
+        self.inner
+            .with_db(|db| schedules::list(db, &self.inner.schema))
     }
 
     /// Counts per queue and state (a scan of the table, for now), the names no live pool
     /// knows, this process's pools and then every other process's (metrics are not
     /// gathered yet).
     fn stats(&self) -> Result<Stats, Error> {
-        let (queues, unregistered, others) = {
-            let mut db = self.inner.db();
-            let schema = &self.inner.schema;
-            (
-                read::counts(&mut *db, schema)?,
-                pools::unregistered_counts(&mut *db, schema)?,
-                pools::of_others(&mut *db, schema, self.inner.process)?,
-            )
-        };
+        let schema = &self.inner.schema;
+        let (queues, unregistered, others) = self.inner.with_db(|db| {
+            Ok((
+                read::counts(db, schema)?,
+                pools::unregistered_counts(db, schema)?,
+                pools::of_others(db, schema, self.inner.process)?,
+            ))
+        })?;
         let mut pools: Vec<PoolStats> = self
             .inner
             .live

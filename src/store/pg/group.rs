@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::Error;
 use crate::store::pg::claim::NewRow;
-use crate::store::pg::migrate::{SchemaName, connect, pg};
+use crate::store::pg::migrate::{SchemaName, connect_for, pg, reopen_if_closed};
 use crate::store::pg::unique::insert_new;
 
 /// One caller's rows, and where its answer goes.
@@ -47,13 +47,14 @@ impl Grouper {
     /// # Errors
     /// `Storage` if the server cannot be reached or the thread cannot start.
     pub(crate) fn start(url: &str, schema: SchemaName) -> Result<Grouper, Error> {
-        let client = connect(url)?;
+        let client = connect_for(url, &schema, "")?;
+        let url = url.to_string();
         let (tx, rx) = crossbeam_channel::unbounded();
         let counts = Arc::new(Counts::default());
         let thread_counts = counts.clone();
         let thread = std::thread::Builder::new()
             .name("taskspool-pg-group".into())
-            .spawn(move || run(client, &schema, &rx, &thread_counts))
+            .spawn(move || run(client, (&url, &schema), &rx, &thread_counts))
             .map_err(|e| Error::storage_from("cannot start the PostgreSQL group thread", e))?;
         Ok(Grouper {
             requests: Some(tx),
@@ -99,8 +100,14 @@ impl Drop for Grouper {
     }
 }
 
-fn run(mut client: postgres::Client, schema: &SchemaName, rx: &Receiver<Request>, counts: &Counts) {
+fn run(
+    mut client: postgres::Client,
+    (url, schema): (&str, &SchemaName),
+    rx: &Receiver<Request>,
+    counts: &Counts,
+) {
     while let Ok(first) = rx.recv() {
+        reopen_if_closed(&mut client, url, schema, "");
         // Every request waiting now; their rows, moved into one batch in turn.
         let mut rows = Vec::new();
         let mut replies = Vec::new();

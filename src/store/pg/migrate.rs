@@ -114,6 +114,40 @@ pub(crate) fn connect(url: &str) -> Result<Client, Error> {
     })
 }
 
+/// A connection to the server at `url` for the engine on `schema`, named
+/// `taskspool <schema>` (`application_name`, as `pg_stat_activity` shows it), with `setup`
+/// (SQL, possibly empty) run on it.
+///
+/// # Errors
+/// As [`connect`]; `Storage` if `setup` fails.
+pub(crate) fn connect_for(url: &str, schema: &SchemaName, setup: &str) -> Result<Client, Error> {
+    let mut client = connect(url)?;
+    client
+        .batch_execute(&format!(
+            "SET application_name TO 'taskspool {}'; {setup}",
+            schema.as_str()
+        ))
+        .map_err(pg("set up a connection"))?;
+    Ok(client)
+}
+
+/// Replaces `client` with a new connection ([`connect_for`]) if the server closed it — a
+/// restart, a terminated backend, a cut network — so that the engine's next use of it works
+/// again. If the server cannot be reached yet, `client` is left closed (its next use fails
+/// with `Storage`, and the next call tries again) and the error is logged.
+pub(crate) fn reopen_if_closed(client: &mut Client, url: &str, schema: &SchemaName, setup: &str) {
+    if !client.is_closed() {
+        return;
+    }
+    match connect_for(url, schema, setup) {
+        Ok(fresh) => {
+            tracing::info!(schema = schema.as_str(), "reconnected to PostgreSQL");
+            *client = fresh;
+        }
+        Err(e) => tracing::warn!(error = %e, "PostgreSQL is not reachable yet"),
+    }
+}
+
 /// What [`migrate`] did: the schema's migration before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Migrated {

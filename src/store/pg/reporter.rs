@@ -32,12 +32,10 @@ impl Reporter for PgReporter {
 
     fn starting(&self, _slot: &mut ThreadSlot, id: TaskId, attempt: u32) {
         let now = self.inner.clock.now_ms();
-        if let Err(e) = note_started(
-            &mut *self.inner.db(),
-            &self.inner.schema,
-            &[(id.0, attempt)],
-            now,
-        ) {
+        let noted = self
+            .inner
+            .with_db(|db| note_started(db, &self.inner.schema, &[(id.0, attempt)], now));
+        if let Err(e) = noted {
             tracing::warn!(error = %e, "could not note an attempt's start");
         }
     }
@@ -49,17 +47,17 @@ impl Reporter for PgReporter {
         self.inner.reported(c.id.0, c.attempt);
         let now = self.inner.clock.now_ms();
         let ending = self.ending(&c, now)?;
-        complete(
-            &mut *self.inner.db(),
-            &self.inner.schema,
-            (c.id.0, c.attempt, self.inner.process),
-            now,
-            Report {
-                ending: &ending,
-                progress: c.progress.as_deref(),
-                returned: &c.outcome.describe(),
-            },
-        )?;
+        let returned = c.outcome.describe();
+        let report = Report {
+            ending: &ending,
+            progress: c.progress.as_deref(),
+            returned: &returned,
+        };
+        // Fenced to the attempt: run twice (the first commit's answer lost with its
+        // connection), the second changes nothing.
+        let attempt = (c.id.0, c.attempt, self.inner.process);
+        self.inner
+            .with_db(|db| complete(db, &self.inner.schema, attempt, now, report))?;
         if let Some(pool) = pool {
             let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
         }
@@ -69,20 +67,15 @@ impl Reporter for PgReporter {
     fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
         self.inner.reported(id.0, attempt);
         let q = self.inner.schema.quoted();
-        self.inner
-            .db()
-            .execute(
-                &format!(
-                    "UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
-                     WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2"
-                ),
-                &[
-                    &(id.0 as i64),
-                    &(attempt as i32),
-                    &(self.inner.process as i64),
-                ],
-            )
-            .map_err(pg("hand back an attempt"))?;
+        let sql = format!(
+            "UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
+             WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2"
+        );
+        let (id64, attempt32, owner) = (id.0 as i64, attempt as i32, self.inner.process as i64);
+        self.inner.with_db(|db| {
+            db.execute(&sql, &[&id64, &attempt32, &owner])
+                .map_err(pg("hand back an attempt"))
+        })?;
         let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
         Ok(())
     }
@@ -133,14 +126,11 @@ impl PgReporter {
             });
         };
         let q = self.inner.schema.quoted();
-        let row = self
-            .inner
-            .db()
-            .query_one(
-                &format!("SELECT record FROM {q}.tasks WHERE id = $1"),
-                &[&(c.id.0 as i64)],
-            )
-            .map_err(pg("read a task's retry policy"))?;
+        let sql = format!("SELECT record FROM {q}.tasks WHERE id = $1");
+        let row = self.inner.with_db(|db| {
+            db.query_one(&sql, &[&(c.id.0 as i64)])
+                .map_err(pg("read a task's retry policy"))
+        })?;
         let policy = PgRecord::decode(row.get(0))?.retry;
         if let Disposition::Snooze(delay) = disposition {
             if delay.is_zero() || delay > MAX_DELAY {

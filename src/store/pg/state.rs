@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use postgres::{Client, GenericClient};
 
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::events::EventHub;
 use crate::model::{PoolId, TaskId};
 use crate::options::Limits;
@@ -16,7 +17,7 @@ use crate::signal::{AttemptSignal, StopReason};
 use crate::store::pg::claim::Claimed;
 use crate::store::pg::complete::prune_due;
 use crate::store::pg::group::Grouper;
-use crate::store::pg::migrate::SchemaName;
+use crate::store::pg::migrate::{SchemaName, reopen_if_closed};
 use crate::store::pg::record::PgRecord;
 use crate::store::verbs::{Job, PoolGauges, PoolSpec, Serves};
 use crate::sync::Waiters;
@@ -24,6 +25,8 @@ use crate::sync::Waiters;
 /// The engine's state, shared by its threads and reporters.
 pub(super) struct Inner {
     pub(super) schema: SchemaName,
+    /// The server, for connections opened again after the server closed them.
+    pub(super) url: String,
     /// This process's lease.
     pub(super) process: u64,
     pub(super) clock: Clock,
@@ -60,8 +63,33 @@ pub(super) enum Event {
 }
 
 impl Inner {
+    /// The connection for reads, completions and control verbs; opened again first if the
+    /// server closed it.
     pub(super) fn db(&self) -> MutexGuard<'_, Client> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        reopen_if_closed(&mut db, &self.url, &self.schema, "");
+        db
+    }
+
+    /// Runs `op` on the connection of [`db`](Self::db); if it failed because the server had
+    /// closed the connection (a restart, a cut), runs it once more on a new one. Only for
+    /// what may run twice with the same effect: reads, and writes fenced to an attempt
+    /// (a completion, a start note, a hand-back) or idempotent (a schedule's declaration).
+    pub(super) fn with_db<T>(
+        &self,
+        mut op: impl FnMut(&mut Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut db = self.db();
+        match op(&mut db) {
+            Err(e) if db.is_closed() => {
+                reopen_if_closed(&mut db, &self.url, &self.schema, "");
+                if db.is_closed() {
+                    return Err(e);
+                }
+                op(&mut db)
+            }
+            done => done,
+        }
     }
 
     /// Deletes the finished tasks past the results TTL if a deletion is due at `now`;
@@ -111,6 +139,33 @@ impl Inner {
             .and_then(|(_, s)| s.upgrade());
         if let Some(signal) = signal {
             signal.stop(StopReason::Revoked);
+        }
+    }
+
+    /// Asks every attempt this process runs whose task a revoke marked to stop: for stop
+    /// notifications missed while the listener was reconnecting. A failed read is logged
+    /// (the attempt then ends as it would; its task still ends `Revoked`).
+    pub(super) fn ask_revoked(&self) {
+        let ids: Vec<i64> = self
+            .running_attempts()
+            .keys()
+            .map(|&id| id as i64)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let q = self.schema.quoted();
+        let marked = self.db().query(
+            &format!("SELECT id FROM {q}.tasks WHERE id = ANY($1) AND revoke_requested"),
+            &[&ids],
+        );
+        match marked {
+            Ok(rows) => {
+                for row in rows {
+                    self.ask_to_stop(row.get::<_, i64>(0) as u64);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read which running tasks were revoked"),
         }
     }
 
