@@ -14,7 +14,6 @@ use crate::error::Error;
 use crate::model::PoolId;
 use crate::store::pg::claim::claim;
 use crate::store::pg::complete::{expire_due, promote_due};
-use crate::store::pg::engine::DISPATCHER_SETUP;
 use crate::store::pg::lease::{heartbeat, rescue_expired};
 use crate::store::pg::migrate::reopen_if_closed;
 use crate::store::pg::schedules;
@@ -28,6 +27,12 @@ struct Pool {
     outstanding: usize,
     jobs: Sender<Job>,
 }
+
+/// How the dispatcher's connection is set up: its writes — claims, promotions, expiries,
+/// schedule fires — are redone after a crash of the server that lost them (a lost claim
+/// leaves its task ready; a lost fire, its schedule not advanced), so they do not wait for
+/// the server's sync; a later synchronous commit makes them durable with it.
+pub(super) const DISPATCHER_SETUP: &str = "SET synchronous_commit TO OFF";
 
 /// How soon the dispatcher tries again after a step failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);

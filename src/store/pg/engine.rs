@@ -24,7 +24,7 @@ use crate::schedule::ScheduleInfo;
 use crate::store::pg::claim::{Listener, claim_waiting};
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::control;
-use crate::store::pg::dispatch::{dispatch, keep_lease, pairs};
+use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::register_process;
 use crate::store::pg::list;
@@ -119,10 +119,6 @@ impl PgEngine {
         let mut listener = Listener::new(url, &inner.schema)?;
         let done = Listener::for_results(url, &inner.schema)?;
         let stops = Listener::on_stop(url, &inner.schema)?;
-        // The dispatcher's writes — claims, promotions, expiries, schedule fires — are
-        // redone after a crash of the server that lost them (a lost claim leaves its task
-        // ready; a lost fire, its schedule not advanced), so they do not wait for the
-        // server's sync; a later synchronous commit makes them durable with it.
         let dispatcher_db = connect_for(url, &inner.schema, DISPATCHER_SETUP)?;
         let heartbeat_db = connect_for(url, &inner.schema, "")?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -241,9 +237,6 @@ fn relisten(inner: &Inner, listener: &mut Listener, error: &Error) -> bool {
         }
     }
 }
-
-/// How the dispatcher's connection is set up (see `PgEngine::open`).
-pub(super) const DISPATCHER_SETUP: &str = "SET synchronous_commit TO OFF";
 
 /// How long a listener waits between attempts to reconnect.
 const RELISTEN: Duration = Duration::from_millis(250);
