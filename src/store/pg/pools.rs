@@ -107,15 +107,22 @@ pub(crate) fn of_others(
 /// Whether the ready task `t` of a query is one no live pool can run although one serves
 /// its queue (an SQL condition on the alias `t`).
 pub(super) fn unregistered(q: &str) -> String {
+    format!("(t.state = 1 AND {})", stranded(q, "t"))
+}
+
+/// Whether the (queue, name) of alias `t` is served by no live pool although one serves the
+/// queue.
+fn stranded(q: &str, t: &str) -> String {
     format!(
-        "(t.state = 1 \
-          AND EXISTS (SELECT 1 FROM {q}.pools p WHERE t.queue = ANY(p.queues)) \
-          AND NOT EXISTS (SELECT 1 FROM {q}.pools p \
-                          WHERE t.queue = ANY(p.queues) AND t.name = ANY(p.names)))"
+        "EXISTS (SELECT 1 FROM {q}.pools p WHERE {t}.queue = ANY(p.queues)) \
+         AND NOT EXISTS (SELECT 1 FROM {q}.pools p \
+                         WHERE {t}.queue = ANY(p.queues) AND {t}.name = ANY(p.names))"
     )
 }
 
-/// The names of the ready tasks no live pool can run, with how many wait, by name.
+/// The names of the ready tasks no live pool can run, with how many wait, by name. The
+/// ready tasks are counted per (queue, name) first (on the index claims use), so the pools
+/// are looked at once per pair, not once per task.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -127,9 +134,13 @@ pub(crate) fn unregistered_counts(
     let rows = db
         .query(
             &format!(
-                "SELECT t.name, count(*) FROM {q}.tasks t WHERE {}
-                 GROUP BY t.name ORDER BY t.name",
-                unregistered(&q)
+                "SELECT r.name, sum(r.n)::int8 FROM (
+                     SELECT queue, name, count(*) AS n FROM {q}.tasks
+                     WHERE state = 1 GROUP BY queue, name
+                 ) AS r
+                 WHERE {}
+                 GROUP BY r.name ORDER BY r.name",
+                stranded(&q, "r")
             ),
             &[],
         )
