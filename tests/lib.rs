@@ -8,3 +8,30 @@ mod suite;
 fn open_fresh(builder: taskspool::SpoolBuilder) -> Result<taskspool::Spool, taskspool::Error> {
     builder.temporary()
 }
+
+/// A queue that a test opens, closes and opens again: a queue file in a temporary
+/// directory, removed with it.
+pub(crate) struct Place {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+/// A place no spool has opened yet.
+pub(crate) fn fresh_place() -> Place {
+    let dir = tempfile::Builder::new()
+        .prefix("taskspool-test-")
+        .tempdir()
+        .expect("temp dir");
+    let path = dir.path().join("queue.redb");
+    Place { _dir: dir, path }
+}
+
+impl Place {
+    /// Opens the queue there with the builder's options.
+    pub(crate) fn open(
+        &self,
+        builder: taskspool::SpoolBuilder,
+    ) -> Result<taskspool::Spool, taskspool::Error> {
+        builder.open(&self.path)
+    }
+}

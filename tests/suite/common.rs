@@ -41,6 +41,9 @@ impl OpenFresh for SpoolBuilder {
     }
 }
 
+/// A queue a test opens, closes and opens again, on the engine under test.
+pub(crate) use crate::fresh_place;
+
 /// A fresh spool with the default options on the engine under test.
 pub fn fresh_spool() -> Spool {
     Spool::builder().open_fresh().expect("a fresh spool")

@@ -419,8 +419,8 @@ impl Task for Stepper {
 
 #[test]
 fn progress_shows_while_the_task_runs_and_is_kept_after() {
-    let (_dir, path) = temp_queue();
-    let spool = Spool::open(&path).unwrap();
+    let place = fresh_place();
+    let spool = place.open(Spool::builder()).unwrap();
     let key = unique("progress");
     let worker = worker_for::<Stepper>(&spool);
     let h = spool.enqueue(Stepper { gate: key.clone() }).unwrap();
@@ -437,7 +437,7 @@ fn progress_shows_while_the_task_runs_and_is_kept_after() {
     worker.shutdown(WAIT).unwrap();
     drop((worker, h, spool));
     // Kept in the file.
-    let spool = Spool::open(&path).unwrap();
+    let spool = place.open(Spool::builder()).unwrap();
     let status = spool.status(TaskId::from_u64(1)).unwrap();
     assert_eq!(status.progress, Some(json!({ "done": 3, "of": 3 })));
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use taskspool::{AttemptErrorKind, Error, Options, TaskState};
+use taskspool::{AttemptErrorKind, Error, Options, Spool, TaskState};
 
 use super::common::*;
 
@@ -155,9 +155,13 @@ fn expiry_in_the_past_is_refused_and_nothing_is_written() {
 
 #[test]
 fn delayed_tasks_survive_reopen_and_fire_after_it() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let clock = manual_clock();
-    let open = || manual_spool_at(&clock, &path);
+    let open = || {
+        place
+            .open(Spool::builder().manual_clock(clock.clone()))
+            .unwrap()
+    };
     let key = unique("reopen-delay");
     let id = {
         let spool = open();

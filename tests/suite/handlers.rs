@@ -209,9 +209,9 @@ impl Task for Lingerer {
 /// `Closed`.
 #[test]
 fn a_running_task_does_not_keep_its_spool_open() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let key = unique("linger");
-    let spool = Spool::open(&path).unwrap();
+    let spool = place.open(Spool::builder()).unwrap();
     let worker = spool
         .worker()
         .concurrency(1)
@@ -224,7 +224,7 @@ fn a_running_task_does_not_keep_its_spool_open() {
     drop(worker);
     drop(spool);
     // The file is free while the task still runs.
-    let reopened = Spool::open(&path).unwrap();
+    let reopened = place.open(Spool::builder()).unwrap();
     gate(&key).open();
     eventually("the lingering task asked for its spool", || {
         LINGERED.lock().unwrap().iter().any(|(k, _)| *k == key)
@@ -244,8 +244,8 @@ fn a_running_task_does_not_keep_its_spool_open() {
 /// of keeping the file open until its timeout.
 #[test]
 fn a_waiting_handle_wakes_when_its_spool_closes() {
-    let (_dir, path) = temp_queue();
-    let spool = Spool::open(&path).unwrap();
+    let place = fresh_place();
+    let spool = place.open(Spool::builder()).unwrap();
     let h = spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     let waiter = std::thread::spawn(move || h.wait(Duration::from_secs(60)));
     // Give the waiter time to block (if it has not yet, it sees `Closed` all the same).
@@ -254,5 +254,5 @@ fn a_waiting_handle_wakes_when_its_spool_closes() {
     let waited = waiter.join().unwrap();
     assert!(matches!(waited, Err(Error::Closed)), "{waited:?}");
     assert_eq!(Error::Closed.kind(), ErrorKind::Closed);
-    Spool::open(&path).unwrap();
+    place.open(Spool::builder()).unwrap();
 }

@@ -184,9 +184,13 @@ fn cron_next_fire_in_a_time_zone() {
 
 #[test]
 fn declaring_again_is_an_upsert_across_reopen() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let clock = manual_clock();
-    let open = || manual_spool_at(&clock, &path);
+    let open = || {
+        place
+            .open(Spool::builder().manual_clock(clock.clone()))
+            .unwrap()
+    };
     let key = unique("upsert");
     let declare = |spool: &Spool, every: u64| {
         spool
@@ -254,9 +258,13 @@ fn pause_resume_and_unschedule() {
 
 /// Declares an every-minute schedule, closes the file for ten minutes and reopens it.
 fn fires_after_downtime(policy: MisfirePolicy) -> Vec<u64> {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let clock = manual_clock();
-    let open = || manual_spool_at(&clock, &path);
+    let open = || {
+        place
+            .open(Spool::builder().manual_clock(clock.clone()))
+            .unwrap()
+    };
     let key = unique("misfire");
     let t0 = clock.now_ms();
     {

@@ -57,10 +57,10 @@ fn blocker_and_three(
 
 #[test]
 fn shutdown_waits_for_the_running_task_and_its_result_is_durable() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let key = unique("shutdown-waits");
     let id = {
-        let spool = Spool::open(&path).unwrap();
+        let spool = place.open(Spool::builder()).unwrap();
         let worker = spool
             .worker()
             .concurrency(1)
@@ -79,7 +79,7 @@ fn shutdown_waits_for_the_running_task_and_its_result_is_durable() {
         assert_eq!(worker.busy(), 0);
         handle.id()
     };
-    let spool = Spool::open(&path).unwrap();
+    let spool = place.open(Spool::builder()).unwrap();
     let status = spool.status(id).unwrap();
     assert_eq!(status.state, TaskState::Succeeded);
     assert_eq!(status.attempts, 1);
@@ -140,11 +140,11 @@ fn after_shutdown_tasks_stay_ready_and_a_new_worker_runs_them() {
 
 #[test]
 fn claimed_but_unstarted_tasks_return_to_ready_at_shutdown() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let key = unique("shutdown-prefetch");
     let blocker_key = unique("shutdown-blocker");
     let (blocker, rest) = {
-        let spool = Spool::open(&path).unwrap();
+        let spool = place.open(Spool::builder()).unwrap();
         let worker = warmed_up_worker(&spool);
         let (blocker, rest) = blocker_and_three(&spool, &blocker_key, &key);
         gate(&blocker_key).wait_started(1);
@@ -177,7 +177,7 @@ fn claimed_but_unstarted_tasks_return_to_ready_at_shutdown() {
             rest.iter().map(|h| h.id()).collect::<Vec<_>>(),
         )
     };
-    let spool = Spool::open(&path).unwrap();
+    let spool = place.open(Spool::builder()).unwrap();
     assert_eq!(spool.status(blocker).unwrap().state, TaskState::Succeeded);
     for id in &rest {
         let status = spool.status(*id).unwrap();

@@ -142,20 +142,20 @@ fn with_the_system_clock_the_writer_prunes_on_its_own() {
 
 #[test]
 fn results_that_expired_while_the_file_was_closed_are_pruned_at_open() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let clock = manual_clock();
     let builder = Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(Duration::from_secs(60));
     let id = {
-        let spool = builder.clone().open(&path).unwrap();
+        let spool = place.open(builder.clone()).unwrap();
         let h = spool.enqueue(Add { a: 2, b: 2 }).unwrap();
         spool.worker().register::<Add>().drain().unwrap();
         assert_eq!(h.try_get().unwrap(), Some(4));
         h.id()
     };
     clock.advance(Duration::from_secs(61));
-    let spool = builder.open(&path).unwrap();
+    let spool = place.open(builder).unwrap();
     // The writer's first group runs at open, without any command or clock movement.
     eventually("pruned after reopen", || is_not_found(&spool, id));
 }

@@ -76,9 +76,9 @@ fn a_drain_leaves_unknown_names_alone_and_a_drain_that_knows_them_runs_them() {
 
 #[test]
 fn unregistered_tasks_survive_a_restart_and_run_when_registered() {
-    let (_dir, path) = temp_queue();
+    let place = fresh_place();
     let id = {
-        let spool = Spool::open(&path).unwrap();
+        let spool = place.open(Spool::builder()).unwrap();
         let ghost = spool.enqueue(Ghost { n: 4 }).unwrap();
         let known = spool.enqueue(Add { a: 0, b: 0 }).unwrap();
         let worker = spool.worker().register::<Add>().start().unwrap();
@@ -91,7 +91,7 @@ fn unregistered_tasks_survive_a_restart_and_run_when_registered() {
         );
         ghost.id()
     };
-    let spool = Spool::open(&path).unwrap();
+    let spool = place.open(Spool::builder()).unwrap();
     let status = spool.status(id).unwrap();
     assert_eq!(status.state, TaskState::Ready);
     let adder = spool.worker().register::<Add>().start().unwrap();

@@ -26,7 +26,7 @@ use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::control;
 use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
-use crate::store::pg::lease::register_process;
+use crate::store::pg::lease::{register_process, rescue_own};
 use crate::store::pg::list;
 use crate::store::pg::migrate::{SchemaName, connect, connect_for, migrate, not_yet, pg};
 use crate::store::pg::pools;
@@ -356,7 +356,10 @@ impl Engine for PgEngine {
         let pairs = pairs(serves);
         let mut db = self.inner.db();
         let now = self.inner.clock.now_ms();
+        // A drain sees everything due now, as the file engine's claim does: the fires of
+        // due schedules first, then expiries and promotions.
         self.inner.prune_if_due(&mut *db, now);
+        schedules::fire_due_waiting(&mut *db, &self.inner.schema, now)?;
         expire_due(&mut *db, &self.inner.schema, now)?;
         promote_due(&mut *db, &self.inner.schema, now)?;
         let claimed = claim_waiting(
@@ -536,12 +539,18 @@ impl Drop for PgEngine {
                 &[&wake, &done, &stop],
             );
             let _ = pools::remove(&mut *db, &self.inner.schema, self.inner.process, None);
-            // The lease ends with the process: its attempts are reported or rescued.
-            let q = self.inner.schema.quoted();
-            let _ = db.execute(
-                &format!("DELETE FROM {q}.processes WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM {q}.tasks WHERE owner = $1 AND state = 2)"),
-                &[&(self.inner.process as i64)],
-            );
+            // The lease ends with the spool: what it still runs can no longer be reported,
+            // so it runs again now (as the file engine recovers it at the next open); the
+            // process's row goes with the rescue. Should that fail, the lease expires.
+            let now = self.inner.clock.now_ms();
+            let rescued = rescue_own(&mut *db, &self.inner.schema, self.inner.process, now);
+            match rescued {
+                Ok(r) if !r.retried.is_empty() || !r.given_back.is_empty() => {
+                    let _ = db.execute("SELECT pg_notify($1, '')", &[&wake]);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not give back the running attempts"),
+            }
         }
         self.inner.waiters.close();
         let threads =

@@ -124,6 +124,31 @@ pub(crate) fn rescue_expired(
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<Rescued, Error> {
+    rescue(db, schema, now_ms, None)
+}
+
+/// Rescues the attempts of process `process` itself, which is closing: what it still runs
+/// can never be reported by it (its handlers may go on, as after a crash), so its tasks run
+/// again now, each lost attempt counted, rather than a lease later; then its row goes.
+///
+/// # Errors
+/// As [`rescue_expired`].
+pub(crate) fn rescue_own(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    process: u64,
+    now_ms: u64,
+) -> Result<Rescued, Error> {
+    rescue(db, schema, now_ms, Some(process))
+}
+
+/// The rescue of the expired processes (`None`) or of one process.
+fn rescue(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    now_ms: u64,
+    process: Option<u64>,
+) -> Result<Rescued, Error> {
     let q = schema.quoted();
     let running = i16::from(TaskState::Running.code());
     let ready = i16::from(TaskState::Ready.code());
@@ -137,10 +162,12 @@ pub(crate) fn rescue_expired(
         .query(
             &format!(
                 "SELECT id FROM {q}.processes
-                 WHERE heartbeat_at < now() - lease_ms * interval '1 millisecond'
+                 WHERE CASE WHEN $1::int8 IS NULL
+                            THEN heartbeat_at < now() - lease_ms * interval '1 millisecond'
+                            ELSE id = $1 END
                  FOR UPDATE SKIP LOCKED"
             ),
-            &[],
+            &[&process.map(|p| p as i64)],
         )
         .map_err(pg("find expired leases"))?
         .iter()

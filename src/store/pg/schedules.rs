@@ -117,6 +117,29 @@ pub(crate) fn fire_due(
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<(Vec<u64>, Option<u64>), Error> {
+    fire_due_locking(db, schema, now_ms, "FOR UPDATE SKIP LOCKED")
+}
+
+/// As [`fire_due`], but a due schedule another transaction is firing is waited for (and
+/// fired if still due then), never skipped: for a drain, which must see the fires of
+/// everything due when it claims.
+///
+/// # Errors
+/// As [`fire_due`].
+pub(crate) fn fire_due_waiting(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    now_ms: u64,
+) -> Result<(Vec<u64>, Option<u64>), Error> {
+    fire_due_locking(db, schema, now_ms, "FOR UPDATE")
+}
+
+fn fire_due_locking(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    now_ms: u64,
+    lock: &str,
+) -> Result<(Vec<u64>, Option<u64>), Error> {
     let q = schema.quoted();
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     let mut tx = db.transaction().map_err(pg("begin firing schedules"))?;
@@ -124,7 +147,7 @@ pub(crate) fn fire_due(
         .query(
             &format!(
                 "SELECT name, record FROM {q}.schedules WHERE next_fire_ms <= $1
-                 ORDER BY next_fire_ms, name FOR UPDATE SKIP LOCKED"
+                 ORDER BY next_fire_ms, name {lock}"
             ),
             &[&now],
         )
