@@ -452,3 +452,49 @@ fn a_spool_reconnects_after_the_server_closed_its_connections() {
     assert_eq!(spool.stats().unwrap().count(TaskState::Succeeded), 3);
     worker.shutdown(WAIT).unwrap();
 }
+
+/// A process whose lease another process rescued while it lived (cut off from the server
+/// for longer than its lease; here its row deleted by `psql`, as the rescue deletes it) goes
+/// on under a new lease: its pools are listed again and it runs new work.
+#[test]
+fn a_process_whose_lease_was_rescued_goes_on_under_a_new_lease() {
+    let Some(url) = server("a_process_whose_lease_was_rescued_goes_on_under_a_new_lease") else {
+        return;
+    };
+    let spool = Spool::builder()
+        .lease(Duration::from_millis(300))
+        .connect_postgres_temporary(&url)
+        .unwrap();
+    let schema = schema_of(&spool);
+    let worker = spool.worker().register::<Job>().start().unwrap();
+    assert_eq!(
+        spool
+            .enqueue(Job { n: 1, fail: false })
+            .unwrap()
+            .wait(WAIT)
+            .unwrap(),
+        1
+    );
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &url, "-c"])
+        .arg(format!("DELETE FROM \"{schema}\".processes"))
+        .output()
+        .expect("psql (Debian's postgresql-client) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its next heartbeat, a third of the lease later, finds the lease gone; then another
+    // process sees its pool again.
+    let other = Spool::builder()
+        .postgres_schema(&schema)
+        .connect_postgres(&url)
+        .unwrap();
+    wait_for("the pool to be recorded again", || {
+        other.stats().unwrap().pools.len() == 1
+    });
+    let after = spool.enqueue(Job { n: 2, fail: false }).unwrap();
+    assert_eq!(after.wait(WAIT).unwrap(), 2, "claims under the new lease");
+    worker.shutdown(WAIT).unwrap();
+}

@@ -5,6 +5,8 @@
 //! notifications into wake-ups are started by `engine`.)
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -14,8 +16,9 @@ use crate::error::Error;
 use crate::model::PoolId;
 use crate::store::pg::claim::claim;
 use crate::store::pg::complete::{expire_due, promote_due};
-use crate::store::pg::lease::{heartbeat, rescue_expired};
+use crate::store::pg::lease::{heartbeat, register_process, rescue_expired};
 use crate::store::pg::migrate::reopen_if_closed;
+use crate::store::pg::pools;
 use crate::store::pg::schedules;
 use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{Job, Serves};
@@ -51,12 +54,9 @@ pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &
     let period = lease / 3;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
         reopen_if_closed(&mut db, &inner.url, &inner.schema, "");
-        match heartbeat(&mut db, &inner.schema, inner.process) {
+        match heartbeat(&mut db, &inner.schema, inner.process()) {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::error!("this process's PostgreSQL lease was rescued by another");
-                return;
-            }
+            Ok(false) => renew_lost_lease(inner, &mut db, lease),
             Err(e) => tracing::warn!(error = %e, "could not renew the PostgreSQL lease"),
         }
         match rescue_expired(&mut db, &inner.schema, inner.clock.now_ms()) {
@@ -66,6 +66,46 @@ pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not rescue expired leases"),
         }
+    }
+}
+
+/// This process's lease was rescued by another process while it lived (it could not reach
+/// the server for longer than the lease): the attempts it ran belong to that rescue now
+/// (their reports here are discarded by the fence), and it goes on under a new lease, with
+/// its pools recorded again. If the server refuses, the next period tries again.
+fn renew_lost_lease(inner: &Inner, db: &mut Client, lease: Duration) {
+    let old = inner.process();
+    let renewed = register_process(db, &inner.schema, lease).and_then(|process| {
+        let live = inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (pool, serves, threads, _) in &live {
+            let mut names: Vec<String> = serves.names.iter().cloned().collect();
+            names.sort();
+            pools::add(
+                db,
+                &inner.schema,
+                (process, pool.0),
+                (&serves.queues, &names),
+                *threads,
+            )?;
+        }
+        Ok(process)
+    });
+    match renewed {
+        Ok(process) => {
+            inner.process.store(process, Ordering::SeqCst);
+            tracing::error!(
+                old,
+                new = process,
+                "this process's PostgreSQL lease was rescued by another (its running attempts \
+                 run again there); it goes on under a new lease"
+            );
+            let _ = inner.to_dispatcher.send(Event::Wake);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not renew a rescued PostgreSQL lease"),
     }
 }
 
@@ -106,7 +146,7 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
             if free == 0 {
                 continue;
             }
-            let who = (inner.process, inner.clock.now_ms());
+            let who = (inner.process(), inner.clock.now_ms());
             match claim(&mut db, &inner.schema, &pool.pairs, free, who) {
                 Ok(claimed) => {
                     for c in claimed {

@@ -98,7 +98,7 @@ impl PgEngine {
             grouper: Grouper::start(url, schema.clone())?,
             schema,
             url: url.to_string(),
-            process,
+            process: AtomicU64::new(process),
             clock,
             db: Mutex::new(db),
             waiters,
@@ -306,7 +306,7 @@ impl Engine for PgEngine {
         pools::add(
             &mut *self.inner.db(),
             &self.inner.schema,
-            (self.inner.process, pool.id.0),
+            (self.inner.process(), pool.id.0),
             (&pool.serves.queues, &names),
             pool.threads,
         )?;
@@ -330,7 +330,7 @@ impl Engine for PgEngine {
         let removed = pools::remove(
             &mut *self.inner.db(),
             &self.inner.schema,
-            self.inner.process,
+            self.inner.process(),
             Some(pool.0),
         );
         if let Err(e) = removed {
@@ -367,7 +367,7 @@ impl Engine for PgEngine {
             &self.inner.schema,
             &pairs,
             max,
-            (self.inner.process, now),
+            (self.inner.process(), now),
         )?;
         Ok(claimed.into_iter().map(|c| self.inner.job(c)).collect())
     }
@@ -483,7 +483,7 @@ impl Engine for PgEngine {
             Ok((
                 read::counts(db, schema)?,
                 pools::unregistered_counts(db, schema)?,
-                pools::of_others(db, schema, self.inner.process)?,
+                pools::of_others(db, schema, self.inner.process())?,
             ))
         })?;
         let mut pools: Vec<PoolStats> = self
@@ -538,12 +538,12 @@ impl Drop for PgEngine {
                 "SELECT pg_notify($1, ''), pg_notify($2, ''), pg_notify($3, '')",
                 &[&wake, &done, &stop],
             );
-            let _ = pools::remove(&mut *db, &self.inner.schema, self.inner.process, None);
+            let _ = pools::remove(&mut *db, &self.inner.schema, self.inner.process(), None);
             // The lease ends with the spool: what it still runs can no longer be reported,
             // so it runs again now (as the file engine recovers it at the next open); the
             // process's row goes with the rescue. Should that fail, the lease expires.
             let now = self.inner.clock.now_ms();
-            let rescued = rescue_own(&mut *db, &self.inner.schema, self.inner.process, now);
+            let rescued = rescue_own(&mut *db, &self.inner.schema, self.inner.process(), now);
             match rescued {
                 Ok(r) if !r.retried.is_empty() || !r.given_back.is_empty() => {
                     let _ = db.execute("SELECT pg_notify($1, '')", &[&wake]);

@@ -55,7 +55,7 @@ impl Reporter for PgReporter {
         };
         // Fenced to the attempt: run twice (the first commit's answer lost with its
         // connection), the second changes nothing.
-        let attempt = (c.id.0, c.attempt, self.inner.process);
+        let attempt = (c.id.0, c.attempt, self.inner.process());
         self.inner
             .with_db(|db| complete(db, &self.inner.schema, attempt, now, report))?;
         if let Some(pool) = pool {
@@ -71,7 +71,7 @@ impl Reporter for PgReporter {
             "UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
              WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2"
         );
-        let (id64, attempt32, owner) = (id.0 as i64, attempt as i32, self.inner.process as i64);
+        let (id64, attempt32, owner) = (id.0 as i64, attempt as i32, self.inner.process() as i64);
         self.inner.with_db(|db| {
             db.execute(&sql, &[&id64, &attempt32, &owner])
                 .map_err(pg("hand back an attempt"))
@@ -93,7 +93,7 @@ impl Reporter for PgReporter {
                 &(id.0 as i64),
                 &(attempt as i32),
                 &json,
-                &(self.inner.process as i64),
+                &(self.inner.process() as i64),
             ],
         );
         if let Err(e) = written {

@@ -27,8 +27,8 @@ pub(super) struct Inner {
     pub(super) schema: SchemaName,
     /// The server, for connections opened again after the server closed them.
     pub(super) url: String,
-    /// This process's lease.
-    pub(super) process: u64,
+    /// This process's lease (a new one if the lease was rescued while the process lived).
+    pub(super) process: AtomicU64,
     pub(super) clock: Clock,
     /// For reads, completions and revokes (one at a time, for now).
     pub(super) db: Mutex<Client>,
@@ -63,6 +63,11 @@ pub(super) enum Event {
 }
 
 impl Inner {
+    /// This process's lease: the owner its claims name and its reports are fenced to.
+    pub(super) fn process(&self) -> u64 {
+        self.process.load(Ordering::SeqCst)
+    }
+
     /// The connection for reads, completions and control verbs; opened again first if the
     /// server closed it.
     pub(super) fn db(&self) -> MutexGuard<'_, Client> {
