@@ -11,7 +11,7 @@ mod pg_common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pg_common::server;
+use pg_common::{psql, server};
 use serde::{Deserialize, Serialize};
 use taskspool::{
     Context, Error, ErrorKind, Options, Paging, Revoke, Spool, Task, TaskError, TaskFilter,
@@ -399,23 +399,11 @@ fn a_spool_reconnects_after_the_server_closed_its_connections() {
     let before = spool.enqueue(Job { n: 1, fail: false }).unwrap();
     assert_eq!(before.wait(WAIT).unwrap(), 1);
     let terminate = |name: &str| {
-        let out = std::process::Command::new("psql")
-            .args(["-X", "-q", "-t", "-A", "-d", &url, "-c"])
-            .arg(format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = '{name}'"
-            ))
-            .output()
-            .expect("psql (Debian's postgresql-client) runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = '{name}'"
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u32>()
-            .unwrap()
+        psql(&url, &sql).unwrap().parse::<u32>().unwrap()
     };
     // A task that waits out the cut: enqueued with a countdown, so it is due after it.
     let waiting = spool
@@ -475,16 +463,7 @@ fn a_process_whose_lease_was_rescued_goes_on_under_a_new_lease() {
             .unwrap(),
         1
     );
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-d", &url, "-c"])
-        .arg(format!("DELETE FROM \"{schema}\".processes"))
-        .output()
-        .expect("psql (Debian's postgresql-client) runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    psql(&url, &format!("DELETE FROM \"{schema}\".processes")).unwrap();
     // Its next heartbeat, a third of the lease later, finds the lease gone; then another
     // process sees its pool again.
     let other = Spool::builder()

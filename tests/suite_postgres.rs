@@ -56,13 +56,9 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let dropped = std::process::Command::new("psql")
-            .args(["-X", "-q", "-d", &SERVER, "-c"])
-            .arg(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema))
-            .output();
-        match dropped {
-            Ok(out) if out.status.success() => {}
-            other => eprintln!("could not drop the test schema {}: {other:?}", self.schema),
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        if let Err(e) = pg_common::psql(&SERVER, &drop) {
+            eprintln!("could not drop the test schema {}: {e}", self.schema);
         }
     }
 }

@@ -20,3 +20,17 @@ pub fn server(test: &str) -> Option<String> {
         }
     }
 }
+
+/// Runs `sql` on the server at `url` with `psql` (another process, as an operator or a
+/// second machine would); its output rows, unaligned, or why it failed.
+#[allow(dead_code)] // not every test file that shares this module runs SQL
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-t", "-A", "-d", url, "-c", sql])
+        .output()
+        .map_err(|e| format!("psql (Debian's postgresql-client) does not run: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

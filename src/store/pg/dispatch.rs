@@ -82,15 +82,7 @@ fn renew_lost_lease(inner: &Inner, db: &mut Client, lease: Duration) {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         for (pool, serves, threads, _) in &live {
-            let mut names: Vec<String> = serves.names.iter().cloned().collect();
-            names.sort();
-            pools::add(
-                db,
-                &inner.schema,
-                (process, pool.0),
-                (&serves.queues, &names),
-                *threads,
-            )?;
+            pools::add(db, &inner.schema, (process, pool.0), serves, *threads)?;
         }
         Ok(process)
     });

@@ -28,7 +28,7 @@ use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{register_process, rescue_own};
 use crate::store::pg::list;
-use crate::store::pg::migrate::{SchemaName, connect, connect_for, migrate, not_yet, pg};
+use crate::store::pg::migrate::{SchemaName, connect_for, migrate, not_yet};
 use crate::store::pg::pools;
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
@@ -85,13 +85,8 @@ impl PgEngine {
             result_ttl_ms,
         } = config;
         let schema = SchemaName::new(&schema)?;
-        let mut db = connect(url)?;
+        let mut db = connect_for(url, &schema, "")?;
         migrate(&mut db, &schema)?;
-        db.batch_execute(&format!(
-            "SET application_name TO 'taskspool {}'",
-            schema.as_str()
-        ))
-        .map_err(pg("set up a connection"))?;
         let process = register_process(&mut db, &schema, lease)?;
         let (to_dispatcher, events) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
@@ -301,13 +296,11 @@ impl Engine for PgEngine {
     }
 
     fn register(&self, pool: PoolSpec, jobs: Sender<Job>) -> Result<(), Error> {
-        let mut names: Vec<String> = pool.serves.names.iter().cloned().collect();
-        names.sort();
         pools::add(
             &mut *self.inner.db(),
             &self.inner.schema,
             (self.inner.process(), pool.id.0),
-            (&pool.serves.queues, &names),
+            &pool.serves,
             pool.threads,
         )?;
         self.inner
@@ -543,13 +536,9 @@ impl Drop for PgEngine {
             // so it runs again now (as the file engine recovers it at the next open); the
             // process's row goes with the rescue. Should that fail, the lease expires.
             let now = self.inner.clock.now_ms();
-            let rescued = rescue_own(&mut *db, &self.inner.schema, self.inner.process(), now);
-            match rescued {
-                Ok(r) if !r.retried.is_empty() || !r.given_back.is_empty() => {
-                    let _ = db.execute("SELECT pg_notify($1, '')", &[&wake]);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not give back the running attempts"),
+            let process = self.inner.process();
+            if let Err(e) = rescue_own(&mut *db, &self.inner.schema, process, now) {
+                tracing::warn!(error = %e, "could not give back the running attempts");
             }
         }
         self.inner.waiters.close();

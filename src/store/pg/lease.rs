@@ -15,7 +15,7 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::migrate::{SchemaName, pg};
-use crate::store::pg::notify::notify_done;
+use crate::store::pg::notify::{notify_done, notify_wake};
 
 /// Registers this process with a lease of `lease`; returns its id.
 ///
@@ -243,6 +243,10 @@ fn rescue(
         .map(|&id| id as i64)
         .collect();
     notify_done(&mut tx, schema, &finals)?;
+    if !rescued.retried.is_empty() || !rescued.given_back.is_empty() {
+        // Ready again: every process's dispatcher may claim them.
+        notify_wake(&mut tx, schema)?;
+    }
     tx.execute(
         &format!("DELETE FROM {q}.processes WHERE id = ANY($1)"),
         &[&processes],

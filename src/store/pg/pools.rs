@@ -7,9 +7,11 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::verbs::Serves;
 use crate::views::PoolStats;
 
-/// Pool `pool` of process `process` serves `queues` × `names` with `concurrency` threads.
+/// Pool `pool` of process `process` serves what `serves` says (its names recorded in order)
+/// with `concurrency` threads.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -17,10 +19,13 @@ pub(crate) fn add(
     db: &mut impl GenericClient,
     schema: &SchemaName,
     (process, pool): (u64, u64),
-    (queues, names): (&[String], &[String]),
+    serves: &Serves,
     concurrency: usize,
 ) -> Result<(), Error> {
     let q = schema.quoted();
+    let queues = &serves.queues;
+    let mut names: Vec<&str> = serves.names.iter().map(String::as_str).collect();
+    names.sort_unstable();
     let concurrency = i32::try_from(concurrency).unwrap_or(i32::MAX);
     db.execute(
         &format!(

@@ -109,10 +109,10 @@ impl Inner {
         }
         let next = prune_due(db, &self.schema, now, ttl).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not delete finished tasks past the results TTL");
-            now.saturating_add(1000)
+            now.saturating_add(PRUNE_AT_MOST_EVERY_MS)
         });
         let next = match self.clock {
-            Clock::System => next.max(now.saturating_add(1000)),
+            Clock::System => next.max(now.saturating_add(PRUNE_AT_MOST_EVERY_MS)),
             Clock::Manual(_) => next,
         };
         self.next_prune_ms.store(next, Ordering::SeqCst);
@@ -178,6 +178,10 @@ impl Inner {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// On the system clock, the least time between two deletions of finished tasks (and the wait
+/// before trying again after one failed).
+const PRUNE_AT_MOST_EVERY_MS: u64 = 1_000;
 
 /// A claimed attempt as the job a pool runs.
 fn job(c: Claimed) -> Job {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use postgres::GenericClient;
 
 use crate::error::Error;
+use crate::model::TaskState;
 use crate::store::pg::claim::{Hold, NewRow, allocate_ids, insert, insert_with_ids};
 use crate::store::pg::migrate::{SchemaName, pg};
 
@@ -116,17 +117,19 @@ fn take(
         .map_err(pg("read a unique key"))?;
     let holder = row.get::<_, i64>(0) as u64;
     let held_until: Option<i64> = row.get(1);
-    let state: Option<i16> = row.get(3);
+    // `None`: no such task; `Some(None)`: a state this build does not know (held, to be safe).
+    let state: Option<Option<TaskState>> = row
+        .get::<_, Option<i16>>(3)
+        .map(|code| u8::try_from(code).ok().and_then(TaskState::from_code));
     let held = match (held_until, state) {
         (Some(until), _) => until > i64::try_from(now_ms).unwrap_or(i64::MAX),
         // No such task: a key outlives its task only until the task's deletion cascades.
         (None, None) => false,
-        (None, Some(state)) => {
-            // 4 succeeded, 5 failed, 6 revoked, 7 expired; 2 running.
-            let finished = (4..=7).contains(&state);
-            let started = state == 2 || row.get::<_, i32>(4) > 0;
+        (None, Some(None)) => true,
+        (None, Some(Some(state))) => {
+            let started = state == TaskState::Running || row.get::<_, i32>(4) > 0;
             let until_started: bool = row.get(2);
-            let released = finished || (until_started && started);
+            let released = state.is_final() || (until_started && started);
             !released
         }
     };
