@@ -298,6 +298,25 @@ impl Disposition {
     }
 }
 
+/// What a handler's `TaskError::snooze(delay)` with `message` comes to, on either engine:
+/// `Ok` with the history entry of a snooze, or `Err` with the error of an attempt that
+/// failed instead (a zero delay, or one over [`MAX_DELAY`]), to be retried by its policy.
+pub(crate) fn snooze_entry(delay: Duration, message: &str) -> Result<String, String> {
+    if delay.is_zero() || delay > MAX_DELAY {
+        return Err(format!(
+            "TaskError::snooze({delay:?}) is not a delay a task can snooze for (it must be \
+             more than zero and at most MAX_DELAY, 100 years); the attempt failed instead: \
+             {message}"
+        ));
+    }
+    let secs = delay.as_secs_f64();
+    Ok(if message.is_empty() {
+        format!("snoozed for {secs}s")
+    } else {
+        format!("snoozed for {secs}s: {message}")
+    })
+}
+
 /// What [`Spool::revoke_where`](crate::Spool::revoke_where) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -7,7 +7,9 @@ use redb::ReadableTable;
 
 use crate::clock::{duration_ms, to_system_time};
 use crate::error::Error;
-use crate::model::{AttemptError, AttemptErrorKind, MAX_DELAY, Revoke, Revoked, TaskId, TaskState};
+use crate::model::{
+    AttemptError, AttemptErrorKind, Revoke, Revoked, TaskId, TaskState, snooze_entry,
+};
 use crate::query::TaskFilter;
 use crate::store::by_state::stored;
 use crate::store::catalog::Catalog;
@@ -161,7 +163,7 @@ impl Tx<'_> {
 
     /// The handler asked to run again after `delay` without using up a retry: the task gets
     /// one more retry than it had (as Oban's snooze does), so attempt numbers stay unique.
-    /// A zero delay or one over [`MAX_DELAY`] fails the attempt instead (retried by its
+    /// A zero delay or one over [`MAX_DELAY`](crate::MAX_DELAY) fails the attempt instead (retried by its
     /// policy), with a message that says why.
     pub(crate) fn snooze(
         &mut self,
@@ -171,21 +173,19 @@ impl Tx<'_> {
         delay: std::time::Duration,
         message: &str,
     ) -> Result<(), Error> {
-        if delay.is_zero() || delay > MAX_DELAY {
-            let why = format!(
-                "TaskError::snooze({delay:?}) is not a delay a task can snooze for (it must be \
-                 more than zero and at most MAX_DELAY, 100 years); the attempt failed instead: \
-                 {message}"
-            );
-            let backoff = rec.retry.delay_ms(rec.attempts);
-            return self.fail_attempt(
-                id,
-                rec,
-                attempt,
-                (AttemptErrorKind::Error, why),
-                Some(backoff),
-            );
-        }
+        let entry = match snooze_entry(delay, message) {
+            Ok(entry) => entry,
+            Err(why) => {
+                let backoff = rec.retry.delay_ms(rec.attempts);
+                return self.fail_attempt(
+                    id,
+                    rec,
+                    attempt,
+                    (AttemptErrorKind::Error, why),
+                    Some(backoff),
+                );
+            }
+        };
         self.restore_payload(id, &mut rec)?;
         rec.control.base_retries = Some(rec.base_retries());
         rec.max_retries = rec.max_retries.saturating_add(1);
@@ -195,11 +195,7 @@ impl Tx<'_> {
             attempt,
             at: to_system_time(now),
             kind: AttemptErrorKind::Snoozed,
-            message: if message.is_empty() {
-                format!("snoozed for {secs}s")
-            } else {
-                format!("snoozed for {secs}s: {message}")
-            },
+            message: entry,
         });
         tracing::info!(task.id = id, task.name = %rec.name, attempt, "task snoozed for {secs}s");
         self.set_state(id, &mut rec, TaskState::Scheduled)?;

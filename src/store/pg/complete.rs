@@ -152,19 +152,7 @@ pub(crate) fn complete(
         } => match retry_at_ms {
             Some(at) if attempts <= max_retries => {
                 record_error(&mut tx, schema, id, (attempt, now), *kind, message)?;
-                let at = i64::try_from(*at).unwrap_or(i64::MAX);
-                tx.execute(
-                    &format!(
-                        "UPDATE {q}.tasks SET state = {retrying}, owner = NULL, due_at_ms = $2
-                         WHERE id = $1",
-                        retrying = TaskState::Retrying.code()
-                    ),
-                    &[&id, &at],
-                )
-                .map_err(pg("schedule a retry"))?;
-                // Every dispatcher learns the new due time.
-                notify_wake(&mut tx, schema)?;
-                TaskState::Retrying
+                run_again(&mut tx, schema, id, *at, TaskState::Retrying)?
             }
             _ => {
                 let failed = TaskState::Failed;
@@ -175,24 +163,41 @@ pub(crate) fn complete(
         Ending::Snoozed { at_ms, message } => {
             let snoozed = AttemptErrorKind::Snoozed;
             record_error(&mut tx, schema, id, (attempt, now), snoozed, message)?;
-            let at = i64::try_from(*at_ms).unwrap_or(i64::MAX);
-            // One more attempt than before: a snooze uses none of the retries.
-            tx.execute(
-                &format!(
-                    "UPDATE {q}.tasks SET state = {scheduled}, owner = NULL, due_at_ms = $2,
-                         max_retries = max_retries + 1
-                     WHERE id = $1",
-                    scheduled = TaskState::Scheduled.code()
-                ),
-                &[&id, &at],
-            )
-            .map_err(pg("snooze a task"))?;
-            notify_wake(&mut tx, schema)?;
-            TaskState::Scheduled
+            run_again(&mut tx, schema, id, *at_ms, TaskState::Scheduled)?
         }
     };
     tx.commit().map_err(pg("commit a completion"))?;
     Ok(Some(state))
+}
+
+/// Makes task `id` wait in `state` until `at_ms` — `Retrying` after a failed attempt, or
+/// `Scheduled` after a snooze, which also allows one more attempt (a snooze uses none of the
+/// retries) — and tells every dispatcher the new due time. Returns `state`.
+fn run_again(
+    tx: &mut impl GenericClient,
+    schema: &SchemaName,
+    id: i64,
+    at_ms: u64,
+    state: TaskState,
+) -> Result<TaskState, Error> {
+    let q = schema.quoted();
+    let at = i64::try_from(at_ms).unwrap_or(i64::MAX);
+    let extra = if state == TaskState::Scheduled {
+        ", max_retries = max_retries + 1"
+    } else {
+        ""
+    };
+    tx.execute(
+        &format!(
+            "UPDATE {q}.tasks SET state = {}, owner = NULL, due_at_ms = $2{extra}
+             WHERE id = $1",
+            state.code()
+        ),
+        &[&id, &at],
+    )
+    .map_err(pg("schedule a task to run again"))?;
+    notify_wake(tx, schema)?;
+    Ok(state)
 }
 
 /// Adds an error of `kind` for `attempt` of task `id`, at `now`, to its history.

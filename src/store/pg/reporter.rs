@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::clock::duration_ms;
 use crate::error::Error;
-use crate::model::{AttemptErrorKind, Disposition, MAX_DELAY, Outcome, PoolId, TaskId};
+use crate::model::{AttemptErrorKind, Disposition, Outcome, PoolId, TaskId, snooze_entry};
 use crate::store::pg::complete::{Ending, Report, complete};
 use crate::store::pg::lease::note_started;
 use crate::store::pg::migrate::pg;
@@ -133,25 +133,15 @@ impl PgReporter {
         })?;
         let policy = PgRecord::decode(row.get(0))?.retry;
         if let Disposition::Snooze(delay) = disposition {
-            if delay.is_zero() || delay > MAX_DELAY {
-                let why = format!(
-                    "TaskError::snooze({delay:?}) is not a delay a task can snooze for (it \
-                     must be more than zero and at most MAX_DELAY, 100 years); the attempt \
-                     failed instead: {message}"
-                );
-                return Ok(Ending::Failed {
+            return Ok(match snooze_entry(delay, message) {
+                Ok(entry) => Ending::Snoozed {
+                    at_ms: now.saturating_add(duration_ms(delay)),
+                    message: entry,
+                },
+                Err(why) => Ending::Failed {
                     kind: AttemptErrorKind::Error,
                     message: why,
                     retry_at_ms: Some(now.saturating_add(policy.delay_ms(c.attempt))),
-                });
-            }
-            let secs = delay.as_secs_f64();
-            return Ok(Ending::Snoozed {
-                at_ms: now.saturating_add(duration_ms(delay)),
-                message: if message.is_empty() {
-                    format!("snoozed for {secs}s")
-                } else {
-                    format!("snoozed for {secs}s: {message}")
                 },
             });
         }
