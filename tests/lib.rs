@@ -18,11 +18,7 @@ pub(crate) struct Place {
 
 /// A place no spool has opened yet.
 pub(crate) fn fresh_place() -> Place {
-    let dir = tempfile::Builder::new()
-        .prefix("taskspool-test-")
-        .tempdir()
-        .expect("temp dir");
-    let path = dir.path().join("queue.redb");
+    let (dir, path) = suite::common::temp_queue();
     Place { _dir: dir, path }
 }
 

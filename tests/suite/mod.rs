@@ -2,7 +2,7 @@
 //!
 //! Every module states the promise it checks. Shared task types and helpers live in `common`.
 
-mod common;
+pub(crate) mod common;
 
 mod by_name;
 mod chord_parts;

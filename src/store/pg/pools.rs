@@ -95,11 +95,10 @@ pub(crate) fn of_others(
         .iter()
         .map(|r| {
             let concurrency = usize::try_from(r.get::<_, i32>(2)).unwrap_or(0);
-            let mut tasks: Vec<String> = r.get(1);
-            tasks.sort();
             PoolStats {
                 queues: r.get(0),
-                tasks,
+                // Recorded in order by `add`.
+                tasks: r.get(1),
                 concurrency,
                 threads: concurrency,
                 abandoned: 0,
