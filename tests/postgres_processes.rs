@@ -1,7 +1,8 @@
 //! Real processes on one PostgreSQL schema (`TASKSPOOL_TEST_POSTGRES`, see `postgres.rs`):
 //! two worker processes, one killed with SIGKILL in the middle of a task — the other finishes
 //! it once the dead one's lease has expired, the lost attempt counted — and a schedule
-//! declared by both processes fires once per tick.
+//! declared by both processes fires once per tick; a process killed while it stores a chord
+//! in parts leaves nothing of it once its lease is rescued.
 #![cfg(feature = "postgres")]
 
 mod pg_common;
@@ -74,6 +75,36 @@ fn child_worker() {
     std::thread::sleep(Duration::from_secs(3600));
 }
 
+/// A chord's member and body (never run here).
+#[derive(Serialize, Deserialize)]
+struct Member {
+    n: u32,
+}
+
+impl Task for Member {
+    const NAME: &'static str = "pg.member";
+    type Output = u32;
+    fn run(self, _ctx: &Context) -> Result<u32, TaskError> {
+        Ok(self.n)
+    }
+}
+
+/// The child's side: stores a chord far too large to finish before it is killed.
+#[test]
+fn child_chord() {
+    if std::env::var(ROLE_ENV).as_deref() != Ok("chord") {
+        return;
+    }
+    let url = std::env::var("TASKSPOOL_TEST_POSTGRES").expect("server");
+    let schema = std::env::var(SCHEMA_ENV).expect("schema");
+    let spool = Spool::builder()
+        .postgres_schema(schema)
+        .lease(LEASE)
+        .connect_postgres(&url)
+        .expect("connect");
+    let _ = spool.chord((0..5_000_000).map(|n| Member { n }), Member { n: 0 });
+}
+
 /// Kills its child when dropped (a failing test leaves no process behind).
 struct Worker(Child);
 
@@ -85,9 +116,18 @@ impl Drop for Worker {
 }
 
 fn start_worker(schema: &str) -> Worker {
+    start_child(schema, "worker")
+}
+
+fn start_child(schema: &str, role: &str) -> Worker {
     let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_worker", "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, "worker")
+        .args([
+            "--exact",
+            &format!("child_{role}"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, role)
         .env(SCHEMA_ENV, schema)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -167,4 +207,36 @@ fn a_killed_workers_task_is_finished_by_the_other_after_its_lease_and_a_shared_s
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     db.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .unwrap();
+}
+
+#[test]
+fn a_process_killed_while_storing_a_chord_in_parts_leaves_nothing_of_it() {
+    let Some(url) = server("a_process_killed_while_storing_a_chord_in_parts") else {
+        return;
+    };
+    let spool = Spool::builder()
+        .lease(LEASE)
+        .connect_postgres_temporary(&url)
+        .unwrap();
+    let schema = spool.path().to_string_lossy().replace("postgres/", "");
+    let mut producer = start_child(&schema, "chord");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut stored = || -> i64 {
+        db.query_one(&format!("SELECT count(*) FROM \"{schema}\".tasks"), &[])
+            .unwrap()
+            .get(0)
+    };
+    wait_for("the producer to store a few parts", || stored() > 5_000);
+    producer.0.kill().unwrap(); // SIGKILL, mid-chord
+    producer.0.wait().unwrap();
+    assert!(stored() > 0);
+    // Nothing of it runs meanwhile: its members wait for a seal that never comes.
+    let ran = spool.worker().register::<Member>().drain().unwrap();
+    assert_eq!(ran.attempts, 0);
+    wait_for("the dead producer's lease to be rescued", || stored() == 0);
+    assert_eq!(spool.stats().unwrap().total(), 0);
+    // The spool goes on.
+    let h = spool.enqueue(Member { n: 7 }).unwrap();
+    spool.worker().register::<Member>().drain().unwrap();
+    assert_eq!(h.wait(WAIT).unwrap(), 7);
 }

@@ -66,14 +66,13 @@ impl Drop for Place {
 mod suite {
     //! The engine-neutral modules of `tests/suite/`. Left out: the file itself (`damage`,
     //! `files`, `format*`, `inspect`, `crash`, `schedule_crash`); and, until the engine
-    //! offers them, workflows (`workflows`, `workflow_links`,
-    //! `workflow_ttl`, `chord_parts`), flow control (`flow`), events (`events`) and metrics
-    //! (`metrics`).
+    //! offers them, flow control (`flow`), events (`events`) and metrics (`metrics`).
     // Helpers for the file-only modules are unused here.
     #[allow(dead_code)]
     mod common;
 
     mod by_name;
+    mod chord_parts;
     mod concurrency;
     mod control;
     mod decode;
@@ -95,4 +94,7 @@ mod suite {
     mod unique;
     mod unregistered;
     mod views;
+    mod workflow_links;
+    mod workflow_ttl;
+    mod workflows;
 }

@@ -27,7 +27,7 @@ fn drain(spool: &Spool) -> usize {
 
 #[test]
 fn a_chord_larger_than_a_part_runs_as_one() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let before = spool.enqueue(add(1, 1)).unwrap();
     let chord = spool.chord((0..N).map(|i| add(i, i)), XSum).unwrap();
     assert_eq!(chord.members.len(), N as usize);
@@ -70,7 +70,7 @@ fn a_chord_larger_than_a_part_runs_as_one() {
 
 #[test]
 fn a_large_chord_whose_member_fails_fails_its_body_and_a_settled_one_runs() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let chord = spool
         .chord((0..N).map(|n| Maybe { n, fail: 1_500 }), XSum)
         .unwrap();
@@ -92,7 +92,7 @@ fn a_large_chord_whose_member_fails_fails_its_body_and_a_settled_one_runs() {
 
 #[test]
 fn revoking_a_large_chord_revokes_every_member() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let chord = spool.chord((0..N).map(|i| add(i, 0)), XSum).unwrap();
     let first = chord.members.member(0).unwrap().id();
     let revoked = spool.revoke_workflow(first).unwrap();
@@ -109,8 +109,8 @@ fn revoking_a_large_chord_revokes_every_member() {
 /// fails, and nothing of the chord is left — no task, no count, nothing a worker runs.
 #[test]
 fn a_large_chord_that_fails_midway_leaves_nothing() {
-    let (_dir, path) = temp_queue();
-    let spool = Spool::open(&path).unwrap();
+    let place = fresh_place();
+    let spool = place.open(Spool::builder()).unwrap();
     let members = (0..N).map(|n| Half {
         n: if n == 2_000 { f64::NAN } else { n as f64 },
     });
@@ -127,8 +127,8 @@ fn a_large_chord_that_fails_midway_leaves_nothing() {
         Err(Error::NotFound(_))
     ));
     drop(spool);
-    // And the reopened file has nothing of it either.
-    let spool = Spool::open(&path).unwrap();
+    // And the reopened queue has nothing of it either.
+    let spool = place.open(Spool::builder()).unwrap();
     assert_eq!(spool.stats().unwrap().total(), 1);
     assert_eq!(drain(&spool), 1);
     assert_eq!(after.id(), spool.handle::<Add>(after.id()).id());

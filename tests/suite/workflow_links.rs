@@ -57,7 +57,7 @@ fn run_links(spool: &Spool) -> taskspool::DrainReport {
 
 #[test]
 fn a_success_link_runs_with_the_output_and_the_failure_link_never_exists() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let log = unique("link-ok");
     let task = spool
         .enqueue_linked(add(20, 22), Options::new(), links(&log))
@@ -125,7 +125,7 @@ fn a_failure_link_runs_once_with_the_failure_after_the_last_retry() {
 
 #[test]
 fn bad_links_are_refused_and_store_nothing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let bad = taskspool::Link::on_success_with(
         OnDone {
             log: String::new(),

@@ -28,7 +28,7 @@ fn spool_with_ttl(clock: &taskspool::ManualClock) -> Spool {
     Spool::builder()
         .manual_clock(clock.clone())
         .result_ttl(TTL)
-        .temporary()
+        .open_fresh()
         .unwrap()
 }
 

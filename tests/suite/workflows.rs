@@ -73,7 +73,7 @@ fn drain_all(spool: &Spool) -> usize {
 
 #[test]
 fn a_chain_passes_each_output_to_the_next_step() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let total = spool
         .chain(add(2, 2))
         .then(AddTo { b: 4 })
@@ -90,7 +90,7 @@ fn a_chain_passes_each_output_to_the_next_step() {
 
 #[test]
 fn a_chord_body_runs_once_with_every_members_output_in_order() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let chord = spool.chord((0..10).map(|i| add(i, i)), XSum).unwrap();
     assert_eq!(state_of(&spool, chord.body.id()), TaskState::Waiting);
     assert_eq!(drain_all(&spool), 11);
@@ -104,7 +104,7 @@ fn a_chord_body_runs_once_with_every_members_output_in_order() {
 
 #[test]
 fn a_group_waits_for_every_member_in_order() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let group = spool.group((0..5).map(|i| add(i, 10))).unwrap();
     drain_all(&spool);
     assert_eq!(group.wait(WAIT).unwrap(), vec![10, 11, 12, 13, 14]);
@@ -115,7 +115,7 @@ fn a_group_waits_for_every_member_in_order() {
 
 #[test]
 fn a_failed_member_fails_the_chord_body_which_never_runs() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let chord = spool
         .chord((0..5).map(|n| Maybe { n, fail: 3 }), XSum)
         .unwrap();
@@ -135,7 +135,7 @@ fn a_failed_member_fails_the_chord_body_which_never_runs() {
 
 #[test]
 fn a_failed_step_fails_every_step_after_it() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let last = spool
         .chain_with(Maybe { n: 1, fail: 1 }, Options::new().max_retries(0))
         .then(AddTo { b: 1 })
@@ -184,7 +184,7 @@ fn a_retried_member_counts_once() {
 
 #[test]
 fn revoking_a_waiting_step_fails_the_steps_after_it() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let last = spool
         .chain(add(1, 1))
         .then(AddTo { b: 1 })
@@ -203,11 +203,11 @@ fn revoking_a_waiting_step_fails_the_steps_after_it() {
     );
 }
 
-/// A workflow's waiting steps and counters are in the file: a reopen midway loses nothing.
+/// A workflow's waiting steps and counters are stored: a reopen midway loses nothing.
 #[test]
 fn a_workflow_survives_a_reopen_midway() {
-    let (_dir, path) = temp_queue();
-    let spool = Spool::open(&path).unwrap();
+    let place = fresh_place();
+    let spool = place.open(Spool::builder()).unwrap();
     let chord = spool.chord((0..4).map(|i| add(i, 0)), XSum).unwrap();
     let body = chord.body.id();
     // The members run (no worker knows the body's type yet), then the spool closes.
@@ -215,7 +215,7 @@ fn a_workflow_survives_a_reopen_midway() {
     assert_eq!(members.attempts, 4);
     drop(chord);
     drop(spool);
-    let spool = Spool::open(&path).unwrap();
+    let spool = place.open(Spool::builder()).unwrap();
     assert_eq!(state_of(&spool, body), TaskState::Ready);
     drain_all(&spool);
     assert_eq!(spool.handle::<XSum>(body).wait(WAIT).unwrap(), 6);
@@ -223,7 +223,7 @@ fn a_workflow_survives_a_reopen_midway() {
 
 #[test]
 fn bad_workflows_are_refused_and_store_nothing() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let err = spool.chord(Vec::<Add>::new(), XSum).unwrap_err();
     assert!(err.to_string().contains("at least one member"), "{err}");
     let err = spool
@@ -261,7 +261,7 @@ fn bad_workflows_are_refused_and_store_nothing() {
 /// its tasks by state; revoking the workflow revokes every task not yet final.
 #[test]
 fn a_workflow_is_seen_and_revoked_as_a_whole() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let chord = spool.chord((0..3).map(|i| add(i, 1)), XSum).unwrap();
     let first = chord.members.member(0).unwrap().id();
     let body = spool.status(chord.body.id()).unwrap();
@@ -339,7 +339,7 @@ fn a_workflow_is_seen_and_revoked_as_a_whole() {
 /// chain — each one transaction, each ending with the result the shape gives.
 #[test]
 fn nested_workflows_run_in_the_order_their_shape_gives() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
 
     // A chain of groups: group(add(1,1), add(2,2)) → xsum (6) → group(add_to(1), add_to(2))
     // → xsum (7 + 8).
@@ -417,7 +417,7 @@ impl Task for Tally {
 /// The opt-in body that runs anyway: it gets every member's result, failures included.
 #[test]
 fn a_settled_chord_body_runs_with_every_members_result() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let chord = spool
         .chord_settled((0..5).map(|n| Maybe { n, fail: 2 }), Tally)
         .unwrap();
@@ -457,7 +457,7 @@ fn a_settled_chord_body_runs_with_every_members_result() {
 
 #[test]
 fn a_step_of_another_workflow_cannot_be_a_parent() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let mut one = spool.workflow();
     let a = one.add(add(1, 1));
     let mut two = spool.workflow();

@@ -10,6 +10,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
+use crate::store::pg::inputs::inputs_of;
 use crate::store::pg::migrate::{SchemaName, connect_for, pg};
 use crate::store::pg::notify::notify_wake;
 
@@ -59,6 +60,9 @@ pub(crate) struct Claimed {
     pub(crate) max_retries: u32,
     pub(crate) payload: Vec<u8>,
     pub(crate) record: Vec<u8>,
+    /// A workflow step's or callback's inputs: its parents' outputs, as one JSON array, and
+    /// how many.
+    pub(crate) inputs: Option<(Vec<u8>, usize)>,
 }
 
 /// `TaskState::code` of the states these statements set.
@@ -257,14 +261,23 @@ fn claim_locking(
                      started_at_ms = NULL
                  FROM heads WHERE task.id = heads.id
                  RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
-                           task.payload, task.record, task.max_retries"
+                           task.payload, task.record, task.max_retries, task.inputs,
+                           task.settled"
             ),
             &[&queues, &names, &max, &owner, &now],
         )
         .map_err(pg("claim tasks"))?;
-    let mut claimed: Vec<Claimed> = rows
-        .iter()
-        .map(|r| Claimed {
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // A step's parents are final and stay so while it runs: read after the claim.
+        let inputs = match r.get::<_, Option<Vec<i64>>>(8) {
+            Some(runs) => {
+                let inputs = inputs_of(db, schema, &runs, r.get(9))?;
+                Some((inputs.json, inputs.count))
+            }
+            None => None,
+        };
+        claimed.push(Claimed {
             id: r.get::<_, i64>(0) as u64,
             name: r.get(1),
             queue: r.get(2),
@@ -273,8 +286,9 @@ fn claim_locking(
             payload: r.get::<_, Option<Vec<u8>>>(5).unwrap_or_default(),
             record: r.get(6),
             max_retries: u32::try_from(r.get::<_, i32>(7)).unwrap_or(0),
-        })
-        .collect();
+            inputs,
+        });
+    }
     // RETURNING keeps no order: the claim's order is the index's.
     claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
     Ok(claimed)

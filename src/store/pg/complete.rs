@@ -10,6 +10,7 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::NewRow;
+use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
 use crate::store::pg::unique::insert_new;
@@ -91,7 +92,7 @@ pub(crate) fn complete(
     let current = tx
         .query_opt(
             &format!(
-                "SELECT attempts, max_retries, revoke_requested FROM {q}.tasks
+                "SELECT attempts, max_retries, revoke_requested, follows FROM {q}.tasks
                  WHERE id = $1 AND state = {running} AND attempts = $2 AND owner = $3
                  FOR UPDATE"
             ),
@@ -101,8 +102,12 @@ pub(crate) fn complete(
     let Some(current) = current else {
         return Ok(None);
     };
-    let (attempts, max_retries, revoke_requested): (i32, i32, bool) =
-        (current.get(0), current.get(1), current.get(2));
+    let (attempts, max_retries, revoke_requested, follows): (i32, i32, bool, bool) = (
+        current.get(0),
+        current.get(1),
+        current.get(2),
+        current.get(3),
+    );
     if let Some(progress) = progress {
         tx.execute(
             &format!("UPDATE {q}.tasks SET progress = $2 WHERE id = $1"),
@@ -143,6 +148,9 @@ pub(crate) fn complete(
             )
             .map_err(pg("store a success"))?;
             notify_done(&mut tx, schema, &[id])?;
+            if follows {
+                ended(&mut tx, schema, &[id], now_ms)?;
+            }
             TaskState::Succeeded
         }
         Ending::Failed {
@@ -222,7 +230,8 @@ fn record_error(
 }
 
 /// Ends task `id` in the final `state` with an error of `kind` for `attempt`, at `now`; its
-/// `done` is notified with the transaction.
+/// `done` is notified with the transaction, and what its end does to a workflow is done
+/// (`follow::ended`).
 pub(super) fn end(
     db: &mut impl GenericClient,
     schema: &SchemaName,
@@ -244,7 +253,8 @@ pub(super) fn end(
         &[&id, &now],
     )
     .map_err(pg("end a task"))?;
-    notify_done(db, schema, &[id])
+    notify_done(db, schema, &[id])?;
+    ended(db, schema, &[id], u64::try_from(now).unwrap_or(0))
 }
 
 /// Makes every scheduled or retrying task due at `now_ms` ready; returns how many, and the
@@ -376,6 +386,7 @@ pub(crate) fn expire_due(
         )
         .map_err(pg("record expiries"))?;
         notify_done(&mut tx, schema, &ids)?;
+        ended(&mut tx, schema, &ids, now_ms)?;
     }
     let next: Option<i64> = tx
         .query_one(
@@ -396,8 +407,13 @@ const PRUNE_BATCH: i64 = 10_000;
 
 /// Deletes up to [`PRUNE_BATCH`] tasks that finished `ttl_ms` or longer before `now_ms`,
 /// with their errors (the results TTL); returns when the next one is due: `now_ms` again if
-/// the batch was full, else the oldest remaining finish plus the TTL (`now_ms + ttl_ms`
-/// when nothing is finished: whatever finishes later is due later).
+/// the batch was full, else the oldest remaining finish plus the TTL, and never before
+/// `now_ms + 1` (`now_ms + ttl_ms` when nothing is finished: whatever finishes later is due
+/// later).
+///
+/// A workflow's task is kept while its workflow has tasks left, and a TTL past the
+/// workflow's end; a task whose output a step or callback still has to read is kept until
+/// that one has ended (as on the file engine). The workflow's row goes with its first task.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -408,29 +424,50 @@ pub(crate) fn prune_due(
     ttl_ms: u64,
 ) -> Result<u64, Error> {
     let q = schema.quoted();
-    let finished = "state IN (4, 5, 6, 7)";
+    let finished = "t.state IN (4, 5, 6, 7)";
+    // Whether nothing keeps task `t` past its own TTL (its workflow ended `$1` or earlier).
+    let free = format!(
+        "(t.workflow IS NULL OR NOT EXISTS (
+              SELECT 1 FROM {q}.workflows w
+              WHERE w.base = t.workflow AND (w.left_count > 0 OR w.ended_at_ms > $1)))
+         AND (t.children IS NULL OR NOT EXISTS (
+              SELECT 1 FROM {q}.tasks c
+              WHERE c.id = ANY(t.children) AND c.state NOT IN (4, 5, 6, 7)))"
+    );
     let before = i64::try_from(now_ms.saturating_sub(ttl_ms)).unwrap_or(i64::MAX);
-    let pruned = db
-        .execute(
+    let pruned: i64 = db
+        .query_one(
             &format!(
-                "DELETE FROM {q}.tasks WHERE id IN (
-                     SELECT id FROM {q}.tasks
-                     WHERE {finished} AND finished_at_ms <= $1
-                     ORDER BY finished_at_ms LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM {q}.tasks WHERE id IN (
+                         SELECT t.id FROM {q}.tasks t
+                         WHERE {finished} AND t.finished_at_ms <= $1 AND {free}
+                         ORDER BY t.finished_at_ms LIMIT $2)
+                     RETURNING id),
+                 rows AS (DELETE FROM {q}.workflows WHERE base IN (SELECT id FROM gone))
+                 SELECT count(*) FROM gone"
             ),
             &[&before, &PRUNE_BATCH],
         )
-        .map_err(pg("delete finished tasks past the results TTL"))?;
-    if pruned >= PRUNE_BATCH as u64 {
+        .map_err(pg("delete finished tasks past the results TTL"))?
+        .get(0);
+    if pruned >= PRUNE_BATCH {
         return Ok(now_ms);
     }
+    // The oldest finish of a task nothing keeps now (one a workflow keeps is due no earlier
+    // than its workflow's end, which comes later than now).
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     let oldest: Option<i64> = db
-        .query_one(
-            &format!("SELECT min(finished_at_ms) FROM {q}.tasks WHERE {finished}"),
-            &[],
+        .query_opt(
+            &format!(
+                "SELECT t.finished_at_ms FROM {q}.tasks t
+                 WHERE {finished} AND {free}
+                 ORDER BY t.finished_at_ms LIMIT 1"
+            ),
+            &[&now],
         )
         .map_err(pg("read the oldest finish"))?
-        .get(0);
+        .map(|r| r.get(0));
     let oldest = oldest.map_or(now_ms, |ms| u64::try_from(ms).unwrap_or(0));
-    Ok(oldest.saturating_add(ttl_ms))
+    Ok(oldest.saturating_add(ttl_ms).max(now_ms.saturating_add(1)))
 }

@@ -9,6 +9,7 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
 use crate::store::pg::complete::end;
+use crate::store::pg::follow::reopened;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::notify_wake;
 
@@ -111,6 +112,7 @@ pub(crate) fn retry(
         &[&(id as i64), &now],
     )
     .map_err(pg("retry a task"))?;
+    reopened(&mut tx, schema, id)?;
     notify_wake(&mut tx, schema)?;
     tx.commit().map_err(pg("commit a retry"))?;
     Ok(())

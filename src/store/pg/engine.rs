@@ -28,13 +28,15 @@ use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{register_process, rescue_own};
 use crate::store::pg::list;
-use crate::store::pg::migrate::{SchemaName, connect_for, migrate, not_yet};
+use crate::store::pg::migrate::{SchemaName, connect_for, migrate, not_yet, pg};
+use crate::store::pg::parts;
 use crate::store::pg::pools;
 use crate::store::pg::read;
 use crate::store::pg::record::new_row;
 use crate::store::pg::reporter::PgReporter;
 use crate::store::pg::schedules;
 use crate::store::pg::state::{Event, Inner};
+use crate::store::pg::workflow;
 use crate::store::verbs::{
     Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp, Serves,
     Then,
@@ -243,7 +245,16 @@ impl Engine for PgEngine {
             .iter()
             .map(|t| new_row(t, now))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids = self.inner.grouper.insert(rows, now)?;
+        let ids = if tasks.iter().any(|t| t.step.is_some()) {
+            // A workflow, or tasks with callbacks: in a transaction of their own.
+            let mut db = self.inner.db();
+            let mut tx = db.transaction().map_err(pg("begin a workflow's insert"))?;
+            let ids = workflow::insert(&mut tx, &self.inner.schema, &tasks, &rows, now)?;
+            tx.commit().map_err(pg("commit a workflow's insert"))?;
+            ids
+        } else {
+            self.inner.grouper.insert(rows, now)?
+        };
         Ok(ids
             .into_iter()
             .map(|(id, duplicate)| Enqueued {
@@ -287,8 +298,9 @@ impl Engine for PgEngine {
         Err(not_yet("flow control"))
     }
 
-    fn parts(&self, _op: PartOp) -> Result<u64, Error> {
-        Err(not_yet("a chord in parts"))
+    fn parts(&self, op: PartOp) -> Result<u64, Error> {
+        let who = (self.inner.process(), self.inner.clock.now_ms());
+        parts::apply(&mut *self.inner.db(), &self.inner.schema, op, who)
     }
 
     fn limits(&self) -> Result<Vec<Limit>, Error> {
@@ -382,12 +394,14 @@ impl Engine for PgEngine {
         list::revoke_where(&mut *self.inner.db(), &self.inner.schema, &filter, now)
     }
 
-    fn revoke_workflow(&self, _id: TaskId) -> Result<Revoked, Error> {
-        Err(not_yet("workflows"))
+    fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error> {
+        let now = self.inner.clock.now_ms();
+        workflow::revoke(&mut *self.inner.db(), &self.inner.schema, id.0, now)
     }
 
-    fn workflow_status(&self, _id: TaskId) -> Result<WorkflowStatus, Error> {
-        Err(not_yet("workflows"))
+    fn workflow_status(&self, id: TaskId) -> Result<WorkflowStatus, Error> {
+        self.inner
+            .with_db(|db| workflow::status(db, &self.inner.schema, id.0))
     }
 
     fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error> {

@@ -14,6 +14,7 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
+use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
 
@@ -211,7 +212,7 @@ fn rescue(
         &[&processes, &now, &lost_message, &revoked_message],
     )
     .map_err(pg("record lost attempts"))?;
-    let ended = tx
+    let requeued = tx
         .query(
             &format!(
                 "UPDATE {q}.tasks
@@ -228,7 +229,7 @@ fn rescue(
             &[&processes, &now],
         )
         .map_err(pg("requeue lost attempts"))?;
-    for row in &ended {
+    for row in &requeued {
         let id = row.get::<_, i64>(0) as u64;
         match row.get::<_, i16>(1) {
             s if s == ready => rescued.retried.push(id),
@@ -243,10 +244,20 @@ fn rescue(
         .map(|&id| id as i64)
         .collect();
     notify_done(&mut tx, schema, &finals)?;
+    ended(&mut tx, schema, &finals, now_ms)?;
     if !rescued.retried.is_empty() || !rescued.given_back.is_empty() {
         // Ready again: every process's dispatcher may claim them.
         notify_wake(&mut tx, schema)?;
     }
+    // The chords they were storing in parts, not sealed: nothing of them is left.
+    tx.execute(
+        &format!(
+            "DELETE FROM {q}.tasks WHERE workflow IN (
+                 SELECT base FROM {q}.open_chords WHERE process = ANY($1))"
+        ),
+        &[&processes],
+    )
+    .map_err(pg("delete the unsealed chords of expired processes"))?;
     tx.execute(
         &format!("DELETE FROM {q}.processes WHERE id = ANY($1)"),
         &[&processes],

@@ -7,18 +7,23 @@
 //! record (`record`), exact revokes and manual retries (`control`), listings and bulk
 //! requests (`list`), a task's status (`read`), the pools of every process (`pools`), unique keys
 //! (`unique`), and the engine's verbs and threads on top
-//! (`engine`, `dispatch`, `reporter`). What it does not offer yet answers `Unsupported`.
+//! (`engine`, `dispatch`, `reporter`); workflows stored (`workflow`), chords in parts (`parts`),
+//! what an end does to the steps after it (`follow`) and a step's inputs (`inputs`). What it
+//! does not offer yet answers `Unsupported`.
 
 mod claim;
 mod complete;
 mod control;
 mod dispatch;
 mod engine;
+mod follow;
 mod group;
+mod inputs;
 mod lease;
 mod list;
 mod migrate;
 mod notify;
+mod parts;
 mod pools;
 mod read;
 mod record;
@@ -28,5 +33,6 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod unique;
+mod workflow;
 
 pub(crate) use engine::{PgConfig, PgEngine};

@@ -12,7 +12,7 @@ use crate::store::pg::record::PgRecord;
 use crate::views::{QueueStats, TaskStatus};
 
 /// The columns [`from_row`] reads, of the task `t`: its columns, then its errors in order,
-/// its progress and whether no live pool can run it.
+/// its progress, whether no live pool can run it, and its place in a workflow.
 pub(super) fn columns(q: &str) -> String {
     let errors = |column: &str| {
         format!(
@@ -23,7 +23,7 @@ pub(super) fn columns(q: &str) -> String {
     format!(
         "t.id, t.name, t.queue, t.priority, t.state, t.attempts, t.max_retries, t.due_at_ms, \
          t.started_at_ms, t.finished_at_ms, t.payload, t.output, t.record, {}, {}, {}, {}, \
-         t.progress, {}",
+         t.progress, {}, t.workflow, t.inputs, t.children",
         errors("attempt"),
         errors("at_ms"),
         errors("kind"),
@@ -104,9 +104,19 @@ pub(super) fn from_row(row: &Row) -> Result<TaskStatus, Error> {
         arguments: json(row.get(10)),
         output: json(row.get(11)),
         progress: json(row.get(17)),
-        workflow: None,
-        parents: Vec::new(),
-        children: Vec::new(),
+        workflow: row.get::<_, Option<i64>>(19).map(|id| TaskId(id as u64)),
+        parents: row
+            .get::<_, Option<Vec<i64>>>(20)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .flat_map(|run| (run[0]..run[0] + run[1]).map(|id| TaskId(id as u64)))
+            .collect(),
+        children: row
+            .get::<_, Option<Vec<i64>>>(21)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| TaskId(id as u64))
+            .collect(),
     })
 }
 

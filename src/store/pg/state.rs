@@ -19,7 +19,7 @@ use crate::store::pg::complete::prune_due;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::migrate::{SchemaName, reopen_if_closed};
 use crate::store::pg::record::PgRecord;
-use crate::store::verbs::{Job, PoolGauges, PoolSpec, Serves};
+use crate::store::verbs::{Inputs, Job, PoolGauges, PoolSpec, Serves};
 use crate::sync::Waiters;
 
 /// The engine's state, shared by its threads and reporters.
@@ -200,6 +200,8 @@ fn job(c: Claimed) -> Job {
             soft_time_limit_ms: record.as_ref().and_then(|r| r.soft_time_limit_ms),
         },
         signal: Arc::new(AttemptSignal::default()),
-        inputs: None,
+        inputs: c
+            .inputs
+            .map(|(json, count)| Arc::new(Inputs { json, count })),
     }
 }

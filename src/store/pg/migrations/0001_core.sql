@@ -52,7 +52,41 @@ CREATE TABLE {schema}.tasks (
     output      bytea,
     -- The handler's latest progress (JSON, `Context::progress`), kept after the attempt.
     progress    bytea,
-    record      bytea    NOT NULL
+    record      bytea    NOT NULL,
+    -- Workflows (chains, groups with callbacks, chords): the id of the workflow's first task
+    -- (NULL for a task of none); how many of the tasks it waits for have not ended (it waits,
+    -- state 8, while any have not); whether it runs however they ended (`after_settled`).
+    workflow     bigint,
+    parents_left integer NOT NULL DEFAULT 0,
+    settled      boolean NOT NULL DEFAULT false,
+    -- The tasks whose outputs it receives, in order, as runs of consecutive ids:
+    -- first, count, first, count, ... (a chord's body of a million members has one run).
+    inputs       bigint[],
+    -- The tasks that wait for it or read its output: the steps after it, the callbacks it
+    -- fired.
+    children     bigint[],
+    -- Its final state is followed up: it belongs to a workflow, or has callbacks (in its
+    -- record). False for every other task, so that their ends cost nothing more.
+    follows      boolean NOT NULL DEFAULT false
+);
+CREATE INDEX tasks_workflow ON {schema}.tasks (workflow, id) WHERE workflow IS NOT NULL;
+
+-- Each workflow: how many of its tasks are not final yet, and when the last one became
+-- final. Its results are kept for the results TTL after the whole workflow ended, so a
+-- chain's first output is there as long as its last step's. Gone with its first task.
+CREATE TABLE {schema}.workflows (
+    base        bigint PRIMARY KEY,
+    left_count  bigint NOT NULL,
+    ended_at_ms bigint
+);
+
+-- A chord stored in parts, not sealed yet: the ids it reserved (from `base` on, its body's
+-- the last) and the process storing it. Its members wait for the seal; if that process's
+-- lease is rescued first, they are deleted with this row.
+CREATE TABLE {schema}.open_chords (
+    base    bigint PRIMARY KEY,
+    count   bigint NOT NULL,
+    process bigint NOT NULL REFERENCES {schema}.processes (id) ON DELETE CASCADE
 );
 
 -- Every attempt's error, in order (`AttemptError`; `kind` is `AttemptErrorKind::code`). An

@@ -23,12 +23,14 @@ fn a_new_schema_is_created_and_migrated_once() {
         [
             "attempt_errors",
             "migrations",
+            "open_chords",
             "pools",
             "processes",
             "schedule_fires",
             "schedules",
             "tasks",
-            "unique_keys"
+            "unique_keys",
+            "workflows"
         ]
     );
     assert_eq!(scratch.versions(), [1]);
