@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pg_common::{psql, server};
 use serde::{Deserialize, Serialize};
 use taskspool::{
-    Context, Error, ErrorKind, Options, Paging, Revoke, Spool, Task, TaskError, TaskFilter,
+    Context, Error, ErrorKind, Limit, Options, Paging, Revoke, Spool, Task, TaskError, TaskFilter,
     TaskState,
 };
 
@@ -283,15 +283,68 @@ fn what_the_engine_does_not_offer_yet_is_refused_as_unsupported_and_changes_noth
         return;
     };
     let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let Err(e) = spool.pause_queue("default") else {
-        panic!("a queue's pause was accepted");
+    let limit = Limit::task::<Job>().concurrency(1).unwrap();
+    let Err(e) = spool.limit(limit) else {
+        panic!("a concurrency limit was accepted");
     };
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("PostgreSQL"), "{e}");
-    // Nothing was paused: a task of that queue runs.
-    let h = spool.enqueue(Job { n: 1, fail: false }).unwrap();
-    spool.worker().register::<Job>().drain().unwrap();
-    assert_eq!(h.wait(WAIT).unwrap(), 1);
+    // Nothing was declared.
+    assert!(spool.limits().unwrap().is_empty());
+}
+
+/// A pause declared in one process holds in every other: nothing of the queue is claimed
+/// there, `stats` shows it paused from anywhere, and a resume wakes the other process's
+/// idle worker at once (by its wake-up, not by a poll).
+#[test]
+fn a_queue_paused_in_one_process_is_paused_in_every_other() {
+    let Some(url) = server("a_queue_paused_in_one_process_is_paused_in_every_other") else {
+        return;
+    };
+    let a = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let b = Spool::builder()
+        .postgres_schema(schema_of(&a))
+        .connect_postgres(&url)
+        .unwrap();
+    assert!(a.pause_queue("uploads").unwrap());
+    assert!(
+        !b.pause_queue("uploads").unwrap(),
+        "already paused, by the other"
+    );
+    let paused = |spool: &Spool| {
+        spool
+            .stats()
+            .unwrap()
+            .queues
+            .iter()
+            .any(|q| q.name == "uploads" && q.paused)
+    };
+    assert!(paused(&a) && paused(&b), "listed paused even while empty");
+    let held = b
+        .enqueue_with(Job { n: 7, fail: false }, Options::new().queue("uploads"))
+        .unwrap();
+    let other = b.enqueue(Job { n: 8, fail: false }).unwrap();
+    let worker = b
+        .worker()
+        .queues(["uploads", "default"])
+        .register::<Job>()
+        .start()
+        .unwrap();
+    assert_eq!(other.wait(WAIT).unwrap(), 8, "other queues flow");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        held.status().unwrap().state,
+        TaskState::Ready,
+        "nothing claimed"
+    );
+    assert!(a.resume_queue("uploads").unwrap());
+    assert_eq!(
+        held.wait(WAIT).unwrap(),
+        7,
+        "the resume woke the other process"
+    );
+    assert!(!paused(&b));
+    worker.shutdown(WAIT).unwrap();
 }
 
 #[test]

@@ -186,8 +186,9 @@ pub(crate) fn insert_with_ids(
     notify_wake(db, schema)
 }
 
-/// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` for process
-/// `owner` at `now_ms`: each becomes running, its attempt counted; one whose expiry has
+/// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` — of the queues
+/// not paused — for process `owner` at `now_ms`: each becomes running, its attempt
+/// counted; one whose expiry has
 /// passed is left for [`expire_due`](crate::store::pg::complete::expire_due) to end. Higher priority first, then older,
 /// across all the pairs; rows another claimer holds are skipped, never waited for, so
 /// concurrent claimers never get the same task.
@@ -244,7 +245,9 @@ fn claim_locking(
             &format!(
                 "WITH heads AS (
                      SELECT t.id
-                     FROM unnest($1::text[], $2::text[]) AS p(queue, name)
+                     FROM (SELECT * FROM unnest($1::text[], $2::text[]) AS u(queue, name)
+                           WHERE NOT EXISTS (SELECT 1 FROM {q}.paused_queues z
+                                             WHERE z.queue = u.queue)) AS p
                      CROSS JOIN LATERAL (
                          SELECT id, priority FROM {q}.tasks
                          WHERE state = {READY} AND queue = p.queue AND name = p.name

@@ -63,14 +63,32 @@ impl<'a> Report<'a> {
 }
 
 /// Ends attempt `attempt` of task `id`, run by process `owner`, at `now_ms`, as `report`
-/// says. Returns the task's new state, or
-/// `None` when the report is not of the task's current attempt in this process (discarded,
-/// changing nothing).
+/// says, in a transaction of its own. Returns the task's new state, or `None` when the
+/// report is not of the task's current attempt in this process (discarded, changing
+/// nothing).
 ///
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn complete(
     db: &mut impl GenericClient,
+    schema: &SchemaName,
+    attempt: (u64, u32, u64),
+    now_ms: u64,
+    report: Report<'_>,
+) -> Result<Option<TaskState>, Error> {
+    let mut tx = db.transaction().map_err(pg("begin a completion"))?;
+    let state = complete_in(&mut tx, schema, attempt, now_ms, report)?;
+    tx.commit().map_err(pg("commit a completion"))?;
+    Ok(state)
+}
+
+/// As [`complete`], in the caller's transaction (a group of completions shares one
+/// commit, `store::pg::completer`); rows it locks stay locked until that commits.
+///
+/// # Errors
+/// `Storage` on a failure of the server (the caller's transaction is then to be dropped).
+pub(crate) fn complete_in(
+    tx: &mut impl GenericClient,
     schema: &SchemaName,
     (id, attempt, owner): (u64, u32, u64),
     now_ms: u64,
@@ -87,7 +105,6 @@ pub(crate) fn complete(
     let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
     let owner = owner as i64;
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-    let mut tx = db.transaction().map_err(pg("begin a completion"))?;
     // The fence: only the current attempt, of this process, may end.
     let current = tx
         .query_opt(
@@ -121,7 +138,7 @@ pub(crate) fn complete(
             "revoked while attempt {attempt} ran; what it returned ({returned}) was discarded"
         );
         end(
-            &mut tx,
+            tx,
             schema,
             id,
             (attempt, now),
@@ -129,13 +146,12 @@ pub(crate) fn complete(
             AttemptErrorKind::Revoked,
             &message,
         )?;
-        tx.commit().map_err(pg("commit a completion"))?;
         return Ok(Some(TaskState::Revoked));
     }
     let state = match ending {
         Ending::Succeeded { output, follow_ups } => {
             if !follow_ups.is_empty() {
-                insert_new(&mut tx, schema, follow_ups, now_ms)?;
+                insert_new(tx, schema, follow_ups, now_ms)?;
             }
             tx.execute(
                 &format!(
@@ -147,9 +163,9 @@ pub(crate) fn complete(
                 &[&id, output, &now],
             )
             .map_err(pg("store a success"))?;
-            notify_done(&mut tx, schema, &[id])?;
+            notify_done(tx, schema, &[id])?;
             if follows {
-                ended(&mut tx, schema, &[id], now_ms)?;
+                ended(tx, schema, &[id], now_ms)?;
             }
             TaskState::Succeeded
         }
@@ -159,22 +175,21 @@ pub(crate) fn complete(
             retry_at_ms,
         } => match retry_at_ms {
             Some(at) if attempts <= max_retries => {
-                record_error(&mut tx, schema, id, (attempt, now), *kind, message)?;
-                run_again(&mut tx, schema, id, *at, TaskState::Retrying)?
+                record_error(tx, schema, id, (attempt, now), *kind, message)?;
+                run_again(tx, schema, id, *at, TaskState::Retrying)?
             }
             _ => {
                 let failed = TaskState::Failed;
-                end(&mut tx, schema, id, (attempt, now), failed, *kind, message)?;
+                end(tx, schema, id, (attempt, now), failed, *kind, message)?;
                 failed
             }
         },
         Ending::Snoozed { at_ms, message } => {
             let snoozed = AttemptErrorKind::Snoozed;
-            record_error(&mut tx, schema, id, (attempt, now), snoozed, message)?;
-            run_again(&mut tx, schema, id, *at_ms, TaskState::Scheduled)?
+            record_error(tx, schema, id, (attempt, now), snoozed, message)?;
+            run_again(tx, schema, id, *at_ms, TaskState::Scheduled)?
         }
     };
-    tx.commit().map_err(pg("commit a completion"))?;
     Ok(Some(state))
 }
 

@@ -23,8 +23,10 @@ use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
 use crate::store::pg::claim::{Listener, claim_waiting};
 use crate::store::pg::complete::{expire_due, promote_due};
+use crate::store::pg::completer::Completer;
 use crate::store::pg::control;
 use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
+use crate::store::pg::flow;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{register_process, rescue_own};
 use crate::store::pg::list;
@@ -93,6 +95,7 @@ impl PgEngine {
         let (to_dispatcher, events) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             grouper: Grouper::start(url, schema.clone())?,
+            completer: Completer::start(url, schema.clone())?,
             schema,
             url: url.to_string(),
             process: AtomicU64::new(process),
@@ -294,8 +297,13 @@ impl Engine for PgEngine {
         Ok(changed)
     }
 
-    fn flow(&self, _op: FlowOp) -> Result<bool, Error> {
-        Err(not_yet("flow control"))
+    fn flow(&self, op: FlowOp) -> Result<bool, Error> {
+        match op {
+            FlowOp::Pause { queue, paused } => {
+                flow::set_paused(&mut *self.inner.db(), &self.inner.schema, &queue, paused)
+            }
+            FlowOp::Limit(_) | FlowOp::Unlimit(_) => Err(not_yet("rate and concurrency limits")),
+        }
     }
 
     fn parts(&self, op: PartOp) -> Result<u64, Error> {

@@ -3,19 +3,21 @@
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions
 //! with their follow-ups, due work and the results TTL (`complete`), leases with the rescue
 //! of an expired one's attempts (`lease`), schedules fired exactly once across processes
-//! (`schedules`), group commit of concurrent enqueues (`group`), a new task as its row and
+//! (`schedules`), group commit of concurrent enqueues (`group`) and reports (`completer`), a new task as its row and
 //! record (`record`), exact revokes and manual retries (`control`), listings and bulk
 //! requests (`list`), a task's status (`read`), the pools of every process (`pools`), unique keys
-//! (`unique`), and the engine's verbs and threads on top
+//! (`unique`), paused queues (`flow`), and the engine's verbs and threads on top
 //! (`engine`, `dispatch`, `reporter`); workflows stored (`workflow`), chords in parts (`parts`),
 //! what an end does to the steps after it (`follow`) and a step's inputs (`inputs`). What it
 //! does not offer yet answers `Unsupported`.
 
 mod claim;
 mod complete;
+mod completer;
 mod control;
 mod dispatch;
 mod engine;
+mod flow;
 mod follow;
 mod group;
 mod inputs;

@@ -6,6 +6,7 @@ use postgres::{GenericClient, Row};
 use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
+use crate::store::pg::flow::paused;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::pools::unregistered;
 use crate::store::pg::record::PgRecord;
@@ -120,7 +121,7 @@ pub(super) fn from_row(row: &Row) -> Result<TaskStatus, Error> {
     })
 }
 
-/// How many tasks each queue holds in each state, queues by name.
+/// How many tasks each queue holds in each state, and whether it is paused, queues by name.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -132,7 +133,7 @@ pub(crate) fn counts(
     let rows = db
         .query(
             &format!(
-                "SELECT queue, state, count(*) FROM {q}.tasks GROUP BY queue, state ORDER BY queue"
+                "SELECT queue, state, count(*) FROM {q}.tasks GROUP BY queue, state ORDER BY queue COLLATE \"C\""
             ),
             &[],
         )
@@ -156,6 +157,20 @@ pub(crate) fn counts(
         }
         if let Some(last) = queues.last_mut() {
             last.counts[usize::from(state.code())] = n;
+        }
+    }
+    // A paused queue is listed even when it holds nothing.
+    for name in paused(db, schema)? {
+        match queues.binary_search_by(|q| q.name.as_str().cmp(&name)) {
+            Ok(i) => queues[i].paused = true,
+            Err(i) => queues.insert(
+                i,
+                QueueStats {
+                    name,
+                    counts: [0; TaskState::ALL.len()],
+                    paused: true,
+                },
+            ),
         }
     }
     Ok(queues)

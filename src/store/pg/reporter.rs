@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use crate::clock::duration_ms;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Disposition, Outcome, PoolId, TaskId, snooze_entry};
-use crate::store::pg::complete::{Ending, Report, complete};
+use crate::store::pg::complete::Ending;
+use crate::store::pg::completer::Done;
 use crate::store::pg::lease::note_started;
 use crate::store::pg::migrate::pg;
 use crate::store::pg::record::{PgRecord, new_row};
@@ -47,17 +48,15 @@ impl Reporter for PgReporter {
         self.inner.reported(c.id.0, c.attempt);
         let now = self.inner.clock.now_ms();
         let ending = self.ending(&c, now)?;
-        let returned = c.outcome.describe();
-        let report = Report {
-            ending: &ending,
-            progress: c.progress.as_deref(),
-            returned: &returned,
-        };
-        // Fenced to the attempt: run twice (the first commit's answer lost with its
+        // Fenced to the attempt: applied twice (the first commit's answer lost with its
         // connection), the second changes nothing.
-        let attempt = (c.id.0, c.attempt, self.inner.process());
-        self.inner
-            .with_db(|db| complete(db, &self.inner.schema, attempt, now, report))?;
+        self.inner.completer.complete(Done {
+            attempt: (c.id.0, c.attempt, self.inner.process()),
+            now_ms: now,
+            ending,
+            progress: c.progress,
+            returned: c.outcome.describe(),
+        })?;
         if let Some(pool) = pool {
             let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
         }

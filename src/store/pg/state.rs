@@ -16,6 +16,7 @@ use crate::options::Limits;
 use crate::signal::{AttemptSignal, StopReason};
 use crate::store::pg::claim::Claimed;
 use crate::store::pg::complete::prune_due;
+use crate::store::pg::completer::Completer;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::migrate::{SchemaName, reopen_if_closed};
 use crate::store::pg::record::PgRecord;
@@ -33,6 +34,8 @@ pub(super) struct Inner {
     /// For reads, completions and revokes (one at a time, for now).
     pub(super) db: Mutex<Client>,
     pub(super) grouper: Grouper,
+    /// Batches attempt reports into shared transactions.
+    pub(super) completer: Completer,
     pub(super) waiters: Arc<Waiters>,
     pub(super) to_dispatcher: Sender<Event>,
     pub(super) closed: AtomicBool,

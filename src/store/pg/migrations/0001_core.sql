@@ -80,6 +80,12 @@ CREATE TABLE {schema}.workflows (
     ended_at_ms bigint
 );
 
+-- The paused queues (`Spool::pause_queue`): no process claims their tasks until they are
+-- resumed; their tasks still expire.
+CREATE TABLE {schema}.paused_queues (
+    queue text PRIMARY KEY
+);
+
 -- A chord stored in parts, not sealed yet: the ids it reserved (from `base` on, its body's
 -- the last) and the process storing it. Its members wait for the seal; if that process's
 -- lease is rescued first, they are deleted with this row.

@@ -24,6 +24,7 @@ fn a_new_schema_is_created_and_migrated_once() {
             "attempt_errors",
             "migrations",
             "open_chords",
+            "paused_queues",
             "pools",
             "processes",
             "schedule_fires",
