@@ -376,6 +376,28 @@ pub struct Failure {
     pub errors: Vec<AttemptError>,
 }
 
+impl Failure {
+    /// How task `id` ended in `state` (not succeeded), as `wait` and a later step report it:
+    /// its last error's message, or the state itself when it has none.
+    pub(crate) fn ended(
+        (id, name, attempts): (TaskId, String, u32),
+        state: TaskState,
+        errors: Vec<AttemptError>,
+    ) -> Failure {
+        let message = errors
+            .last()
+            .map(|e| e.message.clone())
+            .unwrap_or_else(|| format!("it ended {state}"));
+        Failure {
+            id,
+            name,
+            attempts,
+            message,
+            errors,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;

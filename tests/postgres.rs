@@ -85,6 +85,17 @@ fn schema_of(spool: &Spool) -> String {
     name.expect("a schema name").to_string()
 }
 
+/// Two spools on one fresh schema, as two processes sharing a database see it: the first's
+/// schema is temporary (dropped when it closes), the second joins it.
+fn two_processes(url: &str) -> (Spool, Spool) {
+    let a = Spool::builder().connect_postgres_temporary(url).unwrap();
+    let b = Spool::builder()
+        .postgres_schema(schema_of(&a))
+        .connect_postgres(url)
+        .unwrap();
+    (a, b)
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !done() {
@@ -301,11 +312,7 @@ fn a_queue_paused_in_one_process_is_paused_in_every_other() {
     let Some(url) = server("a_queue_paused_in_one_process_is_paused_in_every_other") else {
         return;
     };
-    let a = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let b = Spool::builder()
-        .postgres_schema(schema_of(&a))
-        .connect_postgres(&url)
-        .unwrap();
+    let (a, b) = two_processes(&url);
     assert!(a.pause_queue("uploads").unwrap());
     assert!(
         !b.pause_queue("uploads").unwrap(),
@@ -394,11 +401,7 @@ fn producers_in_two_processes_racing_on_unique_keys_create_one_task_per_key() {
     let Some(url) = server("producers_in_two_processes_racing_on_unique_keys") else {
         return;
     };
-    let a = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let b = Spool::builder()
-        .postgres_schema(schema_of(&a))
-        .connect_postgres(&url)
-        .unwrap();
+    let (a, b) = two_processes(&url);
     let barrier = std::sync::Barrier::new(8);
     let answers: Vec<(String, u64, bool)> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..8)
@@ -549,11 +552,7 @@ fn a_chords_members_ending_in_two_processes_at_once_run_its_body_once() {
     let Some(url) = server("a_chords_members_ending_in_two_processes_at_once") else {
         return;
     };
-    let a = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let b = Spool::builder()
-        .postgres_schema(schema_of(&a))
-        .connect_postgres(&url)
-        .unwrap();
+    let (a, b) = two_processes(&url);
     let chord = a
         .chord((0..300).map(|n| Job { n, fail: false }), Sum)
         .unwrap();

@@ -48,6 +48,17 @@ impl Task for Tick {
     }
 }
 
+/// A child's spool: on the schema named in the environment, with the short lease.
+fn child_spool() -> Spool {
+    let url = std::env::var("TASKSPOOL_TEST_POSTGRES").expect("server");
+    let schema = std::env::var(SCHEMA_ENV).expect("schema");
+    Spool::builder()
+        .postgres_schema(schema)
+        .lease(LEASE)
+        .connect_postgres(&url)
+        .expect("connect")
+}
+
 /// The child's side: a worker on the schema named in the environment, with a short lease,
 /// that declares the schedule too and runs until it is killed.
 #[test]
@@ -55,13 +66,7 @@ fn child_worker() {
     if std::env::var(ROLE_ENV).as_deref() != Ok("worker") {
         return;
     }
-    let url = std::env::var("TASKSPOOL_TEST_POSTGRES").expect("server");
-    let schema = std::env::var(SCHEMA_ENV).expect("schema");
-    let spool = Spool::builder()
-        .postgres_schema(schema)
-        .lease(LEASE)
-        .connect_postgres(&url)
-        .expect("connect");
+    let spool = child_spool();
     spool
         .schedule("tick", Schedule::every(Duration::from_secs(1)), Tick)
         .expect("declare the schedule");
@@ -95,13 +100,7 @@ fn child_chord() {
     if std::env::var(ROLE_ENV).as_deref() != Ok("chord") {
         return;
     }
-    let url = std::env::var("TASKSPOOL_TEST_POSTGRES").expect("server");
-    let schema = std::env::var(SCHEMA_ENV).expect("schema");
-    let spool = Spool::builder()
-        .postgres_schema(schema)
-        .lease(LEASE)
-        .connect_postgres(&url)
-        .expect("connect");
+    let spool = child_spool();
     let _ = spool.chord((0..5_000_000).map(|n| Member { n }), Member { n: 0 });
 }
 

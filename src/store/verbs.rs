@@ -57,7 +57,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_channel::Sender;
 
-use crate::error::Error;
+use crate::error::{Error, Failure};
 use crate::events::Events;
 use crate::flow::{Limit, LimitTarget};
 use crate::model::{Origin, Outcome, PoolId, Revoke, Revoked, TaskId};
@@ -169,6 +169,67 @@ pub(crate) struct Job {
 pub(crate) struct Inputs {
     pub json: Vec<u8>,
     pub count: usize,
+}
+
+impl Inputs {
+    /// An array to append a step's parents to, in order (both engines build it so).
+    pub(crate) fn start() -> Inputs {
+        Inputs {
+            json: b"[".to_vec(),
+            count: 0,
+        }
+    }
+
+    /// Appends a parent that is gone: `null`.
+    pub(crate) fn push_missing(&mut self) {
+        self.push(None);
+    }
+
+    /// Appends one parent: its output if it succeeded (`null` if it has none), else what
+    /// ended it; for a step that runs however its parents ended (`settled`), either as
+    /// `{"ok": output}` or `{"err": failure}`.
+    ///
+    /// # Errors
+    /// `Storage` if the failure cannot be encoded.
+    pub(crate) fn push_parent(
+        &mut self,
+        settled: bool,
+        ended: Result<Option<&[u8]>, &Failure>,
+    ) -> Result<(), Error> {
+        let failure = |f: &Failure| {
+            serde_json::to_vec(f).map_err(|e| Error::storage(format!("encoding a failure: {e}")))
+        };
+        let input = match (settled, ended) {
+            // The common case, copied once: straight into the array.
+            (false, Ok(o)) => {
+                self.push(o);
+                return Ok(());
+            }
+            (false, Err(f)) => failure(f)?,
+            (true, Ok(o)) => {
+                let output = o.filter(|o| !o.is_empty()).unwrap_or(b"null");
+                [&br#"{"ok":"#[..], output, b"}"].concat()
+            }
+            (true, Err(f)) => [&br#"{"err":"#[..], &failure(f)?, b"}"].concat(),
+        };
+        self.push(Some(&input));
+        Ok(())
+    }
+
+    fn push(&mut self, input: Option<&[u8]>) {
+        if self.count > 0 {
+            self.json.push(b',');
+        }
+        self.json
+            .extend_from_slice(input.filter(|i| !i.is_empty()).unwrap_or(b"null"));
+        self.count += 1;
+    }
+
+    /// The finished array.
+    pub(crate) fn finish(mut self) -> Inputs {
+        self.json.push(b']');
+        self
+    }
 }
 
 /// A finished attempt, as its worker reports it.

@@ -21,22 +21,6 @@ use crate::store::verbs::{Enqueued, Inputs, NewTask};
 /// What revoking a workflow did, and the running attempts (id, attempt) to ask to stop.
 pub(crate) type RevokedMembers = (Revoked, Vec<(u64, u32)>);
 
-/// What ended task `id` (not succeeded), as `wait` reports it.
-fn failure_of(id: u64, rec: TaskRecord) -> Failure {
-    let message = rec
-        .errors
-        .last()
-        .map(|e| e.message.clone())
-        .unwrap_or_else(|| format!("it ended {}", rec.state));
-    Failure {
-        id: TaskId(id),
-        name: rec.name,
-        attempts: rec.attempts,
-        message,
-        errors: rec.errors,
-    }
-}
-
 /// Visits every task of the workflow `base` in `tasks` with its stored record: the tasks
 /// stored with it have the next ids (one insert stored them), so one sweep from its first
 /// finds them all; a finished one may be gone.
@@ -54,15 +38,6 @@ pub(crate) fn each_member(
         visit(key.value(), &rec)?;
     }
     Ok(())
-}
-
-/// Appends one input to a JSON array being built.
-fn push_input(json: &mut Vec<u8>, count: &mut usize, output: Option<&[u8]>) {
-    if *count > 0 {
-        json.push(b',');
-    }
-    json.extend_from_slice(output.filter(|o| !o.is_empty()).unwrap_or(b"null"));
-    *count += 1;
 }
 
 impl Tx<'_> {
@@ -269,8 +244,7 @@ impl Tx<'_> {
     /// a parent whose output is gone). Each run of parents is read in one sweep of the
     /// table (their records are final: none is in memory).
     pub(crate) fn inputs_of(&mut self, rec: &TaskRecord) -> Result<Inputs, Error> {
-        let mut json = Vec::from(&b"["[..]);
-        let mut count = 0;
+        let mut inputs = Inputs::start();
         for &(first, n) in &rec.deps.inputs {
             let end = first + u64::from(n);
             let mut next = first;
@@ -280,41 +254,26 @@ impl Tx<'_> {
                 // A parent gone from the table (it cannot be pruned while this step waits,
                 // but a file could lack it): its input is null.
                 for _ in next..id.value() {
-                    push_input(&mut json, &mut count, None);
+                    inputs.push_missing();
                 }
                 let parent = TaskRecord::decode(bytes.value())?;
-                if rec.deps.settled {
-                    // Each parent's result: `{"ok": output}` or `{"err": failure}`.
-                    let mut result = Vec::new();
-                    if parent.state == TaskState::Succeeded {
-                        result.extend_from_slice(br#"{"ok":"#);
-                        let output = parent.output.as_deref().filter(|o| !o.is_empty());
-                        result.extend_from_slice(output.unwrap_or(b"null"));
-                    } else {
-                        result.extend_from_slice(br#"{"err":"#);
-                        let failure = serde_json::to_vec(&failure_of(id.value(), parent))
-                            .map_err(|e| Error::storage(format!("encoding a failure: {e}")))?;
-                        result.extend_from_slice(&failure);
-                    }
-                    result.push(b'}');
-                    push_input(&mut json, &mut count, Some(&result));
-                } else if parent.state == TaskState::Succeeded {
-                    push_input(&mut json, &mut count, parent.output.as_deref());
+                if parent.state == TaskState::Succeeded {
+                    inputs.push_parent(rec.deps.settled, Ok(parent.output.as_deref()))?;
                 } else {
-                    // A failure callback's input: what ended the task.
-                    let failure = failure_of(id.value(), parent);
-                    let bytes = serde_json::to_vec(&failure)
-                        .map_err(|e| Error::storage(format!("encoding a failure: {e}")))?;
-                    push_input(&mut json, &mut count, Some(&bytes));
+                    let failure = Failure::ended(
+                        (TaskId(id.value()), parent.name, parent.attempts),
+                        parent.state,
+                        parent.errors,
+                    );
+                    inputs.push_parent(rec.deps.settled, Err(&failure))?;
                 }
                 next = id.value() + 1;
             }
             for _ in next..end {
-                push_input(&mut json, &mut count, None);
+                inputs.push_missing();
             }
         }
-        json.push(b']');
-        Ok(Inputs { json, count })
+        Ok(inputs.finish())
     }
 
     /// Revokes every task of the workflow `base` that is not final, as `revoke` does each,

@@ -132,23 +132,24 @@ pub(crate) fn complete_in(
         )
         .map_err(pg("keep an attempt's progress"))?;
     }
-    if revoke_requested {
-        // Revoked while it ran: whatever the attempt returned, the task ends here.
-        let message = format!(
-            "revoked while attempt {attempt} ran; what it returned ({returned}) was discarded"
-        );
-        end(
-            tx,
-            schema,
-            id,
-            (attempt, now),
-            TaskState::Revoked,
-            AttemptErrorKind::Revoked,
-            &message,
-        )?;
-        return Ok(Some(TaskState::Revoked));
-    }
     let state = match ending {
+        // Revoked while it ran: whatever the attempt returned, the task ends here.
+        _ if revoke_requested => {
+            let message = format!(
+                "revoked while attempt {attempt} ran; what it returned ({returned}) was discarded"
+            );
+            let revoked = TaskState::Revoked;
+            end(
+                tx,
+                schema,
+                id,
+                (attempt, now),
+                revoked,
+                AttemptErrorKind::Revoked,
+                &message,
+            )?;
+            revoked
+        }
         Ending::Succeeded { output, follow_ups } => {
             if !follow_ups.is_empty() {
                 insert_new(tx, schema, follow_ups, now_ms)?;
@@ -164,9 +165,6 @@ pub(crate) fn complete_in(
             )
             .map_err(pg("store a success"))?;
             notify_done(tx, schema, &[id])?;
-            if follows {
-                ended(tx, schema, &[id], now_ms)?;
-            }
             TaskState::Succeeded
         }
         Ending::Failed {
@@ -190,6 +188,9 @@ pub(crate) fn complete_in(
             run_again(tx, schema, id, *at_ms, TaskState::Scheduled)?
         }
     };
+    if follows && state.is_final() {
+        ended(tx, schema, &[id], now_ms)?;
+    }
     Ok(Some(state))
 }
 
@@ -245,8 +246,8 @@ fn record_error(
 }
 
 /// Ends task `id` in the final `state` with an error of `kind` for `attempt`, at `now`; its
-/// `done` is notified with the transaction, and what its end does to a workflow is done
-/// (`follow::ended`).
+/// `done` is notified with the transaction. The caller follows up its end
+/// (`follow::ended`) if the task is marked `follows`.
 pub(super) fn end(
     db: &mut impl GenericClient,
     schema: &SchemaName,
@@ -268,8 +269,7 @@ pub(super) fn end(
         &[&id, &now],
     )
     .map_err(pg("end a task"))?;
-    notify_done(db, schema, &[id])?;
-    ended(db, schema, &[id], u64::try_from(now).unwrap_or(0))
+    notify_done(db, schema, &[id])
 }
 
 /// Makes every scheduled or retrying task due at `now_ms` ready; returns how many, and the

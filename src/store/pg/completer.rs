@@ -1,23 +1,20 @@
 //! Batched completions on PostgreSQL: concurrent attempt reports share one transaction, and
-//! so one commit (one flush of the server's WAL), as enqueues do (`group`). A thread owns a
-//! connection and takes every report waiting when it comes back from a commit — no timed
-//! gathering — applies them in ascending task ids (the order every transaction locks tasks
-//! in: a task, then the steps after it), commits once, and answers each. Should the group
-//! fail — one report's error, a deadlock with another process's transaction, a cut
-//! connection — it is rolled back and each report is applied again in a transaction of its
-//! own, so that each caller hears its own answer. Reports are fenced to their attempts, so
-//! applying one again after a failed commit changes nothing twice.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
-
-use crossbeam_channel::{Receiver, Sender};
+//! so one commit (one flush of the server's WAL), as enqueues do (`group`). The batching
+//! thread (`batch`) takes every report waiting when it comes back from a commit; they are
+//! applied in ascending task ids (the order every transaction locks tasks in: a task, then
+//! the steps after it), committed once, and each is answered. Should the group fail — one
+//! report's error, a deadlock with another process's transaction, a cut connection — it is
+//! rolled back and each report is applied again in a transaction of its own, so that each
+//! caller hears its own answer. Reports are fenced to their attempts, so applying one again
+//! after a failed commit changes nothing twice.
 
 use crate::error::Error;
 use crate::model::TaskState;
+#[cfg(test)]
+use crate::store::pg::batch::Counts;
+use crate::store::pg::batch::{Asked, Batcher};
 use crate::store::pg::complete::{Ending, Report, complete, complete_in};
-use crate::store::pg::migrate::{SchemaName, connect_for, pg, reopen_if_closed};
+use crate::store::pg::migrate::{SchemaName, pg, reopen_if_closed};
 
 /// One attempt's report, and where its answer goes.
 pub(crate) struct Done {
@@ -40,16 +37,8 @@ impl Done {
     }
 }
 
-type Answer = Result<Option<TaskState>, Error>;
-
 /// The completion thread of one process, and how to reach it.
-pub(crate) struct Completer {
-    requests: Option<Sender<(Done, Sender<Answer>)>>,
-    thread: Option<JoinHandle<()>>,
-    /// Transactions committed, and reports applied by them (read by tests).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) counts: Arc<(AtomicU64, AtomicU64)>,
-}
+pub(crate) struct Completer(Batcher<Done, Option<TaskState>>);
 
 impl Completer {
     /// Connects and starts the thread.
@@ -57,20 +46,15 @@ impl Completer {
     /// # Errors
     /// `Storage` if the server cannot be reached or the thread cannot start.
     pub(crate) fn start(url: &str, schema: SchemaName) -> Result<Completer, Error> {
-        let client = connect_for(url, &schema, "")?;
-        let url = url.to_string();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-        let thread_counts = counts.clone();
-        let thread = std::thread::Builder::new()
-            .name("taskspool-pg-complete".into())
-            .spawn(move || run(client, (&url, &schema), &rx, &thread_counts))
-            .map_err(|e| Error::storage_from("cannot start the PostgreSQL completion thread", e))?;
-        Ok(Completer {
-            requests: Some(tx),
-            thread: Some(thread),
-            counts,
-        })
+        let (reopen_url, group_schema) = (url.to_string(), schema.clone());
+        Batcher::start(
+            "taskspool-pg-complete",
+            (url, schema),
+            move |client, batch| {
+                answer(client, (&reopen_url, &group_schema), batch);
+            },
+        )
+        .map(Completer)
     }
 
     /// Applies `done` and returns the task's new state (`None`: the report was not of the
@@ -79,69 +63,39 @@ impl Completer {
     /// # Errors
     /// `Storage` if it could not be applied (nothing of it was); `Closed` once the completer
     /// is stopping.
-    pub(crate) fn complete(&self, done: Done) -> Answer {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.requests
-            .as_ref()
-            .ok_or(Error::Closed)?
-            .send((done, reply))
-            .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+    pub(crate) fn complete(&self, done: Done) -> Result<Option<TaskState>, Error> {
+        self.0.ask(done)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> &Counts {
+        self.0.counts()
     }
 }
 
-impl Drop for Completer {
-    fn drop(&mut self) {
-        // The thread answers what is queued, then sees the channel closed.
-        drop(self.requests.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn run(
-    mut client: postgres::Client,
+/// Applies a batch of reports together, or, if that fails, one at a time; answers each.
+fn answer(
+    client: &mut postgres::Client,
     (url, schema): (&str, &SchemaName),
-    rx: &Receiver<(Done, Sender<Answer>)>,
-    counts: &(AtomicU64, AtomicU64),
+    mut group: Vec<Asked<Done, Option<TaskState>>>,
 ) {
-    while let Ok(first) = rx.recv() {
-        reopen_if_closed(&mut client, url, schema, "");
-        let mut group: Vec<(Done, Sender<Answer>)> =
-            std::iter::once(first).chain(rx.try_iter()).collect();
-        group.sort_by_key(|(done, _)| done.attempt.0);
-        counts.0.fetch_add(1, Ordering::Relaxed);
-        counts.1.fetch_add(group.len() as u64, Ordering::Relaxed);
-        if group.len() > 1
-            && let Ok(states) = together(&mut client, schema, &group)
-        {
-            for ((_, reply), state) in group.iter().zip(states) {
-                let _ = reply.send(Ok(state));
-            }
-            continue;
+    group.sort_by_key(|(done, _)| done.attempt.0);
+    if group.len() > 1
+        && let Ok(states) = together(client, schema, &group)
+    {
+        for ((_, reply), state) in group.iter().zip(states) {
+            let _ = reply.send(Ok(state));
         }
-        for (done, reply) in &group {
-            let mut answer = complete(
-                &mut client,
-                schema,
-                done.attempt,
-                done.now_ms,
-                done.report(),
-            );
-            if answer.is_err() && client.is_closed() {
-                // Fenced: applied again on a new connection, it changes nothing twice.
-                reopen_if_closed(&mut client, url, schema, "");
-                answer = complete(
-                    &mut client,
-                    schema,
-                    done.attempt,
-                    done.now_ms,
-                    done.report(),
-                );
-            }
-            let _ = reply.send(answer);
+        return;
+    }
+    for (done, reply) in &group {
+        let mut answer = complete(client, schema, done.attempt, done.now_ms, done.report());
+        if answer.is_err() && client.is_closed() {
+            // Fenced: applied again on a new connection, it changes nothing twice.
+            reopen_if_closed(client, url, schema, "");
+            answer = complete(client, schema, done.attempt, done.now_ms, done.report());
         }
+        let _ = reply.send(answer);
     }
 }
 
@@ -149,7 +103,7 @@ fn run(
 fn together(
     client: &mut postgres::Client,
     schema: &SchemaName,
-    group: &[(Done, Sender<Answer>)],
+    group: &[Asked<Done, Option<TaskState>>],
 ) -> Result<Vec<Option<TaskState>>, Error> {
     let mut tx = client
         .transaction()

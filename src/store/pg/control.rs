@@ -9,7 +9,7 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
 use crate::store::pg::complete::end;
-use crate::store::pg::follow::reopened;
+use crate::store::pg::follow::{ended, reopened};
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::notify_wake;
 
@@ -29,7 +29,7 @@ pub(crate) fn revoke(
     let mut tx = db.transaction().map_err(pg("begin a revoke"))?;
     let row = tx
         .query_opt(
-            &format!("SELECT state, attempts FROM {q}.tasks WHERE id = $1 FOR UPDATE"),
+            &format!("SELECT state, attempts, follows FROM {q}.tasks WHERE id = $1 FOR UPDATE"),
             &[&id],
         )
         .map_err(pg("lock a task to revoke"))?;
@@ -38,6 +38,7 @@ pub(crate) fn revoke(
     };
     let code = u8::try_from(row.get::<_, i16>(0)).unwrap_or(u8::MAX);
     let attempts: i32 = row.get(1);
+    let follows: bool = row.get(2);
     let Some(state) = TaskState::from_code(code) else {
         return Err(Error::storage(format!(
             "task {id} has state code {code}, which this taskspool does not know"
@@ -68,6 +69,9 @@ pub(crate) fn revoke(
                 AttemptErrorKind::Revoked,
                 "revoked before it ran",
             )?;
+            if follows {
+                ended(&mut tx, schema, &[id], now_ms)?;
+            }
             Revoke::Revoked
         }
     };

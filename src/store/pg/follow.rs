@@ -16,10 +16,10 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
-use crate::store::pg::claim::{allocate_ids, insert_with_ids};
+use crate::store::pg::claim::insert;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
-use crate::store::pg::record::PgRecord;
+use crate::store::pg::record::{PgLink, PgRecord};
 
 /// Follows up the ends of `ids`, tasks that became final at `now_ms` in the caller's
 /// transaction (tasks not marked `follows` are passed over).
@@ -63,42 +63,12 @@ pub(crate) fn ended(
             let children: Vec<i64> = row.get(4);
             let succeeded = state == TaskState::Succeeded;
             let record = PgRecord::decode(row.get(5))?;
-            let fired: Vec<_> = record
+            let links: Vec<&PgLink> = record
                 .links
                 .iter()
                 .filter(|l| l.on_failure != succeeded)
-                .map(|l| l.row(now_ms))
-                .collect::<Result<_, _>>()?;
-            if !fired.is_empty() {
-                // Its callbacks are its children now: its status shows them, and its output is
-                // kept until they have read it.
-                let new = allocate_ids(db, schema, fired.len())?;
-                insert_with_ids(db, schema, &fired, &new)?;
-                let new: Vec<i64> = new.into_iter().map(|id| id as i64).collect();
-                db.execute(
-                    &format!("UPDATE {q}.tasks SET inputs = ARRAY[$2::int8, 1] WHERE id = ANY($1)"),
-                    &[&new, &id],
-                )
-                .map_err(pg("store a callback's input"))?;
-                db.execute(
-                    &format!(
-                        "UPDATE {q}.tasks SET children = coalesce(children, '{{}}') || $2
-                         WHERE id = $1"
-                    ),
-                    &[&id, &new],
-                )
-                .map_err(pg("record the callbacks a task fired"))?;
-                for (link, callback) in record
-                    .links
-                    .iter()
-                    .filter(|l| l.on_failure != succeeded)
-                    .zip(&new)
-                {
-                    tracing::info!(task.id = id, callback = callback, callback.name = %link.name,
-                        "task ended: its {} callback enqueued",
-                        if link.on_failure { "failure" } else { "success" });
-                }
-            }
+                .collect();
+            fire_links(db, schema, id, &links, now_ms)?;
             if children.is_empty() {
                 continue;
             }
@@ -130,6 +100,46 @@ pub(crate) fn ended(
             )
             .map_err(pg("count a workflow's ends"))?;
         }
+    }
+    Ok(())
+}
+
+/// Enqueues `links`, the callbacks of task `id` that its end fires, ready at `now_ms`, each
+/// reading the task's result; they become its children: its status shows them, and its
+/// output is kept until they have read it.
+fn fire_links(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    id: i64,
+    links: &[&PgLink],
+    now_ms: u64,
+) -> Result<(), Error> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let q = schema.quoted();
+    let rows = links
+        .iter()
+        .map(|l| l.row(now_ms))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fired: Vec<i64> = insert(db, schema, &rows)?
+        .into_iter()
+        .map(|id| id as i64)
+        .collect();
+    db.execute(
+        &format!("UPDATE {q}.tasks SET inputs = ARRAY[$2::int8, 1] WHERE id = ANY($1)"),
+        &[&fired, &id],
+    )
+    .map_err(pg("store a callback's input"))?;
+    db.execute(
+        &format!("UPDATE {q}.tasks SET children = coalesce(children, '{{}}') || $2 WHERE id = $1"),
+        &[&id, &fired],
+    )
+    .map_err(pg("record the callbacks a task fired"))?;
+    for (link, callback) in links.iter().zip(&fired) {
+        tracing::info!(task.id = id, callback = callback, callback.name = %link.name,
+            "task ended: its {} callback enqueued",
+            if link.on_failure { "failure" } else { "success" });
     }
     Ok(())
 }

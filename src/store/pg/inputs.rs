@@ -26,8 +26,7 @@ pub(crate) fn inputs_of(
     settled: bool,
 ) -> Result<Inputs, Error> {
     let q = schema.quoted();
-    let mut json = Vec::from(&b"["[..]);
-    let mut count = 0;
+    let mut inputs = Inputs::start();
     for run in runs.chunks_exact(2) {
         let (first, n) = (run[0], run[1]);
         let rows = db
@@ -49,62 +48,30 @@ pub(crate) fn inputs_of(
         for row in &rows {
             let id: i64 = row.get(0);
             for _ in expected..id {
-                push_input(&mut json, &mut count, None);
+                inputs.push_missing();
             }
             expected = id + 1;
             let state = u8::try_from(row.get::<_, i16>(1))
                 .ok()
                 .and_then(TaskState::from_code)
                 .unwrap_or(TaskState::Failed);
-            let output: Option<Vec<u8>> = row.get(4);
-            let mut failure = || {
-                let errors = errors.remove(&id).unwrap_or_default();
-                let failure = Failure {
-                    id: TaskId(id as u64),
-                    name: row.get(2),
-                    attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
-                    message: errors
-                        .last()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_else(|| format!("it ended {state}")),
-                    errors,
-                };
-                serde_json::to_vec(&failure)
-                    .map_err(|e| Error::storage(format!("encoding a failure: {e}")))
-            };
-            let output = output.filter(|o| !o.is_empty());
-            if settled {
-                let mut result = Vec::new();
-                if state == TaskState::Succeeded {
-                    result.extend_from_slice(br#"{"ok":"#);
-                    result.extend_from_slice(output.as_deref().unwrap_or(b"null"));
-                } else {
-                    result.extend_from_slice(br#"{"err":"#);
-                    result.extend_from_slice(&failure()?);
-                }
-                result.push(b'}');
-                push_input(&mut json, &mut count, Some(&result));
-            } else if state == TaskState::Succeeded {
-                push_input(&mut json, &mut count, output.as_deref());
+            if state == TaskState::Succeeded {
+                inputs.push_parent(settled, Ok(row.get::<_, Option<&[u8]>>(4)))?;
             } else {
-                push_input(&mut json, &mut count, Some(&failure()?));
+                let attempts = u32::try_from(row.get::<_, i32>(3)).unwrap_or(0);
+                let failure = Failure::ended(
+                    (TaskId(id as u64), row.get(2), attempts),
+                    state,
+                    errors.remove(&id).unwrap_or_default(),
+                );
+                inputs.push_parent(settled, Err(&failure))?;
             }
         }
         for _ in expected..first + n {
-            push_input(&mut json, &mut count, None);
+            inputs.push_missing();
         }
     }
-    json.push(b']');
-    Ok(Inputs { json, count })
-}
-
-/// Appends one input to a JSON array being built.
-fn push_input(json: &mut Vec<u8>, count: &mut usize, input: Option<&[u8]>) {
-    if *count > 0 {
-        json.push(b',');
-    }
-    json.extend_from_slice(input.unwrap_or(b"null"));
-    *count += 1;
+    Ok(inputs.finish())
 }
 
 /// The errors of each of `ids`, in order.

@@ -119,19 +119,13 @@ pub(crate) fn status(
     base: u64,
 ) -> Result<WorkflowStatus, Error> {
     let q = schema.quoted();
+    must_be_workflow(db, schema, base)?;
     let rows = db
         .query(
-            &format!(
-                "SELECT state, count(*) FROM {q}.tasks
-                 WHERE workflow = $1 AND EXISTS (SELECT 1 FROM {q}.tasks WHERE id = $1 AND workflow = $1)
-                 GROUP BY state"
-            ),
+            &format!("SELECT state, count(*) FROM {q}.tasks WHERE workflow = $1 GROUP BY state"),
             &[&(base as i64)],
         )
         .map_err(pg("read a workflow"))?;
-    if rows.is_empty() {
-        return Err(Error::NotFound(TaskId(base)));
-    }
     let mut status = WorkflowStatus::new(TaskId(base));
     for row in &rows {
         let state = u8::try_from(row.get::<_, i16>(0))
@@ -163,13 +157,10 @@ pub(crate) fn revoke(
 ) -> Result<Revoked, Error> {
     let q = schema.quoted();
     let mut tx = db.transaction().map_err(pg("begin a workflow's revoke"))?;
+    must_be_workflow(&mut tx, schema, base)?;
     let members: Vec<i64> = tx
         .query(
-            &format!(
-                "SELECT id, state FROM {q}.tasks
-                 WHERE workflow = $1 AND EXISTS (SELECT 1 FROM {q}.tasks WHERE id = $1 AND workflow = $1)
-                 ORDER BY id FOR UPDATE"
-            ),
+            &format!("SELECT id, state FROM {q}.tasks WHERE workflow = $1 ORDER BY id FOR UPDATE"),
             &[&(base as i64)],
         )
         .map_err(pg("lock a workflow's tasks"))?
@@ -182,18 +173,6 @@ pub(crate) fn revoke(
         })
         .map(|r| r.get(0))
         .collect();
-    if members.is_empty() {
-        let known: bool = tx
-            .query_one(
-                &format!("SELECT EXISTS (SELECT 1 FROM {q}.tasks WHERE id = $1 AND workflow = $1)"),
-                &[&(base as i64)],
-            )
-            .map_err(pg("read a workflow"))?
-            .get(0);
-        if !known {
-            return Err(Error::NotFound(TaskId(base)));
-        }
-    }
     let mut done = Revoked::default();
     for &id in members.iter().rev() {
         match control::revoke(&mut tx, schema, id as u64, now_ms)? {
@@ -204,4 +183,20 @@ pub(crate) fn revoke(
     }
     tx.commit().map_err(pg("commit a workflow's revoke"))?;
     Ok(done)
+}
+
+/// `NotFound` unless `base` is a workflow's first task.
+fn must_be_workflow(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    base: u64,
+) -> Result<(), Error> {
+    let q = schema.quoted();
+    db.query_opt(
+        &format!("SELECT 1 FROM {q}.tasks WHERE id = $1 AND workflow = $1"),
+        &[&(base as i64)],
+    )
+    .map_err(pg("read a workflow"))?
+    .map(|_| ())
+    .ok_or(Error::NotFound(TaskId(base)))
 }

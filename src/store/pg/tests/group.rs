@@ -168,7 +168,7 @@ fn concurrent_reports_share_transactions_and_each_gets_its_own_answer() {
         }
     }
     assert_eq!(answers.iter().filter(|(_, a)| a.is_err()).count(), 400 / 25);
-    let (groups, reports) = (&completer.counts.0, &completer.counts.1);
+    let (groups, reports) = (&completer.counts().groups, &completer.counts().requests);
     assert_eq!(reports.load(Ordering::Relaxed), 400);
     assert!(
         groups.load(Ordering::Relaxed) < 400,
