@@ -130,10 +130,36 @@ impl Rate {
     pub fn burst_size(&self) -> u32 {
         self.burst
     }
+}
 
-    pub(crate) fn per_ms(&self) -> u64 {
-        self.per_ms
+/// A rate's state, the same in both engines: the generic cell rate algorithm's theoretical
+/// arrival time (a token bucket without a timer), in nanoseconds since the epoch scaled by
+/// the rate's count, so that every step is exact integer arithmetic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Bucket(pub(crate) u128);
+
+impl Bucket {
+    /// `Ok` if a claim at `now_ms` conforms to `rate`; else the time, in ms, when the next
+    /// one will.
+    pub(crate) fn check(self, rate: &Rate, now_ms: u64) -> Result<(), u64> {
+        let per = u128::from(rate.per_ms) * 1_000_000;
+        let next = self.0.saturating_sub(per * u128::from(rate.burst - 1));
+        if next <= scaled(now_ms, rate.count) {
+            return Ok(());
+        }
+        let at_ms = next.div_ceil(1_000_000 * u128::from(rate.count));
+        Err(u64::try_from(at_ms).unwrap_or(u64::MAX))
     }
+
+    /// Counts a claim at `now_ms` (one that [`check`](Self::check) let go).
+    pub(crate) fn take(&mut self, rate: &Rate, now_ms: u64) {
+        self.0 = self.0.max(scaled(now_ms, rate.count)) + u128::from(rate.per_ms) * 1_000_000;
+    }
+}
+
+/// Nanoseconds since the epoch, scaled by `count`.
+fn scaled(now_ms: u64, count: u32) -> u128 {
+    u128::from(now_ms) * 1_000_000 * u128::from(count)
 }
 
 impl FromStr for Rate {

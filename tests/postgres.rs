@@ -288,20 +288,102 @@ fn finished_tasks_are_deleted_after_the_results_ttl() {
     worker.shutdown(WAIT).unwrap();
 }
 
+/// How many `Gated` tasks run now, the most that ever ran at once, and per key.
+static GATED: std::sync::Mutex<(u32, u32, Vec<String>)> = std::sync::Mutex::new((0, 0, Vec::new()));
+static GATE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Counts itself running, waits until the gate opens, and returns the spool it ran in.
+#[derive(Serialize, Deserialize)]
+struct Gated {
+    key: String,
+}
+
+impl Task for Gated {
+    const NAME: &'static str = "pg.gated";
+    type Output = ();
+    fn run(self, _ctx: &Context) -> Result<(), TaskError> {
+        {
+            let mut g = GATED.lock().unwrap();
+            g.0 += 1;
+            g.1 = g.1.max(g.0);
+            g.2.push(self.key.clone());
+        }
+        let deadline = Instant::now() + WAIT;
+        while !GATE_OPEN.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        GATED.lock().unwrap().0 -= 1;
+        Ok(())
+    }
+}
+
+/// A limit declared in one process holds in every other: listed there, its concurrency
+/// counted across both processes' pools, one per key; and when an attempt under it ends in
+/// one process, the other's idle worker is woken to take the next (by a notification, not
+/// a poll: the first process stops claiming before its attempt ends).
 #[test]
-fn what_the_engine_does_not_offer_yet_is_refused_as_unsupported_and_changes_nothing() {
-    let Some(url) = server("what_the_engine_does_not_offer_yet_is_refused_as_unsupported") else {
+fn a_limit_declared_in_one_process_holds_across_every_process() {
+    let Some(url) = server("a_limit_declared_in_one_process_holds_across_every_process") else {
         return;
     };
-    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
-    let limit = Limit::task::<Job>().concurrency(1).unwrap();
-    let Err(e) = spool.limit(limit) else {
-        panic!("a concurrency limit was accepted");
-    };
-    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
-    assert!(e.to_string().contains("PostgreSQL"), "{e}");
-    // Nothing was declared.
-    assert!(spool.limits().unwrap().is_empty());
+    let (a, b) = two_processes(&url);
+    let limit = Limit::task::<Gated>()
+        .concurrency(2)
+        .unwrap()
+        .per_key(1)
+        .unwrap();
+    assert!(a.limit(limit.clone()).unwrap());
+    assert_eq!(b.limits().unwrap(), vec![limit]);
+    assert!(
+        !b.limit(b.limits().unwrap()[0].clone()).unwrap(),
+        "the same, declared again"
+    );
+    for key in ["x", "x", "x", "y", "z"] {
+        b.enqueue_with(Gated { key: key.into() }, Options::new().limit_key(key))
+            .unwrap();
+    }
+    let running = || GATED.lock().unwrap().0;
+    let wa = a
+        .worker()
+        .concurrency(3)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    wait_for("two running in a", || running() == 2);
+    let wb = b
+        .worker()
+        .concurrency(3)
+        .register::<Gated>()
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(running(), 2, "b ran past a's limit");
+    {
+        let g = GATED.lock().unwrap();
+        let mut keys = g.2.clone();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 2, "two of one key ran at once: {:?}", g.2);
+    }
+    // `a` stops claiming, then its attempts end: only `b` can take the rest, once woken.
+    let stopping = std::thread::spawn(move || wa.shutdown(WAIT));
+    std::thread::sleep(Duration::from_millis(100));
+    GATE_OPEN.store(true, Ordering::SeqCst);
+    stopping.join().unwrap().unwrap();
+    wait_for("every task to succeed", || {
+        b.stats().unwrap().count(TaskState::Succeeded) == 5
+    });
+    let g = GATED.lock().unwrap();
+    assert_eq!(g.1, 2, "at most two at once");
+    assert_eq!(g.2.len(), 5, "each ran once: {:?}", g.2);
+    drop(g);
+    // Removed in `b`: gone in `a`.
+    assert!(
+        b.remove_limit(taskspool::LimitTarget::Task(Gated::NAME.into()))
+            .unwrap()
+    );
+    assert!(a.limits().unwrap().is_empty());
+    wb.shutdown(WAIT).unwrap();
 }
 
 /// A pause declared in one process holds in every other: nothing of the queue is claimed

@@ -3,9 +3,8 @@
 //! the admission of each claim — so every limit holds across every pool of the spool,
 //! exactly, with no locks and no TTLs.
 //!
-//! A rate is a generic cell rate algorithm (a token bucket without a timer): each target
-//! keeps a theoretical arrival time, in nanoseconds scaled by the rate's count so that every
-//! step is exact integer arithmetic. A claim is admitted when it conforms, and the writer is
+//! A rate is a generic cell rate algorithm (`flow::Bucket`, shared with the PostgreSQL
+//! engine): each target keeps a theoretical arrival time. A claim is admitted when it conforms, and the writer is
 //! told when the next claim of a blocked target will (it sleeps until then).
 
 use std::collections::HashMap;
@@ -14,7 +13,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::flow::{Limit, LimitTarget, Rate};
+use crate::flow::{Bucket, Limit, LimitTarget, Rate};
 use crate::store::codec;
 use crate::store::errors::Db;
 use crate::store::running::Running;
@@ -46,26 +45,16 @@ impl FlowRecord {
 #[derive(Debug, Clone)]
 struct Rules {
     record: FlowRecord,
-    /// The rate's theoretical arrival time, in ns × the rate's count.
-    tat: u128,
+    tat: Bucket,
 }
 
 impl Rules {
     fn new(record: FlowRecord) -> Rules {
-        Rules { record, tat: 0 }
+        Rules {
+            record,
+            tat: Bucket::default(),
+        }
     }
-
-    /// When the rate lets the next claim go, in ns × count (`None`: no rate).
-    fn next_conforming(&self) -> Option<u128> {
-        let rate = self.record.rate?;
-        let tolerance = u128::from(rate.per_ms()) * 1_000_000 * u128::from(rate.burst_size() - 1);
-        Some(self.tat.saturating_sub(tolerance))
-    }
-}
-
-/// Nanoseconds since the epoch, scaled by `count`.
-fn scaled(now_ms: u64, count: u32) -> u128 {
-    u128::from(now_ms) * 1_000_000 * u128::from(count)
 }
 
 /// What a change to the mirror stores in the `flow` table.
@@ -259,12 +248,10 @@ impl Flow {
         }
         // Both rates must conform before either counts the claim.
         for rules in [queue_rules, name_rules].into_iter().flatten() {
-            let (Some(rate), Some(next)) = (rules.record.rate, rules.next_conforming()) else {
+            let Some(rate) = rules.record.rate else {
                 continue;
             };
-            if next > scaled(now_ms, rate.count()) {
-                let at_ms = next.div_ceil(1_000_000 * u128::from(rate.count()));
-                let at_ms = u64::try_from(at_ms).unwrap_or(u64::MAX);
+            if let Err(at_ms) = rules.tat.check(&rate, now_ms) {
                 self.wake = Some(self.wake.map_or(at_ms, |w| w.min(at_ms)));
                 return false;
             }
@@ -274,8 +261,7 @@ impl Flow {
             .flatten()
         {
             if let Some(rate) = rules.record.rate {
-                let now = scaled(now_ms, rate.count());
-                rules.tat = rules.tat.max(now) + u128::from(rate.per_ms()) * 1_000_000;
+                rules.tat.take(&rate, now_ms);
             }
         }
         *self.admitted_queues.entry(q).or_default() += 1;
@@ -321,7 +307,7 @@ impl Flow {
             // A changed rate starts over; an unchanged one keeps its schedule.
             let tat = old
                 .filter(|r| r.record.rate == after.rate)
-                .map_or(0, |r| r.tat);
+                .map_or(Bucket::default(), |r| r.tat);
             map.insert(
                 name.clone(),
                 Rules {

@@ -111,8 +111,14 @@ pub fn manual_spool_at(clock: &ManualClock, path: &std::path::Path) -> Spool {
 
 /// Polls `cond` until it holds or `WAIT` passes. Only for state that changes asynchronously
 /// (a commit on the writer thread), never to let time-based behaviour happen.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(what, WAIT, cond);
+}
+
+/// As [`eventually`], for up to `within`: for a long run of work that cannot overlap (each
+/// step one durable commit, the next claimed only after it).
+pub fn eventually_within(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(2));

@@ -2,7 +2,8 @@
 //! ids in the batch's order, a wake-up notified with the commit), claiming the next ready
 //! ones for a process with `FOR UPDATE SKIP LOCKED` — across the (queue, task name) pairs a
 //! pool serves, higher priority first, then older, as the file engine claims — and the
-//! wake-ups a waiting process listens for instead of polling. Leases are in `lease`.
+//! wake-ups a waiting process listens for instead of polling. Leases are in `lease`; claims
+//! under flow limits in `admit`.
 
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub(crate) struct NewRow {
     /// Its unique key and how long it holds it (`Options::unique`), for
     /// [`insert_new`](crate::store::pg::unique::insert_new).
     pub(crate) unique: Option<(String, Hold)>,
+    /// The key its type's per-key concurrency limit counts it under (`Options::limit_key`).
+    pub(crate) limit_key: Option<String>,
 }
 
 /// How long a task holds its unique key (`Unique`, with a period resolved to its end).
@@ -67,8 +70,8 @@ pub(crate) struct Claimed {
 
 /// `TaskState::code` of the states these statements set.
 const SCHEDULED: i16 = 0;
-const READY: i16 = 1;
-const RUNNING: i16 = 2;
+pub(crate) const READY: i16 = 1;
+pub(crate) const RUNNING: i16 = 2;
 
 /// Inserts `rows` in one statement; returns their ids, ascending in the order of `rows` (so
 /// a batch keeps its FIFO order), and notifies the schema's wake-up channel, which listeners
@@ -157,15 +160,17 @@ pub(crate) fn insert_with_ids(
     let schedules: Vec<Option<&str>> = rows.iter().map(|r| r.schedule.as_deref()).collect();
     let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
     let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
+    let keys: Vec<Option<&str>> = rows.iter().map(|r| r.limit_key.as_deref()).collect();
     db.execute(
         &format!(
             "INSERT INTO {q}.tasks \
                  (id, name, queue, priority, state, due_at_ms, max_retries, payload, record, \
-                  expires_at_ms, enqueued_at_ms, schedule, base_retries) \
+                  expires_at_ms, enqueued_at_ms, schedule, limit_key, base_retries) \
              SELECT *, r FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], \
                                      $5::int2[], $6::int8[], $7::int4[], $8::bytea[], \
-                                     $9::bytea[], $10::int8[], $11::int8[], $12::text[]) \
-                 AS u(i, n, q, p, s, d, r, pl, rc, e, en, sc)"
+                                     $9::bytea[], $10::int8[], $11::int8[], $12::text[], \
+                                     $13::text[]) \
+                 AS u(i, n, q, p, s, d, r, pl, rc, e, en, sc, lk)"
         ),
         &[
             &ids,
@@ -180,58 +185,58 @@ pub(crate) fn insert_with_ids(
             &expiries,
             &enqueued,
             &schedules,
+            &keys,
         ],
     )
     .map_err(pg("insert tasks"))?;
     notify_wake(db, schema)
 }
 
+/// How a claim treats a ready row another transaction holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// Skipped, never waited for, so concurrent claimers never get the same task: for the
+    /// dispatchers.
+    Skip,
+    /// Waited for (and claimed if it is still ready then): for a drain, which ends when a
+    /// claim finds nothing, and so must not miss a task that a promoter elsewhere (this
+    /// process's dispatcher, say) holds for an instant.
+    Wait,
+}
+
+impl Lock {
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            Lock::Skip => "FOR UPDATE SKIP LOCKED",
+            Lock::Wait => "FOR UPDATE",
+        }
+    }
+}
+
+/// The columns a claim returns, as [`claimed_from`] reads them.
+pub(crate) const CLAIMED: &str = "task.id, task.name, task.queue, task.priority, \
+     task.attempts, task.payload, task.record, task.max_retries, task.inputs, task.settled";
+
 /// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` — of the queues
-/// not paused — for process `owner` at `now_ms`: each becomes running, its attempt
-/// counted; one whose expiry has
-/// passed is left for [`expire_due`](crate::store::pg::complete::expire_due) to end. Higher priority first, then older,
-/// across all the pairs; rows another claimer holds are skipped, never waited for, so
-/// concurrent claimers never get the same task.
+/// not paused, none parked — for process `owner` at `now_ms`: each becomes running, its
+/// attempt counted; one whose expiry has passed is left for
+/// [`expire_due`](crate::store::pg::complete::expire_due) to end. Higher priority first,
+/// then older, across all the pairs. Claims nothing and returns `None` if a flow limit
+/// applies to any of the pairs' task names or queues: those claims are
+/// [`admit`](crate::store::pg::admit)'s, under the limits' row locks.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn claim(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    serves: &[(String, String)],
-    max: usize,
-    who: (u64, u64),
-) -> Result<Vec<Claimed>, Error> {
-    claim_locking(db, schema, serves, max, who, "FOR UPDATE SKIP LOCKED")
-}
-
-/// As [`claim`], but a ready row another transaction holds is waited for (and claimed if
-/// it is still ready then), never skipped: for a drain, which ends when a claim finds
-/// nothing, and so must not miss a task that a promoter elsewhere (this process's
-/// dispatcher, say) holds for an instant.
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn claim_waiting(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    serves: &[(String, String)],
-    max: usize,
-    who: (u64, u64),
-) -> Result<Vec<Claimed>, Error> {
-    claim_locking(db, schema, serves, max, who, "FOR UPDATE")
-}
-
-fn claim_locking(
+pub(crate) fn claim_unlimited(
     db: &mut impl GenericClient,
     schema: &SchemaName,
     serves: &[(String, String)],
     max: usize,
     (owner, now_ms): (u64, u64),
-    lock: &str,
-) -> Result<Vec<Claimed>, Error> {
+    lock: Lock,
+) -> Result<Option<Vec<Claimed>>, Error> {
     if serves.is_empty() || max == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let q = schema.quoted();
     let queues: Vec<&str> = serves.iter().map(|(queue, _)| queue.as_str()).collect();
@@ -239,39 +244,68 @@ fn claim_locking(
     let max = i64::try_from(max).unwrap_or(i64::MAX);
     let owner = i64::try_from(owner).unwrap_or(i64::MAX);
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-    // The head of each pair's run of the ready index, locked, then the best `max` of them.
+    let lock = lock.sql();
+    // Whether a limit applies (then nothing is claimed here); else the head of each pair's
+    // run of the ready index, locked, then the best `max` of them. One row at least: the
+    // flag, with the claimed task's columns if any.
     let rows = db
         .query(
             &format!(
-                "WITH heads AS (
+                "WITH limited AS (
+                     SELECT EXISTS (SELECT 1 FROM {q}.limits l
+                                    WHERE (l.kind = 0 AND l.name = ANY($2))
+                                       OR (l.kind = 1 AND l.name = ANY($1))) AS found
+                 ), heads AS (
                      SELECT t.id
                      FROM (SELECT * FROM unnest($1::text[], $2::text[]) AS u(queue, name)
                            WHERE NOT EXISTS (SELECT 1 FROM {q}.paused_queues z
                                              WHERE z.queue = u.queue)) AS p
                      CROSS JOIN LATERAL (
                          SELECT id, priority FROM {q}.tasks
-                         WHERE state = {READY} AND queue = p.queue AND name = p.name
+                         WHERE state = {READY} AND NOT parked
+                             AND queue = p.queue AND name = p.name
                              AND (expires_at_ms IS NULL OR expires_at_ms > $5)
                          ORDER BY priority DESC, id
                          LIMIT $3
                          {lock}
                      ) AS t
+                     WHERE NOT (SELECT found FROM limited)
                      ORDER BY t.priority DESC, t.id
                      LIMIT $3
+                 ), claimed AS (
+                     UPDATE {q}.tasks AS task
+                     SET state = {RUNNING}, attempts = task.attempts + 1, owner = $4,
+                         started_at_ms = NULL, limited = false
+                     FROM heads WHERE task.id = heads.id
+                     RETURNING {CLAIMED}
                  )
-                 UPDATE {q}.tasks AS task
-                 SET state = {RUNNING}, attempts = task.attempts + 1, owner = $4,
-                     started_at_ms = NULL
-                 FROM heads WHERE task.id = heads.id
-                 RETURNING task.id, task.name, task.queue, task.priority, task.attempts,
-                           task.payload, task.record, task.max_retries, task.inputs,
-                           task.settled"
+                 SELECT claimed.*, limited.found FROM limited LEFT JOIN claimed ON true"
             ),
             &[&queues, &names, &max, &owner, &now],
         )
         .map_err(pg("claim tasks"))?;
+    if rows.first().is_some_and(|r| r.get::<_, bool>(10)) {
+        return Ok(None);
+    }
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.get::<_, Option<i64>>(0).is_some())
+        .collect();
+    claimed_from(db, schema, &rows).map(Some)
+}
+
+/// The attempts claimed, from rows of [`CLAIMED`], in the claim's order (higher priority
+/// first, then older), each with its inputs if it is a workflow step.
+///
+/// # Errors
+/// `Storage` on a failure of the server.
+pub(crate) fn claimed_from(
+    db: &mut impl GenericClient,
+    schema: &SchemaName,
+    rows: &[postgres::Row],
+) -> Result<Vec<Claimed>, Error> {
     let mut claimed = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         // A step's parents are final and stay so while it runs: read after the claim.
         let inputs = match r.get::<_, Option<Vec<i64>>>(8) {
             Some(runs) => {

@@ -109,7 +109,7 @@ pub(crate) fn complete_in(
     let current = tx
         .query_opt(
             &format!(
-                "SELECT attempts, max_retries, revoke_requested, follows FROM {q}.tasks
+                "SELECT attempts, max_retries, revoke_requested, follows, limited FROM {q}.tasks
                  WHERE id = $1 AND state = {running} AND attempts = $2 AND owner = $3
                  FOR UPDATE"
             ),
@@ -119,11 +119,12 @@ pub(crate) fn complete_in(
     let Some(current) = current else {
         return Ok(None);
     };
-    let (attempts, max_retries, revoke_requested, follows): (i32, i32, bool, bool) = (
+    let (attempts, max_retries, revoke_requested, follows, limited): (i32, i32, bool, bool, bool) = (
         current.get(0),
         current.get(1),
         current.get(2),
         current.get(3),
+        current.get(4),
     );
     if let Some(progress) = progress {
         tx.execute(
@@ -190,6 +191,10 @@ pub(crate) fn complete_in(
     };
     if follows && state.is_final() {
         ended(tx, schema, &[id], now_ms)?;
+    }
+    if limited {
+        // A slot of a concurrency limit is free: any process may claim under it now.
+        notify_wake(tx, schema)?;
     }
     Ok(Some(state))
 }

@@ -109,7 +109,7 @@ pub(crate) fn retry(
         &format!(
             "UPDATE {q}.tasks SET state = {ready}, due_at_ms = $2, finished_at_ms = NULL,
                  expires_at_ms = NULL, max_retries = attempts + base_retries,
-                 revoke_requested = false
+                 revoke_requested = false, parked = false
              WHERE id = $1",
             ready = TaskState::Ready.code()
         ),

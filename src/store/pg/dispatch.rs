@@ -14,7 +14,8 @@ use postgres::Client;
 
 use crate::error::Error;
 use crate::model::PoolId;
-use crate::store::pg::claim::claim;
+use crate::store::pg::admit;
+use crate::store::pg::claim::Lock;
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::lease::{heartbeat, register_process, rescue_expired};
 use crate::store::pg::migrate::reopen_if_closed;
@@ -29,6 +30,8 @@ struct Pool {
     slots: usize,
     outstanding: usize,
     jobs: Sender<Job>,
+    /// A flow limit applied to its last claim (the next goes to the limits at once).
+    limited: bool,
 }
 
 /// How the dispatcher's connection is set up: its writes — claims, promotions, expiries,
@@ -133,15 +136,22 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
             .into_iter()
             .flatten()
             .min();
+        let mut next_due = next_due;
+        // A claim stopped parking at its budget: the next comes at once.
+        let mut again = false;
         for (id, pool) in &mut pools {
             let free = pool.slots.saturating_sub(pool.outstanding);
             if free == 0 {
                 continue;
             }
             let who = (inner.process(), inner.clock.now_ms());
-            match claim(&mut db, &inner.schema, &pool.pairs, free, who) {
-                Ok(claimed) => {
-                    for c in claimed {
+            let how = (Lock::Skip, pool.limited);
+            match admit::claim(&mut db, &inner.schema, &pool.pairs, free, who, how) {
+                Ok(claim) => {
+                    pool.limited = claim.limited;
+                    again |= claim.again;
+                    next_due = [next_due, claim.wake_at_ms].into_iter().flatten().min();
+                    for c in claim.claimed {
                         pool.outstanding += 1;
                         if pool.jobs.send(inner.job(c)).is_err() {
                             tracing::debug!(pool = id.0, "a pool left with a job in hand");
@@ -161,6 +171,9 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
         if failed {
             timeout = timeout.min(RETRY_AFTER_FAILURE);
         }
+        if again {
+            timeout = Duration::ZERO;
+        }
         let event = match events.recv_timeout(timeout) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => continue,
@@ -179,6 +192,7 @@ pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) 
                             slots: spec.threads + spec.max_prefetch,
                             outstanding: 0,
                             jobs,
+                            limited: false,
                         },
                     );
                 }

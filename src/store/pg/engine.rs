@@ -21,7 +21,8 @@ use crate::flow::Limit;
 use crate::model::{PoolId, Revoke, Revoked, TaskId, TaskState};
 use crate::query::{Paging, TaskFilter};
 use crate::schedule::ScheduleInfo;
-use crate::store::pg::claim::{Listener, claim_waiting};
+use crate::store::pg::admit;
+use crate::store::pg::claim::{Listener, Lock};
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::completer::Completer;
 use crate::store::pg::control;
@@ -30,7 +31,7 @@ use crate::store::pg::flow;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{register_process, rescue_own};
 use crate::store::pg::list;
-use crate::store::pg::migrate::{SchemaName, connect_for, migrate, not_yet, pg};
+use crate::store::pg::migrate::{SchemaName, connect_for, migrate, pg};
 use crate::store::pg::parts;
 use crate::store::pg::pools;
 use crate::store::pg::read;
@@ -302,7 +303,15 @@ impl Engine for PgEngine {
             FlowOp::Pause { queue, paused } => {
                 flow::set_paused(&mut *self.inner.db(), &self.inner.schema, &queue, paused)
             }
-            FlowOp::Limit(_) | FlowOp::Unlimit(_) => Err(not_yet("rate and concurrency limits")),
+            FlowOp::Limit(limit) => flow::set_limit(
+                &mut *self.inner.db(),
+                &self.inner.schema,
+                &limit.target,
+                Some(&limit),
+            ),
+            FlowOp::Unlimit(target) => {
+                flow::set_limit(&mut *self.inner.db(), &self.inner.schema, &target, None)
+            }
         }
     }
 
@@ -312,7 +321,8 @@ impl Engine for PgEngine {
     }
 
     fn limits(&self) -> Result<Vec<Limit>, Error> {
-        Ok(Vec::new())
+        self.inner
+            .with_db(|db| flow::limits(db, &self.inner.schema))
     }
 
     fn register(&self, pool: PoolSpec, jobs: Sender<Job>) -> Result<(), Error> {
@@ -375,13 +385,24 @@ impl Engine for PgEngine {
         schedules::fire_due_waiting(&mut *db, &self.inner.schema, now)?;
         expire_due(&mut *db, &self.inner.schema, now)?;
         promote_due(&mut *db, &self.inner.schema, now)?;
-        let claimed = claim_waiting(
-            &mut *db,
-            &self.inner.schema,
-            &pairs,
-            max,
-            (self.inner.process(), now),
-        )?;
+        let who = (self.inner.process(), now);
+        let mut claimed = Vec::new();
+        loop {
+            let claim = admit::claim(
+                &mut *db,
+                &self.inner.schema,
+                &pairs,
+                max - claimed.len(),
+                who,
+                (Lock::Wait, false),
+            )?;
+            claimed.extend(claim.claimed);
+            // A claim that stopped parking at its budget found nothing to run yet: the
+            // next goes on parking (a drain ends only when nothing is left to claim).
+            if !claim.again || !claimed.is_empty() {
+                break;
+            }
+        }
         Ok(claimed.into_iter().map(|c| self.inner.job(c)).collect())
     }
 

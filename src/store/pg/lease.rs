@@ -245,8 +245,9 @@ fn rescue(
         .collect();
     notify_done(&mut tx, schema, &finals)?;
     ended(&mut tx, schema, &finals, now_ms)?;
-    if !rescued.retried.is_empty() || !rescued.given_back.is_empty() {
-        // Ready again: every process's dispatcher may claim them.
+    if !requeued.is_empty() || !rescued.given_back.is_empty() {
+        // Ready again, or slots of a concurrency limit freed: every process's dispatcher
+        // may claim.
         notify_wake(&mut tx, schema)?;
     }
     // The chords they were storing in parts, not sealed: nothing of them is left.

@@ -209,11 +209,3 @@ pub(crate) fn migrate(client: &mut Client, schema: &SchemaName) -> Result<Migrat
         to: LATEST.max(found),
     })
 }
-
-/// What the PostgreSQL engine does not offer yet (see the README's table of backends).
-pub(crate) fn not_yet(feature: &str) -> Error {
-    Error::Unsupported {
-        feature: feature.to_string(),
-        engine: "PostgreSQL",
-    }
-}

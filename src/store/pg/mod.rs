@@ -11,6 +11,7 @@
 //! what an end does to the steps after it (`follow`) and a step's inputs (`inputs`). What it
 //! does not offer yet answers `Unsupported`.
 
+mod admit;
 mod batch;
 mod claim;
 mod complete;

@@ -74,6 +74,7 @@ impl PgLink {
             payload: self.payload.clone(),
             record: record.encode()?,
             unique: None,
+            limit_key: None,
         })
     }
 }
@@ -136,6 +137,7 @@ pub(crate) fn new_row(task: &NewTask, now_ms: u64) -> Result<NewRow, Error> {
         enqueued_at_ms: task.enqueued_at_ms,
         schedule: task.origin.as_ref().map(|o| o.schedule.clone()),
         payload: task.payload.clone(),
+        limit_key: opts.keys.limit_key.clone(),
         record: record.encode()?,
         // A period runs from the enqueue.
         unique: opts.keys.unique.as_ref().map(|(key, until)| {

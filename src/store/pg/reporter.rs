@@ -66,13 +66,19 @@ impl Reporter for PgReporter {
     fn release(&self, pool: PoolId, id: TaskId, attempt: u32) -> Result<(), Error> {
         self.inner.reported(id.0, attempt);
         let q = self.inner.schema.quoted();
+        // One claimed under a concurrency limit frees a slot of it: every process is woken.
         let sql = format!(
-            "UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
-             WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2"
+            "WITH back AS (
+                 UPDATE {q}.tasks SET state = 1, owner = NULL, attempts = attempts - 1
+                 WHERE id = $1 AND attempts = $2 AND owner = $3 AND state = 2
+                 RETURNING limited
+             )
+             SELECT pg_notify($4, '') FROM back WHERE limited"
         );
         let (id64, attempt32, owner) = (id.0 as i64, attempt as i32, self.inner.process() as i64);
+        let channel = self.inner.schema.wake_channel();
         self.inner.with_db(|db| {
-            db.execute(&sql, &[&id64, &attempt32, &owner])
+            db.execute(&sql, &[&id64, &attempt32, &owner, &channel])
                 .map_err(pg("hand back an attempt"))
         })?;
         let _ = self.inner.to_dispatcher.send(Event::Freed(pool));

@@ -67,7 +67,14 @@ CREATE TABLE {schema}.tasks (
     children     bigint[],
     -- Its final state is followed up: it belongs to a workflow, or has callbacks (in its
     -- record). False for every other task, so that their ends cost nothing more.
-    follows      boolean NOT NULL DEFAULT false
+    follows      boolean NOT NULL DEFAULT false,
+    -- Flow limits (`limits`): the key its type's per-key limit counts it under; whether it
+    -- is parked (ready, passed over by claims while its key is at that limit, until a claim
+    -- of its type finds room again); whether its current attempt was claimed under a
+    -- concurrency limit (its end then wakes every process: a slot of that limit is free).
+    limit_key    text,
+    parked       boolean NOT NULL DEFAULT false,
+    limited      boolean NOT NULL DEFAULT false
 );
 CREATE INDEX tasks_workflow ON {schema}.tasks (workflow, id) WHERE workflow IS NOT NULL;
 
@@ -78,6 +85,23 @@ CREATE TABLE {schema}.workflows (
     base        bigint PRIMARY KEY,
     left_count  bigint NOT NULL,
     ended_at_ms bigint
+);
+
+-- Flow limits (`Spool::limit`) on a task type (kind 0) or a queue (kind 1): a rate (count
+-- per period, burst), a concurrency, and for a task type a concurrency per key. A claim of a
+-- limited target locks its row until it commits, so every limit holds exactly across every
+-- process; `tat` is the rate's state (the generic cell rate algorithm's theoretical arrival
+-- time, in ns since the epoch times the rate's count).
+CREATE TABLE {schema}.limits (
+    kind        smallint NOT NULL,
+    name        text     NOT NULL,
+    rate_count  bigint,
+    rate_per_ms bigint,
+    rate_burst  bigint,
+    concurrency integer,
+    per_key     integer,
+    tat         numeric  NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, name)
 );
 
 -- The paused queues (`Spool::pause_queue`): no process claims their tasks until they are
@@ -110,7 +134,12 @@ CREATE INDEX attempt_errors_task ON {schema}.attempt_errors (task, id);
 -- Claims: the ready tasks of each (queue, task name) a pool serves, higher priority first,
 -- then older — the heads of these runs are merged (FOR UPDATE SKIP LOCKED), so tasks of a
 -- name no pool knows never stand in the way.
-CREATE INDEX tasks_ready ON {schema}.tasks (queue, name, priority DESC, id) WHERE state = 1;
+CREATE INDEX tasks_ready ON {schema}.tasks (queue, name, priority DESC, id)
+    WHERE state = 1 AND NOT parked;
+-- Parked tasks, by task name and key, in claim order: what a claim moves back when their key
+-- has room (a claim never walks past them: a backlog of one key costs the others nothing).
+CREATE INDEX tasks_parked ON {schema}.tasks (name, limit_key, priority DESC, id)
+    WHERE parked AND state = 1;
 -- Promotion of due work, and the next due time to sleep until.
 CREATE INDEX tasks_due ON {schema}.tasks (due_at_ms) WHERE state IN (0, 3);
 -- Listings by state, and the attempts of a process whose lease expired.

@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::claim;
 use super::{Scratch, server};
-use crate::store::pg::claim::{Listener, NewRow, claim, insert};
+use crate::store::pg::claim::{Listener, NewRow, insert};
 use crate::store::pg::lease::register_process;
 
 pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
@@ -21,6 +22,7 @@ pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
         payload: br#"{"n":1}"#.to_vec(),
         record: format!("{name}/{queue}/{priority}").into_bytes(),
         unique: None,
+        limit_key: None,
     }
 }
 
@@ -167,4 +169,100 @@ fn a_listener_is_woken_by_an_insert_in_another_connection() {
         .take_while(|_| listener.wait(Duration::from_millis(50)).unwrap())
         .count();
     assert!(extra < 3, "{extra} wake-ups more for three inserts");
+}
+
+/// Claimers on four connections (four processes, to the server) under a concurrency limit
+/// of 4 and one per key: at no moment do more run, or two of one key; every task is
+/// claimed once and ends; the keyless ones are not held to the per-key limit.
+#[test]
+fn claimers_in_many_processes_hold_a_concurrency_limit_and_one_per_key_exactly() {
+    use crate::flow::{Limit, LimitTarget};
+    use crate::store::pg::complete::{Ending, Report, complete};
+    use crate::store::pg::flow::set_limit;
+
+    let Some(url) = server("claimers_in_many_processes_hold_a_concurrency_limit") else {
+        return;
+    };
+    let scratch = Scratch::migrated(url, "limit_race");
+    let schema = &scratch.schema;
+    const TASKS: usize = 300;
+    let rows: Vec<NewRow> = (0..TASKS)
+        .map(|n| NewRow {
+            limit_key: (n % 3 != 0).then(|| format!("k{}", n % 5)),
+            ..row("mail", "default", (n % 4) as u8)
+        })
+        .collect();
+    let ids = insert(&mut scratch.client(), schema, &rows).unwrap();
+    let limit = Limit::task_named("mail")
+        .concurrency(4)
+        .unwrap()
+        .per_key(1)
+        .unwrap();
+    let target = LimitTarget::Task("mail".into());
+    assert!(set_limit(&mut scratch.client(), schema, &target, Some(&limit)).unwrap());
+    let pairs = serves(&[("default", "mail")]);
+    let q = schema.quoted();
+    let per_key_now = format!(
+        "SELECT coalesce(max(n), 0) FROM (
+             SELECT count(*) AS n FROM {q}.tasks
+             WHERE state = 2 AND limit_key IS NOT NULL GROUP BY limit_key) AS k"
+    );
+    let claimed: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let claimers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut db = scratch.client();
+                    let me = register_process(&mut db, schema, Duration::from_secs(30)).unwrap();
+                    let mut mine = Vec::new();
+                    let ok = Ending::Succeeded {
+                        output: b"null".to_vec(),
+                        follow_ups: Vec::new(),
+                    };
+                    loop {
+                        let got = claim(&mut db, schema, &pairs, 3, (me, 0)).unwrap();
+                        let running: i64 = db
+                            .query_one(
+                                &format!("SELECT count(*) FROM {q}.tasks WHERE state = 2"),
+                                &[],
+                            )
+                            .unwrap()
+                            .get(0);
+                        assert!(running <= 4, "{running} running under a limit of 4");
+                        let per_key: i64 = db.query_one(&per_key_now, &[]).unwrap().get(0);
+                        assert!(per_key <= 1, "{per_key} of one key running");
+                        if got.is_empty() {
+                            let done: i64 = db
+                                .query_one(
+                                    &format!("SELECT count(*) FROM {q}.tasks WHERE state = 4"),
+                                    &[],
+                                )
+                                .unwrap()
+                                .get(0);
+                            if done as usize == TASKS {
+                                return mine;
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                            continue;
+                        }
+                        for c in &got {
+                            mine.push(c.id);
+                            let done = complete(&mut db, schema, (c.id, 1, me), 1, Report::of(&ok));
+                            assert!(done.unwrap().is_some());
+                        }
+                    }
+                })
+            })
+            .collect();
+        claimers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let all: Vec<u64> = claimed.iter().flatten().copied().collect();
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a task claimed twice");
+    assert_eq!(unique, ids.into_iter().collect::<HashSet<u64>>());
+    let parked: i64 = scratch
+        .client()
+        .query_one(&format!("SELECT count(*) FROM {q}.tasks WHERE parked"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(parked, 0, "a task left parked");
 }

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use super::claim;
 use super::claims::row;
 use super::{Scratch, server};
 use crate::model::{AttemptErrorKind, TaskState};
-use crate::store::pg::claim::{Listener, NewRow, claim, insert};
+use crate::store::pg::claim::{Listener, NewRow, insert};
 use crate::store::pg::complete::{Ending, Report, complete, expire_due, promote_due, result};
 use crate::store::pg::lease::register_process;
 

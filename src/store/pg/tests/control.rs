@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use super::claim;
 use super::claims::row;
 use super::{Scratch, server};
 use crate::model::{Revoke, TaskState};
-use crate::store::pg::claim::{Listener, claim, insert};
+use crate::store::pg::claim::{Listener, insert};
 use crate::store::pg::complete::{Ending, Report, complete, result};
 use crate::store::pg::control::revoke;
 use crate::store::pg::lease::{note_started, register_process, rescue_expired};

@@ -3,11 +3,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::claim;
 use super::claims::row;
 use super::{Scratch, server};
 use crate::error::{Error, ErrorKind};
 use crate::model::TaskState;
-use crate::store::pg::claim::{claim, insert};
+use crate::store::pg::claim::insert;
 use crate::store::pg::complete::{Ending, result};
 use crate::store::pg::completer::{Completer, Done};
 use crate::store::pg::group::Grouper;

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use super::claim;
 use super::claims::row;
 use super::{Scratch, server};
-use crate::store::pg::claim::{NewRow, claim, insert};
+use crate::store::pg::claim::{NewRow, insert};
 use crate::store::pg::lease::{Rescued, heartbeat, note_started, register_process, rescue_expired};
 
 #[test]

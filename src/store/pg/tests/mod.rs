@@ -15,7 +15,22 @@ mod schedules;
 
 use std::io::Write;
 
+use crate::error::Error;
+use crate::store::pg::admit;
+use crate::store::pg::claim::{Claimed, Lock};
 use crate::store::pg::migrate::{SchemaName, connect, migrate};
+
+/// A dispatcher's claim (skipping locked rows, under the flow limits) of at most `max`
+/// tasks of `pairs`, for `who` (process, now).
+pub(super) fn claim(
+    db: &mut postgres::Client,
+    schema: &SchemaName,
+    pairs: &[(String, String)],
+    max: usize,
+    who: (u64, u64),
+) -> Result<Vec<Claimed>, Error> {
+    Ok(admit::claim(db, schema, pairs, max, who, (Lock::Skip, false))?.claimed)
+}
 
 /// The test server's URL, or `None` (said on the real stderr) when there is none.
 pub(super) fn server(test: &str) -> Option<String> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::claim;
 use super::{Scratch, server};
 use crate::clock::to_system_time;
 use crate::context::Context;
@@ -12,7 +13,7 @@ use crate::model::{AttemptErrorKind, TaskState};
 use crate::options::{Options, Unique};
 use crate::retry::RetryPolicy;
 use crate::spool::new_task;
-use crate::store::pg::claim::{Hold, claim, insert};
+use crate::store::pg::claim::{Hold, insert};
 use crate::store::pg::complete::{Ending, Report, complete, promote_due};
 use crate::store::pg::lease::{note_started, register_process};
 use crate::store::pg::read;
