@@ -386,6 +386,59 @@ fn a_limit_declared_in_one_process_holds_across_every_process() {
     wb.shutdown(WAIT).unwrap();
 }
 
+/// A subscriber in one process hears the changes every process makes, in the order they
+/// were made; once it is gone its process stops listening, and nothing is notified for
+/// events any more.
+#[test]
+fn a_subscriber_hears_the_events_of_every_process() {
+    let Some(url) = server("a_subscriber_hears_the_events_of_every_process") else {
+        return;
+    };
+    let (a, b) = two_processes(&url);
+    let listeners = || {
+        let sql = format!("SELECT count(*) FROM \"{}\".event_listeners", schema_of(&a));
+        psql(&url, &sql).unwrap()
+    };
+    assert_eq!(listeners(), "0");
+    let mut events = a.events();
+    assert_eq!(listeners(), "1", "listening from the subscription on");
+    let handle = b.enqueue(Job { n: 7, fail: false }).unwrap();
+    let worker = b.worker().register::<Job>().start().unwrap();
+    assert_eq!(handle.wait(WAIT).unwrap(), 7);
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !heard
+        .iter()
+        .any(|e| matches!(e, taskspool::Event::Succeeded(_)))
+    {
+        assert!(Instant::now() < deadline, "heard only {heard:?}");
+        heard.extend(events.recv_timeout(WAIT).unwrap());
+    }
+    let lives: Vec<(&str, u64, u32)> = heard
+        .iter()
+        .map(|e| match e {
+            taskspool::Event::Enqueued(t) => ("enqueued", t.id.as_u64(), t.attempt),
+            taskspool::Event::Started(t) => ("started", t.id.as_u64(), t.attempt),
+            taskspool::Event::Succeeded(t) => ("succeeded", t.id.as_u64(), t.attempt),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let id = handle.id().as_u64();
+    assert_eq!(
+        lives,
+        [
+            ("enqueued", id, 0),
+            ("started", id, 1),
+            ("succeeded", id, 1)
+        ]
+    );
+    drop(events);
+    // The next event it hears finds no subscriber: the process stops listening.
+    b.enqueue(Job { n: 8, fail: false }).unwrap();
+    wait_for("a to stop listening", || listeners() == "0");
+    worker.shutdown(WAIT).unwrap();
+}
+
 /// A pause declared in one process holds in every other: nothing of the queue is claimed
 /// there, `stats` shows it paused from anywhere, and a resume wakes the other process's
 /// idle worker at once (by its wake-up, not by a poll).

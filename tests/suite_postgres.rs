@@ -66,7 +66,7 @@ impl Drop for Place {
 mod suite {
     //! The engine-neutral modules of `tests/suite/`. Left out: the file itself (`damage`,
     //! `files`, `format*`, `inspect`, `crash`, `schedule_crash`); and, until the engine
-    //! offers them, events (`events`) and metrics (`metrics`).
+    //! offers them, metrics (`metrics`).
     // Helpers for the file-only modules are unused here.
     #[allow(dead_code)]
     mod common;
@@ -77,6 +77,7 @@ mod suite {
     mod control;
     mod decode;
     mod delays;
+    mod events;
     mod flow;
     mod follow_ups;
     mod handlers;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskspool::{Error, Event, Events, Options, Schedule, Spool, TaskEvent};
+use taskspool::{Error, Event, Events, Options, Schedule, TaskEvent};
 
 use super::common::*;
 
@@ -169,7 +169,7 @@ fn failures_expiries_revokes_and_fires_are_told() {
 /// fills, the rest is dropped for it, and when it reads again it hears how many it missed.
 #[test]
 fn a_subscriber_that_does_not_read_misses_events_and_hears_how_many() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let mut slow = spool.events_with_buffer(4);
     let mut fast = spool.events_with_buffer(20_000);
     spool
@@ -192,7 +192,7 @@ fn a_subscriber_that_does_not_read_misses_events_and_hears_how_many() {
 /// When the spool closes, a subscriber reads what is buffered and then hears `Closed`.
 #[test]
 fn a_subscription_ends_when_the_spool_closes() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let mut events = spool.events();
     spool.enqueue(Add { a: 1, b: 2 }).unwrap();
     drop(spool);

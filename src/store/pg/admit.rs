@@ -22,6 +22,7 @@ use crate::flow::{Bucket, LimitTarget, Rate};
 use crate::store::pg::claim::{
     CLAIMED, Claimed, Lock, READY, RUNNING, claim_unlimited, claimed_from,
 };
+use crate::store::pg::events::{listening, task_event};
 use crate::store::pg::migrate::{SchemaName, pg};
 
 /// Most tasks one claim parks: the rest are parked by the claims that follow at once (see
@@ -230,7 +231,13 @@ fn claim_limited(
         }
         parked += park.len();
         park_tasks(tx, schema, &park)?;
-        rows.extend(mark_running(tx, schema, &admit, &under_limit, owner)?);
+        rows.extend(mark_running(
+            tx,
+            schema,
+            &admit,
+            &under_limit,
+            (owner, now_ms),
+        )?);
         if parked >= PARK_BUDGET {
             again = true;
             break;
@@ -537,30 +544,40 @@ fn park_tasks(tx: &mut impl GenericClient, schema: &SchemaName, ids: &[i64]) -> 
     Ok(())
 }
 
-/// Makes `ids` running attempts of `owner`, each marked `limited` as `under_limit` says;
-/// returns their [`CLAIMED`] rows.
+/// Makes `ids` running attempts of `owner` at `now_ms`, each marked `limited` as
+/// `under_limit` says, and tells their starts; returns their [`CLAIMED`] rows.
 fn mark_running(
     tx: &mut impl GenericClient,
     schema: &SchemaName,
     ids: &[i64],
     under_limit: &[bool],
-    owner: u64,
+    (owner, now_ms): (u64, u64),
 ) -> Result<Vec<postgres::Row>, Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let q = schema.quoted();
     let owner = i64::try_from(owner).unwrap_or(i64::MAX);
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     tx.query(
         &format!(
-            "UPDATE {q}.tasks AS task
-             SET state = {RUNNING}, attempts = task.attempts + 1, owner = $2,
-                 started_at_ms = NULL, limited = u.limited
-             FROM unnest($1::int8[], $3::bool[]) AS u(id, limited)
-             WHERE task.id = u.id
-             RETURNING {CLAIMED}"
+            "WITH claimed AS (
+                 UPDATE {q}.tasks AS task
+                 SET state = {RUNNING}, attempts = task.attempts + 1, owner = $2,
+                     started_at_ms = NULL, limited = u.limited
+                 FROM unnest($1::int8[], $3::bool[]) AS u(id, limited)
+                 WHERE task.id = u.id
+                 RETURNING {CLAIMED}
+             ), told AS (
+                 SELECT count(pg_notify($5, {event}))
+                 FROM (SELECT * FROM claimed ORDER BY priority DESC, id) AS t
+                 WHERE {listening}
+             )
+             SELECT claimed.* FROM claimed CROSS JOIN told",
+            event = task_event(&q, "t", "'started'", "$4::int8", false),
+            listening = listening(&q)
         ),
-        &[&ids, &owner, &under_limit],
+        &[&ids, &owner, &under_limit, &now, &schema.events_channel()],
     )
     .map_err(pg("claim tasks under limits"))
 }

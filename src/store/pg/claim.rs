@@ -11,6 +11,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 
 use crate::error::Error;
+use crate::store::pg::events::{listening, task_event};
 use crate::store::pg::inputs::inputs_of;
 use crate::store::pg::migrate::{SchemaName, connect_for, pg};
 use crate::store::pg::notify::notify_wake;
@@ -161,16 +162,24 @@ pub(crate) fn insert_with_ids(
     let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
     let records: Vec<&[u8]> = rows.iter().map(|r| r.record.as_slice()).collect();
     let keys: Vec<Option<&str>> = rows.iter().map(|r| r.limit_key.as_deref()).collect();
+    // The insert, and its events if anyone listens.
+    let event = task_event(&q, "t", "'enqueued'", "t.enqueued_at_ms", false);
     db.execute(
         &format!(
-            "INSERT INTO {q}.tasks \
-                 (id, name, queue, priority, state, due_at_ms, max_retries, payload, record, \
-                  expires_at_ms, enqueued_at_ms, schedule, limit_key, base_retries) \
-             SELECT *, r FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], \
-                                     $5::int2[], $6::int8[], $7::int4[], $8::bytea[], \
-                                     $9::bytea[], $10::int8[], $11::int8[], $12::text[], \
-                                     $13::text[]) \
-                 AS u(i, n, q, p, s, d, r, pl, rc, e, en, sc, lk)"
+            "WITH ins AS (
+                 INSERT INTO {q}.tasks
+                     (id, name, queue, priority, state, due_at_ms, max_retries, payload, record,
+                      expires_at_ms, enqueued_at_ms, schedule, limit_key, base_retries)
+                 SELECT *, r FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[],
+                                         $5::int2[], $6::int8[], $7::int4[], $8::bytea[],
+                                         $9::bytea[], $10::int8[], $11::int8[], $12::text[],
+                                         $13::text[])
+                     AS u(i, n, q, p, s, d, r, pl, rc, e, en, sc, lk)
+                 RETURNING id, name, queue, attempts, enqueued_at_ms, due_at_ms
+             )
+             SELECT pg_notify($14, {event}) FROM (SELECT * FROM ins ORDER BY id) AS t
+             WHERE {listening}",
+            listening = listening(&q)
         ),
         &[
             &ids,
@@ -186,6 +195,7 @@ pub(crate) fn insert_with_ids(
             &enqueued,
             &schedules,
             &keys,
+            &schema.events_channel(),
         ],
     )
     .map_err(pg("insert tasks"))?;
@@ -215,7 +225,8 @@ impl Lock {
 
 /// The columns a claim returns, as [`claimed_from`] reads them.
 pub(crate) const CLAIMED: &str = "task.id, task.name, task.queue, task.priority, \
-     task.attempts, task.payload, task.record, task.max_retries, task.inputs, task.settled";
+     task.attempts, task.payload, task.record, task.max_retries, task.inputs, task.settled, \
+     task.due_at_ms";
 
 /// Claims at most `max` ready tasks of the (queue, name) pairs in `serves` — of the queues
 /// not paused, none parked — for process `owner` at `now_ms`: each becomes running, its
@@ -278,13 +289,27 @@ pub(crate) fn claim_unlimited(
                          started_at_ms = NULL, limited = false
                      FROM heads WHERE task.id = heads.id
                      RETURNING {CLAIMED}
+                 ), told AS (
+                     SELECT count(pg_notify($6, {event}))
+                     FROM (SELECT * FROM claimed ORDER BY priority DESC, id) AS t
+                     WHERE {listening}
                  )
-                 SELECT claimed.*, limited.found FROM limited LEFT JOIN claimed ON true"
+                 SELECT claimed.*, limited.found
+                 FROM limited LEFT JOIN claimed ON true CROSS JOIN told",
+                event = task_event(&q, "t", "'started'", "$5::int8", false),
+                listening = listening(&q)
             ),
-            &[&queues, &names, &max, &owner, &now],
+            &[
+                &queues,
+                &names,
+                &max,
+                &owner,
+                &now,
+                &schema.events_channel(),
+            ],
         )
         .map_err(pg("claim tasks"))?;
-    if rows.first().is_some_and(|r| r.get::<_, bool>(10)) {
+    if rows.first().is_some_and(|r| r.get::<_, bool>(11)) {
         return Ok(None);
     }
     let rows: Vec<_> = rows
@@ -362,6 +387,14 @@ impl Listener {
     /// As [`new`](Self::new).
     pub(crate) fn on_stop(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
         Listener::on(url, schema, schema.stop_channel())
+    }
+
+    /// A listener on the schema's events channel (see `store::pg::events`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub(crate) fn on_events(url: &str, schema: &SchemaName) -> Result<Listener, Error> {
+        Listener::on(url, schema, schema.events_channel())
     }
 
     fn on(url: &str, schema: &SchemaName, channel: String) -> Result<Listener, Error> {

@@ -10,6 +10,7 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::NewRow;
+use crate::store::pg::events::tell;
 use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
@@ -175,7 +176,7 @@ pub(crate) fn complete_in(
         } => match retry_at_ms {
             Some(at) if attempts <= max_retries => {
                 record_error(tx, schema, id, (attempt, now), *kind, message)?;
-                run_again(tx, schema, id, *at, TaskState::Retrying)?
+                run_again(tx, schema, id, (*at, now_ms), TaskState::Retrying)?
             }
             _ => {
                 let failed = TaskState::Failed;
@@ -186,7 +187,7 @@ pub(crate) fn complete_in(
         Ending::Snoozed { at_ms, message } => {
             let snoozed = AttemptErrorKind::Snoozed;
             record_error(tx, schema, id, (attempt, now), snoozed, message)?;
-            run_again(tx, schema, id, *at_ms, TaskState::Scheduled)?
+            run_again(tx, schema, id, (*at_ms, now_ms), TaskState::Scheduled)?
         }
     };
     if follows && state.is_final() {
@@ -206,7 +207,7 @@ fn run_again(
     tx: &mut impl GenericClient,
     schema: &SchemaName,
     id: i64,
-    at_ms: u64,
+    (at_ms, now_ms): (u64, u64),
     state: TaskState,
 ) -> Result<TaskState, Error> {
     let q = schema.quoted();
@@ -225,6 +226,9 @@ fn run_again(
         &[&id, &at],
     )
     .map_err(pg("schedule a task to run again"))?;
+    if state == TaskState::Retrying {
+        tell(tx, schema, "retried", &[id], now_ms)?;
+    }
     notify_wake(tx, schema)?;
     Ok(state)
 }

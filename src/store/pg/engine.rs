@@ -27,6 +27,7 @@ use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::completer::Completer;
 use crate::store::pg::control;
 use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
+use crate::store::pg::events::Fences;
 use crate::store::pg::flow;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{register_process, rescue_own};
@@ -110,6 +111,9 @@ impl PgEngine {
             result_ttl_ms,
             next_prune_ms: AtomicU64::new(0),
             running: Mutex::new(HashMap::new()),
+            listening: Mutex::new(false),
+            fences: Fences::default(),
+            fence_owner: process,
         });
         // A manual clock that moves wakes the dispatcher (until it has stopped).
         let wake = inner.to_dispatcher.clone();
@@ -120,6 +124,7 @@ impl PgEngine {
         let mut listener = Listener::new(url, &inner.schema)?;
         let done = Listener::for_results(url, &inner.schema)?;
         let stops = Listener::on_stop(url, &inner.schema)?;
+        let mut told = Listener::on_events(url, &inner.schema)?;
         let dispatcher_db = connect_for(url, &inner.schema, DISPATCHER_SETUP)?;
         let heartbeat_db = connect_for(url, &inner.schema, "")?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -172,6 +177,11 @@ impl PgEngine {
                 |i, id| i.ask_to_stop(id),
                 Inner::ask_revoked,
             ),
+        )?);
+        let i = inner.clone();
+        threads.push(spawn(
+            "taskspool-pg-events",
+            Box::new(move || i.tell_events(&mut told)),
         )?);
         let i = inner.clone();
         let (stop_lease, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -259,6 +269,7 @@ impl Engine for PgEngine {
         } else {
             self.inner.grouper.insert(rows, now)?
         };
+        self.inner.settle_events();
         Ok(ids
             .into_iter()
             .map(|(id, duplicate)| Enqueued {
@@ -295,6 +306,7 @@ impl Engine for PgEngine {
         };
         // Its first fire may be sooner than what the dispatcher sleeps until.
         let _ = self.inner.to_dispatcher.send(Event::Wake);
+        self.inner.settle_events();
         Ok(changed)
     }
 
@@ -317,7 +329,9 @@ impl Engine for PgEngine {
 
     fn parts(&self, op: PartOp) -> Result<u64, Error> {
         let who = (self.inner.process(), self.inner.clock.now_ms());
-        parts::apply(&mut *self.inner.db(), &self.inner.schema, op, who)
+        let done = parts::apply(&mut *self.inner.db(), &self.inner.schema, op, who);
+        self.inner.settle_events();
+        done
     }
 
     fn limits(&self) -> Result<Vec<Limit>, Error> {
@@ -403,6 +417,8 @@ impl Engine for PgEngine {
                 break;
             }
         }
+        drop(db);
+        self.inner.settle_events();
         Ok(claimed.into_iter().map(|c| self.inner.job(c)).collect())
     }
 
@@ -414,18 +430,23 @@ impl Engine for PgEngine {
 
     fn revoke(&self, id: TaskId) -> Result<Revoke, Error> {
         let now = self.inner.clock.now_ms();
-        control::revoke(&mut *self.inner.db(), &self.inner.schema, id.0, now)?
-            .ok_or(Error::NotFound(id))
+        let revoked = control::revoke(&mut *self.inner.db(), &self.inner.schema, id.0, now)?;
+        self.inner.settle_events();
+        revoked.ok_or(Error::NotFound(id))
     }
 
     fn revoke_where(&self, filter: TaskFilter) -> Result<Revoked, Error> {
         let now = self.inner.clock.now_ms();
-        list::revoke_where(&mut *self.inner.db(), &self.inner.schema, &filter, now)
+        let done = list::revoke_where(&mut *self.inner.db(), &self.inner.schema, &filter, now);
+        self.inner.settle_events();
+        done
     }
 
     fn revoke_workflow(&self, id: TaskId) -> Result<Revoked, Error> {
         let now = self.inner.clock.now_ms();
-        workflow::revoke(&mut *self.inner.db(), &self.inner.schema, id.0, now)
+        let done = workflow::revoke(&mut *self.inner.db(), &self.inner.schema, id.0, now);
+        self.inner.settle_events();
+        done
     }
 
     fn workflow_status(&self, id: TaskId) -> Result<WorkflowStatus, Error> {
@@ -435,12 +456,16 @@ impl Engine for PgEngine {
 
     fn retry_where(&self, filter: TaskFilter) -> Result<u64, Error> {
         let now = self.inner.clock.now_ms();
-        list::retry_where(&mut *self.inner.db(), &self.inner.schema, &filter, now)
+        let done = list::retry_where(&mut *self.inner.db(), &self.inner.schema, &filter, now);
+        self.inner.settle_events();
+        done
     }
 
     fn retry(&self, id: TaskId) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
-        control::retry(&mut *self.inner.db(), &self.inner.schema, id.0, now)
+        let done = control::retry(&mut *self.inner.db(), &self.inner.schema, id.0, now);
+        self.inner.settle_events();
+        done
     }
 
     fn forget(&self, id: TaskId) -> Result<(), Error> {
@@ -502,7 +527,7 @@ impl Engine for PgEngine {
     }
 
     fn events(&self, buffer: usize) -> Events {
-        self.inner.hub.subscribe(buffer)
+        self.inner.subscribe_events(buffer)
     }
 
     fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
@@ -568,11 +593,13 @@ impl Drop for PgEngine {
         let wake = self.inner.schema.wake_channel();
         let done = self.inner.schema.done_channel();
         let stop = self.inner.schema.stop_channel();
+        let events = self.inner.schema.events_channel();
         {
             let mut db = self.inner.db();
             let _ = db.execute(
-                "SELECT pg_notify($1, ''), pg_notify($2, ''), pg_notify($3, '')",
-                &[&wake, &done, &stop],
+                "SELECT pg_notify($1, ''), pg_notify($2, ''), pg_notify($3, ''), \
+                        pg_notify($4, '')",
+                &[&wake, &done, &stop, &events],
             );
             let _ = pools::remove(&mut *db, &self.inner.schema, self.inner.process(), None);
             // The lease ends with the spool: what it still runs can no longer be reported,

@@ -14,6 +14,7 @@ use postgres::GenericClient;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
+use crate::store::pg::events::tell;
 use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
@@ -244,6 +245,8 @@ fn rescue(
         .map(|&id| id as i64)
         .collect();
     notify_done(&mut tx, schema, &finals)?;
+    let retried: Vec<i64> = rescued.retried.iter().map(|&id| id as i64).collect();
+    tell(&mut tx, schema, "retried", &retried, now_ms)?;
     ended(&mut tx, schema, &finals, now_ms)?;
     if !requeued.is_empty() || !rescued.given_back.is_empty() {
         // Ready again, or slots of a concurrency limit freed: every process's dispatcher

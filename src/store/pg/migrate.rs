@@ -79,6 +79,12 @@ impl SchemaName {
     pub(crate) fn stop_channel(&self) -> String {
         format!("taskspool_{}_stop", self.0)
     }
+
+    /// The channel lifecycle events are notified on (JSON, `store::pg::events`), while any
+    /// process has subscribers.
+    pub(crate) fn events_channel(&self) -> String {
+        format!("taskspool_{}_events", self.0)
+    }
 }
 
 /// A PostgreSQL failure of `context`, with the server's own message when it sent one (the

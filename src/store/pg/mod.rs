@@ -19,6 +19,7 @@ mod completer;
 mod control;
 mod dispatch;
 mod engine;
+mod events;
 mod flow;
 mod follow;
 mod group;

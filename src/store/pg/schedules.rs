@@ -14,6 +14,7 @@ use postgres::GenericClient;
 use crate::error::Error;
 use crate::model::Origin;
 use crate::schedule::{ScheduleDef, due_fires};
+use crate::store::pg::events::tell_fired;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::record::new_row;
 use crate::store::pg::unique::insert_new;
@@ -225,6 +226,7 @@ fn fire_one(
         .into_iter()
         .next()
         .ok_or_else(|| Error::storage("a fire's insert answered nothing"))?;
+    tell_fired(tx, schema, name, (fire_ms, now_ms), id)?;
     if !timed {
         return Ok(Some(id));
     }

@@ -17,6 +17,7 @@ use crate::signal::{AttemptSignal, StopReason};
 use crate::store::pg::claim::Claimed;
 use crate::store::pg::complete::prune_due;
 use crate::store::pg::completer::Completer;
+use crate::store::pg::events::Fences;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::migrate::{SchemaName, reopen_if_closed};
 use crate::store::pg::record::PgRecord;
@@ -49,6 +50,12 @@ pub(super) struct Inner {
     /// The attempts this process runs, by task: what a revoke from any process asks to
     /// stop (heard on the schema's `stop` channel).
     pub(super) running: Mutex<HashMap<u64, (u32, Weak<AttemptSignal>)>>,
+    /// Whether this process has its row in `event_listeners` (`store::pg::events`).
+    pub(super) listening: Mutex<bool>,
+    /// The fences its calls wait behind for their events, and the process id that names
+    /// them (its first lease's).
+    pub(super) fences: Fences,
+    pub(super) fence_owner: u64,
 }
 
 /// A live pool of this process: its id, what it serves, its concurrency and its gauges.

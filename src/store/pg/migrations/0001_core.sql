@@ -104,6 +104,13 @@ CREATE TABLE {schema}.limits (
     PRIMARY KEY (kind, name)
 );
 
+-- The processes with subscribers to lifecycle events (`Spool::events`): while there are any,
+-- every change notifies its events on the schema's events channel, for all of them; while
+-- there are none, nothing is notified. Gone with their process's lease.
+CREATE TABLE {schema}.event_listeners (
+    process bigint PRIMARY KEY REFERENCES {schema}.processes (id) ON DELETE CASCADE
+);
+
 -- The paused queues (`Spool::pause_queue`): no process claims their tasks until they are
 -- resumed; their tasks still expire.
 CREATE TABLE {schema}.paused_queues (

@@ -22,6 +22,7 @@ fn a_new_schema_is_created_and_migrated_once() {
         scratch.tables(),
         [
             "attempt_errors",
+            "event_listeners",
             "limits",
             "migrations",
             "open_chords",
