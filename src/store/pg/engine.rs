@@ -3,8 +3,9 @@
 //! module — group-committed inserts, claims for each pool's free slots woken by `LISTEN` or
 //! the next due time, fenced completions, a lease renewed by heartbeat with the rescue of
 //! expired ones, waiters woken by the `done` channel, running attempts stopped by the `stop`
-//! channel. Schedules are declared and fired exactly once across processes. The verbs not
-//! built yet answer `Unsupported` (the README's table of backends lists them).
+//! channel, events heard on the `events` channel. Schedules are declared and fired exactly
+//! once across processes; flow limits hold across them. Metrics are not gathered yet (the
+//! README's table of backends).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

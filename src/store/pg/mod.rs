@@ -6,10 +6,11 @@
 //! (`schedules`), group commit of concurrent enqueues (`group`) and reports (`completer`), a new task as its row and
 //! record (`record`), exact revokes and manual retries (`control`), listings and bulk
 //! requests (`list`), a task's status (`read`), the pools of every process (`pools`), unique keys
-//! (`unique`), paused queues (`flow`), and the engine's verbs and threads on top
+//! (`unique`), paused queues and flow limits declared (`flow`) and claimed under (`admit`),
+//! lifecycle events across processes (`events`), and the engine's verbs and threads on top
 //! (`engine`, `dispatch`, `reporter`); workflows stored (`workflow`), chords in parts (`parts`),
-//! what an end does to the steps after it (`follow`) and a step's inputs (`inputs`). What it
-//! does not offer yet answers `Unsupported`.
+//! what an end does to the steps after it (`follow`) and a step's inputs (`inputs`). Metrics
+//! are not gathered yet.
 
 mod admit;
 mod batch;
