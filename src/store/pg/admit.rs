@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::flow::{Bucket, LimitTarget, Rate};
@@ -52,7 +52,7 @@ pub(crate) struct Claim {
 /// # Errors
 /// `Storage` on a failure of the server, or for a limit's row that is not valid.
 pub(crate) fn claim(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     serves: &[(String, String)],
     max: usize,
@@ -168,7 +168,7 @@ struct Candidate {
 
 /// The claim under limits, in the caller's transaction.
 fn claim_limited(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     serves: &[(String, String)],
     max: usize,
@@ -258,7 +258,7 @@ fn claim_limited(
 /// Locks the rows of the limits on the pairs' queues and task names, in key order; `None`
 /// if there are none.
 fn lock_limits(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     serves: &[(String, String)],
 ) -> Result<Option<Limits>, Error> {
@@ -368,11 +368,7 @@ pub(crate) fn row_limit(r: &postgres::Row) -> Result<(LimitTarget, RowLimit), Er
 
 /// Counts the attempts running under each locked limit (and under each key of a per-key
 /// limit): a scan of the running tasks, as many as the slots of every process.
-fn count_running(
-    tx: &mut impl GenericClient,
-    schema: &SchemaName,
-    limits: &mut Limits,
-) -> Result<(), Error> {
+fn count_running(tx: &mut impl Sql, schema: &SchemaName, limits: &mut Limits) -> Result<(), Error> {
     let (mut names, mut queues) = (Vec::new(), Vec::new());
     for (target, rules) in &limits.rules {
         if rules.concurrency.is_none() && rules.per_key.is_none() {
@@ -419,7 +415,7 @@ fn count_running(
 /// limit — as many as the room, first in claim order first. The keys with parked tasks are
 /// found one index seek each; there are no more of them than attempts of their type ran
 /// since the claims that parked them.
-fn unpark(tx: &mut impl GenericClient, schema: &SchemaName, limits: &Limits) -> Result<(), Error> {
+fn unpark(tx: &mut impl Sql, schema: &SchemaName, limits: &Limits) -> Result<(), Error> {
     let q = schema.quoted();
     for (target, rules) in &limits.rules {
         let (LimitTarget::Task(name), Some(limit)) = (target, rules.per_key) else {
@@ -484,7 +480,7 @@ fn unpark(tx: &mut impl GenericClient, schema: &SchemaName, limits: &Limits) -> 
 /// The next `read` ready tasks of the `open` pairs (of queues not paused), in claim order,
 /// locked as `lock` says.
 fn candidates(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     open: &[&(String, String)],
     read: usize,
@@ -531,7 +527,7 @@ fn candidates(
 }
 
 /// Parks `ids` (ready tasks whose key is at its limit).
-fn park_tasks(tx: &mut impl GenericClient, schema: &SchemaName, ids: &[i64]) -> Result<(), Error> {
+fn park_tasks(tx: &mut impl Sql, schema: &SchemaName, ids: &[i64]) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -547,7 +543,7 @@ fn park_tasks(tx: &mut impl GenericClient, schema: &SchemaName, ids: &[i64]) -> 
 /// Makes `ids` running attempts of `owner` at `now_ms`, each marked `limited` as
 /// `under_limit` says, and tells their starts; returns their [`CLAIMED`] rows.
 fn mark_running(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     ids: &[i64],
     under_limit: &[bool],
@@ -583,11 +579,7 @@ fn mark_running(
 }
 
 /// Writes back the state of every rate that counted a claim.
-fn write_buckets(
-    tx: &mut impl GenericClient,
-    schema: &SchemaName,
-    limits: &Limits,
-) -> Result<(), Error> {
+fn write_buckets(tx: &mut impl Sql, schema: &SchemaName, limits: &Limits) -> Result<(), Error> {
     let (mut kinds, mut names, mut tats) = (Vec::new(), Vec::new(), Vec::new());
     for (target, rules) in &limits.rules {
         if !rules.taken {

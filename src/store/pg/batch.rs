@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
-use crate::store::pg::migrate::{SchemaName, connect_for, reopen_if_closed};
+use crate::store::pg::migrate::{SchemaName, connect_for};
+use crate::store::pg::sql::Conn;
 
 /// How much batching happened (for tests and metrics).
 #[derive(Debug, Default)]
@@ -41,9 +42,9 @@ impl<R: Send + 'static, A: Send + 'static> Batcher<R, A> {
     pub(crate) fn start(
         name: &str,
         (url, schema): (&str, SchemaName),
-        mut apply: impl FnMut(&mut postgres::Client, Vec<Asked<R, A>>) + Send + 'static,
+        mut apply: impl FnMut(&mut Conn, Vec<Asked<R, A>>) + Send + 'static,
     ) -> Result<Batcher<R, A>, Error> {
-        let mut client = connect_for(url, &schema, "")?;
+        let mut client = Conn::new(connect_for(url, &schema, "")?);
         let url = url.to_string();
         let (tx, rx) = crossbeam_channel::unbounded::<Asked<R, A>>();
         let counts = Arc::new(Counts::default());
@@ -52,7 +53,7 @@ impl<R: Send + 'static, A: Send + 'static> Batcher<R, A> {
             .name(name.into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    reopen_if_closed(&mut client, &url, &schema, "");
+                    client.reopen_if_closed(&url, &schema, "");
                     let batch: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
                     thread_counts.groups.fetch_add(1, Ordering::Relaxed);
                     thread_counts

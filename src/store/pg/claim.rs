@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, GenericClient};
+
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::store::pg::events::{listening, task_event};
@@ -82,7 +84,7 @@ pub(crate) const RUNNING: i16 = 2;
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn insert(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     rows: &[NewRow],
 ) -> Result<Vec<u64>, Error> {
@@ -97,7 +99,7 @@ pub(crate) fn insert(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn allocate_ids(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     count: usize,
 ) -> Result<Vec<u64>, Error> {
@@ -125,7 +127,7 @@ pub(crate) fn allocate_ids(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn insert_with_ids(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     rows: &[NewRow],
     ids: &[u64],
@@ -239,7 +241,7 @@ pub(crate) const CLAIMED: &str = "task.id, task.name, task.queue, task.priority,
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn claim_unlimited(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     serves: &[(String, String)],
     max: usize,
@@ -325,7 +327,7 @@ pub(crate) fn claim_unlimited(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn claimed_from(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     rows: &[postgres::Row],
 ) -> Result<Vec<Claimed>, Error> {

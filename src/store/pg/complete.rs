@@ -5,7 +5,7 @@
 //! channel with the task's id, for waiters in any process. Due scheduled and retrying tasks
 //! are made ready by whoever promotes them.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
@@ -71,7 +71,7 @@ impl<'a> Report<'a> {
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn complete(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     attempt: (u64, u32, u64),
     now_ms: u64,
@@ -89,7 +89,7 @@ pub(crate) fn complete(
 /// # Errors
 /// `Storage` on a failure of the server (the caller's transaction is then to be dropped).
 pub(crate) fn complete_in(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     (id, attempt, owner): (u64, u32, u64),
     now_ms: u64,
@@ -204,7 +204,7 @@ pub(crate) fn complete_in(
 /// `Scheduled` after a snooze, which also allows one more attempt (a snooze uses none of the
 /// retries) — and tells every dispatcher the new due time. Returns `state`.
 fn run_again(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     id: i64,
     (at_ms, now_ms): (u64, u64),
@@ -235,7 +235,7 @@ fn run_again(
 
 /// Adds an error of `kind` for `attempt` of task `id`, at `now`, to its history.
 fn record_error(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     id: i64,
     (attempt, now): (i32, i64),
@@ -258,7 +258,7 @@ fn record_error(
 /// `done` is notified with the transaction. The caller follows up its end
 /// (`follow::ended`) if the task is marked `follows`.
 pub(super) fn end(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     id: i64,
     (attempt, now): (i32, i64),
@@ -288,7 +288,7 @@ pub(super) fn end(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn promote_due(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<(u64, Option<u64>), Error> {
@@ -333,7 +333,7 @@ pub(crate) type Outcome = (TaskState, Option<Vec<u8>>);
 /// `Storage` on a failure of the server.
 #[cfg(test)]
 pub(crate) fn result(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     id: u64,
 ) -> Result<Option<Outcome>, Error> {
@@ -357,7 +357,7 @@ pub(crate) fn result(
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn expire_due(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<(Vec<u64>, Option<u64>), Error> {
@@ -442,7 +442,7 @@ const PRUNE_BATCH: i64 = 10_000;
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn prune_due(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
     ttl_ms: u64,

@@ -14,7 +14,8 @@ use crate::model::TaskState;
 use crate::store::pg::batch::Counts;
 use crate::store::pg::batch::{Asked, Batcher};
 use crate::store::pg::complete::{Ending, Report, complete, complete_in};
-use crate::store::pg::migrate::{SchemaName, pg, reopen_if_closed};
+use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::sql::{Conn, Sql};
 
 /// One attempt's report, and where its answer goes.
 pub(crate) struct Done {
@@ -75,7 +76,7 @@ impl Completer {
 
 /// Applies a batch of reports together, or, if that fails, one at a time; answers each.
 fn answer(
-    client: &mut postgres::Client,
+    client: &mut Conn,
     (url, schema): (&str, &SchemaName),
     mut group: Vec<Asked<Done, Option<TaskState>>>,
 ) {
@@ -92,7 +93,7 @@ fn answer(
         let mut answer = complete(client, schema, done.attempt, done.now_ms, done.report());
         if answer.is_err() && client.is_closed() {
             // Fenced: applied again on a new connection, it changes nothing twice.
-            reopen_if_closed(client, url, schema, "");
+            client.reopen_if_closed(url, schema, "");
             answer = complete(client, schema, done.attempt, done.now_ms, done.report());
         }
         let _ = reply.send(answer);
@@ -101,7 +102,7 @@ fn answer(
 
 /// Every report of `group` in one transaction.
 fn together(
-    client: &mut postgres::Client,
+    client: &mut Conn,
     schema: &SchemaName,
     group: &[Asked<Done, Option<TaskState>>],
 ) -> Result<Vec<Option<TaskState>>, Error> {

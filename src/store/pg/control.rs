@@ -4,7 +4,7 @@
 //! attempt ends — returned, or rescued after its process died — the task ends `Revoked`.
 //! And the manual retry and forget of a finished task.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
@@ -18,7 +18,7 @@ use crate::store::pg::notify::notify_wake;
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn revoke(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     id: u64,
     now_ms: u64,
@@ -86,7 +86,7 @@ pub(crate) fn revoke(
 /// `NotFound` for an unknown id; `WrongState` for another state; `Storage` on a failure of
 /// the server (nothing is changed then).
 pub(crate) fn retry(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     id: u64,
     now_ms: u64,
@@ -127,11 +127,7 @@ pub(crate) fn retry(
 /// # Errors
 /// `NotFound` for an unknown id; `WrongState` for a task not finished; `Storage` on a
 /// failure of the server.
-pub(crate) fn forget(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    id: u64,
-) -> Result<(), Error> {
+pub(crate) fn forget(db: &mut impl Sql, schema: &SchemaName, id: u64) -> Result<(), Error> {
     let q = schema.quoted();
     let mut tx = db.transaction().map_err(pg("begin a forget"))?;
     let state = state_of(&mut tx, schema, id)?;
@@ -153,7 +149,7 @@ pub(crate) fn forget(
 }
 
 /// Task `id`'s state, its row locked until the transaction ends.
-fn state_of(db: &mut impl GenericClient, schema: &SchemaName, id: u64) -> Result<TaskState, Error> {
+fn state_of(db: &mut impl Sql, schema: &SchemaName, id: u64) -> Result<TaskState, Error> {
     let q = schema.quoted();
     let row = db
         .query_opt(

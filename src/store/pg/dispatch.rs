@@ -18,9 +18,9 @@ use crate::store::pg::admit;
 use crate::store::pg::claim::Lock;
 use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::lease::{heartbeat, register_process, rescue_expired};
-use crate::store::pg::migrate::reopen_if_closed;
 use crate::store::pg::pools;
 use crate::store::pg::schedules;
+use crate::store::pg::sql::Conn;
 use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{Job, Serves};
 
@@ -53,10 +53,11 @@ pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
 }
 
 /// Renews the lease a third of its length at a time, rescuing expired ones meanwhile.
-pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &Receiver<()>) {
+pub(super) fn keep_lease(inner: &Inner, db: Client, lease: Duration, stop: &Receiver<()>) {
+    let mut db = Conn::new(db);
     let period = lease / 3;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
-        reopen_if_closed(&mut db, &inner.url, &inner.schema, "");
+        db.reopen_if_closed(&inner.url, &inner.schema, "");
         match heartbeat(&mut db, &inner.schema, inner.process()) {
             Ok(true) => {}
             Ok(false) => renew_lost_lease(inner, &mut db, lease),
@@ -76,7 +77,7 @@ pub(super) fn keep_lease(inner: &Inner, mut db: Client, lease: Duration, stop: &
 /// the server for longer than the lease): the attempts it ran belong to that rescue now
 /// (their reports here are discarded by the fence), and it goes on under a new lease, with
 /// its pools recorded again. If the server refuses, the next period tries again.
-fn renew_lost_lease(inner: &Inner, db: &mut Client, lease: Duration) {
+fn renew_lost_lease(inner: &Inner, db: &mut Conn, lease: Duration) {
     let old = inner.process();
     let renewed = register_process(db, &inner.schema, lease).and_then(|process| {
         let live = inner
@@ -106,10 +107,11 @@ fn renew_lost_lease(inner: &Inner, db: &mut Client, lease: Duration) {
 
 /// The dispatcher: fires, expires, promotes and prunes what is due, claims for every pool
 /// with free slots, then waits for a wake-up or the next due time.
-pub(super) fn dispatch(inner: &Inner, mut db: Client, events: &Receiver<Event>) {
+pub(super) fn dispatch(inner: &Inner, db: Client, events: &Receiver<Event>) {
+    let mut db = Conn::new(db);
     let mut pools: HashMap<PoolId, Pool> = HashMap::new();
     loop {
-        reopen_if_closed(&mut db, &inner.url, &inner.schema, DISPATCHER_SETUP);
+        db.reopen_if_closed(&inner.url, &inner.schema, DISPATCHER_SETUP);
         let now = inner.clock.now_ms();
         // Whether a step failed (the server restarting, say): then the loop comes back soon
         // rather than at the next due time, which it could not read.

@@ -40,6 +40,7 @@ use crate::store::pg::read;
 use crate::store::pg::record::new_row;
 use crate::store::pg::reporter::PgReporter;
 use crate::store::pg::schedules;
+use crate::store::pg::sql::{Conn, Sql};
 use crate::store::pg::state::{Event, Inner};
 use crate::store::pg::workflow;
 use crate::store::verbs::{
@@ -103,7 +104,7 @@ impl PgEngine {
             url: url.to_string(),
             process: AtomicU64::new(process),
             clock,
-            db: Mutex::new(db),
+            db: Mutex::new(Conn::new(db)),
             waiters,
             to_dispatcher,
             closed: AtomicBool::new(false),

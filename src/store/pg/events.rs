@@ -19,6 +19,7 @@ use crate::events::{Event, TaskEvent};
 use crate::model::TaskId;
 use crate::store::pg::claim::Listener;
 use crate::store::pg::migrate::pg;
+use crate::store::pg::sql::Sql;
 use crate::store::pg::state::Inner;
 
 /// SQL: whether any process listens for events (one look, evaluated once per statement).
@@ -58,7 +59,7 @@ pub(crate) fn final_kind(t: &str) -> String {
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn tell(
-    db: &mut impl postgres::GenericClient,
+    db: &mut impl Sql,
     schema: &crate::store::pg::migrate::SchemaName,
     kind: &str,
     ids: &[i64],
@@ -89,7 +90,7 @@ pub(crate) fn tell(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn tell_fired(
-    db: &mut impl postgres::GenericClient,
+    db: &mut impl Sql,
     schema: &crate::store::pg::migrate::SchemaName,
     name: &str,
     (fire_ms, now_ms): (u64, u64),

@@ -4,7 +4,7 @@
 //! (`admit`). A change that may let tasks go — a resume, a limit changed or removed —
 //! notifies the wake channel, so every dispatcher claims again at once.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::flow::{Limit, LimitTarget};
@@ -28,7 +28,7 @@ fn key(target: &LimitTarget) -> (i16, &str) {
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn set_limit(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     target: &LimitTarget,
     limit: Option<&Limit>,
@@ -115,10 +115,7 @@ pub(crate) fn set_limit(
 ///
 /// # Errors
 /// `Storage` on a failure of the server, or for a row no declaration could have written.
-pub(crate) fn limits(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-) -> Result<Vec<Limit>, Error> {
+pub(crate) fn limits(db: &mut impl Sql, schema: &SchemaName) -> Result<Vec<Limit>, Error> {
     let q = schema.quoted();
     let rows = db
         .query(
@@ -149,7 +146,7 @@ pub(crate) fn limits(
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn set_paused(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     queue: &str,
     paused: bool,
@@ -182,10 +179,7 @@ pub(crate) fn set_paused(
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn paused(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-) -> Result<Vec<String>, Error> {
+pub(crate) fn paused(db: &mut impl Sql, schema: &SchemaName) -> Result<Vec<String>, Error> {
     let q = schema.quoted();
     Ok(db
         .query(

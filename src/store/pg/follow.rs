@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
@@ -27,7 +27,7 @@ use crate::store::pg::record::{PgLink, PgRecord};
 /// # Errors
 /// `Storage` on a failure of the server (the caller's transaction is then to be dropped).
 pub(crate) fn ended(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     ids: &[i64],
     now_ms: u64,
@@ -108,7 +108,7 @@ pub(crate) fn ended(
 /// reading the task's result; they become its children: its status shows them, and its
 /// output is kept until they have read it.
 fn fire_links(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     id: i64,
     links: &[&PgLink],
@@ -148,7 +148,7 @@ fn fire_links(
 /// last one makes a waiting step ready, or scheduled if it is not due yet at `now`. With
 /// `settled_only`, only the steps that run however their parents ended count.
 fn count_down(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     children: &[i64],
     settled_only: bool,
@@ -191,7 +191,7 @@ fn count_down(
 /// Fails every waiting step of `children` that does not run however its parents ended,
 /// with `reason` in its history; returns them (their own ends are followed up next).
 fn fail_steps(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     children: &[i64],
     reason: &str,
@@ -239,7 +239,7 @@ fn fail_steps(
 }
 
 /// Locks the rows of `ids` in ascending order.
-fn lock(db: &mut impl GenericClient, schema: &SchemaName, ids: &[i64]) -> Result<(), Error> {
+fn lock(db: &mut impl Sql, schema: &SchemaName, ids: &[i64]) -> Result<(), Error> {
     let q = schema.quoted();
     db.execute(
         &format!("SELECT 1 FROM {q}.tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
@@ -254,11 +254,7 @@ fn lock(db: &mut impl GenericClient, schema: &SchemaName, ids: &[i64]) -> Result
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn reopened(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    id: u64,
-) -> Result<(), Error> {
+pub(crate) fn reopened(db: &mut impl Sql, schema: &SchemaName, id: u64) -> Result<(), Error> {
     let q = schema.quoted();
     db.execute(
         &format!(

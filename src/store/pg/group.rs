@@ -11,6 +11,7 @@ use crate::store::pg::batch::Counts;
 use crate::store::pg::batch::{Asked, Batcher};
 use crate::store::pg::claim::NewRow;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::sql::{Conn, Sql};
 use crate::store::pg::unique::insert_new;
 
 /// One caller's rows, and when it enqueued them, on the spool's clock (for unique keys'
@@ -51,11 +52,7 @@ impl Grouper {
 }
 
 /// Inserts every request's rows in one transaction and answers each.
-fn answer(
-    client: &mut postgres::Client,
-    schema: &SchemaName,
-    batch: Vec<Asked<Request, Vec<(u64, bool)>>>,
-) {
+fn answer(client: &mut Conn, schema: &SchemaName, batch: Vec<Asked<Request, Vec<(u64, bool)>>>) {
     // Their rows, moved into one batch in turn.
     let mut rows = Vec::new();
     let mut replies = Vec::new();
@@ -83,7 +80,7 @@ fn answer(
 
 /// One transaction holding every request's rows.
 fn commit(
-    client: &mut postgres::Client,
+    client: &mut Conn,
     schema: &SchemaName,
     rows: &[NewRow],
     now_ms: u64,

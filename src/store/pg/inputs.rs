@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::clock::to_system_time;
 use crate::error::{Error, Failure};
@@ -20,7 +20,7 @@ use crate::store::verbs::Inputs;
 /// # Errors
 /// `Storage` on a failure of the server or a row this build cannot read.
 pub(crate) fn inputs_of(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     runs: &[i64],
     settled: bool,
@@ -76,7 +76,7 @@ pub(crate) fn inputs_of(
 
 /// The errors of each of `ids`, in order.
 fn errors_of(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     ids: &[i64],
 ) -> Result<HashMap<i64, Vec<AttemptError>>, Error> {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
@@ -24,7 +24,7 @@ use crate::store::pg::notify::{notify_done, notify_wake};
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn register_process(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     lease: Duration,
 ) -> Result<u64, Error> {
@@ -52,7 +52,7 @@ pub(crate) fn register_process(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn heartbeat(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     process: u64,
 ) -> Result<bool, Error> {
@@ -72,7 +72,7 @@ pub(crate) fn heartbeat(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn note_started(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     attempts: &[(u64, u32)],
     now_ms: u64,
@@ -122,7 +122,7 @@ pub(crate) struct Rescued {
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn rescue_expired(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<Rescued, Error> {
@@ -136,7 +136,7 @@ pub(crate) fn rescue_expired(
 /// # Errors
 /// As [`rescue_expired`].
 pub(crate) fn rescue_own(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     process: u64,
     now_ms: u64,
@@ -146,7 +146,7 @@ pub(crate) fn rescue_own(
 
 /// The rescue of the expired processes (`None`) or of one process.
 fn rescue(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
     process: Option<u64>,

@@ -4,7 +4,7 @@
 //! order by keyset (`id > cursor`), and `revoke_where` / `retry_where` as the single verbs
 //! over every matching task, all or none.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 use postgres::types::ToSql;
 
 use crate::error::Error;
@@ -83,7 +83,7 @@ impl Where {
 /// `InvalidOption` for a page size out of range; `Storage` on a failure of the server or a
 /// row this build cannot read.
 pub(crate) fn tasks(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     filter: &TaskFilter,
     paging: &Paging,
@@ -126,7 +126,7 @@ pub(crate) fn tasks(
 /// transaction ends (in id order, as every locker here takes them, so two bulk requests
 /// cannot deadlock).
 fn lock_matching(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     filter: &TaskFilter,
     applies: impl Fn(TaskState) -> bool,
@@ -151,7 +151,7 @@ fn lock_matching(
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed then).
 pub(crate) fn revoke_where(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     filter: &TaskFilter,
     now_ms: u64,
@@ -175,7 +175,7 @@ pub(crate) fn revoke_where(
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed then).
 pub(crate) fn retry_where(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     filter: &TaskFilter,
     now_ms: u64,

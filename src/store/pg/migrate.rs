@@ -137,23 +137,6 @@ pub(crate) fn connect_for(url: &str, schema: &SchemaName, setup: &str) -> Result
     Ok(client)
 }
 
-/// Replaces `client` with a new connection ([`connect_for`]) if the server closed it — a
-/// restart, a terminated backend, a cut network — so that the engine's next use of it works
-/// again. If the server cannot be reached yet, `client` is left closed (its next use fails
-/// with `Storage`, and the next call tries again) and the error is logged.
-pub(crate) fn reopen_if_closed(client: &mut Client, url: &str, schema: &SchemaName, setup: &str) {
-    if !client.is_closed() {
-        return;
-    }
-    match connect_for(url, schema, setup) {
-        Ok(fresh) => {
-            tracing::info!(schema = schema.as_str(), "reconnected to PostgreSQL");
-            *client = fresh;
-        }
-        Err(e) => tracing::warn!(error = %e, "PostgreSQL is not reachable yet"),
-    }
-}
-
 /// What [`migrate`] did: the schema's migration before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Migrated {

@@ -35,6 +35,7 @@ mod read;
 mod record;
 mod reporter;
 mod schedules;
+mod sql;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 //! events). The `stop` channel is notified by a revoke (`control`); the other events by
 //! `events`.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::store::pg::events::{final_kind, listening, task_event};
@@ -13,7 +13,7 @@ use crate::store::pg::migrate::{SchemaName, pg};
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn notify_wake(db: &mut impl GenericClient, schema: &SchemaName) -> Result<(), Error> {
+pub(crate) fn notify_wake(db: &mut impl Sql, schema: &SchemaName) -> Result<(), Error> {
     db.execute("SELECT pg_notify($1, '')", &[&schema.wake_channel()])
         .map_err(pg("notify the wake-up channel"))?;
     Ok(())
@@ -26,7 +26,7 @@ pub(crate) fn notify_wake(db: &mut impl GenericClient, schema: &SchemaName) -> R
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn notify_done(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     ids: &[i64],
 ) -> Result<(), Error> {

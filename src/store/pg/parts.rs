@@ -16,7 +16,7 @@
 //! A producer that fails before the seal deletes what it stored (**abandon**); one that dies
 //! leaves its `open_chords` row, and the rescue of its lease deletes the members.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::{TaskId, TaskState};
@@ -34,7 +34,7 @@ use crate::store::verbs::PartOp;
 /// `NotFound` for a chord that is not open (or, to seal, not complete), changing nothing;
 /// `Storage` on a failure of the server.
 pub(crate) fn apply(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     op: PartOp,
     (process, now_ms): (u64, u64),
@@ -195,7 +195,7 @@ pub(crate) fn apply(
 }
 
 /// How many ids open chord `base` reserved, its row locked until the transaction ends.
-fn open_count(db: &mut impl GenericClient, schema: &SchemaName, base: u64) -> Result<i64, Error> {
+fn open_count(db: &mut impl Sql, schema: &SchemaName, base: u64) -> Result<i64, Error> {
     let q = schema.quoted();
     db.query_opt(
         &format!("SELECT count FROM {q}.open_chords WHERE base = $1 FOR UPDATE"),

@@ -3,7 +3,7 @@
 //! process can list them in `stats` and tell which ready tasks no live pool can run
 //! (`unregistered`: a pool serves the task's queue, none knows its name).
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::store::pg::migrate::{SchemaName, pg};
@@ -16,7 +16,7 @@ use crate::views::PoolStats;
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn add(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     (process, pool): (u64, u64),
     serves: &Serves,
@@ -52,7 +52,7 @@ pub(crate) fn add(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn remove(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     process: u64,
     pool: Option<u64>,
@@ -74,7 +74,7 @@ pub(crate) fn remove(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn of_others(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     process: u64,
 ) -> Result<Vec<PoolStats>, Error> {
@@ -131,7 +131,7 @@ fn stranded(q: &str, t: &str) -> String {
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn unregistered_counts(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
 ) -> Result<Vec<(String, u64)>, Error> {
     let q = schema.quoted();

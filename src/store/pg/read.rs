@@ -1,7 +1,9 @@
 //! Reading a task on PostgreSQL as the public views show it: its columns, its record and
 //! its errors, in one round trip.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use crate::store::pg::sql::Sql;
 
 use crate::clock::to_system_time;
 use crate::error::Error;
@@ -38,11 +40,7 @@ pub(super) fn columns(q: &str) -> String {
 /// # Errors
 /// `NotFound` for an unknown id; `Storage` on a failure of the server or a row this build
 /// cannot read.
-pub(crate) fn status(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    id: u64,
-) -> Result<TaskStatus, Error> {
+pub(crate) fn status(db: &mut impl Sql, schema: &SchemaName, id: u64) -> Result<TaskStatus, Error> {
     let q = schema.quoted();
     let row = db
         .query_opt(
@@ -125,10 +123,7 @@ pub(super) fn from_row(row: &Row) -> Result<TaskStatus, Error> {
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn counts(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-) -> Result<Vec<QueueStats>, Error> {
+pub(crate) fn counts(db: &mut impl Sql, schema: &SchemaName) -> Result<Vec<QueueStats>, Error> {
     let q = schema.quoted();
     let rows = db
         .query(

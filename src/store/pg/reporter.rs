@@ -13,6 +13,7 @@ use crate::store::pg::completer::Done;
 use crate::store::pg::lease::note_started;
 use crate::store::pg::migrate::pg;
 use crate::store::pg::record::{PgRecord, new_row};
+use crate::store::pg::sql::Sql;
 use crate::store::pg::state::{Event, Inner};
 use crate::store::verbs::{Completion, Reporter, ThreadSlot};
 

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::Origin;
@@ -27,7 +27,7 @@ fn ms(v: Option<u64>) -> Option<i64> {
 
 /// Stores `record` as schedule `name`'s.
 fn put(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     name: &str,
     record: &ScheduleRecord,
@@ -47,7 +47,7 @@ fn put(
 
 /// Schedule `name`, locked until the transaction ends.
 fn locked(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     name: &str,
 ) -> Result<Option<ScheduleRecord>, Error> {
@@ -68,7 +68,7 @@ fn locked(
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn declare(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     name: &str,
     def: ScheduleDef,
@@ -114,7 +114,7 @@ pub(crate) fn declare(
 /// # Errors
 /// `Storage` on a failure of the server (nothing is changed).
 pub(crate) fn fire_due(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<(Vec<u64>, Option<u64>), Error> {
@@ -128,7 +128,7 @@ pub(crate) fn fire_due(
 /// # Errors
 /// As [`fire_due`].
 pub(crate) fn fire_due_waiting(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
 ) -> Result<(Vec<u64>, Option<u64>), Error> {
@@ -136,7 +136,7 @@ pub(crate) fn fire_due_waiting(
 }
 
 fn fire_due_locking(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     now_ms: u64,
     lock: &str,
@@ -185,7 +185,7 @@ fn fire_due_locking(
 /// (recorded under its schedule and fire time, and skipped if it was already made); a run
 /// asked for by hand (`run_schedule_now`) always enqueues, and is not recorded.
 fn fire_one(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     schema: &SchemaName,
     name: &str,
     def: &ScheduleDef,
@@ -243,7 +243,7 @@ fn fire_one(
 /// # Errors
 /// `Storage` on a failure of the server or a record this build cannot read.
 pub(crate) fn list(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
 ) -> Result<Vec<crate::schedule::ScheduleInfo>, Error> {
     let q = schema.quoted();
@@ -261,11 +261,7 @@ pub(crate) fn list(
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
-pub(crate) fn remove(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    name: &str,
-) -> Result<bool, Error> {
+pub(crate) fn remove(db: &mut impl Sql, schema: &SchemaName, name: &str) -> Result<bool, Error> {
     let q = schema.quoted();
     let removed = db
         .execute(
@@ -282,7 +278,7 @@ pub(crate) fn remove(
 /// # Errors
 /// `ScheduleNotFound` for an unknown name; `Storage` on a failure of the server.
 pub(crate) fn set_paused(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     name: &str,
     paused: bool,
@@ -314,7 +310,7 @@ pub(crate) fn set_paused(
 /// # Errors
 /// `ScheduleNotFound` for an unknown name; `Storage` on a failure of the server.
 pub(crate) fn run_now(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     name: &str,
     now_ms: u64,

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crossbeam_channel::Sender;
-use postgres::{Client, GenericClient};
+
+use crate::store::pg::sql::{Conn, Sql};
 
 use crate::clock::Clock;
 use crate::error::Error;
@@ -19,7 +20,7 @@ use crate::store::pg::complete::prune_due;
 use crate::store::pg::completer::Completer;
 use crate::store::pg::events::Fences;
 use crate::store::pg::group::Grouper;
-use crate::store::pg::migrate::{SchemaName, reopen_if_closed};
+use crate::store::pg::migrate::SchemaName;
 use crate::store::pg::record::PgRecord;
 use crate::store::verbs::{Inputs, Job, PoolGauges, PoolSpec, Serves};
 use crate::sync::Waiters;
@@ -33,7 +34,7 @@ pub(super) struct Inner {
     pub(super) process: AtomicU64,
     pub(super) clock: Clock,
     /// For reads, completions and revokes (one at a time, for now).
-    pub(super) db: Mutex<Client>,
+    pub(super) db: Mutex<Conn>,
     pub(super) grouper: Grouper,
     /// Batches attempt reports into shared transactions.
     pub(super) completer: Completer,
@@ -80,9 +81,9 @@ impl Inner {
 
     /// The connection for reads, completions and control verbs; opened again first if the
     /// server closed it.
-    pub(super) fn db(&self) -> MutexGuard<'_, Client> {
+    pub(super) fn db(&self) -> MutexGuard<'_, Conn> {
         let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
-        reopen_if_closed(&mut db, &self.url, &self.schema, "");
+        db.reopen_if_closed(&self.url, &self.schema, "");
         db
     }
 
@@ -92,12 +93,12 @@ impl Inner {
     /// (a completion, a start note, a hand-back) or idempotent (a schedule's declaration).
     pub(super) fn with_db<T>(
         &self,
-        mut op: impl FnMut(&mut Client) -> Result<T, Error>,
+        mut op: impl FnMut(&mut Conn) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut db = self.db();
         match op(&mut db) {
             Err(e) if db.is_closed() => {
-                reopen_if_closed(&mut db, &self.url, &self.schema, "");
+                db.reopen_if_closed(&self.url, &self.schema, "");
                 if db.is_closed() {
                     return Err(e);
                 }
@@ -111,7 +112,7 @@ impl Inner {
     /// returns when the next one is (`None`: results are kept forever). On the system clock
     /// one runs at most once a second, or a steady stream of finishes would make each one
     /// due on its own; on a manual clock, exactly when due.
-    pub(super) fn prune_if_due(&self, db: &mut impl GenericClient, now: u64) -> Option<u64> {
+    pub(super) fn prune_if_due(&self, db: &mut impl Sql, now: u64) -> Option<u64> {
         let ttl = self.result_ttl_ms?;
         let due = self.next_prune_ms.load(Ordering::SeqCst);
         if now < due {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::TaskState;
@@ -24,7 +24,7 @@ use crate::store::pg::migrate::{SchemaName, pg};
 /// # Errors
 /// `Storage` on a failure of the server (the caller's transaction is then to be dropped).
 pub(crate) fn insert_new(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     rows: &[NewRow],
     now_ms: u64,
@@ -79,7 +79,7 @@ pub(crate) fn insert_new(
 /// Takes unique key `key` of task name `name` for the new task `id`, or returns the task
 /// that holds it at `now_ms`.
 fn take(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     (name, key): (&str, &str),
     (id, hold): (u64, Hold),

@@ -4,7 +4,7 @@
 //! step with parents left waits (state 8). What a member's end does to the steps after it is
 //! in `follow`. A workflow's status and its revoke read its members by the `workflow` column.
 
-use postgres::GenericClient;
+use crate::store::pg::sql::Sql;
 
 use crate::error::Error;
 use crate::model::{Revoke, Revoked, TaskId, TaskState, id_runs};
@@ -23,7 +23,7 @@ use crate::views::WorkflowStatus;
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn insert(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     tasks: &[NewTask],
     rows: &[NewRow],
@@ -114,7 +114,7 @@ pub(crate) fn insert(
 /// `NotFound` if `base` is not a workflow's first task; `Storage` on a failure of the
 /// server.
 pub(crate) fn status(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     base: u64,
 ) -> Result<WorkflowStatus, Error> {
@@ -150,7 +150,7 @@ pub(crate) fn status(
 /// `NotFound` if `base` is not a workflow's first task (nothing is changed); `Storage` on a
 /// failure of the server.
 pub(crate) fn revoke(
-    db: &mut impl GenericClient,
+    db: &mut impl Sql,
     schema: &SchemaName,
     base: u64,
     now_ms: u64,
@@ -186,11 +186,7 @@ pub(crate) fn revoke(
 }
 
 /// `NotFound` unless `base` is a workflow's first task.
-fn must_be_workflow(
-    db: &mut impl GenericClient,
-    schema: &SchemaName,
-    base: u64,
-) -> Result<(), Error> {
+fn must_be_workflow(db: &mut impl Sql, schema: &SchemaName, base: u64) -> Result<(), Error> {
     let q = schema.quoted();
     db.query_opt(
         &format!("SELECT 1 FROM {q}.tasks WHERE id = $1 AND workflow = $1"),

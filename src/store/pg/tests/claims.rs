@@ -7,6 +7,7 @@ use super::claim;
 use super::{Scratch, server};
 use crate::store::pg::claim::{Listener, NewRow, insert};
 use crate::store::pg::lease::register_process;
+use crate::store::pg::sql::Sql;
 
 pub(super) fn row(name: &str, queue: &str, priority: u8) -> NewRow {
     NewRow {
@@ -147,7 +148,7 @@ fn a_listener_is_woken_by_an_insert_in_another_connection() {
         let waiting = s.spawn(|| listener.wait(Duration::from_secs(30)).unwrap());
         std::thread::sleep(Duration::from_millis(50));
         let mut db = scratch.client();
-        let mut tx = db.transaction().unwrap();
+        let mut tx = Sql::transaction(&mut db).unwrap();
         insert(&mut tx, &scratch.schema, &[row("mail", "default", 0)]).unwrap();
         tx.commit().unwrap();
         waiting.join().unwrap()

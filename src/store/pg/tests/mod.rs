@@ -12,6 +12,7 @@ mod leases;
 mod migrations;
 mod records;
 mod schedules;
+mod statements;
 
 use std::io::Write;
 
