@@ -450,8 +450,9 @@ impl Listener {
             .next()
             .map_err(pg("wait for a wake-up"))?
             .is_some();
-        // Take the ones already arrived behind it: one wake-up serves them all.
-        let mut queued = notifications.timeout_iter(Duration::from_millis(1));
+        // Take the ones already arrived behind it (without waiting for more): one wake-up
+        // serves them all.
+        let mut queued = notifications.iter();
         while queued.next().map_err(pg("wait for a wake-up"))?.is_some() {}
         Ok(woke)
     }

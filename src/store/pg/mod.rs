@@ -1,5 +1,6 @@
 //! The PostgreSQL engine (feature `postgres`, `SpoolBuilder::connect_postgres`): connecting
-//! and the versioned migrations of its schema (`migrate`), tasks in and out — inserts, claims
+//! and the versioned migrations of its schema (`migrate`), connections that keep the
+//! statements they run (`sql`), tasks in and out — inserts, claims
 //! with `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` wake-ups (`claim`) — fenced completions
 //! with their follow-ups, due work and the results TTL (`complete`), leases with the rescue
 //! of an expired one's attempts (`lease`), schedules fired exactly once across processes
