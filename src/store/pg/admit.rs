@@ -15,15 +15,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::flow::{Bucket, LimitTarget, Rate};
 use crate::store::pg::claim::{
     CLAIMED, Claimed, Lock, READY, RUNNING, claim_unlimited, claimed_from,
 };
-use crate::store::pg::events::{listening, task_event};
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::{listening, task_event};
+use crate::store::pg::sql::Sql;
 
 /// Most tasks one claim parks: the rest are parked by the claims that follow at once (see
 /// [`Claim::again`]), so no transaction grows with the backlog.

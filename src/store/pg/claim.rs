@@ -10,13 +10,12 @@ use std::time::Duration;
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
-use crate::store::pg::events::{listening, task_event};
 use crate::store::pg::inputs::inputs_of;
 use crate::store::pg::migrate::{SchemaName, connect_for, pg};
 use crate::store::pg::notify::notify_wake;
+use crate::store::pg::notify::{listening, task_event};
+use crate::store::pg::sql::Sql;
 
 /// A task to insert: its indexed columns and the rest of its record.
 #[derive(Debug, Clone, PartialEq, Eq)]

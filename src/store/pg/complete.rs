@@ -5,15 +5,14 @@
 //! channel with the task's id, for waiters in any process. Due scheduled and retrying tasks
 //! are made ready by whoever promotes them.
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::NewRow;
-use crate::store::pg::events::tell;
 use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::tell;
 use crate::store::pg::notify::{notify_done, notify_wake};
+use crate::store::pg::sql::Sql;
 use crate::store::pg::unique::insert_new;
 
 /// How an attempt ended, as the engine decided it.

@@ -4,14 +4,13 @@
 //! attempt ends — returned, or rescued after its process died — the task ends `Revoked`.
 //! And the manual retry and forget of a finished task.
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
 use crate::store::pg::complete::end;
 use crate::store::pg::follow::{ended, reopened};
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::notify_wake;
+use crate::store::pg::sql::Sql;
 
 /// Revokes task `id` at `now_ms`; `None` for an unknown id.
 ///

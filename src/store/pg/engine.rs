@@ -28,7 +28,6 @@ use crate::store::pg::complete::{expire_due, promote_due};
 use crate::store::pg::completer::Completer;
 use crate::store::pg::control;
 use crate::store::pg::dispatch::{DISPATCHER_SETUP, dispatch, keep_lease, pairs};
-use crate::store::pg::events::Fences;
 use crate::store::pg::flow;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::lease::{register_process, rescue_own};
@@ -41,6 +40,7 @@ use crate::store::pg::record::new_row;
 use crate::store::pg::reporter::PgReporter;
 use crate::store::pg::schedules;
 use crate::store::pg::sql::{Conn, Sql};
+use crate::store::pg::state::Fences;
 use crate::store::pg::state::{Event, Inner};
 use crate::store::pg::workflow;
 use crate::store::verbs::{

@@ -2,15 +2,15 @@
 //! row each in `event_listeners`), every change notifies its events on the schema's events
 //! channel, as JSON, in the statement that makes it — so they are heard when it commits, in
 //! commit order, by every process; while none has, the statements notify nothing (the
-//! check is one look at that table, in the same statement). Each process's events thread
-//! turns what it hears into [`Event`]s for its own subscribers.
+//! check is one look at that table, in the same statement; `notify` has that SQL). Each
+//! process's events thread turns what it hears into [`Event`]s for its own subscribers.
 //!
 //! A call that changes something returns once this process's subscribers have its events
 //! (as on the file engine): it then notifies a fence of its own on the channel, which
 //! arrives after them, and waits for the events thread to hear it.
 
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -21,102 +21,6 @@ use crate::store::pg::claim::Listener;
 use crate::store::pg::migrate::pg;
 use crate::store::pg::sql::Sql;
 use crate::store::pg::state::Inner;
-
-/// SQL: whether any process listens for events (one look, evaluated once per statement).
-pub(crate) fn listening(q: &str) -> String {
-    format!("(SELECT EXISTS (SELECT 1 FROM {q}.event_listeners))")
-}
-
-/// SQL: the JSON of the event `kind` about the task row `t` (with columns id, name, queue,
-/// attempts) at the time `at` (ms), with its last error if `error`, and its due time.
-pub(crate) fn task_event(q: &str, t: &str, kind: &str, at: &str, error: bool) -> String {
-    let error = if error {
-        format!(
-            "(SELECT left(e.message, 4000) FROM {q}.attempt_errors e WHERE e.task = {t}.id
-              ORDER BY e.id DESC LIMIT 1)"
-        )
-    } else {
-        "NULL".to_string()
-    };
-    format!(
-        "json_build_object('k', {kind}, 'id', {t}.id, 'name', {t}.name, 'queue', {t}.queue,
-                           'attempt', {t}.attempts, 'at', {at}, 'error', {error},
-                           'due', {t}.due_at_ms)::text"
-    )
-}
-
-/// SQL: the kind of a final state's event, from the row `t`'s state.
-pub(crate) fn final_kind(t: &str) -> String {
-    format!(
-        "CASE {t}.state WHEN 4 THEN 'succeeded' WHEN 5 THEN 'failed' WHEN 6 THEN 'revoked'
-                        ELSE 'expired' END"
-    )
-}
-
-/// Notifies, if anyone listens, the event `kind` (`retried`: with its last error) of each
-/// task of `ids`, in id order, at `now_ms`.
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn tell(
-    db: &mut impl Sql,
-    schema: &crate::store::pg::migrate::SchemaName,
-    kind: &str,
-    ids: &[i64],
-    now_ms: u64,
-) -> Result<(), crate::error::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let q = schema.quoted();
-    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-    let event = task_event(&q, "t", "$3::text", "$4::int8", kind == "retried");
-    db.execute(
-        &format!(
-            "SELECT pg_notify($1, {event}) FROM (
-                 SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
-             WHERE {listening}",
-            listening = listening(&q)
-        ),
-        &[&schema.events_channel(), &ids, &kind, &now],
-    )
-    .map_err(pg("notify events"))?;
-    Ok(())
-}
-
-/// Notifies, if anyone listens, that schedule `name` fired for `fire_ms` at `now_ms`,
-/// enqueueing task `task`.
-///
-/// # Errors
-/// `Storage` on a failure of the server.
-pub(crate) fn tell_fired(
-    db: &mut impl Sql,
-    schema: &crate::store::pg::migrate::SchemaName,
-    name: &str,
-    (fire_ms, now_ms): (u64, u64),
-    task: u64,
-) -> Result<(), crate::error::Error> {
-    let q = schema.quoted();
-    let as_i64 = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
-    db.execute(
-        &format!(
-            "SELECT pg_notify($1, json_build_object('k', 'fired', 'schedule', $2::text,
-                                                    'fire', $3::int8, 'at', $4::int8,
-                                                    'task', $5::int8)::text)
-             WHERE {listening}",
-            listening = listening(&q)
-        ),
-        &[
-            &schema.events_channel(),
-            &name,
-            &as_i64(fire_ms),
-            &as_i64(now_ms),
-            &(task as i64),
-        ],
-    )
-    .map_err(pg("notify a fire"))?;
-    Ok(())
-}
 
 /// An event as a statement notified it.
 #[derive(Debug, Deserialize)]
@@ -172,13 +76,6 @@ impl Told {
             _ => return None,
         })
     }
-}
-
-/// Fences this process's subscribers wait behind: the last asked and the last heard.
-#[derive(Debug, Default)]
-pub(crate) struct Fences {
-    numbers: Mutex<(u64, u64)>,
-    heard: Condvar,
 }
 
 /// How long a call waits for its fence before it returns all the same (the events thread

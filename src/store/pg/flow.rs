@@ -4,13 +4,12 @@
 //! (`admit`). A change that may let tasks go — a resume, a limit changed or removed —
 //! notifies the wake channel, so every dispatcher claims again at once.
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::flow::{Limit, LimitTarget};
 use crate::store::pg::admit::row_limit;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::notify_wake;
+use crate::store::pg::sql::Sql;
 
 /// The `limits` key of a target.
 fn key(target: &LimitTarget) -> (i16, &str) {

@@ -12,14 +12,13 @@
 
 use std::collections::HashMap;
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::insert;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::{notify_done, notify_wake};
 use crate::store::pg::record::{PgLink, PgRecord};
+use crate::store::pg::sql::Sql;
 
 /// Follows up the ends of `ids`, tasks that became final at `now_ms` in the caller's
 /// transaction (tasks not marked `follows` are passed over).

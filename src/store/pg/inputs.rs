@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 
-use crate::store::pg::sql::Sql;
-
 use crate::clock::to_system_time;
 use crate::error::{Error, Failure};
 use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::sql::Sql;
 use crate::store::verbs::Inputs;
 
 /// The inputs of a step (or callback): the outputs of the tasks in `runs` (first, count,

@@ -10,14 +10,13 @@
 
 use std::time::Duration;
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
-use crate::store::pg::events::tell;
 use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::tell;
 use crate::store::pg::notify::{notify_done, notify_wake};
+use crate::store::pg::sql::Sql;
 
 /// Registers this process with a lease of `lease`; returns its id.
 ///

@@ -16,8 +16,6 @@
 //! A producer that fails before the seal deletes what it stored (**abandon**); one that dies
 //! leaves its `open_chords` row, and the rescue of its lease deletes the members.
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::{TaskId, TaskState};
 use crate::store::PART;
@@ -25,6 +23,7 @@ use crate::store::pg::claim::insert_with_ids;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::notify_wake;
 use crate::store::pg::record::new_row;
+use crate::store::pg::sql::Sql;
 use crate::store::verbs::PartOp;
 
 /// Applies one step of storing a chord in parts for process `process` at `now_ms`; answers

@@ -3,10 +3,9 @@
 //! process can list them in `stats` and tell which ready tasks no live pool can run
 //! (`unregistered`: a pool serves the task's queue, none knows its name).
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::sql::Sql;
 use crate::store::verbs::Serves;
 use crate::views::PoolStats;
 

@@ -3,8 +3,6 @@
 
 use postgres::Row;
 
-use crate::store::pg::sql::Sql;
-
 use crate::clock::to_system_time;
 use crate::error::Error;
 use crate::model::{AttemptError, AttemptErrorKind, TaskId, TaskState};
@@ -12,6 +10,7 @@ use crate::store::pg::flow::paused;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::pools::unregistered;
 use crate::store::pg::record::PgRecord;
+use crate::store::pg::sql::Sql;
 use crate::views::{QueueStats, TaskStatus};
 
 /// The columns [`from_row`] reads, of the task `t`: its columns, then its errors in order,

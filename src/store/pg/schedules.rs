@@ -9,14 +9,13 @@
 
 use std::sync::Arc;
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::Origin;
 use crate::schedule::{ScheduleDef, due_fires};
-use crate::store::pg::events::tell_fired;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::notify::tell_fired;
 use crate::store::pg::record::new_row;
+use crate::store::pg::sql::Sql;
 use crate::store::pg::unique::insert_new;
 use crate::store::schedules::ScheduleRecord;
 use crate::store::verbs::NewTask;

@@ -3,11 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use crossbeam_channel::Sender;
-
-use crate::store::pg::sql::{Conn, Sql};
 
 use crate::clock::Clock;
 use crate::error::Error;
@@ -18,10 +16,10 @@ use crate::signal::{AttemptSignal, StopReason};
 use crate::store::pg::claim::Claimed;
 use crate::store::pg::complete::prune_due;
 use crate::store::pg::completer::Completer;
-use crate::store::pg::events::Fences;
 use crate::store::pg::group::Grouper;
 use crate::store::pg::migrate::SchemaName;
 use crate::store::pg::record::PgRecord;
+use crate::store::pg::sql::{Conn, Sql};
 use crate::store::verbs::{Inputs, Job, PoolGauges, PoolSpec, Serves};
 use crate::sync::Waiters;
 
@@ -215,4 +213,11 @@ fn job(c: Claimed) -> Job {
             .inputs
             .map(|(json, count)| Arc::new(Inputs { json, count })),
     }
+}
+
+/// Fences this process's subscribers wait behind: the last asked and the last heard.
+#[derive(Debug, Default)]
+pub(crate) struct Fences {
+    pub(crate) numbers: Mutex<(u64, u64)>,
+    pub(crate) heard: Condvar,
 }

@@ -7,12 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::TaskState;
 use crate::store::pg::claim::{Hold, NewRow, allocate_ids, insert, insert_with_ids};
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::sql::Sql;
 
 /// Inserts `rows` at `now_ms`, honouring their unique keys; returns for each row its task's
 /// id and whether it is a duplicate (the id then is the holder's: of an earlier task, or of

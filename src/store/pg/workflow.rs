@@ -4,13 +4,12 @@
 //! step with parents left waits (state 8). What a member's end does to the steps after it is
 //! in `follow`. A workflow's status and its revoke read its members by the `workflow` column.
 
-use crate::store::pg::sql::Sql;
-
 use crate::error::Error;
 use crate::model::{Revoke, Revoked, TaskId, TaskState, id_runs};
 use crate::store::pg::claim::{NewRow, allocate_ids, insert_with_ids};
 use crate::store::pg::control;
 use crate::store::pg::migrate::{SchemaName, pg};
+use crate::store::pg::sql::Sql;
 use crate::store::pg::unique::insert_new;
 use crate::store::verbs::NewTask;
 use crate::views::WorkflowStatus;
