@@ -54,7 +54,9 @@ pub enum Unique {
     /// default.
     #[default]
     UntilFinal,
-    /// Until the task's first attempt starts: a task enqueued while one runs is a new task.
+    /// Until a worker claims the task's first attempt (it is `Running`): a task enqueued
+    /// while one runs is a new task. A task a pool took ahead of its free threads
+    /// ([`prefetch`](crate::WorkerBuilder::prefetch)) counts as claimed.
     UntilStarted,
     /// For this long after the task was enqueued, whatever its state (Oban's `period`).
     For(Duration),

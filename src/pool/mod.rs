@@ -125,8 +125,8 @@ impl WorkerBuilder {
 
     /// The most tasks claimed ahead of free threads. Default [`DEFAULT_MAX_PREFETCH`].
     ///
-    /// The pool claims ahead only as many tasks as its threads finish during one commit of
-    /// the writer (measured as it runs), so threads do not sit idle waiting for a commit when
+    /// The pool claims ahead only as many tasks as its threads finish during one claim cycle
+    /// (a commit of the writer; on PostgreSQL, a claim's round trip; measured as it runs), so threads do not sit idle waiting for a commit when
     /// tasks are short, while long tasks are claimed only as threads free up — a newly
     /// enqueued high-priority task never waits behind a long local backlog. Arguments held
     /// ahead are also capped at about 8 MiB. `0` disables

@@ -27,33 +27,60 @@ pub(crate) fn ewma(avg: Option<f64>, sample: f64) -> f64 {
     avg.map_or(sample, |a| a + EWMA * (sample - a))
 }
 
-/// One live pool.
-struct Pool {
-    spec: Arc<PoolSpec>,
-    jobs: Sender<Job>,
+/// What sizes a pool's claims ahead of its threads, on either engine: how long its attempts
+/// run and how large their arguments are.
+#[derive(Debug, Default)]
+pub(crate) struct Prefetch {
     /// Moving average of how long one attempt runs, in microseconds; `None` until the first
     /// completion (until then nothing is claimed ahead).
     avg_run_us: Option<f64>,
     /// Moving average of the arguments' size, in bytes, of the attempts handed out.
     avg_payload: Option<f64>,
+}
+
+impl Prefetch {
+    /// An attempt ran `run_us` microseconds.
+    pub(crate) fn ran(&mut self, run_us: u64) {
+        self.avg_run_us = Some(ewma(self.avg_run_us, run_us as f64));
+    }
+
+    /// An attempt with `bytes` of arguments was handed out.
+    pub(crate) fn handed(&mut self, bytes: usize) {
+        self.avg_payload = Some(ewma(self.avg_payload, bytes as f64));
+    }
+
+    /// How many attempts to hold ahead of `threads`: as many as they finish while the engine
+    /// gets them the next ones (`cycle_us`), up to `max` and to [`PREFETCH_BYTES`] of
+    /// arguments; none until an attempt has finished.
+    pub(crate) fn ahead(&self, threads: usize, max: usize, cycle_us: f64) -> usize {
+        match self.avg_run_us {
+            Some(run) => {
+                let per_cycle = threads as f64 * cycle_us / run.max(1.0);
+                let by_bytes = PREFETCH_BYTES as f64 / self.avg_payload.unwrap_or(1.0).max(1.0);
+                (per_cycle.min(by_bytes).ceil() as usize).min(max)
+            }
+            None => 0,
+        }
+    }
+}
+
+/// One live pool.
+struct Pool {
+    spec: Arc<PoolSpec>,
+    jobs: Sender<Job>,
+    prefetch: Prefetch,
     /// Attempts handed out and not yet completed or released.
     outstanding: usize,
 }
 
 impl Pool {
     /// How many more attempts to hand out now: free threads, plus as many as the threads
-    /// finish during one commit cycle (`cycle_us`), up to the prefetch limit and to
-    /// [`PREFETCH_BYTES`] of arguments held ahead.
+    /// finish during one commit cycle (`cycle_us`), up to the prefetch limit.
     fn free(&self, cycle_us: f64) -> usize {
         let threads = self.spec.threads;
-        let ahead = match self.avg_run_us {
-            Some(run) => {
-                let per_cycle = threads as f64 * cycle_us / run.max(1.0);
-                let by_bytes = PREFETCH_BYTES as f64 / self.avg_payload.unwrap_or(1.0).max(1.0);
-                (per_cycle.min(by_bytes).ceil() as usize).min(self.spec.max_prefetch)
-            }
-            None => 0,
-        };
+        let ahead = self
+            .prefetch
+            .ahead(threads, self.spec.max_prefetch, cycle_us);
         (threads + ahead).saturating_sub(self.outstanding)
     }
 
@@ -81,8 +108,7 @@ impl Pools {
         self.pools.push(Pool {
             spec: spec.clone(),
             jobs,
-            avg_run_us: None,
-            avg_payload: None,
+            prefetch: Prefetch::default(),
             outstanding: 0,
         });
         self.live.write().push(spec);
@@ -98,7 +124,7 @@ impl Pools {
     pub(crate) fn finished(&mut self, pool: Option<PoolId>, run_us: u64) {
         if let Some(p) = pool.and_then(|id| self.find(id)) {
             p.released();
-            p.avg_run_us = Some(ewma(p.avg_run_us, run_us as f64));
+            p.prefetch.ran(run_us);
         }
     }
 
@@ -148,7 +174,7 @@ impl Pools {
                 p.outstanding += 1;
                 // The start journal's rings rely on this bound (see `Engine::reporter`).
                 debug_assert!(p.outstanding <= p.spec.threads + p.spec.max_prefetch);
-                p.avg_payload = Some(ewma(p.avg_payload, job.payload.len() as f64));
+                p.prefetch.handed(job.payload.len());
                 if let Err(send) = p.jobs.send(job) {
                     p.released();
                     returned.push(send.into_inner());

@@ -98,3 +98,56 @@ fn a_single_threaded_worker_runs_in_priority_then_fifo_order() {
     let expected: Vec<TaskId> = expected.into_iter().map(|(_, i)| t[i]).collect();
     assert_eq!(logged(&log), ids(&expected));
 }
+
+/// Claims ahead follow how long tasks run: a pool that has seen its tasks run long holds at
+/// most one ahead of its thread, so an urgent task enqueued while a long one runs goes next
+/// (after at most that one) rather than behind the whole backlog.
+#[test]
+fn an_urgent_task_does_not_wait_behind_a_backlog_held_by_a_busy_pool() {
+    let spool = fresh_spool();
+    let warm = unique("prio-held-warm");
+    let blocker = unique("prio-held-blocker");
+    let log = unique("prio-held");
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .register::<Gated>()
+        .register::<Record>()
+        .start()
+        .unwrap();
+    // Tasks that run long next to one claim: the pool learns that claiming ahead gains
+    // little.
+    let long = Gated {
+        gate: warm,
+        wait: false,
+        work_ms: 200,
+        value: 0,
+    };
+    spool.enqueue(long).unwrap().wait(WAIT).unwrap();
+    let held = spool
+        .enqueue(Gated {
+            gate: blocker.clone(),
+            wait: true,
+            work_ms: 0,
+            value: 1,
+        })
+        .unwrap();
+    gate(&blocker).wait_started(1);
+    let backlog = enqueue_all(&spool, &log, &[("default", 0); 5]);
+    // Let a claim that would take the backlog happen before the urgent task exists.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let urgent = enqueue_all(&spool, &log, &[("default", 9)]);
+    gate(&blocker).open();
+    held.wait(WAIT).unwrap();
+    for id in backlog.iter().chain(&urgent) {
+        spool.handle::<Record>(*id).wait(WAIT).unwrap();
+    }
+    worker.shutdown(WAIT).unwrap();
+    let order = logged(&log);
+    let at = order.iter().position(|&id| id == urgent[0].as_u64());
+    assert!(
+        at.is_some_and(|at| at <= 1),
+        "the urgent task ran at {at:?} in {order:?} (backlog {:?})",
+        ids(&backlog)
+    );
+}

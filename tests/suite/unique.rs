@@ -109,7 +109,9 @@ fn eight_racing_producers_create_exactly_one_task_per_key() {
     assert_eq!(spool.stats().unwrap().total(), 1);
 }
 
-/// `UntilStarted`: a task enqueued while the holder runs is a new task.
+/// `UntilStarted`: a task enqueued while the holder runs is a new task. A worker's claim is
+/// the start: a task a pool prefetched is `Running` and frees its key, so this pool takes
+/// no prefetch and the third task waits, `Ready`, holding the key.
 #[test]
 fn until_started_frees_the_key_when_the_first_attempt_starts() {
     let spool = fresh_spool();
@@ -126,6 +128,7 @@ fn until_started_frees_the_key_when_the_first_attempt_starts() {
     let w = spool
         .worker()
         .concurrency(1)
+        .prefetch(0)
         .register::<Gated>()
         .start()
         .unwrap();

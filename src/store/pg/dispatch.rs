@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use postgres::Client;
@@ -22,12 +22,19 @@ use crate::store::pg::pools;
 use crate::store::pg::schedules;
 use crate::store::pg::sql::Conn;
 use crate::store::pg::state::{Event, Inner};
+use crate::store::pools::{Prefetch, ewma};
 use crate::store::verbs::{Job, Serves};
 
 /// A pool as the dispatcher keeps it.
 struct Pool {
     pairs: Vec<(String, String)>,
-    slots: usize,
+    threads: usize,
+    max_prefetch: usize,
+    /// Sizes the claims ahead of the threads, as the file engine does: as many as the
+    /// threads finish during one claim (so a short task's thread finds its next one waiting),
+    /// none until an attempt has finished, and about one for long tasks (so tasks are not
+    /// held here while another process, or a newly enqueued urgent task, could run them).
+    prefetch: Prefetch,
     outstanding: usize,
     jobs: Sender<Job>,
     /// A flow limit applied to its last claim (the next goes to the limits at once).
@@ -110,6 +117,9 @@ fn renew_lost_lease(inner: &Inner, db: &mut Conn, lease: Duration) {
 pub(super) fn dispatch(inner: &Inner, db: Client, events: &Receiver<Event>) {
     let mut db = Conn::new(db);
     let mut pools: HashMap<PoolId, Pool> = HashMap::new();
+    // Moving average of one claim's round trip, in microseconds: how long a thread that
+    // finished would wait for its next task without one held ahead.
+    let mut claim_us = None;
     loop {
         db.reopen_if_closed(&inner.url, &inner.schema, DISPATCHER_SETUP);
         let now = inner.clock.now_ms();
@@ -142,20 +152,30 @@ pub(super) fn dispatch(inner: &Inner, db: Client, events: &Receiver<Event>) {
         // A claim stopped parking at its budget: the next comes at once.
         let mut again = false;
         for (id, pool) in &mut pools {
-            let free = pool.slots.saturating_sub(pool.outstanding);
+            let ahead = pool.prefetch.ahead(
+                pool.threads,
+                pool.max_prefetch,
+                claim_us.unwrap_or_default(),
+            );
+            let free = (pool.threads + ahead).saturating_sub(pool.outstanding);
             if free == 0 {
                 continue;
             }
             let who = (inner.process(), inner.clock.now_ms());
             let how = (Lock::Skip, pool.limited);
+            let started = Instant::now();
             match admit::claim(&mut db, &inner.schema, &pool.pairs, free, who, how) {
                 Ok(claim) => {
+                    let took = started.elapsed().as_secs_f64() * 1e6;
+                    claim_us = Some(ewma(claim_us, took));
                     pool.limited = claim.limited;
                     again |= claim.again;
                     next_due = [next_due, claim.wake_at_ms].into_iter().flatten().min();
                     for c in claim.claimed {
                         pool.outstanding += 1;
-                        if pool.jobs.send(inner.job(c)).is_err() {
+                        let job = inner.job(c);
+                        pool.prefetch.handed(job.payload.len());
+                        if pool.jobs.send(job).is_err() {
                             tracing::debug!(pool = id.0, "a pool left with a job in hand");
                         }
                     }
@@ -189,9 +209,11 @@ pub(super) fn dispatch(inner: &Inner, db: Client, events: &Receiver<Event>) {
                         spec.id,
                         Pool {
                             pairs: pairs(&spec.serves),
-                            // A pool's free threads plus its prefetch: a prefetched job
-                            // waits in its channel, handed back if the pool stops first.
-                            slots: spec.threads + spec.max_prefetch,
+                            // A prefetched job waits in the pool's channel, handed back if
+                            // the pool stops first.
+                            threads: spec.threads,
+                            max_prefetch: spec.max_prefetch,
+                            prefetch: Prefetch::default(),
                             outstanding: 0,
                             jobs,
                             limited: false,
@@ -202,9 +224,12 @@ pub(super) fn dispatch(inner: &Inner, db: Client, events: &Receiver<Event>) {
                     pools.remove(&id);
                     let _ = done.send(());
                 }
-                Event::Freed(id) => {
+                Event::Freed(id, ran) => {
                     if let Some(pool) = pools.get_mut(&id) {
                         pool.outstanding = pool.outstanding.saturating_sub(1);
+                        if let Some(run_us) = ran {
+                            pool.prefetch.ran(run_us);
+                        }
                     }
                 }
                 Event::Stop => return,

@@ -47,6 +47,7 @@ impl Reporter for PgReporter {
             return Err(Error::Closed);
         }
         self.inner.reported(c.id.0, c.attempt);
+        let run_us = c.run_us;
         let now = self.inner.clock.now_ms();
         let ending = self.ending(&c, now)?;
         // Fenced to the attempt: applied twice (the first commit's answer lost with its
@@ -59,7 +60,10 @@ impl Reporter for PgReporter {
             returned: c.outcome.describe(),
         })?;
         if let Some(pool) = pool {
-            let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
+            let _ = self
+                .inner
+                .to_dispatcher
+                .send(Event::Freed(pool, Some(run_us)));
         }
         Ok(())
     }
@@ -82,7 +86,7 @@ impl Reporter for PgReporter {
             db.execute(&sql, &[&id64, &attempt32, &owner, &channel])
                 .map_err(pg("hand back an attempt"))
         })?;
-        let _ = self.inner.to_dispatcher.send(Event::Freed(pool));
+        let _ = self.inner.to_dispatcher.send(Event::Freed(pool, None));
         Ok(())
     }
 

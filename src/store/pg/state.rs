@@ -66,8 +66,9 @@ pub(super) enum Event {
     Wake,
     Register(PoolSpec, Sender<Job>),
     Unregister(PoolId, Sender<()>),
-    /// A pool's attempt ended (or was handed back): a slot is free.
-    Freed(PoolId),
+    /// A pool's attempt ended after running so many microseconds (`None`: handed back
+    /// without running): a slot is free.
+    Freed(PoolId, Option<u64>),
     Stop,
 }
 
