@@ -147,7 +147,12 @@ impl Samples {
     /// A task of (queue id `q`, name id `n`) entered `state` (stored in a waiting state:
     /// enqueued).
     pub(crate) fn entered(&mut self, q: u32, n: u32, state: TaskState) {
-        self.tally((q, n)).entered[usize::from(state.code())] += 1;
+        self.entered_times(q, n, state, 1);
+    }
+
+    /// `times` tasks of (`q`, `n`) entered `state`.
+    pub(crate) fn entered_times(&mut self, q: u32, n: u32, state: TaskState, times: u64) {
+        self.tally((q, n)).entered[usize::from(state.code())] += times;
     }
 
     /// An attempt of (`q`, `n`) ran `us` µs.

@@ -151,10 +151,13 @@ pub struct Stats {
     pub queues: Vec<QueueStats>,
     /// Task names that are due but that no live worker has registered, with how many wait.
     pub unregistered: Vec<(String, u64)>,
-    /// The worker pools running in this process, in the order they started.
+    /// The worker pools running in this process, in the order they started (on
+    /// PostgreSQL, then every other process's).
     pub pools: Vec<PoolStats>,
     /// What happened per (queue, task name) since the spool opened, over the last minutes,
-    /// and how long attempts ran (see [`Spool::prometheus`](crate::Spool::prometheus)).
+    /// and how long attempts ran (see [`Spool::prometheus`](crate::Spool::prometheus)). On
+    /// PostgreSQL, what this process did: the tasks it stored, the ends it made and its own
+    /// attempts (each process counts its own, as a Prometheus exporter's counters are).
     #[serde(default)]
     pub metrics: Vec<TaskMetrics>,
 }

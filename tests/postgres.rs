@@ -714,3 +714,44 @@ fn a_chords_members_ending_in_two_processes_at_once_run_its_body_once() {
         worker.shutdown(WAIT).unwrap();
     }
 }
+
+/// Metrics count what each process did, as a Prometheus exporter's counters do: the
+/// producer counts the enqueues, the process whose pool ran the tasks counts their
+/// outcomes and run times, and the two add up to the whole.
+#[test]
+fn each_process_counts_what_it_did() {
+    let Some(url) = server("postgres") else {
+        return;
+    };
+    let (producer, runner) = two_processes(&url);
+    let handles: Vec<_> = (0..4)
+        .map(|n| producer.enqueue(Job { n, fail: n == 3 }).unwrap())
+        .collect();
+    let worker = runner.worker().register::<Job>().start().unwrap();
+    for h in &handles {
+        wait_for("the task to end", || h.status().unwrap().state.is_final());
+    }
+    worker.shutdown(WAIT).unwrap();
+    let of = |spool: &Spool| {
+        spool
+            .stats()
+            .unwrap()
+            .metrics
+            .into_iter()
+            .find(|m| m.queue == "default" && m.name == "pg.job")
+    };
+    let produced = of(&producer).expect("the producer's series");
+    assert_eq!(
+        (produced.enqueued, produced.succeeded, produced.failed),
+        (4, 0, 0)
+    );
+    let ran = of(&runner).expect("the runner's series");
+    assert_eq!((ran.enqueued, ran.succeeded, ran.failed), (0, 3, 1));
+    assert_eq!(ran.runtime.count, 4);
+    let text = runner.prometheus().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == r#"taskspool_tasks_succeeded_total{queue="default",task="pg.job"} 3"#),
+        "{text}"
+    );
+}

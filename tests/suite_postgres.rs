@@ -65,8 +65,7 @@ impl Drop for Place {
 
 mod suite {
     //! The engine-neutral modules of `tests/suite/`. Left out: the file itself (`damage`,
-    //! `files`, `format*`, `inspect`, `crash`, `schedule_crash`); and, until the engine
-    //! offers them, metrics (`metrics`).
+    //! `files`, `format*`, `inspect`, `crash`, `schedule_crash`).
     // Helpers for the file-only modules are unused here.
     #[allow(dead_code)]
     mod common;
@@ -84,6 +83,7 @@ mod suite {
     mod lifecycle;
     mod limits;
     mod listing;
+    mod metrics;
     mod names;
     mod options;
     mod panics;

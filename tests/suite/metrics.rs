@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use taskspool::{Options, Spool, TaskMetrics};
+use taskspool::{Options, TaskMetrics, TaskState};
 
 use super::common::*;
 
@@ -105,11 +105,71 @@ fn counts_windows_and_run_times_follow_what_happened() {
     assert_eq!(s.succeeded, 4, "counts since the open stay");
 }
 
+/// A task that expires, one revoked while it waits and one revoked while it runs are each
+/// counted where they ended; the attempt a revoke ends still counts as run.
+#[test]
+fn expiries_and_revokes_are_counted() {
+    let clock = manual_clock();
+    let spool = manual_spool(&clock);
+    let held = unique("metrics-revoked-running");
+    let expiring = spool
+        .enqueue_with(
+            Gated {
+                gate: unique("metrics-expired"),
+                wait: false,
+                work_ms: 0,
+                value: 0,
+            },
+            Options::new().expires(Duration::from_secs(1)),
+        )
+        .unwrap();
+    let waiting = spool
+        .enqueue_with(
+            Gated {
+                gate: unique("metrics-revoked-waiting"),
+                wait: false,
+                work_ms: 0,
+                value: 0,
+            },
+            Options::new().countdown(Duration::from_secs(60)),
+        )
+        .unwrap();
+    spool.revoke(waiting.id()).unwrap();
+    clock.advance(Duration::from_secs(2));
+    eventually("the task expired", || {
+        state_of(&spool, expiring.id()) == TaskState::Expired
+    });
+    let worker = spool.worker().register::<Gated>().start().unwrap();
+    let running = spool
+        .enqueue(Gated {
+            gate: held.clone(),
+            wait: true,
+            work_ms: 0,
+            value: 0,
+        })
+        .unwrap();
+    gate(&held).wait_started(1);
+    spool.revoke(running.id()).unwrap();
+    gate(&held).open();
+    eventually("the running task was revoked", || {
+        state_of(&spool, running.id()) == TaskState::Revoked
+    });
+    worker.shutdown(WAIT).unwrap();
+    let stats = spool.stats().unwrap();
+    let s = series(&stats.metrics, "default", "test.gated");
+    assert_eq!(
+        (s.enqueued, s.expired, s.revoked, s.succeeded, s.failed),
+        (3, 1, 2, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.runtime.count, 1, "the revoked attempt ran");
+}
+
 /// The Prometheus text has the state gauges, the counters and the histogram, with label
 /// values escaped.
 #[test]
 fn prometheus_text_has_gauges_counters_and_a_histogram() {
-    let spool = Spool::temporary().unwrap();
+    let spool = fresh_spool();
     let odd = "say \"hi\"\\now";
     spool
         .enqueue_with(Add { a: 1, b: 2 }, Options::new().queue(odd))

@@ -1,21 +1,23 @@
-//! `taskspool`: a queue file from the command line.
+//! `taskspool`: a queue file, or a PostgreSQL queue, from the command line.
 //!
 //! Every command goes to the process that owns the file, through its control socket
 //! (`Client`). With no owner, reads go to the file without writing to it (`Spool::inspect`),
-//! and a command that changes the queue opens the file as its owner (and says so).
+//! and a command that changes the queue opens the file as its owner (and says so). In place
+//! of the file, a `postgres://` URL (feature `postgres`) connects to that database's queue
+//! as one more process, as any process there does.
 //!
 //! Exit codes: see `EXIT_CODES`.
 
 mod print;
 mod source;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
-use source::{Owner, Source};
+use source::{Owner, Source, Target};
 use taskspool::{Error, ErrorKind, MAX_PAGE, Options, Paging, TaskFilter, TaskId, TaskState};
 
 /// The command line.
@@ -30,6 +32,14 @@ struct Cli {
     /// Print JSON instead of tables (one document per command).
     #[arg(long, global = true)]
     json: bool,
+    /// The schema of a PostgreSQL queue (when the queue is a `postgres://` URL).
+    #[arg(
+        long,
+        global = true,
+        env = "TASKSPOOL_POSTGRES_SCHEMA",
+        default_value = "taskspool"
+    )]
+    postgres_schema: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,12 +53,12 @@ is not running (tail).";
 enum Command {
     /// Task counts per queue and state.
     Stats {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
     },
     /// List tasks, oldest first (a page at a time: pass the printed `next` to --after).
     Ls {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// Only tasks in this state (repeat for several).
         #[arg(long, value_enum)]
@@ -74,26 +84,26 @@ enum Command {
     },
     /// One task: arguments, output, progress, attempts with their errors, times.
     Show {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The task id.
         id: u64,
     },
     /// The periodic schedules, with their next and last fire.
     Schedules {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
     },
     /// Run a failed, expired or revoked task again.
     Retry {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The task id.
         id: u64,
     },
     /// Revoke a task (a running one is asked to stop).
     Revoke {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The task id.
         id: u64,
@@ -101,7 +111,7 @@ enum Command {
     /// Revoke every waiting task (scheduled, ready, retrying, waiting; not running ones) of a
     /// queue or task name, or of the whole file.
     Purge {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// Only this queue.
         #[arg(long)]
@@ -112,28 +122,28 @@ enum Command {
     },
     /// Delete a finished task and its result now.
     Forget {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The task id.
         id: u64,
     },
     /// Stop claiming from a queue (also across restarts).
     Pause {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The queue.
         queue: String,
     },
     /// Claim from a paused queue again.
     Resume {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The queue.
         queue: String,
     },
     /// Enqueue a task by name with JSON arguments (like `celery call`); prints its id.
     Enqueue {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// The task name (a task type's NAME).
         name: String,
@@ -152,14 +162,14 @@ enum Command {
     /// Move every acknowledged change from the write-ahead log into the queue file itself
     /// (after it, a copy of the file alone is a complete backup).
     Checkpoint {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
     },
     /// Serve the web dashboard: through the owner's socket when the queue is live, read-only
     /// from the file when it is not (feature `dashboard`). Runs until interrupted.
     #[cfg(feature = "dashboard")]
     Dashboard {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// Where to listen; an address other than a loopback one needs --token.
         #[arg(long, default_value = "127.0.0.1:5555")]
@@ -170,7 +180,7 @@ enum Command {
     },
     /// Print events as they happen, one JSON line each (the queue must be live).
     Tail {
-        /// The queue file.
+        /// The queue file, or a PostgreSQL database (`postgres://…` or `host=… dbname=…`).
         file: PathBuf,
         /// Stop after this many events.
         #[arg(long)]
@@ -226,7 +236,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
     let json = cli.json;
     match &cli.command {
         Command::Stats { file } => {
-            let stats = Source::read(file)?.stats()?;
+            let stats = Source::read(&at(cli, file))?.stats()?;
             Ok(if json {
                 print::json(&stats)
             } else {
@@ -268,7 +278,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             if let Some(after) = after {
                 paging = paging.after(TaskId::from_u64(*after));
             }
-            let page = Source::read(file)?.tasks(&filter, &paging)?;
+            let page = Source::read(&at(cli, file))?.tasks(&filter, &paging)?;
             Ok(if json {
                 print::json(&page)
             } else {
@@ -276,7 +286,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Show { file, id } => {
-            let status = Source::read(file)?.status(TaskId::from_u64(*id))?;
+            let status = Source::read(&at(cli, file))?.status(TaskId::from_u64(*id))?;
             Ok(if json {
                 print::json(&status)
             } else {
@@ -284,7 +294,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Schedules { file } => {
-            let schedules = Source::read(file)?.schedules()?;
+            let schedules = Source::read(&at(cli, file))?.schedules()?;
             Ok(if json {
                 print::json(&schedules)
             } else {
@@ -292,11 +302,11 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Retry { file, id } => {
-            Owner::get(file)?.retry(TaskId::from_u64(*id))?;
+            Owner::get(&at(cli, file))?.retry(TaskId::from_u64(*id))?;
             Ok(done(json, &format!("task {id} runs again")))
         }
         Command::Revoke { file, id } => {
-            let what = Owner::get(file)?.revoke(TaskId::from_u64(*id))?;
+            let what = Owner::get(&at(cli, file))?.revoke(TaskId::from_u64(*id))?;
             Ok(if json {
                 print::json(&what)
             } else {
@@ -319,7 +329,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             if let Some(n) = name {
                 filter = filter.name(n);
             }
-            let revoked = Owner::get(file)?.revoke_where(filter)?;
+            let revoked = Owner::get(&at(cli, file))?.revoke_where(filter)?;
             Ok(if json {
                 print::json(&revoked)
             } else {
@@ -327,12 +337,12 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Forget { file, id } => {
-            Owner::get(file)?.forget(TaskId::from_u64(*id))?;
+            Owner::get(&at(cli, file))?.forget(TaskId::from_u64(*id))?;
             Ok(done(json, &format!("task {id} forgotten")))
         }
         Command::Pause { file, queue } | Command::Resume { file, queue } => {
             let pause = matches!(cli.command, Command::Pause { .. });
-            let changed = Owner::get(file)?.pause(queue, pause)?;
+            let changed = Owner::get(&at(cli, file))?.pause(queue, pause)?;
             let state = if pause { "paused" } else { "resumed" };
             let note = if changed { "" } else { " (it was already)" };
             Ok(done(json, &format!("queue {queue} {state}{note}")))
@@ -357,7 +367,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             if let Some(c) = countdown {
                 options = options.countdown(Duration::from_secs(*c));
             }
-            let id = Owner::get(file)?.enqueue(name, arguments, options)?;
+            let id = Owner::get(&at(cli, file))?.enqueue(name, arguments, options)?;
             Ok(if json {
                 print::json(&id)
             } else {
@@ -365,7 +375,12 @@ fn run(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Checkpoint { file } => {
-            Owner::get(file)?.checkpoint()?;
+            if at(cli, file).postgres_url().is_some() {
+                return Err(Error::InvalidOption(
+                    "checkpoint is for a queue file: PostgreSQL checkpoints its own log".into(),
+                ));
+            }
+            Owner::get(&at(cli, file))?.checkpoint()?;
             Ok(done(json, &format!("{} checkpointed", file.display())))
         }
         #[cfg(feature = "dashboard")]
@@ -378,7 +393,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             if let Some(t) = token {
                 options = options.token(t);
             }
-            let dashboard = match Source::read(file)? {
+            let dashboard = match Source::read(&at(cli, file))? {
                 Source::Live(client) => client.serve_dashboard(options)?,
                 Source::Closed(inspection) => {
                     eprintln!(
@@ -387,6 +402,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
                     );
                     inspection.serve_dashboard(options)?
                 }
+                Source::Peer(spool) => spool.serve_dashboard(options)?,
             };
             println!("{}", dashboard.url());
             loop {
@@ -394,7 +410,7 @@ fn run(cli: &Cli) -> Result<String, Error> {
             }
         }
         Command::Tail { file, count } => {
-            let mut events = taskspool::Client::connect(file)?.events(4_096)?;
+            let mut events = at(cli, file).events()?;
             let mut seen = 0;
             while count.is_none_or(|c| seen < c) {
                 if let Some(event) = events.recv_timeout(Duration::from_secs(3600))? {
@@ -406,6 +422,11 @@ fn run(cli: &Cli) -> Result<String, Error> {
             Ok(String::new())
         }
     }
+}
+
+/// The queue `file` names, with the command line's PostgreSQL schema.
+fn at<'a>(cli: &'a Cli, file: &'a Path) -> Target<'a> {
+    Target::new(file, &cli.postgres_schema)
 }
 
 /// A change's confirmation: a line, or `{"done": "..."}`.

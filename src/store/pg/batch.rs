@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use crate::error::Error;
 use crate::store::pg::migrate::{SchemaName, connect_for};
 use crate::store::pg::sql::Conn;
+use crate::store::pg::tally::PgMetrics;
 
 /// How much batching happened (for tests and metrics).
 #[derive(Debug, Default)]
@@ -42,9 +43,13 @@ impl<R: Send + 'static, A: Send + 'static> Batcher<R, A> {
     pub(crate) fn start(
         name: &str,
         (url, schema): (&str, SchemaName),
+        metrics: Option<&Arc<PgMetrics>>,
         mut apply: impl FnMut(&mut Conn, Vec<Asked<R, A>>) + Send + 'static,
     ) -> Result<Batcher<R, A>, Error> {
         let mut client = Conn::new(connect_for(url, &schema, "")?);
+        if let Some(metrics) = metrics {
+            client = client.counting(metrics);
+        }
         let url = url.to_string();
         let (tx, rx) = crossbeam_channel::unbounded::<Asked<R, A>>();
         let counts = Arc::new(Counts::default());

@@ -11,11 +11,13 @@ use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::error::Error;
+use crate::model::TaskState;
 use crate::store::pg::inputs::inputs_of;
 use crate::store::pg::migrate::{SchemaName, connect_for, pg};
 use crate::store::pg::notify::notify_wake;
 use crate::store::pg::notify::{listening, task_event};
 use crate::store::pg::sql::Sql;
+use crate::store::pg::tally::{Counted, Did};
 
 /// A task to insert: its indexed columns and the rest of its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +202,13 @@ pub(crate) fn insert_with_ids(
         ],
     )
     .map_err(pg("insert tasks"))?;
+    if db.counts() {
+        let mut counted = Counted::default();
+        for r in rows {
+            counted.add(&r.queue, &r.name, Did::Entered(TaskState::Ready, 1));
+        }
+        db.count(counted);
+    }
     notify_wake(db, schema)
 }
 

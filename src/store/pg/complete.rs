@@ -13,6 +13,7 @@ use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::tell;
 use crate::store::pg::notify::{notify_done, notify_wake};
 use crate::store::pg::sql::Sql;
+use crate::store::pg::tally::{Counted, Did};
 use crate::store::pg::unique::insert_new;
 
 /// How an attempt ended, as the engine decided it.
@@ -45,6 +46,8 @@ pub(crate) struct Report<'a> {
     pub(crate) ending: &'a Ending,
     pub(crate) progress: Option<&'a [u8]>,
     pub(crate) returned: &'a str,
+    /// How long the attempt ran, in µs (for the metrics).
+    pub(crate) run_us: u64,
 }
 
 impl<'a> Report<'a> {
@@ -58,6 +61,7 @@ impl<'a> Report<'a> {
                 Ending::Succeeded { .. } => "a success",
                 _ => "a failure",
             },
+            run_us: 0,
         }
     }
 }
@@ -98,6 +102,7 @@ pub(crate) fn complete_in(
         ending,
         progress,
         returned,
+        run_us,
     } = report;
     let q = schema.quoted();
     let running = i16::from(TaskState::Running.code());
@@ -109,7 +114,8 @@ pub(crate) fn complete_in(
     let current = tx
         .query_opt(
             &format!(
-                "SELECT attempts, max_retries, revoke_requested, follows, limited FROM {q}.tasks
+                "SELECT attempts, max_retries, revoke_requested, follows, limited, queue, name
+                 FROM {q}.tasks
                  WHERE id = $1 AND state = {running} AND attempts = $2 AND owner = $3
                  FOR UPDATE"
             ),
@@ -189,6 +195,11 @@ pub(crate) fn complete_in(
             run_again(tx, schema, id, (*at_ms, now_ms), TaskState::Scheduled)?
         }
     };
+    if tx.counts() {
+        let mut counted = Counted::default();
+        counted.add(current.get(5), current.get(6), Did::Ran(run_us));
+        tx.count(counted);
+    }
     if follows && state.is_final() {
         ended(tx, schema, &[id], now_ms)?;
     }

@@ -8,6 +8,8 @@
 //! caller hears its own answer. Reports are fenced to their attempts, so applying one again
 //! after a failed commit changes nothing twice.
 
+use std::sync::Arc;
+
 use crate::error::Error;
 use crate::model::TaskState;
 #[cfg(test)]
@@ -16,6 +18,7 @@ use crate::store::pg::batch::{Asked, Batcher};
 use crate::store::pg::complete::{Ending, Report, complete, complete_in};
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::sql::{Conn, Sql};
+use crate::store::pg::tally::PgMetrics;
 
 /// One attempt's report, and where its answer goes.
 pub(crate) struct Done {
@@ -26,6 +29,8 @@ pub(crate) struct Done {
     pub(crate) progress: Option<Vec<u8>>,
     /// What the attempt returned, in a few words.
     pub(crate) returned: String,
+    /// How long it ran, in µs.
+    pub(crate) run_us: u64,
 }
 
 impl Done {
@@ -34,6 +39,7 @@ impl Done {
             ending: &self.ending,
             progress: self.progress.as_deref(),
             returned: &self.returned,
+            run_us: self.run_us,
         }
     }
 }
@@ -46,11 +52,16 @@ impl Completer {
     ///
     /// # Errors
     /// `Storage` if the server cannot be reached or the thread cannot start.
-    pub(crate) fn start(url: &str, schema: SchemaName) -> Result<Completer, Error> {
+    pub(crate) fn start(
+        url: &str,
+        schema: SchemaName,
+        metrics: Option<&Arc<PgMetrics>>,
+    ) -> Result<Completer, Error> {
         let (reopen_url, group_schema) = (url.to_string(), schema.clone());
         Batcher::start(
             "taskspool-pg-complete",
             (url, schema),
+            metrics,
             move |client, batch| {
                 answer(client, (&reopen_url, &group_schema), batch);
             },

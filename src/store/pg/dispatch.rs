@@ -61,7 +61,7 @@ pub(super) fn pairs(serves: &Serves) -> Vec<(String, String)> {
 
 /// Renews the lease a third of its length at a time, rescuing expired ones meanwhile.
 pub(super) fn keep_lease(inner: &Inner, db: Client, lease: Duration, stop: &Receiver<()>) {
-    let mut db = Conn::new(db);
+    let mut db = Conn::new(db).counting(&inner.metrics);
     let period = lease / 3;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
         db.reopen_if_closed(&inner.url, &inner.schema, "");
@@ -115,7 +115,7 @@ fn renew_lost_lease(inner: &Inner, db: &mut Conn, lease: Duration) {
 /// The dispatcher: fires, expires, promotes and prunes what is due, claims for every pool
 /// with free slots, then waits for a wake-up or the next due time.
 pub(super) fn dispatch(inner: &Inner, db: Client, events: &Receiver<Event>) {
-    let mut db = Conn::new(db);
+    let mut db = Conn::new(db).counting(&inner.metrics);
     let mut pools: HashMap<PoolId, Pool> = HashMap::new();
     // Moving average of one claim's round trip, in microseconds: how long a thread that
     // finished would wait for its next task without one held ahead.

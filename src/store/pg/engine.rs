@@ -42,6 +42,7 @@ use crate::store::pg::schedules;
 use crate::store::pg::sql::{Conn, Sql};
 use crate::store::pg::state::Fences;
 use crate::store::pg::state::{Event, Inner};
+use crate::store::pg::tally::PgMetrics;
 use crate::store::pg::workflow;
 use crate::store::verbs::{
     Engine, Enqueued, FlowOp, Job, Lead, NewTask, PartOp, PoolSpec, Reporter, ScheduleOp, Serves,
@@ -97,14 +98,16 @@ impl PgEngine {
         migrate(&mut db, &schema)?;
         let process = register_process(&mut db, &schema, lease)?;
         let (to_dispatcher, events) = crossbeam_channel::unbounded();
+        let metrics = Arc::new(PgMetrics::new(clock.clone()));
         let inner = Arc::new(Inner {
-            grouper: Grouper::start(url, schema.clone())?,
-            completer: Completer::start(url, schema.clone())?,
+            grouper: Grouper::start(url, schema.clone(), Some(&metrics))?,
+            completer: Completer::start(url, schema.clone(), Some(&metrics))?,
             schema,
             url: url.to_string(),
             process: AtomicU64::new(process),
             clock,
-            db: Mutex::new(Conn::new(db)),
+            db: Mutex::new(Conn::new(db).counting(&metrics)),
+            metrics,
             waiters,
             to_dispatcher,
             closed: AtomicBool::new(false),
@@ -538,8 +541,8 @@ impl Engine for PgEngine {
     }
 
     /// Counts per queue and state (a scan of the table, for now), the names no live pool
-    /// knows, this process's pools and then every other process's (metrics are not
-    /// gathered yet).
+    /// knows, this process's pools and then every other process's, and this process's
+    /// metrics (`tally`).
     fn stats(&self) -> Result<Stats, Error> {
         let schema = &self.inner.schema;
         let (queues, unregistered, others) = self.inner.with_db(|db| {
@@ -573,7 +576,7 @@ impl Engine for PgEngine {
             queues,
             unregistered,
             pools,
-            metrics: Vec::new(),
+            metrics: self.inner.metrics.snapshot(),
         })
     }
 

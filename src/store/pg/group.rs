@@ -5,6 +5,8 @@
 //! its own ids, in its own order. A group that fails fails all its callers with the same
 //! error, and stores nothing of any of them.
 
+use std::sync::Arc;
+
 use crate::error::Error;
 #[cfg(test)]
 use crate::store::pg::batch::Counts;
@@ -12,6 +14,7 @@ use crate::store::pg::batch::{Asked, Batcher};
 use crate::store::pg::claim::NewRow;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::sql::{Conn, Sql};
+use crate::store::pg::tally::PgMetrics;
 use crate::store::pg::unique::insert_new;
 
 /// One caller's rows, and when it enqueued them, on the spool's clock (for unique keys'
@@ -26,11 +29,20 @@ impl Grouper {
     ///
     /// # Errors
     /// `Storage` if the server cannot be reached or the thread cannot start.
-    pub(crate) fn start(url: &str, schema: SchemaName) -> Result<Grouper, Error> {
+    pub(crate) fn start(
+        url: &str,
+        schema: SchemaName,
+        metrics: Option<&Arc<PgMetrics>>,
+    ) -> Result<Grouper, Error> {
         let group_schema = schema.clone();
-        Batcher::start("taskspool-pg-group", (url, schema), move |client, batch| {
-            answer(client, &group_schema, batch);
-        })
+        Batcher::start(
+            "taskspool-pg-group",
+            (url, schema),
+            metrics,
+            move |client, batch| {
+                answer(client, &group_schema, batch);
+            },
+        )
         .map(Grouper)
     }
 

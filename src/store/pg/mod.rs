@@ -38,6 +38,7 @@ mod reporter;
 mod schedules;
 mod sql;
 mod state;
+mod tally;
 #[cfg(test)]
 mod tests;
 mod unique;

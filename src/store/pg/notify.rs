@@ -5,8 +5,10 @@
 //! notified by a revoke (`control`).
 
 use crate::error::Error;
+use crate::model::TaskState;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::sql::Sql;
+use crate::store::pg::tally::{Counted, Did};
 
 /// Notifies the wake-up channel (heard when the transaction commits): work may be ready.
 ///
@@ -34,21 +36,45 @@ pub(crate) fn notify_done(
     }
     let q = schema.quoted();
     let event = task_event(&q, "t", &final_kind("t"), "t.finished_at_ms", true);
-    db.execute(
-        &format!(
-            "WITH done AS (
-                 SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id
-             ), told AS (
-                 SELECT pg_notify($3, {event})
-                 FROM (SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
-                 WHERE {listening}
-             )
-             SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM told)",
-            listening = listening(&q)
-        ),
-        &[&schema.done_channel(), &ids, &schema.events_channel()],
-    )
-    .map_err(pg("notify final states"))?;
+    // The notifications, then (for the metrics, if counted) the final states per queue and
+    // task name.
+    let rows = db
+        .query(
+            &format!(
+                "WITH done AS (
+                     SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id
+                 ), told AS (
+                     SELECT pg_notify($3, {event})
+                     FROM (SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
+                     WHERE {listening}
+                 )
+                 SELECT NULL::text, NULL::text, NULL::int2,
+                        (SELECT count(*) FROM done) + (SELECT count(*) FROM told)
+                 UNION ALL
+                 SELECT queue, name, state, count(*) FROM {q}.tasks
+                 WHERE $4 AND id = ANY($2) GROUP BY queue, name, state",
+                listening = listening(&q)
+            ),
+            &[
+                &schema.done_channel(),
+                &ids,
+                &schema.events_channel(),
+                &db.counts(),
+            ],
+        )
+        .map_err(pg("notify final states"))?;
+    let mut counted = Counted::default();
+    for row in rows {
+        let (queue, name, state): (Option<&str>, Option<&str>, Option<i16>) =
+            (row.get(0), row.get(1), row.get(2));
+        if let (Some(queue), Some(name), Some(state)) = (queue, name, state)
+            && let Some(state) = u8::try_from(state).ok().and_then(TaskState::from_code)
+        {
+            let times = u64::try_from(row.get::<_, i64>(3)).unwrap_or(0);
+            counted.add(queue, name, Did::Entered(state, times));
+        }
+    }
+    db.count(counted);
     Ok(())
 }
 
@@ -100,17 +126,40 @@ pub(crate) fn tell(
     }
     let q = schema.quoted();
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-    let event = task_event(&q, "t", "$3::text", "$4::int8", kind == "retried");
-    db.execute(
-        &format!(
-            "SELECT pg_notify($1, {event}) FROM (
-                 SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
-             WHERE {listening}",
-            listening = listening(&q)
-        ),
-        &[&schema.events_channel(), &ids, &kind, &now],
-    )
-    .map_err(pg("notify events"))?;
+    let retried = kind == "retried";
+    let event = task_event(&q, "t", "$3::text", "$4::int8", retried);
+    // The events, then (a retry counted for the metrics) the tasks per queue and name.
+    let rows = db
+        .query(
+            &format!(
+                "WITH told AS (
+                     SELECT pg_notify($1, {event}) FROM (
+                         SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
+                     WHERE {listening}
+                 )
+                 SELECT NULL::text, NULL::text, (SELECT count(*) FROM told)
+                 UNION ALL
+                 SELECT queue, name, count(*) FROM {q}.tasks
+                 WHERE $5 AND id = ANY($2) GROUP BY queue, name",
+                listening = listening(&q)
+            ),
+            &[
+                &schema.events_channel(),
+                &ids,
+                &kind,
+                &now,
+                &(retried && db.counts()),
+            ],
+        )
+        .map_err(pg("notify events"))?;
+    let mut counted = Counted::default();
+    for row in rows {
+        if let (Some(queue), Some(name)) = (row.get::<_, Option<&str>>(0), row.get(1)) {
+            let times = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
+            counted.add(queue, name, Did::Entered(TaskState::Retrying, times));
+        }
+    }
+    db.count(counted);
     Ok(())
 }
 

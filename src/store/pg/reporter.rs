@@ -58,6 +58,7 @@ impl Reporter for PgReporter {
             ending,
             progress: c.progress,
             returned: c.outcome.describe(),
+            run_us,
         })?;
         if let Some(pool) = pool {
             let _ = self

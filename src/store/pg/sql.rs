@@ -10,11 +10,13 @@
 //! after a schema change elsewhere, say).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, Row, Statement, Transaction};
 
 use crate::store::pg::migrate::{SchemaName, connect_for};
+use crate::store::pg::tally::{Counted, PgMetrics};
 
 /// A statement's parameters.
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -103,6 +105,14 @@ pub(crate) trait Sql {
     /// # Errors
     /// The server's.
     fn transaction(&mut self) -> Result<Tx<'_>, postgres::Error>;
+
+    /// Whether what the statements change is counted for the metrics (`tally`): the
+    /// engine's connections count, a bare `Client` does not.
+    fn counts(&self) -> bool;
+
+    /// Counts, for the metrics, what a statement that succeeded changed: on a transaction
+    /// once it commits, on a connection at once (its statement has committed).
+    fn count(&mut self, counted: Counted);
 }
 
 /// Implements [`Sql`] for a type with a `GenericClient` reached by `$db` and an optional
@@ -142,14 +152,24 @@ impl Sql for Client {
         Ok(Tx {
             tx: Client::transaction(self)?,
             cache: None,
+            counted: Counted::default(),
+            into: Sink::Metrics(None),
         })
     }
+
+    fn counts(&self) -> bool {
+        false
+    }
+
+    fn count(&mut self, _counted: Counted) {}
 }
 
 /// A connection that keeps the statements it runs (see the module's documentation).
 pub(crate) struct Conn {
     client: Client,
     cache: Prepared,
+    /// Where what its transactions change is counted.
+    metrics: Option<Arc<PgMetrics>>,
 }
 
 impl Conn {
@@ -158,7 +178,14 @@ impl Conn {
         Conn {
             client,
             cache: Prepared::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts what its committed statements change into `metrics`.
+    pub(crate) fn counting(mut self, metrics: &Arc<PgMetrics>) -> Conn {
+        self.metrics = Some(metrics.clone());
+        self
     }
 
     /// Whether the server closed the connection.
@@ -193,23 +220,51 @@ impl Sql for Conn {
         Ok(Tx {
             tx: self.client.transaction()?,
             cache: Some(&mut self.cache),
+            counted: Counted::default(),
+            into: Sink::Metrics(self.metrics.clone()),
         })
+    }
+
+    fn counts(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    fn count(&mut self, counted: Counted) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&counted);
+        }
     }
 }
 
-/// A transaction, with its connection's statements if it keeps them.
+/// Where a transaction's counts go when it commits.
+enum Sink<'a> {
+    /// A transaction's: to its connection's metrics.
+    Metrics(Option<Arc<PgMetrics>>),
+    /// A savepoint's: to the transaction around it.
+    Outer(&'a mut Counted),
+}
+
+/// A transaction, with its connection's statements if it keeps them, and what it counted.
 pub(crate) struct Tx<'a> {
     tx: Transaction<'a>,
     cache: Option<&'a mut Prepared>,
+    counted: Counted,
+    into: Sink<'a>,
 }
 
 impl Tx<'_> {
-    /// Commits it.
+    /// Commits it (a savepoint: releases it), and then counts what it counted.
     ///
     /// # Errors
-    /// The server's (nothing of it is then stored).
+    /// The server's (nothing of it is then stored, nor counted).
     pub(crate) fn commit(self) -> Result<(), postgres::Error> {
-        self.tx.commit()
+        self.tx.commit()?;
+        match self.into {
+            Sink::Metrics(Some(metrics)) => metrics.record(&self.counted),
+            Sink::Metrics(None) => {}
+            Sink::Outer(outer) => outer.append(self.counted),
+        }
+        Ok(())
     }
 }
 
@@ -217,9 +272,27 @@ impl Sql for Tx<'_> {
     sql_verbs!(self, &mut self.tx, self.cache.as_deref_mut());
 
     fn transaction(&mut self) -> Result<Tx<'_>, postgres::Error> {
+        let counts = self.counts();
         Ok(Tx {
             tx: self.tx.transaction()?,
             cache: self.cache.as_deref_mut(),
+            counted: Counted::default(),
+            into: if counts {
+                Sink::Outer(&mut self.counted)
+            } else {
+                Sink::Metrics(None)
+            },
         })
+    }
+
+    fn counts(&self) -> bool {
+        match &self.into {
+            Sink::Metrics(metrics) => metrics.is_some(),
+            Sink::Outer(_) => true,
+        }
+    }
+
+    fn count(&mut self, counted: Counted) {
+        self.counted.append(counted);
     }
 }

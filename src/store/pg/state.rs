@@ -20,6 +20,7 @@ use crate::store::pg::group::Grouper;
 use crate::store::pg::migrate::SchemaName;
 use crate::store::pg::record::PgRecord;
 use crate::store::pg::sql::{Conn, Sql};
+use crate::store::pg::tally::PgMetrics;
 use crate::store::verbs::{Inputs, Job, PoolGauges, PoolSpec, Serves};
 use crate::sync::Waiters;
 
@@ -55,6 +56,8 @@ pub(super) struct Inner {
     /// them (its first lease's).
     pub(super) fences: Fences,
     pub(super) fence_owner: u64,
+    /// What this process's transactions counted (`tally`).
+    pub(super) metrics: Arc<PgMetrics>,
 }
 
 /// A live pool of this process: its id, what it serves, its concurrency and its gauges.

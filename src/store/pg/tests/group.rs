@@ -20,7 +20,7 @@ fn concurrent_enqueues_share_transactions_and_each_gets_its_own_ids_in_order() {
         return;
     };
     let scratch = Scratch::migrated(url.clone(), "group");
-    let grouper = Grouper::start(&url, scratch.schema.clone()).unwrap();
+    let grouper = Grouper::start(&url, scratch.schema.clone(), None).unwrap();
     let per_thread: Vec<Vec<u64>> = std::thread::scope(|s| {
         let producers: Vec<_> = (0..8)
             .map(|t| {
@@ -103,7 +103,7 @@ fn concurrent_reports_share_transactions_and_each_gets_its_own_answer() {
         claim(&mut db, schema, &pairs, 400, (me, 0)).unwrap().len(),
         400
     );
-    let completer = Completer::start(&url, schema.clone()).unwrap();
+    let completer = Completer::start(&url, schema.clone(), None).unwrap();
     let answers: Vec<(u64, Result<Option<TaskState>, Error>)> = std::thread::scope(|s| {
         let threads: Vec<_> = ids
             .chunks(50)
@@ -131,6 +131,7 @@ fn concurrent_reports_share_transactions_and_each_gets_its_own_answer() {
                                 },
                                 progress: None,
                                 returned: "a success".into(),
+                                run_us: 0,
                             };
                             (id, completer.complete(done))
                         })
