@@ -11,7 +11,7 @@ use crate::store::pg::claim::NewRow;
 use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::tell;
-use crate::store::pg::notify::{notify_done, notify_wake};
+use crate::store::pg::notify::{Whose, notify_done, notify_wake};
 use crate::store::pg::sql::Sql;
 use crate::store::pg::tally::{Counted, Did};
 use crate::store::pg::unique::insert_new;
@@ -132,6 +132,7 @@ pub(crate) fn complete_in(
         current.get(3),
         current.get(4),
     );
+    let whose = Whose::Of(current.get(5), current.get(6));
     if let Some(progress) = progress {
         tx.execute(
             &format!("UPDATE {q}.tasks SET progress = $2 WHERE id = $1"),
@@ -149,7 +150,7 @@ pub(crate) fn complete_in(
             end(
                 tx,
                 schema,
-                id,
+                (id, whose),
                 (attempt, now),
                 revoked,
                 AttemptErrorKind::Revoked,
@@ -171,7 +172,7 @@ pub(crate) fn complete_in(
                 &[&id, output, &now],
             )
             .map_err(pg("store a success"))?;
-            notify_done(tx, schema, &[id])?;
+            notify_done(tx, schema, &[id], (whose, Some(TaskState::Succeeded)))?;
             TaskState::Succeeded
         }
         Ending::Failed {
@@ -181,23 +182,37 @@ pub(crate) fn complete_in(
         } => match retry_at_ms {
             Some(at) if attempts <= max_retries => {
                 record_error(tx, schema, id, (attempt, now), *kind, message)?;
-                run_again(tx, schema, id, (*at, now_ms), TaskState::Retrying)?
+                run_again(tx, schema, (id, whose), (*at, now_ms), TaskState::Retrying)?
             }
             _ => {
                 let failed = TaskState::Failed;
-                end(tx, schema, id, (attempt, now), failed, *kind, message)?;
+                end(
+                    tx,
+                    schema,
+                    (id, whose),
+                    (attempt, now),
+                    failed,
+                    *kind,
+                    message,
+                )?;
                 failed
             }
         },
         Ending::Snoozed { at_ms, message } => {
             let snoozed = AttemptErrorKind::Snoozed;
             record_error(tx, schema, id, (attempt, now), snoozed, message)?;
-            run_again(tx, schema, id, (*at_ms, now_ms), TaskState::Scheduled)?
+            run_again(
+                tx,
+                schema,
+                (id, whose),
+                (*at_ms, now_ms),
+                TaskState::Scheduled,
+            )?
         }
     };
-    if tx.counts() {
+    if let (true, Whose::Of(queue, name)) = (tx.counts(), whose) {
         let mut counted = Counted::default();
-        counted.add(current.get(5), current.get(6), Did::Ran(run_us));
+        counted.add(queue, name, Did::Ran(run_us));
         tx.count(counted);
     }
     if follows && state.is_final() {
@@ -216,7 +231,7 @@ pub(crate) fn complete_in(
 fn run_again(
     tx: &mut impl Sql,
     schema: &SchemaName,
-    id: i64,
+    (id, whose): (i64, Whose<'_>),
     (at_ms, now_ms): (u64, u64),
     state: TaskState,
 ) -> Result<TaskState, Error> {
@@ -237,7 +252,7 @@ fn run_again(
     )
     .map_err(pg("schedule a task to run again"))?;
     if state == TaskState::Retrying {
-        tell(tx, schema, "retried", &[id], now_ms)?;
+        tell(tx, schema, ("retried", whose), &[id], now_ms)?;
     }
     notify_wake(tx, schema)?;
     Ok(state)
@@ -270,7 +285,7 @@ fn record_error(
 pub(super) fn end(
     db: &mut impl Sql,
     schema: &SchemaName,
-    id: i64,
+    (id, whose): (i64, Whose<'_>),
     (attempt, now): (i32, i64),
     state: TaskState,
     kind: AttemptErrorKind,
@@ -288,7 +303,7 @@ pub(super) fn end(
         &[&id, &now],
     )
     .map_err(pg("end a task"))?;
-    notify_done(db, schema, &[id])
+    notify_done(db, schema, &[id], (whose, Some(state)))
 }
 
 /// Makes every scheduled or retrying task due at `now_ms` ready; returns how many, and the
@@ -419,7 +434,7 @@ pub(crate) fn expire_due(
             ],
         )
         .map_err(pg("record expiries"))?;
-        notify_done(&mut tx, schema, &ids)?;
+        notify_done(&mut tx, schema, &ids, (Whose::Rows, None))?;
         ended(&mut tx, schema, &ids, now_ms)?;
     }
     let next: Option<i64> = tx

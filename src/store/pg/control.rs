@@ -9,7 +9,7 @@ use crate::model::{AttemptErrorKind, Revoke, TaskId, TaskState};
 use crate::store::pg::complete::end;
 use crate::store::pg::follow::{ended, reopened};
 use crate::store::pg::migrate::{SchemaName, pg};
-use crate::store::pg::notify::notify_wake;
+use crate::store::pg::notify::{Whose, notify_wake};
 use crate::store::pg::sql::Sql;
 
 /// Revokes task `id` at `now_ms`; `None` for an unknown id.
@@ -62,7 +62,7 @@ pub(crate) fn revoke(
             end(
                 &mut tx,
                 schema,
-                id,
+                (id, Whose::Rows),
                 (attempts, now),
                 TaskState::Revoked,
                 AttemptErrorKind::Revoked,

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::claim::insert;
 use crate::store::pg::migrate::{SchemaName, pg};
-use crate::store::pg::notify::{notify_done, notify_wake};
+use crate::store::pg::notify::{Whose, notify_done, notify_wake};
 use crate::store::pg::record::{PgLink, PgRecord};
 use crate::store::pg::sql::Sql;
 
@@ -233,7 +233,7 @@ fn fail_steps(
         ],
     )
     .map_err(pg("record why the steps after a task failed"))?;
-    notify_done(db, schema, &ids)?;
+    notify_done(db, schema, &ids, (Whose::Rows, None))?;
     Ok(ids)
 }
 

@@ -15,7 +15,7 @@ use crate::model::{AttemptErrorKind, TaskState};
 use crate::store::pg::follow::ended;
 use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::notify::tell;
-use crate::store::pg::notify::{notify_done, notify_wake};
+use crate::store::pg::notify::{Whose, notify_done, notify_wake};
 use crate::store::pg::sql::Sql;
 
 /// Registers this process with a lease of `lease`; returns its id.
@@ -243,9 +243,9 @@ fn rescue(
         .chain(&rescued.revoked)
         .map(|&id| id as i64)
         .collect();
-    notify_done(&mut tx, schema, &finals)?;
+    notify_done(&mut tx, schema, &finals, (Whose::Rows, None))?;
     let retried: Vec<i64> = rescued.retried.iter().map(|&id| id as i64).collect();
-    tell(&mut tx, schema, "retried", &retried, now_ms)?;
+    tell(&mut tx, schema, ("retried", Whose::Rows), &retried, now_ms)?;
     ended(&mut tx, schema, &finals, now_ms)?;
     if !requeued.is_empty() || !rescued.given_back.is_empty() {
         // Ready again, or slots of a concurrency limit freed: every process's dispatcher

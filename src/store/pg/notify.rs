@@ -4,6 +4,8 @@
 //! channel if any process listens (`events` delivers what is heard). The `stop` channel is
 //! notified by a revoke (`control`).
 
+use postgres::types::ToSql;
+
 use crate::error::Error;
 use crate::model::TaskState;
 use crate::store::pg::migrate::{SchemaName, pg};
@@ -20,9 +22,19 @@ pub(crate) fn notify_wake(db: &mut impl Sql, schema: &SchemaName) -> Result<(), 
     Ok(())
 }
 
+/// Whose tasks a notification is about, for the metrics' counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Whose<'a> {
+    /// Read from the rows, in the notifying statement (a batch of several tasks).
+    Rows,
+    /// All of this queue and task name (one task whose row the caller has read): counted
+    /// here, so the statement stays as small as it can be (a completion's).
+    Of(&'a str, &'a str),
+}
+
 /// Notifies the `done` channel of each of `ids` (heard when the transaction commits), and
 /// their final states' events if anyone listens (`store::pg::events`): call it once they
-/// are final.
+/// are final (`state`, when the caller knows it: with [`Whose::Of`]).
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
@@ -30,48 +42,71 @@ pub(crate) fn notify_done(
     db: &mut impl Sql,
     schema: &SchemaName,
     ids: &[i64],
+    whose: (Whose<'_>, Option<TaskState>),
 ) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
     let q = schema.quoted();
     let event = task_event(&q, "t", &final_kind("t"), "t.finished_at_ms", true);
-    // The notifications, then (for the metrics, if counted) the final states per queue and
-    // task name.
-    let rows = db
-        .query(
-            &format!(
-                "WITH done AS (
-                     SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id
-                 ), told AS (
-                     SELECT pg_notify($3, {event})
-                     FROM (SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
-                     WHERE {listening}
-                 )
-                 SELECT NULL::text, NULL::text, NULL::int2,
-                        (SELECT count(*) FROM done) + (SELECT count(*) FROM told)
-                 UNION ALL
-                 SELECT queue, name, state, count(*) FROM {q}.tasks
-                 WHERE $4 AND id = ANY($2) GROUP BY queue, name, state",
-                listening = listening(&q)
-            ),
-            &[
-                &schema.done_channel(),
-                &ids,
-                &schema.events_channel(),
-                &db.counts(),
-            ],
-        )
-        .map_err(pg("notify final states"))?;
+    let notify = format!(
+        "WITH done AS (
+             SELECT pg_notify($1, id::text) FROM unnest($2::int8[]) AS id
+         ), told AS (
+             SELECT pg_notify($3, {event})
+             FROM (SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
+             WHERE {listening}
+         )",
+        listening = listening(&q)
+    );
+    let params: [&(dyn ToSql + Sync); 3] = [&schema.done_channel(), &ids, &schema.events_channel()];
     let mut counted = Counted::default();
-    for row in rows {
-        let (queue, name, state): (Option<&str>, Option<&str>, Option<i16>) =
-            (row.get(0), row.get(1), row.get(2));
-        if let (Some(queue), Some(name), Some(state)) = (queue, name, state)
-            && let Some(state) = u8::try_from(state).ok().and_then(TaskState::from_code)
-        {
-            let times = u64::try_from(row.get::<_, i64>(3)).unwrap_or(0);
+    match whose {
+        (Whose::Of(queue, name), Some(state)) => {
+            db.execute(
+                &format!(
+                    "{notify} SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM told)"
+                ),
+                &params,
+            )
+            .map_err(pg("notify final states"))?;
+            let times = ids.len() as u64;
             counted.add(queue, name, Did::Entered(state, times));
+        }
+        _ if !db.counts() => {
+            db.execute(
+                &format!(
+                    "{notify} SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM told)"
+                ),
+                &params,
+            )
+            .map_err(pg("notify final states"))?;
+        }
+        _ => {
+            // Then the final states per queue and task name, for the metrics.
+            let rows = db
+                .query(
+                    &format!(
+                        "{notify}
+                         SELECT NULL::text, NULL::text, NULL::int2,
+                                (SELECT count(*) FROM done) + (SELECT count(*) FROM told)
+                         UNION ALL
+                         SELECT queue, name, state, count(*) FROM {q}.tasks
+                         WHERE id = ANY($2) GROUP BY queue, name, state"
+                    ),
+                    &params,
+                )
+                .map_err(pg("notify final states"))?;
+            for row in rows {
+                let (queue, name, state): (Option<&str>, Option<&str>, Option<i16>) =
+                    (row.get(0), row.get(1), row.get(2));
+                if let (Some(queue), Some(name), Some(state)) = (queue, name, state)
+                    && let Some(state) = u8::try_from(state).ok().and_then(TaskState::from_code)
+                {
+                    let times = u64::try_from(row.get::<_, i64>(3)).unwrap_or(0);
+                    counted.add(queue, name, Did::Entered(state, times));
+                }
+            }
         }
     }
     db.count(counted);
@@ -109,15 +144,16 @@ pub(crate) fn final_kind(t: &str) -> String {
     )
 }
 
-/// Notifies, if anyone listens, the event `kind` (`retried`: with its last error) of each
-/// task of `ids`, in id order, at `now_ms`.
+/// Notifies, if anyone listens, the event `kind` (`retried`: with its last error, and
+/// counted for the metrics as `whose` says) of each task of `ids`, in id order, at
+/// `now_ms`.
 ///
 /// # Errors
 /// `Storage` on a failure of the server.
 pub(crate) fn tell(
     db: &mut impl Sql,
     schema: &crate::store::pg::migrate::SchemaName,
-    kind: &str,
+    (kind, whose): (&str, Whose<'_>),
     ids: &[i64],
     now_ms: u64,
 ) -> Result<(), crate::error::Error> {
@@ -128,35 +164,42 @@ pub(crate) fn tell(
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     let retried = kind == "retried";
     let event = task_event(&q, "t", "$3::text", "$4::int8", retried);
-    // The events, then (a retry counted for the metrics) the tasks per queue and name.
-    let rows = db
-        .query(
-            &format!(
-                "WITH told AS (
-                     SELECT pg_notify($1, {event}) FROM (
-                         SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
-                     WHERE {listening}
-                 )
-                 SELECT NULL::text, NULL::text, (SELECT count(*) FROM told)
-                 UNION ALL
-                 SELECT queue, name, count(*) FROM {q}.tasks
-                 WHERE $5 AND id = ANY($2) GROUP BY queue, name",
-                listening = listening(&q)
-            ),
-            &[
-                &schema.events_channel(),
-                &ids,
-                &kind,
-                &now,
-                &(retried && db.counts()),
-            ],
-        )
-        .map_err(pg("notify events"))?;
+    let told = format!(
+        "SELECT pg_notify($1, {event}) FROM (
+             SELECT * FROM {q}.tasks WHERE id = ANY($2) ORDER BY id) AS t
+         WHERE {listening}",
+        listening = listening(&q)
+    );
+    let params: [&(dyn ToSql + Sync); 4] = [&schema.events_channel(), &ids, &kind, &now];
     let mut counted = Counted::default();
-    for row in rows {
-        if let (Some(queue), Some(name)) = (row.get::<_, Option<&str>>(0), row.get(1)) {
-            let times = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
-            counted.add(queue, name, Did::Entered(TaskState::Retrying, times));
+    match whose {
+        Whose::Rows if retried && db.counts() => {
+            // Then the tasks per queue and name, for the metrics.
+            let rows = db
+                .query(
+                    &format!(
+                        "WITH told AS ({told})
+                         SELECT NULL::text, NULL::text, (SELECT count(*) FROM told)
+                         UNION ALL
+                         SELECT queue, name, count(*) FROM {q}.tasks
+                         WHERE id = ANY($2) GROUP BY queue, name"
+                    ),
+                    &params,
+                )
+                .map_err(pg("notify events"))?;
+            for row in rows {
+                if let (Some(queue), Some(name)) = (row.get::<_, Option<&str>>(0), row.get(1)) {
+                    let times = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
+                    counted.add(queue, name, Did::Entered(TaskState::Retrying, times));
+                }
+            }
+        }
+        _ => {
+            db.execute(&told, &params).map_err(pg("notify events"))?;
+            if let (Whose::Of(queue, name), true) = (whose, retried) {
+                let times = ids.len() as u64;
+                counted.add(queue, name, Did::Entered(TaskState::Retrying, times));
+            }
         }
     }
     db.count(counted);
