@@ -140,6 +140,7 @@ fn every_command_works_on_a_postgres_queue() {
     let mut tail = Command::new(env!("CARGO_BIN_EXE_taskspool"))
         .args(["tail", &url, "--count", "1", "--postgres-schema", &schema])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // The subscription is taken once the binary connected; enqueue until it has one event.
@@ -154,8 +155,10 @@ fn every_command_works_on_a_postgres_queue() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut line = String::new();
+    let (mut line, mut errors) = (String::new(), String::new());
     std::io::Read::read_to_string(&mut tail.stdout.take().unwrap(), &mut line).unwrap();
-    let event: Value = serde_json::from_str(line.trim()).unwrap();
+    std::io::Read::read_to_string(&mut tail.stderr.take().unwrap(), &mut errors).unwrap();
+    let event: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("{e}: {line:?}; stderr: {errors}"));
     assert_eq!(event["event"], "enqueued", "{line}");
 }

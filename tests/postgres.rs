@@ -755,3 +755,40 @@ fn each_process_counts_what_it_did() {
         "{text}"
     );
 }
+
+/// Fails with a message PostgreSQL cannot store in a text (a NUL in it).
+#[derive(Serialize, Deserialize)]
+struct NulMessage;
+
+impl Task for NulMessage {
+    const NAME: &'static str = "pg.nul_message";
+    type Output = ();
+    fn run(self, _ctx: &Context) -> Result<(), TaskError> {
+        Err(TaskError::fail("a message with a \0 in it"))
+    }
+}
+
+/// A report the server refuses to store fails its attempt for good, saying why, and the
+/// pool's thread goes on to the next task (it neither ends nor leaves the task running).
+#[test]
+fn a_report_the_server_refuses_fails_the_attempt_and_the_pool_goes_on() {
+    let Some(url) = server("postgres") else {
+        return;
+    };
+    let spool = Spool::builder().connect_postgres_temporary(&url).unwrap();
+    let worker = spool
+        .worker()
+        .concurrency(1)
+        .register::<NulMessage>()
+        .register::<Job>()
+        .start()
+        .unwrap();
+    let bad = spool.enqueue(NulMessage).unwrap();
+    let next = spool.enqueue(Job { n: 7, fail: false }).unwrap();
+    assert_eq!(next.wait(WAIT).unwrap(), 7, "the thread went on");
+    let status = bad.status().unwrap();
+    assert_eq!(status.state, TaskState::Failed, "{status:?}");
+    let why = &status.errors.last().expect("an error").message;
+    assert!(why.contains("could not be stored"), "{why}");
+    worker.shutdown(WAIT).unwrap();
+}

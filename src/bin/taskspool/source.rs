@@ -58,7 +58,14 @@ impl<'a> Target<'a> {
     /// Where the events go from: the spool of a PostgreSQL queue, else the file's owner.
     pub fn events(&self) -> Result<Events, Error> {
         match self.postgres_url() {
-            Some(url) => Ok(Events::Spool(self.connect(url)?.events_with_buffer(4_096))),
+            Some(url) => {
+                let spool = self.connect(url)?;
+                let events = spool.events_with_buffer(4_096);
+                Ok(Events::Spool {
+                    events,
+                    _connected: spool,
+                })
+            }
             None => Ok(Events::Live(Client::connect(self.file)?.events(4_096)?)),
         }
     }
@@ -67,14 +74,18 @@ impl<'a> Target<'a> {
 /// The events a `tail` prints.
 pub enum Events {
     Live(RemoteEvents),
-    Spool(taskspool::Events),
+    /// A PostgreSQL queue's, heard while the spool is connected.
+    Spool {
+        events: taskspool::Events,
+        _connected: Spool,
+    },
 }
 
 impl Events {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
         match self {
             Events::Live(e) => e.recv_timeout(timeout),
-            Events::Spool(e) => e.recv_timeout(timeout),
+            Events::Spool { events, .. } => events.recv_timeout(timeout),
         }
     }
 }

@@ -20,7 +20,8 @@ use crate::store::pg::migrate::{SchemaName, pg};
 use crate::store::pg::sql::{Conn, Sql};
 use crate::store::pg::tally::PgMetrics;
 
-/// One attempt's report, and where its answer goes.
+/// One attempt's report.
+#[derive(Clone)]
 pub(crate) struct Done {
     /// The task, its attempt and the process that ran it (the fence).
     pub(crate) attempt: (u64, u32, u64),

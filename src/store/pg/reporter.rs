@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::clock::duration_ms;
 use crate::error::Error;
@@ -50,16 +51,15 @@ impl Reporter for PgReporter {
         let run_us = c.run_us;
         let now = self.inner.clock.now_ms();
         let ending = self.ending(&c, now)?;
-        // Fenced to the attempt: applied twice (the first commit's answer lost with its
-        // connection), the second changes nothing.
-        self.inner.completer.complete(Done {
+        let done = Done {
             attempt: (c.id.0, c.attempt, self.inner.process()),
             now_ms: now,
             ending,
             progress: c.progress,
             returned: c.outcome.describe(),
             run_us,
-        })?;
+        };
+        self.report(done)?;
         if let Some(pool) = pool {
             let _ = self
                 .inner
@@ -114,6 +114,46 @@ impl Reporter for PgReporter {
 }
 
 impl PgReporter {
+    /// Applies `done`, fenced to its attempt (applied twice — the first commit's answer lost
+    /// with its connection — the second changes nothing). While the server cannot be
+    /// reached it tries again, backing off to every 2 s, until it can or the spool closes:
+    /// the thread has nothing else to do, and giving up would leave the task running here
+    /// for good. A report the server refuses (a follow-up's name it cannot store, say) is
+    /// replaced by a failure of the attempt for good, saying why, as a follow-up this
+    /// engine cannot encode is.
+    ///
+    /// # Errors
+    /// `Closed` once the spool closes; `Storage` if the server refuses the failure too.
+    fn report(&self, mut done: Done) -> Result<(), Error> {
+        let mut pause = Duration::from_millis(50);
+        let mut replaced = false;
+        loop {
+            let e = match self.inner.completer.complete(done.clone()) {
+                Ok(_) => return Ok(()),
+                Err(Error::Closed) => return Err(Error::Closed),
+                Err(e) if self.inner.closed.load(Ordering::SeqCst) => return Err(e),
+                Err(e) => e,
+            };
+            if refused(&e) {
+                if replaced {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, task = done.attempt.0, "PostgreSQL refused an attempt's report; the attempt fails instead");
+                done.ending = Ending::Failed {
+                    kind: AttemptErrorKind::Fatal,
+                    message: format!("the attempt's report could not be stored: {e}"),
+                    retry_at_ms: None,
+                };
+                done.progress = None;
+                replaced = true;
+                continue;
+            }
+            tracing::warn!(error = %e, task = done.attempt.0, "could not report an attempt; trying again in {pause:?}");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// What the attempt's outcome means for the task, as the file engine decides it
     /// (`Outcome::failure`, `Disposition::retry_delay_ms`), with the backoff of the task's
     /// stored retry policy.
@@ -162,5 +202,26 @@ impl PgReporter {
             message: message.to_string(),
             retry_at_ms: delay.map(|d| now.saturating_add(d)),
         })
+    }
+}
+
+/// Whether the server refused a statement for what it holds, so that running it again
+/// would be refused again: a data exception (a NUL in a text, say), an integrity
+/// constraint, a statement error or a program limit (SQLSTATE classes 22, 23, 42, 54).
+/// Anything else — out of reach, shutting down, a deadlock, a lock or resource shortage —
+/// may pass when tried again.
+fn refused(e: &Error) -> bool {
+    match e {
+        Error::Storage {
+            source: Some(source),
+            ..
+        } => source
+            .downcast_ref::<postgres::Error>()
+            .and_then(postgres::Error::as_db_error)
+            .is_some_and(|db| {
+                let class = db.code().code().get(..2).unwrap_or_default();
+                matches!(class, "22" | "23" | "42" | "54")
+            }),
+        _ => false,
     }
 }
