@@ -138,7 +138,12 @@ fn raw_status(addr: SocketAddr, host: &str) -> u16 {
 
 #[test]
 fn the_api_serves_every_view_as_json() {
-    let spool = Spool::temporary().unwrap();
+    serves_every_view_as_json(&Spool::temporary().unwrap());
+}
+
+/// As [`the_api_serves_every_view_as_json`], on `spool` (either engine).
+pub fn serves_every_view_as_json(spool: &Spool) {
+    let spool = spool.clone();
     let failed = every_state(&spool);
     nightly(&spool);
     spool
@@ -285,7 +290,12 @@ fn the_api_serves_every_view_as_json() {
 
 #[test]
 fn changes_need_the_token_a_post_and_the_same_site() {
-    let spool = Spool::temporary().unwrap();
+    changes_need_the_token(&Spool::temporary().unwrap());
+}
+
+/// As [`changes_need_the_token_a_post_and_the_same_site`], on `spool` (either engine).
+pub fn changes_need_the_token(spool: &Spool) {
+    let spool = spool.clone();
     let failed = every_state(&spool);
     nightly(&spool);
     let retry = format!("/api/tasks/{}/retry", failed.as_u64());

@@ -5,6 +5,11 @@
 
 mod browser;
 mod http;
+#[cfg(feature = "postgres")]
+#[path = "../pg_common/mod.rs"]
+mod pg_common;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
