@@ -4,6 +4,7 @@
 //! processes that start together migrate once; a database migrated by a newer taskspool is
 //! refused before anything is changed.
 
+use postgres::config::SslMode;
 use postgres::{Client, NoTls};
 
 use crate::error::Error;
@@ -107,11 +108,28 @@ pub(super) fn pg(context: &str) -> impl Fn(postgres::Error) -> Error + '_ {
 }
 
 /// A connection to the server at `url` (a `postgres://` URL or `key=value` pairs).
+/// Connections are plain: one that asks for TLS (`sslmode=require`) is refused up front,
+/// rather than failing in a handshake this build cannot make.
 ///
 /// # Errors
-/// `Storage` saying which server could not be reached and why.
+/// `InvalidOption` for a string that is not a connection string; `Unsupported` for
+/// `sslmode=require`; `Storage` saying which server could not be reached and why.
 pub(crate) fn connect(url: &str) -> Result<Client, Error> {
-    Client::connect(url, NoTls).map_err(|e| {
+    let config: postgres::Config = url.parse().map_err(|e| {
+        Error::InvalidOption(format!(
+            "not a PostgreSQL connection string ({e}): give a postgres:// URL or key=value \
+             settings such as `host=db user=app dbname=jobs`"
+        ))
+    })?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(Error::Unsupported {
+            feature: "a TLS connection (sslmode=require: connections are plain; reach the \
+                      server on a private network, a local socket or a tunnel)"
+                .into(),
+            engine: "PostgreSQL",
+        });
+    }
+    config.connect(NoTls).map_err(|e| {
         Error::storage_from(
             "cannot connect to PostgreSQL (check the URL, that the server runs, and that it \
              accepts this user)",

@@ -123,3 +123,17 @@ fn an_unreachable_server_is_a_storage_error_that_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn a_malformed_connection_string_and_tls_are_refused_before_connecting() {
+    let Err(err) = connect("postgres://app@db/jobs?connect_timeout=soon") else {
+        panic!("not a timeout");
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("connection string"), "{err}");
+    let Err(err) = connect("host=127.0.0.1 port=1 user=app sslmode=require") else {
+        panic!("TLS is not built in");
+    };
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("sslmode=require"), "{err}");
+}
