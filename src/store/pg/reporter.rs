@@ -118,9 +118,9 @@ impl PgReporter {
     /// with its connection — the second changes nothing). While the server cannot be
     /// reached it tries again, backing off to every 2 s, until it can or the spool closes:
     /// the thread has nothing else to do, and giving up would leave the task running here
-    /// for good. A report the server refuses (a follow-up's name it cannot store, say) is
-    /// replaced by a failure of the attempt for good, saying why, as a follow-up this
-    /// engine cannot encode is.
+    /// for good. A report the server refuses for its data (a NUL in an error message, say:
+    /// [`refused`]) is replaced by a failure of the attempt for good, saying why, as a
+    /// follow-up this engine cannot encode is.
     ///
     /// # Errors
     /// `Closed` once the spool closes; `Storage` if the server refuses the failure too.

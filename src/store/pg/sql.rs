@@ -8,6 +8,9 @@
 //! The kept statements belong to their connection: [`Conn::reopen_if_closed`] forgets them
 //! with it, and a statement that fails is forgotten too (the next run prepares it again —
 //! after a schema change elsewhere, say).
+//!
+//! The engine's connections also carry the process's metrics (`tally`): a transaction
+//! gathers what its statements counted and hands it over when it commits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
