@@ -106,7 +106,13 @@
 //!   `Worker::shutdown_async` waits off the runtime's threads. `examples/web_service.rs` is
 //!   an axum service built on them.
 //!
-//! Not here yet (planned): a PostgreSQL backend.
+//! - **On PostgreSQL** (feature `postgres`): `Spool::connect_postgres(url)` in place of
+//!   `Spool::open(path)` keeps every task type, option, schedule and worker, for any number
+//!   of processes and machines on one database: claims by `FOR UPDATE SKIP LOCKED`,
+//!   wake-ups by `LISTEN/NOTIFY`, leases with heartbeats for crash recovery, exactly-once
+//!   schedule fires, batched enqueues and completions, metrics per process, and the
+//!   `taskspool` command line given the database. `SpoolBuilder::connect_postgres_temporary`
+//!   gives a test a schema of its own.
 //!
 //! # Guarantees
 //!
