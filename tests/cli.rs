@@ -47,11 +47,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A closed queue file: 3 sent mails, 2 failed, 1 waiting on queue `bulk`.
-fn closed_queue(dir: &Path) -> PathBuf {
-    let path = dir.join("jobs.redb");
-    let spool = Spool::open(&path).unwrap();
-    for (i, fail) in [false, true, false, true, false].into_iter().enumerate() {
+/// Sends a mail to `user<i>@example.com` for each of `fails` (failing for good where it
+/// says so) and drains them.
+fn send_mails(spool: &Spool, fails: &[bool]) {
+    for (i, &fail) in fails.iter().enumerate() {
         let mail = Mail {
             to: format!("user{i}@example.com"),
             fail,
@@ -61,6 +60,13 @@ fn closed_queue(dir: &Path) -> PathBuf {
             .unwrap();
     }
     spool.worker().register::<Mail>().drain().unwrap();
+}
+
+/// A closed queue file: 3 sent mails, 2 failed, 1 waiting on queue `bulk`.
+fn closed_queue(dir: &Path) -> PathBuf {
+    let path = dir.join("jobs.redb");
+    let spool = Spool::open(&path).unwrap();
+    send_mails(&spool, &[false, true, false, true, false]);
     let waiting = Mail {
         to: "later@example.com".into(),
         fail: false,
@@ -270,27 +276,8 @@ fn commands_reach_a_live_owner_through_its_socket() {
         2
     );
 
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_taskspool"))
-        .args(["tail", file, "--count", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The subscription is taken once the binary connected; enqueue until it has one event.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tail.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "tail saw no event");
-        spool
-            .enqueue(Mail {
-                to: "t@example.com".into(),
-                fail: false,
-            })
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let mut line = String::new();
-    std::io::Read::read_to_string(&mut tail.stdout.take().unwrap(), &mut line).unwrap();
-    let event: Value = serde_json::from_str(line.trim()).unwrap();
-    assert_eq!(event["event"], "enqueued", "{line}");
+    let event = first_tailed_event(&["tail", file, "--count", "1"], &spool);
+    assert_eq!(event["event"], "enqueued", "{event}");
 }
 
 /// With no owner, a command that changes the queue opens the file as its owner, and says so.
@@ -354,16 +341,7 @@ fn every_command_works_on_a_postgres_queue() {
             .output()
             .expect("run taskspool")
     };
-    for (i, fail) in [false, true, false].into_iter().enumerate() {
-        let mail = Mail {
-            to: format!("user{i}@example.com"),
-            fail,
-        };
-        spool
-            .enqueue_with(mail, Options::new().max_retries(0))
-            .unwrap();
-    }
-    spool.worker().register::<Mail>().drain().unwrap();
+    send_mails(&spool, &[false, true, false]);
 
     let out = taskspool(&["stats", &url, "--json"]);
     let (stdout, stderr) = output(&out);
@@ -436,13 +414,22 @@ fn every_command_works_on_a_postgres_queue() {
     let out = taskspool(&["show", &url, "999999"]);
     assert_eq!(out.status.code(), Some(3), "{:?}", output(&out));
 
+    let event = first_tailed_event(
+        &["tail", &url, "--count", "1", "--postgres-schema", &schema],
+        &spool,
+    );
+    assert_eq!(event["event"], "enqueued", "{event}");
+}
+
+/// Runs `taskspool` with `args` (a `tail --count 1`), enqueueing on `spool` until it has
+/// printed its one event (the subscription is taken once the binary connected); that event.
+fn first_tailed_event(args: &[&str], spool: &Spool) -> Value {
     let mut tail = Command::new(env!("CARGO_BIN_EXE_taskspool"))
-        .args(["tail", &url, "--count", "1", "--postgres-schema", &schema])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The subscription is taken once the binary connected; enqueue until it has one event.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while tail.try_wait().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "tail saw no event");
@@ -457,7 +444,5 @@ fn every_command_works_on_a_postgres_queue() {
     let (mut line, mut errors) = (String::new(), String::new());
     std::io::Read::read_to_string(&mut tail.stdout.take().unwrap(), &mut line).unwrap();
     std::io::Read::read_to_string(&mut tail.stderr.take().unwrap(), &mut errors).unwrap();
-    let event: Value = serde_json::from_str(line.trim())
-        .unwrap_or_else(|e| panic!("{e}: {line:?}; stderr: {errors}"));
-    assert_eq!(event["event"], "enqueued", "{line}");
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}; stderr: {errors}"))
 }
