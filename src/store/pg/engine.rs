@@ -49,7 +49,7 @@ use crate::store::verbs::{
     Then,
 };
 use crate::sync::Waiters;
-use crate::views::{PoolStats, Stats, TaskPage, TaskStatus, WorkflowStatus};
+use crate::views::{Stats, TaskPage, TaskStatus, WorkflowStatus};
 
 /// How a process's PostgreSQL engine is opened.
 #[derive(Debug, Clone)]
@@ -544,40 +544,7 @@ impl Engine for PgEngine {
     /// knows, this process's pools and then every other process's, and this process's
     /// metrics (`tally`).
     fn stats(&self) -> Result<Stats, Error> {
-        let schema = &self.inner.schema;
-        let (queues, unregistered, others) = self.inner.with_db(|db| {
-            Ok((
-                read::counts(db, schema)?,
-                pools::unregistered_counts(db, schema)?,
-                pools::of_others(db, schema, self.inner.process())?,
-            ))
-        })?;
-        let mut pools: Vec<PoolStats> = self
-            .inner
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(_, serves, threads, gauges)| {
-                let mut tasks: Vec<String> = serves.names.iter().cloned().collect();
-                tasks.sort();
-                PoolStats {
-                    queues: serves.queues.clone(),
-                    tasks,
-                    concurrency: *threads,
-                    threads: gauges.threads.load(Ordering::SeqCst),
-                    abandoned: gauges.abandoned.load(Ordering::SeqCst),
-                    busy: gauges.running_tasks().len(),
-                }
-            })
-            .collect();
-        pools.extend(others);
-        Ok(Stats {
-            queues,
-            unregistered,
-            pools,
-            metrics: self.inner.metrics.snapshot(),
-        })
+        self.inner.stats()
     }
 
     #[cfg(test)]

@@ -21,8 +21,10 @@ use crate::store::pg::migrate::SchemaName;
 use crate::store::pg::record::PgRecord;
 use crate::store::pg::sql::{Conn, Sql};
 use crate::store::pg::tally::PgMetrics;
+use crate::store::pg::{pools, read};
 use crate::store::verbs::{Inputs, Job, PoolGauges, PoolSpec, Serves};
 use crate::sync::Waiters;
+use crate::views::{PoolStats, Stats};
 
 /// The engine's state, shared by its threads and reporters.
 pub(super) struct Inner {
@@ -76,6 +78,48 @@ pub(super) enum Event {
 }
 
 impl Inner {
+    /// Counts per queue and state (a scan of the table, for now), the names no live pool
+    /// knows, this process's pools and then every other process's, and this process's
+    /// metrics (`tally`).
+    ///
+    /// # Errors
+    /// `Storage` on a failure of the server.
+    pub(super) fn stats(&self) -> Result<Stats, Error> {
+        let schema = &self.schema;
+        let (queues, unregistered, others) = self.with_db(|db| {
+            Ok((
+                read::counts(db, schema)?,
+                pools::unregistered_counts(db, schema)?,
+                pools::of_others(db, schema, self.process())?,
+            ))
+        })?;
+        let mut pools: Vec<PoolStats> = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, serves, threads, gauges)| {
+                let mut tasks: Vec<String> = serves.names.iter().cloned().collect();
+                tasks.sort();
+                PoolStats {
+                    queues: serves.queues.clone(),
+                    tasks,
+                    concurrency: *threads,
+                    threads: gauges.threads.load(Ordering::SeqCst),
+                    abandoned: gauges.abandoned.load(Ordering::SeqCst),
+                    busy: gauges.running_tasks().len(),
+                }
+            })
+            .collect();
+        pools.extend(others);
+        Ok(Stats {
+            queues,
+            unregistered,
+            pools,
+            metrics: self.metrics.snapshot(),
+        })
+    }
+
     /// This process's lease: the owner its claims name and its reports are fenced to.
     pub(super) fn process(&self) -> u64 {
         self.process.load(Ordering::SeqCst)
