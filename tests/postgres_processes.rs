@@ -1,4 +1,4 @@
-//! Real processes on one PostgreSQL schema (`TASKSPOOL_TEST_POSTGRES`, see `postgres.rs`):
+//! Real processes on one PostgreSQL schema (`TASKSPOOL_TEST_POSTGRES`, see `postgres/main.rs`):
 //! two worker processes, one killed with SIGKILL in the middle of a task — the other finishes
 //! it once the dead one's lease has expired, the lost attempt counted — and a schedule
 //! declared by both processes fires once per tick; a process killed while it stores a chord
